@@ -1,0 +1,74 @@
+"""Command line: argument parsing only. Every subcommand calls one library function.
+
+Each area registers its subcommands from its own small module (`register(subparsers)`), so that the
+parser stays readable and areas do not edit one shared file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from medxgan import __version__
+from medxgan.runtime.errors import MedxganError
+
+# (module, help) in the order they appear in `medxgan --help`
+_AREAS = [
+    "medxgan.cli.demo_cmd",
+    "medxgan.cli.synth_cmd",
+    "medxgan.cli.classifier_cmd",
+    "medxgan.cli.gan_cmd",
+    "medxgan.cli.explain_cmd",
+    "medxgan.cli.evaluate_cmd",
+    "medxgan.cli.translate_cmd",
+]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own errors: one line + usage, exit 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = _Parser(
+        prog="medxgan",
+        description="Explain medical image classifiers with medXGAN; translate fundus photos to angiograms.",
+        formatter_class=_Formatter,
+        epilog="Run `medxgan COMMAND --help` for the options and examples of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"medxgan {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module_name in _AREAS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:  # area not built yet
+                continue
+            raise
+        module.register(sub, _Formatter)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        result = args.func(args)
+    except MedxganError as exc:
+        print(f"medxgan: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("medxgan: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)

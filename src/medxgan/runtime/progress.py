@@ -1,0 +1,34 @@
+"""Progress bars and stage lines. tqdm writes to stderr; stage lines go to stdout so they can be piped."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, Iterable
+
+from tqdm.auto import tqdm
+
+
+def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", disable: bool | None = None, **kw: Any) -> tqdm:
+    if disable is None:
+        disable = not sys.stderr.isatty() and kw.pop("quiet_when_piped", False)
+    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, disable=disable, **kw)
+
+
+class Stage:
+    """`with Stage("train classifier"):` prints a start line and the elapsed time at the end."""
+
+    def __init__(self, name: str, stream: Any = None):
+        self.name = name
+        self.stream = stream or sys.stdout
+        self.seconds = 0.0
+
+    def __enter__(self) -> "Stage":
+        self.t0 = time.perf_counter()
+        print(f"[medxgan] {self.name} ...", file=self.stream, flush=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        if exc[0] is None:
+            print(f"[medxgan] {self.name}: done in {self.seconds:.1f} s", file=self.stream, flush=True)
