@@ -1,0 +1,26 @@
+"""The classifier contract (adapter), built-in architectures, loading and training."""
+
+from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing, convert_channels, wrap_classifier
+from medxgan.classifiers.architectures import ARCHITECTURES, PaperCNN, SmallResNet, build_architecture, last_conv_layer
+from medxgan.classifiers.loading import load_classifier
+
+
+def train_classifier(*args, **kwargs):  # imported lazily: training pulls in the data layer
+    from medxgan.classifiers.training import train_classifier as _train
+
+    return _train(*args, **kwargs)
+
+
+__all__ = [
+    "ClassifierAdapter",
+    "Preprocessing",
+    "convert_channels",
+    "wrap_classifier",
+    "ARCHITECTURES",
+    "PaperCNN",
+    "SmallResNet",
+    "build_architecture",
+    "last_conv_layer",
+    "load_classifier",
+    "train_classifier",
+]

@@ -1,0 +1,46 @@
+"""Arguments shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
+
+
+def add_class_mapping(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--positive", nargs="+", metavar="CLASS", help="class folder name(s) that count as positive (default: from dataset.json or every class not listed as negative)")
+    p.add_argument("--negative", nargs="+", metavar="CLASS", help="class folder name(s) that count as negative, e.g. notumor")
+    p.add_argument("--csv", help="CSV with path,label[,split][,x,y,w,h] rows (boxes become masks)")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable image files (and report how many) instead of stopping")
+
+
+def add_classifier_spec(p: argparse.ArgumentParser, required: bool = True, flag: str = "--classifier") -> None:
+    p.add_argument(flag, required=required, metavar="CLF",
+                   help="classifier run directory, TorchScript file, or package.module:factory (with --classifier-weights)")
+    p.add_argument("--classifier-weights", metavar="FILE", help="weights (.safetensors or torch state dict) for package.module:factory")
+    p.add_argument("--classifier-output", choices=["auto", "logits2", "logit1", "probs2", "prob1"], default=None,
+                   help="how to read the classifier's output (TorchScript/factory classifiers)")
+    p.add_argument("--classifier-size", type=int, metavar="PX", help="the classifier's own input size (images are resized to it)")
+    p.add_argument("--classifier-channels", type=int, choices=[1, 3], help="the classifier's own input channels")
+    p.add_argument("--classifier-range", choices=["-1,1", "0,1"], default="-1,1", help="value range the classifier expects before mean/std")
+    p.add_argument("--classifier-mean", type=float, nargs="+", metavar="M", help="per-channel mean for normalisation")
+    p.add_argument("--classifier-std", type=float, nargs="+", metavar="S", help="per-channel std for normalisation")
+
+
+def classifier_from_args(args: argparse.Namespace, attr: str = "classifier", device: str = "cpu"):
+    """Build the adapter from the --classifier* flags."""
+    from medxgan.classifiers import Preprocessing, load_classifier
+
+    pp = None
+    if any(getattr(args, k, None) is not None for k in ("classifier_size", "classifier_channels", "classifier_mean", "classifier_std")) or getattr(args, "classifier_range", "-1,1") != "-1,1":
+        pp = Preprocessing(
+            input_size=(args.classifier_size, args.classifier_size) if args.classifier_size else None,
+            input_channels=args.classifier_channels,
+            input_range=args.classifier_range,
+            mean=args.classifier_mean,
+            std=args.classifier_std,
+        )
+    return load_classifier(getattr(args, attr), weights=getattr(args, "classifier_weights", None), device=device,
+                           output=getattr(args, "classifier_output", None), preprocessing=pp)
