@@ -49,15 +49,18 @@ class _BasicBlock(nn.Module):
 
 
 class SmallResNet(nn.Module):
-    """A small ResNet-style network for 64-256 px: a 3x3 stem, four stages of one basic block
+    """A small ResNet-style network for 64-256 px: a 3x3 stem (stride 2 from 64 px, plus a max-pool
+    from 160 px), four stages of one basic block
     (widths w, 2w, 4w, 8w; stride 2 from the second stage on), global average pooling, linear head."""
 
     def __init__(self, in_channels: int = 1, image_size: int = 128, width: int = 16):
         super().__init__()
-        stem_stride = 2 if image_size >= 128 else 1
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
-        )
+        # Downsample early so that the cost stays small at 64-256 px (laptop CPUs).
+        stem_stride = 2 if image_size >= 64 else 1
+        stem = [nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        if image_size >= 160:
+            stem.append(nn.MaxPool2d(2))
+        self.stem = nn.Sequential(*stem)
         widths = [width, 2 * width, 4 * width, 8 * width]
         layers, cin = [], width
         for i, w in enumerate(widths):
