@@ -10,8 +10,9 @@ from tqdm.auto import tqdm
 
 
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", disable: bool | None = None, **kw: Any) -> tqdm:
+    quiet_when_piped = kw.pop("quiet_when_piped", False)
     if disable is None:
-        disable = not sys.stderr.isatty() and kw.pop("quiet_when_piped", False)
+        disable = quiet_when_piped and not sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, disable=disable, **kw)
 
 
