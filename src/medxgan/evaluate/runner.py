@@ -1,0 +1,644 @@
+"""The benchmark runner behind ``medxgan evaluate``: every method on the same images, the same metrics.
+
+    from medxgan.evaluate.runner import evaluate
+    res = evaluate("data/brain", "eval/", gan="runs/gan", n=200)        # classifier: the GAN run's
+    res["methods"]["gradcam"]["metrics"]["localisation.iou_area_matched"]  # {"mean", "lo", "hi", "n", "n_invalid"}
+
+What is evaluated
+-----------------
+1. The classifier scores every image of the split; each image falls in one slice (threshold 0.5):
+   TP, FN, FP, TN. The counts are reported. ``subset`` picks the images that are explained
+   (default ``"pred-pos"`` = TP + FP: explanations of a *positive* decision, what medXGAN explains);
+   they are put in a seeded random order and the first ``n`` are kept (so a larger ``n`` later
+   extends the same run).
+2. Each method explains each image (the positive-class logit; see :mod:`medxgan.explain.baselines`).
+   Per (image, method):
+
+   * ``localisation.*`` -- only for true positives with a non-empty mask; the map's magnitude |A| is
+     scored (``localisation_metrics(A, M, mode="abs")``): pointing game, IoU at the area-matched
+     threshold and at Otsu, relevance mass and rank, pixel AUROC / AUPRC.
+   * ``deletion_mean.*`` / ``deletion_blur.*`` -- deletion curve (top-k % pixels of |A| replaced by
+     the image mean / a Gaussian-blurred copy, k in ``fractions``): ``probs[i]`` p(pos) after
+     deleting ``[0, *fractions][i]``, ``auc`` (mean p over the curve, lower = more faithful),
+     ``flipped[i]`` (p < 0.5; its mean is the flip rate).
+   * ``robustness.noise_<sigma>.{ssim,spearman,top10}`` -- the image plus Gaussian noise of std sigma
+     ([-1, 1] units, clamped to [-1, 1], seeded per image) is explained again; SSIM, Spearman and
+     top-10 % overlap between the clean and the noisy |A|.
+   * ``sensitivity.max`` -- Captum's max-sensitivity (radius, perturbations as configured) for the
+     first ``max_sensitivity_n`` images of the selection only (it re-explains each image
+     ``max_sensitivity_samples`` times: costly for medXGAN); off with ``max_sensitivity=False``.
+   * ``counterfactual.*`` -- methods whose extras carry ``x_neg`` (medXGAN): validity for the
+     classifier and for the GAN run's independent oracle (NaN without one), proximity.
+   * ``shortcut.*`` -- when ``DATA/markers/`` exists (``medxgan synth --shortcut``): relevance mass
+     of |A| on the marker and on the lesion (:mod:`medxgan.evaluate.shortcut`).
+   * ``map.constant`` -- the map is constant (e.g. all zero: Grad-CAM's ReLU on a negative logit); its
+     mean is the share of such degenerate maps. Two all-zero maps have SSIM 1 and top-k overlap 1
+     (raster tie rule) but Spearman NaN: read robustness together with this rate.
+   * ``cost.time_s`` -- wall time of the clean explanation per image (batch time / batch size).
+3. Aggregation per method and metric over the images where the metric applies: mean and 95 %
+   percentile-bootstrap interval (``n_resamples`` = 1000), NaN values skipped and counted as invalid
+   (:func:`medxgan.evaluate.stats.aggregate`). A method whose map is NaN/inf for an image does not stop
+   the run: the image is counted in ``n_invalid_maps`` and its metrics are NaN.
+
+Output directory
+----------------
+::
+
+    OUT/
+      run.json             the settings that must not change between resumed runs (checked on restart)
+      per_image.jsonl      one JSON line per finished (image, method), appended and flushed at once
+      results.json         config, versions, slice counts, notes, aggregated metrics per method (with CIs),
+                           timings, per-image rows (NaN written as null)
+      results.csv          method,metric,mean,lo,hi,n,n_invalid
+      results.md           Markdown tables, methods as rows, "mean [lo, hi]" cells
+      plots/               bars_<group>.png (localisation, faithfulness_robustness_cost, counterfactual,
+                           shortcut: one panel per metric), deletion_{mean,blur}.png, noise_{ssim,spearman,top10}.png
+      maps/<image_id>/input.npz      image (C x H x W float32 in [-1, 1]), mask (H x W uint8, lesion),
+                                     marker (H x W uint8, zeros without one), label, prob (classifier p(pos)),
+                                     slice ("TP"/"FP"/...), path (relative to DATA)
+      maps/<image_id>/<method>.npz   map (H x W float32, the raw signed attribution), plus the method's
+                                     per-image image-shaped extras (medXGAN: x_pos, x_neg C x H x W,
+                                     signed_difference 1 x H x W, ...), float32
+
+``image_id`` is the image's path relative to DATA without its suffix, with ``/`` replaced by ``__``
+and other unusual characters by ``_`` (e.g. ``test__positive__brain_00012``); it is the ``image_id``
+of the per-image rows, so the report can find the maps of any row.
+
+Resuming: completed (image, method) pairs found in ``per_image.jsonl`` are skipped, a partial last line
+(a killed run) is dropped, and the aggregation is always recomputed from the file. Changing the data,
+split, classifier, GAN, seed, noise levels, deletion fractions or subset needs a new OUT (or
+``overwrite=True``); methods and ``n`` may change freely.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import re
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS, counterfactual_metrics, deletion_curve
+from medxgan.evaluate.localisation import is_constant, localisation_metrics
+from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
+from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
+from medxgan.evaluate.shortcut import has_markers, load_marker_masks, shortcut_metrics
+from medxgan.evaluate.stats import aggregate
+from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from medxgan.runtime.errors import MedxganError
+
+__all__ = ["evaluate", "DEFAULT_NOISE_SIGMAS", "SUBSETS", "image_id_for", "read_per_image"]
+
+DEFAULT_NOISE_SIGMAS = (0.02, 0.05, 0.1)
+SUBSETS = ("pred-pos", "tp", "pos", "all")
+PER_IMAGE = "per_image.jsonl"
+RUN_JSON = "run.json"
+_GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness", "sensitivity", "counterfactual", "shortcut", "cost")
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+def image_id_for(rel: str) -> str:
+    """Stable file-system-safe id of an image from its path relative to the data root."""
+    stem = str(Path(rel).with_suffix("")).replace("\\", "/").replace("/", "__")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "image"
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy/torch scalars -> Python, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return _clean(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def read_per_image(path: str | os.PathLike) -> tuple[dict[tuple[str, str], dict], bool]:
+    """Rows of a ``per_image.jsonl`` keyed by (image_id, method); the last row of a pair wins.
+    Returns (rows, clean) where clean is False when a broken (partial) line was skipped."""
+    rows: dict[tuple[str, str], dict] = {}
+    p = Path(path)
+    if not p.exists():
+        return rows, True
+    text = p.read_text()
+    clean = text == "" or text.endswith("\n")
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            rows[(r["image_id"], r["method"])] = r
+        except (ValueError, KeyError, TypeError):
+            clean = False
+    return rows, clean
+
+
+def _versions() -> dict[str, str]:
+    import medxgan
+
+    v = {"medxgan": getattr(medxgan, "__version__", "?"), "torch": torch.__version__, "numpy": np.__version__,
+         "python": platform.python_version()}
+    for mod in ("captum", "matplotlib"):
+        try:
+            v[mod] = __import__(mod).__version__
+        except Exception:  # pragma: no cover - optional
+            v[mod] = "not installed"
+    return v
+
+
+def _is_nonfinite_error(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "non-finite" in str(exc)
+
+
+def _seed_for(seed: int, image_id: str, salt: int) -> int:
+    return (zlib.crc32(image_id.encode()) * 1_000_003 + int(seed) * 7919 + salt) % (2**63 - 1)
+
+
+def _npz_bytes(**arrays: Any) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _safe_method(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+# ---- loading the models ----------------------------------------------------------------------
+def _load_models(classifier: Any, gan: Any, device: torch.device, inversion: dict | None) -> tuple[Any, Any, str | None]:
+    """(classifier adapter, MedXGAN or None, gan description)."""
+    from medxgan.classifiers import load_classifier
+
+    clf = classifier
+    if clf is not None and not isinstance(clf, torch.nn.Module):
+        clf = load_classifier(str(clf), device=device)
+    elif clf is not None:
+        clf = clf.to(device)
+    model = None
+    gan_desc = None
+    if gan is not None:
+        from medxgan.gan.model import MedXGAN
+
+        if isinstance(gan, MedXGAN):
+            model = gan
+            gan_desc = str(getattr(gan, "config", {}).get("out", "") or type(gan).__name__)
+        elif hasattr(gan, "generator") and hasattr(gan, "classifier"):  # a GanRun
+            model = MedXGAN(gan.generator, clf if clf is not None else gan.classifier, inversion=inversion,
+                            oracle=getattr(gan, "oracle", None), config=getattr(gan, "config", None))
+            gan_desc = str(getattr(gan, "path", "GanRun"))
+        else:
+            model = MedXGAN.load(str(gan), classifier=clf, device=device, **(inversion or {}))
+            gan_desc = str(gan)
+        if clf is None:
+            clf = model.classifier
+    if clf is None:
+        raise MedxganError("--classifier is required without --gan (the GAN run's classifier is the default)")
+    clf.eval()
+    return clf, model, gan_desc
+
+
+@torch.no_grad()
+def _probs(clf: Any, images: torch.Tensor, device: torch.device, batch: int = 128) -> torch.Tensor:
+    return torch.cat([clf.prob(images[i : i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)])
+
+
+# ---- the runner ------------------------------------------------------------------------------
+def evaluate(
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    classifier: Any = None,
+    gan: Any = None,
+    methods: Sequence[str] | None = None,
+    n: int | None = None,
+    *,
+    split: str | None = "test",
+    subset: str = "pred-pos",
+    noise_sigmas: Sequence[float] = DEFAULT_NOISE_SIGMAS,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    batch_size: int = 8,
+    size: int | None = None,
+    channels: int | None = None,
+    positive: Any = None,
+    negative: Any = None,
+    csv: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    max_sensitivity: bool = True,
+    max_sensitivity_n: int | None = 20,
+    max_sensitivity_radius: float = 0.02,
+    max_sensitivity_samples: int = 10,
+    n_resamples: int = 1000,
+    inversion: dict[str, Any] | None = None,
+    explainers: Sequence[Any] | None = None,
+    save_maps: bool = True,
+    plots: bool = True,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run the benchmark and write ``out`` (see the module docstring). Returns the results dict
+    (the content of ``results.json`` plus ``"run": {"computed", "skipped"}`` pair counts).
+
+    Args:
+        data: dataset root (class-folder layout with masks, see docs/CONTRACTS.md).
+        out: output directory (created; resumed when it holds a compatible run).
+        classifier: classifier spec (run dir / TorchScript / factory) or adapter; default: the GAN run's.
+        gan: GAN run directory, ``MedXGAN`` or ``GanRun``; without it the medXGAN methods are skipped.
+        methods: registry names (:data:`medxgan.explain.baselines.EXPLAINERS`); default all
+            (medXGAN ones only with ``gan``).
+        n: at most this many images (after the seeded shuffle); None = all of ``subset``.
+        split: dataset split (None = every image). subset: one of :data:`SUBSETS`.
+        noise_sigmas: Gaussian noise levels for robustness ([-1, 1] units); empty = skip.
+        fractions: deletion fractions. seed: selection order, noise, bootstrap.
+        size / channels: load images at this size / channel count (default: the GAN's with ``gan``,
+            else the data's own).
+        positive / negative / csv / skip_bad: passed to :func:`medxgan.data.load_dataset`.
+        max_sensitivity*: Captum max-sensitivity on the first ``max_sensitivity_n`` images (None = all).
+        inversion: options for the GAN inversion (``medxgan.gan.inversion.invert``) when ``gan`` is a path.
+        explainers: ready Explainer instances to use instead of ``methods`` (names must be unique).
+        overwrite: start afresh even if ``out`` holds a run with other settings.
+    """
+    from medxgan.data import load_dataset
+    from medxgan.runtime.device import pick_device
+    from medxgan.runtime.progress import progress
+    from medxgan.runtime.runs import fingerprint_module
+
+    t_start = time.perf_counter()
+    if subset not in SUBSETS:
+        raise MedxganError(f"--subset {subset}: unknown (choose from {', '.join(SUBSETS)})")
+    sigmas = [float(s) for s in noise_sigmas]
+    if any(not (s > 0) for s in sigmas):
+        raise MedxganError(f"--noise-sigmas {' '.join(map(str, noise_sigmas))}: every sigma must be > 0")
+    if n is not None and n < 1:
+        raise MedxganError(f"--n {n}: must be >= 1")
+    if batch_size < 1:
+        raise MedxganError(f"--batch-size {batch_size}: must be >= 1")
+    fractions = [float(f) for f in fractions]
+    dev = pick_device(device) if not isinstance(device, torch.device) else device
+    data_root = Path(data)
+    out = Path(out)
+    notes: list[str] = []
+
+    clf, model, gan_desc = _load_models(classifier, gan, dev, inversion)
+    if model is not None:
+        if (size is not None and int(size) != int(model.size)) or (channels is not None and int(channels) != int(model.channels)):
+            raise MedxganError(f"--size/--channels: the GAN works on {model.size} px, {model.channels} channel(s); "
+                               f"got size {size}, channels {channels} (leave them out)")
+        size, channels = int(model.size), int(model.channels)
+
+    # -- explainers
+    from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers
+
+    if explainers is not None:
+        exps = list(explainers)
+    else:
+        names = list(methods) if methods else list(BASELINE_METHODS) + list(MEDXGAN_METHODS)
+        if model is None and any(m in MEDXGAN_METHODS for m in names):
+            skipped = [m for m in names if m in MEDXGAN_METHODS]
+            names = [m for m in names if m not in MEDXGAN_METHODS]
+            notes.append(f"medXGAN methods skipped ({', '.join(skipped)}): no GAN run given (--gan).")
+        if not names:
+            raise MedxganError("--methods: nothing to evaluate (the medXGAN methods need --gan)")
+        exps = build_explainers(names, clf, gan=model, batch_size=batch_size)
+    method_names = [e.name for e in exps]
+    if len(set(method_names)) != len(method_names):
+        raise MedxganError(f"methods: duplicate names {method_names}")
+    oracle = getattr(model, "oracle", None) if model is not None else None
+
+    # -- data and slices
+    ds = load_dataset(data_root, split=split, size=size, channels=channels, positive=positive, negative=negative, csv=csv,
+                      skip_bad=skip_bad)
+    if len(ds) == 0:
+        raise MedxganError(f"{data_root}: no images in split {split!r}")
+    images, labels, masks, has_mask = ds.tensors()
+    rels = [s.rel for s in ds.samples]
+    probs = _probs(clf, images, dev)
+    pred = probs >= 0.5
+    lab = labels.bool()
+    slice_of = ["TP" if (l and p) else "FN" if l else "FP" if p else "TN" for l, p in zip(lab.tolist(), pred.tolist())]
+    counts = {k: slice_of.count(k) for k in ("TP", "FN", "FP", "TN")}
+    keep = {"pred-pos": ("TP", "FP"), "tp": ("TP",), "pos": ("TP", "FN"), "all": ("TP", "FN", "FP", "TN")}[subset]
+    cand = [i for i, s in enumerate(slice_of) if s in keep]
+    order = np.random.default_rng(seed).permutation(len(cand)) if cand else np.zeros(0, dtype=int)
+    selected = [cand[j] for j in order][: n if n is not None else None]
+    if not selected:
+        raise MedxganError(f"{data_root}: no images in subset {subset!r} (slices: {counts}); try --subset all")
+    ids = [image_id_for(r) for r in rels]
+    if len(set(ids)) != len(ids):  # e.g. a.png and a.jpg side by side
+        seen: dict[str, int] = {}
+        for i, x in enumerate(ids):
+            seen[x] = seen.get(x, 0) + 1
+            if seen[x] > 1:
+                ids[i] = f"{x}_{i}"
+    markers = load_marker_masks(data_root, rels, tuple(images.shape[-2:])) if has_markers(data_root) else None
+    h, w = images.shape[-2:]
+
+    # -- run settings and resume
+    out.mkdir(parents=True, exist_ok=True)
+    fixed = _clean({
+        "data": str(data_root.resolve()), "split": split, "subset": subset, "size": [int(h), int(w)], "channels": int(images.shape[1]),
+        "classifier_fingerprint": getattr(clf, "fingerprint", None),
+        "gan_fingerprint": fingerprint_module(model.generator) if model is not None else None,
+        "seed": int(seed), "noise_sigmas": sigmas, "fractions": fractions,
+        "max_sensitivity": {"on": bool(max_sensitivity), "radius": max_sensitivity_radius, "samples": max_sensitivity_samples},
+        "inversion": inversion,
+    })
+    run_json = out / RUN_JSON
+    per_path = out / PER_IMAGE
+    if run_json.exists() and not overwrite:
+        try:
+            old = json.loads(run_json.read_text())
+        except ValueError:
+            old = None
+        if old is not None and old != fixed:
+            diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
+            raise MedxganError(f"{out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")
+    if overwrite:
+        for p in (per_path, out / "results.json"):
+            if p.exists():
+                p.unlink()
+        if (out / "maps").exists():
+            import shutil
+
+            shutil.rmtree(out / "maps")
+    atomic_write_json(run_json, fixed)
+    done, clean = read_per_image(per_path)
+    if not clean:  # drop a partial last line before appending
+        atomic_write_text(per_path, "".join(json.dumps(_clean(r)) + "\n" for r in done.values()))
+
+    config = _clean({
+        "data": str(data_root), "split": split, "subset": subset, "n": n, "n_selected": len(selected),
+        "classifier": str(classifier) if classifier is not None and not isinstance(classifier, torch.nn.Module) else getattr(clf, "name", "classifier"),
+        "classifier_fingerprint": getattr(clf, "fingerprint", None), "gan": gan_desc,
+        "oracle": oracle is not None, "methods": method_names, "noise_sigmas": sigmas, "fractions": fractions,
+        "seed": seed, "device": str(dev), "batch_size": batch_size, "image_size": [int(h), int(w)],
+        "channels": int(images.shape[1]), "max_sensitivity": bool(max_sensitivity),
+        "max_sensitivity_n": max_sensitivity_n, "max_sensitivity_radius": max_sensitivity_radius,
+        "max_sensitivity_samples": max_sensitivity_samples, "n_resamples": n_resamples,
+        "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": markers is not None,
+        "inversion": inversion,
+    })
+
+    # -- the loop: chunks of images, every method, only the missing pairs
+    ms_limit = len(selected) if max_sensitivity_n is None else min(len(selected), int(max_sensitivity_n))
+    ms_positions = set(range(ms_limit)) if max_sensitivity else set()
+    pos_of = {idx: k for k, idx in enumerate(selected)}
+    chunks = [selected[i : i + batch_size] for i in range(0, len(selected), batch_size)]
+    total = sum(1 for c in chunks for e in exps if any((ids[i], e.name) not in done for i in c))
+    computed = 0
+    prob_fn = lambda xb: clf.prob(xb.to(dev))  # noqa: E731
+    written_inputs: set[str] = set()
+    bar = progress(total=total, desc="evaluate", disable=not show_progress)
+    with open(per_path, "a") as fh:
+        for chunk in chunks:
+            for ex in exps:
+                todo = [i for i in chunk if (ids[i], ex.name) not in done]
+                if not todo:
+                    continue
+                bar.set_postfix_str(ex.name)
+                rows = _evaluate_pairs(
+                    ex, todo, images=images, masks=masks, has_mask=has_mask, slice_of=slice_of, labels=labels, probs=probs,
+                    ids=ids, rels=rels, markers=markers, sigmas=sigmas, fractions=fractions, seed=seed, prob_fn=prob_fn,
+                    oracle=oracle, dev=dev, ms_todo={i for i in todo if pos_of[i] in ms_positions},
+                    ms_kw=dict(radius=max_sensitivity_radius, n_perturb=max_sensitivity_samples),
+                    out=out if save_maps else None, written_inputs=written_inputs,
+                )
+                for r in rows:
+                    fh.write(json.dumps(_clean(r)) + "\n")
+                    fh.flush()
+                    done[(r["image_id"], r["method"])] = _clean(r)
+                computed += len(rows)
+                bar.update(1)
+    bar.close()
+
+    # -- aggregation (always from the file's rows of the current selection)
+    all_rows, _ = read_per_image(per_path)
+    sel_ids = [ids[i] for i in selected]
+    per_image = [all_rows[(i, m)] for i in sel_ids for m in method_names if (i, m) in all_rows]
+    results_methods = {m: _aggregate_method([r for r in per_image if r["method"] == m], n_resamples, seed) for m in method_names}
+
+    n_loc = sum(1 for i in selected if slice_of[i] == "TP" and bool(has_mask[i]) and bool(masks[i].any()))
+    notes += _notes(config, n_loc, len(selected), ms_limit, exps, markers is not None)
+    results = {
+        "config": config,
+        "versions": _versions(),
+        "slices": {**counts, "total": len(slice_of), "evaluated": len(selected),
+                   "evaluated_by_slice": {k: sum(1 for i in selected if slice_of[i] == k) for k in ("TP", "FN", "FP", "TN")},
+                   "localisation_images": n_loc, "threshold": 0.5},
+        "notes": notes,
+        "methods": results_methods,
+        "timings": {m: {"s_per_image": results_methods[m]["metrics"].get("cost.time_s", {}).get("mean"),
+                        "total_s": float(sum((r.get("time_s") or 0.0) for r in per_image if r["method"] == m))} for m in method_names},
+        "per_image": per_image,
+        "run": {"computed": computed, "skipped": len(selected) * len(method_names) - computed,
+                "wall_s": time.perf_counter() - t_start},
+    }
+    results = _clean(results)
+    atomic_write_json(out / "results.json", results)
+    from medxgan.evaluate.tables import bar_groups, results_csv, results_markdown
+
+    atomic_write_text(out / "results.csv", results_csv(results["methods"]))
+    atomic_write_text(out / "results.md", results_markdown(results))
+    if plots:
+        from medxgan.report.plots import write_plots
+
+        write_plots(results, out / "plots", bar_groups(config))
+    return results
+
+
+def _explain_safe(ex: Any, x: torch.Tensor) -> tuple[list[np.ndarray | None], list[dict], float]:
+    """Explain a batch; on non-finite maps fall back to one image at a time so that only the bad
+    images are lost (their map is None). Returns (maps H x W float32, per-image extras, seconds)."""
+    k = x.shape[0]
+    t0 = time.perf_counter()
+    try:
+        e = ex.explain(x)
+        secs = time.perf_counter() - t0
+        maps = [e.maps[j, 0].numpy().astype(np.float32) for j in range(k)]
+        return maps, _split_extras(e.extras, k), secs
+    except RuntimeError as exc:
+        if not _is_nonfinite_error(exc):
+            raise
+    maps, extras = [], []
+    t0 = time.perf_counter()
+    for j in range(k):
+        try:
+            e = ex.explain(x[j : j + 1])
+            maps.append(e.maps[0, 0].numpy().astype(np.float32))
+            extras.append(_split_extras(e.extras, 1)[0])
+        except RuntimeError as exc:
+            if not _is_nonfinite_error(exc):
+                raise
+            maps.append(None)
+            extras.append({})
+    return maps, extras, time.perf_counter() - t0
+
+
+def _split_extras(extras: dict, k: int) -> list[dict]:
+    """Per-image views of the tensors in ``extras`` whose first dimension is the batch size."""
+    out: list[dict] = [{} for _ in range(k)]
+    for key, v in (extras or {}).items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == k:
+            for j in range(k):
+                out[j][key] = v[j].detach().cpu()
+    return out
+
+
+def _evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
+                    fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs) -> list[dict]:
+    x = images[todo]
+    k = len(todo)
+    h, w = x.shape[-2:]
+    maps, extras, secs = _explain_safe(ex, x)
+    per_image_s = secs / k
+
+    # robustness: the same images with seeded noise, explained together per sigma
+    noisy_maps: dict[float, list[np.ndarray | None]] = {}
+    for si, s in enumerate(sigmas):
+        noise = torch.stack([
+            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(_seed_for(seed, ids[i], si + 1))) for i in todo
+        ])
+        noisy_maps[s], _, _ = _explain_safe(ex, (x + s * noise).clamp(-1.0, 1.0))
+
+    # oracle probabilities of the counterfactuals, batched
+    oracle_p: list[float | None] = [None] * k
+    if oracle is not None and all("x_neg" in e for e in extras if e) and any("x_neg" in e for e in extras):
+        idx = [j for j in range(k) if "x_neg" in extras[j]]
+        with torch.no_grad():
+            po = oracle.prob(torch.stack([extras[j]["x_neg"] for j in idx]).to(dev)).float().cpu()
+        for j, p in zip(idx, po.tolist()):
+            oracle_p[j] = p
+
+    rows = []
+    for j, i in enumerate(todo):
+        m = maps[j]
+        invalid = m is None
+        a = np.full((h, w), np.nan, dtype=np.float32) if invalid else m
+        met: dict[str, Any] = {}
+        mask_i = masks[i, 0].numpy() > 0.5
+        met["map"] = {"constant": None if invalid else bool(is_constant(np.abs(a)))}
+        if slice_of[i] == "TP" and bool(has_mask[i]) and mask_i.any():
+            met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
+        for rep in ("mean", "blur"):
+            d = deletion_curve(prob_fn, x[j], a, fractions=fractions, replacement=rep)
+            met[f"deletion_{rep}"] = {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]}
+        if sigmas:
+            met["robustness"] = {}
+            for s in sigmas:
+                b = noisy_maps[s][j]
+                if invalid or b is None:
+                    met["robustness"][f"noise_{s:g}"] = {"ssim": None, "spearman": None, "top10": None}
+                else:
+                    met["robustness"][f"noise_{s:g}"] = {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)}
+        if i in ms_todo:
+            met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(seed, ids[i], 0), **ms_kw)}
+        ex_j = extras[j]
+        if "x_neg" in ex_j:
+            p_neg = ex_j.get("prob_neg")
+            if p_neg is None:
+                with torch.no_grad():
+                    p_neg = float(prob_fn(ex_j["x_neg"][None]).item())
+            met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p[j])
+        if markers is not None:
+            met["shortcut"] = shortcut_metrics(a, markers[i], mask_i if mask_i.any() else None)
+        met["cost"] = {"time_s": per_image_s}
+        row = {"image_id": ids[i], "image": rels[i], "index": int(i), "method": ex.name, "slice": slice_of[i],
+               "label": int(labels[i]), "prob": float(probs[i]), "has_mask": bool(has_mask[i]), "invalid_map": invalid,
+               "time_s": per_image_s, "metrics": met}
+        rows.append(row)
+        if out is not None:
+            _save_maps(out, ids[i], ex.name, a, ex_j, x[j], mask_i, markers[i] if markers is not None else None, row, written_inputs)
+    return rows
+
+
+def _max_sens(ex: Any, x1: torch.Tensor, seed: int, radius: float, n_perturb: int) -> float | None:
+    try:
+        v = _max_sensitivity(lambda t: ex.explain(t.clamp(-1.0, 1.0)).maps, x1, radius=radius, n_perturb=n_perturb, seed=seed,
+                             max_examples_per_batch=n_perturb)
+        return float(v[0])
+    except RuntimeError as exc:
+        if _is_nonfinite_error(exc):
+            return None
+        raise
+
+
+def _save_maps(out: Path, image_id: str, method: str, a: np.ndarray, extras: dict, x: torch.Tensor, mask: np.ndarray,
+               marker: np.ndarray | None, row: dict, written_inputs: set[str]) -> None:
+    d = out / "maps" / image_id
+    inp = d / "input.npz"
+    if image_id not in written_inputs and not inp.exists():
+        atomic_write_bytes(inp, _npz_bytes(
+            image=x.numpy().astype(np.float32), mask=mask.astype(np.uint8),
+            marker=(marker if marker is not None else np.zeros_like(mask)).astype(np.uint8),
+            label=np.int64(row["label"]), prob=np.float32(row["prob"]), slice=np.str_(row["slice"]), path=np.str_(row["image"]),
+        ))
+    written_inputs.add(image_id)
+    arrays = {"map": a.astype(np.float32)}
+    for key, v in extras.items():
+        if isinstance(v, torch.Tensor) and v.dim() == 3 and tuple(v.shape[-2:]) == a.shape:
+            arrays[key] = v.numpy().astype(np.float32)
+    atomic_write_bytes(d / f"{_safe_method(method)}.npz", _npz_bytes(**arrays))
+
+
+def _aggregate_method(rows: list[dict], n_resamples: int, seed: int) -> dict[str, Any]:
+    metrics: dict[str, dict] = {}
+    for g in _GROUPS:
+        vals = [r["metrics"][g] for r in rows if g in (r.get("metrics") or {})]
+        if not vals:
+            continue
+        for key, st in aggregate(vals, n_resamples=n_resamples, seed=seed).items():
+            metrics[f"{g}.{key}"] = st
+    return {"n_images": len(rows), "n_invalid_maps": sum(1 for r in rows if r.get("invalid_map")), "metrics": metrics}
+
+
+def _notes(config: dict, n_loc: int, n_sel: int, ms_limit: int, exps: Iterable[Any], markers: bool) -> list[str]:
+    notes = [
+        "Every method explains the classifier's positive-class logit; maps are channel-summed, signed; "
+        "all metrics score the magnitude |A|.",
+        f"Localisation is scored on the true-positive images with a non-empty mask only ({n_loc} of {n_sel} evaluated images).",
+        f"Deletion: the top-k % pixels of |A| (k = {', '.join(f'{100 * f:g}' for f in config['fractions'])}) are replaced by the "
+        f"image mean or by a Gaussian blur (sigma {config['blur_sigma_px']:g} px); AUC = mean p(pos) over the curve (lower = more faithful).",
+    ]
+    if config["noise_sigmas"]:
+        notes.append("Robustness: Gaussian noise of std " + ", ".join(f"{s:g}" for s in config["noise_sigmas"])
+                     + " ([-1, 1] units, seeded per image, clamped to [-1, 1]); SSIM / Spearman / top-10 % overlap of clean vs noisy |A|. "
+                     "Two constant (e.g. all-zero) maps count as identical for SSIM and top-10 % (Spearman: undefined); "
+                     "see the share of constant maps per method.")
+    else:
+        notes.append("Robustness to input noise: not computed (no --noise-sigmas).")
+    if config["max_sensitivity"]:
+        notes.append(f"Max-sensitivity (Captum sensitivity_max, uniform L-inf noise of radius {config['max_sensitivity_radius']:g}, "
+                     f"{config['max_sensitivity_samples']} perturbations) computed on the first {ms_limit} of {n_sel} evaluated images per method only.")
+    else:
+        notes.append("Max-sensitivity: not computed (--no-max-sensitivity).")
+    names = [e.name for e in exps]
+    if "smoothgrad" in names:
+        notes.append("SmoothGrad: 25 samples, noise std 0.1 in [-1, 1] units; IG: 50 steps, baselines -1 (black) and 0 (grey); "
+                     "occlusion: window 8 / stride 4 px at 64 px, scaled with the image size, fill 0.")
+    if "medxgan-diff" in names and "medxgan-lig" in names:
+        first = "medxgan-diff" if names.index("medxgan-diff") < names.index("medxgan-lig") else "medxgan-lig"
+        notes.append(f"medXGAN methods share one inversion per image: its cost is in {first}'s time; the other's time excludes it.")
+    if any(n.startswith("medxgan") for n in names) and not config["oracle"]:
+        notes.append("No independent oracle in the GAN run: counterfactual validity for the oracle is not reported.")
+    if markers:
+        notes.append("Shortcut check: relevance mass of |A| on the marker masks (DATA/markers/) vs on the lesion.")
+    return notes

@@ -1,0 +1,150 @@
+"""Benchmark tables: ``results.csv`` (one row per method x metric) and ``results.md`` (methods as rows,
+main metrics as columns, each cell "mean [lo, hi]" = mean and 95% percentile-bootstrap interval)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from typing import Any, Mapping, Sequence
+
+__all__ = ["LOCALISATION_COLUMNS", "FAITHFULNESS_COLUMNS", "COUNTERFACTUAL_COLUMNS", "SHORTCUT_COLUMNS",
+           "main_columns", "bar_groups", "format_ci", "results_csv", "results_markdown"]
+
+# (column label, metric key, lower is better)
+LOCALISATION_COLUMNS = [
+    ("Pointing game", "localisation.pointing_game", False),
+    ("IoU (area-matched)", "localisation.iou_area_matched", False),
+    ("IoU (Otsu)", "localisation.iou_otsu", False),
+    ("Relevance mass", "localisation.relevance_mass", False),
+    ("Relevance rank", "localisation.relevance_rank", False),
+    ("Pixel AUROC", "localisation.pixel_auroc", False),
+    ("Pixel AUPRC", "localisation.pixel_auprc", False),
+]
+FAITHFULNESS_COLUMNS = [
+    ("Deletion AUC, mean (↓)", "deletion_mean.auc", True),
+    ("Deletion AUC, blur (↓)", "deletion_blur.auc", True),
+]
+COUNTERFACTUAL_COLUMNS = [
+    ("Valid (classifier)", "counterfactual.valid_classifier", False),
+    ("Valid (oracle)", "counterfactual.valid_oracle", False),
+    ("Mean |x - x_neg|", "counterfactual.proximity_l1", True),
+    ("Pixels changed > 0.1", "counterfactual.frac_changed", True),
+]
+SHORTCUT_COLUMNS = [
+    ("Marker present", "shortcut.marker_present", False),
+    ("Mass on marker", "shortcut.mass_marker", False),
+    ("Mass on lesion (same images)", "shortcut.mass_lesion_with_marker", False),
+    ("Mass on lesion (all)", "shortcut.mass_lesion", False),
+]
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    if not math.isfinite(f):
+        return "–"
+    if f != 0 and (abs(f) < 10 ** -digits or abs(f) >= 1e4):
+        return f"{f:.2e}"
+    return f"{f:.{digits}f}"
+
+
+def format_ci(stat: Mapping[str, Any] | None, digits: int = 3) -> str:
+    """``"mean [lo, hi]"``; "–" when there is no valid value."""
+    if not stat or stat.get("n", 0) == 0:
+        return "–"
+    return f"{_fmt(stat['mean'], digits)} [{_fmt(stat['lo'], digits)}, {_fmt(stat['hi'], digits)}]"
+
+
+def robustness_columns(sigmas: Sequence[float]) -> list[tuple[str, str, bool]]:
+    cols = [(f"SSIM σ={s:g}", f"robustness.noise_{s:g}.ssim", False) for s in sigmas]
+    cols += [(f"Spearman σ={s:g}", f"robustness.noise_{s:g}.spearman", False) for s in sigmas]
+    return cols
+
+
+def main_columns(config: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """The columns of the faithfulness / robustness / cost table."""
+    cols = list(FAITHFULNESS_COLUMNS) + robustness_columns(config.get("noise_sigmas") or [])
+    cols += [("Max-sensitivity (↓)", "sensitivity.max", True), ("Constant maps (↓)", "map.constant", True),
+             ("Seconds / image", "cost.time_s", True)]
+    return cols
+
+
+def bar_groups(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str, bool]]]:
+    """Plot groups ``{group: [(key, title, lower_is_better)]}`` for :func:`medxgan.report.plots.write_plots`."""
+    def conv(cols):
+        return [(k, label, lower) for label, k, lower in cols]
+
+    return {"localisation": conv(LOCALISATION_COLUMNS), "faithfulness_robustness_cost": conv(main_columns(config)),
+            "counterfactual": conv(COUNTERFACTUAL_COLUMNS), "shortcut": conv(SHORTCUT_COLUMNS)}
+
+
+def results_csv(methods: Mapping[str, Any]) -> str:
+    """CSV text: method,metric,mean,lo,hi,n,n_invalid (every aggregated metric of every method)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "metric", "mean", "lo", "hi", "n", "n_invalid"])
+    for m, res in methods.items():
+        for key, s in res.get("metrics", {}).items():
+            w.writerow([m, key, _csv_num(s.get("mean")), _csv_num(s.get("lo")), _csv_num(s.get("hi")), s.get("n", 0), s.get("n_invalid", 0)])
+    return buf.getvalue()
+
+
+def _csv_num(v: Any) -> str:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return ""
+    return repr(f) if math.isfinite(f) else ""
+
+
+def _table(methods: Mapping[str, Any], cols: Sequence[tuple[str, str, bool]], first: str = "Method", extra: Sequence[tuple[str, Any]] = ()) -> str:
+    present = [c for c in cols if any(res.get("metrics", {}).get(c[1], {}).get("n", 0) > 0 for res in methods.values())]
+    if not present:
+        return ""
+    head = [first] + [lab for lab, _, _ in present]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, res in methods.items():
+        met = res.get("metrics", {})
+        if not any(met.get(k, {}).get("n", 0) > 0 for _, k, _ in present):
+            continue
+        cells = [f"`{m}`"] + [format_ci(met.get(k)) for _, k, _ in present]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(results: Mapping[str, Any]) -> str:
+    """The Markdown summary written to ``results.md``."""
+    cfg = results.get("config", {})
+    methods = results.get("methods", {})
+    sl = results.get("slices", {})
+    out = ["# medxgan evaluate\n"]
+    out.append(f"Data: `{cfg.get('data')}` (split `{cfg.get('split')}`), classifier `{cfg.get('classifier')}`"
+               + (f", GAN `{cfg.get('gan')}`" if cfg.get("gan") else "") + ".\n")
+    if sl:
+        out.append("Slices (classifier threshold 0.5): "
+                   + ", ".join(f"{k} {sl.get(k, 0)}" for k in ("TP", "FN", "FP", "TN"))
+                   + f"; {sl.get('evaluated', 0)} images evaluated ({cfg.get('subset')}).\n")
+    out.append("Cells: mean [95% percentile-bootstrap interval, "
+               f"{cfg.get('n_resamples', 1000)} resamples]; n per cell in results.csv.\n")
+    loc = _table(methods, LOCALISATION_COLUMNS)
+    if loc:
+        out.append("\n## Localisation (true-positive slice with masks; |A| scored)\n\n" + loc)
+    main = _table(methods, main_columns(cfg))
+    if main:
+        out.append("\n## Faithfulness, robustness, cost\n\n" + main)
+    cf = _table(methods, COUNTERFACTUAL_COLUMNS)
+    if cf:
+        out.append("\n## Counterfactuals (medXGAN)\n\n" + cf)
+    sc = _table(methods, SHORTCUT_COLUMNS)
+    if sc:
+        out.append("\n## Shortcut marker (relevance mass of |A|)\n\n" + sc)
+    inv = {m: r.get("n_invalid_maps", 0) for m, r in methods.items() if r.get("n_invalid_maps", 0)}
+    if inv:
+        out.append("\nInvalid (non-finite) maps: " + ", ".join(f"`{m}` {k}" for m, k in inv.items()) + ".\n")
+    notes = results.get("notes") or []
+    if notes:
+        out.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
+    return "".join(out)

@@ -1,0 +1,330 @@
+"""Baseline attribution methods, each a thin Captum call behind the one :class:`Explainer` interface.
+
+What is explained (the same for every method here): the classifier's **positive-class logit**
+``adapter.logit(x)`` (shape (N,)), passed to Captum as ``forward_func`` with ``target=None``. (With
+``output="prob"`` the positive probability is explained instead; the benchmark uses the logit.)
+Gradients flow through the adapter's preprocessing (resize / channel conversion / normalisation), so
+every map is in the *input* image's pixel grid.
+
+Channels: Captum returns N x C x H x W attributions; they are reduced by **summation** over channels
+to N x 1 x H x W (so for IG the completeness property still holds for the summed map). Maps keep
+their sign (``abs=False``); scoring code takes |A| (see :mod:`medxgan.evaluate.localisation`).
+
+Methods (registry names in :data:`EXPLAINERS`; medXGAN methods are built by :func:`build_explainers`):
+
+===============  ==========================================================================================
+``saliency``     ``captum.attr.Saliency``, ``abs=False``: the plain input gradient d logit / d x.
+``gradcam``      ``captum.attr.LayerGradCam`` on ``last_conv_layer(adapter.model)``, ``relu_attributions=True``,
+                 upsampled to the input size with ``LayerAttribution.interpolate(..., "bilinear")``.
+``ig-black``     ``captum.attr.IntegratedGradients``, baseline -1 (black in [-1, 1] units), 50 steps (Gauss-Legendre).
+``ig-grey``      the same with baseline 0 (mid-grey).
+``smoothgrad``   ``NoiseTunnel(Saliency)``, ``nt_type="smoothgrad"``, 25 samples, ``stdevs=0.1`` in the
+                 [-1, 1] input units (5 % of the value range of 2); the noise is drawn from a fixed seed per
+                 call so the same input gives the same map.
+``occlusion``    ``captum.attr.Occlusion``, a square window of 8 px with stride 4 at 64 px (scaled with the image
+                 size: ``round(8 H / 64)`` and ``round(4 H / 64)``, at least 1), spanning all channels, baseline 0
+                 (mid-grey); attribution = logit(x) - logit(x with the window greyed), averaged over windows.
+===============  ==========================================================================================
+
+A new method is one small class::
+
+    class InputXGradient(CaptumExplainer):
+        name = "input-x-gradient"
+        def attribute(self, images):
+            return reduce_sum(captum.attr.InputXGradient(self.score).attribute(self.input(images)))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import Tensor
+
+from medxgan.explain.base import Explainer, Explanation
+from medxgan.runtime.errors import MedxganError
+
+__all__ = [
+    "CaptumExplainer",
+    "SaliencyExplainer",
+    "GradCAMExplainer",
+    "IntegratedGradientsExplainer",
+    "SmoothGradExplainer",
+    "OcclusionExplainer",
+    "EXPLAINERS",
+    "BASELINE_METHODS",
+    "MEDXGAN_METHODS",
+    "build_explainers",
+    "reduce_sum",
+]
+
+
+def reduce_sum(attr: Tensor) -> Tensor:
+    """N x C x H x W -> N x 1 x H x W by summation over channels."""
+    return attr.sum(1, keepdim=True)
+
+
+class CaptumExplainer(Explainer):
+    """Base of the Captum-backed baselines: ``self.score`` (positive logit, (n,)) is the forward function."""
+
+    def input(self, images: Tensor) -> Tensor:
+        """A leaf copy of the batch that requires grad (Captum needs a differentiable input)."""
+        return images.detach().clone().requires_grad_(True)
+
+
+class SaliencyExplainer(CaptumExplainer):
+    """Plain input gradient (Simonyan et al. 2014), signed."""
+
+    name = "saliency"
+
+    def attribute(self, images: Tensor) -> Tensor:
+        from captum.attr import Saliency
+
+        return reduce_sum(Saliency(self.score).attribute(self.input(images), abs=False))
+
+
+class GradCAMExplainer(CaptumExplainer):
+    """Grad-CAM (Selvaraju et al. 2017) on a convolutional layer, ReLU'd and upsampled to the input size.
+
+    Args:
+        layer: the target layer; default ``last_conv_layer(classifier.model)``.
+    """
+
+    name = "gradcam"
+
+    def __init__(self, classifier: Any, *, layer: torch.nn.Module | None = None, **kw: Any):
+        super().__init__(classifier, **kw)
+        if layer is None:
+            from medxgan.classifiers import last_conv_layer
+
+            model = getattr(classifier, "model", None)
+            if model is None:
+                raise MedxganError("gradcam: the classifier has no .model to find a convolutional layer in")
+            layer = last_conv_layer(model)
+        self.layer = layer
+
+    def attribute(self, images: Tensor) -> Tensor:
+        from captum.attr import LayerAttribution, LayerGradCam
+
+        cam = LayerGradCam(self.score, self.layer).attribute(self.input(images), relu_attributions=True)
+        cam = cam.sum(1, keepdim=True) if cam.shape[1] != 1 else cam
+        return LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear")
+
+
+class IntegratedGradientsExplainer(CaptumExplainer):
+    """Integrated Gradients (Sundararajan et al. 2017) from a constant baseline.
+
+    Args:
+        baseline: constant baseline value in [-1, 1] units (-1 = black, 0 = mid-grey).
+        n_steps: Riemann/Gauss-Legendre steps (Captum's ``method="gausslegendre"``).
+        internal_batch_size: images x steps evaluated per forward pass.
+
+    Extras: ``convergence_delta`` (n,) = sum(attributions) - (logit(x) - logit(baseline)).
+    """
+
+    name = "ig"
+
+    def __init__(self, classifier: Any, *, baseline: float = -1.0, n_steps: int = 50, internal_batch_size: int = 64, **kw: Any):
+        super().__init__(classifier, **kw)
+        self.baseline = float(baseline)
+        self.n_steps = int(n_steps)
+        self.internal_batch_size = int(internal_batch_size)
+
+    def attribute(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        from captum.attr import IntegratedGradients
+
+        attr, delta = IntegratedGradients(self.score).attribute(
+            self.input(images), baselines=self.baseline, n_steps=self.n_steps,
+            internal_batch_size=self.internal_batch_size, return_convergence_delta=True,
+        )
+        return reduce_sum(attr), {"convergence_delta": delta.detach().reshape(-1).cpu()}
+
+
+class SmoothGradExplainer(CaptumExplainer):
+    """SmoothGrad (Smilkov et al. 2017): the mean input gradient over Gaussian-noised copies.
+
+    Args:
+        nt_samples: noisy copies per image. stdevs: noise standard deviation in [-1, 1] units.
+        seed: each image's noise is drawn under ``torch.random.fork_rng`` seeded with this, one image at
+            a time: the map of an image does not depend on the batch it is in, and the global RNG is
+            left untouched.
+    """
+
+    name = "smoothgrad"
+
+    def __init__(self, classifier: Any, *, nt_samples: int = 25, stdevs: float = 0.1, nt_samples_batch_size: int | None = None, seed: int = 0, **kw: Any):
+        super().__init__(classifier, **kw)
+        self.nt_samples = int(nt_samples)
+        self.stdevs = float(stdevs)
+        self.nt_samples_batch_size = nt_samples_batch_size
+        self.seed = int(seed)
+
+    def attribute(self, images: Tensor) -> Tensor:
+        from captum.attr import NoiseTunnel, Saliency
+
+        devices = [images.device] if images.device.type == "cuda" else []
+        nt = NoiseTunnel(Saliency(self.score))
+        maps = []
+        for i in range(images.shape[0]):  # one image at a time: its noise depends on the seed only, not on the batch
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.seed)
+                attr = nt.attribute(
+                    self.input(images[i : i + 1]), nt_type="smoothgrad", nt_samples=self.nt_samples, stdevs=self.stdevs,
+                    nt_samples_batch_size=self.nt_samples_batch_size, abs=False,
+                )
+            maps.append(reduce_sum(attr))
+        return torch.cat(maps, 0)
+
+
+class OcclusionExplainer(CaptumExplainer):
+    """Occlusion (Zeiler & Fergus 2014): grey out a sliding square window, record the drop of the logit.
+
+    Args:
+        window, stride: in pixels; default 8 / 4 at 64 px, scaled with the image height.
+        baseline: fill value in [-1, 1] units (0 = mid-grey).
+        perturbations_per_eval: occluded copies per forward pass.
+    """
+
+    name = "occlusion"
+
+    def __init__(self, classifier: Any, *, window: int | None = None, stride: int | None = None, baseline: float = 0.0, perturbations_per_eval: int = 64, **kw: Any):
+        super().__init__(classifier, **kw)
+        self.window, self.stride = window, stride
+        self.baseline = float(baseline)
+        self.perturbations_per_eval = int(perturbations_per_eval)
+
+    def window_for(self, size: int) -> tuple[int, int]:
+        w = self.window if self.window is not None else max(1, round(8 * size / 64))
+        s = self.stride if self.stride is not None else max(1, round(4 * size / 64))
+        return int(w), int(s)
+
+    def attribute(self, images: Tensor) -> Tensor:
+        from captum.attr import Occlusion
+
+        c, h = images.shape[1], images.shape[2]
+        w, s = self.window_for(h)
+        with torch.no_grad():
+            attr = Occlusion(self.score).attribute(
+                images, sliding_window_shapes=(c, w, w), strides=(c, s, s), baselines=self.baseline,
+                perturbations_per_eval=self.perturbations_per_eval,
+            )
+        return reduce_sum(attr)
+
+
+# ---- registry --------------------------------------------------------------------------------
+def _ig(baseline: float) -> Callable[..., Explainer]:
+    def make(classifier: Any, **kw: Any) -> Explainer:
+        return IntegratedGradientsExplainer(classifier, baseline=baseline, **kw)
+
+    return make
+
+
+BASELINE_METHODS: dict[str, Callable[..., Explainer]] = {
+    "saliency": SaliencyExplainer,
+    "gradcam": GradCAMExplainer,
+    "ig-black": _ig(-1.0),
+    "ig-grey": _ig(0.0),
+    "smoothgrad": SmoothGradExplainer,
+    "occlusion": OcclusionExplainer,
+}
+MEDXGAN_METHODS = ("medxgan-diff", "medxgan-lig")
+
+#: method name -> factory ``f(classifier, gan=None, **kw) -> Explainer``; the keys are the ``--methods`` choices.
+EXPLAINERS: dict[str, Callable[..., Explainer]] = {}
+
+
+def _baseline_factory(name: str) -> Callable[..., Explainer]:
+    def make(classifier: Any, gan: Any = None, **kw: Any) -> Explainer:
+        ex = BASELINE_METHODS[name](classifier, **kw)
+        ex.name = name
+        return ex
+
+    return make
+
+
+for _n in BASELINE_METHODS:
+    EXPLAINERS[_n] = _baseline_factory(_n)
+
+
+def _medxgan_factory(name: str) -> Callable[..., Explainer]:
+    def make(classifier: Any, gan: Any = None, engine: Any = None, **kw: Any) -> Explainer:
+        if engine is None:
+            engine = counterfactual_engine(gan, classifier)
+        if name == "medxgan-diff":
+            from medxgan.explain.counterfactual import DifferenceExplainer
+
+            ex = DifferenceExplainer(engine, **_only(kw, ("batch_size", "frames")))
+        else:
+            from medxgan.explain.lig import LIGExplainer  # written by the medXGAN-methods helper
+
+            ex = LIGExplainer(engine, **_only(kw, ("batch_size",)))
+        ex.name = name
+        return ex
+
+    return make
+
+
+for _n in MEDXGAN_METHODS:
+    EXPLAINERS[_n] = _medxgan_factory(_n)
+
+
+def _only(kw: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if k in keys}
+
+
+def counterfactual_engine(gan: Any, classifier: Any) -> Any:
+    """A shared :class:`~medxgan.explain.counterfactual.CounterfactualEngine` from ``gan``.
+
+    ``gan`` may be an object that already has an ``engine`` (e.g. ``MedXGAN``), an object with a
+    ``generator`` (and optionally ``config`` holding ``inversion`` settings, e.g. ``load_gan_run``'s
+    result), a bare generator module, or a run directory (loaded with ``load_gan_run``).
+    """
+    if gan is None:
+        raise MedxganError("medXGAN methods need a trained GAN (--gan RUN)")
+    if isinstance(gan, (str, bytes)) or hasattr(gan, "__fspath__"):
+        from medxgan.gan.run import load_gan_run
+
+        gan = load_gan_run(gan, classifier=classifier)
+    eng = getattr(gan, "engine", None)
+    if eng is not None:
+        return eng
+    from medxgan.explain.counterfactual import CounterfactualEngine
+
+    generator = getattr(gan, "generator", None) or getattr(gan, "G", None)
+    if generator is None and isinstance(gan, torch.nn.Module):
+        generator = gan
+    if generator is None:
+        raise MedxganError(f"cannot find a generator in {type(gan).__name__}")
+    cfg = getattr(gan, "config", None) or {}
+    inversion = cfg.get("inversion") if isinstance(cfg, dict) else None
+    return CounterfactualEngine(generator, classifier, inversion=inversion if isinstance(inversion, dict) else None)
+
+
+def build_explainers(names: Iterable[str] | None, classifier: Any, gan: Any = None, **kw: Any) -> list[Explainer]:
+    """Instantiate explainers by registry name (default: all baselines, plus the medXGAN methods if ``gan``).
+
+    The medXGAN methods share one :class:`CounterfactualEngine` (each image is inverted once).
+    Keyword arguments common to every explainer (``batch_size``, ``device``) are passed on.
+    Each returned explainer's ``name`` is its registry name.
+    """
+    if names is None:
+        names = list(BASELINE_METHODS) + (list(MEDXGAN_METHODS) if gan is not None else [])
+    names = list(names)
+    unknown = [n for n in names if n not in EXPLAINERS]
+    if unknown:
+        raise MedxganError(f"--methods {' '.join(unknown)}: unknown (choose from {', '.join(EXPLAINERS)})")
+    engine = None
+    out: list[Explainer] = []
+    for n in names:
+        if n in MEDXGAN_METHODS:
+            if engine is None:
+                engine = counterfactual_engine(gan, classifier)
+            out.append(EXPLAINERS[n](classifier, gan=gan, engine=engine, **_only(kw, ("batch_size",))))
+        else:
+            out.append(EXPLAINERS[n](classifier, **kw))
+    return out
+
+
+def explain_maps(explainer: Explainer, images: Tensor) -> Explanation:
+    """Convenience alias of ``explainer.explain(images)``."""
+    return explainer.explain(images)
