@@ -63,7 +63,7 @@ def train_classifier(
     data: str | os.PathLike,
     out: str | os.PathLike,
     arch: str = "paper-cnn",
-    epochs: int = 20,
+    epochs: int = 12,
     batch_size: int = 32,
     lr: float = 1e-3,
     weight_decay: float = 1e-4,

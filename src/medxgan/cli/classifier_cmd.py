@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("data", help="dataset root in the class-folder layout (train/val/test splits optional)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--arch", default="paper-cnn", choices=["paper-cnn", "resnet-small"], help="architecture")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--size", type=int, help="input size in pixels (default 64 for paper-cnn, 128 for resnet-small)")

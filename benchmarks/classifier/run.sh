@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Classifier benchmark: synthesise 2,000 64x64 phantoms and train the paper CNN, for both kinds.
+# Usage: bash benchmarks/classifier/run.sh [OUT]   (records wall/CPU time, load average and test metrics)
+set -euo pipefail
+OUT=${1:-/tmp/medxgan-bench-classifier}
+rm -rf "$OUT"; mkdir -p "$OUT"
+for kind in brain-mri chest-xray; do
+  echo "== $kind  $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
+  /usr/bin/time -f "synth wall %e s, cpu %U+%S s" medxgan synth "$kind" --out "$OUT/$kind" --n 2000 --size 64 --seed 0 --quiet
+  /usr/bin/time -f "train wall %e s, cpu %U+%S s" medxgan train-classifier "$OUT/$kind" --out "$OUT/clf-$kind" --seed 0 2>&1 \
+    | grep -v "it/s\|s/it" | tail -4
+  echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
+done
