@@ -1,0 +1,118 @@
+"""`medxgan translate train|apply|evaluate`: fundus <-> fluorescein-angiogram CycleGAN."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers, formatter_class) -> None:
+    p = subparsers.add_parser(
+        "translate", help="fundus photo <-> fluorescein angiogram translation (CycleGAN)", formatter_class=formatter_class,
+        description="Unpaired fundus <-> fluorescein-angiography translation with CycleGAN.",
+        epilog="examples:\n"
+               "  medxgan synth fundus-angio --out data/fa\n"
+               "  medxgan translate train data/fa --out runs/fa --size 128 --ngf 32\n"
+               "  medxgan translate apply photo.jpg photos/ --run runs/fa --direction fundus2angio --out fa_out/\n"
+               "  medxgan translate evaluate data/fa --run runs/fa",
+    )
+    sub = p.add_subparsers(dest="translate_command", metavar="SUBCOMMAND")
+
+    t = sub.add_parser(
+        "train", help="train a CycleGAN on DATA/trainA (fundus) and DATA/trainB (angiograms)", formatter_class=formatter_class,
+        description="Train G_fa (fundus -> FA), G_fundus (FA -> fundus), D_fa, D_fundus. Unpaired data: DATA/trainA "
+                    "holds colour fundus photos, DATA/trainB angiograms; optional paired DATA/testA + DATA/testB feed "
+                    "the per-epoch sample grids (RUN/samples/epoch_XXX.png). Learning rate: --epochs epochs constant, then "
+                    "--epochs-decay epochs of linear decay to 0; the total is their sum (printed at start). A checkpoint "
+                    "with the full training state is written atomically at every epoch end; --resume continues exactly.",
+        epilog="examples:\n"
+               "  medxgan translate train data/fa --out runs/fa                        # paper set-up: 256 px, 100+100 epochs\n"
+               "  medxgan translate train data/fa --out runs/fa --size 128 --ngf 16 --crop 96 --epochs 10\n"
+               "  medxgan translate train data/fa --out runs/fa --resume               # after an interruption\n"
+               "  medxgan translate train data/fa --out runs/fa --resume --epochs 150  # extend the constant phase",
+    )
+    t.add_argument("data", help="data root with trainA/ (fundus) and trainB/ (angiograms)")
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--size", type=int, default=argparse.SUPPRESS, help="images are resized to SIZE x SIZE (default 256; multiple of 4)")
+    t.add_argument("--crop", type=int, default=argparse.SUPPRESS, help="random crop size for training (default SIZE); smaller = cheaper, the nets are fully convolutional")
+    t.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="epochs at constant learning rate (default 100)")
+    t.add_argument("--epochs-decay", type=int, default=argparse.SUPPRESS, help="further epochs with linear decay to 0 (default: = --epochs)")
+    t.add_argument("--ngf", type=int, default=argparse.SUPPRESS, help="generator base width (default 64)")
+    t.add_argument("--ndf", type=int, default=argparse.SUPPRESS, help="discriminator base width (default 64)")
+    t.add_argument("--blocks", type=int, default=argparse.SUPPRESS, help="residual blocks in each generator (default 6)")
+    t.add_argument("--upsample", choices=["resize", "transpose"], default=argparse.SUPPRESS,
+                   help="decoder upsampling: resize = nearest x2 + conv (default; no checkerboard artefacts), transpose = the paper's transposed conv")
+    t.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help="default 1 (as in the paper)")
+    t.add_argument("--lr", type=float, default=argparse.SUPPRESS, help="Adam learning rate (default 2e-4)")
+    t.add_argument("--lambda-cycle", type=float, default=argparse.SUPPRESS, help="cycle-consistency weight (default 10)")
+    t.add_argument("--pool-size", type=int, default=argparse.SUPPRESS, help="fake-image history per discriminator (default 50; 0 = none)")
+    t.add_argument("--rotations", action="store_true", default=argparse.SUPPRESS, help="add copies rotated by 90/180/270 degrees (4x data, as in the paper)")
+    t.add_argument("--no-flip", dest="flip", action="store_false", default=argparse.SUPPRESS, help="no random horizontal flips")
+    t.add_argument("--checkpoint-every", type=int, default=argparse.SUPPRESS, metavar="STEPS", help="also checkpoint every STEPS steps inside an epoch (default 0 = epoch ends only)")
+    t.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default 0")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
+    t.set_defaults(func=_train)
+
+    a = sub.add_parser(
+        "apply", help="translate image files (any size) with one generator", formatter_class=formatter_class,
+        description="Translate every image given (files and folders, searched recursively) at its native resolution. "
+                    "fundus2angio needs colour (3-channel) fundus photos and writes 1-channel PNGs; angio2fundus "
+                    "writes RGB PNGs. Sizes are padded by reflection to a multiple of 4 and cropped back.",
+        epilog="examples:\n"
+               "  medxgan translate apply photo.jpg --run runs/fa --direction fundus2angio --out fa_out/\n"
+               "  medxgan translate apply scans/ --run runs/fa --direction angio2fundus --out colour/\n"
+               "  medxgan translate apply big.tif --run runs/fa --direction fundus2angio --out out/ --tile 512",
+    )
+    a.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    a.add_argument("--run", required=True, help="cyclegan run directory")
+    a.add_argument("--direction", required=True, choices=["fundus2angio", "angio2fundus"])
+    a.add_argument("--out", required=True, help="output folder")
+    a.add_argument("--size", type=int, help="resize inputs to SIZE x SIZE first (default: native resolution)")
+    a.add_argument("--tile", type=int, help="translate in overlapping TILE x TILE tiles with feathered blending (large images)")
+    a.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
+    a.set_defaults(func=_apply)
+
+    e = sub.add_parser(
+        "evaluate", help="SSIM / PSNR / MAE on paired test images, both directions, plus cycle error", formatter_class=formatter_class,
+        description="Compare G_fa(testA) with testB and G_fundus(testB) with testA (paired by file name, resized to the "
+                    "training size), and the cycle reconstructions. FID/KID are listed as skipped (they need local "
+                    "Inception-v3 weights). Writes results.json, results.md and side_by_side.png.",
+        epilog="examples:\n"
+               "  medxgan translate evaluate data/fa --run runs/fa\n"
+               "  medxgan translate evaluate data/fa --run runs/fa --out eval/fa",
+    )
+    e.add_argument("data", help="data root with testA/ and testB/")
+    e.add_argument("--run", required=True, help="cyclegan run directory")
+    e.add_argument("--out", help="output folder (default RUN/eval)")
+    e.add_argument("--inception-weights", metavar="PATH", help="local Inception-v3 weights for FID/KID (otherwise skipped)")
+    e.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
+    e.set_defaults(func=_evaluate)
+
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medxgan.translate.train import train_cyclegan
+
+    keys = ("size", "crop", "epochs", "epochs_decay", "ngf", "ndf", "blocks", "upsample", "batch_size", "lr",
+            "lambda_cycle", "pool_size", "rotations", "flip", "checkpoint_every", "seed")
+    train_cyclegan(args.data, args.out, resume=args.resume, device=args.device, **{k: getattr(args, k, None) for k in keys})
+    return 0
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from medxgan.translate.apply import apply_translation
+
+    written = apply_translation(args.inputs, args.run, args.direction, args.out, size=args.size, tile=args.tile, device=args.device)
+    print(f"[medxgan] wrote {len(written)} image(s) to {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medxgan.translate.metrics import evaluate_translation, results_markdown
+    from pathlib import Path
+
+    res = evaluate_translation(args.data, args.run, args.out, inception_weights=args.inception_weights, device=args.device)
+    print(results_markdown(res), end="")
+    print(f"[medxgan] results in {Path(args.out) if args.out else Path(args.run) / 'eval'}")
+    return 0

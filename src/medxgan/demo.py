@@ -1,0 +1,380 @@
+"""`medxgan demo`: the whole pipeline on built-in brain-MRI phantoms, ending in one HTML report.
+
+    from medxgan.demo import run_demo
+    info = run_demo("medxgan-demo", quick=True)     # {"report": ".../report/index.html", "timings": {...}, ...}
+
+Stages (each one resumable; a finished stage is reused when the demo is run again with the same --out):
+
+=============  ==========================  =====================================================
+stage          directory                   finished when
+=============  ==========================  =====================================================
+data           ``DIR/data``                ``dataset.json`` exists (phantoms are written atomically)
+classifier     ``DIR/classifier``          ``config.json`` status "finished" (paper-cnn)
+gan            ``DIR/gan``                 ``config.json`` status "finished" and ``generator.safetensors``
+                                           (default preset; it also trains its independent oracle)
+eval           ``DIR/eval``                ``results.json`` covers the requested n and every method
+frames         ``DIR/eval/frames``         one ``<image_id>.npz`` per medXGAN row of the report
+report         ``DIR/report/index.html``   always rewritten (cheap)
+=============  ==========================  =====================================================
+
+An interrupted stage continues where it stopped (classifier and GAN from their checkpoints, the
+evaluation per image). The settings of a demo (:class:`DemoConfig`, seed) are stored in
+``DIR/demo.json``; running again with other settings (e.g. ``--quick`` on a default demo) is refused
+with a message, or starts afresh with ``restart=True`` (``--restart``).
+
+Budgets: :meth:`DemoConfig.default` is sized to finish in about 30 minutes on 2 CPU cores,
+:meth:`DemoConfig.quick` in about 5 (fewer images, epochs, GAN steps, evaluated images, inversion
+steps, no max-sensitivity); the report says prominently that quick numbers are not the benchmark.
+With a GPU (``device="auto"``) every stage uses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json
+from medxgan.runtime.errors import MedxganError
+
+__all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
+
+STAGES = ("data", "classifier", "gan", "eval", "frames", "report")
+DEMO_JSON = "demo.json"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Every setting of the demo, in one place (the time budget is visible here).
+
+    Costs measured on the project's 2-core CPU machine under ~3.5x contention (load ~7), divided by
+    3.5 for an idle machine (2026-11-26; to be re-measured):
+
+    * phantoms: ~5 ms per image (2000: ~10 s);
+    * classifier epoch (paper-cnn, 1400 train images): ~2 s; oracle epoch (resnet-small): ~4 s;
+    * GAN step, default preset, batch 32: ~0.55 s (2000 steps ~ 18 min);
+    * inversion of one image, 100 steps x 1 restart: ~2 s (scales with steps x restarts: the library
+      default 400 x 2 is ~8x that, ~16 s, too slow for a 30-minute demo with noise levels); each noise
+      level re-explains, i.e. re-inverts, every image; the baselines cost ~1-2 s per image in all.
+
+    default(): ~3 min data + classifiers, ~13 min GAN, ~11 min evaluation (30 images x 4 inversions of
+    200 steps + max-sensitivity on 3 images), ~0.5 min report. quick(): ~3.5 min in all.
+    """
+
+    mode: str = "default"  # "default", "quick" or "custom" (tests / experiments)
+    # data
+    kind: str = "brain-mri"
+    n_images: int = 2000
+    size: int = 64
+    # classifier
+    classifier_arch: str = "paper-cnn"
+    classifier_epochs: int = 20
+    # GAN (+ its oracle)
+    gan_preset: str = "default"
+    gan_steps: int = 1500
+    gan_batch_size: int = 32
+    gan_log_every: int = 100
+    gan_ckpt_every: int = 250
+    gan_max_minutes: float | None = 14.0  # safety cap on the training time; the report says when it was hit
+    gan_monitor_samples: int = 256
+    gan_overrides: tuple[tuple[str, Any], ...] = ()  # preset field overrides, e.g. (("g_width", 8),) for tests
+    oracle_epochs: int = 10
+    # evaluation
+    methods: tuple[str, ...] | None = None  # None: every method (the baselines and both medXGAN methods)
+    eval_n: int = 30
+    eval_batch_size: int = 8
+    inversion_steps: int | None = 200  # None: the library's default (400)
+    inversion_restarts: int | None = 1  # None: the library's default (2)
+    noise_sigmas: tuple[float, ...] = (0.02, 0.05, 0.1)
+    max_sensitivity: bool = True
+    max_sensitivity_n: int = 3
+    n_resamples: int = 1000
+    # report
+    report_rows: int = 12
+    frames: int = 11
+
+    @classmethod
+    def default(cls) -> "DemoConfig":
+        return cls()
+
+    @classmethod
+    def quick(cls) -> "DemoConfig":
+        return cls(mode="quick", n_images=600, classifier_epochs=6, gan_steps=300, gan_log_every=50, gan_ckpt_every=100,
+                   gan_max_minutes=2.5, gan_monitor_samples=128, oracle_epochs=4, eval_n=6, inversion_steps=100,
+                   inversion_restarts=1, noise_sigmas=(0.05,), max_sensitivity=False, max_sensitivity_n=0, n_resamples=500,
+                   report_rows=6)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-normalised (tuples become lists), so that it compares equal to what demo.json holds."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def inversion(self) -> dict[str, int] | None:
+        inv = {k: v for k, v in (("steps", self.inversion_steps), ("restarts", self.inversion_restarts)) if v is not None}
+        return inv or None
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _machine(dev: Any) -> dict[str, Any]:
+    import torch
+
+    m: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
+                         "torch_threads": torch.get_num_threads(), "device": str(dev)}
+    if getattr(dev, "type", None) == "cuda":
+        try:
+            m["gpu"] = torch.cuda.get_device_name(dev)
+        except Exception:  # pragma: no cover - GPU only
+            pass
+    return m
+
+
+def _classifier_done(d: Path) -> bool:
+    cfg = _read_json(d / "config.json")
+    return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "model.safetensors").is_file()
+
+
+def _gan_done(d: Path) -> bool:
+    cfg = _read_json(d / "config.json")
+    return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "generator.safetensors").is_file()
+
+
+def _all_methods() -> list[str]:
+    from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS
+
+    return list(BASELINE_METHODS) + list(MEDXGAN_METHODS)
+
+
+def _eval_done(d: Path, n: int, methods: Any = None) -> bool:
+    res = _read_json(d / "results.json")
+    if not isinstance(res, dict):
+        return False
+    cfg = res.get("config") or {}
+    if not set(methods or _all_methods()) <= set(cfg.get("methods") or []):
+        return False
+    # covers n: the selection was made with this n (or at least as many images were evaluated)
+    sel = int(cfg.get("n_selected") or 0)
+    return (cfg.get("n") == n or sel >= n) and int((res.get("slices") or {}).get("evaluated") or 0) >= min(n, sel)
+
+
+def _frames_todo(eval_dir: Path, rows: int) -> list[str]:
+    from medxgan.report.html import FRAMES_DIR, select_rows
+
+    res = _read_json(eval_dir / "results.json") or {}
+    ids = [str(r["image_id"]) for r in select_rows(res, rows)]
+    ids = [i for i in ids if (eval_dir / "maps" / i / "medxgan-diff.npz").is_file() and (eval_dir / "maps" / i / "input.npz").is_file()]
+    return [i for i in ids if not (eval_dir / FRAMES_DIR / f"{i}.npz").is_file()]
+
+
+# ---- interpolation frames (the runner does not store them) -----------------------------------
+def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[str] | None = None, *, frames: int = 11,
+                         device: str = "auto", inversion: dict[str, Any] | None = None, rows: int = 12) -> list[Path]:
+    """Latent interpolation G(z1*, alpha z2*), alpha in [0, 1], for explained images of an evaluation,
+    written to ``EVAL/frames/<image_id>.npz`` (``frames`` F x C x H x W float32 in [-1, 1],
+    ``frame_probs`` (F,), ``alphas`` (F,)) for the HTML report.
+
+    ``gan``: a ``MedXGAN`` (its inversion cache is reused: images it has just explained are not
+    inverted again) or a GAN run directory (loaded with the evaluation's inversion settings, which
+    reproduces the evaluation's codes: the inversion is seeded). ``image_ids``: default the rows the
+    report shows (:func:`medxgan.report.html.select_rows`) that have medXGAN maps and no frames yet.
+    """
+    import io
+
+    import numpy as np
+    import torch
+
+    from medxgan.report.html import FRAMES_DIR
+
+    ev = Path(eval_dir)
+    ids = _frames_todo(ev, rows) if image_ids is None else list(image_ids)
+    if not ids:
+        return []
+    if isinstance(gan, (str, os.PathLike)):
+        from medxgan.gan.model import MedXGAN
+
+        res = _read_json(ev / "results.json") or {}
+        inv = inversion if inversion is not None else ((res.get("config") or {}).get("inversion") or {})
+        gan = MedXGAN.load(gan, device=device, **inv)
+    engine = gan.engine
+    images = torch.stack([torch.from_numpy(np.load(ev / "maps" / i / "input.npz")["image"]) for i in ids])
+    written = []
+    for k in range(0, len(ids), 8):
+        cf = engine.counterfactuals(images[k : k + 8])
+        fr, probs = engine.interpolation(cf, frames)
+        for j, iid in enumerate(ids[k : k + 8]):
+            buf = io.BytesIO()
+            np.savez_compressed(buf, frames=fr[j].numpy().astype(np.float32), frame_probs=probs[j].numpy().astype(np.float32),
+                                alphas=np.linspace(0.0, 1.0, frames, dtype=np.float32))
+            written.append(atomic_write_bytes(ev / FRAMES_DIR / f"{iid}.npz", buf.getvalue()))
+    return written
+
+
+# ---- the demo --------------------------------------------------------------------------------
+def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[str, Any] | None:
+    """The earlier demo.json (None for a fresh directory); refuse mismatching settings unless restart."""
+    dj = out / DEMO_JSON
+    old = _read_json(dj) if dj.is_file() else None
+    if old is None:
+        if out.is_dir() and any(out.iterdir()) and not restart:
+            raise MedxganError(f"--out {out}: not empty and not a demo directory (no {DEMO_JSON}); choose another --out")
+        return None
+    if old.get("settings") != settings:
+        if not restart:
+            was, now = (old.get("settings") or {}).get("mode", "?"), settings.get("mode")
+            diff = sorted(k for k in set(old.get("settings") or {}) | set(settings)
+                          if (old.get("settings") or {}).get(k) != settings.get(k))
+            hint = f" (it was made in {was} mode, this call asks for {now} mode)" if was != now else ""
+            raise MedxganError(f"--out {out}: holds a demo with other settings{hint}: {', '.join(diff)} differ; its stages cannot be "
+                               f"reused. Use another --out, or --restart to discard it and start afresh")
+        return None
+    return old
+
+
+def _wipe(out: Path) -> None:
+    for name in ("data", "classifier", "gan", "eval", "report", DEMO_JSON):
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, device: str = "auto", seed: int = 0, *,
+             config: DemoConfig | None = None, restart: bool = False, show_progress: bool = True,
+             _stage_hook: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) the demo in ``out`` and write ``out/report/index.html``.
+
+    Args:
+        quick: use :meth:`DemoConfig.quick` (about 5 min on 2 CPU cores) instead of the default (about 30).
+        device: "auto" (GPU when there is one), "cpu", "cuda", ...
+        seed: data, training and evaluation seed.
+        config: explicit settings (overrides ``quick``).
+        restart: discard an earlier demo in ``out`` whose settings differ, instead of refusing.
+    Returns {"out", "report", "paths": {stage: path}, "timings": {stage: seconds in this call},
+    "reused": [stages reused], "total_s", "settings"}; the same is stored in ``out/demo.json``.
+    """
+    from medxgan.runtime.device import pick_device
+    from medxgan.runtime.progress import Stage
+
+    cfg = config or (DemoConfig.quick() if quick else DemoConfig.default())
+    out = Path(out)
+    settings = {**cfg.to_dict(), "seed": int(seed)}
+    old = _check_settings(out, settings, restart)
+    if old is None and restart:
+        _wipe(out)
+    dev = pick_device(device)
+    t_all = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"data": out / "data", "classifier": out / "classifier", "gan": out / "gan", "eval": out / "eval",
+             "frames": out / "eval" / "frames", "report": out / "report" / "index.html"}
+    stages: dict[str, dict[str, Any]] = dict((old or {}).get("stages") or {})
+    info: dict[str, Any] = {"settings": settings, "mode": cfg.mode, "device": str(dev), "machine": _machine(dev),
+                            "paths": {k: str(v) for k, v in paths.items()}, "stages": stages, "total_s": None}
+    atomic_write_json(out / DEMO_JSON, info)
+    timings: dict[str, float] = {}
+    reused: list[str] = []
+    quiet = not show_progress
+
+    def run_stage(name: str, done: Callable[[], bool], work: Callable[[], Any], label: str) -> None:
+        if done():
+            timings[name] = 0.0
+            reused.append(name)
+            stages.setdefault(name, {"seconds": None})["reused"] = True
+            print(f"[medxgan] {label}: reusing {paths[name]} (finished earlier)", flush=True)
+        else:
+            if _stage_hook is not None:
+                _stage_hook(name)
+            with Stage(label) as st:
+                work()
+            timings[name] = st.seconds
+            stages[name] = {"seconds": round(st.seconds, 2), "reused": False}
+        atomic_write_json(out / DEMO_JSON, info)
+
+    # 1. data
+    def synth() -> None:
+        from medxgan.data.phantoms import synthesize
+
+        synthesize(cfg.kind, paths["data"], n=cfg.n_images, size=cfg.size, seed=seed, overwrite=True, show_progress=show_progress)
+
+    run_stage("data", lambda: (paths["data"] / "dataset.json").is_file(), synth, f"synthesise {cfg.n_images} {cfg.kind} phantoms")
+
+    # 2. classifier
+    def train_clf() -> None:
+        from medxgan.classifiers.training import format_test_report, train_classifier
+
+        r = train_classifier(paths["data"], paths["classifier"], arch=cfg.classifier_arch, epochs=cfg.classifier_epochs, seed=seed,
+                             size=cfg.size, device=str(dev), resume=True, quiet=quiet)
+        print(format_test_report(r), flush=True)
+
+    run_stage("classifier", lambda: _classifier_done(paths["classifier"]), train_clf, f"train the classifier ({cfg.classifier_arch})")
+
+    # 3. GAN (+ oracle)
+    def train() -> None:
+        from medxgan.gan.train import train_gan
+
+        train_gan(paths["data"], str(paths["classifier"]), paths["gan"], preset=cfg.gan_preset, steps=cfg.gan_steps,
+                  batch_size=cfg.gan_batch_size, seed=seed, log_every=cfg.gan_log_every, ckpt_every=cfg.gan_ckpt_every,
+                  resume=True, oracle_epochs=cfg.oracle_epochs, size=cfg.size, device=str(dev), max_minutes=cfg.gan_max_minutes,
+                  monitor_samples=cfg.gan_monitor_samples, preset_overrides=dict(cfg.gan_overrides) or None, quiet=quiet)
+
+    run_stage("gan", lambda: _gan_done(paths["gan"]), train, f"train medXGAN ({cfg.gan_preset} preset, {cfg.gan_steps} steps)")
+
+    # 4. evaluation, 5. interpolation frames for the report (sharing the inversions of the evaluation)
+    model_box: dict[str, Any] = {}
+
+    def model() -> Any:
+        if "m" not in model_box:
+            from medxgan.gan.model import MedXGAN
+
+            m = MedXGAN.load(paths["gan"], device=dev, **(cfg.inversion() or {}))
+            m.config["out"] = str(paths["gan"])  # how the evaluation names the GAN
+            model_box["m"] = m
+        return model_box["m"]
+
+    def evaluate_all() -> None:
+        from medxgan.evaluate.runner import evaluate
+
+        evaluate(paths["data"], paths["eval"], gan=model(), methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test", subset="pred-pos",
+                 noise_sigmas=cfg.noise_sigmas, seed=seed, device=dev, batch_size=cfg.eval_batch_size,
+                 max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
+                 n_resamples=cfg.n_resamples, inversion=cfg.inversion(), show_progress=show_progress)
+
+    run_stage("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), evaluate_all,
+              f"explain and evaluate {cfg.eval_n} held-out predicted positives ({'all methods' if not cfg.methods else ', '.join(cfg.methods)})")
+    run_stage("frames", lambda: not _frames_todo(paths["eval"], cfg.report_rows),
+              lambda: interpolation_frames(paths["eval"], model(), frames=cfg.frames, rows=cfg.report_rows),
+              "latent interpolation frames for the report")
+
+    # 6. report (always rewritten)
+    def report() -> None:
+        from medxgan.report.html import write_report
+
+        write_report(out, max_rows=cfg.report_rows)
+
+    info["total_s"] = round(time.perf_counter() - t_all, 2)  # so that the report shows it (report time excluded)
+    with Stage("write the report") as st:
+        report()
+    timings["report"] = st.seconds
+    stages["report"] = {"seconds": round(st.seconds, 2), "reused": False}
+    total = time.perf_counter() - t_all
+    info.update(total_s=round(total, 2), timings={k: round(v, 2) for k, v in timings.items()}, reused=reused)
+    atomic_write_json(out / DEMO_JSON, info)
+    report_path = paths["report"]
+    print(f"[medxgan] demo finished in {total / 60:.1f} min ({total:.0f} s)"
+          + (f"; reused: {', '.join(reused)}" if reused else ""), flush=True)
+    print(f"[medxgan] report: {report_path.resolve()}", flush=True)
+    if cfg.mode == "quick":
+        print("[medxgan] quick mode: quality traded for time; numbers are not the benchmark", flush=True)
+    return {"out": str(out), "report": str(report_path), "paths": {k: str(v) for k, v in paths.items()}, "timings": timings,
+            "reused": reused, "total_s": total, "settings": settings, "stages": stages}

@@ -1,0 +1,237 @@
+"""Counterfactual explanations from the generator's latent space.
+
+For an image x with inverted codes (z1*, z2*) (see :func:`medxgan.gan.inversion.invert`):
+
+* reconstruction ``x_pos = G(z1*, z2*)`` and negative realization ``x_neg = G(z1*, 0)``;
+* difference map ``|x_pos - x_neg|`` and the signed difference ``x_pos - x_neg``;
+* latent interpolation ``G(z1*, alpha z2*)`` for alpha from 0 to 1, the classifier's p(pos) per frame
+  and the accumulated absolute change ``sum_i |x_{i+1} - x_i|``.
+
+Channel reduction of the maps (:func:`reduce_channels`): one channel is kept as is; three channels
+are combined with the ITU-R 601 luminance weights 0.2989 R + 0.5870 G + 0.1140 B (as the authors do;
+for a gray scan stored as 3 equal channels this is the gray difference itself). For absolute maps the
+weights apply to the per-channel absolute differences.
+
+:class:`CounterfactualEngine` inverts each image once and caches the result (keyed by the image's
+bytes), so that :class:`DifferenceExplainer` and :class:`~medxgan.explain.lig.LIGExplainer` built on
+the same engine never invert the same image twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from medxgan.explain.base import Explainer, check_images
+from medxgan.gan.inversion import frozen, invert
+
+LUMA = (0.2989, 0.5870, 0.1140)
+
+
+def reduce_channels(t: Tensor, how: str = "luminance") -> Tensor:
+    """N x C x H x W -> N x 1 x H x W. ``how``: ``"luminance"`` (C = 3: ITU-R 601 weights; C = 1:
+    identity), ``"mean"`` or ``"sum"``."""
+    if how == "sum":
+        return t.sum(1, keepdim=True)
+    if how == "mean" or t.shape[1] == 1:
+        return t.mean(1, keepdim=True)
+    if how == "luminance":
+        if t.shape[1] != 3:
+            return t.mean(1, keepdim=True)
+        w = torch.tensor(LUMA, dtype=t.dtype, device=t.device).view(1, 3, 1, 1)
+        return (t * w).sum(1, keepdim=True)
+    raise ValueError(f"unknown channel reduction {how!r}")
+
+
+def difference_maps(x_pos: Tensor, x_neg: Tensor, reduce: str = "luminance") -> tuple[Tensor, Tensor]:
+    """(|x_pos - x_neg|, x_pos - x_neg), each N x 1 x H x W (see :func:`reduce_channels`)."""
+    d = x_pos - x_neg
+    return reduce_channels(d.abs(), reduce), reduce_channels(d, reduce)
+
+
+@torch.no_grad()
+def interpolate(generator: nn.Module, z1: Tensor, z2: Tensor, frames: int = 11, chunk: int = 64) -> Tensor:
+    """Frames ``G(z1, alpha z2)`` for alpha = 0, 1/(F-1), ..., 1: N x F x C x H x W.
+
+    Frame 0 is the negative realization G(z1, 0), the last frame the reconstruction G(z1, z2).
+    """
+    if frames < 2:
+        raise ValueError("frames must be >= 2")
+    alphas = torch.linspace(0.0, 1.0, frames, device=z2.device)
+    n = z1.shape[0]
+    zz1 = z1.unsqueeze(1).expand(n, frames, z1.shape[1]).reshape(n * frames, -1)
+    zz2 = (alphas.view(1, frames, 1) * z2.unsqueeze(1)).reshape(n * frames, -1)
+    out = torch.cat([generator(zz1[i : i + chunk], zz2[i : i + chunk]) for i in range(0, n * frames, chunk)])
+    return out.view(n, frames, *out.shape[1:])
+
+
+def accumulated_change(frames: Tensor, reduce: str = "luminance") -> Tensor:
+    """sum_i |x_{i+1} - x_i| over the frames (N x F x C x H x W) -> N x 1 x H x W."""
+    steps = (frames[:, 1:] - frames[:, :-1]).abs().sum(1)
+    return reduce_channels(steps, reduce)
+
+
+@dataclass
+class Counterfactuals:
+    """Inversion + counterfactual for a batch (tensors on the CPU, first dim N)."""
+
+    images: Tensor
+    z1: Tensor
+    z2: Tensor
+    x_pos: Tensor
+    x_neg: Tensor
+    prob_input: Tensor
+    prob_pos: Tensor
+    prob_neg: Tensor
+    psnr: Tensor
+    prob_gap: Tensor
+    loss: Tensor
+    steps_run: Tensor
+    generators: list[nn.Module] = field(default_factory=list)  # per image (the shared G, or a tuned copy)
+
+    def __len__(self) -> int:
+        return int(self.z1.shape[0])
+
+
+class CounterfactualEngine:
+    """Inverts images once (cached) and produces counterfactuals, interpolations and LIG inputs.
+
+    Args:
+        generator: G(z1, z2) (put in eval mode here; the authors' demo inverted in train mode, a bug).
+        classifier: the classifier adapter (``.logit``/``.prob``).
+        inversion: keyword arguments for :func:`medxgan.gan.inversion.invert` (steps, lr, restarts,
+            tune_generator, ...).
+        cache_size: inverted images kept (LRU). With pivotal tuning each entry holds a generator copy,
+            so the cache is limited to 8 entries then.
+        reduce: channel reduction of the difference maps (see :func:`reduce_channels`).
+    """
+
+    def __init__(self, generator: nn.Module, classifier: Any, *, inversion: dict[str, Any] | None = None, cache_size: int = 512, reduce: str = "luminance"):
+        self.generator = generator.eval()
+        self.classifier = classifier
+        self.inversion = dict(inversion or {})
+        self.reduce = reduce
+        self.cache_size = min(cache_size, 8) if self.inversion.get("tune_generator") else cache_size
+        self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.inversions_run = 0  # images actually inverted (for tests / cost accounting)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @staticmethod
+    def _key(image: Tensor) -> str:
+        t = image.detach().float().cpu().contiguous()
+        return hashlib.sha1(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def counterfactuals(self, images: Tensor) -> Counterfactuals:
+        """Invert (or fetch from the cache) and build x_pos, x_neg and their probabilities."""
+        images = check_images(images)
+        keys = [self._key(im) for im in images]
+        todo = [i for i, k in enumerate(keys) if k not in self._cache]
+        todo_unique: dict[str, int] = {}
+        for i in todo:
+            todo_unique.setdefault(keys[i], i)
+        if todo_unique:
+            idx = list(todo_unique.values())
+            self._compute([keys[i] for i in idx], images[idx])
+        entries = []
+        for k in keys:
+            self._cache.move_to_end(k)
+            entries.append(self._cache[k])
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+        def stack(name: str) -> Tensor:
+            return torch.stack([e[name] for e in entries])
+
+        return Counterfactuals(
+            images=images, z1=stack("z1"), z2=stack("z2"), x_pos=stack("x_pos"), x_neg=stack("x_neg"),
+            prob_input=stack("prob_input"), prob_pos=stack("prob_pos"), prob_neg=stack("prob_neg"),
+            psnr=stack("psnr"), prob_gap=stack("prob_gap"), loss=stack("loss"), steps_run=stack("steps_run"),
+            generators=[e["generator"] for e in entries],
+        )
+
+    def _compute(self, keys: list[str], images: Tensor) -> None:
+        dev = self.device
+        res = invert(self.generator, self.classifier, images.to(dev), **self.inversion)
+        self.inversions_run += len(keys)
+        gens = res.generators or [self.generator] * len(keys)
+        with frozen(self.generator, self.classifier), torch.no_grad():
+            z1, z2 = res.z1.to(dev), res.z2.to(dev)
+            x_neg = torch.cat([g(z1[i : i + 1], torch.zeros_like(z2[i : i + 1])) for i, g in enumerate(gens)]) if res.generators else self.generator(z1, torch.zeros_like(z2))
+            x_pos = res.reconstructions.to(dev)
+            p_in = self.classifier.prob(images.to(dev)).float().cpu()
+            p_pos = self.classifier.prob(x_pos).float().cpu()
+            p_neg = self.classifier.prob(x_neg).float().cpu()
+        x_neg = x_neg.cpu()
+        for i, k in enumerate(keys):
+            self._cache[k] = dict(
+                z1=res.z1[i], z2=res.z2[i], x_pos=res.reconstructions[i], x_neg=x_neg[i], prob_input=p_in[i],
+                prob_pos=p_pos[i], prob_neg=p_neg[i], psnr=res.psnr[i], prob_gap=res.prob_gap[i], loss=res.loss[i],
+                steps_run=res.steps_run[i], generator=gens[i],
+            )
+
+    def interpolation(self, cf: Counterfactuals, frames: int = 11) -> tuple[Tensor, Tensor]:
+        """(frames N x F x C x H x W, p(pos) per frame N x F) along G(z1*, alpha z2*)."""
+        dev = self.device
+        outs, probs = [], []
+        with frozen(self.generator, self.classifier), torch.no_grad():
+            for idx, g in self._groups(cf):
+                fr = interpolate(g, cf.z1[idx].to(dev), cf.z2[idx].to(dev), frames)
+                p = self.classifier.prob(fr.flatten(0, 1)).float().view(len(idx), frames)
+                outs.append((idx, fr.cpu()))
+                probs.append((idx, p.cpu()))
+        return _unscatter(outs, len(cf)), _unscatter(probs, len(cf))
+
+    @staticmethod
+    def _groups(cf: Counterfactuals) -> list[tuple[list[int], nn.Module]]:
+        """Indices of the images that share one generator (all of them unless tuned)."""
+        groups: dict[int, tuple[list[int], nn.Module]] = {}
+        for i, g in enumerate(cf.generators):
+            groups.setdefault(id(g), ([], g))[0].append(i)
+        return list(groups.values())
+
+
+def _unscatter(parts: list[tuple[list[int], Tensor]], n: int) -> Tensor:
+    first = parts[0][1]
+    out = first.new_zeros((n, *first.shape[1:]))
+    for idx, t in parts:
+        out[idx] = t
+    return out
+
+
+class DifferenceExplainer(Explainer):
+    """medXGAN's difference map |G(z1*, z2*) - G(z1*, 0)| (channel-reduced, see module docstring).
+
+    Extras: ``x_pos``, ``x_neg`` (N x C x H x W), ``signed_difference`` (N x 1 x H x W), ``prob_input``,
+    ``prob_pos``, ``prob_neg``, ``psnr``, ``prob_gap`` (N,), and with ``frames`` > 0 also ``frames``
+    (N x F x C x H x W), ``frame_probs`` (N x F) and ``accumulated_change`` (N x 1 x H x W).
+    """
+
+    name = "medxgan-difference"
+
+    def __init__(self, engine: CounterfactualEngine, *, frames: int = 0, batch_size: int = 16):
+        super().__init__(engine.classifier, batch_size=batch_size, device=engine.device)
+        self.engine = engine
+        self.frames = frames
+
+    def attribute(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        cf = self.engine.counterfactuals(images)
+        diff, signed = difference_maps(cf.x_pos, cf.x_neg, self.engine.reduce)
+        extras: dict[str, Any] = dict(
+            x_pos=cf.x_pos, x_neg=cf.x_neg, signed_difference=signed, prob_input=cf.prob_input, prob_pos=cf.prob_pos,
+            prob_neg=cf.prob_neg, psnr=cf.psnr, prob_gap=cf.prob_gap,
+        )
+        if self.frames:
+            frames, probs = self.engine.interpolation(cf, self.frames)
+            extras.update(frames=frames, frame_probs=probs, accumulated_change=accumulated_change(frames, self.engine.reduce))
+        return diff, extras

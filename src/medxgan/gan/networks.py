@@ -1,0 +1,200 @@
+"""medXGAN generator and discriminator.
+
+Shapes
+------
+``Generator(z1, z2) -> images``: z1 is N x nz1 (anatomy), z2 is N x nz2 (pathology; all zeros for the
+negative class), output N x C x size x size in [-1, 1] (tanh).
+
+``Discriminator(x, y=None) -> logits``: x is N x C x size x size in [-1, 1]; returns N raw logits
+(real vs fake). The paper ends D in a sigmoid and trains with BCE; we return logits and train with
+``BCEWithLogitsLoss``, which is mathematically the same loss computed in a numerically stable way
+(log-sum-exp instead of log(sigmoid)). With ``d_projection`` the discriminator is class-conditional,
+D(x, y) = psi(phi(x)) + <embed(y), phi(x)> (projection discriminator, Miyato & Koyama 2018), and y
+(N, long, 0/1) is required.
+
+Architectures
+-------------
+``arch="paper"``: the published networks (see /work/shared/reference/medxgan.md), exact layer for layer:
+64 px: Linear(nz1+nz2 -> 768) -> 768x1x1 -> ConvT k5 s2 (384, 256, 192) + BN + ReLU -> ConvT(192 -> C, k8 s2)
++ tanh. 128 px adds ConvT(192 -> 64, k5 s2) + BN + ReLU before the last layer. D: six 3x3 convs without
+bias (16..512), strides 2 (pad 1) / 1 (pad 0) alternating, BN on all but the first, LeakyReLU(0.2),
+Dropout(0.5) after each, flatten -> Linear(5*5*512 -> 1) (13*13*512 at 128 px).
+
+``arch="dcgan"``: a much cheaper DCGAN-style pair: Linear -> (8w)x4x4 -> ConvT(k4 s2 p1) + BN + ReLU
+doubling the size down to w channels -> ConvT(w -> C) + tanh; D mirrors it with Conv(k4 s2 p1) +
+LeakyReLU(0.2) (+ BN when ``d_batchnorm``), flatten -> Linear -> 1.
+
+Initialisation (both): DCGAN, conv weights N(0, 0.02), BN weight N(1, 0.02) and bias 0, Linear layers
+keep PyTorch's default; spectral norm (if on) is applied after initialisation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from medxgan.gan.presets import NetConfig
+from medxgan.runtime.errors import MedxganError
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """Conv/ConvT weights N(0, 0.02); BatchNorm weight N(1, 0.02), bias 0; Linear left at default."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def _apply_spectral_norm(module: nn.Module) -> None:
+    for m in list(module.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            spectral_norm(m)
+
+
+def _check_channels(cfg: NetConfig) -> None:
+    if cfg.channels not in (1, 3):
+        raise MedxganError(f"network config: channels must be 1 or 3, got {cfg.channels}")
+    if cfg.nz1 < 1 or cfg.nz2 < 1:
+        raise MedxganError(f"network config: nz1 and nz2 must be >= 1, got {cfg.nz1}, {cfg.nz2}")
+
+
+class Generator(nn.Module):
+    """G(z1, z2) -> N x C x size x size images in [-1, 1]. Attributes: nz1, nz2, channels, size, config."""
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        cfg = NetConfig.from_dict(cfg)
+        _check_channels(cfg)
+        self.config = cfg
+        self.nz1, self.nz2, self.channels, self.size = cfg.nz1, cfg.nz2, cfg.channels, cfg.size
+        nz = cfg.nz1 + cfg.nz2
+        if cfg.arch == "paper":
+            if cfg.size not in (64, 128):
+                raise MedxganError(f"network config: the paper generator exists for 64 and 128 px, not {cfg.size}")
+            self.fc = nn.Linear(nz, 768)  # with bias, no activation (authors' code)
+            self.start_shape = (768, 1, 1)
+            widths = [768, 384, 256, 192] + ([64] if cfg.size == 128 else [])
+            layers: list[nn.Module] = []
+            for cin, cout in zip(widths[:-1], widths[1:]):
+                layers += [nn.ConvTranspose2d(cin, cout, 5, 2, 0, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 8, 2, 0, bias=False), nn.Tanh()]
+            self.body = nn.Sequential(*layers)
+        elif cfg.arch == "dcgan":
+            n_up = _n_halvings(cfg.size)
+            w0 = cfg.g_width * 2 ** (n_up - 1)
+            self.fc = nn.Linear(nz, w0 * 16, bias=False)
+            self.start_shape = (w0, 4, 4)
+            layers = [nn.BatchNorm2d(w0), nn.ReLU(True)]
+            ch = w0
+            for _ in range(n_up - 1):
+                layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+                ch //= 2
+            layers += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
+            self.body = nn.Sequential(*layers)
+        else:
+            raise MedxganError(f"network config: unknown arch {cfg.arch!r} (paper or dcgan)")
+        dcgan_init(self)
+
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.cat([z1, z2], dim=1))
+        return self.body(h.view(h.shape[0], *self.start_shape))
+
+
+def _n_halvings(size: int) -> int:
+    n = int(round(math.log2(size / 4))) if size >= 8 else 0
+    if n < 1 or 4 * 2**n != size:
+        raise MedxganError(f"network config: the dcgan networks need a power-of-two size >= 8, got {size}")
+    return n
+
+
+class Discriminator(nn.Module):
+    """D(x[, y]) -> N real/fake logits (no sigmoid; see module docstring).
+
+    Attributes: channels, size, conditional (True for the projection discriminator), config.
+    """
+
+    def __init__(self, cfg: NetConfig):
+        super().__init__()
+        cfg = NetConfig.from_dict(cfg)
+        _check_channels(cfg)
+        self.config = cfg
+        self.channels, self.size = cfg.channels, cfg.size
+        self.conditional = bool(cfg.d_projection)
+        layers: list[nn.Module] = []
+
+        def block(cin: int, cout: int, k: int, s: int, p: int, bn: bool) -> None:
+            layers.append(nn.Conv2d(cin, cout, k, s, p, bias=False))
+            if bn:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.LeakyReLU(0.2, inplace=True))
+            if cfg.d_dropout > 0:
+                layers.append(nn.Dropout(cfg.d_dropout))
+
+        if cfg.arch == "paper":
+            widths = [cfg.channels, 16, 32, 64, 128, 256, 512]
+            spatial = cfg.size
+            for i in range(6):
+                stride, pad = (2, 1) if i % 2 == 0 else (1, 0)
+                block(widths[i], widths[i + 1], 3, stride, pad, bn=cfg.d_batchnorm and i > 0)
+                spatial = (spatial + 2 * pad - 3) // stride + 1
+            feat = 512 * spatial * spatial  # 5*5*512 at 64 px, 13*13*512 at 128 px
+        elif cfg.arch == "dcgan":
+            n_down = _n_halvings(cfg.size)
+            ch_in, ch = cfg.channels, cfg.d_width
+            for i in range(n_down):
+                block(ch_in, ch, 4, 2, 1, bn=cfg.d_batchnorm and i > 0)
+                ch_in, ch = ch, ch * 2
+            feat = ch_in * 16
+        else:
+            raise MedxganError(f"network config: unknown arch {cfg.arch!r} (paper or dcgan)")
+        self.features = nn.Sequential(*layers)
+        self.psi = nn.Linear(feat, 1)
+        self.embed = nn.Embedding(2, feat) if self.conditional else None
+        dcgan_init(self)
+        if self.embed is not None:
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)
+        if cfg.d_spectral_norm:
+            _apply_spectral_norm(self)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        phi = self.features(x).flatten(1)
+        out = self.psi(phi).squeeze(1)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("the projection discriminator needs class labels y")
+            out = out + (self.embed(y.long()) * phi).sum(1)
+        return out
+
+
+def build_generator(net_cfg: NetConfig | dict[str, Any]) -> Generator:
+    return Generator(NetConfig.from_dict(net_cfg))
+
+
+def build_discriminator(net_cfg: NetConfig | dict[str, Any]) -> Discriminator:
+    return Discriminator(NetConfig.from_dict(net_cfg))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def sample_latents(
+    labels: torch.Tensor, nz1: int, nz2: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The medXGAN latent rule: z1 ~ N(0, I); z2 = 0 for class 0 and z2 ~ N(0, I) for class 1.
+
+    Always draws N x nz2 normals (then zeroes the negatives) so that the random stream does not
+    depend on the labels."""
+    n = labels.shape[0]
+    device = labels.device
+    z1 = torch.randn(n, nz1, generator=generator, device=device)
+    z2 = torch.randn(n, nz2, generator=generator, device=device) * (labels.view(-1, 1) == 1).float()
+    return z1, z2

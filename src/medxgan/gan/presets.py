@@ -1,0 +1,177 @@
+"""GAN presets: a network config (what `build_generator` / `build_discriminator` need) plus the
+training options that go with it. Both are plain dataclasses, stored in a run's config.json as dicts,
+so a run can always be rebuilt from its config alone.
+
+Presets
+-------
+``paper-64``   the published 64 x 64 medXGAN (brain MRI): nz1 = 1000, nz2 = 100, unconditional dropout
+               discriminator, no spectral norm / EMA / R1 / augmentation, lambda = 2.
+``paper-128``  the published 128 x 128 medXGAN (chest X-ray): nz1 = 100, nz2 = 10, lambda = 1.
+``fast``       a DCGAN-sized pair for 64 x 64 (>= 4x cheaper per training step than paper-64 on CPU,
+               see benchmarks/gan/RESULTS.md), otherwise the paper's training recipe.
+``default``    what measurably worked best on the brain phantoms in short CPU runs (benchmarks/gan/RESULTS.md):
+               the fast networks + class-conditional projection discriminator (with BatchNorm; spectral
+               norm learned too slowly and let the classifier be fooled) + EMA of G + Adam lr 1e-3
+               (2e-4 barely moved G in the few thousand steps a CPU budget allows).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from medxgan.runtime.errors import MedxganError
+
+
+@dataclass
+class NetConfig:
+    """Everything needed to build G and D.
+
+    arch: "paper" (published layers) or "dcgan" (4x4 stride-2 transposed convs, width `g_width`/`d_width`).
+    nz1/nz2: anatomy / pathology latent sizes. size: 64 or 128 (paper), 32/64/128 (dcgan).
+    channels: image channels (1 or 3, from the data).
+    d_spectral_norm: spectral norm on every D weight. d_projection: class-conditional projection D
+    (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>.
+    d_dropout: dropout after each D block (paper: 0.5). d_batchnorm: BN in D blocks but the first (paper).
+    """
+
+    arch: str = "paper"
+    size: int = 64
+    channels: int = 3
+    nz1: int = 1000
+    nz2: int = 100
+    g_width: int = 32
+    d_width: int = 32
+    d_spectral_norm: bool = False
+    d_projection: bool = False
+    d_dropout: float = 0.5
+    d_batchnorm: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | "NetConfig") -> "NetConfig":
+        if isinstance(d, NetConfig):
+            return d
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise MedxganError(f"network config: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class TrainOptions:
+    """Training-recipe options beyond the networks.
+
+    lambda_cls: weight of the classifier loss (paper: 2 at 64 px, 1 at 128 px).
+    lambda_warmup: ramp the classifier-loss weight linearly from 0 to lambda_cls over this many steps
+    (0 = off, the paper), so that G first learns images before it is pushed by the classifier.
+    ema_decay: EMA of G's weights (0 = off); the EMA copy is the saved generator.
+    r1_gamma / r1_every: R1 penalty gamma/2 * ||grad_x D(x_real)||^2, applied lazily every k D steps
+    (scaled by k). diffaug: DiffAugment policy applied to every D input, real and fake ("" = off;
+    "translation,cutout"). lr / betas: Adam.
+    """
+
+    lambda_cls: float = 2.0
+    lambda_warmup: int = 0
+    ema_decay: float = 0.0
+    r1_gamma: float = 0.0
+    r1_every: int = 4
+    diffaug: str = ""
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | "TrainOptions") -> "TrainOptions":
+        if isinstance(d, TrainOptions):
+            return d
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise MedxganError(f"training options: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
+@dataclass
+class Preset:
+    name: str
+    net: NetConfig
+    train: TrainOptions = field(default_factory=TrainOptions)
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "net": self.net.to_dict(), "train": self.train.to_dict(), "description": self.description}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Preset":
+        return cls(name=d["name"], net=NetConfig.from_dict(d["net"]), train=TrainOptions.from_dict(d["train"]),
+                   description=d.get("description", ""))
+
+
+def _paper64(channels: int) -> Preset:
+    return Preset(
+        "paper-64",
+        NetConfig(arch="paper", size=64, channels=channels, nz1=1000, nz2=100),
+        TrainOptions(lambda_cls=2.0),
+        "published 64x64 medXGAN (brain MRI), faithful",
+    )
+
+
+def _paper128(channels: int) -> Preset:
+    return Preset(
+        "paper-128",
+        NetConfig(arch="paper", size=128, channels=channels, nz1=100, nz2=10),
+        TrainOptions(lambda_cls=1.0),
+        "published 128x128 medXGAN (chest X-ray), faithful",
+    )
+
+
+def _fast(channels: int) -> Preset:
+    return Preset(
+        "fast",
+        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
+                  d_spectral_norm=False, d_projection=False, d_dropout=0.0, d_batchnorm=True),
+        TrainOptions(lambda_cls=2.0),
+        "DCGAN-sized 64x64 networks, otherwise the paper's recipe (unconditional D)",
+    )
+
+
+def _default(channels: int) -> Preset:
+    return Preset(
+        "default",
+        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
+                  d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
+        TrainOptions(lambda_cls=2.0, ema_decay=0.999, lr=1e-3),
+        "fast networks + class-conditional projection D (BatchNorm) + EMA of G, Adam lr 1e-3",
+    )
+
+
+PRESETS = {"default": _default, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
+
+
+def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:
+    """The named preset for `channels`-channel images. `overrides` replace NetConfig or TrainOptions
+    fields by name (e.g. ``ema_decay=0.999``, ``d_projection=True``), for experiments."""
+    try:
+        preset = PRESETS[name](channels)
+    except KeyError:
+        raise MedxganError(f"--preset {name}: unknown preset (choose from {', '.join(PRESETS)})") from None
+    net_fields = {f.name for f in dataclasses.fields(NetConfig)}
+    train_fields = {f.name for f in dataclasses.fields(TrainOptions)}
+    for key, value in overrides.items():
+        if key in net_fields:
+            setattr(preset.net, key, value)
+        elif key in train_fields:
+            setattr(preset.train, key, value)
+        else:
+            raise MedxganError(f"preset override {key!r}: not a network or training option")
+    if overrides:
+        preset.name = preset.name + "+" + ",".join(f"{k}={v}" for k, v in overrides.items())
+    return preset

@@ -1,0 +1,112 @@
+"""Load a trained medXGAN run: generator (eval mode), the classifier it was trained against, its oracle.
+
+    from medxgan.gan.run import load_gan_run
+    gan = load_gan_run("runs/gan")                  # classifier from runs/gan/classifier/
+    x = gan.generator(z1, z2)                       # N x C x H x W in [-1, 1]
+    p = gan.classifier.prob(x)
+
+A different classifier can be passed (`classifier=` a spec or an adapter); when its fingerprint differs
+from the one recorded at training time, a warning names both: the generator's latent space was shaped
+by the recorded classifier, so its positive/negative realizations mean what *that* classifier saw.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from medxgan.gan.networks import Generator, build_generator
+from medxgan.runtime.device import pick_device
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.runs import RunDir
+
+
+class GanRun(NamedTuple):
+    generator: Generator  # eval mode, frozen, on `device`
+    classifier: nn.Module  # ClassifierAdapter
+    oracle: nn.Module | None  # ClassifierAdapter of the independent oracle, if the run has one
+    config: dict[str, Any]
+    path: Path
+
+
+def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, dict[str, Any]]:
+    """The run's generator in eval mode (weights: generator.safetensors, i.e. the EMA copy when EMA
+    was on; for an unfinished run, the latest checkpoint's, with a warning)."""
+    from medxgan.gan.train import GAN_KIND, GENERATOR_NAME
+
+    rd = RunDir(run)
+    config = rd.read_config(expect_kind=GAN_KIND)
+    dev = torch.device(device) if isinstance(device, torch.device) else pick_device(device)
+    G = build_generator(config["net"])
+    if rd.has_weights(GENERATOR_NAME):
+        state = rd.load_weights(GENERATOR_NAME)
+    elif rd.latest_checkpoint() is not None:
+        ckpt = rd.latest_checkpoint()
+        warnings.warn(f"{rd.path}: training has not finished; using the generator of checkpoint {ckpt.name}", stacklevel=2)
+        st = rd.load_checkpoint(ckpt)["trainer"]
+        state = st.get("G_ema", st["G"])
+    else:
+        raise MedxganError(f"{rd.path}: no generator weights ({GENERATOR_NAME}.safetensors) and no checkpoint")
+    try:
+        G.load_state_dict(state)
+    except RuntimeError as exc:
+        raise MedxganError(f"{rd.path}: generator weights do not match config.json ({str(exc).splitlines()[0]})") from None
+    G.to(dev).eval().requires_grad_(False)
+    return G, config
+
+
+def load_gan_run(
+    run: str | os.PathLike,
+    classifier: str | os.PathLike | nn.Module | None = None,
+    device: str | torch.device = "cpu",
+    load_oracle: bool = True,
+) -> GanRun:
+    """Load a GAN run directory written by `medxgan train`.
+
+    classifier: None -> the copy stored in RUN/classifier/ (or the original path if no copy exists);
+    otherwise a classifier spec for `load_classifier` or an adapter, used instead (warning if its
+    fingerprint differs from the recorded one).
+    """
+    from medxgan.classifiers import load_classifier
+
+    G, config = load_generator(run, device)
+    rd = RunDir(run)
+    dev = next(G.parameters()).device
+    rec = config.get("classifier") or {}
+    if classifier is None:
+        kw: dict[str, Any] = {}
+        ad = rec.get("adapter") or {}
+        local = rd.path / rec["local"] if rec.get("local") else None
+        if ad and not (local is not None and local.is_dir()):  # TorchScript/factory: re-apply the recorded adapter settings
+            from medxgan.classifiers import Preprocessing
+
+            kw = dict(output=ad.get("output"), positive_index=ad.get("positive_index"),
+                      preprocessing=Preprocessing.from_dict(ad.get("preprocessing")))
+        if local is not None and local.exists():
+            clf = load_classifier(local, device=dev, **kw)
+        elif rec.get("source"):
+            clf = load_classifier(rec["source"], device=dev, **kw)
+        else:
+            raise MedxganError(f"{rd.path}: the run holds no copy of its classifier; pass classifier=")
+    else:
+        clf = classifier.to(dev) if isinstance(classifier, nn.Module) else load_classifier(classifier, device=dev)
+        fp = getattr(clf, "fingerprint", None)
+        if rec.get("fingerprint") and fp != rec["fingerprint"]:
+            given = classifier if not isinstance(classifier, nn.Module) else getattr(clf, "name", type(clf).__name__)
+            warnings.warn(
+                f"{rd.path}: the GAN was trained against classifier {rec.get('source') or rec.get('local')} "
+                f"(fingerprint {rec['fingerprint']}) but is used with {given} (fingerprint {fp}); its latent space "
+                "encodes what the training classifier saw, so explanations may not reflect this classifier",
+                stacklevel=2,
+            )
+    clf.eval()
+    oracle = None
+    o = config.get("oracle") or {}
+    if load_oracle and o.get("local") and (rd.path / o["local"]).exists():
+        oracle = load_classifier(rd.path / o["local"], device=dev).eval()
+    return GanRun(G, clf, oracle, config, rd.path)

@@ -1,0 +1,515 @@
+"""`medxgan train`: train a medXGAN generator against a frozen classifier.
+
+Read top to bottom: `train_gan` loads the data and the classifier, builds the networks from a preset,
+and runs `GANTrainer.step` in a loop with logging, sample grids and resumable checkpoints.
+
+The objective (authors' code, /work/shared/reference/medxgan.md):
+  * latents: z1 ~ N(0, I); z2 = 0 for class 0, z2 ~ N(0, I) for class 1;
+  * D step: BCE(D(x_real), 1) + BCE(D(G(z1, z2_fake)), 0), fake classes drawn uniformly;
+  * G step: lambda * CE(C(G(z1, z2)), y) + BCE(D(G(z1, z2)), 1) (non-saturating), y = the classes of
+    the current real batch.
+D returns logits and the losses use BCEWithLogits (= sigmoid + BCE, computed stably). The classifier
+is reached only through its adapter, which gives one positive-class logit l = log(p / (1 - p)); the
+2-class cross-entropy of softmax([0, l]) equals BCEWithLogits(l, y), which is what we compute.
+The classifier is frozen (requires_grad False, eval mode): gradients flow through it to G only.
+
+Options beyond the paper (switched on by a preset, see presets.py): projection discriminator
+conditioned on the class (real: true label, fake: the class its z2 was drawn for), spectral norm,
+lazy R1 penalty on reals, EMA of G (the EMA copy is saved and monitored), DiffAugment on all D inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medxgan.gan.monitor import Monitor, summarize
+from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
+from medxgan.gan.presets import Preset, get_preset
+from medxgan.runtime.atomic import atomic_replace_dir
+from medxgan.runtime.device import pick_device
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
+from medxgan.runtime.runs import RunDir
+from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
+
+GAN_KIND = "medxgan"
+GENERATOR_NAME = "generator"
+DISCRIMINATOR_NAME = "discriminator"
+CLASSIFIER_DIR = "classifier"
+ORACLE_DIR = "oracle"
+ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
+
+
+# ---- DiffAugment (Zhao et al. 2020): translation (1/8, zero padded) + cutout (half size) ----------
+def _rand_translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+    n, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    tx = torch.randint(-sh, sh + 1, size=[n, 1, 1], device=x.device)
+    ty = torch.randint(-sw, sw + 1, size=[n, 1, 1], device=x.device)
+    ar = lambda k: torch.arange(k, device=x.device)  # noqa: E731
+    gb, gx, gy = torch.meshgrid(ar(n), ar(h), ar(w), indexing="ij")
+    gx = torch.clamp(gx + tx + 1, 0, h + 1)
+    gy = torch.clamp(gy + ty + 1, 0, w + 1)
+    return F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1).contiguous()[gb, gx, gy].permute(0, 3, 1, 2)
+
+
+def _rand_cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+    n, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ox = torch.randint(0, h + (1 - ch % 2), size=[n, 1, 1], device=x.device)
+    oy = torch.randint(0, w + (1 - cw % 2), size=[n, 1, 1], device=x.device)
+    ar = lambda k: torch.arange(k, device=x.device)  # noqa: E731
+    gb, gx, gy = torch.meshgrid(ar(n), ar(ch), ar(cw), indexing="ij")
+    gx = torch.clamp(gx + ox - ch // 2, min=0, max=h - 1)
+    gy = torch.clamp(gy + oy - cw // 2, min=0, max=w - 1)
+    mask = torch.ones(n, h, w, dtype=x.dtype, device=x.device)
+    mask[gb, gx, gy] = 0
+    return x * mask.unsqueeze(1)
+
+
+_AUGMENTS = {"translation": _rand_translation, "cutout": _rand_cutout}
+
+
+def parse_diffaug(policy: str) -> list[str]:
+    names = [p.strip() for p in (policy or "").split(",") if p.strip()]
+    for p in names:
+        if p not in _AUGMENTS:
+            raise MedxganError(f"diffaug {p!r}: unknown augmentation (choose from {', '.join(_AUGMENTS)})")
+    return names
+
+
+def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
+    """Differentiable augmentation of a D input (real or fake alike); global torch RNG."""
+    for name in parse_diffaug(policy):
+        x = _AUGMENTS[name](x)
+    return x
+
+
+# ---- one training step ------------------------------------------------------------------------
+class GANTrainer:
+    """Networks, optimisers and one `step(real, labels)`; everything a checkpoint has to hold."""
+
+    def __init__(self, preset: Preset, classifier: nn.Module, device: torch.device | str = "cpu", lambda_cls: float | None = None):
+        self.preset = preset
+        self.opts = preset.train
+        self.lambda_cls = float(self.opts.lambda_cls if lambda_cls is None else lambda_cls)
+        self.device = torch.device(device)
+        self.G = build_generator(preset.net).to(self.device)
+        self.D = build_discriminator(preset.net).to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval() if self.opts.ema_decay > 0 else None
+        if self.G_ema is not None:
+            self.G_ema.requires_grad_(False)
+        betas = (self.opts.beta1, self.opts.beta2)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.opts.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.opts.lr, betas=betas)
+        self.classifier = classifier
+        self.classifier.eval()
+        for p in self.classifier.parameters():
+            p.requires_grad_(False)
+        parse_diffaug(self.opts.diffaug)
+        self.step_count = 0
+
+    @property
+    def generator(self) -> nn.Module:
+        """The generator that is monitored and saved: the EMA copy when EMA is on."""
+        return self.G_ema if self.G_ema is not None else self.G
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.opts.diffaug:
+            x = diff_augment(x, self.opts.diffaug)
+        return self.D(x, y)
+
+    def step(self, real: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+        """One D step then one G step on a real batch. Returns detached scalar statistics."""
+        G, D, nz1, nz2 = self.G, self.D, self.G.nz1, self.G.nz2
+        n = real.shape[0]
+        self.step_count += 1
+        G.train()
+        D.train()
+        stats: dict[str, float] = {}
+
+        # -- discriminator: real -> 1, fake (uniform classes) -> 0
+        y_fake = torch.randint(0, 2, (n,), device=self.device)
+        z1, z2 = sample_latents(y_fake, nz1, nz2)
+        with torch.no_grad():
+            fake = G(z1, z2)
+        do_r1 = self.opts.r1_gamma > 0 and self.step_count % max(1, self.opts.r1_every) == 0
+        real_in = real.detach().requires_grad_(True) if do_r1 else real
+        d_real = self._d(real_in, labels)
+        d_fake = self._d(fake, y_fake)
+        loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
+            d_fake, torch.zeros_like(d_fake)
+        )
+        if do_r1:  # lazy R1 (StyleGAN2): gamma/2 E||grad_x D(x)||^2, every k steps, scaled by k
+            (grad,) = torch.autograd.grad(d_real.sum(), real_in, create_graph=True)
+            r1 = grad.pow(2).flatten(1).sum(1).mean()
+            loss_d = loss_d + 0.5 * self.opts.r1_gamma * self.opts.r1_every * r1
+            stats["r1"] = float(r1.detach())
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        stats["d_loss"] = float(loss_d.detach())
+        stats["d_real"] = float(torch.sigmoid(d_real.detach()).mean())
+        stats["d_fake"] = float(torch.sigmoid(d_fake.detach()).mean())
+
+        # -- generator: non-saturating adversarial + lambda * classifier CE, classes of the real batch
+        y = labels
+        z1, z2 = sample_latents(y, nz1, nz2)
+        fake = G(z1, z2)
+        d_out = self._d(fake, y)
+        loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
+        logit = self.classifier.logit(fake)
+        loss_cls = F.binary_cross_entropy_with_logits(logit, y.float())  # == 2-class CE on softmax([0, logit])
+        lam = self.lambda_cls
+        if self.opts.lambda_warmup > 0:
+            lam *= min(1.0, self.step_count / self.opts.lambda_warmup)
+        loss_g = loss_adv + lam * loss_cls
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        self._update_ema()
+        stats["g_loss"] = float(loss_g.detach())
+        stats["g_adv"] = float(loss_adv.detach())
+        stats["g_cls"] = float(loss_cls.detach())
+        stats["cls_agree"] = float(((logit.detach() > 0).long() == y).float().mean())
+        return stats
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        if self.G_ema is None:
+            return
+        t = self.step_count
+        decay = min(self.opts.ema_decay, (1.0 + t) / (10.0 + t))  # warm-up: follow G closely at first
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.lerp_(p, 1.0 - decay)
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # -- checkpoint state
+    def state_dict(self) -> dict[str, Any]:
+        st: dict[str, Any] = {
+            "G": self.G.state_dict(),
+            "D": self.D.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+            "step_count": self.step_count,
+        }
+        if self.G_ema is not None:
+            st["G_ema"] = self.G_ema.state_dict()
+        return st
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.G.load_state_dict(st["G"])
+        self.D.load_state_dict(st["D"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        if self.G_ema is not None:
+            self.G_ema.load_state_dict(st["G_ema"])
+        self.step_count = int(st["step_count"])
+
+
+# ---- inputs -----------------------------------------------------------------------------------
+def _load_data(data: Any, size: int | None, mapping: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, str | None]:
+    """(images N x C x H x W, labels N, source path or None). `data`: dataset root, (images, labels), or
+    an object with .tensors()."""
+    if isinstance(data, (str, os.PathLike)):
+        from medxgan.data import load_dataset
+
+        ds = load_dataset(data, split="train", size=size, **mapping)
+        images, labels = ds.tensors()[:2]
+        source: str | None = str(data)
+    elif isinstance(data, (tuple, list)):
+        images, labels = data[0], data[1]
+        source = None
+    elif hasattr(data, "tensors"):
+        images, labels = data.tensors()[:2]
+        source = str(getattr(data, "root", None)) if getattr(data, "root", None) is not None else None
+    else:
+        raise MedxganError(f"data: expected a dataset folder, got {type(data).__name__}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise MedxganError(f"{source or 'data'}: images must be N x C x H x W with C = 1 or 3, got {tuple(images.shape)}")
+    if images.shape[-1] != images.shape[-2]:
+        raise MedxganError(f"{source or 'data'}: images are {images.shape[-2]}x{images.shape[-1]}; the GAN needs square images (use --size)")
+    labels = labels.long()
+    counts = [int((labels == c).sum()) for c in (0, 1)]
+    if min(counts) == 0:
+        raise MedxganError(f"{source or 'data'}: the training split needs both classes (negatives {counts[0]}, positives {counts[1]})")
+    return images.float(), labels, source
+
+
+def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module, str | None]:
+    if isinstance(spec, nn.Module):
+        return spec.to(device), None
+    from medxgan.classifiers import load_classifier
+
+    return load_classifier(spec, device=device), str(spec)
+
+
+def _copy_into_run(src: str | None, dst: Path) -> str | None:
+    """Copy a classifier run directory (or a single model file) into the GAN run; returns the path
+    relative to the run, or None when there is nothing on disk to copy."""
+    if src is None:
+        return None
+    s = Path(src)
+    if s.resolve() == dst.resolve():
+        return dst.name
+    if s.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+        shutil.rmtree(tmp)
+        shutil.copytree(s, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+        atomic_replace_dir(tmp, dst)
+        return dst.name
+    if s.is_file():
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(s, dst / s.name)
+        return f"{dst.name}/{s.name}"
+    return None
+
+
+def _classifier_meta(path: str | None) -> dict[str, Any]:
+    if path is None or not Path(path).is_dir():
+        return {}
+    try:
+        return RunDir(path).read_config()
+    except MedxganError:
+        return {}
+
+
+# ---- the training run -------------------------------------------------------------------------
+def train_gan(
+    data: Any,
+    classifier: Any,
+    out: str | os.PathLike,
+    *,
+    preset: str | Preset = "default",
+    steps: int = 5000,
+    batch_size: int = 32,
+    lambda_cls: float | None = None,
+    seed: int = 0,
+    log_every: int = 250,
+    sample_every: int | None = None,
+    ckpt_every: int = 500,
+    keep_last: int = 3,
+    resume: bool = False,
+    oracle: Any = None,
+    oracle_arch: str | None = None,
+    oracle_epochs: int = 10,
+    size: int | None = None,
+    device: str = "auto",
+    max_minutes: float | None = None,
+    positive: list[str] | None = None,
+    negative: list[str] | None = None,
+    csv: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    classifier_source: str | None = None,
+    monitor_samples: int = 256,
+    preset_overrides: dict[str, Any] | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train medXGAN on `data` against the frozen `classifier`; write the run to `out`.
+
+    Args:
+        data: dataset root (its train split is loaded once into memory), or (images, labels) tensors.
+        classifier: classifier spec for `load_classifier` (a run dir is copied into RUN/classifier/),
+            or a ClassifierAdapter (`classifier_source`: where it came from, recorded and copied).
+        preset: preset name or a Preset; its size must equal the data's (MedxganError otherwise).
+        lambda_cls: classifier-loss weight (default: the preset's, 2 at 64 px, 1 at 128 px).
+        oracle: None -> train an independent classifier on the same data into RUN/oracle/ (the other
+            built-in architecture, seed = classifier seed + 1); a classifier spec -> copied into
+            RUN/oracle/; an adapter -> used as is; False -> no oracle metrics.
+        log_every / sample_every / ckpt_every: metrics, sample grids (default: = log_every) and
+            checkpoints every N steps; the last `keep_last` checkpoints are kept.
+        resume: continue from RUN's latest checkpoint (same weights as an uninterrupted run on CPU).
+        max_minutes: stop early (and finish normally) after this much training time.
+        monitor_samples: number of fixed z1 for the monitor metrics (the authors' check uses many; 256).
+    Returns the final monitor metrics plus steps and timing.
+    """
+    if steps < 1:
+        raise MedxganError(f"--steps {steps}: must be at least 1")
+    if batch_size < 2:
+        raise MedxganError(f"--batch-size {batch_size}: must be at least 2")
+    for name, v in (("--log-every", log_every), ("--ckpt-every", ckpt_every)):
+        if v < 1:
+            raise MedxganError(f"{name} {v}: must be at least 1")
+    sample_every = sample_every or log_every
+    dev = pick_device(device)
+    run = RunDir(out)
+    resuming = bool(resume) and run.latest_checkpoint() is not None
+    if run.exists() and not resume:
+        raise MedxganError(f"--out {out}: already holds a run (use --resume to continue it, or another --out)")
+
+    mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
+    images, labels, data_source = _load_data(data, size, mapping)
+    channels, img_size = int(images.shape[1]), int(images.shape[-1])
+
+    # preset: from the run's config when resuming, so that the run continues with what it started with
+    stored: dict[str, Any] = run.read_config(expect_kind=GAN_KIND) if resuming else {}
+    if stored:
+        preset_obj = Preset.from_dict(stored["preset"])
+        lambda_cls = stored["lambda_cls"]
+        batch_size, seed = int(stored["batch_size"]), int(stored["seed"])
+    elif isinstance(preset, Preset):
+        preset_obj = preset
+    else:
+        preset_obj = get_preset(preset, channels=channels, **(preset_overrides or {}))
+    if preset_obj.net.size != img_size:
+        raise MedxganError(
+            f"{data_source or 'data'}: images are {img_size}x{img_size} px but preset {preset_obj.name} is for "
+            f"{preset_obj.net.size} px (choose a {img_size} px preset or resize the data with --size {preset_obj.net.size})"
+        )
+    if preset_obj.net.channels != channels:
+        raise MedxganError(f"{data_source or 'data'}: images have {channels} channel(s), the network config {preset_obj.net.channels}")
+    lam = float(preset_obj.train.lambda_cls if lambda_cls is None else lambda_cls)
+
+    run.path.mkdir(parents=True, exist_ok=True)
+    clf, clf_source = _load_adapter(classifier, dev, "classifier")
+    clf_source = clf_source or (str(classifier_source) if classifier_source else None)
+    clf_fp = getattr(clf, "fingerprint", None)
+    if stored and stored.get("classifier", {}).get("fingerprint") not in (None, clf_fp):
+        raise MedxganError(
+            f"--classifier {clf_source}: fingerprint {clf_fp} differs from the one this run was trained against "
+            f"({stored['classifier']['fingerprint']}, {stored['classifier'].get('source')}); resume with the same classifier"
+        )
+    clf_local = _copy_into_run(clf_source, run.path / CLASSIFIER_DIR) if not stored else stored["classifier"].get("local")
+    clf_meta = _classifier_meta(clf_source)
+
+    # oracle: an independently trained second classifier, never used to train G
+    oracle_adapter, oracle_info = None, None
+    if oracle is False:
+        pass
+    elif isinstance(oracle, nn.Module):
+        oracle_adapter = oracle.to(dev)
+        oracle_info = stored.get("oracle") or {"source": None, "local": None, "fingerprint": getattr(oracle, "fingerprint", None)}
+    elif stored and (stored.get("oracle") or {}).get("local"):
+        oracle_info = stored["oracle"]
+        oracle_adapter, _ = _load_adapter(str(run.path / oracle_info["local"]), dev, "oracle")
+    elif oracle is not None:
+        oracle_adapter, o_src = _load_adapter(oracle, dev, "oracle")
+        local = _copy_into_run(o_src, run.path / ORACLE_DIR)
+        oracle_info = {"source": o_src, "local": local, "fingerprint": getattr(oracle_adapter, "fingerprint", None),
+                       "arch": _classifier_meta(o_src).get("arch")}
+    else:
+        if data_source is None:
+            raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False")
+        from medxgan.classifiers import load_classifier, train_classifier
+
+        o_arch = oracle_arch or ORACLE_ARCH.get(clf_meta.get("arch"), "resnet-small")
+        o_seed = int(clf_meta.get("seed", seed)) + 1
+        o_dir = run.path / ORACLE_DIR
+        if not quiet:
+            print(f"[medxgan] training the oracle classifier ({o_arch}, seed {o_seed}) into {o_dir}", flush=True)
+        train_classifier(data_source, o_dir, arch=o_arch, seed=o_seed, size=img_size, epochs=oracle_epochs,
+                         channels=channels, device=str(dev), resume=True, quiet=quiet, **mapping)
+        oracle_adapter = load_classifier(o_dir, device=dev)
+        oracle_info = {"source": None, "local": ORACLE_DIR, "fingerprint": oracle_adapter.fingerprint, "arch": o_arch,
+                       "seed": o_seed, "epochs": oracle_epochs}
+    if oracle_adapter is not None:
+        oracle_adapter.eval().requires_grad_(False)
+
+    # networks, optimisers, RNG streams
+    seed_everything(seed)
+    trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam)
+    sampler = torch.Generator().manual_seed(seed)
+    images_dev, labels_dev = images.to(dev), labels.to(dev)
+    monitor = Monitor(clf, preset_obj.net.nz1, preset_obj.net.nz2, real_negatives=images[labels == 0], oracle=oracle_adapter,
+                      n_z1=monitor_samples, n_diversity=min(128, monitor_samples))
+    config = dict(
+        preset=preset_obj.to_dict(),
+        preset_name=preset_obj.name,
+        net=preset_obj.net.to_dict(),
+        channels=channels,
+        size=img_size,
+        nz1=preset_obj.net.nz1,
+        nz2=preset_obj.net.nz2,
+        lambda_cls=lam,
+        steps=steps,
+        batch_size=batch_size,
+        seed=seed,
+        data=data_source,
+        n_train=int(images.shape[0]),
+        classifier={"source": clf_source, "local": clf_local, "fingerprint": clf_fp, "arch": clf_meta.get("arch"),
+                    "adapter": clf.describe() if hasattr(clf, "describe") else None},
+        oracle=oracle_info,
+        ema=preset_obj.train.ema_decay > 0,
+        status="running",
+    )
+
+    start, elapsed, acc = 0, 0.0, {}
+    if resuming:
+        st = run.load_checkpoint()
+        trainer.load_state_dict(st["trainer"])
+        sampler.set_state(st["sampler"].to(torch.uint8))
+        set_rng_state(st["rng"])
+        start, elapsed, acc = int(st["step"]), float(st["elapsed"]), dict(st["acc"])
+        run.truncate_metrics(start)
+        config["status"] = "running"
+    else:
+        run.metrics_path.unlink(missing_ok=True)
+    run.write_config(GAN_KIND, **config)
+
+    last_metrics: dict[str, Any] = {}
+    bar = progress(total=steps, initial=start, desc=f"train medXGAN ({preset_obj.name})", disable=quiet or None)
+    step = start
+    t_last = time.perf_counter()
+    n = images.shape[0]
+    try:
+        while step < steps:
+            idx = torch.randint(0, n, (batch_size,), generator=sampler).to(dev)
+            stats = trainer.step(images_dev[idx], labels_dev[idx])
+            step += 1
+            now = time.perf_counter()
+            elapsed += now - t_last
+            t_last = now
+            for k, v in stats.items():
+                acc[k] = acc.get(k, 0.0) + v
+            acc["_n"] = acc.get("_n", 0.0) + 1
+            stop = max_minutes is not None and elapsed >= 60.0 * max_minutes
+            last = step == steps or stop
+            if step % log_every == 0 or last:
+                rec: dict[str, Any] = {"step": step}
+                rec.update({k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
+                rec.update(monitor.evaluate(trainer.generator))
+                rec["seconds"] = round(elapsed, 1)
+                run.log_metrics(rec)
+                last_metrics = rec
+                acc = {}
+                bar.set_postfix_str(
+                    f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
+                    f"agree={rec['cls_agree']:.2f} {summarize(rec)}"
+                )
+                t_last = time.perf_counter()  # monitoring time does not count as training time
+            if step % sample_every == 0 or last:
+                monitor.sample_grid(trainer.generator, run.path / "samples" / f"step_{step:07d}.png",
+                                    title=f"step {step}  (rows: fixed z1; p = classifier p(pos))")
+                t_last = time.perf_counter()
+            if step % ckpt_every == 0 or last:
+                run.save_checkpoint(step, {"trainer": trainer.state_dict(), "sampler": sampler.get_state(),
+                                           "rng": get_rng_state(), "elapsed": elapsed, "acc": acc}, keep_last=keep_last)
+                t_last = time.perf_counter()
+            bar.update(1)
+            if stop:
+                break
+    finally:
+        bar.close()
+
+    if not last_metrics:  # resumed a finished run: evaluate what is there
+        last_metrics = {"step": step, **monitor.evaluate(trainer.generator)}
+    run.save_weights(GENERATOR_NAME, trainer.generator)
+    run.save_weights(DISCRIMINATOR_NAME, trainer.D)
+    final = {k: v for k, v in last_metrics.items()}
+    config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final,
+                  stopped_early=step < steps)
+    run.write_config(GAN_KIND, **config)
+    if not quiet:
+        print(f"[medxgan] GAN trained: {step} steps in {elapsed / 60:.1f} min; {summarize(final)} -> {run.path}", flush=True)
+    return {"steps": step, "train_seconds": elapsed, "metrics": final, "out": str(run.path)}

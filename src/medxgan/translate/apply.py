@@ -1,0 +1,159 @@
+"""Apply one trained generator to image files of any size.
+
+The generators are fully convolutional, so by default images are translated at their native
+resolution (no resizing: a 720x576 photo gives a 720x576 angiogram); ``size`` resizes the input to
+``size`` x ``size`` first (e.g. to match the training scale when the input's pixel size differs a lot).
+Sizes that are not multiples of 4 are padded by reflection and cropped back. ``tile`` translates
+large images in overlapping tiles blended with feathered (linear ramp) weights, bounding memory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medxgan.runtime.device import pick_device
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.runs import RunDir
+from medxgan.translate.networks import ResnetGenerator
+from medxgan.translate.train import RUN_KIND, build_generators, tensor_to_u8, to_domain_array, u8_to_tensor
+
+DIRECTIONS = {"fundus2angio": "G_fa", "angio2fundus": "G_fundus"}
+
+
+def load_generator(run: str | Path, direction: str, device: str | torch.device = "cpu") -> tuple[ResnetGenerator, dict[str, Any]]:
+    """The generator for `direction` (fundus2angio | angio2fundus) of a cyclegan run, in eval mode."""
+    if direction not in DIRECTIONS:
+        raise MedxganError(f"--direction {direction}: use fundus2angio or angio2fundus")
+    rd = RunDir(run)
+    cfg = rd.read_config(RUN_KIND)
+    name = DIRECTIONS[direction]
+    if not rd.has_weights(name):
+        raise MedxganError(f"{rd.path}: no {name}.safetensors (training not finished? resume it with --resume)")
+    g_fa, g_fundus = build_generators(cfg["train"])
+    g = g_fa if name == "G_fa" else g_fundus
+    try:
+        g.load_state_dict(rd.load_weights(name))
+    except RuntimeError as exc:
+        raise MedxganError(f"{rd.path}/{name}.safetensors: does not match config.json ({str(exc).splitlines()[0]})") from None
+    return g.to(device).eval(), cfg
+
+
+def _pad4(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % 4, (-w) % 4
+    if ph or pw:
+        mode = "reflect" if (ph < h and pw < w) else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, h, w
+
+
+@torch.no_grad()
+def translate(g: torch.nn.Module, x: torch.Tensor, tile: int | None = None, overlap: int = 32) -> torch.Tensor:
+    """N x C_in x H x W in [-1, 1] -> N x C_out x H x W, any H, W (reflection-padded to a multiple of 4).
+
+    With `tile`, the image is processed in tile x tile windows (a multiple of 4) that overlap by
+    `overlap` pixels, blended with weights that ramp linearly to the tile borders.
+    """
+    if tile is None or (x.shape[-2] <= tile and x.shape[-1] <= tile):
+        xp, h, w = _pad4(x)
+        return g(xp)[..., :h, :w]
+    tile = max(16, tile - tile % 4)
+    overlap = min(overlap, tile // 2)
+    H, W = x.shape[-2:]
+    stride = tile - overlap
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        s = list(range(0, n - tile, stride)) + [n - tile]
+        return sorted(set(s))
+
+    out = None
+    weight = torch.zeros(1, 1, H, W, device=x.device)
+    for top in starts(H):
+        for left in starts(W):
+            patch = x[..., top : top + tile, left : left + tile]
+            y = translate(g, patch)
+            ph, pw = y.shape[-2:]
+            ry = torch.minimum(torch.arange(ph, device=x.device) + 1, torch.arange(ph, 0, -1, device=x.device)).float()
+            rx = torch.minimum(torch.arange(pw, device=x.device) + 1, torch.arange(pw, 0, -1, device=x.device)).float()
+            wgt = (ry.clamp(max=overlap + 1)[:, None] * rx.clamp(max=overlap + 1)[None, :])[None, None]
+            if out is None:
+                out = torch.zeros(x.shape[0], y.shape[1], H, W, device=x.device)
+            out[..., top : top + ph, left : left + pw] += y * wgt
+            weight[..., top : top + ph, left : left + pw] += wgt
+    return out / weight
+
+
+def _out_names(files: list[Path], inputs: Iterable[str | Path]) -> list[str]:
+    """Output file names: a file's stem; for files found in a folder, its path relative to that folder."""
+    roots = [Path(p) for p in inputs if Path(p).is_dir()]
+    names = []
+    for f in files:
+        rel = None
+        for r in roots:
+            try:
+                rel = f.relative_to(r)
+                break
+            except ValueError:
+                continue
+        names.append((rel.with_suffix("") if rel is not None else Path(f.stem)).as_posix() + ".png")
+    return names
+
+
+def apply_translation(
+    inputs: Iterable[str | Path],
+    run: str | Path,
+    direction: str,
+    out: str | Path,
+    *,
+    size: int | None = None,
+    tile: int | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+) -> list[Path]:
+    """Translate every image in `inputs` (files and/or folders) and write PNGs into `out`.
+
+    fundus2angio writes 1-channel (grayscale) PNGs, angio2fundus RGB PNGs. Returns the written paths.
+    """
+    from PIL import Image
+
+    from medxgan.data.imageio import collect_image_files, read_image
+    from medxgan.runtime.atomic import atomic_save_image
+    from medxgan.runtime.progress import progress
+
+    inputs = list(inputs)
+    files = collect_image_files(inputs)
+    if size is not None and (size < 16):
+        raise MedxganError(f"--size {size}: must be at least 16")
+    if tile is not None and tile < 16:
+        raise MedxganError(f"--tile {tile}: must be at least 16")
+    dev = pick_device(device)
+    g, cfg = load_generator(run, direction, dev)
+    in_ch = cfg["train"]["channels_a"] if direction == "fundus2angio" else cfg["train"]["channels_b"]
+    names = _out_names(files, inputs)
+    seen: dict[str, Path] = {}
+    for f, n in zip(files, names):
+        if n in seen:
+            raise MedxganError(f"{f}: would overwrite the output of {seen[n]} ({n}); translate them into separate --out folders")
+        seen[n] = f
+    if in_ch == 3:  # fail before translating anything: every fundus photo must be colour
+        from medxgan.data.imageio import probe_image
+
+        for f in files:
+            if probe_image(f).channels != 3:
+                raise MedxganError(f"expects 3-channel colour fundus, got 1 channel: {f}")
+    out = Path(out)
+    written = []
+    for f, n in progress(list(zip(files, names)), desc=f"translate {direction}", disable=quiet or None):
+        a = to_domain_array(read_image(f), in_ch, f, size)
+        x = u8_to_tensor(torch.from_numpy(a).permute(2, 0, 1)[None]).to(dev)
+        y = tensor_to_u8(translate(g, x, tile=tile))[0].permute(1, 2, 0).cpu().numpy()
+        img = Image.fromarray(np.ascontiguousarray(y[:, :, 0]) if y.shape[2] == 1 else y)  # L or RGB
+        written.append(atomic_save_image(out / n, img))
+    return written

@@ -1,0 +1,469 @@
+"""CycleGAN training for fundus (domain A, RGB) <-> fluorescein angiogram (domain B, gray).
+
+Read top to bottom: config -> data -> networks/optimisers -> (resume) -> epoch loop -> final weights.
+
+Naming: ``G_fa``: fundus -> FA, ``G_fundus``: FA -> fundus, ``D_fa`` judges angiograms, ``D_fundus``
+judges fundus photos.
+
+Losses (Zhu et al. 2017): least-squares GAN, cycle L1 with weight ``lambda_cycle`` (10) in both
+directions, identity L1 with weight ``lambda_identity * lambda_cycle`` only when both domains have the
+same number of channels (impossible for 3 <-> 1, so switched off automatically), discriminator loss
+halved, image pools of 50 fakes, Adam(2e-4, betas 0.5/0.999).
+
+Schedule: ``epochs`` at the constant learning rate, then ``epochs_decay`` epochs of linear decay
+(the reference "linear" policy, lr(e) = lr * (N + M + 1 - e) / (M + 1) for epoch e > N, 1-based),
+so the total is epochs + epochs_decay. The rate is a pure function of the epoch number: nothing to
+restore on resume.
+
+Data (the CycleGAN layout): ``DATA/trainA`` fundus photos, ``DATA/trainB`` angiograms (unpaired),
+optional paired ``DATA/testA``/``DATA/testB`` (used for the sample grids). Every image is resized to
+``size`` x ``size`` once (the paper: square image at 256), then per step resized to ``load_size``
+(``round(size * 286 / 256)``, precomputed) and randomly cropped to ``crop`` (default ``size``; smaller
+crops make CPU training cheaper, the networks are fully convolutional), optionally flipped
+horizontally. ``rotations`` adds offline copies rotated by 90/180/270 degrees (4x data, as in the paper).
+
+Resume restores everything: the four networks, both optimisers, both image pools (buffer + RNG), the
+data-order/crop/flip RNG, the global RNGs, and the epoch/step counters (also mid-epoch, when
+``checkpoint_every`` steps wrote a checkpoint inside an epoch): a run interrupted and resumed gives
+bitwise the same weights as an uninterrupted one on the same device.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medxgan.runtime.device import pick_device
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
+from medxgan.runtime.runs import RunDir, fingerprint_module
+from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
+from medxgan.translate.networks import PatchDiscriminator, ResnetGenerator, init_weights
+from medxgan.translate.pool import ImagePool
+
+RUN_KIND = "cyclegan"
+DOMAIN_A, DOMAIN_B = "fundus", "angiogram"
+
+# keys that define the networks / data; they cannot change on --resume
+_ARCH_KEYS = ("size", "crop", "load_size", "ngf", "ndf", "blocks", "upsample", "channels_a", "channels_b", "rotations")
+
+
+@dataclass
+class TranslateConfig:
+    size: int = 256
+    crop: int | None = None  # None: = size
+    epochs: int = 100  # constant-lr epochs
+    epochs_decay: int | None = None  # None: = epochs
+    ngf: int = 64
+    ndf: int = 64
+    blocks: int = 6
+    upsample: str = "resize"
+    batch_size: int = 1
+    lr: float = 2e-4
+    beta1: float = 0.5
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5
+    pool_size: int = 50
+    flip: bool = True
+    rotations: bool = False
+    seed: int = 0
+    checkpoint_every: int = 0  # steps; 0 = only at epoch ends
+    keep_checkpoints: int = 2
+    samples: int = 4  # images in the per-epoch sample grid (0 = none)
+    log_every: int = 50
+    channels_a: int = 3
+    channels_b: int = 1
+    load_size: int = field(default=0)  # derived
+
+    def finalise(self) -> "TranslateConfig":
+        if self.size < 16 or self.size % 4:
+            raise MedxganError(f"--size {self.size}: must be a multiple of 4 and at least 16")
+        self.crop = self.size if self.crop is None else self.crop
+        if self.crop < 16 or self.crop % 4 or self.crop > self.size:
+            raise MedxganError(f"--crop {self.crop}: must be a multiple of 4 between 16 and --size {self.size}")
+        self.epochs_decay = self.epochs if self.epochs_decay is None else self.epochs_decay
+        if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:
+            raise MedxganError(f"--epochs {self.epochs} --epochs-decay {self.epochs_decay}: need at least one epoch in total")
+        if self.upsample not in ("transpose", "resize"):
+            raise MedxganError(f"--upsample {self.upsample}: use transpose or resize")
+        if self.batch_size < 1:
+            raise MedxganError(f"--batch-size {self.batch_size}: must be >= 1")
+        for k in ("ngf", "ndf", "blocks"):
+            if getattr(self, k) < (0 if k == "blocks" else 1):
+                raise MedxganError(f"--{k} {getattr(self, k)}: must be positive")
+        self.load_size = int(round(self.size * 286 / 256))
+        return self
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + int(self.epochs_decay or 0)
+
+    @property
+    def use_identity(self) -> bool:
+        return self.channels_a == self.channels_b and self.lambda_identity > 0
+
+
+def lr_at_epoch(epoch: int, base_lr: float, epochs: int, epochs_decay: int) -> float:
+    """Learning rate for 1-based `epoch`: constant for 1..epochs, then linear towards 0 over epochs_decay
+    (the reference CycleGAN 'linear' policy: epoch N+k gets base * (1 - k / (M + 1)), reaching 0 after N+M)."""
+    if epoch <= epochs:
+        return base_lr
+    k = epoch - epochs
+    return base_lr * max(0.0, 1.0 - k / float(epochs_decay + 1))
+
+
+def schedule_text(cfg: TranslateConfig) -> str:
+    n, m = cfg.epochs, int(cfg.epochs_decay or 0)
+    if m == 0:
+        return f"epochs 1-{n} constant lr {cfg.lr:g}; no decay; total {n} epochs"
+    if n == 0:
+        return f"epochs 1-{m} linear decay of lr {cfg.lr:g} to 0; total {m} epochs"
+    return f"epochs 1-{n} constant lr {cfg.lr:g}, {n + 1}..{n + m} linear decay to 0; total {n + m} epochs"
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------------
+def _load_domain(folder: Path, channels: int, size: int, what: str) -> tuple[torch.Tensor, list[Path]]:
+    """All images of one folder as uint8 N x C x size x size (preprocessed once, kept in memory)."""
+    from medxgan.data.imageio import list_images, read_image
+
+    if not folder.is_dir():
+        raise MedxganError(f"{folder}: folder not found (expected {what} images in the CycleGAN layout trainA/trainB)")
+    files = list_images(folder)
+    if not files:
+        raise MedxganError(f"{folder}: no images ({what})")
+    out = np.empty((len(files), channels, size, size), np.uint8)
+    for i, f in enumerate(files):
+        out[i] = to_domain_array(read_image(f), channels, f, size).transpose(2, 0, 1)
+    return torch.from_numpy(out), files
+
+
+def to_domain_array(a: np.ndarray, channels: int, path: Any, size: int | None) -> np.ndarray:
+    """H x W x C in [0,1] -> uint8 H x W x channels, resized; the one preprocessing used by train/apply/eval.
+
+    A fundus photo (3 channels) must be colour: a gray image is refused (MedxganError naming the file).
+    An angiogram (1 channel) given as RGB is converted to luminance.
+    """
+    from medxgan.data.imageio import convert_channels, resize_image
+
+    if channels == 3 and a.shape[2] != 3:
+        raise MedxganError(f"expects 3-channel colour fundus, got {a.shape[2]} channel: {path}")
+    a = convert_channels(a, channels)
+    if size is not None:
+        a = resize_image(a, size)
+    return (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def u8_to_tensor(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div(127.5).sub(1.0)
+
+
+def tensor_to_u8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5 + 0.5).to(torch.uint8)
+
+
+def _augment_rotations(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x] + [torch.rot90(x, k, dims=(2, 3)) for k in (1, 2, 3)], 0)
+
+
+class _Sampler:
+    """Resize-to-load_size (precomputed), random crop and flip, driven by one torch.Generator."""
+
+    def __init__(self, images_u8: torch.Tensor, cfg: TranslateConfig):
+        x = u8_to_tensor(images_u8)
+        if cfg.load_size != cfg.size:
+            x = F.interpolate(x, size=(cfg.load_size, cfg.load_size), mode="bilinear", align_corners=False, antialias=True)
+        self.x = x.clamp(-1, 1)
+        self.crop, self.flip = cfg.crop, cfg.flip
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        L = self.x.shape[-1]
+        out = []
+        for i in idx.tolist():
+            top = int(torch.randint(0, L - self.crop + 1, (), generator=gen))
+            left = int(torch.randint(0, L - self.crop + 1, (), generator=gen))
+            img = self.x[i, :, top : top + self.crop, left : left + self.crop]
+            if self.flip and torch.rand((), generator=gen).item() < 0.5:
+                img = img.flip(-1)
+            out.append(img)
+        return torch.stack(out, 0)
+
+
+# --------------------------------------------------------------------------------------------------
+# networks
+# --------------------------------------------------------------------------------------------------
+def build_generators(cfg: dict[str, Any] | TranslateConfig) -> tuple[ResnetGenerator, ResnetGenerator]:
+    c = cfg if isinstance(cfg, dict) else asdict(cfg)
+    g_fa = ResnetGenerator(c["channels_a"], c["channels_b"], c["ngf"], c["blocks"], c["upsample"])
+    g_fundus = ResnetGenerator(c["channels_b"], c["channels_a"], c["ngf"], c["blocks"], c["upsample"])
+    return g_fa, g_fundus
+
+
+def _sample_grid(path: Path, g_fa, g_fundus, a: torch.Tensor, b: torch.Tensor) -> None:
+    """Rows: fundus | G_fa(fundus) | cycle ; angiogram | G_fundus(angiogram) | cycle."""
+    from PIL import Image
+
+    from medxgan.runtime.atomic import atomic_save_image
+
+    with torch.no_grad():
+        fb = g_fa(a)
+        ra = g_fundus(fb)
+        fa = g_fundus(b)
+        rb = g_fa(fa)
+
+    def rgb(x):
+        return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+    rows = [torch.cat([rgb(t)[i] for t in (a, fb, ra)], -1) for i in range(a.shape[0])]
+    rows += [torch.cat([rgb(t)[i] for t in (b, fa, rb)], -1) for i in range(b.shape[0])]
+    grid = tensor_to_u8(torch.cat(rows, -2)).permute(1, 2, 0).cpu().numpy()
+    atomic_save_image(path, Image.fromarray(grid))
+
+
+# --------------------------------------------------------------------------------------------------
+# training
+# --------------------------------------------------------------------------------------------------
+def train_cyclegan(
+    data: str | Path,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    device: str = "auto",
+    quiet: bool = False,
+    stop_after_steps: int | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Train a CycleGAN on DATA/trainA (fundus) and DATA/trainB (angiograms); write the run to `out`.
+
+    `overrides` are TranslateConfig fields; None values are ignored. With resume=True the stored
+    config is used and only `epochs`/`epochs_decay` may be changed (to extend a run).
+    `stop_after_steps`: stop once that many steps (in total) are done, writing a checkpoint there (for
+    time-sliced jobs and tests); the run is then finished with resume=True.
+    Returns a summary dict (epochs, steps, seconds, final losses, run path, finished).
+    """
+    data, run = Path(data), RunDir(out)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unknown = set(overrides) - {f.name for f in fields(TranslateConfig)}
+    if unknown:
+        raise TypeError(f"unknown training options: {sorted(unknown)}")
+
+    stored = None
+    if resume:
+        if run.latest_checkpoint() is None:
+            raise MedxganError(f"{run.path}: nothing to resume (no checkpoint); drop --resume to start a new run")
+        stored = run.read_config(RUN_KIND)
+        base = {k: v for k, v in stored["train"].items() if k in {f.name for f in fields(TranslateConfig)}}
+        for k, v in overrides.items():
+            if k in _ARCH_KEYS and base.get(k) != v:
+                raise MedxganError(f"--{k.replace('_', '-')} {v}: the run being resumed used {base.get(k)}; it cannot change on --resume")
+        base.update(overrides)
+        base.pop("load_size", None)
+        cfg = TranslateConfig(**base).finalise()
+    else:
+        if run.latest_checkpoint() is not None or run.exists():
+            raise MedxganError(f"{run.path}: already holds a run; use --resume to continue it or choose another --out")
+        cfg = TranslateConfig(**overrides).finalise()
+
+    dev = pick_device(device)
+    seed_everything(cfg.seed)
+    say = (lambda *a: None) if quiet else (lambda *a: print("[medxgan]", *a, flush=True))
+
+    # ---- data -----------------------------------------------------------------------------------
+    a_u8, a_files = _load_domain(data / "trainA", cfg.channels_a, cfg.size, "fundus photos")
+    b_u8, b_files = _load_domain(data / "trainB", cfg.channels_b, cfg.size, "angiograms")
+    if cfg.rotations:
+        a_u8, b_u8 = _augment_rotations(a_u8), _augment_rotations(b_u8)
+    sa, sb = _Sampler(a_u8, cfg), _Sampler(b_u8, cfg)
+    steps_per_epoch = max(1, max(len(sa), len(sb)) // cfg.batch_size)
+    sample_a = sample_b = None
+    if cfg.samples:
+        src_a = data / "testA" if (data / "testA").is_dir() else data / "trainA"
+        src_b = data / "testB" if (data / "testB").is_dir() else data / "trainB"
+        sample_a = u8_to_tensor(_load_domain(src_a, cfg.channels_a, cfg.size, "fundus photos")[0][: cfg.samples]).to(dev)
+        sample_b = u8_to_tensor(_load_domain(src_b, cfg.channels_b, cfg.size, "angiograms")[0][: cfg.samples]).to(dev)
+
+    # ---- networks and optimisers ----------------------------------------------------------------
+    g_fa, g_fundus = build_generators(cfg)
+    d_fa, d_fundus = PatchDiscriminator(cfg.channels_b, cfg.ndf), PatchDiscriminator(cfg.channels_a, cfg.ndf)
+    nets = {"G_fa": g_fa, "G_fundus": g_fundus, "D_fa": d_fa, "D_fundus": d_fundus}
+    for net in nets.values():
+        init_weights(net)
+        net.to(dev)
+    opt_g = torch.optim.Adam(list(g_fa.parameters()) + list(g_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    opt_d = torch.optim.Adam(list(d_fa.parameters()) + list(d_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+    pool_fa, pool_fundus = ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 1), ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 2)
+    data_gen = torch.Generator().manual_seed(cfg.seed)
+
+    epoch, step, batch_in_epoch = 1, 0, 0  # next epoch (1-based), steps done, batches done in `epoch`
+    perm_a = perm_b = None
+    if resume:
+        state = run.load_checkpoint()
+        for name, net in nets.items():
+            net.load_state_dict(state["nets"][name])
+        opt_g.load_state_dict(state["opt_g"])
+        opt_d.load_state_dict(state["opt_d"])
+        pool_fa.load_state_dict(state["pool_fa"], dev)
+        pool_fundus.load_state_dict(state["pool_fundus"], dev)
+        data_gen.set_state(state["data_gen"].to(torch.uint8))
+        set_rng_state(state["rng"])
+        epoch, step, batch_in_epoch = int(state["epoch"]), int(state["step"]), int(state["batch_in_epoch"])
+        if batch_in_epoch:
+            perm_a, perm_b = state["perm_a"], state["perm_b"]
+        run.truncate_metrics(step)
+        say(f"resuming {run.path} at epoch {epoch}, step {step}")
+
+    run.write_config(
+        RUN_KIND,
+        direction_names={"G_fa": f"{DOMAIN_A} -> {DOMAIN_B}", "G_fundus": f"{DOMAIN_B} -> {DOMAIN_A}"},
+        channels={DOMAIN_A: cfg.channels_a, DOMAIN_B: cfg.channels_b},
+        size=cfg.size, ngf=cfg.ngf, ndf=cfg.ndf, blocks=cfg.blocks, upsample=cfg.upsample, norm="instance",
+        preprocessing={
+            "fundus": "RGB (a gray image is refused)", "angiogram": "gray (RGB converted to luminance)",
+            "train_resize": cfg.size, "load_size": cfg.load_size, "crop": cfg.crop, "flip": cfg.flip,
+            "rotations": cfg.rotations, "range": "[-1, 1] = 2 * uint8 / 255 - 1",
+        },
+        identity_loss=cfg.use_identity,
+        data=str(data), n_train={DOMAIN_A: len(a_files), DOMAIN_B: len(b_files)},
+        train=asdict(cfg),
+        schedule=schedule_text(cfg),
+    )
+    say(schedule_text(cfg))
+    say(f"{len(a_files)} fundus / {len(b_files)} angiogram training images"
+        f"{' (x4 rotations)' if cfg.rotations else ''}; {steps_per_epoch} steps per epoch; "
+        f"crop {cfg.crop} from {cfg.load_size}; identity loss {'on' if cfg.use_identity else 'off (3 <-> 1 channels)'}; device {dev}")
+
+    def checkpoint(epoch_next: int, batch_done: int, pa, pb) -> None:
+        st = {
+            "epoch": epoch_next, "batch_in_epoch": batch_done,
+            "nets": {k: v.state_dict() for k, v in nets.items()},
+            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+            "pool_fa": pool_fa.state_dict(), "pool_fundus": pool_fundus.state_dict(),
+            "data_gen": data_gen.get_state(), "rng": get_rng_state(),
+        }
+        if batch_done:
+            st["perm_a"], st["perm_b"] = pa, pb
+        run.save_checkpoint(step, st, keep_last=cfg.keep_checkpoints)
+
+    def set_requires_grad(flag: bool, *ms) -> None:
+        for m in ms:
+            for p in m.parameters():
+                p.requires_grad_(flag)
+
+    t0 = time.perf_counter()
+    last: dict[str, float] = {}
+    while epoch <= cfg.total_epochs:
+        lr = lr_at_epoch(epoch, cfg.lr, cfg.epochs, int(cfg.epochs_decay or 0))
+        for opt in (opt_g, opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        if batch_in_epoch == 0:
+            perm_a = torch.randperm(len(sa), generator=data_gen)
+            perm_b = torch.randperm(len(sb), generator=data_gen)
+        sums: dict[str, float] = {}
+        stopping = False
+        bar = progress(range(batch_in_epoch, steps_per_epoch), total=steps_per_epoch, initial=batch_in_epoch,
+                       desc=f"epoch {epoch}/{cfg.total_epochs}", disable=quiet or None)
+        for bi in bar:
+            ia = perm_a[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sa)]
+            ib = perm_b[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sb)]
+            real_a = sa.batch(ia, data_gen).to(dev)
+            real_b = sb.batch(ib, data_gen).to(dev)
+
+            # generators
+            set_requires_grad(False, d_fa, d_fundus)
+            fake_b = g_fa(real_a)
+            rec_a = g_fundus(fake_b)
+            fake_a = g_fundus(real_b)
+            rec_b = g_fa(fake_a)
+            pred_fb, pred_fa = d_fa(fake_b), d_fundus(fake_a)
+            loss_gan_fa = F.mse_loss(pred_fb, torch.ones_like(pred_fb))
+            loss_gan_fundus = F.mse_loss(pred_fa, torch.ones_like(pred_fa))
+            loss_cyc_a = F.l1_loss(rec_a, real_a) * cfg.lambda_cycle
+            loss_cyc_b = F.l1_loss(rec_b, real_b) * cfg.lambda_cycle
+            loss_g = loss_gan_fa + loss_gan_fundus + loss_cyc_a + loss_cyc_b
+            if cfg.use_identity:
+                w = cfg.lambda_identity * cfg.lambda_cycle
+                loss_g = loss_g + F.l1_loss(g_fa(real_b), real_b) * w + F.l1_loss(g_fundus(real_a), real_a) * w
+            opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            opt_g.step()
+
+            # discriminators (on pooled fakes), loss halved
+            set_requires_grad(True, d_fa, d_fundus)
+            pooled_b = pool_fa.query(fake_b.detach())
+            pooled_a = pool_fundus.query(fake_a.detach())
+            pr, pf = d_fa(real_b), d_fa(pooled_b)
+            loss_d_fa = 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
+            pr, pf = d_fundus(real_a), d_fundus(pooled_a)
+            loss_d_fundus = 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
+            opt_d.zero_grad(set_to_none=True)
+            (loss_d_fa + loss_d_fundus).backward()
+            opt_d.step()
+
+            step += 1
+            vals = {"loss_G": loss_g.item(), "loss_G_fa_gan": loss_gan_fa.item(), "loss_G_fundus_gan": loss_gan_fundus.item(),
+                    "loss_cycle_fundus": loss_cyc_a.item(), "loss_cycle_fa": loss_cyc_b.item(),
+                    "loss_D_fa": loss_d_fa.item(), "loss_D_fundus": loss_d_fundus.item()}
+            if not all(math.isfinite(v) for v in vals.values()):
+                raise FloatingPointError(f"non-finite loss at step {step}: {vals}")
+            for k, v in vals.items():
+                sums[k] = sums.get(k, 0.0) + v
+            last = vals
+            if not quiet and hasattr(bar, "set_postfix"):
+                bar.set_postfix(G=f"{vals['loss_G']:.2f}", D=f"{vals['loss_D_fa'] + vals['loss_D_fundus']:.3f}", refresh=False)
+            if cfg.log_every and step % cfg.log_every == 0:
+                run.log_metrics({"step": step, "epoch": epoch, "lr": lr, **vals})
+            stopping = stop_after_steps is not None and step >= stop_after_steps
+            if (stopping or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)) and bi + 1 < steps_per_epoch:
+                checkpoint(epoch, bi + 1, perm_a, perm_b)
+            if stopping:
+                break
+        bar.close()
+        if stopping and bi + 1 < steps_per_epoch:
+            say(f"stopped after step {step} (mid-epoch {epoch}); continue with --resume")
+            return {"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
+                    "last_losses": last, "finished": False}
+
+        n_done = max(1, steps_per_epoch - batch_in_epoch)
+        means = {f"epoch_{k}": v / n_done for k, v in sums.items()}
+        run.log_metrics({"step": step, "epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0, **means})
+        if sample_a is not None:
+            for net in (g_fa, g_fundus):
+                net.eval()
+            _sample_grid(run.path / "samples" / f"epoch_{epoch:03d}.png", g_fa, g_fundus, sample_a, sample_b)
+            for net in (g_fa, g_fundus):
+                net.train()
+        epoch += 1
+        batch_in_epoch = 0
+        checkpoint(epoch, 0, None, None)
+        if stopping and epoch <= cfg.total_epochs:
+            say(f"stopped after step {step} (end of epoch {epoch - 1}); continue with --resume")
+            return {"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
+                    "last_losses": last, "finished": False}
+        if not quiet and (epoch - 1) % max(1, cfg.total_epochs // 20) == 0:
+            say(f"epoch {epoch - 1}/{cfg.total_epochs} lr {lr:.2e} "
+                + " ".join(f"{k[6:]} {v:.3f}" for k, v in means.items() if k in ("epoch_loss_G", "epoch_loss_D_fa", "epoch_loss_D_fundus", "epoch_loss_cycle_fundus", "epoch_loss_cycle_fa"))
+                + f" ({time.perf_counter() - t0:.0f} s)")
+
+    run.save_weights("G_fa", g_fa)
+    run.save_weights("G_fundus", g_fundus)
+    cfg_now = run.read_config(RUN_KIND)
+    cfg_now.update(fingerprints={"G_fa": fingerprint_module(g_fa), "G_fundus": fingerprint_module(g_fundus)}, steps=step)
+    kind = cfg_now.pop("kind")
+    for k in ("medxgan_version", "torch_version"):
+        cfg_now.pop(k, None)
+    run.write_config(kind, **cfg_now)
+    secs = time.perf_counter() - t0
+    say(f"trained {cfg.total_epochs} epochs ({step} steps) in {secs:.0f} s; weights in {run.path}")
+    return {"run": str(run.path), "epochs": cfg.total_epochs, "steps": step, "seconds": secs, "last_losses": last, "finished": True}

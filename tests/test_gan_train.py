@@ -1,0 +1,156 @@
+"""medXGAN training: end-to-end run layout, exact resume, loading, errors, CLI."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medxgan.classifiers import wrap_classifier
+from medxgan.gan import get_preset, load_gan_run, train_gan
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.runs import RunDir
+from medxgan.runtime.state import load_weights
+
+TINY = dict(g_width=4, d_width=4, nz1=8, nz2=4)
+
+
+def _tiny_data(n=32, size=32, channels=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, size, size, generator=g) * 0.4 - 0.8
+    y = torch.arange(n) % 2
+    x[y == 1, :, size // 4 : size // 2, size // 4 : size // 2] = 0.9  # a "lesion"
+    return x, y
+
+
+def _tiny_classifier(channels=1, seed=0):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(channels, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 2))
+    return wrap_classifier(m, output="logits2")
+
+
+def _preset(**kw):
+    return get_preset("default", channels=1, size=32, **{**TINY, **kw})
+
+
+def _train(out, steps, **kw):
+    kw.setdefault("preset", _preset(diffaug="translation,cutout", r1_gamma=1.0, r1_every=2))
+    return train_gan(_tiny_data(), kw.pop("classifier", _tiny_classifier()), out, steps=steps, batch_size=8,
+                     oracle=kw.pop("oracle", _tiny_classifier(seed=1)), device="cpu", quiet=True, monitor_samples=16, **kw)
+
+
+def test_end_to_end_writes_run(tmp_path):
+    out = tmp_path / "gan"
+    res = _train(out, 4, log_every=2, ckpt_every=2, keep_last=1)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == "medxgan" and cfg["status"] == "finished"
+    assert (cfg["channels"], cfg["size"], cfg["nz1"], cfg["nz2"]) == (1, 32, 8, 4)
+    assert cfg["preset"]["net"] == cfg["net"] and cfg["ema"] is True
+    assert cfg["classifier"]["fingerprint"] and cfg["oracle"]["fingerprint"]
+    for k in ("disent", "diversity", "oracle_neg", "oracle_pos", "cls_neg", "cls_pos"):
+        assert k in cfg["metrics"] and k in res["metrics"]
+    assert (out / "generator.safetensors").is_file() and (out / "discriminator.safetensors").is_file()
+    rows = RunDir(out).read_metrics()
+    assert [r["step"] for r in rows] == [2, 4]
+    assert {"d_loss", "g_loss", "d_real", "d_fake", "cls_agree", "disent", "diversity", "oracle_neg"} <= set(rows[0])
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
+    assert len(RunDir(out).list_checkpoints()) == 1
+    # the saved generator is the EMA copy
+    G_saved = load_weights(out / "generator.safetensors")
+    st = RunDir(out).load_checkpoint()["trainer"]
+    assert all(torch.equal(G_saved[k], st["G_ema"][k]) for k in G_saved)
+    # refusing to overwrite
+    with pytest.raises(MedxganError, match="already holds a run"):
+        _train(out, 4)
+
+
+def test_resume_is_exact(tmp_path):
+    """N steps straight == N/2 steps, a crash, and a resume (weights, optimiser-driven updates, RNG, metrics)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    _train(a, 6, log_every=2, ckpt_every=3)
+    _train(b, 4, log_every=2, ckpt_every=3)
+    # simulate kill -9 after step 4's metrics line, before its checkpoint: drop the step-4 checkpoint
+    import shutil
+
+    shutil.rmtree(RunDir(b).checkpoint_root / "step_000000004")
+    (b / "generator.safetensors").unlink()
+    _train(b, 6, log_every=2, ckpt_every=3, resume=True)
+    for name in ("generator", "discriminator"):
+        wa, wb = load_weights(a / f"{name}.safetensors"), load_weights(b / f"{name}.safetensors")
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (name, k)
+    sa, sb = RunDir(a).load_checkpoint()["trainer"], RunDir(b).load_checkpoint()["trainer"]
+    for part in ("G", "D", "G_ema"):
+        for k in sa[part]:
+            assert torch.equal(sa[part][k], sb[part][k]), (part, k)
+    ma, mb = RunDir(a).read_metrics(), RunDir(b).read_metrics()
+    assert [r["step"] for r in mb] == [2, 4, 6]
+    for ra, rb in zip(ma, mb):
+        assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+
+
+def test_wrong_size_raises(tmp_path):
+    with pytest.raises(MedxganError, match="32x32 px but preset paper-64 is for 64 px"):
+        train_gan(_tiny_data(), _tiny_classifier(), tmp_path / "g", preset="paper-64", steps=1, oracle=False, quiet=True)
+
+
+def test_load_gan_run_and_classifier_warning(tmp_path):
+    out = tmp_path / "gan"
+    clf = _tiny_classifier()
+    _train(out, 2, log_every=2, classifier=clf)
+    with pytest.raises(MedxganError, match="no copy of its classifier"):
+        load_gan_run(out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gan = load_gan_run(out, classifier=clf)
+    assert not gan.generator.training and gan.generator.nz1 == 8
+    x = gan.generator(torch.randn(3, 8), torch.zeros(3, 4))
+    assert x.shape == (3, 1, 32, 32)
+    with pytest.warns(UserWarning, match="fingerprint"):
+        load_gan_run(out, classifier=_tiny_classifier(seed=5))
+
+
+def _write_dataset(root, n_per_class=8, size=64):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", n_per_class), ("val", 4), ("test", 4)):
+        for cls in ("negative", "positive"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                a = (rng.random((size, size)) * 60 + 20).astype(np.uint8)
+                if cls == "positive":
+                    a[20:30, 20:30] = 230
+                Image.fromarray(a).save(d / f"{i:03d}.png")
+    (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
+
+
+def test_cli_train_on_a_tiny_dataset(tmp_path, capsys):
+    from medxgan.classifiers import train_classifier
+    from medxgan.cli import main
+
+    data, clf, out = tmp_path / "data", tmp_path / "clf", tmp_path / "gan"
+    _write_dataset(data)
+    train_classifier(data, clf, arch="paper-cnn", epochs=1, size=64, device="cpu", quiet=True)
+    argv = [
+        "train", str(data), "--classifier", str(clf), "--out", str(out), "--steps", "2", "--batch-size", "4",
+        "--log-every", "2", "--ckpt-every", "2", "--oracle-epochs", "1", "--device", "cpu", "--quiet", "--monitor-samples", "32",
+        "--set", "g_width=4", "--set", "d_width=4", "--set", "nz1=8", "--set", "nz2=4",
+    ]
+    assert main(argv) == 0
+    assert "final: disent=" in capsys.readouterr().out
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["oracle"]["arch"] == "resnet-small" and cfg["oracle"]["seed"] == 1
+    assert (out / "classifier" / "config.json").is_file() and (out / "oracle" / "config.json").is_file()
+    gan = load_gan_run(out)
+    assert gan.oracle is not None and gan.classifier.fingerprint == cfg["classifier"]["fingerprint"]
+    # a wrong preset size is a one-line user error (exit 2)
+    assert main(["train", str(data), "--classifier", str(clf), "--out", str(tmp_path / "g2"), "--preset", "paper-128",
+                 "--no-oracle", "--quiet"]) == 2
+    assert "preset paper-128 is for 128 px" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""HTML report: built from a real (tiny) evaluation; self-contained; robust to NaN metrics and missing methods."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from medxgan.classifiers import ClassifierAdapter
+from medxgan.report.html import compare, select_rows, verdicts, write_report
+
+SIZE = 32
+
+
+def _tiny_clf() -> ClassifierAdapter:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    with torch.no_grad():
+        m[-1].bias.fill_(4.0)  # everything predicted positive: positives are TP, negatives FP
+    return ClassifierAdapter(m, output="logit1", name="tiny")
+
+
+def _png(path: Path, a: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a.astype(np.uint8)).save(path)
+
+
+def _make_data(root: Path, n_pos: int = 2, n_neg: int = 1) -> Path:
+    rng = np.random.default_rng(0)
+    for k in range(n_pos + n_neg):
+        pos = k < n_pos
+        cls = "positive" if pos else "negative"
+        img = rng.integers(40, 90, size=(SIZE, SIZE)).astype(np.float64)
+        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
+        if pos:
+            r, c = 8 + 4 * k, 10 + 3 * k
+            mask[r : r + 6, c : c + 6] = 255
+            img[mask > 0] = 220
+        _png(root / "test" / cls / f"{cls[:3]}{k}.png", img)
+        _png(root / "masks" / "test" / cls / f"{cls[:3]}{k}.png", mask)
+    (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
+    return root
+
+
+class _Refs(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        for k, v in attrs:
+            if k in ("src", "href") and v is not None:
+                self.refs.append(v)
+
+
+def _check_self_contained(index: Path) -> _Refs:
+    p = _Refs()
+    p.feed(index.read_text())
+    assert "script" not in p.tags and "link" not in p.tags
+    for ref in p.refs:
+        assert not ref.lower().startswith(("http:", "https:", "//")), ref
+        if ref.startswith("#"):
+            continue
+        assert (index.parent / ref).is_file(), ref
+    assert "http://" not in index.read_text() and "https://" not in index.read_text()
+    return p
+
+
+@pytest.fixture(scope="module")
+def tiny_eval(tmp_path_factory):
+    from medxgan.demo import interpolation_frames
+    from medxgan.evaluate.runner import evaluate
+    from medxgan.gan.model import MedXGAN
+    from medxgan.gan.networks import build_generator
+
+    tmp = tmp_path_factory.mktemp("report")
+    torch.manual_seed(0)
+    G = build_generator(dict(arch="dcgan", size=SIZE, channels=1, nz1=8, nz2=4, g_width=8))
+    model = MedXGAN(G, _tiny_clf(), inversion={"steps": 3, "restarts": 1})
+    data = _make_data(tmp / "data")
+    ev = tmp / "eval"
+    evaluate(data, ev, gan=model, methods=["medxgan-diff", "medxgan-lig", "gradcam", "ig-black", "saliency"], split="test",
+             noise_sigmas=(0.05,), max_sensitivity=False, device="cpu", n_resamples=50, show_progress=False)
+    written = interpolation_frames(ev, model, frames=4)
+    assert len(written) == 3  # every explained image is a row here
+    assert model.engine.inversions_run == 3 * 2  # clean + one noise level; the frames reuse the cached inversions
+    return ev
+
+
+def test_report_from_eval_dir_is_self_contained(tiny_eval, tmp_path):
+    ev = tmp_path / "eval"
+    shutil.copytree(tiny_eval, ev)
+    index = write_report(ev)
+    assert index == ev / "report" / "index.html"
+    p = _check_self_contained(index)
+    text = index.read_text()
+    srcs = [r for r in p.refs if not r.startswith("#")]
+    assert any(r.endswith("__interp.gif") for r in srcs)
+    assert any(r.endswith("deletion_mean.png") for r in srcs)
+    assert any("__gradcam.png" in r for r in srcs) and any("__input.png" in r for r in srcs)
+    assert "training curves and sample grids are omitted" in text
+    assert "area-matched IoU" in text and "Verdict" in text
+    gif = next(r for r in srcs if r.endswith(".gif"))
+    assert Image.open(index.parent / gif).n_frames >= 4
+    # rows: true positives first
+    res = json.loads((ev / "results.json").read_text())
+    rows = select_rows(res, 12)
+    assert [r["slice"] for r in rows] == ["TP", "TP", "FP"]
+    assert len(select_rows(res, 1)) == 1
+
+
+def test_report_survives_nan_and_missing_methods(tiny_eval, tmp_path):
+    ev = tmp_path / "eval"
+    shutil.copytree(tiny_eval, ev)
+    res = json.loads((ev / "results.json").read_text())
+    del res["methods"]["gradcam"]  # a missing method (its per-image rows and maps stay)
+    for st in res["methods"]["medxgan-lig"]["metrics"].values():
+        st.update(mean=None, lo=None, hi=None)  # NaN is written as null
+    res["methods"]["ig-black"]["metrics"]["localisation.pointing_game"]["mean"] = float("nan")
+    shutil.rmtree(ev / "frames")
+    shutil.rmtree(ev / "plots")
+    (ev / "results.json").write_text(json.dumps(res))  # NaN token, as Python writes it
+    index = write_report(ev, tmp_path / "rep", max_rows=2)
+    _check_self_contained(index)
+    text = index.read_text()
+    assert "no interpolation frames" in text
+    v = {(x["method"], x["key"]): x for x in verdicts(json.loads((ev / "results.json").read_text()))}
+    assert v[("medxgan-lig", "localisation.pointing_game")]["state"] == "na"
+    assert v[("medxgan-lig", "robustness.noise_0.05.ssim")]["state"] == "na"
+
+
+def test_verdict_wording():
+    a = {"mean": 0.8, "lo": 0.7, "hi": 0.9}
+    assert compare(a, {"mean": 0.5, "lo": 0.4, "hi": 0.6}) == "lead"
+    assert compare(a, {"mean": 0.75, "lo": 0.6, "hi": 0.85}) == "ahead"
+    assert compare(a, {"mean": 0.85, "lo": 0.8, "hi": 0.9}) == "no"
+    assert compare(a, None) == "na"
+
+    def st(m, lo, hi):
+        return {"mean": m, "lo": lo, "hi": hi, "n": 10}
+
+    res = {"config": {"noise_sigmas": [0.05]}, "methods": {
+        "medxgan-diff": {"metrics": {"localisation.pointing_game": st(0.9, 0.8, 1.0), "localisation.iou_area_matched": st(0.5, 0.3, 0.6)}},
+        "medxgan-lig": {"metrics": {"localisation.pointing_game": st(0.7, 0.5, 0.8), "robustness.noise_0.05.ssim": st(0.9, 0.85, 0.95)}},
+        "gradcam": {"metrics": {"localisation.pointing_game": st(0.5, 0.4, 0.6), "localisation.iou_area_matched": st(0.4, 0.3, 0.5)}},
+        "ig-black": {"metrics": {"localisation.pointing_game": st(0.6, 0.5, 0.7), "robustness.noise_0.05.ssim": st(0.5, 0.4, 0.6)}},
+    }}
+    v = {(x["method"], x["key"]): x for x in verdicts(res)}
+    assert v[("medxgan-diff", "localisation.pointing_game")]["text"] == "leads (CIs do not overlap)"
+    assert v[("medxgan-diff", "localisation.iou_area_matched")]["text"] == "ahead but CIs overlap"
+    assert v[("medxgan-lig", "localisation.pointing_game")]["text"] == "ahead but CIs overlap"
+    assert v[("medxgan-lig", "localisation.iou_area_matched")]["state"] == "na"
+    assert v[("medxgan-lig", "robustness.noise_0.05.ssim")]["text"] == "leads (CIs do not overlap)"
+    res["methods"]["gradcam"]["metrics"]["localisation.pointing_game"] = st(0.95, 0.9, 1.0)
+    v = {(x["method"], x["key"]): x for x in verdicts(res)}
+    assert v[("medxgan-diff", "localisation.pointing_game")]["text"] == "does not lead"
+
+
+def test_cli_report(tiny_eval, tmp_path, capsys):
+    from medxgan.cli import main
+
+    ev = tmp_path / "eval"
+    shutil.copytree(tiny_eval, ev)
+    assert main(["report", str(ev), "--out", str(tmp_path / "r")]) == 0
+    assert (tmp_path / "r" / "index.html").is_file()
+    assert "report:" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert main(["report", str(ev), "--frames"]) == 2  # no GAN run for a bare eval dir
