@@ -26,7 +26,13 @@ _AREAS = [
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+    """Keeps epilog layout; shows a default only where it says something (not None/False/[])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_text = action.help or ""
+        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in help_text.lower():
+            return help_text
+        return super()._get_help_string(action)
 
 
 class _Parser(argparse.ArgumentParser):
