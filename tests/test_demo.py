@@ -115,3 +115,46 @@ def test_quick_banner_and_restart(tmp_path, monkeypatch):
     (out / "demo.json").write_text("{}")
     text = html.write_report(out).read_text()
     assert html.QUICK_BANNER in text and "no per-image rows" in text
+
+
+def test_redone_stage_invalidates_later_ones(tmp_path, monkeypatch):
+    """Heavy stages stubbed: a stage that must run again removes the stages built on it."""
+    import medxgan.classifiers.training as ct
+    import medxgan.data.phantoms as ph
+    import medxgan.evaluate.runner as er
+    import medxgan.gan.model as gm
+    import medxgan.gan.train as gt
+    import medxgan.report.html as rh
+
+    def done_run(out, files=("config.json",)):
+        from pathlib import Path
+
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "config.json").write_text(json.dumps({"status": "finished"}))
+        for f in files:
+            if f != "config.json":
+                (Path(out) / f).write_text("w")
+
+    monkeypatch.setattr(ph, "synthesize", lambda kind, out, **kw: done_run(out) or (out / "dataset.json").write_text("{}"))
+    monkeypatch.setattr(ct, "train_classifier", lambda data, out, **kw: done_run(out, ("model.safetensors",)) or {})
+    monkeypatch.setattr(ct, "format_test_report", lambda r: "test: stub")
+    monkeypatch.setattr(gt, "train_gan", lambda data, clf, out, **kw: done_run(out, ("generator.safetensors",)))
+    monkeypatch.setattr(gm.MedXGAN, "load", classmethod(lambda cls, *a, **kw: type("M", (), {"config": {}})()))
+
+    def fake_eval(data, out, n=None, methods=None, **kw):
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps({"config": {"n": n, "n_selected": n, "methods": methods},
+                                                      "slices": {"evaluated": n}, "per_image": []}))
+
+    monkeypatch.setattr(er, "evaluate", fake_eval)
+    monkeypatch.setattr(rh, "write_report", lambda out, **kw: None)
+    out = tmp_path / "demo"
+    ran: list[str] = []
+    run_demo(out, device="cpu", config=TINY, show_progress=False, _stage_hook=ran.append)
+    assert ran == ["data", "classifier", "gan", "eval"]  # no medXGAN rows: no frames to compute
+    (out / "gan" / "stale.txt").write_text("from the old classifier")
+    (out / "classifier" / "config.json").write_text(json.dumps({"status": "running"}))  # e.g. an interrupted retraining
+    ran.clear()
+    run_demo(out, device="cpu", config=TINY, show_progress=False, _stage_hook=ran.append)
+    assert ran == ["classifier", "gan", "eval"]
+    assert not (out / "gan" / "stale.txt").exists()

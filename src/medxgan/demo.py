@@ -46,6 +46,7 @@ from medxgan.runtime.errors import MedxganError
 __all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
 
 STAGES = ("data", "classifier", "gan", "eval", "frames", "report")
+_DOWNSTREAM = {"data": ("classifier", "gan", "eval"), "classifier": ("gan", "eval"), "gan": ("eval",)}
 DEMO_JSON = "demo.json"
 
 
@@ -53,18 +54,22 @@ DEMO_JSON = "demo.json"
 class DemoConfig:
     """Every setting of the demo, in one place (the time budget is visible here).
 
-    Costs measured on the project's 2-core CPU machine under ~3.5x contention (load ~7), divided by
-    3.5 for an idle machine (2026-11-26; to be re-measured):
+    Costs measured on the project's 2-core CPU machine while it was shared (load 5-10), divided by the
+    contention (~2.5-3.5x) for an idle machine (2026-11-26; to be re-measured on an idle machine):
 
     * phantoms: ~5 ms per image (2000: ~10 s);
-    * classifier epoch (paper-cnn, 1400 train images): ~2 s; oracle epoch (resnet-small): ~4 s;
-    * GAN step, default preset, batch 32: ~0.55 s (2000 steps ~ 18 min);
-    * inversion of one image, 100 steps x 1 restart: ~2 s (scales with steps x restarts: the library
-      default 400 x 2 is ~8x that, ~16 s, too slow for a 30-minute demo with noise levels); each noise
-      level re-explains, i.e. re-inverts, every image; the baselines cost ~1-2 s per image in all.
+    * classifier epoch (paper-cnn, 1400 train images): ~3 s; oracle epoch (resnet-small): ~5 s;
+    * GAN step, default preset, batch 32: ~0.65 s (1.8 s at load 5);
+    * inversion of one image, 200 steps x 1 restart: ~1.7 s (4.8 s at load 5, batch of 8). The library
+      default (400 steps x 2 restarts) is ~4x that: too slow for a 30-minute demo, since every noise
+      level re-explains, i.e. re-inverts, every image (and max-sensitivity 10x per image);
+    * the baselines: ~1.5 s per image and noise level in all (IG 2 x 50 steps, SmoothGrad 25, occlusion).
 
-    default(): ~3 min data + classifiers, ~13 min GAN, ~11 min evaluation (30 images x 4 inversions of
-    200 steps + max-sensitivity on 3 images), ~0.5 min report. quick(): ~3.5 min in all.
+    default(): ~2 min data + classifier + oracle, <= 14 min GAN (1200 steps), ~8-9 min evaluation
+    (30 images x 4 inversions + max-sensitivity on 3 images), ~0.5 min report: ~25 min.
+    quick(): ~4 min (the GAN, 250 steps capped at 2.5 min, is most of it). Measured on the shared machine:
+    5.0 min at load 5-6 (the GAN hit its time cap after 159 of 250 steps: disentanglement still 0, so
+    quick-mode medXGAN maps are not meaningful); 6.5 min at load 7-10 with 300 steps (60 done).
     """
 
     mode: str = "default"  # "default", "quick" or "custom" (tests / experiments)
@@ -77,7 +82,7 @@ class DemoConfig:
     classifier_epochs: int = 20
     # GAN (+ its oracle)
     gan_preset: str = "default"
-    gan_steps: int = 1500
+    gan_steps: int = 1200
     gan_batch_size: int = 32
     gan_log_every: int = 100
     gan_ckpt_every: int = 250
@@ -105,7 +110,7 @@ class DemoConfig:
 
     @classmethod
     def quick(cls) -> "DemoConfig":
-        return cls(mode="quick", n_images=600, classifier_epochs=6, gan_steps=300, gan_log_every=50, gan_ckpt_every=100,
+        return cls(mode="quick", n_images=600, classifier_epochs=6, gan_steps=250, gan_log_every=50, gan_ckpt_every=125,
                    gan_max_minutes=2.5, gan_monitor_samples=128, oracle_epochs=4, eval_n=6, inversion_steps=100,
                    inversion_restarts=1, noise_sigmas=(0.05,), max_sensitivity=False, max_sensitivity_n=0, n_resamples=500,
                    report_rows=6)
@@ -186,7 +191,8 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
 
     ``gan``: a ``MedXGAN`` (its inversion cache is reused: images it has just explained are not
     inverted again) or a GAN run directory (loaded with the evaluation's inversion settings, which
-    reproduces the evaluation's codes: the inversion is seeded). ``image_ids``: default the rows the
+    reproduces the evaluation's codes: the inversion is seeded; the evaluated classifier is used when
+    it was a classifier run directory, else the GAN run's own). ``image_ids``: default the rows the
     report shows (:func:`medxgan.report.html.select_rows`) that have medXGAN maps and no frames yet.
     """
     import io
@@ -203,9 +209,10 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
     if isinstance(gan, (str, os.PathLike)):
         from medxgan.gan.model import MedXGAN
 
-        res = _read_json(ev / "results.json") or {}
-        inv = inversion if inversion is not None else ((res.get("config") or {}).get("inversion") or {})
-        gan = MedXGAN.load(gan, device=device, **inv)
+        ecfg = (_read_json(ev / "results.json") or {}).get("config") or {}
+        inv = inversion if inversion is not None else (ecfg.get("inversion") or {})
+        clf = ecfg.get("classifier")  # the evaluated classifier when it was a run directory, else the GAN run's own
+        gan = MedXGAN.load(gan, classifier=clf if isinstance(clf, str) and Path(clf).is_dir() else None, device=device, **inv)
     engine = gan.engine
     images = torch.stack([torch.from_numpy(np.load(ev / "maps" / i / "input.npz")["image"]) for i in ids])
     written = []
@@ -293,6 +300,12 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
             stages.setdefault(name, {"seconds": None})["reused"] = True
             print(f"[medxgan] {label}: reusing {paths[name]} (finished earlier)", flush=True)
         else:
+            # a stage that has to run makes everything built on it stale (e.g. data/ deleted by hand)
+            for later in _DOWNSTREAM.get(name, ()):
+                if paths[later].exists():
+                    print(f"[medxgan] removing {paths[later]}: it was built on the {name} stage, which is being redone", flush=True)
+                    shutil.rmtree(paths[later])
+                    stages.pop(later, None)
             if _stage_hook is not None:
                 _stage_hook(name)
             with Stage(label) as st:
@@ -362,7 +375,8 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
         write_report(out, max_rows=cfg.report_rows)
 
-    info["total_s"] = round(time.perf_counter() - t_all, 2)  # so that the report shows it (report time excluded)
+    info.update(total_s=round(time.perf_counter() - t_all, 2), timings={k: round(v, 2) for k, v in timings.items()}, reused=reused)
+    atomic_write_json(out / DEMO_JSON, info)  # what the report shows (the report's own time is not in it)
     with Stage("write the report") as st:
         report()
     timings["report"] = st.seconds

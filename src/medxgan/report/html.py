@@ -66,6 +66,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 td.best{background:#e7f5e7;font-weight:bold}
 figure.t{display:inline-block;margin:0;text-align:center;font-size:.75em}
 figure.t img{width:112px;height:112px;image-rendering:pixelated;image-rendering:crisp-edges;display:block;margin:0 auto}
+figure.t img.gif{width:128px;height:auto}
 figure.t figcaption{max-width:120px;white-space:normal}
 img.plot{max-width:100%;height:auto;border:1px solid #ddd;background:#fff;margin:4px 0}
 .muted{color:#666;font-size:.9em}.note{background:#f4f4f4;padding:6px 10px;border-left:3px solid #bbb;margin:6px 0}
@@ -333,10 +334,11 @@ def _npz(path: Path) -> dict[str, np.ndarray] | None:
         return None
 
 
-def _fig(src: str | None, caption: str, alt: str) -> str:
+def _fig(src: str | None, caption: str, alt: str, cls: str = "") -> str:
     if src is None:
         return f"<figure class='t'><div style='width:112px;height:112px;background:#eee'></div><figcaption>{caption}</figcaption></figure>"
-    return f"<figure class='t'><img src='{_e(src)}' alt='{_e(alt)}' loading='lazy'><figcaption>{caption}</figcaption></figure>"
+    c = f" class='{cls}'" if cls else ""
+    return f"<figure class='t'><img{c} src='{_e(src)}' alt='{_e(alt)}' loading='lazy'><figcaption>{caption}</figcaption></figure>"
 
 
 def _row_metrics(results: Mapping[str, Any], image_id: str) -> dict[str, dict]:
@@ -421,7 +423,7 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
             name = f"{safe}__interp.gif"
             atomic_write_bytes(img_dir / name, gif_bytes(pil, duration_ms=180))
             pr = f"p {_fmt(fprobs[0], 2)} → {_fmt(fprobs[-1], 2)}" if fprobs is not None else ""
-            figs.append(_fig(f"{rel}/{name}", f"G(z1*, α z2*)<br>{pr}", "interpolation"))
+            figs.append(_fig(f"{rel}/{name}", f"G(z1*, α z2*)<br>{pr}", "interpolation", "gif"))
             has_frames = True
         out.append(f"<tr><td><b>{_e(iid)}</b><br><span class='muted'>{_e(r.get('image', ''))}</span></td><td>{''.join(figs)}</td></tr>")
     note = ("<p class='muted'>Overlays show |A| (what the metrics score; jet colour map, opacity grows with |A|, each map scaled by "
@@ -568,9 +570,7 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     if not isinstance(results, dict):
         raise MedxganError(f"{ev / 'results.json'}: unreadable or not a JSON object")
     report = Path(out_dir) if out_dir is not None else dirs["report"]
-    img_dir = report / "img"
-    if img_dir.exists():
-        shutil.rmtree(img_dir)
+    img_dir = report / "img"  # files are overwritten, never deleted (out_dir may be a folder of the user's)
     img_dir.mkdir(parents=True, exist_ok=True)
     rel = "img"
     demo = _read_json(dirs["demo_json"]) if dirs.get("demo_json") else None
@@ -637,7 +637,7 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
                         f"<td>{'reused from an earlier run' if st.get('reused') else ''}</td></tr>")
         total = demo.get("total_s")
         h.append("<h3>Run times per stage (s)</h3><div class='scroll'><table><tr><th>stage</th><th>seconds</th><th></th></tr>"
-                 + "".join(rows) + (f"<tr><th>total (last call)</th><td class='num'>{_fmt(total, 1)}</td><td></td></tr>" if total is not None else "")
+                 + "".join(rows) + (f"<tr><th>total of the last call (before the report)</th><td class='num'>{_fmt(total, 1)}</td><td></td></tr>" if total is not None else "")
                  + "</table></div>")
     tm = results.get("timings") or {}
     if tm:
