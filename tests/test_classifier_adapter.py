@@ -158,3 +158,13 @@ def test_rankdata_and_auc_against_hand_values():
     assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
     assert roc_auc([1, 1, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.5)
     assert math.isnan(roc_auc([1, 2], [1, 1]))
+
+
+def test_gradcam_layer_is_the_activated_last_conv_output():
+    from medxgan.classifiers import gradcam_layer
+
+    assert gradcam_layer(PaperCNN(1)) is PaperCNN(1).features[-1][2] or isinstance(gradcam_layer(PaperCNN(1)), nn.BatchNorm2d)
+    res = SmallResNet(1, 64)
+    assert gradcam_layer(res) is res.layers[-1]
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.BatchNorm2d(4), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 31 * 31, 2))
+    assert gradcam_layer(seq) is seq[2]  # conv -> ReLU -> BN, stops before pooling

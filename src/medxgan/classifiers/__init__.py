@@ -1,7 +1,7 @@
 """The classifier contract (adapter), built-in architectures, loading and training."""
 
 from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing, convert_channels, wrap_classifier
-from medxgan.classifiers.architectures import ARCHITECTURES, PaperCNN, SmallResNet, build_architecture, last_conv_layer
+from medxgan.classifiers.architectures import ARCHITECTURES, PaperCNN, SmallResNet, build_architecture, gradcam_layer, last_conv_layer
 from medxgan.classifiers.loading import load_classifier
 
 
@@ -21,6 +21,7 @@ __all__ = [
     "SmallResNet",
     "build_architecture",
     "last_conv_layer",
+    "gradcam_layer",
     "load_classifier",
     "train_classifier",
 ]

@@ -15,6 +15,8 @@ class PaperCNN(nn.Module):
     """The medXGAN paper's brain-MRI classifier for 64x64 inputs: three conv blocks (16/32/32 channels;
     conv -> ReLU -> BN -> max-pool -> dropout 0.2), then a linear head on the 32x4x4 features."""
 
+    __jit_unused_properties__ = ["gradcam_layer"]  # keeps the model scriptable with torch.jit.script
+
     def __init__(self, in_channels: int = 1, image_size: int = 64, dropout: float = 0.2):
         super().__init__()
         if image_size != 64:
@@ -28,6 +30,11 @@ class PaperCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).flatten(1))
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """The activated output of the last conv layer (conv -> ReLU -> BN), before pooling."""
+        return self.features[-1][2]
 
 
 class _BasicBlock(nn.Module):
@@ -53,6 +60,8 @@ class SmallResNet(nn.Module):
     from 160 px), four stages of one basic block
     (widths w, 2w, 4w, 8w; stride 2 from the second stage on), global average pooling, linear head."""
 
+    __jit_unused_properties__ = ["gradcam_layer"]
+
     def __init__(self, in_channels: int = 1, image_size: int = 128, width: int = 16):
         super().__init__()
         # Downsample early so that the cost stays small at 64-256 px (laptop CPUs).
@@ -72,6 +81,11 @@ class SmallResNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.layers(self.stem(x)).mean(dim=(2, 3)))
 
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        """The last residual block (its output is the activated sum the head pools)."""
+        return self.layers[-1]
+
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"paper-cnn": PaperCNN, "resnet-small": SmallResNet}
 
@@ -83,8 +97,44 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
 
 
 def last_conv_layer(model: nn.Module) -> nn.Module:
-    """The last Conv2d of a model: the usual Grad-CAM target layer."""
+    """The last Conv2d module of a model."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise MedxganError("classifier has no Conv2d layer: Grad-CAM needs one (pass a layer explicitly)")
     return convs[-1]
+
+
+# Layers that act elementwise / per channel: they belong to the conv layer they follow.
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.PReLU, nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.Identity)
+
+
+def gradcam_layer(model: nn.Module) -> nn.Module:
+    """The Grad-CAM target: the *activated* output of the last convolutional layer.
+
+    Grad-CAM is defined on the feature maps the head sees (after the layer's non-linearity), as in
+    pytorch-grad-cam's `model.layer4[-1]` or VGG's last ReLU. Taking the raw Conv2d output before its
+    ReLU zeroes the gradient wherever the unit is inactive, and on the paper CNN gave all-zero maps for
+    most positives. Resolution order: a `gradcam_layer` attribute on the model; the last residual
+    block (a child module holding the last conv and producing the activated sum); the last Conv2d
+    extended over the elementwise layers (ReLU, BN, ...) that directly follow it in its Sequential.
+    """
+    declared = getattr(model, "gradcam_layer", None)
+    if isinstance(declared, nn.Module):
+        return declared
+    conv = last_conv_layer(model)
+    for module in model.modules():
+        if isinstance(module, nn.Sequential):
+            children = list(module.children())
+            if conv in children:
+                i = children.index(conv)
+                while i + 1 < len(children) and isinstance(children[i + 1], _ELEMENTWISE):
+                    i += 1
+                return children[i]
+    # conv is an attribute of a custom block (e.g. a ResNet basic block): use the innermost such block
+    # that is a direct child of a Sequential, whose output is the activated block output
+    for module in reversed(list(model.modules())):
+        if isinstance(module, nn.Sequential):
+            for child in reversed(list(module.children())):
+                if any(m is conv for m in child.modules()) and child is not conv:
+                    return child
+    return conv

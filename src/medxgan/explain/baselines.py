@@ -14,7 +14,7 @@ Methods (registry names in :data:`EXPLAINERS`; medXGAN methods are built by :fun
 
 ===============  ==========================================================================================
 ``saliency``     ``captum.attr.Saliency``, ``abs=False``: the plain input gradient d logit / d x.
-``gradcam``      ``captum.attr.LayerGradCam`` on ``last_conv_layer(adapter.model)``, ``relu_attributions=True``,
+``gradcam``      ``captum.attr.LayerGradCam`` on ``gradcam_layer(adapter.model)`` (the activated last conv layer), ``relu_attributions=True``,
                  upsampled to the input size with ``LayerAttribution.interpolate(..., "bilinear")``.
 ``ig-black``     ``captum.attr.IntegratedGradients``, baseline -1 (black in [-1, 1] units), 50 steps (Gauss-Legendre).
 ``ig-grey``      the same with baseline 0 (mid-grey).
@@ -87,7 +87,8 @@ class GradCAMExplainer(CaptumExplainer):
     """Grad-CAM (Selvaraju et al. 2017) on a convolutional layer, ReLU'd and upsampled to the input size.
 
     Args:
-        layer: the target layer; default ``last_conv_layer(classifier.model)``.
+        layer: the target layer; default ``gradcam_layer(classifier.model)``: the activated output of the
+            last convolutional layer.
     """
 
     name = "gradcam"
@@ -95,12 +96,12 @@ class GradCAMExplainer(CaptumExplainer):
     def __init__(self, classifier: Any, *, layer: torch.nn.Module | None = None, **kw: Any):
         super().__init__(classifier, **kw)
         if layer is None:
-            from medxgan.classifiers import last_conv_layer
+            from medxgan.classifiers import gradcam_layer
 
             model = getattr(classifier, "model", None)
             if model is None:
                 raise MedxganError("gradcam: the classifier has no .model to find a convolutional layer in")
-            layer = last_conv_layer(model)
+            layer = gradcam_layer(model)
         self.layer = layer
 
     def attribute(self, images: Tensor) -> Tensor:
