@@ -209,13 +209,20 @@ def test_ssim_basics():
     x = torch.rand(2, 3, 32, 32)
     assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-6)
     assert (ssim(x, torch.rand(2, 3, 32, 32)) < 0.2).all()
+    # masked: only the pixels inside the mask count
+    y = x.clone()
+    y[..., 16:] = torch.rand(2, 3, 32, 16)
+    mask = torch.zeros(2, 1, 32, 32)
+    mask[..., :8] = 1
+    assert torch.allclose(ssim(x, y, mask=mask), torch.ones(2), atol=1e-6)
+    assert (ssim(x, y) < 0.8).all()
 
 
 def test_evaluate_writes_results(data, run, tmp_path):
     res = evaluate_translation(data, run, tmp_path / "eval", device="cpu")
     assert res["n_pairs"] == 2
     for d in ("fundus2angio", "angio2fundus"):
-        assert set(res["metrics"][d]) == {"ssim", "psnr", "mae"}
+        assert set(res["metrics"][d]) == {"ssim", "psnr", "mae", "ssim_fov"}
     assert set(res["metrics"]["cycle_fundus"]) == {"l1", "psnr"}
     assert res["skipped"]["kid"].startswith("skipped:")
     for f in ("results.json", "results.md", "side_by_side.png"):

@@ -33,9 +33,11 @@ def _gauss_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return (g / g.sum()).float()
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5) -> torch.Tensor:
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5,
+         mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean SSIM per image: x, y N x C x H x W in the same range -> (N,). Separable Gaussian filtering,
-    valid region only (images must be at least `window` pixels on each side)."""
+    valid region only (images must be at least `window` pixels on each side). With `mask` (N x 1 x H x W,
+    0/1) the SSIM map is averaged over the masked pixels only (e.g. the fundus field of view)."""
     if x.shape != y.shape:
         raise ValueError(f"ssim: shapes differ {tuple(x.shape)} vs {tuple(y.shape)}")
     x, y = x.double(), y.double()
@@ -53,7 +55,17 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int 
     syy = filt(y * y) - my * my
     sxy = filt(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.mean(dim=(1, 2, 3)).float()
+    if mask is None:
+        return s.mean(dim=(1, 2, 3)).float()
+    h = (window - 1) // 2
+    m = mask[..., h : mask.shape[-2] - h, h : mask.shape[-1] - h].double().to(s.device)
+    return ((s.mean(1, keepdim=True) * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp_min(1)).float()
+
+
+def field_of_view(fundus01: torch.Tensor, threshold: float = 10 / 255) -> torch.Tensor:
+    """The fundus camera's circular field of view: N x 3 x H x W in [0, 1] -> N x 1 x H x W 0/1 mask of the
+    pixels whose brightest channel exceeds `threshold` (the black surround is below it)."""
+    return (fundus01.amax(1, keepdim=True) > threshold).float()
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -129,10 +141,13 @@ def evaluate_translation(
     fake_b, rec_a, fake_a, rec_b = (torch.cat(t) for t in (fake_b, rec_a, fake_a, rec_b))
     A, B = _to01(a), _to01(b)
     FB, RA, FA, RB = (_to01(t) for t in (fake_b, rec_a, fake_a, rec_b))
+    fov = field_of_view(A)  # from the real fundus photo of each pair
 
     per_image = {
-        "fundus2angio": {"ssim": ssim(FB, B).tolist(), "psnr": psnr(FB, B).tolist(), "mae": mae(FB, B).tolist()},
-        "angio2fundus": {"ssim": ssim(FA, A).tolist(), "psnr": psnr(FA, A).tolist(), "mae": mae(FA, A).tolist()},
+        "fundus2angio": {"ssim": ssim(FB, B).tolist(), "psnr": psnr(FB, B).tolist(), "mae": mae(FB, B).tolist(),
+                         "ssim_fov": ssim(FB, B, mask=fov).tolist()},
+        "angio2fundus": {"ssim": ssim(FA, A).tolist(), "psnr": psnr(FA, A).tolist(), "mae": mae(FA, A).tolist(),
+                         "ssim_fov": ssim(FA, A, mask=fov).tolist()},
         "cycle_fundus": {"l1": mae(RA, A).tolist(), "psnr": psnr(RA, A).tolist()},
         "cycle_angio": {"l1": mae(RB, B).tolist(), "psnr": psnr(RB, B).tolist()},
     }
@@ -144,6 +159,8 @@ def evaluate_translation(
     results = {
         "run": str(run), "data": str(data), "n_pairs": len(names), "size": size,
         "value_range": "[0, 1] (8-bit quantised, as saved PNGs); SSIM gaussian 11x11 sigma 1.5",
+        "ssim_fov": "SSIM map averaged inside the field of view only (fundus pixels brighter than 10/255); "
+                    "the headline SSIM is over the whole image, black surround included",
         "metrics": {d: {m: _summary(v) for m, v in ms.items()} for d, ms in per_image.items()},
         "skipped": skipped,
         "per_image": {"names": names, **per_image},
@@ -163,17 +180,17 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# CycleGAN evaluation ({results['n_pairs']} paired test images, {results['size']} px)",
         "",
-        "| direction | SSIM | PSNR (dB) | MAE |",
-        "|---|---|---|---|",
-        f"| fundus -> angiogram | {f(m['fundus2angio']['ssim'])} | {f(m['fundus2angio']['psnr'], 2)} | {f(m['fundus2angio']['mae'])} |",
-        f"| angiogram -> fundus | {f(m['angio2fundus']['ssim'])} | {f(m['angio2fundus']['psnr'], 2)} | {f(m['angio2fundus']['mae'])} |",
+        "| direction | SSIM | PSNR (dB) | MAE | SSIM inside FoV |",
+        "|---|---|---|---|---|",
+        f"| fundus -> angiogram | {f(m['fundus2angio']['ssim'])} | {f(m['fundus2angio']['psnr'], 2)} | {f(m['fundus2angio']['mae'])} | {f(m['fundus2angio']['ssim_fov'])} |",
+        f"| angiogram -> fundus | {f(m['angio2fundus']['ssim'])} | {f(m['angio2fundus']['psnr'], 2)} | {f(m['angio2fundus']['mae'])} | {f(m['angio2fundus']['ssim_fov'])} |",
         "",
         "| cycle | L1 | PSNR (dB) |",
         "|---|---|---|",
         f"| fundus -> angiogram -> fundus | {f(m['cycle_fundus']['l1'])} | {f(m['cycle_fundus']['psnr'], 2)} |",
         f"| angiogram -> fundus -> angiogram | {f(m['cycle_angio']['l1'])} | {f(m['cycle_angio']['psnr'], 2)} |",
         "",
-        f"Values: mean ± std over images; {results['value_range']}.",
+        f"Values: mean ± std over images; {results['value_range']}. SSIM inside FoV: {results['ssim_fov']}.",
         "",
     ]
     for k, v in results["skipped"].items():

@@ -19,6 +19,7 @@ from typing import Any
 from medxgan.data.phantoms.brain import render_brain
 from medxgan.data.phantoms.chest import render_chest
 from medxgan.data.phantoms.common import PhantomKind, check_common_args, write_dataset
+from medxgan.data.phantoms.fundus import FUNDUS_ANGIO_REGISTRY
 from medxgan.runtime.errors import MedxganError
 
 PHANTOM_KINDS: dict[str, PhantomKind] = {
@@ -35,6 +36,7 @@ PHANTOM_KINDS: dict[str, PhantomKind] = {
         prefix="chest",
         boxes=True,
     ),
+    "fundus-angio": PhantomKind(**FUNDUS_ANGIO_REGISTRY),  # paired retina photos/angiograms, own writer
 }
 
 
