@@ -60,8 +60,8 @@ def test_output_shapes(name, channels):
 
 
 def test_projection_discriminator_uses_the_class():
-    p = get_preset("default", channels=1)
-    assert p.net.d_projection and p.train.ema_decay > 0
+    p = get_preset("adversarial", channels=1)
+    assert p.net.d_projection and p.train.ema_decay > 0 and get_preset("default", channels=1).net.d_projection
     D = build_discriminator(p.net).eval()
     x = torch.randn(4, 1, 64, 64)
     with pytest.raises(ValueError):
@@ -101,3 +101,15 @@ def test_overrides_are_named():
     p = get_preset("fast", channels=1, ema_decay=0.99, d_projection=True)
     assert p.train.ema_decay == 0.99 and p.net.d_projection
     assert p.name.startswith("fast+")
+
+
+def test_minibatch_std_option():
+    from medxgan.gan.networks import minibatch_std
+
+    h = torch.randn(8, 3, 4, 4)
+    s = minibatch_std(h)
+    assert s.shape == (8, 1, 4, 4) and torch.all(s > 0)
+    assert torch.all(minibatch_std(h[:1].expand(8, -1, -1, -1)) < 1e-3)  # identical samples -> ~0
+    for name in ("default", "paper-64"):
+        D = build_discriminator(get_preset(name, channels=1, d_mbstd=True).net)
+        assert D(torch.randn(6, 1, 64, 64), torch.tensor([0, 1] * 3)).shape == (6,)

@@ -34,7 +34,9 @@ def _tiny_classifier(channels=1, seed=0):
 
 
 def _preset(**kw):
-    return get_preset("default", channels=1, size=32, **{**TINY, **kw})
+    # the default recipe (encoder anchor) with every optional part switched on, so that all of it is
+    # exercised by the end-to-end and resume tests
+    return get_preset("default", channels=1, size=32, **{**TINY, "ema_decay": 0.99, **kw})
 
 
 def _train(out, steps, **kw):
@@ -54,9 +56,13 @@ def test_end_to_end_writes_run(tmp_path):
     for k in ("disent", "diversity", "oracle_neg", "oracle_pos", "cls_neg", "cls_pos"):
         assert k in cfg["metrics"] and k in res["metrics"]
     assert (out / "generator.safetensors").is_file() and (out / "discriminator.safetensors").is_file()
+    assert (out / "encoder.safetensors").is_file()
+    loaded = load_gan_run(out, classifier=_tiny_classifier())
+    assert getattr(loaded.generator, "inversion_encoder", None) is not None
+    assert not any(k.startswith("inversion_encoder") for k in loaded.generator.state_dict())
     rows = RunDir(out).read_metrics()
     assert [r["step"] for r in rows] == [2, 4]
-    assert {"d_loss", "g_loss", "d_real", "d_fake", "cls_agree", "disent", "diversity", "oracle_neg"} <= set(rows[0])
+    assert {"d_loss", "g_loss", "d_real", "d_fake", "cls_agree", "disent", "diversity", "oracle_neg", "g_rec", "g_kl", "g_cf"} <= set(rows[0])
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["step_0000002.png", "step_0000004.png"]
     assert len(RunDir(out).list_checkpoints()) == 1
     # the saved generator is the EMA copy

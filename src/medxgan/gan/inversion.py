@@ -150,6 +150,7 @@ def invert(
     tune_reg: float = 1.0,
     tune_cls: float = 1.0,
     tune_reg_codes: int = 8,
+    encoder: nn.Module | None = None,
 ) -> InversionResult:
     """Invert ``images`` (N x C x H x W in [-1, 1]) into the generator's latent space.
 
@@ -170,6 +171,9 @@ def invert(
         tune_reg: weight of the locality regulariser (MSE between G' and G on random codes).
         tune_cls: weight of the term keeping p(G'(z1*, 0)) ~ p(G(z1*, 0)).
         tune_reg_codes: random codes per tuning step (half with z2 = 0).
+        encoder: a :class:`~medxgan.gan.encoder.LatentEncoder`; restart 0 then starts at its codes
+            (E1(x), E2(x)) instead of z1 = 0. Default: the generator's ``inversion_encoder`` (set by
+            :func:`medxgan.gan.run.load_generator` for runs trained with the encoder anchor), if any.
     Returns:
         :class:`InversionResult`.
     """
@@ -191,6 +195,14 @@ def invert(
         xr = x.repeat(restarts, 1, 1, 1)
         pr = p_x.repeat(restarts)
         z1_0, z2_0 = _initial_codes(n, nz1, nz2, restarts, z1_init, seed, device)
+        encoder = encoder if encoder is not None else getattr(generator, "inversion_encoder", None)
+        if encoder is not None:  # restart 0 starts from the encoder's codes (restart-major layout)
+            was = encoder.training
+            encoder.eval()
+            with torch.no_grad():
+                mu1, _, mu2, _ = encoder(x)
+            encoder.train(was)
+            z1_0[:n], z2_0[:n] = mu1.to(z1_0), mu2.to(z2_0)
         z1 = z1_0.clone().requires_grad_(True)
         z2 = z2_0.clone().requires_grad_(True)
         opt = torch.optim.Adam([z1, z2], lr=lr, betas=(0.5, 0.999))

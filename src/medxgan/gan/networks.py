@@ -146,6 +146,7 @@ class Discriminator(nn.Module):
                 block(widths[i], widths[i + 1], 3, stride, pad, bn=cfg.d_batchnorm and i > 0)
                 spatial = (spatial + 2 * pad - 3) // stride + 1
             feat = 512 * spatial * spatial  # 5*5*512 at 64 px, 13*13*512 at 128 px
+            last_channels = 512
         elif cfg.arch == "dcgan":
             n_down = _n_halvings(cfg.size)
             ch_in, ch = cfg.channels, cfg.d_width
@@ -153,9 +154,13 @@ class Discriminator(nn.Module):
                 block(ch_in, ch, 4, 2, 1, bn=cfg.d_batchnorm and i > 0)
                 ch_in, ch = ch, ch * 2
             feat = ch_in * 16
+            last_channels = ch_in
         else:
             raise MedxganError(f"network config: unknown arch {cfg.arch!r} (paper or dcgan)")
         self.features = nn.Sequential(*layers)
+        self.mbstd = bool(cfg.d_mbstd)
+        if self.mbstd:
+            feat += feat // last_channels  # one extra feature map
         self.psi = nn.Linear(feat, 1)
         self.embed = nn.Embedding(2, feat) if self.conditional else None
         dcgan_init(self)
@@ -165,13 +170,27 @@ class Discriminator(nn.Module):
             _apply_spectral_norm(self)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        phi = self.features(x).flatten(1)
+        h = self.features(x)
+        if self.mbstd:
+            h = torch.cat([h, minibatch_std(h)], dim=1)
+        phi = h.flatten(1)
         out = self.psi(phi).squeeze(1)
         if self.embed is not None:
             if y is None:
                 raise ValueError("the projection discriminator needs class labels y")
             out = out + (self.embed(y.long()) * phi).sum(1)
         return out
+
+
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """N x 1 x H x W: the feature-wise std over groups of samples, averaged, as one extra feature map."""
+    n = h.shape[0]
+    g = max(d for d in range(1, min(group, n) + 1) if n % d == 0)
+    if g < 2:
+        return torch.zeros_like(h[:, :1])
+    y = h.view(g, n // g, *h.shape[1:])
+    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt().mean(dim=[1, 2, 3])  # (n/g,)
+    return y.repeat(g).view(n, 1, 1, 1).expand(n, 1, *h.shape[2:])
 
 
 def build_generator(net_cfg: NetConfig | dict[str, Any]) -> Generator:

@@ -9,10 +9,17 @@ Presets
 ``paper-128``  the published 128 x 128 medXGAN (chest X-ray): nz1 = 100, nz2 = 10, lambda = 1.
 ``fast``       a DCGAN-sized pair for 64 x 64 (>= 4x cheaper per training step than paper-64 on CPU,
                see benchmarks/gan/RESULTS.md), otherwise the paper's training recipe.
-``default``    what measurably worked best on the brain phantoms in short CPU runs (benchmarks/gan/RESULTS.md):
+``default``    what measurably worked best on the brain phantoms (benchmarks/gan/RESULTS.md): the fast
+               networks + projection discriminator + the encoder anchor (medxgan.gan.encoder): G also
+               reconstructs real scans through an encoder, with a KL term to the prior and the classifier
+               loss on the counterfactual of every real positive. Purely adversarial recipes collapsed
+               to one anatomy on a CPU budget (diversity ~0.15).
+``adversarial`` the best purely adversarial recipe found (benchmarks/gan/RESULTS.md):
                the fast networks + class-conditional projection discriminator (with BatchNorm; spectral
-               norm learned too slowly and let the classifier be fooled) + EMA of G + Adam lr 1e-3
-               (2e-4 barely moved G in the few thousand steps a CPU budget allows).
+               norm learned too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4 steps)
+               + DiffAugment translation on all D inputs (without them D won outright after ~1500 steps and
+               G collapsed into classifier-fooling texture) + EMA of G + Adam lr 1e-3 (2e-4 barely moved G
+               in the few thousand steps a CPU budget allows).
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ class NetConfig:
     d_spectral_norm: spectral norm on every D weight. d_projection: class-conditional projection D
     (Miyato & Koyama 2018): D(x, y) = psi(phi(x)) + <embed(y), phi(x)>.
     d_dropout: dropout after each D block (paper: 0.5). d_batchnorm: BN in D blocks but the first (paper).
+    d_mbstd: minibatch standard deviation feature before D's head (Karras et al. 2018, groups of 4): lets D
+    see a collapsed (too similar) batch of fakes, against mode collapse.
     """
 
     arch: str = "paper"
@@ -47,6 +56,7 @@ class NetConfig:
     d_projection: bool = False
     d_dropout: float = 0.5
     d_batchnorm: bool = True
+    d_mbstd: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -72,10 +82,19 @@ class TrainOptions:
     ema_decay: EMA of G's weights (0 = off); the EMA copy is the saved generator.
     r1_gamma / r1_every: R1 penalty gamma/2 * ||grad_x D(x_real)||^2, applied lazily every k D steps
     (scaled by k). diffaug: DiffAugment policy applied to every D input, real and fake ("" = off;
-    "translation,cutout"). lr / betas: Adam.
+    "translation,cutout"). lr / betas: Adam (lr_d: the discriminator's, default = lr).
+    recon_weight: > 0 switches on the encoder anchor (medxgan.gan.encoder): an encoder E is trained with
+    G so that G(E1(x), E2(x) [positives only]) reconstructs real scans (L1, this weight); kl_weight
+    keeps E's codes on N(0, I); cf_weight (default lambda_cls) pushes G(E1(x_pos), 0) to the negative
+    class; the reconstructions are also shown to D as fakes, weighted by adv_weight like the samples.
     """
 
     lambda_cls: float = 2.0
+    recon_weight: float = 0.0
+    kl_weight: float = 0.01
+    cf_weight: float | None = None
+    adv_weight: float = 1.0
+    lr_d: float | None = None
     lambda_warmup: int = 0
     ema_decay: float = 0.0
     r1_gamma: float = 0.0
@@ -143,17 +162,28 @@ def _fast(channels: int) -> Preset:
     )
 
 
+def _adversarial(channels: int) -> Preset:
+    return Preset(
+        "adversarial",
+        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
+                  d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
+        TrainOptions(lambda_cls=2.0, ema_decay=0.999, lr=1e-3, r1_gamma=1.0, r1_every=4, diffaug="translation"),
+        "fast networks + class-conditional projection D (BatchNorm) + R1 + DiffAugment(translation) + EMA of G, Adam lr 1e-3",
+    )
+
+
 def _default(channels: int) -> Preset:
     return Preset(
         "default",
         NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
                   d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
-        TrainOptions(lambda_cls=2.0, ema_decay=0.999, lr=1e-3),
-        "fast networks + class-conditional projection D (BatchNorm) + EMA of G, Adam lr 1e-3",
+        TrainOptions(lambda_cls=2.0, recon_weight=10.0, kl_weight=0.01, adv_weight=0.5, lr=1e-3, lr_d=2e-4),
+        "fast networks + projection D + encoder anchor (reconstruction, KL, counterfactual of real positives); "
+        "G/E lr 1e-3, D lr 2e-4",
     )
 
 
-PRESETS = {"default": _default, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
+PRESETS = {"default": _default, "adversarial": _adversarial, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
 
 
 def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:

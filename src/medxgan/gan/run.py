@@ -57,6 +57,15 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu") -
     except RuntimeError as exc:
         raise MedxganError(f"{rd.path}: generator weights do not match config.json ({str(exc).splitlines()[0]})") from None
     G.to(dev).eval().requires_grad_(False)
+    from medxgan.gan.train import ENCODER_NAME
+
+    if rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor: inversion starts from E(x)
+        from medxgan.gan.encoder import LatentEncoder
+
+        E = LatentEncoder(config["net"])
+        E.load_state_dict(rd.load_weights(ENCODER_NAME))
+        # kept out of G's registered submodules so that G's state_dict / fingerprint stay G's own
+        G.__dict__["inversion_encoder"] = E.to(dev).eval().requires_grad_(False)
     return G, config
 
 

@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
 from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
 from medxgan.gan.presets import Preset, get_preset
@@ -45,6 +46,7 @@ from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_stat
 GAN_KIND = "medxgan"
 GENERATOR_NAME = "generator"
 DISCRIMINATOR_NAME = "discriminator"
+ENCODER_NAME = "encoder"
 CLASSIFIER_DIR = "classifier"
 ORACLE_DIR = "oracle"
 ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
@@ -110,8 +112,10 @@ class GANTrainer:
         if self.G_ema is not None:
             self.G_ema.requires_grad_(False)
         betas = (self.opts.beta1, self.opts.beta2)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=self.opts.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.opts.lr, betas=betas)
+        self.E = LatentEncoder(preset.net).to(self.device) if self.opts.recon_weight > 0 else None
+        g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
+        self.opt_g = torch.optim.Adam(g_params, lr=self.opts.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.opts.lr_d or self.opts.lr, betas=betas)
         self.classifier = classifier
         self.classifier.eval()
         for p in self.classifier.parameters():
@@ -143,6 +147,9 @@ class GANTrainer:
         z1, z2 = sample_latents(y_fake, nz1, nz2)
         with torch.no_grad():
             fake = G(z1, z2)
+            if self.E is not None:  # reconstructions of the real batch are fakes too
+                fake = torch.cat([fake, self._encode_decode(real, labels)[0]])
+                y_fake = torch.cat([y_fake, labels])
         do_r1 = self.opts.r1_gamma > 0 and self.step_count % max(1, self.opts.r1_every) == 0
         real_in = real.detach().requires_grad_(True) if do_r1 else real
         d_real = self._d(real_in, labels)
@@ -166,14 +173,17 @@ class GANTrainer:
         y = labels
         z1, z2 = sample_latents(y, nz1, nz2)
         fake = G(z1, z2)
-        d_out = self._d(fake, y)
-        loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
         logit = self.classifier.logit(fake)
         loss_cls = F.binary_cross_entropy_with_logits(logit, y.float())  # == 2-class CE on softmax([0, logit])
         lam = self.lambda_cls
         if self.opts.lambda_warmup > 0:
             lam *= min(1.0, self.step_count / self.opts.lambda_warmup)
-        loss_g = loss_adv + lam * loss_cls
+        if self.E is None:
+            d_out = self._d(fake, y)
+            loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
+            loss_g = loss_adv + lam * loss_cls
+        else:
+            loss_g, loss_adv = self._anchored_g_loss(real, labels, fake, y, loss_cls, lam, stats)
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
@@ -183,6 +193,31 @@ class GANTrainer:
         stats["g_cls"] = float(loss_cls.detach())
         stats["cls_agree"] = float(((logit.detach() > 0).long() == y).float().mean())
         return stats
+
+    def _encode_decode(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """G(E1(x), E2(x) for positives / 0 for negatives) with reparameterised codes."""
+        mu1, lv1, mu2, lv2 = self.E(real)
+        pos = (labels == 1).float().view(-1, 1)
+        z1 = mu1 + torch.randn_like(mu1) * (0.5 * lv1).exp()
+        z2 = (mu2 + torch.randn_like(mu2) * (0.5 * lv2).exp()) * pos
+        return self.G(z1, z2), z1, pos, (mu1, lv1, mu2, lv2)
+
+    def _anchored_g_loss(self, real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor, y: torch.Tensor,
+                         loss_cls: torch.Tensor, lam: float, stats: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The paper's G loss on prior samples + reconstruction, KL and counterfactual terms through E."""
+        o = self.opts
+        rec, z1, pos, (mu1, lv1, mu2, lv2) = self._encode_decode(real, labels)
+        loss_rec = (rec - real).abs().mean()
+        kl = (kl_to_standard_normal(mu1, lv1) + pos.view(-1) * kl_to_standard_normal(mu2, lv2)).mean()
+        n_pos = pos.sum().clamp(min=1.0)
+        cf_logit = self.classifier.logit(self.G(z1, torch.zeros_like(mu2)))
+        loss_cf = (F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none") * pos.view(-1)).sum() / n_pos
+        d_out = self._d(torch.cat([fake, rec]), torch.cat([y, labels]))
+        loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
+        cf_w = lam if o.cf_weight is None else o.cf_weight
+        loss_g = o.adv_weight * loss_adv + lam * loss_cls + o.recon_weight * loss_rec + o.kl_weight * kl + cf_w * loss_cf
+        stats.update(g_rec=float(loss_rec.detach()), g_kl=float(kl.detach()), g_cf=float(loss_cf.detach()))
+        return loss_g, loss_adv
 
     @torch.no_grad()
     def _update_ema(self) -> None:
@@ -206,6 +241,8 @@ class GANTrainer:
         }
         if self.G_ema is not None:
             st["G_ema"] = self.G_ema.state_dict()
+        if self.E is not None:
+            st["E"] = self.E.state_dict()
         return st
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -215,6 +252,8 @@ class GANTrainer:
         self.opt_d.load_state_dict(st["opt_d"])
         if self.G_ema is not None:
             self.G_ema.load_state_dict(st["G_ema"])
+        if self.E is not None:
+            self.E.load_state_dict(st["E"])
         self.step_count = int(st["step_count"])
 
 
@@ -506,6 +545,8 @@ def train_gan(
         last_metrics = {"step": step, **monitor.evaluate(trainer.generator)}
     run.save_weights(GENERATOR_NAME, trainer.generator)
     run.save_weights(DISCRIMINATOR_NAME, trainer.D)
+    if trainer.E is not None:
+        run.save_weights(ENCODER_NAME, trainer.E)
     final = {k: v for k, v in last_metrics.items()}
     config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final,
                   stopped_early=step < steps)
