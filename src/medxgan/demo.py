@@ -79,10 +79,10 @@ class DemoConfig:
     size: int = 64
     # classifier
     classifier_arch: str = "paper-cnn"
-    classifier_epochs: int = 20
+    classifier_epochs: int = 12
     # GAN (+ its oracle)
     gan_preset: str = "default"
-    gan_steps: int = 1200
+    gan_steps: int = 2000
     gan_batch_size: int = 32
     gan_log_every: int = 100
     gan_ckpt_every: int = 250

@@ -291,7 +291,12 @@ def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module
         return spec.to(device), None
     from medxgan.classifiers import load_classifier
 
-    return load_classifier(spec, device=device), str(spec)
+    try:
+        return load_classifier(spec, device=device), str(spec)
+    except MedxganError as exc:  # name the flag the user actually gave
+        if what == "classifier":
+            raise
+        raise MedxganError(str(exc).replace("--classifier ", f"--{what} ", 1)) from None
 
 
 def _copy_into_run(src: str | None, dst: Path) -> str | None:
