@@ -12,8 +12,9 @@ Presets
 ``default``    what measurably worked best on the brain phantoms (benchmarks/gan/RESULTS.md): the fast
                networks + projection discriminator + the encoder anchor (medxgan.gan.encoder): G also
                reconstructs real scans through an encoder, with a KL term to the prior and the classifier
-               loss on the counterfactual of every real positive. Purely adversarial recipes collapsed
-               to one anatomy on a CPU budget (diversity ~0.15).
+               loss on the counterfactual of every real positive. The purely adversarial recipe without
+               R1/DiffAugment collapsed to one anatomy on a CPU budget (diversity ~0.15); with them
+               (``adversarial``) it met all benchmark targets in 22 min (benchmarks/gan/RESULTS.md).
 ``adversarial`` the best purely adversarial recipe found (benchmarks/gan/RESULTS.md):
                the fast networks + class-conditional projection discriminator (with BatchNorm; spectral
                norm learned too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4 steps)
