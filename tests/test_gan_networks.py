@@ -60,8 +60,8 @@ def test_output_shapes(name, channels):
 
 
 def test_projection_discriminator_uses_the_class():
-    p = get_preset("adversarial", channels=1)
-    assert p.net.d_projection and p.train.ema_decay > 0 and get_preset("default", channels=1).net.d_projection
+    p = get_preset("default", channels=1)
+    assert p.net.d_projection and p.train.ema_decay > 0 and get_preset("anchored", channels=1).net.d_projection
     D = build_discriminator(p.net).eval()
     x = torch.randn(4, 1, 64, 64)
     with pytest.raises(ValueError):

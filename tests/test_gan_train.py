@@ -34,9 +34,9 @@ def _tiny_classifier(channels=1, seed=0):
 
 
 def _preset(**kw):
-    # the default recipe (encoder anchor) with every optional part switched on, so that all of it is
-    # exercised by the end-to-end and resume tests
-    return get_preset("default", channels=1, size=32, **{**TINY, "ema_decay": 0.99, **kw})
+    # the encoder-anchored recipe with every optional part (EMA, R1, DiffAugment) switched on, so that
+    # all of the trainer is exercised by the end-to-end and resume tests
+    return get_preset("anchored", channels=1, size=32, **{**TINY, "ema_decay": 0.99, **kw})
 
 
 def _train(out, steps, **kw):

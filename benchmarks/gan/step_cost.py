@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="steps per timing")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--presets", nargs="+", default=["paper-64", "fast", "adversarial", "default"])
+    ap.add_argument("--presets", nargs="+", default=["paper-64", "fast", "default", "anchored"])
     ap.add_argument("--out", default=str(Path(__file__).with_name("step_cost.json")))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

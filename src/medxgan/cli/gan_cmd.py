@@ -16,8 +16,8 @@ EXAMPLES = """examples:
   medxgan train data/brain --classifier runs/clf --out runs/gan64 --preset paper-64   # the published recipe
   medxgan train data/chest --classifier runs/clf128 --out runs/gan128 --preset paper-128 --size 128
 
-presets: default (fast nets + projection D + encoder anchor: reconstruction/KL/counterfactual; best on phantoms),
-adversarial (fast nets + projection D + R1 + DiffAugment + EMA, no encoder),
+presets: default (fast nets + class-conditional projection D + R1 + DiffAugment + EMA; best on phantoms),
+anchored (default's nets + an encoder anchor: reconstruction/KL/counterfactual of real positives),
 fast (cheap nets, paper recipe), paper-64 / paper-128 (the published networks and recipe).
 Watch disent (authors' check), oracle_neg/oracle_pos (an independent classifier agrees) and
 diversity (1.0 = as diverse as the real negatives) in RUN/metrics.jsonl and RUN/samples/.
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("data", help="dataset root (its train split is used)")
     add_classifier_spec(p)
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--preset", default="default", help="network/recipe preset: default, adversarial, fast, paper-64, paper-128")
+    p.add_argument("--preset", default="default", help="network/recipe preset: default, anchored, fast, paper-64, paper-128")
     p.add_argument("--steps", type=int, default=5000, help="training steps (one D and one G update each)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lambda-cls", type=float, default=None, help="classifier-loss weight (default: the preset's; 2 at 64 px, 1 at 128 px)")

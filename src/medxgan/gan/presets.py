@@ -10,17 +10,15 @@ Presets
 ``fast``       a DCGAN-sized pair for 64 x 64 (>= 4x cheaper per training step than paper-64 on CPU,
                see benchmarks/gan/RESULTS.md), otherwise the paper's training recipe.
 ``default``    what measurably worked best on the brain phantoms (benchmarks/gan/RESULTS.md): the fast
-               networks + projection discriminator + the encoder anchor (medxgan.gan.encoder): G also
-               reconstructs real scans through an encoder, with a KL term to the prior and the classifier
-               loss on the counterfactual of every real positive. The purely adversarial recipe without
-               R1/DiffAugment collapsed to one anatomy on a CPU budget (diversity ~0.15); with them
-               (``adversarial``) it met all benchmark targets in 22 min (benchmarks/gan/RESULTS.md).
-``adversarial`` the best purely adversarial recipe found (benchmarks/gan/RESULTS.md):
-               the fast networks + class-conditional projection discriminator (with BatchNorm; spectral
-               norm learned too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4 steps)
-               + DiffAugment translation on all D inputs (without them D won outright after ~1500 steps and
-               G collapsed into classifier-fooling texture) + EMA of G + Adam lr 1e-3 (2e-4 barely moved G
-               in the few thousand steps a CPU budget allows).
+               networks + class-conditional projection discriminator (with BatchNorm; spectral norm learned
+               too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4 steps) + DiffAugment
+               translation on all D inputs (without them D won outright after ~1500 steps and G collapsed
+               into classifier-fooling texture) + EMA of G + Adam lr 1e-3 (2e-4 barely moved G in the few
+               thousand steps a CPU budget allows). Met every training target in 22 min on 2 CPU cores.
+``anchored``   the fast networks + projection D + an encoder anchor (medxgan.gan.encoder): G also
+               reconstructs real scans through an encoder E, with a KL term to the prior and the classifier
+               loss on the counterfactual of every real positive; inversion then starts from E(x). Measured
+               beside ``default`` in benchmarks/gan/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -163,9 +161,9 @@ def _fast(channels: int) -> Preset:
     )
 
 
-def _adversarial(channels: int) -> Preset:
+def _default(channels: int) -> Preset:
     return Preset(
-        "adversarial",
+        "default",
         NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
                   d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
         TrainOptions(lambda_cls=2.0, ema_decay=0.999, lr=1e-3, r1_gamma=1.0, r1_every=4, diffaug="translation"),
@@ -173,9 +171,9 @@ def _adversarial(channels: int) -> Preset:
     )
 
 
-def _default(channels: int) -> Preset:
+def _anchored(channels: int) -> Preset:
     return Preset(
-        "default",
+        "anchored",
         NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
                   d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
         TrainOptions(lambda_cls=2.0, recon_weight=10.0, kl_weight=0.01, adv_weight=0.5, lr=1e-3, lr_d=2e-4),
@@ -184,7 +182,7 @@ def _default(channels: int) -> Preset:
     )
 
 
-PRESETS = {"default": _default, "adversarial": _adversarial, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
+PRESETS = {"default": _default, "anchored": _anchored, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
 
 
 def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:
