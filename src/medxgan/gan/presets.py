@@ -30,8 +30,26 @@ from typing import Any
 from medxgan.runtime.errors import MedxganError
 
 
+class _DictConfig:
+    """to_dict / from_dict for the config dataclasses below (stored in a run's config.json)."""
+
+    _label = "config"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Any:
+        if isinstance(d, cls):
+            return d
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise MedxganError(f"{cls._label}: unknown keys {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
-class NetConfig:
+class NetConfig(_DictConfig):
     """Everything needed to build G and D.
 
     arch: "paper" (published layers) or "dcgan" (4x4 stride-2 transposed convs, width `g_width`/`d_width`).
@@ -43,6 +61,8 @@ class NetConfig:
     d_mbstd: minibatch standard deviation feature before D's head (Karras et al. 2018, groups of 4): lets D
     see a collapsed (too similar) batch of fakes, against mode collapse.
     """
+
+    _label = "network config"  # not a field: no annotation
 
     arch: str = "paper"
     size: int = 64
@@ -57,22 +77,10 @@ class NetConfig:
     d_batchnorm: bool = True
     d_mbstd: bool = False
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | "NetConfig") -> "NetConfig":
-        if isinstance(d, NetConfig):
-            return d
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise MedxganError(f"network config: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
-class TrainOptions:
+class TrainOptions(_DictConfig):
     """Training-recipe options beyond the networks.
 
     lambda_cls: weight of the classifier loss (paper: 2 at 64 px, 1 at 128 px).
@@ -87,6 +95,8 @@ class TrainOptions:
     keeps E's codes on N(0, I); cf_weight (default lambda_cls) pushes G(E1(x_pos), 0) to the negative
     class; the reconstructions are also shown to D as fakes, weighted by adv_weight like the samples.
     """
+
+    _label = "training options"
 
     lambda_cls: float = 2.0
     recon_weight: float = 0.0
@@ -103,18 +113,6 @@ class TrainOptions:
     beta1: float = 0.5
     beta2: float = 0.999
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | "TrainOptions") -> "TrainOptions":
-        if isinstance(d, TrainOptions):
-            return d
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise MedxganError(f"training options: unknown keys {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass
