@@ -113,3 +113,26 @@ def test_minibatch_std_option():
     for name in ("default", "paper-64"):
         D = build_discriminator(get_preset(name, channels=1, d_mbstd=True).net)
         assert D(torch.randn(6, 1, 64, 64), torch.tensor([0, 1] * 3)).shape == (6,)
+
+
+@pytest.mark.parametrize("cin,cout,k,s,p,hw", [(12, 8, 5, 2, 0, 1), (6, 1, 8, 2, 0, 5), (6, 3, 4, 2, 1, 4), (5, 2, 3, 1, 1, 3)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fast_conv_transpose_matches_native(cin, cout, k, s, p, hw, bias):
+    """The CPU fast paths (matmul for 1x1 inputs, col2im for few output channels) give the native
+    transposed convolution's values and gradients."""
+    from medxgan.gan.networks import ConvTranspose2d
+
+    torch.manual_seed(0)
+    fast = ConvTranspose2d(cin, cout, k, s, p, bias=bias).double()
+    assert fast._fast_path(torch.zeros(1, cin, hw, hw)) is not None
+    x = torch.randn(3, cin, hw, hw, dtype=torch.float64, requires_grad=True)
+    y = fast(x)
+    ref = torch.nn.functional.conv_transpose2d(x, fast.weight, fast.bias, stride=s, padding=p)
+    assert y.shape == ref.shape
+    torch.testing.assert_close(y, ref)
+    g = torch.randn_like(ref)
+    got = torch.autograd.grad(y, [x, fast.weight], g)
+    want = torch.autograd.grad(ref, [x, fast.weight], g)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    assert set(fast.state_dict()) == set(torch.nn.ConvTranspose2d(cin, cout, k, s, p, bias=bias).state_dict())

@@ -92,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"  {m:14s} IoU(area) {_f(iou)}  deletion AUC {_f(dele)}  {_f(t)} s/image"
               + (f"  invalid maps {r['n_invalid_maps']}" if r.get("n_invalid_maps") else ""))
     for note in res.get("notes", []):
-        if "skipped" in note:
+        if "skipped" in note or note.startswith("inversion"):
             print(f"note: {note}")
     print(f"results written to {args.out} (results.md, results.csv, results.json, plots/)")
     return 0

@@ -10,6 +10,7 @@ EXAMPLES = """examples:
   medxgan explain scan.dcm more/*.png --gan runs/gan --out explanations/
   medxgan explain data/brain/test/positive --gan runs/gan --out expl --frames 21 --restarts 4
   medxgan explain x.png --gan runs/gan --classifier runs/clf2 --out expl --lig-form authors
+  torchrun --nproc_per_node 4 -m medxgan explain scans/ --gan runs/gan --out expl   # files shared across 4 GPUs
 
 per image (OUT/<name>/): input, reconstruction, negative, difference(_overlay), lig_overlay,
 accumulated_change_overlay, interpolation strip (p(pos) under each frame) + GIF, panel.png,
@@ -33,8 +34,10 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     add_classifier_spec(p, required=False)  # default: the classifier the GAN was trained against
     p.add_argument("--frames", type=int, default=11, help="interpolation frames from G(z1*, 0) to G(z1*, z2*)")
-    p.add_argument("--steps", type=int, default=inv.DEFAULT_STEPS, help="inversion: maximum Adam steps per restart")
-    p.add_argument("--restarts", type=int, default=inv.DEFAULT_RESTARTS, help="inversion: starting points per image (best kept)")
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"inversion: maximum Adam steps per start (default {inv.DEFAULT_STEPS}; 40 when the run has an encoder from train-encoder)")
+    p.add_argument("--restarts", type=int, default=None,
+                   help=f"inversion: starting points per image, best kept (default {inv.DEFAULT_RESTARTS}; 1 with an encoder)")
     p.add_argument("--lr", type=float, default=inv.DEFAULT_LR, help="inversion: Adam learning rate")
     p.add_argument("--tune", action="store_true", help="pivotal tuning: fine-tune a per-image copy of the generator around the inverted code")
     p.add_argument("--tune-steps", type=int, default=100, help="pivotal tuning steps")
@@ -53,19 +56,25 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.runtime.errors import MedxganError
 
     for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1)):
-        if value < low:
+        if value is not None and value < low:
             raise MedxganError(f"{flag} {value}: must be >= {low}")
     from medxgan.cli.common import classifier_from_args
     from medxgan.runtime.device import pick_device
+    from medxgan.runtime.distributed import distributed
 
-    device = pick_device(args.device)
-    classifier = classifier_from_args(args, device=device) if args.classifier else None
-    mx = MedXGAN.load(
-        args.gan, classifier=classifier, device=device, steps=args.steps, restarts=args.restarts, lr=args.lr,
-        seed=args.seed, tune_generator=args.tune, tune_steps=args.tune_steps,
-    )
-    summary = mx.explain_files(args.inputs, args.out, batch_size=args.batch_size, frames=args.frames, lig_form=args.lig_form,
-                               lig_steps=args.lig_steps, lig_output=args.lig_output)
+    with distributed(pick_device(args.device)) as ctx:  # under torchrun: each rank explains a share of the files
+        classifier = classifier_from_args(args, device=ctx.device) if args.classifier else None
+        schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts)) if v is not None}
+        mx = MedXGAN.load(
+            args.gan, classifier=classifier, device=ctx.device, lr=args.lr, seed=args.seed, tune_generator=args.tune,
+            tune_steps=args.tune_steps, **schedule,
+        )
+        if ctx.is_main:
+            print(mx.inversion_note(), flush=True)
+        summary = mx.explain_files(args.inputs, args.out, batch_size=args.batch_size, frames=args.frames, lig_form=args.lig_form,
+                                   lig_steps=args.lig_steps, lig_output=args.lig_output, show_progress=ctx.is_main)
+    if not ctx.is_main:
+        return 0
     for r in summary["images"]:
         print(f"{r['name']}: p(input) {r['prob_input']:.3f}  p(reconstruction) {r['prob_reconstruction']:.3f}  "
               f"p(negative) {r['prob_negative']:.3f}  PSNR {r['psnr']:.1f} dB  LIG completeness error {100 * r['completeness_error_rel']:.1f}%")

@@ -304,6 +304,13 @@ def evaluate(
             raise MedxganError(f"--size/--channels: the GAN works on {model.size} px, {model.channels} channel(s); "
                                f"got size {size}, channels {channels} (leave them out)")
         size, channels = int(model.size), int(model.channels)
+        notes.append(model.inversion_note())
+        enc = getattr(model.generator, "inversion_encoder_info", None)
+        # the effective schedule (an encoder changes it), so that resuming never mixes two schedules
+        inversion_used: dict[str, Any] | None = _clean(dict(model.engine.inversion)) or None
+        inversion_encoder = enc["kind"] if enc else None
+    else:
+        inversion_used, inversion_encoder = inversion, None
 
     # -- explainers
     from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers
@@ -360,7 +367,7 @@ def evaluate(
         "gan_fingerprint": fingerprint_module(model.generator) if model is not None else None,
         "seed": int(seed), "noise_sigmas": sigmas, "fractions": fractions,
         "max_sensitivity": {"on": bool(max_sensitivity), "radius": max_sensitivity_radius, "samples": max_sensitivity_samples},
-        "inversion": inversion,
+        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
     })
     run_json = out / RUN_JSON
     per_path = out / PER_IMAGE
@@ -395,7 +402,7 @@ def evaluate(
         "max_sensitivity_n": max_sensitivity_n, "max_sensitivity_radius": max_sensitivity_radius,
         "max_sensitivity_samples": max_sensitivity_samples, "n_resamples": n_resamples,
         "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": markers is not None,
-        "inversion": inversion,
+        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
     })
 
     # -- the loop: chunks of images, every method, only the missing pairs

@@ -108,9 +108,26 @@ class MedXGAN:
 
         dev = pick_device(device) if isinstance(device, str) else device
         loaded = load_gan_run(run, classifier=classifier, device=dev)
+        info = getattr(loaded.generator, "inversion_encoder_info", None)
+        if info and "steps" not in inversion and "restarts" not in inversion:
+            # an encoder from `train-encoder` puts the start next to the optimum: its short schedule
+            for k, v in (info.get("inversion_defaults") or {}).items():
+                inversion.setdefault(k, v)
         mx = cls(loaded.generator, loaded.classifier, inversion=inversion, oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
         return mx
+
+    def inversion_note(self) -> str:
+        """One line saying where inversion starts and how long it runs (printed by the CLI)."""
+        from medxgan.gan import inversion as inv
+
+        opts = self.engine.inversion
+        steps, restarts = opts.get("steps", inv.DEFAULT_STEPS), opts.get("restarts", inv.DEFAULT_RESTARTS)
+        info = getattr(self.generator, "inversion_encoder_info", None)
+        if info:
+            what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
+            return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image"
+        return f"inversion from scratch (no encoder in the run; `medxgan train-encoder` makes it ~10x faster): up to {steps} Adam steps x {restarts} start(s) per image"
 
     @property
     def device(self) -> torch.device:
@@ -196,37 +213,55 @@ class MedXGAN:
     def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, **explain_kwargs: Any) -> dict[str, Any]:
         """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/`` and
         ``out_dir/summary.json``. Inputs of another size/channel count are converted to the GAN's.
-        Returns the summary dict."""
+        Returns the summary dict.
+
+        Streamed: every file is decoded once up front only to check it (a corrupt file stops the run
+        before any work is spent), then images are loaded, explained and written one batch at a time,
+        so memory does not grow with the number of files. Under ``torchrun`` each rank explains every
+        world_size-th file and rank 0 writes the merged summary.json.
+        """
         from medxgan.data import collect_image_files, load_image_tensor
+        from medxgan.runtime import distributed as dist
         from medxgan.runtime.atomic import atomic_write_json
         from medxgan.runtime.progress import progress
 
-        files = collect_image_files(inputs if isinstance(inputs, (list, tuple)) else [inputs])
-        # Read everything first: a corrupt file stops the run before any work is spent.
-        images = [load_image_tensor(f, size=self.size, channels=self.channels) for f in files]
+        all_files = collect_image_files(inputs if isinstance(inputs, (list, tuple)) else [inputs])
+        all_names = _unique_names(all_files)
+        rank, world = dist.rank(), dist.world_size()
+        mine = list(range(rank, len(all_files), world))
+        for k in mine:
+            load_image_tensor(all_files[k], size=self.size, channels=self.channels)
         out_dir = Path(out_dir)
-        names = _unique_names(files)
         records = []
-        bar = progress(total=len(files), desc="explain", disable=not show_progress)
+        bar = progress(total=len(mine), desc="explain" if world == 1 else f"explain (rank {rank})", disable=not show_progress)
         try:
-            for s in range(0, len(files), batch_size):
-                batch = torch.cat([im if im.dim() == 4 else im.unsqueeze(0) for im in images[s : s + batch_size]])
-                for j, res in enumerate(self.explain(batch, batch_size=batch_size, **explain_kwargs)):
-                    k = s + j
-                    records.append(write_explanation(res, out_dir / names[k], source=files[k]))
+            for s in range(0, len(mine), batch_size):
+                idx = mine[s : s + batch_size]
+                ims = [load_image_tensor(all_files[k], size=self.size, channels=self.channels) for k in idx]
+                batch = torch.cat([im if im.dim() == 4 else im.unsqueeze(0) for im in ims])
+                for k, res in zip(idx, self.explain(batch, batch_size=batch_size, **explain_kwargs)):
+                    records.append((k, write_explanation(res, out_dir / all_names[k], source=all_files[k])))
                     bar.update(1)
+                self.engine.clear_cache()  # written to disk; keeping it would grow with the number of files
         finally:
             bar.close()
+        if world > 1:
+            records = [r for part in dist.all_gather_object(records) for r in part]
+        records = [r for _, r in sorted(records, key=lambda kr: kr[0])]
         summary = dict(
             gan=str(self.run_path) if self.run_path else None, size=self.size, channels=self.channels,
             classifier=getattr(self.classifier, "fingerprint", None), n_images=len(records),
+            inversion=self.inversion_note(),
             settings=_jsonable(records[0]["settings"]) if records else {},
             mean_psnr=_mean([r["psnr"] for r in records]),
             mean_completeness_error_rel=_mean([r["lig"]["completeness_error_rel"] for r in records]),
             images=[{k: r[k] for k in ("name", "input", "dir", "prob_input", "prob_reconstruction", "prob_negative", "psnr")}
                     | {"completeness_error_rel": r["lig"]["completeness_error_rel"], "json": r["files"]["json"]} for r in records],
         )
-        atomic_write_json(out_dir / "summary.json", summary)
+        if self.device.type == "cuda":
+            summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        if rank == 0:
+            atomic_write_json(out_dir / "summary.json", summary)
         return summary
 
 

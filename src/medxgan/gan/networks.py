@@ -59,6 +59,44 @@ def _apply_spectral_norm(module: nn.Module) -> None:
             spectral_norm(m)
 
 
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` (same parameters, same state_dict) with two CPU fast paths.
+
+    PyTorch's CPU kernel for transposed convolutions is slow in two shapes the paper's generator uses
+    (measured on 1 CPU thread, batch 32, forward + backward, benchmarks/performance/RESULTS.md):
+    a 1 x 1 input (768 -> 384, k5: 196 ms, while it is just one matrix product: 27 ms) and very few
+    output channels (192 -> 1, k8: 130 ms; as a matrix product followed by ``F.fold`` (col2im): 64 ms).
+    Both rewrites compute the same sums (tests compare values and gradients with ``F.conv_transpose2d``).
+    Everywhere else, and on GPUs, the native kernel is used.
+    """
+
+    def _fast_path(self, x: torch.Tensor) -> str | None:
+        if x.device.type != "cpu" or x.dim() != 4 or self.groups != 1 or self.dilation != (1, 1) or self.output_padding != (0, 0):
+            return None
+        if x.shape[-2:] == (1, 1):
+            return "matmul"
+        if self.out_channels <= 3:
+            return "fold"
+        return None
+
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        path = None if output_size is not None else self._fast_path(x)
+        if path is None:
+            return super().forward(x, output_size)
+        n, cin, h, w = x.shape
+        cout, (kh, kw), (sh, sw), (ph, pw) = self.out_channels, self.kernel_size, self.stride, self.padding
+        if path == "matmul":  # 1 x 1 input: out[n, co, i, j] = sum_ci x[n, ci] W[ci, co, i, j]
+            out = (x.reshape(n, cin) @ self.weight.reshape(cin, cout * kh * kw)).view(n, cout, kh, kw)
+            out = out[:, :, ph : kh - ph, pw : kw - pw]
+        else:  # columns W^T x, then col2im adds the overlapping kernel footprints
+            cols = torch.matmul(self.weight.reshape(cin, cout * kh * kw).t(), x.reshape(n, cin, h * w))
+            ho, wo = (h - 1) * sh - 2 * ph + kh, (w - 1) * sw - 2 * pw + kw
+            out = torch.nn.functional.fold(cols, (ho, wo), (kh, kw), stride=(sh, sw), padding=(ph, pw))
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+
 def _check_channels(cfg: NetConfig) -> None:
     if cfg.channels not in (1, 3):
         raise MedxganError(f"network config: channels must be 1 or 3, got {cfg.channels}")
@@ -84,8 +122,8 @@ class Generator(nn.Module):
             widths = [768, 384, 256, 192] + ([64] if cfg.size == 128 else [])
             layers: list[nn.Module] = []
             for cin, cout in zip(widths[:-1], widths[1:]):
-                layers += [nn.ConvTranspose2d(cin, cout, 5, 2, 0, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
-            layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 8, 2, 0, bias=False), nn.Tanh()]
+                layers += [ConvTranspose2d(cin, cout, 5, 2, 0, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            layers += [ConvTranspose2d(widths[-1], cfg.channels, 8, 2, 0, bias=False), nn.Tanh()]
             self.body = nn.Sequential(*layers)
         elif cfg.arch == "dcgan":
             n_up = _n_halvings(cfg.size)

@@ -34,9 +34,13 @@ class GanRun(NamedTuple):
     path: Path
 
 
-def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, dict[str, Any]]:
+def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", attach_encoder: bool = True) -> tuple[Generator, dict[str, Any]]:
     """The run's generator in eval mode (weights: generator.safetensors, i.e. the EMA copy when EMA
-    was on; for an unfinished run, the latest checkpoint's, with a warning)."""
+    was on; for an unfinished run, the latest checkpoint's, with a warning).
+
+    With ``attach_encoder``, an inversion encoder is attached as ``G.inversion_encoder`` (and described
+    in ``G.inversion_encoder_info``): the one trained by `medxgan train-encoder` (RUN/encoder/) if
+    present, else the anchor encoder of an ``anchored`` run. `invert` starts from its codes."""
     from medxgan.gan.train import GAN_KIND, GENERATOR_NAME
 
     rd = RunDir(run)
@@ -57,16 +61,31 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu") -
     except RuntimeError as exc:
         raise MedxganError(f"{rd.path}: generator weights do not match config.json ({str(exc).splitlines()[0]})") from None
     G.to(dev).eval().requires_grad_(False)
+    if attach_encoder:
+        _attach_encoder(G, rd, config, dev)
+    return G, config
+
+
+def _attach_encoder(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch.device) -> None:
+    from medxgan.gan.encoder_train import encoder_dir, load_trained_encoder
     from medxgan.gan.train import ENCODER_NAME
 
-    if rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor: inversion starts from E(x)
+    trained = load_trained_encoder(rd.path, config["net"], dev)
+    if trained is not None:
+        E, ecfg = trained
+        info = {"kind": "trained", "path": str(encoder_dir(rd.path)), "inversion_defaults": ecfg.get("inversion_defaults", {})}
+    elif rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor
         from medxgan.gan.encoder import LatentEncoder
 
         E = LatentEncoder(config["net"])
         E.load_state_dict(rd.load_weights(ENCODER_NAME))
-        # kept out of G's registered submodules so that G's state_dict / fingerprint stay G's own
-        G.__dict__["inversion_encoder"] = E.to(dev).eval().requires_grad_(False)
-    return G, config
+        E = E.to(dev).eval().requires_grad_(False)
+        info = {"kind": "anchor", "path": str(rd.path / f"{ENCODER_NAME}.safetensors"), "inversion_defaults": {}}
+    else:
+        return
+    # kept out of G's registered submodules so that G's state_dict / fingerprint stay G's own
+    G.__dict__["inversion_encoder"] = E
+    G.__dict__["inversion_encoder_info"] = info
 
 
 def load_gan_run(
@@ -74,6 +93,7 @@ def load_gan_run(
     classifier: str | os.PathLike | nn.Module | None = None,
     device: str | torch.device = "cpu",
     load_oracle: bool = True,
+    attach_encoder: bool = True,
 ) -> GanRun:
     """Load a GAN run directory written by `medxgan train`.
 
@@ -83,7 +103,7 @@ def load_gan_run(
     """
     from medxgan.classifiers import load_classifier
 
-    G, config = load_generator(run, device)
+    G, config = load_generator(run, device, attach_encoder=attach_encoder)
     rd = RunDir(run)
     dev = next(G.parameters()).device
     rec = config.get("classifier") or {}

@@ -1,0 +1,256 @@
+"""`medxgan train-encoder RUN`: an encoder E(x) -> (z1, z2) trained after the GAN, as inversion's start.
+
+Why: inverting one image from scratch costs hundreds of Adam steps through G and the classifier (the
+authors' demo: 1,000 steps at batch size 1). An encoder that predicts the codes in one forward pass
+("amortised inversion", as in GAN-inversion encoders such as Zhu et al. 2020's in-domain inversion)
+puts inversion next to its optimum, so a few tens of refinement steps reach the same reconstruction.
+
+Objective per step (G and the classifier frozen, gradients flow through them into E only):
+
+* generated half: y ~ Bernoulli(1/2), (z1, z2) by the medXGAN sampling rule, x = G(z1, z2) -- the
+  true codes are known, so ``w_code * (MSE(E1(x), z1) + MSE(E2(x), z2))`` (z2 = 0 for negatives
+  teaches E that "no pathology" means z2 = 0);
+* real half: training images of both classes, ``w_pix * MSE(G(E(x)), x) + w_cls * BCE(p(G(E(x))), p(x))``
+  with the target probability detached -- exactly the loss `invert` minimises, so E learns to
+  predict the codes the inversion would find.
+
+The encoder is stored as a sub-run ``RUN/encoder/`` (config.json of kind ``medxgan-encoder``,
+encoder.safetensors, metrics.jsonl, checkpoints/ for ``--resume``). `load_generator` attaches it to
+the generator, and `MedXGAN.load` then runs the short inversion schedule (``ENCODER_INVERSION_STEPS``
+steps from E(x), one start) unless steps/restarts are given explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from medxgan.gan.encoder import LatentEncoder
+from medxgan.gan.inversion import frozen, invert, psnr
+from medxgan.gan.networks import sample_latents
+from medxgan.runtime.device import pick_device
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
+from medxgan.runtime.runs import RunDir
+from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
+
+ENCODER_KIND = "medxgan-encoder"
+ENCODER_SUBDIR = "encoder"
+ENCODER_WEIGHTS = "encoder"
+# Inversion schedule from E(x): 10x fewer image-steps than the from-scratch default (400 steps x 2
+# starts) -- measured in benchmarks/performance/RESULTS.md.
+ENCODER_INVERSION_STEPS = 40
+ENCODER_INVERSION_RESTARTS = 1
+
+
+def encoder_dir(gan_run: str | os.PathLike) -> Path:
+    return Path(gan_run) / ENCODER_SUBDIR
+
+
+def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any], device: torch.device) -> tuple[LatentEncoder, dict[str, Any]] | None:
+    """The encoder written by `train_encoder` into ``RUN/encoder/`` (eval mode, frozen) and its config,
+    or None when there is none (or training has not finished)."""
+    rd = RunDir(encoder_dir(gan_run))
+    if not rd.exists() or not rd.has_weights(ENCODER_WEIGHTS):
+        return None
+    cfg = rd.read_config(expect_kind=ENCODER_KIND)
+    E = LatentEncoder(net_config, width=int(cfg["width"]))
+    try:
+        E.load_state_dict(rd.load_weights(ENCODER_WEIGHTS))
+    except RuntimeError as exc:
+        raise MedxganError(f"{rd.path}: encoder weights do not match its config.json ({str(exc).splitlines()[0]})") from None
+    return E.to(device).eval().requires_grad_(False), cfg
+
+
+def _real_images(data: str, size: int, split: str, mapping: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    from medxgan.data import load_dataset
+
+    ds = load_dataset(data, split=split, size=size, **mapping)
+    x, y = ds.tensors()[:2]
+    return x.float(), y.long()
+
+
+@torch.no_grad()
+def _quick_eval(E: LatentEncoder, G: torch.nn.Module, clf: Any, x: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
+    """PSNR / probability gap of G(E(x)) on fixed real images, code error on fixed generated ones."""
+    was = E.training
+    E.eval()
+    mu1, _, mu2, _ = E(x)
+    rec = G(mu1, mu2)
+    y = torch.arange(x.shape[0], device=x.device) % 2
+    z1, z2 = sample_latents(y, G.nz1, G.nz2, generator=gen)
+    z1, z2 = z1.to(x.device), z2.to(x.device)
+    e1, _, e2, _ = E(G(z1, z2))
+    E.train(was)
+    return {
+        "psnr_encoder": float(psnr(rec, x).mean()),
+        "prob_gap_encoder": float((clf.prob(rec) - clf.prob(x)).abs().mean()),
+        "code_mse_z1": float(F.mse_loss(e1, z1)),
+        "code_mse_z2": float(F.mse_loss(e2, z2)),
+    }
+
+
+def train_encoder(
+    gan_run: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    steps: int = 3000,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    width: int = 32,
+    w_code: float = 1.0,
+    w_pix: float = 10.0,
+    w_cls: float = 1.0,
+    seed: int = 0,
+    log_every: int = 250,
+    ckpt_every: int = 500,
+    keep_last: int = 2,
+    resume: bool = False,
+    device: str = "auto",
+    max_minutes: float | None = None,
+    eval_images: int = 64,
+    positive: list[str] | None = None,
+    negative: list[str] | None = None,
+    csv: str | os.PathLike | None = None,
+    skip_bad: bool = False,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Train the inversion encoder of GAN run ``gan_run`` and store it in ``gan_run/encoder/``.
+
+    Args:
+        data: dataset root (default: the one the GAN was trained on, from its config.json); its train
+            split trains E, up to ``eval_images`` images of its val split (test split if there is no
+            val split) are used for the metrics logged every ``log_every`` steps and at the end.
+        steps, batch_size, lr: Adam(lr, betas 0.5/0.999) steps; each batch is half generated, half real.
+        width: encoder width (channels of its first conv layer; doubled per stage up to 8x).
+        w_code, w_pix, w_cls: weights of the code loss (generated half) and of the inversion loss
+            (pixel MSE, classifier BCE; real half).
+        resume: continue from the latest checkpoint in ``gan_run/encoder/`` (same weights on CPU as an
+            uninterrupted run).
+    Returns the final metrics, including those of the short inversion started from E
+    (``ENCODER_INVERSION_STEPS`` steps x 1 start) on the evaluation images.
+    """
+    from medxgan.gan.run import load_gan_run
+
+    if steps < 1 or batch_size < 2:
+        raise MedxganError(f"--steps {steps} / --batch-size {batch_size}: need steps >= 1 and batch size >= 2")
+    dev = pick_device(device)
+    gan = load_gan_run(gan_run, device=dev, load_oracle=False, attach_encoder=False)
+    G, clf, gcfg = gan.generator, gan.classifier, gan.config
+    rd = RunDir(encoder_dir(gan_run))
+    resuming = bool(resume) and rd.latest_checkpoint() is not None
+    if rd.exists() and not resume:
+        raise MedxganError(f"{rd.path}: already holds an encoder (use --resume to continue it, or delete the folder to retrain)")
+    stored = rd.read_config(expect_kind=ENCODER_KIND) if resuming else {}
+    if stored:  # a resumed run continues with the settings it started with (only --steps may change)
+        batch_size, lr, width = int(stored["batch_size"]), float(stored["lr"]), int(stored["width"])
+        w_code, w_pix, w_cls, seed = float(stored["w_code"]), float(stored["w_pix"]), float(stored["w_cls"]), int(stored["seed"])
+    data_src = str(data) if data is not None else (stored.get("data") or gcfg.get("data"))
+    if not data_src:
+        raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
+    mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
+    size = int(G.size)
+    x_train, y_train = _real_images(data_src, size, "train", mapping)
+    if x_train.shape[1] != G.channels:
+        from medxgan.classifiers.adapter import convert_channels
+
+        x_train = convert_channels(x_train, G.channels)
+    try:
+        x_eval, _ = _real_images(data_src, size, "val", mapping)
+    except MedxganError:
+        x_eval, _ = _real_images(data_src, size, "test", mapping)
+    if x_eval.shape[1] != G.channels:
+        from medxgan.classifiers.adapter import convert_channels
+
+        x_eval = convert_channels(x_eval, G.channels)
+    x_eval = x_eval[torch.randperm(x_eval.shape[0], generator=torch.Generator().manual_seed(seed))[:eval_images]].to(dev)
+
+    seed_everything(seed)
+    E = LatentEncoder(gcfg["net"], width=width).to(dev).train()
+    opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.5, 0.999))
+    sampler = torch.Generator().manual_seed(seed)
+    config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
+                  w_code=w_code, w_pix=w_pix, w_cls=w_cls, seed=seed, n_train=int(x_train.shape[0]),
+                  classifier_fingerprint=getattr(clf, "fingerprint", None),
+                  inversion_defaults=dict(steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS),
+                  status="running")
+    start, elapsed = 0, 0.0
+    if resuming:
+        st = rd.load_checkpoint()
+        E.load_state_dict(st["E"])
+        opt.load_state_dict(st["opt"])
+        sampler.set_state(st["sampler"].to(torch.uint8))
+        set_rng_state(st["rng"])
+        start, elapsed = int(st["step"]), float(st["elapsed"])
+        rd.truncate_metrics(start)
+    else:
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.metrics_path.unlink(missing_ok=True)
+    rd.write_config(ENCODER_KIND, **config)
+
+    x_train_dev = x_train.to(dev)
+    n_real, n_gen = batch_size - batch_size // 2, batch_size // 2
+    eval_gen_seed = seed + 12345
+    bar = progress(total=steps, initial=start, desc="train encoder", disable=quiet or None)
+    step, t_last, rec = start, time.perf_counter(), {}
+    with frozen(G, clf):
+        try:
+            while step < steps:
+                idx = torch.randint(0, x_train.shape[0], (n_real,), generator=sampler).to(dev)
+                y = torch.randint(0, 2, (n_gen,), generator=sampler).to(dev)
+                z1, z2 = sample_latents(y, G.nz1, G.nz2, generator=sampler)
+                z1, z2 = z1.to(dev), z2.to(dev)
+                with torch.no_grad():
+                    x_gen = G(z1, z2)
+                    x_real = x_train_dev[idx]
+                    p_real = clf.prob(x_real).float()
+                mu1, _, mu2, _ = E(torch.cat([x_gen, x_real]))
+                loss_code = F.mse_loss(mu1[:n_gen], z1) + F.mse_loss(mu2[:n_gen], z2)
+                out = G(mu1[n_gen:], mu2[n_gen:])
+                loss_pix = F.mse_loss(out, x_real)
+                loss_cls = F.binary_cross_entropy_with_logits(clf.logit(out).float(), p_real)
+                loss = w_code * loss_code + w_pix * loss_pix + w_cls * loss_cls
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                step += 1
+                now = time.perf_counter()
+                elapsed += now - t_last
+                t_last = now
+                stop = max_minutes is not None and elapsed >= 60.0 * max_minutes
+                last = step == steps or stop
+                if step % log_every == 0 or last:
+                    rec = {"step": step, "loss": float(loss.detach()), "loss_code": float(loss_code.detach()), "loss_pix": float(loss_pix.detach()),
+                           "loss_cls": float(loss_cls.detach()), **_quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed)),
+                           "seconds": round(elapsed, 1)}
+                    rd.log_metrics(rec)
+                    bar.set_postfix_str(f"PSNR(G(E(x))) {rec['psnr_encoder']:.1f} dB  code MSE {rec['code_mse_z1']:.3f}/{rec['code_mse_z2']:.3f}")
+                    t_last = time.perf_counter()
+                if step % ckpt_every == 0 or last:
+                    rd.save_checkpoint(step, {"E": E.state_dict(), "opt": opt.state_dict(), "sampler": sampler.get_state(),
+                                              "rng": get_rng_state(), "elapsed": elapsed}, keep_last=keep_last)
+                    t_last = time.perf_counter()
+                bar.update(1)
+                if stop:
+                    break
+        finally:
+            bar.close()
+
+    E.eval().requires_grad_(False)
+    if not rec:
+        rec = {"step": step, **_quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))}
+    inv = invert(G, clf, x_eval, steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS, encoder=E, seed=seed)
+    final = {**rec, "psnr_inversion": float(inv.psnr.mean()), "prob_gap_inversion": float(inv.prob_gap.mean()),
+             "inversion_steps": ENCODER_INVERSION_STEPS, "n_eval": int(x_eval.shape[0])}
+    rd.save_weights(ENCODER_WEIGHTS, E)
+    config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final, stopped_early=step < steps)
+    rd.write_config(ENCODER_KIND, **config)
+    if not quiet:
+        print(f"[medxgan] encoder trained: {step} steps in {elapsed / 60:.1f} min; PSNR G(E(x)) {final['psnr_encoder']:.1f} dB, "
+              f"after {ENCODER_INVERSION_STEPS} inversion steps {final['psnr_inversion']:.1f} dB -> {rd.path}", flush=True)
+    return {"steps": step, "train_seconds": elapsed, "metrics": final, "out": str(rd.path)}
