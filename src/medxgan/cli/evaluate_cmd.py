@@ -11,6 +11,7 @@ EXAMPLES = """examples:
   medxgan evaluate data/brain --classifier runs/clf --out eval-baselines/  # baselines only (no GAN)
   medxgan evaluate data/brain --gan runs/gan --out eval/ --n 100 --methods gradcam ig-black medxgan-diff medxgan-lig
   medxgan evaluate data/brain-sc --gan runs/gan-sc --out eval-sc/ --no-max-sensitivity   # shortcut phantoms
+  torchrun --nproc_per_node 4 -m medxgan evaluate data/brain --gan runs/gan --out eval/  # images shared across 4 GPUs
 
 writes OUT/results.json, results.csv, results.md, plots/*.png, per_image.jsonl and maps/<image>/<method>.npz.
 A killed run continues where it stopped when started again with the same arguments.
@@ -70,17 +71,21 @@ def _run(args: argparse.Namespace) -> int:
         raise MedxganError("--classifier is required without --gan (with --gan the run's classifier is the default)")
     if args.n is not None and args.n < 1:
         raise MedxganError(f"--n {args.n}: must be >= 1")
-    dev = pick_device(args.device)
-    clf = classifier_from_args(args, device=dev) if args.classifier else None
-    inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts)) if v is not None} or None
-    res = evaluate(
-        args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n,
-        split=None if args.split == "all" else args.split, subset=args.subset, noise_sigmas=args.noise_sigmas,
-        fractions=args.fractions, seed=args.seed, device=dev, batch_size=args.batch_size, size=args.size,
-        positive=args.positive, negative=args.negative, csv=args.csv, skip_bad=args.skip_bad, max_sensitivity=not args.no_max_sensitivity,
-        max_sensitivity_n=args.max_sensitivity_n or None, inversion=inversion, save_maps=not args.no_maps,
-        plots=not args.no_plots, overwrite=args.overwrite,
-    )
+    from medxgan.runtime.distributed import distributed
+
+    with distributed(pick_device(args.device)) as ctx:  # under torchrun each rank evaluates a share; rank 0 merges
+        clf = classifier_from_args(args, device=ctx.device) if args.classifier else None
+        inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts)) if v is not None} or None
+        res = evaluate(
+            args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n,
+            split=None if args.split == "all" else args.split, subset=args.subset, noise_sigmas=args.noise_sigmas,
+            fractions=args.fractions, seed=args.seed, device=ctx.device, batch_size=args.batch_size, size=args.size,
+            positive=args.positive, negative=args.negative, csv=args.csv, skip_bad=args.skip_bad, max_sensitivity=not args.no_max_sensitivity,
+            max_sensitivity_n=args.max_sensitivity_n or None, inversion=inversion, save_maps=not args.no_maps,
+            plots=not args.no_plots, overwrite=args.overwrite, show_progress=ctx.is_main,
+        )
+    if not ctx.is_main:
+        return 0
     sl = res["slices"]
     print(f"slices: TP {sl['TP']}  FN {sl['FN']}  FP {sl['FP']}  TN {sl['TN']}; evaluated {sl['evaluated']} image(s) "
           f"x {len(res['config']['methods'])} method(s) ({res['run']['computed']} computed, {res['run']['skipped']} resumed)")

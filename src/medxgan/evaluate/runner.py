@@ -93,6 +93,7 @@ from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
 from medxgan.evaluate.shortcut import has_markers, load_marker_masks, shortcut_metrics
 from medxgan.evaluate.stats import aggregate
+from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from medxgan.runtime.errors import MedxganError
 
@@ -371,26 +372,31 @@ def evaluate(
     })
     run_json = out / RUN_JSON
     per_path = out / PER_IMAGE
-    if run_json.exists() and not overwrite:
-        try:
-            old = json.loads(run_json.read_text())
-        except ValueError:
-            old = None
-        if old is not None and old != fixed:
-            diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
-            raise MedxganError(f"{out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")
-    if overwrite:
-        for p in (per_path, out / "results.json"):
-            if p.exists():
-                p.unlink()
-        if (out / "maps").exists():
-            import shutil
+    rank, world = dist.rank(), dist.world_size()
+    if rank == 0:  # under torchrun only rank 0 touches the shared files; the others wait below
+        if run_json.exists() and not overwrite:
+            try:
+                old = json.loads(run_json.read_text())
+            except ValueError:
+                old = None
+            if old is not None and old != fixed:
+                diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
+                raise MedxganError(f"{out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")
+        if overwrite:
+            for p in (per_path, out / "results.json", *_shard_files(out)):
+                if p.exists():
+                    p.unlink()
+            if (out / "maps").exists():
+                import shutil
 
-            shutil.rmtree(out / "maps")
-    atomic_write_json(run_json, fixed)
-    done, clean = read_per_image(per_path)
-    if not clean:  # drop a partial last line before appending
-        atomic_write_text(per_path, "".join(json.dumps(_clean(r)) + "\n" for r in done.values()))
+                shutil.rmtree(out / "maps")
+        atomic_write_json(run_json, fixed)
+        _merge_shards(out, per_path)  # rows of an interrupted sharded run count as done
+        done, clean = read_per_image(per_path)
+        if not clean:  # drop a partial last line before appending
+            atomic_write_text(per_path, "".join(json.dumps(_clean(r)) + "\n" for r in done.values()))
+    dist.barrier()
+    done, _ = read_per_image(per_path)
 
     config = _clean({
         "data": str(data_root), "split": split, "subset": subset, "n": n, "n_selected": len(selected),
@@ -410,12 +416,14 @@ def evaluate(
     ms_positions = set(range(ms_limit)) if max_sensitivity else set()
     pos_of = {idx: k for k, idx in enumerate(selected)}
     chunks = [selected[i : i + batch_size] for i in range(0, len(selected), batch_size)]
+    chunks = chunks[rank::world]  # under torchrun each rank evaluates every world-th chunk
+    shard_path = per_path if world == 1 else out / f"{PER_IMAGE}.rank{rank}"
     total = sum(1 for c in chunks for e in exps if any((ids[i], e.name) not in done for i in c))
     computed = 0
     prob_fn = lambda xb: clf.prob(xb.to(dev))  # noqa: E731
     written_inputs: set[str] = set()
-    bar = progress(total=total, desc="evaluate", disable=not show_progress)
-    with open(per_path, "a") as fh:
+    bar = progress(total=total, desc="evaluate" if world == 1 else f"evaluate (rank {rank})", disable=not show_progress)
+    with open(shard_path, "a") as fh:
         for chunk in chunks:
             for ex in exps:
                 todo = [i for i in chunk if (ids[i], ex.name) not in done]
@@ -436,6 +444,12 @@ def evaluate(
                 computed += len(rows)
                 bar.update(1)
     bar.close()
+    if world > 1:  # merge the shards into one output on rank 0
+        computed = int(sum(dist.all_gather_object(computed)))
+        dist.barrier()
+        if rank != 0:
+            return {"rank": rank, "computed": computed}
+        _merge_shards(out, per_path)
 
     # -- aggregation (always from the file's rows of the current selection)
     all_rows, _ = read_per_image(per_path)
@@ -470,6 +484,23 @@ def evaluate(
 
         write_plots(results, out / "plots", bar_groups(config))
     return results
+
+
+def _shard_files(out: Path) -> list[Path]:
+    return sorted(out.glob(f"{PER_IMAGE}.rank*"))
+
+
+def _merge_shards(out: Path, per_path: Path) -> None:
+    """Append the rows of per-rank files (a sharded run) to the per-image file, then remove them."""
+    shards = _shard_files(out)
+    if not shards:
+        return
+    rows, _ = read_per_image(per_path) if per_path.exists() else ({}, True)
+    for sp in shards:
+        rows.update(read_per_image(sp)[0])
+    atomic_write_text(per_path, "".join(json.dumps(_clean(r)) + "\n" for r in rows.values()))
+    for sp in shards:
+        sp.unlink()
 
 
 def _explain_safe(ex: Any, x: torch.Tensor) -> tuple[list[np.ndarray | None], list[dict], float]:

@@ -1,0 +1,129 @@
+"""`evaluate` and `explain` shard their images across torchrun ranks and merge into one output that
+equals a single-process run (CPU, gloo, 2 processes, one spawn for both checks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+WORLD = 2
+EVAL_KW = dict(split="test", noise_sigmas=(0.05,), max_sensitivity=False, batch_size=1, device="cpu", n_resamples=100,
+               show_progress=False, plots=False, methods=["saliency", "gradcam"])
+EXPLAIN_KW = dict(batch_size=1, frames=3, show_progress=False)
+
+
+def _explain_model(run: Path):
+    from medxgan.gan.model import MedXGAN
+
+    return MedXGAN.load(run, device="cpu", steps=5, restarts=1)
+
+
+def _worker(rank: int, port: int, root: str) -> None:
+    import warnings
+
+    from medxgan.evaluate.runner import evaluate
+    from medxgan.runtime.distributed import cleanup, init_distributed
+    from test_runner import _tiny_clf
+
+    warnings.simplefilter("ignore")
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    r = Path(root)
+    ctx = init_distributed(torch.device("cpu"))
+    try:
+        evaluate(r / "data", r / "eval_ws2", classifier=_tiny_clf(), **EVAL_KW)
+        _explain_model(r / "gan" / "run").explain_files([r / "images"], r / "explain_ws2", **EXPLAIN_KW)
+        (r / f"done_{rank}").write_text("ok")
+    except BaseException:
+        (r / f"failed_{rank}.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        cleanup(ctx)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Factory:
+    def __init__(self, root):
+        self.root = root
+
+    def mktemp(self, name):
+        d = self.root / name
+        d.mkdir()
+        return d
+
+
+@pytest.fixture(scope="module")
+def shard_root(tmp_path_factory) -> Path:
+    from test_explain import _write_png, gan_run, known_images
+    from test_runner import _make_data
+
+    from medxgan.report import figures as fig
+
+    root = tmp_path_factory.mktemp("shard")
+    _make_data(root / "data", n_pos=3, n_neg=2)
+    with pytest.warns(DeprecationWarning):  # the fixture's TorchScript classifier
+        gan_run.__wrapped__(_Factory(root))
+    (root / "images").mkdir()
+    x, _, _ = known_images(3, seed=21)
+    for i in range(3):
+        _write_png(root / "images" / f"im{i}.png", np.asarray(fig.tensor_to_pil(x[i])))
+    pc = mp.start_processes(_worker, args=(_free_port(), str(root)), nprocs=WORLD, join=False, start_method="spawn")
+    deadline = time.monotonic() + 120
+    try:
+        while not pc.join(timeout=1):
+            if time.monotonic() > deadline:
+                raise TimeoutError("sharding workers did not finish in 120 s")
+    except BaseException:
+        for p in pc.processes:
+            if p.is_alive():
+                p.terminate()
+        fails = "\n".join(f.read_text() for f in root.glob("failed_*.txt"))
+        raise AssertionError(f"sharding workers failed:\n{fails}")
+    return root
+
+
+def _rows(path: Path) -> dict:
+    """Per-image rows keyed by (image, method), without the timings (the only legitimate difference)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        r = {k: v for k, v in r.items() if k != "time_s"}
+        r["metrics"] = {g: m for g, m in r["metrics"].items() if g != "cost"}
+        out[(r["image_id"], r["method"])] = r
+    return out
+
+
+def test_sharded_evaluate_equals_single_process(shard_root):
+    from medxgan.evaluate.runner import evaluate
+    from test_runner import _strip_cost, _tiny_clf
+
+    single = evaluate(shard_root / "data", shard_root / "eval_ws1", classifier=_tiny_clf(), **EVAL_KW)
+    merged = json.loads((shard_root / "eval_ws2" / "results.json").read_text())
+    assert not list((shard_root / "eval_ws2").glob("per_image.jsonl.rank*"))  # shards merged and removed
+    assert merged["run"]["computed"] == single["run"]["computed"] == 5 * 2
+    assert _rows(shard_root / "eval_ws2" / "per_image.jsonl") == _rows(shard_root / "eval_ws1" / "per_image.jsonl")
+    assert _strip_cost(merged["methods"]) == _strip_cost(json.loads(json.dumps(single["methods"])))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_sharded_explain_equals_single_process(shard_root):
+    s1 = _explain_model(shard_root / "gan" / "run").explain_files([shard_root / "images"], shard_root / "explain_ws1", **EXPLAIN_KW)
+    s2 = json.loads((shard_root / "explain_ws2" / "summary.json").read_text())
+    assert s2["n_images"] == 3 and [r["name"] for r in s2["images"]] == [r["name"] for r in s1["images"]]
+    for a, b in zip(s1["images"], s2["images"]):
+        assert a["psnr"] == pytest.approx(b["psnr"], abs=1e-4) and a["prob_negative"] == pytest.approx(b["prob_negative"], abs=1e-5)
+        assert (shard_root / "explain_ws2" / b["name"] / "panel.png").is_file()
