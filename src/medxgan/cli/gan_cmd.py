@@ -15,6 +15,10 @@ EXAMPLES = """examples:
   medxgan train data/brain --classifier runs/clf --out runs/gan --resume          # after an interruption
   medxgan train data/brain --classifier runs/clf --out runs/gan64 --preset paper-64   # the published recipe
   medxgan train data/chest --classifier runs/clf128 --out runs/gan128 --preset paper-128 --size 128
+  medxgan train data/brain --classifier runs/clf --out runs/gan --batch-size 256 --amp bf16 --channels-last  # GPU
+  torchrun --nproc_per_node 4 -m medxgan train data/brain --classifier runs/clf --out runs/gan --batch-size 128
+      # 4 GPUs (DistributedDataParallel); --batch-size is the global batch; --resume works with any count
+  torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m medxgan train ...
 
 presets: default (fast nets + class-conditional projection D + R1 + DiffAugment + EMA; best on phantoms),
 anchored (default's nets + an encoder anchor: reconstruction/KL/counterfactual of real positives),
@@ -40,7 +44,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--preset", default="default", help="network/recipe preset: default, anchored, fast, paper-64, paper-128")
     p.add_argument("--steps", type=int, default=5000, help="training steps (one D and one G update each)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="global batch size (under torchrun: split evenly over the processes)")
     p.add_argument("--lambda-cls", type=float, default=None, help="classifier-loss weight (default: the preset's; 2 at 64 px, 1 at 128 px)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=None, help="resize the images to this size (default: keep the data's size)")
@@ -57,6 +61,12 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--no-oracle", action="store_true", help="skip the oracle (no oracle agreement metrics)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset option, e.g. --set ema_decay=0.999 --set d_projection=true (experiments)")
+    g = p.add_argument_group("GPU speed options (not covered by 'same seed -> same numbers'; on --resume: the run's setting unless given)")
+    g.add_argument("--amp", choices=["off", "bf16", "fp16"], default=None,
+                   help="mixed precision for the network forward passes (losses, R1, EMA, optimiser stay float32); default off")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout for weights and images (faster convolutions on tensor-core GPUs)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the networks")
     add_class_mapping(p)
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -84,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.cli.common import classifier_from_args
     from medxgan.gan.train import train_gan
     from medxgan.runtime.device import pick_device
+    from medxgan.runtime.distributed import context_from_env
 
     device = str(pick_device(args.device))
     if Path(args.classifier).is_dir():
@@ -98,8 +109,10 @@ def _run(args: argparse.Namespace) -> int:
         oracle=oracle, oracle_epochs=args.oracle_epochs, device=device, max_minutes=args.max_minutes,
         preset_overrides=_parse_overrides(args.overrides), positive=args.positive, negative=args.negative,
         csv=args.csv, skip_bad=args.skip_bad, classifier_source=args.classifier, monitor_samples=args.monitor_samples,
-        quiet=args.quiet,
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile, quiet=args.quiet,
     )
+    if not context_from_env().is_main:  # under torchrun rank 0 alone reports
+        return 0
     m = result["metrics"]
     keys = ["disent", "cls_neg", "cls_pos", "oracle_neg", "oracle_pos", "diversity"]
     print("final: " + " ".join(f"{k}={m[k]:.3f}" for k in keys if k in m))

@@ -28,7 +28,10 @@ def register(subparsers, formatter_class) -> None:
                "  medxgan translate train data/fa --out runs/fa                        # paper set-up: 256 px, 100+100 epochs\n"
                "  medxgan translate train data/fa --out runs/fa --size 128 --ngf 16 --crop 96 --epochs 10\n"
                "  medxgan translate train data/fa --out runs/fa --resume               # after an interruption\n"
-               "  medxgan translate train data/fa --out runs/fa --resume --epochs 150  # extend the constant phase",
+               "  medxgan translate train data/fa --out runs/fa --resume --epochs 150  # extend the constant phase\n"
+               "  medxgan translate train data/fa --out runs/fa --batch-size 8 --amp bf16 --channels-last  # on a GPU\n"
+               "  torchrun --nproc_per_node 4 -m medxgan translate train data/fa --out runs/fa --batch-size 4\n"
+               "      # 4 GPUs (DistributedDataParallel); --batch-size is the global batch, a multiple of the process count",
     )
     t.add_argument("data", help="data root with trainA/ (fundus) and trainB/ (angiograms)")
     t.add_argument("--out", required=True, help="run directory")
@@ -41,7 +44,7 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("--blocks", type=int, default=argparse.SUPPRESS, help="residual blocks in each generator (default 6)")
     t.add_argument("--upsample", choices=["resize", "transpose"], default=argparse.SUPPRESS,
                    help="decoder upsampling: resize = nearest x2 + conv (default; no checkerboard artefacts), transpose = the paper's transposed conv")
-    t.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help="default 1 (as in the paper)")
+    t.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help="global batch size, default 1 (as in the paper); under torchrun a multiple of the number of processes")
     t.add_argument("--lr", type=float, default=argparse.SUPPRESS, help="Adam learning rate (default 2e-4)")
     t.add_argument("--lambda-cycle", type=float, default=argparse.SUPPRESS, help="cycle-consistency weight (default 10)")
     t.add_argument("--pool-size", type=int, default=argparse.SUPPRESS, help="fake-image history per discriminator (default 50; 0 = none)")
@@ -49,6 +52,11 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("--no-flip", dest="flip", action="store_false", default=argparse.SUPPRESS, help="no random horizontal flips")
     t.add_argument("--checkpoint-every", type=int, default=argparse.SUPPRESS, metavar="STEPS", help="also checkpoint every STEPS steps inside an epoch (default 0 = epoch ends only)")
     t.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default 0")
+    t.add_argument("--amp", choices=["off", "bf16", "fp16"], default=argparse.SUPPRESS,
+                   help="mixed precision for the network forward passes (losses and optimiser stay float32; default off)")
+    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                   help="NHWC memory layout for weights and images (faster convolutions on tensor-core GPUs)")
+    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="torch.compile the networks")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     t.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
     t.set_defaults(func=_train)
@@ -95,7 +103,7 @@ def _train(args: argparse.Namespace) -> int:
     from medxgan.translate.train import train_cyclegan
 
     keys = ("size", "crop", "epochs", "epochs_decay", "ngf", "ndf", "blocks", "upsample", "batch_size", "lr",
-            "lambda_cycle", "pool_size", "rotations", "flip", "checkpoint_every", "seed")
+            "lambda_cycle", "pool_size", "rotations", "flip", "checkpoint_every", "seed", "amp", "channels_last", "compile")
     train_cyclegan(args.data, args.out, resume=args.resume, device=args.device, **{k: getattr(args, k, None) for k in keys})
     return 0
 

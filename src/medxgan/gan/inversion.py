@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.precision import check_amp, forward
 
 # Defaults. Measured (CPU, 8 images, known-code targets G(z) and real phantom scans) only on a 16 px toy
 # generator and on a 200-step (barely trained) 64 px dcgan generator -- no fully trained generator existed
@@ -105,11 +106,12 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
     return 10.0 * torch.log10(4.0 / mse)
 
 
-def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float) -> tuple[Tensor, Tensor]:
-    out = gen(z1, z2)
+def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float,
+                    amp: str = "off") -> tuple[Tensor, Tensor]:
+    out = forward(amp, z1.device, gen, z1, z2)  # amp: autocast forward, float32 output; the loss in float32
     loss = w_pix * (out - x).pow(2).flatten(1).mean(1)
     if w_cls:
-        loss = loss + w_cls * F.binary_cross_entropy_with_logits(clf.logit(out), p_x, reduction="none")
+        loss = loss + w_cls * F.binary_cross_entropy_with_logits(forward(amp, z1.device, clf.logit, out), p_x, reduction="none")
     if w_prior:
         loss = loss + w_prior * 0.5 * (z1.pow(2).mean(1) + z2.pow(2).mean(1))
     return loss, out
@@ -151,6 +153,7 @@ def invert(
     tune_cls: float = 1.0,
     tune_reg_codes: int = 8,
     encoder: nn.Module | None = None,
+    amp: str = "off",
 ) -> InversionResult:
     """Invert ``images`` (N x C x H x W in [-1, 1]) into the generator's latent space.
 
@@ -174,6 +177,9 @@ def invert(
         encoder: a :class:`~medxgan.gan.encoder.LatentEncoder`; restart 0 then starts at its codes
             (E1(x), E2(x)) instead of z1 = 0. Default: the generator's ``inversion_encoder`` (set by
             :func:`medxgan.gan.run.load_generator` for runs trained with the encoder anchor), if any.
+        amp: "off" (float32), "bf16" or "fp16" (CUDA): the generator and classifier forward passes run
+            under autocast, the loss, the codes and Adam stay float32 (medxgan.runtime.precision). Not
+            used by pivotal tuning.
     Returns:
         :class:`InversionResult`.
     """
@@ -182,6 +188,7 @@ def invert(
     if steps < 0 or restarts < 1:
         raise MedxganError(f"steps must be >= 0 and restarts >= 1 (got {steps}, {restarts})")
     device = next(generator.parameters()).device
+    amp = check_amp(amp, device)
     x = images.detach().float().to(device)
     if x.dim() == 3:
         x = x.unsqueeze(0)
@@ -191,7 +198,7 @@ def invert(
 
     with frozen(generator, classifier), torch.enable_grad():  # works inside a caller's no_grad() too
         with torch.no_grad():
-            p_x = classifier.prob(x).float()
+            p_x = forward(amp, device, classifier.prob, x).float()
         xr = x.repeat(restarts, 1, 1, 1)
         pr = p_x.repeat(restarts)
         z1_0, z2_0 = _initial_codes(n, nz1, nz2, restarts, z1_init, seed, device)
@@ -215,7 +222,7 @@ def invert(
         steps_run = torch.zeros(m, dtype=torch.long, device=device)
 
         for _ in range(steps + 1):  # the last pass only evaluates the final codes
-            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior)
+            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp)
             with torch.no_grad():
                 lv = loss.detach()
                 thresh = torch.where(torch.isfinite(best_loss), best_loss - min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
@@ -247,7 +254,7 @@ def invert(
 
         generators = None
         with torch.no_grad():
-            rec = generator(z1f, z2f)
+            rec = forward(amp, device, generator, z1f, z2f)
         if tune_generator:
             generators = []
             recs = []
@@ -258,7 +265,7 @@ def invert(
                 generators.append(gi)
             rec = torch.cat(recs)
         with torch.no_grad():
-            p_rec = classifier.prob(rec).float()
+            p_rec = forward(amp, device, classifier.prob, rec).float()
 
     settings = dict(
         steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior,

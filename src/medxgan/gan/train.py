@@ -16,6 +16,26 @@ The classifier is frozen (requires_grad False, eval mode): gradients flow throug
 Options beyond the paper (switched on by a preset, see presets.py): projection discriminator
 conditioned on the class (real: true label, fake: the class its z2 was drawn for), spectral norm,
 lazy R1 penalty on reals, EMA of G (the EMA copy is saved and monitored), DiffAugment on all D inputs.
+
+Distributed (``torchrun --nproc_per_node N -m medxgan train ...``, medxgan.runtime.distributed): the
+batch size is the GLOBAL batch, split evenly over the ranks. Every random draw of a step (data indices,
+fake classes, latents, DiffAugment offsets, the encoder's reparameterisation noise) is made for the
+global batch on every rank from identically seeded RNGs and each rank keeps its slice; BatchNorm
+statistics are global (GlobalBatchNorm2d) and G, D (and E) are wrapped in DistributedDataParallel,
+which averages the gradients of equal local batches. A distributed step therefore equals the
+single-process step on the same global batch (up to float summation order), and the RNG states stay
+identical on every rank and equal to a single process's: rank 0's checkpoint resumes under any world
+size. Rank 0 alone logs, prints, monitors and writes the run directory. Not exactly equivalent: dropout
+in D (presets paper-64 / paper-128: each rank draws its own masks) and the minibatch-std feature
+(d_mbstd: groups within a rank's batch); they train correctly but not bit-for-bit like one process.
+"Up to float summation order" still lets runs drift apart over many steps (Adam turns tiny gradient
+differences of near-zero gradients into visible steps, and GAN training amplifies them): after 9 steps
+of the default preset on 64 px phantoms, 2 processes vs 1 differ by 0.04 in the largest generator
+weight -- as much as one process with 1 vs 2 CPU threads (0.03).
+
+GPU options (--amp bf16|fp16, --channels-last, --compile; runtime.precision): see GANTrainer. The
+random draws of a step come from the CPU generator on every device, so a GPU step can be checked
+against a CPU step (benchmarks/gpu_check.py).
 """
 
 from __future__ import annotations
@@ -38,7 +58,12 @@ from medxgan.gan.networks import build_discriminator, build_generator, sample_la
 from medxgan.gan.presets import Preset, get_preset
 from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.device import pick_device
+from medxgan.runtime.distributed import (
+    all_reduce_sum, any_rank, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
+    shard, world_size, wrap_ddp,
+)
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
 from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
@@ -53,11 +78,15 @@ ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
 
 
 # ---- DiffAugment (Zhao et al. 2020): translation (1/8, zero padded) + cutout (half size) ----------
-def _rand_translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
+# The offsets are drawn for the global batch (n x world_size rows) and sharded, so that a rank's rows
+# get the offsets a single process would give them; `parts`: see runtime.distributed.shard. Like every
+# random draw of a training step they come from the CPU generator (see GANTrainer.step).
+def _rand_translation(x: torch.Tensor, ratio: float = 0.125, parts: int = 1) -> torch.Tensor:
     n, _, h, w = x.shape
     sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    tx = torch.randint(-sh, sh + 1, size=[n, 1, 1], device=x.device)
-    ty = torch.randint(-sw, sw + 1, size=[n, 1, 1], device=x.device)
+    n_all = n * world_size()
+    tx = shard(torch.randint(-sh, sh + 1, size=[n_all, 1, 1]), parts).to(x.device)
+    ty = shard(torch.randint(-sw, sw + 1, size=[n_all, 1, 1]), parts).to(x.device)
     ar = lambda k: torch.arange(k, device=x.device)  # noqa: E731
     gb, gx, gy = torch.meshgrid(ar(n), ar(h), ar(w), indexing="ij")
     gx = torch.clamp(gx + tx + 1, 0, h + 1)
@@ -65,11 +94,12 @@ def _rand_translation(x: torch.Tensor, ratio: float = 0.125) -> torch.Tensor:
     return F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1).contiguous()[gb, gx, gy].permute(0, 3, 1, 2)
 
 
-def _rand_cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
+def _rand_cutout(x: torch.Tensor, ratio: float = 0.5, parts: int = 1) -> torch.Tensor:
     n, _, h, w = x.shape
     ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    ox = torch.randint(0, h + (1 - ch % 2), size=[n, 1, 1], device=x.device)
-    oy = torch.randint(0, w + (1 - cw % 2), size=[n, 1, 1], device=x.device)
+    n_all = n * world_size()
+    ox = shard(torch.randint(0, h + (1 - ch % 2), size=[n_all, 1, 1]), parts).to(x.device)
+    oy = shard(torch.randint(0, w + (1 - cw % 2), size=[n_all, 1, 1]), parts).to(x.device)
     ar = lambda k: torch.arange(k, device=x.device)  # noqa: E731
     gb, gx, gy = torch.meshgrid(ar(n), ar(ch), ar(cw), indexing="ij")
     gx = torch.clamp(gx + ox - ch // 2, min=0, max=h - 1)
@@ -90,29 +120,57 @@ def parse_diffaug(policy: str) -> list[str]:
     return names
 
 
-def diff_augment(x: torch.Tensor, policy: str) -> torch.Tensor:
-    """Differentiable augmentation of a D input (real or fake alike); global torch RNG."""
+def diff_augment(x: torch.Tensor, policy: str, parts: int = 1) -> torch.Tensor:
+    """Differentiable augmentation of a D input (real or fake alike); global torch RNG. Distributed:
+    `x` is this rank's share of a global batch made of `parts` concatenated global batches."""
     for name in parse_diffaug(policy):
-        x = _AUGMENTS[name](x)
+        x = _AUGMENTS[name](x, parts=parts)
     return x
 
 
 # ---- one training step ------------------------------------------------------------------------
 class GANTrainer:
-    """Networks, optimisers and one `step(real, labels)`; everything a checkpoint has to hold."""
+    """Networks, optimisers and one `step(real, labels)`; everything a checkpoint has to hold.
 
-    def __init__(self, preset: Preset, classifier: nn.Module, device: torch.device | str = "cpu", lambda_cls: float | None = None):
+    Distributed (a process group with world_size > 1 exists when the trainer is built): BatchNorm
+    becomes GlobalBatchNorm2d and G, D (and E) are wrapped in DistributedDataParallel for the passes
+    whose gradients are used (`self._G`, `self._D`, `self._E`); `self.G`, `self.D`, `self.E` stay the
+    plain modules (state_dict without a ``module.`` prefix, EMA, monitoring).
+
+    GPU options (runtime.precision; not covered by "same seed -> same numbers" when on): `amp` runs
+    the forward passes of G, D, E and the classifier under autocast ("bf16"/"fp16"; losses, the R1
+    pass of D, EMA, BatchNorm statistics and Adam stay float32; fp16 adds GradScalers); `channels_last`
+    stores weights and image batches NHWC; `compile` wraps the training passes in torch.compile
+    (not D's passes on R1 steps: compiled graphs have no double backward)."""
+
+    def __init__(self, preset: Preset, classifier: nn.Module, device: torch.device | str = "cpu", lambda_cls: float | None = None,
+                 *, amp: str = "off", channels_last: bool = False, compile: bool = False):
         self.preset = preset
         self.opts = preset.train
         self.lambda_cls = float(self.opts.lambda_cls if lambda_cls is None else lambda_cls)
         self.device = torch.device(device)
-        self.G = build_generator(preset.net).to(self.device)
-        self.D = build_discriminator(preset.net).to(self.device)
+        self.amp = check_amp(amp, self.device)
+        self.channels_last, self.compile = bool(channels_last), bool(compile)
+        distributed_run = world_size() > 1
+        self.G = build_generator(preset.net)
+        self.D = build_discriminator(preset.net)
+        self.E = LatentEncoder(preset.net) if self.opts.recon_weight > 0 else None
+        if distributed_run:  # batch statistics over the global batch, as one process would compute them
+            for m in (self.G, self.D, self.E):
+                if m is not None:
+                    convert_global_batchnorm(m)
+        self.G.to(self.device)
+        self.D.to(self.device)
+        if self.E is not None:
+            self.E.to(self.device)
+        if self.channels_last:
+            for m in (self.G, self.D, self.E):
+                if m is not None:
+                    to_channels_last(m)
         self.G_ema = copy.deepcopy(self.G).eval() if self.opts.ema_decay > 0 else None
         if self.G_ema is not None:
             self.G_ema.requires_grad_(False)
         betas = (self.opts.beta1, self.opts.beta2)
-        self.E = LatentEncoder(preset.net).to(self.device) if self.opts.recon_weight > 0 else None
         g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
         self.opt_g = torch.optim.Adam(g_params, lr=self.opts.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.opts.lr_d or self.opts.lr, betas=betas)
@@ -121,6 +179,17 @@ class GANTrainer:
         for p in self.classifier.parameters():
             p.requires_grad_(False)
         parse_diffaug(self.opts.diffaug)
+        # DDP averages gradients over ranks. D's pass inside the G step uses the plain D (`_D_plain`):
+        # its gradients there are thrown away (zeroed before the next D step), syncing them would be
+        # wasted work.
+        ddp_g, ddp_d = wrap_ddp(self.G, self.device), wrap_ddp(self.D, self.device)
+        ddp_e = wrap_ddp(self.E, self.device) if self.E is not None else None
+        self._D_r1 = ddp_d  # the R1 pass needs double backward: never compiled
+        maybe = (lambda m: compile_module(m, self.device)) if self.compile else (lambda m: m)
+        self._G, self._D = maybe(ddp_g), maybe(ddp_d)
+        self._E = maybe(ddp_e) if ddp_e is not None else None
+        self._D_plain = self._D if ddp_d is self.D else maybe(self.D)
+        self.scaler_d, self.scaler_g = grad_scaler(self.amp, self.device), grad_scaler(self.amp, self.device)
         self.step_count = 0
 
     @property
@@ -128,32 +197,56 @@ class GANTrainer:
         """The generator that is monitored and saved: the EMA copy when EMA is on."""
         return self.G_ema if self.G_ema is not None else self.G
 
-    def _d(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _fwd(self, fn: Any, *args: Any) -> Any:
+        """A network forward pass under autocast (outputs back in float32); plain call when amp is off."""
+        return forward(self.amp, self.device, fn, *args)
+
+    def _d(self, x: torch.Tensor, y: torch.Tensor, D: nn.Module | None = None, parts: int = 1, amp: bool = True) -> torch.Tensor:
         if self.opts.diffaug:
-            x = diff_augment(x, self.opts.diffaug)
-        return self.D(x, y)
+            x = diff_augment(x, self.opts.diffaug, parts=parts)
+        D = D if D is not None else self._D_plain  # not `D or ...`: a compiled module has no truth value
+        return self._fwd(D, x, y) if amp else D(x, y)
+
+    def _latents(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sample_latents for this rank's labels `y`, drawn for the global batch and sharded (the same
+        numbers and RNG consumption as sample_latents on the global batch)."""
+        z1, z2 = sample_latents(torch.ones(y.shape[0] * world_size(), dtype=y.dtype), self.G.nz1, self.G.nz2)
+        return shard(z1).to(y.device), shard(z2).to(y.device) * (y.view(-1, 1) == 1).float()
 
     def step(self, real: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """One D step then one G step on a real batch. Returns detached scalar statistics."""
-        G, D, nz1, nz2 = self.G, self.D, self.G.nz1, self.G.nz2
-        n = real.shape[0]
+        """One D step then one G step on a real batch (distributed: this rank's slice of the global
+        batch, `shard(global_batch)`). Returns detached scalar statistics (means over the global batch).
+
+        Every random draw (fake classes, latents, DiffAugment offsets, encoder noise) comes from the
+        global CPU generator and is moved to the device: the same seed gives the same draws on a CPU
+        and on a GPU, so their steps can be compared (benchmarks/gpu_check.py)."""
+        G, D = self.G, self.D
+        if self.channels_last:
+            real = to_channels_last(real)
         self.step_count += 1
         G.train()
         D.train()
-        stats: dict[str, float] = {}
+        if self.E is not None:
+            self.E.train()
+        stats: dict[str, torch.Tensor] = {}
 
         # -- discriminator: real -> 1, fake (uniform classes) -> 0
-        y_fake = torch.randint(0, 2, (n,), device=self.device)
-        z1, z2 = sample_latents(y_fake, nz1, nz2)
+        y_fake = shard(torch.randint(0, 2, (real.shape[0] * world_size(),))).to(self.device)
+        z1, z2 = self._latents(y_fake)
+        parts = 1
         with torch.no_grad():
-            fake = G(z1, z2)
+            fake = self._fwd(self._G, z1, z2)
             if self.E is not None:  # reconstructions of the real batch are fakes too
-                fake = torch.cat([fake, self._encode_decode(real, labels)[0]])
+                fake = torch.cat([fake, self._encode_decode(real, labels, self._G, self._E)[0]])
                 y_fake = torch.cat([y_fake, labels])
+                parts = 2
         do_r1 = self.opts.r1_gamma > 0 and self.step_count % max(1, self.opts.r1_every) == 0
         real_in = real.detach().requires_grad_(True) if do_r1 else real
-        d_real = self._d(real_in, labels)
-        d_fake = self._d(fake, y_fake)
+        # R1 steps: D uncompiled (compiled graphs have no double backward, and a compiled pass would
+        # update the BatchNorm buffers that the eager R1 graph saved) and its real pass in float32
+        D_step = self._D_r1 if do_r1 else self._D
+        d_real = self._d(real_in, labels, D_step, amp=not do_r1)
+        d_fake = self._d(fake, y_fake, D_step, parts)
         loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
             d_fake, torch.zeros_like(d_fake)
         )
@@ -161,19 +254,18 @@ class GANTrainer:
             (grad,) = torch.autograd.grad(d_real.sum(), real_in, create_graph=True)
             r1 = grad.pow(2).flatten(1).sum(1).mean()
             loss_d = loss_d + 0.5 * self.opts.r1_gamma * self.opts.r1_every * r1
-            stats["r1"] = float(r1.detach())
+            stats["r1"] = r1.detach()
         self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-        stats["d_loss"] = float(loss_d.detach())
-        stats["d_real"] = float(torch.sigmoid(d_real.detach()).mean())
-        stats["d_fake"] = float(torch.sigmoid(d_fake.detach()).mean())
+        backward_step(loss_d, self.opt_d, self.scaler_d)
+        stats["d_loss"] = loss_d.detach()
+        stats["d_real"] = torch.sigmoid(d_real.detach()).mean()
+        stats["d_fake"] = torch.sigmoid(d_fake.detach()).mean()
 
         # -- generator: non-saturating adversarial + lambda * classifier CE, classes of the real batch
         y = labels
-        z1, z2 = sample_latents(y, nz1, nz2)
-        fake = G(z1, z2)
-        logit = self.classifier.logit(fake)
+        z1, z2 = self._latents(y)
+        fake = self._fwd(self._G, z1, z2)
+        logit = self._fwd(self.classifier.logit, fake)
         loss_cls = F.binary_cross_entropy_with_logits(logit, y.float())  # == 2-class CE on softmax([0, logit])
         lam = self.lambda_cls
         if self.opts.lambda_warmup > 0:
@@ -185,38 +277,49 @@ class GANTrainer:
         else:
             loss_g, loss_adv = self._anchored_g_loss(real, labels, fake, y, loss_cls, lam, stats)
         self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        backward_step(loss_g, self.opt_g, self.scaler_g)
         self._update_ema()
-        stats["g_loss"] = float(loss_g.detach())
-        stats["g_adv"] = float(loss_adv.detach())
-        stats["g_cls"] = float(loss_cls.detach())
-        stats["cls_agree"] = float(((logit.detach() > 0).long() == y).float().mean())
-        return stats
+        stats["g_loss"] = loss_g.detach()
+        stats["g_adv"] = loss_adv.detach()
+        stats["g_cls"] = loss_cls.detach()
+        stats["cls_agree"] = ((logit.detach() > 0).long() == y).float().mean()
+        # one host sync for all statistics; distributed: averaged over the ranks' equal local batches
+        values = dict(zip(stats.keys(), torch.stack([v.float() for v in stats.values()]).double().tolist()))
+        return mean_over_ranks(values, self.device)
 
-    def _encode_decode(self, real: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """G(E1(x), E2(x) for positives / 0 for negatives) with reparameterised codes."""
-        mu1, lv1, mu2, lv2 = self.E(real)
+    def _encode_decode(self, real: torch.Tensor, labels: torch.Tensor, G: nn.Module | None = None,
+                       E: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
+        """G(E1(x), E2(x) for positives / 0 for negatives) with reparameterised codes (the noise drawn
+        for the global batch and sharded)."""
+        G, E = (G if G is not None else self.G), (E if E is not None else self.E)
+        mu1, lv1, mu2, lv2 = self._fwd(E, real)
         pos = (labels == 1).float().view(-1, 1)
-        z1 = mu1 + torch.randn_like(mu1) * (0.5 * lv1).exp()
-        z2 = (mu2 + torch.randn_like(mu2) * (0.5 * lv2).exp()) * pos
-        return self.G(z1, z2), z1, pos, (mu1, lv1, mu2, lv2)
+        n_all = real.shape[0] * world_size()
+        eps1 = shard(torch.randn((n_all, *mu1.shape[1:]), dtype=mu1.dtype)).to(mu1.device)
+        eps2 = shard(torch.randn((n_all, *mu2.shape[1:]), dtype=mu2.dtype)).to(mu2.device)
+        z1 = mu1 + eps1 * (0.5 * lv1).exp()
+        z2 = (mu2 + eps2 * (0.5 * lv2).exp()) * pos
+        return self._fwd(G, z1, z2), z1, pos, (mu1, lv1, mu2, lv2)
 
     def _anchored_g_loss(self, real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor, y: torch.Tensor,
-                         loss_cls: torch.Tensor, lam: float, stats: dict[str, float]) -> tuple[torch.Tensor, torch.Tensor]:
+                         loss_cls: torch.Tensor, lam: float, stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The paper's G loss on prior samples + reconstruction, KL and counterfactual terms through E."""
         o = self.opts
-        rec, z1, pos, (mu1, lv1, mu2, lv2) = self._encode_decode(real, labels)
+        rec, z1, pos, (mu1, lv1, mu2, lv2) = self._encode_decode(real, labels, self._G, self._E)
         loss_rec = (rec - real).abs().mean()
         kl = (kl_to_standard_normal(mu1, lv1) + pos.view(-1) * kl_to_standard_normal(mu2, lv2)).mean()
-        n_pos = pos.sum().clamp(min=1.0)
-        cf_logit = self.classifier.logit(self.G(z1, torch.zeros_like(mu2)))
+        # normalised by the GLOBAL number of positives, times world_size: DDP averages the ranks'
+        # gradients, so the sum of the ranks' terms must be world_size x the single-process loss
+        n_pos = all_reduce_sum(pos.sum().detach()).clamp(min=1.0)
+        cf_logit = self._fwd(lambda a, b: self.classifier.logit(self._G(a, b)), z1, torch.zeros_like(mu2))
         loss_cf = (F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none") * pos.view(-1)).sum() / n_pos
-        d_out = self._d(torch.cat([fake, rec]), torch.cat([y, labels]))
+        if world_size() > 1:
+            loss_cf = loss_cf * world_size()
+        d_out = self._d(torch.cat([fake, rec]), torch.cat([y, labels]), parts=2)
         loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
         cf_w = lam if o.cf_weight is None else o.cf_weight
         loss_g = o.adv_weight * loss_adv + lam * loss_cls + o.recon_weight * loss_rec + o.kl_weight * kl + cf_w * loss_cf
-        stats.update(g_rec=float(loss_rec.detach()), g_kl=float(kl.detach()), g_cf=float(loss_cf.detach()))
+        stats.update(g_rec=loss_rec.detach(), g_kl=kl.detach(), g_cf=loss_cf.detach())
         return loss_g, loss_adv
 
     @torch.no_grad()
@@ -243,6 +346,8 @@ class GANTrainer:
             st["G_ema"] = self.G_ema.state_dict()
         if self.E is not None:
             st["E"] = self.E.state_dict()
+        if self.scaler_d is not None:  # fp16 loss scales
+            st["scalers"] = {"d": self.scaler_d.state_dict(), "g": self.scaler_g.state_dict()}
         return st
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -254,6 +359,9 @@ class GANTrainer:
             self.G_ema.load_state_dict(st["G_ema"])
         if self.E is not None:
             self.E.load_state_dict(st["E"])
+        if self.scaler_d is not None and "scalers" in st:
+            self.scaler_d.load_state_dict(st["scalers"]["d"])
+            self.scaler_g.load_state_dict(st["scalers"]["g"])
         self.step_count = int(st["step_count"])
 
 
@@ -358,6 +466,9 @@ def train_gan(
     classifier_source: str | None = None,
     monitor_samples: int = 256,
     preset_overrides: dict[str, Any] | None = None,
+    amp: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Train medXGAN on `data` against the frozen `classifier`; write the run to `out`.
@@ -376,7 +487,14 @@ def train_gan(
         resume: continue from RUN's latest checkpoint (same weights as an uninterrupted run on CPU).
         max_minutes: stop early (and finish normally) after this much training time.
         monitor_samples: number of fixed z1 for the monitor metrics (the authors' check uses many; 256).
-    Returns the final monitor metrics plus steps and timing.
+        amp / channels_last / compile: GPU speed options (runtime.precision, GANTrainer); None = the
+            run's setting on resume, else off. Recorded in config.json; with any of them on, a run is
+            not covered by "same seed -> same numbers".
+    Distributed: launched by ``torchrun --nproc_per_node N -m medxgan train ...`` (or with RANK,
+    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT set) it trains with DistributedDataParallel; `batch_size`
+    is the global batch and must be divisible by N. Rank 0 trains the oracle (the others wait), logs,
+    monitors and writes the run; every rank loads the same checkpoint on resume, whatever N was before.
+    Returns the final monitor metrics plus steps and timing (on ranks other than 0: no metrics).
     """
     if steps < 1:
         raise MedxganError(f"--steps {steps}: must be at least 1")
@@ -386,48 +504,184 @@ def train_gan(
         if v < 1:
             raise MedxganError(f"{name} {v}: must be at least 1")
     sample_every = sample_every or log_every
-    dev = pick_device(device)
-    run = RunDir(out)
-    resuming = bool(resume) and run.latest_checkpoint() is not None
-    if run.exists() and not resume:
-        raise MedxganError(f"--out {out}: already holds a run (use --resume to continue it, or another --out)")
+    with distributed(pick_device(device)) as ctx:
+        dev, main = ctx.device, ctx.is_main
+        quiet = quiet or not main
+        run = RunDir(out)
+        resuming = bool(resume) and run.latest_checkpoint() is not None
+        if run.exists() and not resume:
+            raise MedxganError(f"--out {out}: already holds a run (use --resume to continue it, or another --out)")
 
-    mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
-    images, labels, data_source = _load_data(data, size, mapping)
-    channels, img_size = int(images.shape[1]), int(images.shape[-1])
+        mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
+        images, labels, data_source = _load_data(data, size, mapping)
+        channels, img_size = int(images.shape[1]), int(images.shape[-1])
 
-    # preset: from the run's config when resuming, so that the run continues with what it started with
-    stored: dict[str, Any] = run.read_config(expect_kind=GAN_KIND) if resuming else {}
-    if stored:
-        preset_obj = Preset.from_dict(stored["preset"])
-        lambda_cls = stored["lambda_cls"]
-        batch_size, seed = int(stored["batch_size"]), int(stored["seed"])
-    elif isinstance(preset, Preset):
-        preset_obj = preset
-    else:
-        preset_obj = get_preset(preset, channels=channels, **(preset_overrides or {}))
-    if preset_obj.net.size != img_size:
-        raise MedxganError(
-            f"{data_source or 'data'}: images are {img_size}x{img_size} px but preset {preset_obj.name} is for "
-            f"{preset_obj.net.size} px (choose a {img_size} px preset or resize the data with --size {preset_obj.net.size})"
+        # preset: from the run's config when resuming, so that the run continues with what it started with
+        stored: dict[str, Any] = run.read_config(expect_kind=GAN_KIND) if resuming else {}
+        if stored:
+            preset_obj = Preset.from_dict(stored["preset"])
+            lambda_cls = stored["lambda_cls"]
+            batch_size, seed = int(stored["batch_size"]), int(stored["seed"])
+        elif isinstance(preset, Preset):
+            preset_obj = preset
+        else:
+            preset_obj = get_preset(preset, channels=channels, **(preset_overrides or {}))
+        if stored and batch_size % ctx.world_size:
+            raise MedxganError(f"--resume {out}: the run's batch size {batch_size} cannot be split evenly over "
+                               f"{ctx.world_size} processes; resume with a number of processes that divides it")
+        check_divisible(batch_size)
+        if preset_obj.net.size != img_size:
+            raise MedxganError(
+                f"{data_source or 'data'}: images are {img_size}x{img_size} px but preset {preset_obj.name} is for "
+                f"{preset_obj.net.size} px (choose a {img_size} px preset or resize the data with --size {preset_obj.net.size})"
+            )
+        if preset_obj.net.channels != channels:
+            raise MedxganError(f"{data_source or 'data'}: images have {channels} channel(s), the network config {preset_obj.net.channels}")
+        lam = float(preset_obj.train.lambda_cls if lambda_cls is None else lambda_cls)
+        speed = {"amp": amp, "channels_last": channels_last, "compile": compile}
+        speed = {k: stored.get(k, False if k != "amp" else "off") if v is None else v for k, v in speed.items()}
+        speed["amp"] = check_amp(speed["amp"], dev)
+
+        clf, clf_source = _load_adapter(classifier, dev, "classifier")
+        clf_source = clf_source or (str(classifier_source) if classifier_source else None)
+        clf_fp = getattr(clf, "fingerprint", None)
+        if stored and stored.get("classifier", {}).get("fingerprint") not in (None, clf_fp):
+            raise MedxganError(
+                f"--classifier {clf_source}: fingerprint {clf_fp} differs from the one this run was trained against "
+                f"({stored['classifier']['fingerprint']}, {stored['classifier'].get('source')}); resume with the same classifier"
+            )
+        barrier()  # every rank has checked RUN before rank 0 writes into it
+        clf_local = clf_meta = oracle_adapter = oracle_info = None
+        if main:  # rank 0 writes the run; the oracle is only used by its monitor
+            run.path.mkdir(parents=True, exist_ok=True)
+            clf_local = _copy_into_run(clf_source, run.path / CLASSIFIER_DIR) if not stored else stored["classifier"].get("local")
+            clf_meta = _classifier_meta(clf_source)
+            oracle_adapter, oracle_info = _prepare_oracle(oracle, oracle_arch, oracle_epochs, stored, run, dev, data_source,
+                                                          clf_meta, seed, img_size, channels, mapping, quiet)
+        barrier()  # the others wait while rank 0 copies the classifier and trains the oracle
+
+        # networks, optimisers, RNG streams: seeded identically on every rank
+        seed_everything(seed)
+        trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam, **speed)
+        sampler = torch.Generator().manual_seed(seed)
+        # the whole train split lives on the device: one gather per step, faster than a DataLoader
+        images_dev, labels_dev = images.to(dev), labels.to(dev)
+        monitor = Monitor(clf, preset_obj.net.nz1, preset_obj.net.nz2, real_negatives=images[labels == 0], oracle=oracle_adapter,
+                          n_z1=monitor_samples, n_diversity=min(128, monitor_samples)) if main else None
+        config = dict(
+            preset=preset_obj.to_dict(),
+            preset_name=preset_obj.name,
+            net=preset_obj.net.to_dict(),
+            channels=channels,
+            size=img_size,
+            nz1=preset_obj.net.nz1,
+            nz2=preset_obj.net.nz2,
+            lambda_cls=lam,
+            steps=steps,
+            batch_size=batch_size,
+            seed=seed,
+            world_size=ctx.world_size,
+            **speed,
+            data=data_source,
+            n_train=int(images.shape[0]),
+            classifier={"source": clf_source, "local": clf_local, "fingerprint": clf_fp, "arch": (clf_meta or {}).get("arch"),
+                        "adapter": clf.describe() if hasattr(clf, "describe") else None},
+            oracle=oracle_info,
+            ema=preset_obj.train.ema_decay > 0,
+            status="running",
         )
-    if preset_obj.net.channels != channels:
-        raise MedxganError(f"{data_source or 'data'}: images have {channels} channel(s), the network config {preset_obj.net.channels}")
-    lam = float(preset_obj.train.lambda_cls if lambda_cls is None else lambda_cls)
 
-    run.path.mkdir(parents=True, exist_ok=True)
-    clf, clf_source = _load_adapter(classifier, dev, "classifier")
-    clf_source = clf_source or (str(classifier_source) if classifier_source else None)
-    clf_fp = getattr(clf, "fingerprint", None)
-    if stored and stored.get("classifier", {}).get("fingerprint") not in (None, clf_fp):
-        raise MedxganError(
-            f"--classifier {clf_source}: fingerprint {clf_fp} differs from the one this run was trained against "
-            f"({stored['classifier']['fingerprint']}, {stored['classifier'].get('source')}); resume with the same classifier"
-        )
-    clf_local = _copy_into_run(clf_source, run.path / CLASSIFIER_DIR) if not stored else stored["classifier"].get("local")
-    clf_meta = _classifier_meta(clf_source)
+        start, elapsed, acc = 0, 0.0, {}
+        if resuming:
+            st = run.load_checkpoint()
+            trainer.load_state_dict(st["trainer"])
+            sampler.set_state(st["sampler"].to(torch.uint8))
+            set_rng_state(st["rng"])
+            if dev.type == "cuda" and "rng_device" in st:  # rank 0's device stream, onto this rank's device
+                torch.cuda.set_rng_state(st["rng_device"].to(torch.uint8), dev)
+            start, elapsed, acc = int(st["step"]), float(st["elapsed"]), dict(st["acc"])
+            if main:
+                run.truncate_metrics(start)
+        elif main:
+            run.metrics_path.unlink(missing_ok=True)
+        if main:
+            run.write_config(GAN_KIND, **config)
 
-    # oracle: an independently trained second classifier, never used to train G
+        last_metrics: dict[str, Any] = {}
+        bar = progress(total=steps, initial=start, desc=f"train medXGAN ({preset_obj.name})", disable=quiet or None)
+        step = start
+        t_last = time.perf_counter()
+        n = images.shape[0]
+        try:
+            while step < steps:
+                # global batch indices from the shared sampler stream; this rank keeps its slice
+                idx = shard(torch.randint(0, n, (batch_size,), generator=sampler)).to(dev)
+                stats = trainer.step(images_dev[idx], labels_dev[idx])
+                step += 1
+                now = time.perf_counter()
+                elapsed += now - t_last
+                t_last = now
+                for k, v in stats.items():
+                    acc[k] = acc.get(k, 0.0) + v
+                acc["_n"] = acc.get("_n", 0.0) + 1
+                stop = max_minutes is not None and elapsed >= 60.0 * max_minutes
+                if max_minutes is not None:  # every rank must stop at the same step
+                    stop = any_rank(stop, dev)
+                last = step == steps or stop
+                if main and (step % log_every == 0 or last):
+                    rec: dict[str, Any] = {"step": step}
+                    rec.update({k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
+                    rec.update(monitor.evaluate(trainer.generator))
+                    rec["seconds"] = round(elapsed, 1)
+                    rec["world_size"] = ctx.world_size
+                    run.log_metrics(rec)
+                    last_metrics = rec
+                    bar.set_postfix_str(
+                        f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
+                        f"agree={rec['cls_agree']:.2f} {summarize(rec)}"
+                    )
+                    t_last = time.perf_counter()  # monitoring time does not count as training time
+                if step % log_every == 0 or last:
+                    acc = {}
+                if main and (step % sample_every == 0 or last):
+                    monitor.sample_grid(trainer.generator, run.path / "samples" / f"step_{step:07d}.png",
+                                        title=f"step {step}  (rows: fixed z1; p = classifier p(pos))")
+                    t_last = time.perf_counter()
+                if main and (step % ckpt_every == 0 or last):
+                    ckpt = {"trainer": trainer.state_dict(), "sampler": sampler.get_state(), "rng": get_rng_state(),
+                            "elapsed": elapsed, "acc": acc}
+                    if dev.type == "cuda":  # the stream of the device in use (get_rng_state has all devices')
+                        ckpt["rng_device"] = torch.cuda.get_rng_state(dev)
+                    run.save_checkpoint(step, ckpt, keep_last=keep_last)
+                    t_last = time.perf_counter()
+                bar.update(1)
+                if stop:
+                    break
+        finally:
+            bar.close()
+
+        if main:
+            if not last_metrics:  # resumed a finished run: evaluate what is there
+                last_metrics = {"step": step, **monitor.evaluate(trainer.generator)}
+            run.save_weights(GENERATOR_NAME, trainer.generator)
+            run.save_weights(DISCRIMINATOR_NAME, trainer.D)
+            if trainer.E is not None:
+                run.save_weights(ENCODER_NAME, trainer.E)
+            final = {k: v for k, v in last_metrics.items()}
+            config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final,
+                          stopped_early=step < steps)
+            run.write_config(GAN_KIND, **config)
+            if not quiet:
+                print(f"[medxgan] GAN trained: {step} steps in {elapsed / 60:.1f} min; {summarize(final)} -> {run.path}", flush=True)
+        barrier()  # the run is complete on disk before any rank returns
+        return {"steps": step, "train_seconds": elapsed, "metrics": last_metrics, "out": str(run.path)}
+
+
+def _prepare_oracle(oracle: Any, oracle_arch: str | None, oracle_epochs: int, stored: dict[str, Any], run: RunDir,
+                    dev: torch.device, data_source: str | None, clf_meta: dict[str, Any], seed: int, img_size: int,
+                    channels: int, mapping: dict[str, Any], quiet: bool) -> tuple[nn.Module | None, dict[str, Any] | None]:
+    """The oracle: an independently trained second classifier, never used to train G (rank 0 only).
+    Returns (adapter or None, its record for config.json)."""
     oracle_adapter, oracle_info = None, None
     if oracle is False:
         pass
@@ -459,103 +713,4 @@ def train_gan(
                        "seed": o_seed, "epochs": oracle_epochs}
     if oracle_adapter is not None:
         oracle_adapter.eval().requires_grad_(False)
-
-    # networks, optimisers, RNG streams
-    seed_everything(seed)
-    trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam)
-    sampler = torch.Generator().manual_seed(seed)
-    images_dev, labels_dev = images.to(dev), labels.to(dev)
-    monitor = Monitor(clf, preset_obj.net.nz1, preset_obj.net.nz2, real_negatives=images[labels == 0], oracle=oracle_adapter,
-                      n_z1=monitor_samples, n_diversity=min(128, monitor_samples))
-    config = dict(
-        preset=preset_obj.to_dict(),
-        preset_name=preset_obj.name,
-        net=preset_obj.net.to_dict(),
-        channels=channels,
-        size=img_size,
-        nz1=preset_obj.net.nz1,
-        nz2=preset_obj.net.nz2,
-        lambda_cls=lam,
-        steps=steps,
-        batch_size=batch_size,
-        seed=seed,
-        data=data_source,
-        n_train=int(images.shape[0]),
-        classifier={"source": clf_source, "local": clf_local, "fingerprint": clf_fp, "arch": clf_meta.get("arch"),
-                    "adapter": clf.describe() if hasattr(clf, "describe") else None},
-        oracle=oracle_info,
-        ema=preset_obj.train.ema_decay > 0,
-        status="running",
-    )
-
-    start, elapsed, acc = 0, 0.0, {}
-    if resuming:
-        st = run.load_checkpoint()
-        trainer.load_state_dict(st["trainer"])
-        sampler.set_state(st["sampler"].to(torch.uint8))
-        set_rng_state(st["rng"])
-        start, elapsed, acc = int(st["step"]), float(st["elapsed"]), dict(st["acc"])
-        run.truncate_metrics(start)
-        config["status"] = "running"
-    else:
-        run.metrics_path.unlink(missing_ok=True)
-    run.write_config(GAN_KIND, **config)
-
-    last_metrics: dict[str, Any] = {}
-    bar = progress(total=steps, initial=start, desc=f"train medXGAN ({preset_obj.name})", disable=quiet or None)
-    step = start
-    t_last = time.perf_counter()
-    n = images.shape[0]
-    try:
-        while step < steps:
-            idx = torch.randint(0, n, (batch_size,), generator=sampler).to(dev)
-            stats = trainer.step(images_dev[idx], labels_dev[idx])
-            step += 1
-            now = time.perf_counter()
-            elapsed += now - t_last
-            t_last = now
-            for k, v in stats.items():
-                acc[k] = acc.get(k, 0.0) + v
-            acc["_n"] = acc.get("_n", 0.0) + 1
-            stop = max_minutes is not None and elapsed >= 60.0 * max_minutes
-            last = step == steps or stop
-            if step % log_every == 0 or last:
-                rec: dict[str, Any] = {"step": step}
-                rec.update({k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
-                rec.update(monitor.evaluate(trainer.generator))
-                rec["seconds"] = round(elapsed, 1)
-                run.log_metrics(rec)
-                last_metrics = rec
-                acc = {}
-                bar.set_postfix_str(
-                    f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
-                    f"agree={rec['cls_agree']:.2f} {summarize(rec)}"
-                )
-                t_last = time.perf_counter()  # monitoring time does not count as training time
-            if step % sample_every == 0 or last:
-                monitor.sample_grid(trainer.generator, run.path / "samples" / f"step_{step:07d}.png",
-                                    title=f"step {step}  (rows: fixed z1; p = classifier p(pos))")
-                t_last = time.perf_counter()
-            if step % ckpt_every == 0 or last:
-                run.save_checkpoint(step, {"trainer": trainer.state_dict(), "sampler": sampler.get_state(),
-                                           "rng": get_rng_state(), "elapsed": elapsed, "acc": acc}, keep_last=keep_last)
-                t_last = time.perf_counter()
-            bar.update(1)
-            if stop:
-                break
-    finally:
-        bar.close()
-
-    if not last_metrics:  # resumed a finished run: evaluate what is there
-        last_metrics = {"step": step, **monitor.evaluate(trainer.generator)}
-    run.save_weights(GENERATOR_NAME, trainer.generator)
-    run.save_weights(DISCRIMINATOR_NAME, trainer.D)
-    if trainer.E is not None:
-        run.save_weights(ENCODER_NAME, trainer.E)
-    final = {k: v for k, v in last_metrics.items()}
-    config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final,
-                  stopped_early=step < steps)
-    run.write_config(GAN_KIND, **config)
-    if not quiet:
-        print(f"[medxgan] GAN trained: {step} steps in {elapsed / 60:.1f} min; {summarize(final)} -> {run.path}", flush=True)
-    return {"steps": step, "train_seconds": elapsed, "metrics": final, "out": str(run.path)}
+    return oracle_adapter, oracle_info

@@ -26,6 +26,18 @@ Resume restores everything: the four networks, both optimisers, both image pools
 data-order/crop/flip RNG, the global RNGs, and the epoch/step counters (also mid-epoch, when
 ``checkpoint_every`` steps wrote a checkpoint inside an epoch): a run interrupted and resumed gives
 bitwise the same weights as an uninterrupted one on the same device.
+
+Distributed (``torchrun --nproc_per_node N -m medxgan translate train ...``): ``batch_size`` is the
+global batch (a multiple of N; the paper's 1 needs e.g. ``--batch-size N``). The usual recipe would be
+a DistributedSampler over a Dataset; this loop instead samples each step from one RNG over tensors
+held in memory, so the equivalent is to shard the global batch: every rank draws the same global
+indices, crops and flips (same data RNG) and keeps its contiguous slice. That also keeps a step
+identical to the single-process step on the same global batch. The image pools stay global: the
+fakes of all ranks are gathered, every rank runs the same pool query (same pool RNG) and keeps its
+slice. The networks are wrapped in DistributedDataParallel (gradients averaged over equal local
+batches = the global batch's mean losses); InstanceNorm needs no synchronisation. All RNG states stay
+identical across ranks and equal to a single process's, so rank 0's checkpoint resumes under any
+number of processes. Rank 0 alone logs, prints, writes samples, checkpoints and weights.
 """
 
 from __future__ import annotations
@@ -41,7 +53,11 @@ import torch
 import torch.nn.functional as F
 
 from medxgan.runtime.device import pick_device
+from medxgan.runtime.distributed import (
+    DistContext, all_gather_cat, barrier, check_divisible, distributed, mean_over_ranks, shard, wrap_ddp,
+)
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
 from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import RunDir, fingerprint_module
 from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
@@ -80,6 +96,10 @@ class TranslateConfig:
     log_every: int = 50
     channels_a: int = 3
     channels_b: int = 1
+    # GPU speed options (runtime.precision); with any of them on, not covered by bitwise resume
+    amp: str = "off"
+    channels_last: bool = False
+    compile: bool = False
     load_size: int = field(default=0)  # derived
 
     def finalise(self) -> "TranslateConfig":
@@ -250,6 +270,8 @@ def train_cyclegan(
     config is used and only `epochs`/`epochs_decay` may be changed (to extend a run).
     `stop_after_steps`: stop once that many steps (in total) are done, writing a checkpoint there (for
     time-sliced jobs and tests); the run is then finished with resume=True.
+    Distributed (torchrun): `batch_size` is the global batch (a multiple of the number of processes);
+    rank 0 alone logs and writes the run (see the module docstring).
     Returns a summary dict (epochs, steps, seconds, final losses, run path, finished).
     """
     data, run = Path(data), RunDir(out)
@@ -257,7 +279,14 @@ def train_cyclegan(
     unknown = set(overrides) - {f.name for f in fields(TranslateConfig)}
     if unknown:
         raise TypeError(f"unknown training options: {sorted(unknown)}")
+    with distributed(pick_device(device)) as ctx:
+        return _train(data, run, ctx, resume=resume, quiet=quiet or not ctx.is_main, stop_after_steps=stop_after_steps,
+                      overrides=overrides)
 
+
+def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bool, stop_after_steps: int | None,
+           overrides: dict[str, Any]) -> dict[str, Any]:
+    main = ctx.is_main
     stored = None
     if resume:
         if run.latest_checkpoint() is None:
@@ -274,8 +303,10 @@ def train_cyclegan(
         if run.latest_checkpoint() is not None or run.exists():
             raise MedxganError(f"{run.path}: already holds a run; use --resume to continue it or choose another --out")
         cfg = TranslateConfig(**overrides).finalise()
+    check_divisible(cfg.batch_size)
 
-    dev = pick_device(device)
+    dev = ctx.device
+    amp = check_amp(cfg.amp, dev)
     seed_everything(cfg.seed)
     say = (lambda *a: None) if quiet else (lambda *a: print("[medxgan]", *a, flush=True))
 
@@ -287,7 +318,7 @@ def train_cyclegan(
     sa, sb = _Sampler(a_u8, cfg), _Sampler(b_u8, cfg)
     steps_per_epoch = max(1, max(len(sa), len(sb)) // cfg.batch_size)
     sample_a = sample_b = None
-    if cfg.samples:
+    if cfg.samples and main:
         src_a = data / "testA" if (data / "testA").is_dir() else data / "trainA"
         src_b = data / "testB" if (data / "testB").is_dir() else data / "trainB"
         sample_a = u8_to_tensor(_load_domain(src_a, cfg.channels_a, cfg.size, "fundus photos")[0][: cfg.samples]).to(dev)
@@ -300,10 +331,25 @@ def train_cyclegan(
     for net in nets.values():
         init_weights(net)
         net.to(dev)
+        if cfg.channels_last:
+            to_channels_last(net)
     opt_g = torch.optim.Adam(list(g_fa.parameters()) + list(g_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     opt_d = torch.optim.Adam(list(d_fa.parameters()) + list(d_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
     pool_fa, pool_fundus = ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 1), ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 2)
     data_gen = torch.Generator().manual_seed(cfg.seed)
+    # DDP (gradient averaging) for the passes whose gradients are used: the generators in the G step,
+    # the discriminators in the D step. The G step runs the plain discriminators (frozen there).
+    # InstanceNorm has no batch statistics, so nothing else needs synchronising.
+    maybe = (lambda m: compile_module(m, dev)) if cfg.compile else (lambda m: m)
+    gen_fa, gen_fundus = maybe(wrap_ddp(g_fa, dev)), maybe(wrap_ddp(g_fundus, dev))
+    ddp_d_fa, ddp_d_fundus = wrap_ddp(d_fa, dev), wrap_ddp(d_fundus, dev)
+    dis_fa, dis_fundus = maybe(ddp_d_fa), maybe(ddp_d_fundus)
+    frozen_fa = dis_fa if ddp_d_fa is d_fa else maybe(d_fa)  # the G step's discriminators: the plain modules
+    frozen_fundus = dis_fundus if ddp_d_fundus is d_fundus else maybe(d_fundus)
+    scaler_g, scaler_d = grad_scaler(amp, dev), grad_scaler(amp, dev)
+
+    def fwd(net, x: torch.Tensor) -> torch.Tensor:  # autocast forward, float32 output (amp off: net(x))
+        return forward(amp, dev, net, x)
 
     epoch, step, batch_in_epoch = 1, 0, 0  # next epoch (1-based), steps done, batches done in `epoch`
     perm_a = perm_b = None
@@ -320,30 +366,40 @@ def train_cyclegan(
         epoch, step, batch_in_epoch = int(state["epoch"]), int(state["step"]), int(state["batch_in_epoch"])
         if batch_in_epoch:
             perm_a, perm_b = state["perm_a"], state["perm_b"]
-        run.truncate_metrics(step)
+        if scaler_g is not None and "scalers" in state:
+            scaler_g.load_state_dict(state["scalers"]["g"])
+            scaler_d.load_state_dict(state["scalers"]["d"])
+        if main:
+            run.truncate_metrics(step)
         say(f"resuming {run.path} at epoch {epoch}, step {step}")
 
-    run.write_config(
-        RUN_KIND,
-        direction_names={"G_fa": f"{DOMAIN_A} -> {DOMAIN_B}", "G_fundus": f"{DOMAIN_B} -> {DOMAIN_A}"},
-        channels={DOMAIN_A: cfg.channels_a, DOMAIN_B: cfg.channels_b},
-        size=cfg.size, ngf=cfg.ngf, ndf=cfg.ndf, blocks=cfg.blocks, upsample=cfg.upsample, norm="instance",
-        preprocessing={
-            "fundus": "RGB (a gray image is refused)", "angiogram": "gray (RGB converted to luminance)",
-            "train_resize": cfg.size, "load_size": cfg.load_size, "crop": cfg.crop, "flip": cfg.flip,
-            "rotations": cfg.rotations, "range": "[-1, 1] = 2 * uint8 / 255 - 1",
-        },
-        identity_loss=cfg.use_identity,
-        data=str(data), n_train={DOMAIN_A: len(a_files), DOMAIN_B: len(b_files)},
-        train=asdict(cfg),
-        schedule=schedule_text(cfg),
-    )
+    barrier()  # every rank has read RUN before rank 0 writes into it
+    if main:
+        run.write_config(
+            RUN_KIND,
+            direction_names={"G_fa": f"{DOMAIN_A} -> {DOMAIN_B}", "G_fundus": f"{DOMAIN_B} -> {DOMAIN_A}"},
+            channels={DOMAIN_A: cfg.channels_a, DOMAIN_B: cfg.channels_b},
+            size=cfg.size, ngf=cfg.ngf, ndf=cfg.ndf, blocks=cfg.blocks, upsample=cfg.upsample, norm="instance",
+            preprocessing={
+                "fundus": "RGB (a gray image is refused)", "angiogram": "gray (RGB converted to luminance)",
+                "train_resize": cfg.size, "load_size": cfg.load_size, "crop": cfg.crop, "flip": cfg.flip,
+                "rotations": cfg.rotations, "range": "[-1, 1] = 2 * uint8 / 255 - 1",
+            },
+            identity_loss=cfg.use_identity,
+            data=str(data), n_train={DOMAIN_A: len(a_files), DOMAIN_B: len(b_files)},
+            train=asdict(cfg),
+            schedule=schedule_text(cfg),
+            world_size=ctx.world_size,
+        )
     say(schedule_text(cfg))
     say(f"{len(a_files)} fundus / {len(b_files)} angiogram training images"
         f"{' (x4 rotations)' if cfg.rotations else ''}; {steps_per_epoch} steps per epoch; "
-        f"crop {cfg.crop} from {cfg.load_size}; identity loss {'on' if cfg.use_identity else 'off (3 <-> 1 channels)'}; device {dev}")
+        f"crop {cfg.crop} from {cfg.load_size}; identity loss {'on' if cfg.use_identity else 'off (3 <-> 1 channels)'}; device {dev}"
+        + (f" x {ctx.world_size} processes (global batch {cfg.batch_size})" if ctx.enabled else ""))
 
     def checkpoint(epoch_next: int, batch_done: int, pa, pb) -> None:
+        if not main:
+            return
         st = {
             "epoch": epoch_next, "batch_in_epoch": batch_done,
             "nets": {k: v.state_dict() for k, v in nets.items()},
@@ -353,12 +409,18 @@ def train_cyclegan(
         }
         if batch_done:
             st["perm_a"], st["perm_b"] = pa, pb
+        if scaler_g is not None:
+            st["scalers"] = {"g": scaler_g.state_dict(), "d": scaler_d.state_dict()}
         run.save_checkpoint(step, st, keep_last=cfg.keep_checkpoints)
 
     def set_requires_grad(flag: bool, *ms) -> None:
         for m in ms:
             for p in m.parameters():
                 p.requires_grad_(flag)
+
+    def finish(result: dict[str, Any]) -> dict[str, Any]:
+        barrier()  # rank 0 has written everything before any rank returns
+        return result
 
     t0 = time.perf_counter()
     last: dict[str, float] = {}
@@ -375,18 +437,21 @@ def train_cyclegan(
         bar = progress(range(batch_in_epoch, steps_per_epoch), total=steps_per_epoch, initial=batch_in_epoch,
                        desc=f"epoch {epoch}/{cfg.total_epochs}", disable=quiet or None)
         for bi in bar:
+            # the global batch (indices, crops, flips drawn on every rank alike); this rank keeps its slice
             ia = perm_a[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sa)]
             ib = perm_b[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sb)]
-            real_a = sa.batch(ia, data_gen).to(dev)
-            real_b = sb.batch(ib, data_gen).to(dev)
+            real_a = shard(sa.batch(ia, data_gen)).to(dev)
+            real_b = shard(sb.batch(ib, data_gen)).to(dev)
+            if cfg.channels_last:
+                real_a, real_b = to_channels_last(real_a), to_channels_last(real_b)
 
             # generators
             set_requires_grad(False, d_fa, d_fundus)
-            fake_b = g_fa(real_a)
-            rec_a = g_fundus(fake_b)
-            fake_a = g_fundus(real_b)
-            rec_b = g_fa(fake_a)
-            pred_fb, pred_fa = d_fa(fake_b), d_fundus(fake_a)
+            fake_b = fwd(gen_fa, real_a)
+            rec_a = fwd(gen_fundus, fake_b)
+            fake_a = fwd(gen_fundus, real_b)
+            rec_b = fwd(gen_fa, fake_a)
+            pred_fb, pred_fa = fwd(frozen_fa, fake_b), fwd(frozen_fundus, fake_a)
             loss_gan_fa = F.mse_loss(pred_fb, torch.ones_like(pred_fb))
             loss_gan_fundus = F.mse_loss(pred_fa, torch.ones_like(pred_fa))
             loss_cyc_a = F.l1_loss(rec_a, real_a) * cfg.lambda_cycle
@@ -394,27 +459,29 @@ def train_cyclegan(
             loss_g = loss_gan_fa + loss_gan_fundus + loss_cyc_a + loss_cyc_b
             if cfg.use_identity:
                 w = cfg.lambda_identity * cfg.lambda_cycle
-                loss_g = loss_g + F.l1_loss(g_fa(real_b), real_b) * w + F.l1_loss(g_fundus(real_a), real_a) * w
+                loss_g = loss_g + F.l1_loss(fwd(gen_fa, real_b), real_b) * w + F.l1_loss(fwd(gen_fundus, real_a), real_a) * w
             opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
+            backward_step(loss_g, opt_g, scaler_g)
 
-            # discriminators (on pooled fakes), loss halved
+            # discriminators (on pooled fakes), loss halved. The pools hold the GLOBAL history: every
+            # rank queries them with all ranks' fakes (same pool RNG) and keeps its slice of the answer.
             set_requires_grad(True, d_fa, d_fundus)
-            pooled_b = pool_fa.query(fake_b.detach())
-            pooled_a = pool_fundus.query(fake_a.detach())
-            pr, pf = d_fa(real_b), d_fa(pooled_b)
+            pooled_b = shard(pool_fa.query(all_gather_cat(fake_b.detach())))
+            pooled_a = shard(pool_fundus.query(all_gather_cat(fake_a.detach())))
+            pr, pf = fwd(dis_fa, real_b), fwd(dis_fa, pooled_b)
             loss_d_fa = 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
-            pr, pf = d_fundus(real_a), d_fundus(pooled_a)
+            pr, pf = fwd(dis_fundus, real_a), fwd(dis_fundus, pooled_a)
             loss_d_fundus = 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
             opt_d.zero_grad(set_to_none=True)
-            (loss_d_fa + loss_d_fundus).backward()
-            opt_d.step()
+            backward_step(loss_d_fa + loss_d_fundus, opt_d, scaler_d)
 
             step += 1
-            vals = {"loss_G": loss_g.item(), "loss_G_fa_gan": loss_gan_fa.item(), "loss_G_fundus_gan": loss_gan_fundus.item(),
-                    "loss_cycle_fundus": loss_cyc_a.item(), "loss_cycle_fa": loss_cyc_b.item(),
-                    "loss_D_fa": loss_d_fa.item(), "loss_D_fundus": loss_d_fundus.item()}
+            losses = {"loss_G": loss_g, "loss_G_fa_gan": loss_gan_fa, "loss_G_fundus_gan": loss_gan_fundus,
+                      "loss_cycle_fundus": loss_cyc_a, "loss_cycle_fa": loss_cyc_b,
+                      "loss_D_fa": loss_d_fa, "loss_D_fundus": loss_d_fundus}
+            # one host sync; distributed: the mean over the ranks' equal batches (= the global batch's)
+            vals = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).double().tolist()))
+            vals = mean_over_ranks(vals, dev)
             if not all(math.isfinite(v) for v in vals.values()):
                 raise FloatingPointError(f"non-finite loss at step {step}: {vals}")
             for k, v in vals.items():
@@ -422,7 +489,7 @@ def train_cyclegan(
             last = vals
             if not quiet and hasattr(bar, "set_postfix"):
                 bar.set_postfix(G=f"{vals['loss_G']:.2f}", D=f"{vals['loss_D_fa'] + vals['loss_D_fundus']:.3f}", refresh=False)
-            if cfg.log_every and step % cfg.log_every == 0:
+            if main and cfg.log_every and step % cfg.log_every == 0:
                 run.log_metrics({"step": step, "epoch": epoch, "lr": lr, **vals})
             stopping = stop_after_steps is not None and step >= stop_after_steps
             if (stopping or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)) and bi + 1 < steps_per_epoch:
@@ -432,12 +499,13 @@ def train_cyclegan(
         bar.close()
         if stopping and bi + 1 < steps_per_epoch:
             say(f"stopped after step {step} (mid-epoch {epoch}); continue with --resume")
-            return {"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
-                    "last_losses": last, "finished": False}
+            return finish({"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
+                           "last_losses": last, "finished": False})
 
         n_done = max(1, steps_per_epoch - batch_in_epoch)
         means = {f"epoch_{k}": v / n_done for k, v in sums.items()}
-        run.log_metrics({"step": step, "epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0, **means})
+        if main:
+            run.log_metrics({"step": step, "epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0, **means})
         if sample_a is not None:
             for net in (g_fa, g_fundus):
                 net.eval()
@@ -449,21 +517,23 @@ def train_cyclegan(
         checkpoint(epoch, 0, None, None)
         if stopping and epoch <= cfg.total_epochs:
             say(f"stopped after step {step} (end of epoch {epoch - 1}); continue with --resume")
-            return {"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
-                    "last_losses": last, "finished": False}
+            return finish({"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
+                           "last_losses": last, "finished": False})
         if not quiet and (epoch - 1) % max(1, cfg.total_epochs // 20) == 0:
             say(f"epoch {epoch - 1}/{cfg.total_epochs} lr {lr:.2e} "
                 + " ".join(f"{k[6:]} {v:.3f}" for k, v in means.items() if k in ("epoch_loss_G", "epoch_loss_D_fa", "epoch_loss_D_fundus", "epoch_loss_cycle_fundus", "epoch_loss_cycle_fa"))
                 + f" ({time.perf_counter() - t0:.0f} s)")
 
-    run.save_weights("G_fa", g_fa)
-    run.save_weights("G_fundus", g_fundus)
-    cfg_now = run.read_config(RUN_KIND)
-    cfg_now.update(fingerprints={"G_fa": fingerprint_module(g_fa), "G_fundus": fingerprint_module(g_fundus)}, steps=step)
-    kind = cfg_now.pop("kind")
-    for k in ("medxgan_version", "torch_version"):
-        cfg_now.pop(k, None)
-    run.write_config(kind, **cfg_now)
+    if main:
+        run.save_weights("G_fa", g_fa)
+        run.save_weights("G_fundus", g_fundus)
+        cfg_now = run.read_config(RUN_KIND)
+        cfg_now.update(fingerprints={"G_fa": fingerprint_module(g_fa), "G_fundus": fingerprint_module(g_fundus)}, steps=step)
+        kind = cfg_now.pop("kind")
+        for k in ("medxgan_version", "torch_version"):
+            cfg_now.pop(k, None)
+        run.write_config(kind, **cfg_now)
     secs = time.perf_counter() - t0
     say(f"trained {cfg.total_epochs} epochs ({step} steps) in {secs:.0f} s; weights in {run.path}")
-    return {"run": str(run.path), "epochs": cfg.total_epochs, "steps": step, "seconds": secs, "last_losses": last, "finished": True}
+    return finish({"run": str(run.path), "epochs": cfg.total_epochs, "steps": step, "seconds": secs, "last_losses": last,
+                   "finished": True})
