@@ -71,7 +71,7 @@ def test_train_encoder_writes_subrun_and_explain_uses_it(gan_run, tmp_path):
 def test_resumed_encoder_training_equals_uninterrupted(gan_run, tmp_path):
     a, b = _copy(gan_run[0], tmp_path, "a"), _copy(gan_run[0], tmp_path, "b")
     train_encoder(a, steps=6, **TINY)
-    train_encoder(b, steps=3, **TINY)
+    train_encoder(b, steps=3, lr_decay_steps=6, **TINY)  # = a 6-step run interrupted after step 3
     cfg = json.loads((encoder_dir(b) / "config.json").read_text())
     assert cfg["steps_done"] == 3
     train_encoder(b, steps=6, resume=True, **TINY)

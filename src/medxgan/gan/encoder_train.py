@@ -22,6 +22,7 @@ steps from E(x), one start) unless steps/restarts are given explicitly.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -67,6 +68,11 @@ def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any],
     return E.to(device).eval().requires_grad_(False), cfg
 
 
+def cosine_lr(step: int, steps: int, lr: float, floor: float = 0.1) -> float:
+    """lr * (floor + (1 - floor) * (1 + cos(pi * step / steps)) / 2): lr at step 0, lr * floor at the end."""
+    return lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(1, steps))))
+
+
 def _real_images(data: str, size: int, split: str, mapping: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     from medxgan.data import load_dataset
 
@@ -99,13 +105,14 @@ def train_encoder(
     gan_run: str | os.PathLike,
     data: str | os.PathLike | None = None,
     *,
-    steps: int = 3000,
+    steps: int = 8000,
     batch_size: int = 32,
     lr: float = 1e-3,
     width: int = 32,
     w_code: float = 1.0,
     w_pix: float = 10.0,
     w_cls: float = 1.0,
+    lr_decay_steps: int | None = None,
     seed: int = 0,
     log_every: int = 250,
     ckpt_every: int = 500,
@@ -127,6 +134,9 @@ def train_encoder(
             split trains E, up to ``eval_images`` images of its val split (test split if there is no
             val split) are used for the metrics logged every ``log_every`` steps and at the end.
         steps, batch_size, lr: Adam(lr, betas 0.5/0.999) steps; each batch is half generated, half real.
+            The rate follows a cosine from lr down to lr / 10 over ``lr_decay_steps`` (default: the
+            ``steps`` of the first invocation, stored, so that an interrupted run resumed with the same
+            --steps ends with the same weights; continuing beyond it keeps lr / 10).
         width: encoder width (channels of its first conv layer; doubled per stage up to 8x).
         w_code, w_pix, w_cls: weights of the code loss (generated half) and of the inversion loss
             (pixel MSE, classifier BCE; real half).
@@ -150,6 +160,8 @@ def train_encoder(
     if stored:  # a resumed run continues with the settings it started with (only --steps may change)
         batch_size, lr, width = int(stored["batch_size"]), float(stored["lr"]), int(stored["width"])
         w_code, w_pix, w_cls, seed = float(stored["w_code"]), float(stored["w_pix"]), float(stored["w_cls"]), int(stored["seed"])
+        lr_decay_steps = int(stored["lr_decay_steps"])
+    lr_decay_steps = int(lr_decay_steps or steps)
     data_src = str(data) if data is not None else (stored.get("data") or gcfg.get("data"))
     if not data_src:
         raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
@@ -175,7 +187,7 @@ def train_encoder(
     opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.5, 0.999))
     sampler = torch.Generator().manual_seed(seed)
     config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
-                  w_code=w_code, w_pix=w_pix, w_cls=w_cls, seed=seed, n_train=int(x_train.shape[0]),
+                  w_code=w_code, w_pix=w_pix, w_cls=w_cls, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
                   classifier_fingerprint=getattr(clf, "fingerprint", None),
                   inversion_defaults=dict(steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS),
                   status="running")
@@ -201,6 +213,8 @@ def train_encoder(
     with frozen(G, clf):
         try:
             while step < steps:
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(step, lr_decay_steps, lr)
                 idx = torch.randint(0, x_train.shape[0], (n_real,), generator=sampler).to(dev)
                 y = torch.randint(0, 2, (n_gen,), generator=sampler).to(dev)
                 z1, z2 = sample_latents(y, G.nz1, G.nz2, generator=sampler)
