@@ -261,7 +261,19 @@ class GANTrainer:
         stats["d_real"] = torch.sigmoid(d_real.detach()).mean()
         stats["d_fake"] = torch.sigmoid(d_fake.detach()).mean()
 
-        # -- generator: non-saturating adversarial + lambda * classifier CE, classes of the real batch
+        # -- generator: non-saturating adversarial + lambda * classifier CE, classes of the real batch.
+        # D's weight gradients of this pass would be thrown away (zeroed before the next D step):
+        # not computing them saves about a third of D's backward cost.
+        D.requires_grad_(False)
+        try:
+            self._g_step(real, labels, stats)
+        finally:
+            D.requires_grad_(True)
+        # one host sync for all statistics; distributed: averaged over the ranks' equal local batches
+        values = dict(zip(stats.keys(), torch.stack([v.float() for v in stats.values()]).double().tolist()))
+        return mean_over_ranks(values, self.device)
+
+    def _g_step(self, real: torch.Tensor, labels: torch.Tensor, stats: dict[str, torch.Tensor]) -> None:
         y = labels
         z1, z2 = self._latents(y)
         fake = self._fwd(self._G, z1, z2)
@@ -283,9 +295,6 @@ class GANTrainer:
         stats["g_adv"] = loss_adv.detach()
         stats["g_cls"] = loss_cls.detach()
         stats["cls_agree"] = ((logit.detach() > 0).long() == y).float().mean()
-        # one host sync for all statistics; distributed: averaged over the ranks' equal local batches
-        values = dict(zip(stats.keys(), torch.stack([v.float() for v in stats.values()]).double().tolist()))
-        return mean_over_ranks(values, self.device)
 
     def _encode_decode(self, real: torch.Tensor, labels: torch.Tensor, G: nn.Module | None = None,
                        E: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
