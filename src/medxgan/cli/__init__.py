@@ -64,18 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from medxgan.runtime.progress import set_quiet
+
+    set_quiet(getattr(args, "quiet", False))
     try:
         result = args.func(args)
     except MedxganError as exc:
-        print(f"medxgan: error: {exc}", file=sys.stderr)
+        if _rank() == 0:  # under torchrun every rank hits the same mistake: say it once
+            print(f"medxgan: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medxgan: interrupted", file=sys.stderr)
         return 130
+    finally:
+        set_quiet(False)
     return int(result or 0)

@@ -9,7 +9,8 @@ Objective per step (G and the classifier frozen, gradients flow through them int
 
 * generated half: y ~ Bernoulli(1/2), (z1, z2) by the medXGAN sampling rule, x = G(z1, z2) -- the
   true codes are known, so ``w_code * (MSE(E1(x), z1) + MSE(E2(x), z2))`` (z2 = 0 for negatives
-  teaches E that "no pathology" means z2 = 0);
+  teaches E that "no pathology" means z2 = 0), plus ``w_gen_pix * MSE(G(E(x)), x)`` (unlimited
+  reconstruction data; the code loss alone is blind to directions of z that G ignores);
 * real half: training images of both classes, ``w_pix * MSE(G(E(x)), x) + w_cls * BCE(p(G(E(x))), p(x))``
   with the target probability detached -- exactly the loss `invert` minimises, so E learns to
   predict the codes the inversion would find.
@@ -112,6 +113,7 @@ def train_encoder(
     w_code: float = 1.0,
     w_pix: float = 10.0,
     w_cls: float = 1.0,
+    w_gen_pix: float = 10.0,
     lr_decay_steps: int | None = None,
     seed: int = 0,
     log_every: int = 250,
@@ -140,6 +142,8 @@ def train_encoder(
         width: encoder width (channels of its first conv layer; doubled per stage up to 8x).
         w_code, w_pix, w_cls: weights of the code loss (generated half) and of the inversion loss
             (pixel MSE, classifier BCE; real half).
+        w_gen_pix: weight of the pixel loss MSE(G(E(x)), x) on the generated half: the generator's own
+            images are unlimited training data for reconstruction (the real half is a finite set).
         resume: continue from the latest checkpoint in ``gan_run/encoder/`` (same weights on CPU as an
             uninterrupted run).
     Returns the final metrics, including those of the short inversion started from E
@@ -161,6 +165,7 @@ def train_encoder(
         batch_size, lr, width = int(stored["batch_size"]), float(stored["lr"]), int(stored["width"])
         w_code, w_pix, w_cls, seed = float(stored["w_code"]), float(stored["w_pix"]), float(stored["w_cls"]), int(stored["seed"])
         lr_decay_steps = int(stored["lr_decay_steps"])
+        w_gen_pix = float(stored.get("w_gen_pix", 0.0))
     lr_decay_steps = int(lr_decay_steps or steps)
     data_src = str(data) if data is not None else (stored.get("data") or gcfg.get("data"))
     if not data_src:
@@ -187,7 +192,7 @@ def train_encoder(
     opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.5, 0.999))
     sampler = torch.Generator().manual_seed(seed)
     config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
-                  w_code=w_code, w_pix=w_pix, w_cls=w_cls, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
+                  w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
                   classifier_fingerprint=getattr(clf, "fingerprint", None),
                   inversion_defaults=dict(steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS),
                   status="running")
@@ -225,10 +230,14 @@ def train_encoder(
                     p_real = clf.prob(x_real).float()
                 mu1, _, mu2, _ = E(torch.cat([x_gen, x_real]))
                 loss_code = F.mse_loss(mu1[:n_gen], z1) + F.mse_loss(mu2[:n_gen], z2)
-                out = G(mu1[n_gen:], mu2[n_gen:])
+                if w_gen_pix:  # one G pass for both halves
+                    out_all = G(mu1, mu2)
+                    loss_gen_pix, out = F.mse_loss(out_all[:n_gen], x_gen), out_all[n_gen:]
+                else:
+                    loss_gen_pix, out = torch.zeros((), device=dev), G(mu1[n_gen:], mu2[n_gen:])
                 loss_pix = F.mse_loss(out, x_real)
                 loss_cls = F.binary_cross_entropy_with_logits(clf.logit(out).float(), p_real)
-                loss = w_code * loss_code + w_pix * loss_pix + w_cls * loss_cls
+                loss = w_code * loss_code + w_pix * loss_pix + w_cls * loss_cls + w_gen_pix * loss_gen_pix
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -239,7 +248,7 @@ def train_encoder(
                 stop = max_minutes is not None and elapsed >= 60.0 * max_minutes
                 last = step == steps or stop
                 if step % log_every == 0 or last:
-                    rec = {"step": step, "loss": float(loss.detach()), "loss_code": float(loss_code.detach()), "loss_pix": float(loss_pix.detach()),
+                    rec = {"step": step, "loss": float(loss.detach()), "loss_code": float(loss_code.detach()), "loss_pix": float(loss_pix.detach()), "loss_gen_pix": float(loss_gen_pix.detach()),
                            "loss_cls": float(loss_cls.detach()), **_quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed)),
                            "seconds": round(elapsed, 1)}
                     rd.log_metrics(rec)

@@ -9,9 +9,20 @@ from typing import Any, Iterable
 from tqdm.auto import tqdm
 
 
+_QUIET = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """Switch every progress bar off (the CLI's --quiet), including those of library calls deep inside."""
+    global _QUIET
+    _QUIET = bool(quiet)
+
+
 def progress(iterable: Iterable | None = None, *, total: int | None = None, desc: str = "", disable: bool | None = None, **kw: Any) -> tqdm:
     quiet_when_piped = kw.pop("quiet_when_piped", False)
-    if disable is None:
+    if _QUIET:
+        disable = True
+    elif disable is None:
         disable = quiet_when_piped and not sys.stderr.isatty()
     return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, disable=disable, **kw)
 
