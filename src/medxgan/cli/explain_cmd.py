@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--lig-output", choices=["logit", "prob"], default="logit", help="the classifier output LIG explains")
     p.add_argument("--batch-size", type=int, default=8, help="images inverted together")
     p.add_argument("--seed", type=int, default=0, help="seed of the inversion's random restarts")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding the next images while one batch is explained")
     add_device(p)
     p.set_defaults(func=_run)
 
@@ -55,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.gan.model import MedXGAN
     from medxgan.runtime.errors import MedxganError
 
-    for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1)):
+    for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
         if value is not None and value < low:
             raise MedxganError(f"{flag} {value}: must be >= {low}")
     from medxgan.cli.common import classifier_from_args
@@ -72,7 +73,8 @@ def _run(args: argparse.Namespace) -> int:
         if ctx.is_main:
             print(mx.inversion_note(), flush=True)
         summary = mx.explain_files(args.inputs, args.out, batch_size=args.batch_size, frames=args.frames, lig_form=args.lig_form,
-                                   lig_steps=args.lig_steps, lig_output=args.lig_output, show_progress=ctx.is_main)
+                                   lig_steps=args.lig_steps, lig_output=args.lig_output, show_progress=ctx.is_main,
+                                   workers=args.workers)
     if not ctx.is_main:
         return 0
     for r in summary["images"]:

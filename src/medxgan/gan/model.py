@@ -210,15 +210,17 @@ class MedXGAN:
                 ))
         return out
 
-    def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, **explain_kwargs: Any) -> dict[str, Any]:
+    def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, workers: int = 0, **explain_kwargs: Any) -> dict[str, Any]:
         """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/`` and
         ``out_dir/summary.json``. Inputs of another size/channel count are converted to the GAN's.
         Returns the summary dict.
 
         Streamed: every file is decoded once up front only to check it (a corrupt file stops the run
         before any work is spent), then images are loaded, explained and written one batch at a time,
-        so memory does not grow with the number of files. Under ``torchrun`` each rank explains every
-        world_size-th file and rank 0 writes the merged summary.json.
+        so memory does not grow with the number of files. ``workers`` > 0 decodes the next batches in
+        that many DataLoader worker processes (pinned memory on CUDA) while the current one is explained.
+        Under ``torchrun`` each rank explains every world_size-th file and rank 0 writes the merged
+        summary.json.
         """
         from medxgan.data import collect_image_files, load_image_tensor
         from medxgan.runtime import distributed as dist
@@ -234,12 +236,12 @@ class MedXGAN:
         out_dir = Path(out_dir)
         records = []
         bar = progress(total=len(mine), desc="explain" if world == 1 else f"explain (rank {rank})", disable=not show_progress)
+        loader = torch.utils.data.DataLoader(
+            _FileBatches(all_files, mine, self.size, self.channels), batch_size=batch_size, num_workers=workers,
+            pin_memory=self.device.type == "cuda", collate_fn=_collate_files)
         try:
-            for s in range(0, len(mine), batch_size):
-                idx = mine[s : s + batch_size]
-                ims = [load_image_tensor(all_files[k], size=self.size, channels=self.channels) for k in idx]
-                batch = torch.cat([im if im.dim() == 4 else im.unsqueeze(0) for im in ims])
-                for k, res in zip(idx, self.explain(batch, batch_size=batch_size, **explain_kwargs)):
+            for idx, batch in loader:
+                for k, res in zip(idx, self.explain(batch.to(self.device, non_blocking=True), batch_size=batch_size, **explain_kwargs)):
                     records.append((k, write_explanation(res, out_dir / all_names[k], source=all_files[k])))
                     bar.update(1)
                 self.engine.clear_cache()  # written to disk; keeping it would grow with the number of files
@@ -263,6 +265,27 @@ class MedXGAN:
         if rank == 0:
             atomic_write_json(out_dir / "summary.json", summary)
         return summary
+
+
+class _FileBatches(torch.utils.data.Dataset):
+    """Image files (by index into ``files``) decoded to 1 x C x H x W tensors, for a DataLoader."""
+
+    def __init__(self, files: Sequence[Path], indices: Sequence[int], size: int, channels: int):
+        self.files, self.indices, self.size, self.channels = list(files), list(indices), size, channels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor]:
+        from medxgan.data import load_image_tensor
+
+        k = self.indices[i]
+        im = load_image_tensor(self.files[k], size=self.size, channels=self.channels)
+        return k, im if im.dim() == 4 else im.unsqueeze(0)
+
+
+def _collate_files(items: list[tuple[int, Tensor]]) -> tuple[list[int], Tensor]:
+    return [k for k, _ in items], torch.cat([t for _, t in items])
 
 
 def _mean(values: list[float]) -> float | None:
