@@ -47,8 +47,11 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--lig-output", choices=["logit", "prob"], default="logit", help="the classifier output LIG explains")
     p.add_argument("--batch-size", type=int, default=8, help="images inverted together")
     p.add_argument("--seed", type=int, default=0, help="seed of the inversion's random restarts")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off",
+                   help="mixed precision for the generator/classifier passes of the inversion (GPU speed; the loss stays float32)")
     p.add_argument("--workers", type=int, default=0, help="DataLoader processes decoding the next images while one batch is explained")
     add_device(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
 
 
@@ -68,12 +71,12 @@ def _run(args: argparse.Namespace) -> int:
         schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts)) if v is not None}
         mx = MedXGAN.load(
             args.gan, classifier=classifier, device=ctx.device, lr=args.lr, seed=args.seed, tune_generator=args.tune,
-            tune_steps=args.tune_steps, **schedule,
+            tune_steps=args.tune_steps, **schedule, **({"amp": args.amp} if args.amp != "off" else {}),
         )
         if ctx.is_main:
             print(mx.inversion_note(), flush=True)
         summary = mx.explain_files(args.inputs, args.out, batch_size=args.batch_size, frames=args.frames, lig_form=args.lig_form,
-                                   lig_steps=args.lig_steps, lig_output=args.lig_output, show_progress=ctx.is_main,
+                                   lig_steps=args.lig_steps, lig_output=args.lig_output, show_progress=ctx.is_main and not args.quiet,
                                    workers=args.workers)
     if not ctx.is_main:
         return 0
