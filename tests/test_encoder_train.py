@@ -123,6 +123,6 @@ def test_cli_train_encoder_and_explain_note(gan_run, tmp_path, capsys):
     img = next((gan_run[1] / "test" / "positive").glob("*.png"))
     assert main(["explain", str(img), "--gan", str(run), "--out", str(tmp_path / "e"), "--frames", "3", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "inversion starts from the encoder trained by train-encoder" in out and "up to 40 Adam steps" in out
+    assert "inversion starts from the encoder trained by train-encoder" in out and f"up to {ENCODER_INVERSION_STEPS} Adam steps" in out
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
     assert summary["n_images"] == 1 and "encoder" in summary["inversion"]

@@ -12,7 +12,7 @@ EXAMPLES = """examples:
   medxgan train-encoder runs/gan --resume              # after an interruption
 
 Writes RUN/encoder/ (config.json, encoder.safetensors, metrics.jsonl, checkpoints/). `medxgan explain`
-and `medxgan evaluate` then start inversion from E(x) and run the short schedule (40 steps, 1 start)
+and `medxgan evaluate` then start inversion from E(x) and run the short schedule (75 steps, 1 start)
 unless --steps/--restarts are given; they say so when they start.
 """
 

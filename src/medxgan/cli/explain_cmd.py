@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     add_classifier_spec(p, required=False)  # default: the classifier the GAN was trained against
     p.add_argument("--frames", type=int, default=11, help="interpolation frames from G(z1*, 0) to G(z1*, z2*)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"inversion: maximum Adam steps per start (default {inv.DEFAULT_STEPS}; 40 when the run has an encoder from train-encoder)")
+                   help=f"inversion: maximum Adam steps per start (default {inv.DEFAULT_STEPS}; 75 when the run has an encoder from train-encoder)")
     p.add_argument("--restarts", type=int, default=None,
                    help=f"inversion: starting points per image, best kept (default {inv.DEFAULT_RESTARTS}; 1 with an encoder)")
     p.add_argument("--lr", type=float, default=inv.DEFAULT_LR, help="inversion: Adam learning rate")

@@ -44,9 +44,10 @@ from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_stat
 ENCODER_KIND = "medxgan-encoder"
 ENCODER_SUBDIR = "encoder"
 ENCODER_WEIGHTS = "encoder"
-# Inversion schedule from E(x): 10x fewer image-steps than the from-scratch default (400 steps x 2
-# starts) -- measured in benchmarks/performance/RESULTS.md.
-ENCODER_INVERSION_STEPS = 40
+# Inversion schedule from E(x): the most steps that still make >= 10x fewer image-steps than the
+# from-scratch default (400 steps x 2 starts, ~790 with early stopping); quality measured in
+# benchmarks/performance/RESULTS.md.
+ENCODER_INVERSION_STEPS = 75
 ENCODER_INVERSION_RESTARTS = 1
 
 
@@ -194,7 +195,6 @@ def train_encoder(
     config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
                   w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
                   classifier_fingerprint=getattr(clf, "fingerprint", None),
-                  inversion_defaults=dict(steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS),
                   status="running")
     start, elapsed = 0, 0.0
     if resuming:

@@ -67,13 +67,14 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", a
 
 
 def _attach_encoder(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch.device) -> None:
-    from medxgan.gan.encoder_train import encoder_dir, load_trained_encoder
+    from medxgan.gan.encoder_train import ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, encoder_dir, load_trained_encoder
     from medxgan.gan.train import ENCODER_NAME
 
     trained = load_trained_encoder(rd.path, config["net"], dev)
     if trained is not None:
-        E, ecfg = trained
-        info = {"kind": "trained", "path": str(encoder_dir(rd.path)), "inversion_defaults": ecfg.get("inversion_defaults", {})}
+        E, _ = trained
+        info = {"kind": "trained", "path": str(encoder_dir(rd.path)),
+                "inversion_defaults": {"steps": ENCODER_INVERSION_STEPS, "restarts": ENCODER_INVERSION_RESTARTS}}
     elif rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor
         from medxgan.gan.encoder import LatentEncoder
 
