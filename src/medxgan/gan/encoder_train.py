@@ -9,8 +9,7 @@ Objective per step (G and the classifier frozen, gradients flow through them int
 
 * generated half: y ~ Bernoulli(1/2), (z1, z2) by the medXGAN sampling rule, x = G(z1, z2) -- the
   true codes are known, so ``w_code * (MSE(E1(x), z1) + MSE(E2(x), z2))`` (z2 = 0 for negatives
-  teaches E that "no pathology" means z2 = 0), plus ``w_gen_pix * MSE(G(E(x)), x)`` (unlimited
-  reconstruction data; the code loss alone is blind to directions of z that G ignores);
+  teaches E that "no pathology" means z2 = 0), optionally plus ``w_gen_pix * MSE(G(E(x)), x)``;
 * real half: training images of both classes, ``w_pix * MSE(G(E(x)), x) + w_cls * BCE(p(G(E(x))), p(x))``
   with the target probability detached -- exactly the loss `invert` minimises, so E learns to
   predict the codes the inversion would find.
@@ -114,7 +113,7 @@ def train_encoder(
     w_code: float = 1.0,
     w_pix: float = 10.0,
     w_cls: float = 1.0,
-    w_gen_pix: float = 10.0,
+    w_gen_pix: float = 0.0,
     lr_decay_steps: int | None = None,
     seed: int = 0,
     log_every: int = 250,
@@ -143,8 +142,9 @@ def train_encoder(
         width: encoder width (channels of its first conv layer; doubled per stage up to 8x).
         w_code, w_pix, w_cls: weights of the code loss (generated half) and of the inversion loss
             (pixel MSE, classifier BCE; real half).
-        w_gen_pix: weight of the pixel loss MSE(G(E(x)), x) on the generated half: the generator's own
-            images are unlimited training data for reconstruction (the real half is a finite set).
+        w_gen_pix: weight of a pixel loss MSE(G(E(x)), x) on the generated half too (unlimited
+            reconstruction data). Off by default: with 10 it cost 20 % more time and changed nothing
+            (PSNR after 75 refinement steps 24.17 vs 24.18 dB on 32 held-out brain positives).
         resume: continue from the latest checkpoint in ``gan_run/encoder/`` (same weights on CPU as an
             uninterrupted run).
     Returns the final metrics, including those of the short inversion started from E
