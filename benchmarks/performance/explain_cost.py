@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=32)
     ap.add_argument("--authors-n", type=int, default=8)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--sweep", type=int, nargs="*", default=[0, 20, 75, 150, 400], help="refinement steps for the quality sweep")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", help="results folder (default benchmarks/results)")
     args = ap.parse_args()
@@ -136,6 +137,20 @@ def main() -> None:
                           note="inversion only (no difference map, no LIG)"))
     print(f"{'authors_inversion':22s} {secs / len(xa):7.3f} s/image  PSNR {rows[-1]['psnr_mean']:.2f} dB  validity {rows[-1]['validity']}", flush=True)
 
+    # quality against refinement steps from the encoder's start (inversion only, 1 start)
+    from medxgan.gan.inversion import invert
+
+    sweep = []
+    for steps in args.sweep:
+        sync(dev)
+        t = time.perf_counter()
+        r = invert(G, clf, x, steps=steps, restarts=1, encoder=mx.generator.inversion_encoder)
+        sync(dev)
+        q = quality(G, clf, x, r.z1.to(dev), r.z2.to(dev))
+        sweep.append({"steps": steps, "psnr_mean": float(q["psnr"].mean()), "validity": float(q["valid"][q["called_positive"].astype(bool)].mean()),
+                      "inversion_seconds_per_image": (time.perf_counter() - t) / len(x)})
+        print(f"encoder start + {steps:4d} steps: PSNR {sweep[-1]['psnr_mean']:.2f} dB", flush=True)
+
     for name, method in (("integrated_gradients", "ig-black"), ("gradcam", "gradcam")):
         ex = build_explainers([method], clf)[0]
         ex.explain(x[:2])  # warm-up
@@ -162,7 +177,7 @@ def main() -> None:
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")
     print(write_result("explain_cost", {"machine": machine(), "device": str(dev), "gan": args.gan, "data": args.data,
-                                        "encoder": info, "results": rows, "ratios": ratios}, args.out and Path(args.out)))
+                                        "encoder": info, "results": rows, "ratios": ratios, "encoder_steps_sweep": sweep}, args.out and Path(args.out)))
 
 
 if __name__ == "__main__":
