@@ -19,14 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 import traceback
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
@@ -37,6 +35,7 @@ from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import seed_everything
 from medxgan.runtime.state import load_weights
+from spawn_helpers import spawn_workers
 
 WORLD = 2
 TINY = dict(g_width=4, d_width=4, nz1=8, nz2=4)
@@ -156,12 +155,6 @@ def _worker(rank: int, port: int, root: str) -> None:
         cleanup(ctx)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def dist_root(tmp_path_factory) -> Path:
     from medxgan.data.phantoms.fundus import synthesize_fundus_angio
@@ -169,18 +162,7 @@ def dist_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("dist")
     synthesize_fundus_angio(root / "fa", n=10, size=32, seed=3, abnormal_frac=0.5, test_frac=0.2, preview=False)
     t0 = time.perf_counter()
-    pc = mp.start_processes(_worker, args=(_free_port(), str(root)), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
-    try:
-        while not pc.join(timeout=1):
-            if time.monotonic() > deadline:
-                raise TimeoutError("distributed workers did not finish in 120 s")
-    except BaseException:
-        for p in pc.processes:
-            if p.is_alive():
-                p.terminate()
-        fails = "\n".join(f.read_text() for f in root.glob("failed_*.txt"))
-        raise AssertionError(f"distributed workers failed:\n{fails}")
+    spawn_workers(_worker, root, WORLD)
     print(f"distributed workers: {time.perf_counter() - t0:.1f} s")
     return root
 

@@ -15,6 +15,7 @@ from medxgan.gan.model import MedXGAN
 from medxgan.gan.run import load_gan_run
 from medxgan.runtime.runs import RunDir
 
+from spawn_helpers import DirFactory
 from test_gan_train import _write_dataset
 
 TINY = dict(batch_size=4, width=4, log_every=3, ckpt_every=3, eval_images=4, device="cpu", quiet=True)
@@ -90,39 +91,10 @@ def test_encoder_learns_the_codes_of_generated_images(tmp_path):
     the benchmark measures reconstruction on a trained GAN.)"""
     from test_explain import gan_run as explain_run
 
-    run = explain_run.__wrapped__(_Factory(tmp_path))
+    run = explain_run.__wrapped__(DirFactory(tmp_path))
     data = tmp_path / "data16"
     _write_dataset(data, size=16)
     train_encoder(run, data, steps=60, **{**TINY, "log_every": 10, "batch_size": 16, "width": 8, "lr": 3e-3})
     recs = RunDir(encoder_dir(run)).read_metrics()
     first, last = recs[0], recs[-1]
     assert last["code_mse_z1"] + last["code_mse_z2"] < 0.8 * (first["code_mse_z1"] + first["code_mse_z2"]), (first, last)
-
-
-class _Factory:
-    """Stands in for pytest's tmp_path_factory when calling a module-scoped fixture function directly."""
-
-    def __init__(self, root):
-        self.root = root
-
-    def mktemp(self, name):
-        d = self.root / name
-        d.mkdir()
-        return d
-
-
-def test_cli_train_encoder_and_explain_note(gan_run, tmp_path, capsys):
-    run = _copy(gan_run[0], tmp_path, "c")
-    argv = ["train-encoder", str(run), "--steps", "2", "--batch-size", "4", "--width", "4", "--eval-images", "2",
-            "--log-every", "2", "--device", "cpu", "--quiet"]
-    assert main(argv) == 0
-    assert "encoder written to" in capsys.readouterr().out
-    assert main(argv) == 2  # already there: one line, exit 2
-    err = capsys.readouterr().err
-    assert "already holds an encoder" in err and err.count("\n") == 1
-    img = next((gan_run[1] / "test" / "positive").glob("*.png"))
-    assert main(["explain", str(img), "--gan", str(run), "--out", str(tmp_path / "e"), "--frames", "3", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
-    assert "inversion starts from the encoder trained by train-encoder" in out and f"up to {ENCODER_INVERSION_STEPS} Adam steps" in out
-    summary = json.loads((tmp_path / "e" / "summary.json").read_text())
-    assert summary["n_images"] == 1 and "encoder" in summary["inversion"]

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
+from spawn_helpers import DirFactory, spawn_workers
 
 WORLD = 2
 EVAL_KW = dict(split="test", noise_sigmas=(0.05,), max_sensitivity=False, batch_size=1, device="cpu", n_resamples=100,
@@ -50,22 +48,6 @@ def _worker(rank: int, port: int, root: str) -> None:
         cleanup(ctx)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class _Factory:
-    def __init__(self, root):
-        self.root = root
-
-    def mktemp(self, name):
-        d = self.root / name
-        d.mkdir()
-        return d
-
-
 @pytest.fixture(scope="module")
 def shard_root(tmp_path_factory) -> Path:
     from test_explain import _write_png, gan_run, known_images
@@ -76,23 +58,12 @@ def shard_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("shard")
     _make_data(root / "data", n_pos=3, n_neg=2)
     with pytest.warns(DeprecationWarning):  # the fixture's TorchScript classifier
-        gan_run.__wrapped__(_Factory(root))
+        gan_run.__wrapped__(DirFactory(root))
     (root / "images").mkdir()
     x, _, _ = known_images(3, seed=21)
     for i in range(3):
         _write_png(root / "images" / f"im{i}.png", np.asarray(fig.tensor_to_pil(x[i])))
-    pc = mp.start_processes(_worker, args=(_free_port(), str(root)), nprocs=WORLD, join=False, start_method="spawn")
-    deadline = time.monotonic() + 120
-    try:
-        while not pc.join(timeout=1):
-            if time.monotonic() > deadline:
-                raise TimeoutError("sharding workers did not finish in 120 s")
-    except BaseException:
-        for p in pc.processes:
-            if p.is_alive():
-                p.terminate()
-        fails = "\n".join(f.read_text() for f in root.glob("failed_*.txt"))
-        raise AssertionError(f"sharding workers failed:\n{fails}")
+    spawn_workers(_worker, root, WORLD)
     return root
 
 

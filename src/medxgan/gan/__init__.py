@@ -3,11 +3,13 @@
     from medxgan.gan import train_gan, load_gan_run
     train_gan("data/brain", "runs/clf", "runs/gan", preset="default", steps=5000)
     gan = load_gan_run("runs/gan")          # .generator (eval), .classifier, .oracle, .config
+    train_encoder("runs/gan")               # optional: inversion then starts from E(x), ~10x fewer steps
 
 Latent inversion and the explanation pipeline live in `medxgan.gan.inversion` / `medxgan.gan.model`
 (imported on first use: `from medxgan.gan import MedXGAN`).
 """
 
+from medxgan.gan.encoder_train import train_encoder
 from medxgan.gan.networks import Discriminator, Generator, build_discriminator, build_generator, count_parameters, sample_latents
 from medxgan.gan.presets import PRESETS, NetConfig, Preset, TrainOptions, get_preset
 from medxgan.gan.run import GanRun, load_gan_run, load_generator
@@ -30,6 +32,7 @@ __all__ = [
     "load_generator",
     "GANTrainer",
     "train_gan",
+    "train_encoder",
 ]
 
 

@@ -1,0 +1,45 @@
+"""Helpers shared by the tests that start torchrun-like worker processes (gloo on CPU)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch.multiprocessing as mp
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_workers(worker: Callable[[int, int, str], None], root: Path, nprocs: int, timeout: float = 120.0) -> None:
+    """Run ``worker(rank, port, str(root))`` in ``nprocs`` spawned processes and wait. A worker that
+    fails should write ``root/failed_<rank>.txt`` (its traceback), which the AssertionError quotes."""
+    pc = mp.start_processes(worker, args=(free_port(), str(root)), nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    try:
+        while not pc.join(timeout=1):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker processes did not finish in {timeout:.0f} s")
+    except BaseException:
+        for p in pc.processes:
+            if p.is_alive():
+                p.terminate()
+        fails = "\n".join(f.read_text() for f in Path(root).glob("failed_*.txt"))
+        raise AssertionError(f"worker processes failed:\n{fails}")
+
+
+class DirFactory:
+    """Stands in for pytest's tmp_path_factory when a module-scoped fixture function is called directly."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def mktemp(self, name: str) -> Path:
+        d = self.root / name
+        d.mkdir()
+        return d
