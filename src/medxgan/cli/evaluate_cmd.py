@@ -11,7 +11,7 @@ EXAMPLES = """examples:
   medxgan evaluate data/brain --classifier runs/clf --out eval-baselines/  # baselines only (no GAN)
   medxgan evaluate data/brain --gan runs/gan --out eval/ --n 100 --methods gradcam ig-black medxgan-diff medxgan-lig
   medxgan evaluate data/brain-sc --gan runs/gan-sc --out eval-sc/ --no-max-sensitivity   # shortcut phantoms
-  torchrun --nproc_per_node 4 -m medxgan evaluate data/brain --gan runs/gan --out eval/  # images shared across 4 GPUs
+  torchrun --nproc_per_node 4 -m medxgan evaluate data/brain --gan runs/gan --out eval/ --num-images 200  # 4 GPUs
 
 writes OUT/results.json, results.csv, results.md, plots/*.png, per_image.jsonl and maps/<image>/<method>.npz.
 A killed run continues where it stopped when started again with the same arguments.
@@ -37,7 +37,9 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     add_classifier_spec(p, required=False)
     p.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), metavar="METHOD",
                    help=f"methods to evaluate (default: all; choices: {', '.join(EXPLAINERS)})")
-    p.add_argument("--n", type=int, help="evaluate at most N images (a seeded random sample of the subset)")
+    p.add_argument("--n", "--num-images", dest="n", type=int,
+                   help="evaluate at most N images (a seeded random sample of the subset); under torchrun write --num-images "
+                   "(torchrun's own parser takes --n for an abbreviation of its options)")
     p.add_argument("--split", default="test", help="dataset split ('all' for every image)")
     p.add_argument("--subset", choices=SUBSETS, default="pred-pos",
                    help="images to explain: pred-pos (predicted positive), tp, pos (positive in truth) or all")
