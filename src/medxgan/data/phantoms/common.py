@@ -319,9 +319,10 @@ def write_dataset(
         width = max(5, len(str(n - 1)))
         counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
         marker_counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
+        with_markers = shortcut > 0  # markers/ only for shortcut data sets (evaluate looks for it)
         for s, _ in SPLIT_FRACTIONS:
             for c in CLASS_NAMES:
-                for top in ("", "masks", "markers"):
+                for top in ("", "masks") + (("markers",) if with_markers else ()):
                     (tmp / top / s / c).mkdir(parents=True, exist_ok=True)
         box_rows: list[list[Any]] = []
         previews: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
@@ -342,7 +343,8 @@ def write_dataset(
             rel = f"{split}/{cls}/{name}"
             _write(tmp / rel, _png_bytes(to_uint8(img)))
             _write(tmp / "masks" / rel, _png_bytes(mask.astype(np.uint8) * 255) if mask.any() else empty_png)
-            _write(tmp / "markers" / rel, _png_bytes(marker.astype(np.uint8) * 255) if marker.any() else empty_png)
+            if with_markers:
+                _write(tmp / "markers" / rel, _png_bytes(marker.astype(np.uint8) * 255) if marker.any() else empty_png)
             counts[split][cls] += 1
             marker_counts[split][cls] += int(marker.any())
             if spec.boxes:
@@ -378,7 +380,7 @@ def write_dataset(
             "counts": counts,
             "markers": marker_counts,
             "masks": "masks",
-            "marker_masks": "markers",
+            "marker_masks": "markers" if with_markers else None,
             "boxes": "boxes.csv" if spec.boxes else None,
             "options": {k: extra[k] for k in sorted(extra)},
             "generator": "medxgan synth",
