@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is several times faster than two fighting over a shared, busy
+    2-core machine. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _write_dicom(path, pixels, photometric="MONOCHROME2", **tags):

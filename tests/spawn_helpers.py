@@ -33,6 +33,20 @@ def spawn_workers(worker: Callable[[int, int, str], None], root: Path, nprocs: i
         raise AssertionError(f"worker processes failed:\n{fails}")
 
 
+def join_group(rank: int, port: int, world: int):
+    """In a worker: the environment torchrun would set, one torch thread, then join the gloo group.
+    Returns the DistContext (pass it to `medxgan.runtime.distributed.cleanup` at the end)."""
+    import os
+
+    import torch
+
+    from medxgan.runtime.distributed import init_distributed
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    return init_distributed(torch.device("cpu"))
+
+
 class DirFactory:
     """Stands in for pytest's tmp_path_factory when a module-scoped fixture function is called directly."""
 

@@ -18,7 +18,6 @@ differ by no more than a few lr.
 from __future__ import annotations
 
 import json
-import os
 import time
 import traceback
 from pathlib import Path
@@ -35,7 +34,7 @@ from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import seed_everything
 from medxgan.runtime.state import load_weights
-from spawn_helpers import spawn_workers
+from spawn_helpers import join_group, spawn_workers
 
 WORLD = 2
 TINY = dict(g_width=4, d_width=4, nz1=8, nz2=4)
@@ -44,12 +43,7 @@ GAN_BATCH = 8
 TRANSLATE = dict(size=32, ngf=8, ndf=8, blocks=1, pool_size=2, samples=0, batch_size=2, epochs=1, epochs_decay=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- tiny fixtures (built identically in the workers and here) ---------------------------------------
@@ -115,12 +109,10 @@ def _train_translate(data, out, **kw):
 
 # ---- the worker: every distributed scenario, results to files ----------------------------------------
 def _worker(rank: int, port: int, root: str) -> None:
-    from medxgan.runtime.distributed import cleanup, init_distributed
+    from medxgan.runtime.distributed import cleanup
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     root_p = Path(root)
-    ctx = init_distributed(torch.device("cpu"))
+    ctx = join_group(rank, port, WORLD)
     try:
         # (a) GlobalBatchNorm2d on this rank's half of the batch
         x, w_out, weight, bias = _bn_inputs()

@@ -20,12 +20,7 @@ from test_inversion import SIZE, known_images, tiny_models
 FAST = dict(steps=40, lr=0.1, restarts=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the Explainer base class ---------------------------------------------------------------------

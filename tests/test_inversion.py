@@ -16,13 +16,7 @@ from medxgan.gan.presets import NetConfig
 NZ1, NZ2, SIZE = 8, 4, 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is several times faster on a loaded 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_generator(channels: int = 1, seed: int = 0) -> Generator:

@@ -12,12 +12,7 @@ from medxgan.explain.lig import DEFAULT_LIG_STEPS, DEFAULT_TOL
 from test_inversion import NZ1, NZ2, SIZE, known_images, tiny_models
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _codes(n: int = 4, seed: int = 7):

@@ -21,12 +21,7 @@ from medxgan.runtime.seeding import seed_everything
 TINY = dict(g_width=4, d_width=4, nz1=8, nz2=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _data(n=8, size=32):

@@ -4,14 +4,13 @@ equals a single-process run (CPU, gloo, 2 processes, one spawn for both checks).
 from __future__ import annotations
 
 import json
-import os
 import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from spawn_helpers import DirFactory, spawn_workers
+from spawn_helpers import DirFactory, join_group, spawn_workers
 
 WORLD = 2
 EVAL_KW = dict(split="test", noise_sigmas=(0.05,), max_sensitivity=False, batch_size=1, device="cpu", n_resamples=100,
@@ -29,14 +28,12 @@ def _worker(rank: int, port: int, root: str) -> None:
     import warnings
 
     from medxgan.evaluate.runner import evaluate
-    from medxgan.runtime.distributed import cleanup, init_distributed
+    from medxgan.runtime.distributed import cleanup
     from test_runner import _tiny_clf
 
     warnings.simplefilter("ignore")
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
     r = Path(root)
-    ctx = init_distributed(torch.device("cpu"))
+    ctx = join_group(rank, port, WORLD)
     try:
         evaluate(r / "data", r / "eval_ws2", classifier=_tiny_clf(), **EVAL_KW)
         _explain_model(r / "gan" / "run").explain_files([r / "images"], r / "explain_ws2", **EXPLAIN_KW)

@@ -25,13 +25,7 @@ from medxgan.translate.train import TranslateConfig
 TINY = dict(size=32, ngf=8, ndf=8, blocks=1, pool_size=2, samples=2, log_every=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two fighting over a shared, busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

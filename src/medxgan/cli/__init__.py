@@ -65,11 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _rank() -> int:
-    import os
+    """torchrun's RANK (0 without torchrun); read from the environment because the process group is
+    already gone when an error reaches here."""
+    from medxgan.runtime.distributed import context_from_env
 
     try:
-        return int(os.environ.get("RANK", "0") or 0)
-    except ValueError:
+        return context_from_env().rank
+    except MedxganError:
         return 0
 
 

@@ -9,6 +9,16 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
 
 
+def add_speed_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: object = None) -> None:
+    """--amp / --channels-last / --compile of the trainers. ``default``: None or argparse.SUPPRESS (both
+    mean "the run's setting on --resume, else off")."""
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default=default,
+                   help="mixed precision for the network forward passes (losses, penalties and optimiser stay float32); default off")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=default,
+                   help="NHWC memory layout for weights and images (faster convolutions on tensor-core GPUs)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=default, help="torch.compile the networks")
+
+
 def add_class_mapping(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positive", nargs="+", metavar="CLASS", help="class folder name(s) that count as positive (default: from dataset.json or every class not listed as negative)")
     p.add_argument("--negative", nargs="+", metavar="CLASS", help="class folder name(s) that count as negative, e.g. notumor")

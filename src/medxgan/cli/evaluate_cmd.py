@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.classifier is None and args.gan is None:
         raise MedxganError("--classifier is required without --gan (with --gan the run's classifier is the default)")
     if args.n is not None and args.n < 1:
-        raise MedxganError(f"--n {args.n}: must be >= 1")
+        raise MedxganError(f"--n/--num-images {args.n}: must be >= 1")
     from medxgan.runtime.distributed import distributed
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun each rank evaluates a share; rank 0 merges

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from medxgan.cli.common import add_class_mapping, add_classifier_spec, add_device
+from medxgan.cli.common import add_class_mapping, add_classifier_spec, add_device, add_speed_options
 
 EXAMPLES = """examples:
   medxgan synth brain-mri --out data/brain && medxgan train-classifier data/brain --out runs/clf
@@ -62,11 +62,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a preset option, e.g. --set ema_decay=0.999 --set d_projection=true (experiments)")
     g = p.add_argument_group("GPU speed options (not covered by 'same seed -> same numbers'; on --resume: the run's setting unless given)")
-    g.add_argument("--amp", choices=["off", "bf16", "fp16"], default=None,
-                   help="mixed precision for the network forward passes (losses, R1, EMA, optimiser stay float32); default off")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory layout for weights and images (faster convolutions on tensor-core GPUs)")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the networks")
+    add_speed_options(g)
     add_class_mapping(p)
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from medxgan.cli.common import add_device, add_speed_options
+
 
 def register(subparsers, formatter_class) -> None:
     p = subparsers.add_parser(
@@ -52,13 +54,9 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("--no-flip", dest="flip", action="store_false", default=argparse.SUPPRESS, help="no random horizontal flips")
     t.add_argument("--checkpoint-every", type=int, default=argparse.SUPPRESS, metavar="STEPS", help="also checkpoint every STEPS steps inside an epoch (default 0 = epoch ends only)")
     t.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default 0")
-    t.add_argument("--amp", choices=["off", "bf16", "fp16"], default=argparse.SUPPRESS,
-                   help="mixed precision for the network forward passes (losses and optimiser stay float32; default off)")
-    t.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                   help="NHWC memory layout for weights and images (faster convolutions on tensor-core GPUs)")
-    t.add_argument("--compile", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help="torch.compile the networks")
+    add_speed_options(t, default=argparse.SUPPRESS)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
-    t.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
+    add_device(t)
     t.set_defaults(func=_train)
 
     a = sub.add_parser(
@@ -77,7 +75,7 @@ def register(subparsers, formatter_class) -> None:
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--size", type=int, help="resize inputs to SIZE x SIZE first (default: native resolution)")
     a.add_argument("--tile", type=int, help="translate in overlapping TILE x TILE tiles with feathered blending (large images)")
-    a.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
+    add_device(a)
     a.set_defaults(func=_apply)
 
     e = sub.add_parser(
@@ -93,7 +91,7 @@ def register(subparsers, formatter_class) -> None:
     e.add_argument("--run", required=True, help="cyclegan run directory")
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--inception-weights", metavar="PATH", help="local Inception-v3 weights for FID/KID (otherwise skipped)")
-    e.add_argument("--device", default="auto", help="auto (GPU if available), cpu, cuda, cuda:N or mps")
+    add_device(e)
     e.set_defaults(func=_evaluate)
 
     p.set_defaults(func=lambda args: p.print_help() or 0)

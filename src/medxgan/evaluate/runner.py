@@ -396,7 +396,8 @@ def evaluate(
         if not clean:  # drop a partial last line before appending
             atomic_write_text(per_path, "".join(json.dumps(_clean(r)) + "\n" for r in done.values()))
     dist.barrier()
-    done, _ = read_per_image(per_path)
+    if rank != 0:  # the file as rank 0 left it
+        done, _ = read_per_image(per_path)
 
     config = _clean({
         "data": str(data_root), "split": split, "subset": subset, "n": n, "n_selected": len(selected),

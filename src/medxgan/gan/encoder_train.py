@@ -54,9 +54,9 @@ def encoder_dir(gan_run: str | os.PathLike) -> Path:
     return Path(gan_run) / ENCODER_SUBDIR
 
 
-def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any], device: torch.device) -> tuple[LatentEncoder, dict[str, Any]] | None:
-    """The encoder written by `train_encoder` into ``RUN/encoder/`` (eval mode, frozen) and its config,
-    or None when there is none (or training has not finished)."""
+def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any], device: torch.device) -> LatentEncoder | None:
+    """The encoder written by `train_encoder` into ``RUN/encoder/`` (eval mode, frozen), or None when
+    there is none (or training has not finished)."""
     rd = RunDir(encoder_dir(gan_run))
     if not rd.exists() or not rd.has_weights(ENCODER_WEIGHTS):
         return None
@@ -66,7 +66,7 @@ def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any],
         E.load_state_dict(rd.load_weights(ENCODER_WEIGHTS))
     except RuntimeError as exc:
         raise MedxganError(f"{rd.path}: encoder weights do not match its config.json ({str(exc).splitlines()[0]})") from None
-    return E.to(device).eval().requires_grad_(False), cfg
+    return E.to(device).eval().requires_grad_(False)
 
 
 def cosine_lr(step: int, steps: int, lr: float, floor: float = 0.1) -> float:
@@ -74,12 +74,11 @@ def cosine_lr(step: int, steps: int, lr: float, floor: float = 0.1) -> float:
     return lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, steps) / max(1, steps))))
 
 
-def _real_images(data: str, size: int, split: str, mapping: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+def _real_images(data: str, size: int, channels: int, split: str, mapping: dict[str, Any]) -> torch.Tensor:
+    """The split's images at the generator's size and channel count (converted by the data layer)."""
     from medxgan.data import load_dataset
 
-    ds = load_dataset(data, split=split, size=size, **mapping)
-    x, y = ds.tensors()[:2]
-    return x.float(), y.long()
+    return load_dataset(data, split=split, size=size, channels=channels, **mapping).tensors()[0].float()
 
 
 @torch.no_grad()
@@ -173,19 +172,11 @@ def train_encoder(
         raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
     mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
     size = int(G.size)
-    x_train, y_train = _real_images(data_src, size, "train", mapping)
-    if x_train.shape[1] != G.channels:
-        from medxgan.classifiers.adapter import convert_channels
-
-        x_train = convert_channels(x_train, G.channels)
+    x_train = _real_images(data_src, size, G.channels, "train", mapping)
     try:
-        x_eval, _ = _real_images(data_src, size, "val", mapping)
+        x_eval = _real_images(data_src, size, G.channels, "val", mapping)
     except MedxganError:
-        x_eval, _ = _real_images(data_src, size, "test", mapping)
-    if x_eval.shape[1] != G.channels:
-        from medxgan.classifiers.adapter import convert_channels
-
-        x_eval = convert_channels(x_eval, G.channels)
+        x_eval = _real_images(data_src, size, G.channels, "test", mapping)
     x_eval = x_eval[torch.randperm(x_eval.shape[0], generator=torch.Generator().manual_seed(seed))[:eval_images]].to(dev)
 
     seed_everything(seed)

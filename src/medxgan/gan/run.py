@@ -70,9 +70,8 @@ def _attach_encoder(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch
     from medxgan.gan.encoder_train import ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, encoder_dir, load_trained_encoder
     from medxgan.gan.train import ENCODER_NAME
 
-    trained = load_trained_encoder(rd.path, config["net"], dev)
-    if trained is not None:
-        E, _ = trained
+    E = load_trained_encoder(rd.path, config["net"], dev)
+    if E is not None:
         info = {"kind": "trained", "path": str(encoder_dir(rd.path)),
                 "inversion_defaults": {"steps": ENCODER_INVERSION_STEPS, "restarts": ENCODER_INVERSION_RESTARTS}}
     elif rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor
