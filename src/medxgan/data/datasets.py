@@ -89,6 +89,33 @@ class ImageDataset(Dataset):
     def has_masks(self) -> bool:
         return any(s.has_mask for s in self.samples)
 
+    @property
+    def has_twins(self) -> bool:
+        """Whether any sample has a lesion-free twin (phantom data sets; users' own data never do)."""
+        return any(s.twin_path is not None for s in self.samples)
+
+    def twins(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(twins N x C x H x W in [-1, 1], has_twin bool N)`` aligned with :meth:`tensors` (call that
+        first when ``skip_bad`` may drop files); rows without a twin are zeros. A twin must have its
+        image's size (MedxganError naming both files otherwise)."""
+        out, has = [], []
+        for s in self.samples:
+            if s.twin_path is None:
+                out.append(None)
+                has.append(False)
+                continue
+            a, t = read_image(s.path), read_image(s.twin_path)
+            if a.shape[:2] != t.shape[:2]:
+                raise MedxganError(f"{s.twin_path}: twin size {t.shape[0]}x{t.shape[1]} (HxW) differs from image {s.path} "
+                                   f"size {a.shape[0]}x{a.shape[1]}")
+            out.append(image_to_tensor(t, size=self._hw or a.shape[:2], channels=self.channels))
+            has.append(True)
+        ref = next((t for t in out if t is not None), None)
+        if ref is None:
+            ref = torch.zeros(self.channels, *(self._hw or (1, 1)))
+        stacked = torch.stack([t if t is not None else torch.zeros_like(ref) for t in out]) if out else torch.zeros(0, *ref.shape)
+        return stacked, torch.tensor(has, dtype=torch.bool)
+
     def __repr__(self) -> str:
         n1 = sum(self.labels)
         return (f"ImageDataset({str(self.root)!r}, split={self.split!r}, n={len(self)} ({n1} positive), "

@@ -77,6 +77,7 @@ class Sample:
     mask_path: Path | None = None
     boxes: list[tuple[float, float, float, float]] = field(default_factory=list)
     has_mask: bool = False
+    twin_path: Path | None = None  # lesion-free twin (phantoms: ROOT/twins/<same relative path>)
 
 
 @dataclass
@@ -191,9 +192,10 @@ def resolve_mapping(classes: list[str], positive=None, negative=None, *, where: 
 # helpers shared by both sources
 
 
-def _mask_table(root: Path) -> dict[str, Path]:
-    """``relative path without extension`` -> mask file, from ``ROOT/masks``."""
-    mroot = root / "masks"
+def _mask_table(root: Path, folder: str = "masks") -> dict[str, Path]:
+    """``relative path without extension`` -> mask file, from ``ROOT/masks`` (or another mirror tree:
+    ``ROOT/twins`` holds the phantoms' lesion-free twins)."""
+    mroot = root / folder
     if not mroot.is_dir():
         return {}
     table: dict[str, Path] = {}
@@ -272,7 +274,7 @@ def _class_dirs(base: Path, exclude_masks: bool) -> dict[str, Path]:
     return {
         d.name: d
         for d in sorted(base.iterdir())
-        if d.is_dir() and not d.name.startswith(".") and not (exclude_masks and d.name in ("masks", "markers"))
+        if d.is_dir() and not d.name.startswith(".") and not (exclude_masks and d.name in ("masks", "markers", "twins"))
     }
 
 
@@ -297,7 +299,7 @@ def index_folders(root: Path, split=None, positive=None, negative=None, skip_bad
         hint = " (images must be inside class folders: ROOT/[split/]<class>/...)" if loose else ""
         raise MedxganError(f"{root}: no class folders found{hint}; expected ROOT/[train|val|test/]<class>/*.png|jpg|dcm|...")
     pos, neg = resolve_mapping(classes, positive, negative, where=str(root), defaults=read_dataset_json(root))
-    masks = _mask_table(root)
+    masks, twins = _mask_table(root), _mask_table(root, "twins")
     samples: list[Sample] = []
     n_files: dict[str, int] = {}
     empty: dict[str, list[Path]] = {}
@@ -314,8 +316,10 @@ def index_folders(root: Path, split=None, positive=None, negative=None, skip_bad
                 sp = split_name if split_name is not None else hash_split(rel)
                 if split is not None and sp != split:
                     continue
-                mp = masks.get(PurePosixPath(rel).with_suffix("").as_posix())
-                samples.append(Sample(f, rel, int(cname in pos), cname, sp, _NO_INFO, mask_path=mp, has_mask=mp is not None))
+                key = PurePosixPath(rel).with_suffix("").as_posix()
+                mp = masks.get(key)
+                samples.append(Sample(f, rel, int(cname in pos), cname, sp, _NO_INFO, mask_path=mp, has_mask=mp is not None,
+                                      twin_path=twins.get(key)))
     for cname, dirs in empty.items():  # an empty folder is fine when its class has images in another split
         if n_files.get(cname, 0) == 0:
             raise MedxganError(f"{dirs[0]}: class folder contains no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -442,6 +446,7 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
         pos, neg = pos + ["1"], neg + ["0"]
 
     masks = {} if box_cols else _mask_table(root)  # boxes, when the CSV has them, are the ground truth
+    twins = _mask_table(root, "twins")
     checker = _Checker(skip_bad, verify)
     samples: list[Sample] = []
     for rel, rec in records.items():
@@ -464,9 +469,11 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
         if not f.is_file():
             checker.fail(f, MedxganError(f"{csv_path}, row {rec['row']}: {rel}: file not found under {root}"))
             continue
-        mp = masks.get(PurePosixPath(rel).with_suffix("").as_posix())
+        key = PurePosixPath(rel).with_suffix("").as_posix()
+        mp = masks.get(key)
         has = bool(rec["boxes"]) or mp is not None or (bool(box_cols) and y == 0)
-        samples.append(Sample(f, rel, y, str(lab), sp, _NO_INFO, mask_path=mp, boxes=list(rec["boxes"]), has_mask=has))
+        samples.append(Sample(f, rel, y, str(lab), sp, _NO_INFO, mask_path=mp, boxes=list(rec["boxes"]), has_mask=has,
+                              twin_path=twins.get(key)))
     samples = _probe_all(samples, checker, f"index {csv_path.name}")
     _finish(root, samples, split, str(csv_path), pos, neg)
     return DatasetIndex(root, samples, pos, neg, checker.skipped, "csv", csv_path, split)

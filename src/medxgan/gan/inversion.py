@@ -107,11 +107,20 @@ def psnr(a: Tensor, b: Tensor) -> Tensor:
 
 
 def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float,
-                    amp: str = "off") -> tuple[Tensor, Tensor]:
-    out = forward(amp, z1.device, gen, z1, z2)  # amp: autocast forward, float32 output; the loss in float32
+                    amp: str = "off", w_cf: float = 0.0) -> tuple[Tensor, Tensor]:
+    masked = bool(w_cf) and getattr(gen, "masked", False)
+    if masked:  # the counterfactual G(z1, 0) is the anatomy decoder's output: no second pass
+        out, base, _ = forward(amp, z1.device, lambda a, b: gen(a, b, return_parts=True), z1, z2)
+    else:
+        out = forward(amp, z1.device, gen, z1, z2)  # amp: autocast forward, float32 output; the loss in float32
     loss = w_pix * (out - x).pow(2).flatten(1).mean(1)
     if w_cls:
         loss = loss + w_cls * F.binary_cross_entropy_with_logits(forward(amp, z1.device, clf.logit, out), p_x, reduction="none")
+    if w_cf:  # the counterfactual must be negative: keeps the pathology out of z1
+        if not masked:
+            base = forward(amp, z1.device, gen, z1, torch.zeros_like(z2))
+        cf_logit = forward(amp, z1.device, clf.logit, base)
+        loss = loss + w_cf * F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none")
     if w_prior:
         loss = loss + w_prior * 0.5 * (z1.pow(2).mean(1) + z2.pow(2).mean(1))
     return loss, out
@@ -143,6 +152,7 @@ def invert(
     w_pix: float = DEFAULT_W_PIX,
     w_cls: float = DEFAULT_W_CLS,
     w_prior: float = 0.0,
+    w_cf: float = 0.0,
     early_stop_patience: int | None = DEFAULT_PATIENCE,
     min_rel_improvement: float = 1e-4,
     seed: int = 0,
@@ -166,6 +176,8 @@ def invert(
             ``"random"`` (all restarts random).
         restarts: number of starting points per image; the lowest final loss wins.
         w_pix, w_cls, w_prior: loss weights (pixel MSE, classifier BCE, optional Gaussian prior on z).
+        w_cf: weight of BCE(p_pos(G(z1, 0)), 0): the counterfactual of the inverted codes must be
+            negative, so the pathology cannot hide in z1 (0 = off).
         early_stop_patience: steps without relative improvement > ``min_rel_improvement`` after which
             an image is frozen; None or 0 disables early stopping.
         seed: seeds the random starting codes (independent of the global RNG).
@@ -222,7 +234,7 @@ def invert(
         steps_run = torch.zeros(m, dtype=torch.long, device=device)
 
         for _ in range(steps + 1):  # the last pass only evaluates the final codes
-            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp)
+            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf)
             with torch.no_grad():
                 lv = loss.detach()
                 thresh = torch.where(torch.isfinite(best_loss), best_loss - min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
@@ -268,7 +280,7 @@ def invert(
             p_rec = forward(amp, device, classifier.prob, rec).float()
 
     settings = dict(
-        steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior,
+        steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior, w_cf=w_cf,
         early_stop_patience=patience, seed=seed, tune_generator=tune_generator,
         **({"tune_steps": tune_steps, "tune_lr": tune_lr, "tune_reg": tune_reg, "tune_cls": tune_cls} if tune_generator else {}),
     )

@@ -104,46 +104,89 @@ def _check_channels(cfg: NetConfig) -> None:
         raise MedxganError(f"network config: nz1 and nz2 must be >= 1, got {cfg.nz1}, {cfg.nz2}")
 
 
+def _decoder(cfg: NetConfig, nz: int, out_channels: int, tanh: bool) -> tuple[nn.Linear, nn.Sequential, tuple[int, int, int]]:
+    """(fc, body, start_shape) of one generator decoder: ``body(fc(z).view(start_shape))``."""
+    last: list[nn.Module] = [nn.Tanh()] if tanh else []
+    if cfg.arch == "paper":
+        if cfg.size not in (64, 128):
+            raise MedxganError(f"network config: the paper generator exists for 64 and 128 px, not {cfg.size}")
+        fc = nn.Linear(nz, 768)  # with bias, no activation (authors' code)
+        widths = [768, 384, 256, 192] + ([64] if cfg.size == 128 else [])
+        layers: list[nn.Module] = []
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            layers += [ConvTranspose2d(cin, cout, 5, 2, 0, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+        layers += [ConvTranspose2d(widths[-1], out_channels, 8, 2, 0, bias=False), *last]
+        return fc, nn.Sequential(*layers), (768, 1, 1)
+    if cfg.arch == "dcgan":
+        n_up = _n_halvings(cfg.size)
+        w0 = cfg.g_width * 2 ** (n_up - 1)
+        fc = nn.Linear(nz, w0 * 16, bias=False)
+        layers = [nn.BatchNorm2d(w0), nn.ReLU(True)]
+        ch = w0
+        for _ in range(n_up - 1):
+            layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
+            ch //= 2
+        layers += [nn.ConvTranspose2d(ch, out_channels, 4, 2, 1, bias=False), *last]
+        return fc, nn.Sequential(*layers), (w0, 4, 4)
+    raise MedxganError(f"network config: unknown arch {cfg.arch!r} (paper or dcgan)")
+
+
+PATHOLOGY_MODES = ("joint", "mask")
+MASK_LOGIT_OFFSET = -3.0  # the pathology mask starts nearly empty (sigmoid(-3) = 0.05)
+GATE_SCALE = 0.1  # gate(z2) = 1 - exp(-mean(z2^2) / GATE_SCALE): ~1 on the prior, exactly 0 at z2 = 0
+
+
 class Generator(nn.Module):
-    """G(z1, z2) -> N x C x size x size images in [-1, 1]. Attributes: nz1, nz2, channels, size, config."""
+    """G(z1, z2) -> N x C x size x size images in [-1, 1]. Attributes: nz1, nz2, channels, size, config.
+
+    ``pathology="joint"`` (the paper): one decoder of concat(z1, z2).
+    ``pathology="mask"``: the pathology is an explicit local layer over a z1-only anatomy,
+    ``G(z1, z2) = B(z1) (1 - g M) + g M R`` with B(z1) the anatomy decoder, M(z1, z2) in [0, 1] a
+    pathology mask and R(z1, z2) in [-1, 1] its content (one second decoder of concat(z1, z2)), and the
+    gate g(z2) = 1 - exp(-mean(z2^2) / GATE_SCALE), exactly 0 at z2 = 0. So G(z1, 0) = B(z1) exactly,
+    z2 can only change the pixels where M is on, and the training losses can ask M to be small (the
+    VA-GAN idea of an additive/masked change map, Baumgartner et al. 2018, in medXGAN's split latent).
+    """
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
         cfg = NetConfig.from_dict(cfg)
         _check_channels(cfg)
+        if cfg.pathology not in PATHOLOGY_MODES:
+            raise MedxganError(f"network config: pathology must be one of {', '.join(PATHOLOGY_MODES)}, got {cfg.pathology!r}")
         self.config = cfg
         self.nz1, self.nz2, self.channels, self.size = cfg.nz1, cfg.nz2, cfg.channels, cfg.size
-        nz = cfg.nz1 + cfg.nz2
-        if cfg.arch == "paper":
-            if cfg.size not in (64, 128):
-                raise MedxganError(f"network config: the paper generator exists for 64 and 128 px, not {cfg.size}")
-            self.fc = nn.Linear(nz, 768)  # with bias, no activation (authors' code)
-            self.start_shape = (768, 1, 1)
-            widths = [768, 384, 256, 192] + ([64] if cfg.size == 128 else [])
-            layers: list[nn.Module] = []
-            for cin, cout in zip(widths[:-1], widths[1:]):
-                layers += [ConvTranspose2d(cin, cout, 5, 2, 0, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
-            layers += [ConvTranspose2d(widths[-1], cfg.channels, 8, 2, 0, bias=False), nn.Tanh()]
-            self.body = nn.Sequential(*layers)
-        elif cfg.arch == "dcgan":
-            n_up = _n_halvings(cfg.size)
-            w0 = cfg.g_width * 2 ** (n_up - 1)
-            self.fc = nn.Linear(nz, w0 * 16, bias=False)
-            self.start_shape = (w0, 4, 4)
-            layers = [nn.BatchNorm2d(w0), nn.ReLU(True)]
-            ch = w0
-            for _ in range(n_up - 1):
-                layers += [nn.ConvTranspose2d(ch, ch // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch // 2), nn.ReLU(True)]
-                ch //= 2
-            layers += [nn.ConvTranspose2d(ch, cfg.channels, 4, 2, 1, bias=False), nn.Tanh()]
-            self.body = nn.Sequential(*layers)
+        self.masked = cfg.pathology == "mask"
+        if self.masked:
+            self.fc, self.body, self.start_shape = _decoder(cfg, cfg.nz1, cfg.channels, tanh=True)
+            self.path_fc, self.path_body, _ = _decoder(cfg, cfg.nz1 + cfg.nz2, cfg.channels + 1, tanh=False)
         else:
-            raise MedxganError(f"network config: unknown arch {cfg.arch!r} (paper or dcgan)")
+            self.fc, self.body, self.start_shape = _decoder(cfg, cfg.nz1 + cfg.nz2, cfg.channels, tanh=True)
         dcgan_init(self)
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, return_parts: bool = False) -> Any:
+        """The images; with ``return_parts`` (masked generators) the tuple of :meth:`parts` (a keyword of
+        forward, so that DistributedDataParallel and torch.compile wrappers pass it through)."""
+        if self.masked:
+            out = self.parts(z1, z2)
+            return out if return_parts else out[0]
+        if return_parts:
+            raise MedxganError("Generator: return_parts only for pathology='mask' generators")
         h = self.fc(torch.cat([z1, z2], dim=1))
         return self.body(h.view(h.shape[0], *self.start_shape))
+
+    def parts(self, z1: torch.Tensor, z2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(image, anatomy B(z1), effective mask g(z2) M(z1, z2) N x 1 x H x W) of the masked generator."""
+        if not self.masked:
+            raise MedxganError("Generator.parts: only for pathology='mask' generators")
+        h = self.fc(z1)
+        base = self.body(h.view(h.shape[0], *self.start_shape))
+        p = self.path_fc(torch.cat([z1, z2], dim=1))
+        p = self.path_body(p.view(p.shape[0], *self.start_shape))
+        gate = 1.0 - torch.exp(-z2.pow(2).mean(1) / GATE_SCALE)
+        mask = torch.sigmoid(p[:, :1] + MASK_LOGIT_OFFSET) * gate.view(-1, 1, 1, 1)
+        content = torch.tanh(p[:, 1:])
+        return base + mask * (content - base), base, mask
 
 
 def _n_halvings(size: int) -> int:

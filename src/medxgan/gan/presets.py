@@ -60,6 +60,8 @@ class NetConfig(_DictConfig):
     d_dropout: dropout after each D block (paper: 0.5). d_batchnorm: BN in D blocks but the first (paper).
     d_mbstd: minibatch standard deviation feature before D's head (Karras et al. 2018, groups of 4): lets D
     see a collapsed (too similar) batch of fakes, against mode collapse.
+    pathology: "joint" (the paper: one decoder of concat(z1, z2)) or "mask" (an anatomy decoder of z1
+    plus a gated pathology mask and content from (z1, z2); G(z1, 0) is the anatomy exactly; networks.py).
     """
 
     _label = "network config"  # not a field: no annotation
@@ -76,6 +78,7 @@ class NetConfig(_DictConfig):
     d_dropout: float = 0.5
     d_batchnorm: bool = True
     d_mbstd: bool = False
+    pathology: str = "joint"
 
 
 
@@ -94,6 +97,14 @@ class TrainOptions(_DictConfig):
     G so that G(E1(x), E2(x) [positives only]) reconstructs real scans (L1, this weight); kl_weight
     keeps E's codes on N(0, I); cf_weight (default lambda_cls) pushes G(E1(x_pos), 0) to the negative
     class; the reconstructions are also shown to D as fakes, weighted by adv_weight like the samples.
+    Minimality of the pathology change, on every positive the G step makes (prior samples, and with the
+    encoder anchor also the reconstructions of real positives): prox_weight * mean|G(z1, z2) - G(z1, 0)|;
+    for pathology="mask" generators mask_weight * mean(M) (L1 of the mask) and tv_weight * mean(|dM/dx| +
+    |dM/dy|) (total variation: one compact region rather than speckle).
+    cf_adv_weight (encoder anchor only): the counterfactuals G(E1(x), 0) of the real batch are also shown to
+    D as fakes of the negative class, and G is trained to make them pass as real negatives with this
+    weight: "negative" then means "looks like a real healthy scan to D", not only "below the
+    classifier's threshold" (a dimmed lesion passes the classifier; D has never seen one in a negative).
     """
 
     _label = "training options"
@@ -110,6 +121,10 @@ class TrainOptions(_DictConfig):
     r1_every: int = 4
     diffaug: str = ""
     lr: float = 2e-4
+    prox_weight: float = 0.0
+    cf_adv_weight: float = 0.0
+    mask_weight: float = 0.0
+    tv_weight: float = 0.0
     beta1: float = 0.5
     beta2: float = 0.999
 

@@ -128,6 +128,19 @@ def diff_augment(x: torch.Tensor, policy: str, parts: int = 1) -> torch.Tensor:
     return x
 
 
+def minimality_terms(image: torch.Tensor, base: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Per-sample minimality of a pathology change (each (N,)): "prox" = mean|image - base| over pixels
+    and channels; with a mask (N x 1 x H x W) also "mask" = mean(mask) and "tv" = mean|mask[i+1, j] -
+    mask[i, j]| + mean|mask[i, j+1] - mask[i, j]| (anisotropic total variation)."""
+    out = {"prox": (image - base).abs().flatten(1).mean(1)}
+    if mask is not None:
+        out["mask"] = mask.flatten(1).mean(1)
+        dy = (mask[:, :, 1:, :] - mask[:, :, :-1, :]).abs().flatten(1).mean(1)
+        dx = (mask[:, :, :, 1:] - mask[:, :, :, :-1]).abs().flatten(1).mean(1)
+        out["tv"] = dx + dy
+    return out
+
+
 # ---- one training step ------------------------------------------------------------------------
 class GANTrainer:
     """Networks, optimisers and one `step(real, labels)`; everything a checkpoint has to hold.
@@ -237,9 +250,14 @@ class GANTrainer:
         with torch.no_grad():
             fake = self._fwd(self._G, z1, z2)
             if self.E is not None:  # reconstructions of the real batch are fakes too
-                fake = torch.cat([fake, self._encode_decode(real, labels, self._G, self._E)[0]])
+                rec, z1_rec = self._encode_decode(real, labels, self._G, self._E)[:2]
+                fake = torch.cat([fake, rec])
                 y_fake = torch.cat([y_fake, labels])
                 parts = 2
+                if self.opts.cf_adv_weight > 0:  # and their counterfactuals, as fakes of the negative class
+                    fake = torch.cat([fake, self._fwd(self._G, z1_rec, torch.zeros(z1_rec.shape[0], self.G.nz2, device=z1_rec.device))])
+                    y_fake = torch.cat([y_fake, torch.zeros_like(labels)])
+                    parts = 3
         do_r1 = self.opts.r1_gamma > 0 and self.step_count % max(1, self.opts.r1_every) == 0
         real_in = real.detach().requires_grad_(True) if do_r1 else real
         # R1 steps: D uncompiled (compiled graphs have no double backward, and a compiled pass would
@@ -273,10 +291,38 @@ class GANTrainer:
         values = dict(zip(stats.keys(), torch.stack([v.float() for v in stats.values()]).double().tolist()))
         return mean_over_ranks(values, self.device)
 
+    def _generate(self, z1: torch.Tensor, z2: torch.Tensor, pos: torch.Tensor, stats: dict[str, torch.Tensor],
+                  key: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """G(z1, z2) through the training wrapper, and the minimality loss of its positives (rows where
+        `pos` is 1): prox_weight * mean|G(z1, z2) - G(z1, 0)| (+ the mask L1 and TV terms of a masked
+        generator), averaged over the positives; a scalar 0 when every weight is 0."""
+        o = self.opts
+        masked = getattr(self.G, "masked", False)
+        if masked:
+            fake, base, mask = self._fwd(lambda a, b: self._G(a, b, return_parts=True), z1, z2)
+        else:
+            fake = self._fwd(self._G, z1, z2)
+        if not (o.prox_weight or o.mask_weight or o.tv_weight):
+            return fake, fake.new_zeros(())
+        w = pos.view(-1).float()
+        n_pos = all_reduce_sum(w.sum().detach()).clamp(min=1.0) / world_size()  # DDP averages: see _anchored_g_loss
+        loss = fake.new_zeros(())
+        if o.prox_weight:
+            if not masked:
+                base = self._fwd(self._G, z1, torch.zeros_like(z2))
+            prox = minimality_terms(fake, base, None)["prox"]
+            loss = loss + o.prox_weight * (prox * w).sum() / n_pos
+            stats[f"{key}_prox"] = ((prox * w).sum() / n_pos).detach()
+        if masked and (o.mask_weight or o.tv_weight):
+            t = minimality_terms(fake, base, mask)
+            loss = loss + (o.mask_weight * (t["mask"] * w).sum() + o.tv_weight * (t["tv"] * w).sum()) / n_pos
+            stats[f"{key}_mask"] = ((t["mask"] * w).sum() / n_pos).detach()
+        return fake, loss
+
     def _g_step(self, real: torch.Tensor, labels: torch.Tensor, stats: dict[str, torch.Tensor]) -> None:
         y = labels
         z1, z2 = self._latents(y)
-        fake = self._fwd(self._G, z1, z2)
+        fake, loss_min = self._generate(z1, z2, y, stats, "g")
         logit = self._fwd(self.classifier.logit, fake)
         loss_cls = F.binary_cross_entropy_with_logits(logit, y.float())  # == 2-class CE on softmax([0, logit])
         lam = self.lambda_cls
@@ -285,9 +331,10 @@ class GANTrainer:
         if self.E is None:
             d_out = self._d(fake, y)
             loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
-            loss_g = loss_adv + lam * loss_cls
+            loss_g = loss_adv + lam * loss_cls + loss_min
         else:
             loss_g, loss_adv = self._anchored_g_loss(real, labels, fake, y, loss_cls, lam, stats)
+            loss_g = loss_g + loss_min
         self.opt_g.zero_grad(set_to_none=True)
         backward_step(loss_g, self.opt_g, self.scaler_g)
         self._update_ema()
@@ -297,7 +344,7 @@ class GANTrainer:
         stats["cls_agree"] = ((logit.detach() > 0).long() == y).float().mean()
 
     def _encode_decode(self, real: torch.Tensor, labels: torch.Tensor, G: nn.Module | None = None,
-                       E: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
+                       E: nn.Module | None = None, stats: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
         """G(E1(x), E2(x) for positives / 0 for negatives) with reparameterised codes (the noise drawn
         for the global batch and sharded)."""
         G, E = (G if G is not None else self.G), (E if E is not None else self.E)
@@ -308,26 +355,39 @@ class GANTrainer:
         eps2 = shard(torch.randn((n_all, *mu2.shape[1:]), dtype=mu2.dtype)).to(mu2.device)
         z1 = mu1 + eps1 * (0.5 * lv1).exp()
         z2 = (mu2 + eps2 * (0.5 * lv2).exp()) * pos
+        if stats is not None:  # the G step: through _generate, with the minimality of the real positives
+            rec, loss_min = self._generate(z1, z2, pos, stats, "rec")
+            return rec, z1, pos, (mu1, lv1, mu2, lv2), loss_min
         return self._fwd(G, z1, z2), z1, pos, (mu1, lv1, mu2, lv2)
 
     def _anchored_g_loss(self, real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor, y: torch.Tensor,
                          loss_cls: torch.Tensor, lam: float, stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The paper's G loss on prior samples + reconstruction, KL and counterfactual terms through E."""
         o = self.opts
-        rec, z1, pos, (mu1, lv1, mu2, lv2) = self._encode_decode(real, labels, self._G, self._E)
+        rec, z1, pos, (mu1, lv1, mu2, lv2), loss_min = self._encode_decode(real, labels, self._G, self._E, stats)
         loss_rec = (rec - real).abs().mean()
         kl = (kl_to_standard_normal(mu1, lv1) + pos.view(-1) * kl_to_standard_normal(mu2, lv2)).mean()
         # normalised by the GLOBAL number of positives, times world_size: DDP averages the ranks'
         # gradients, so the sum of the ranks' terms must be world_size x the single-process loss
         n_pos = all_reduce_sum(pos.sum().detach()).clamp(min=1.0)
-        cf_logit = self._fwd(lambda a, b: self.classifier.logit(self._G(a, b)), z1, torch.zeros_like(mu2))
+        cf_img = self._fwd(self._G, z1, torch.zeros_like(mu2))
+        cf_logit = self._fwd(self.classifier.logit, cf_img)
         loss_cf = (F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none") * pos.view(-1)).sum() / n_pos
         if world_size() > 1:
             loss_cf = loss_cf * world_size()
-        d_out = self._d(torch.cat([fake, rec]), torch.cat([y, labels]), parts=2)
-        loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
+        if o.cf_adv_weight > 0:  # the counterfactuals must pass D as real negatives (see TrainOptions)
+            d_all = self._d(torch.cat([fake, rec, cf_img]), torch.cat([y, labels, torch.zeros_like(labels)]), parts=3)
+            n_s = fake.shape[0] + rec.shape[0]
+            loss_adv = F.binary_cross_entropy_with_logits(d_all[:n_s], torch.ones_like(d_all[:n_s]))
+            loss_cf_adv = F.binary_cross_entropy_with_logits(d_all[n_s:], torch.ones_like(d_all[n_s:]))
+            stats["g_cf_adv"] = loss_cf_adv.detach()
+        else:
+            d_out = self._d(torch.cat([fake, rec]), torch.cat([y, labels]), parts=2)
+            loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
+            loss_cf_adv = loss_adv.new_zeros(())
         cf_w = lam if o.cf_weight is None else o.cf_weight
-        loss_g = o.adv_weight * loss_adv + lam * loss_cls + o.recon_weight * loss_rec + o.kl_weight * kl + cf_w * loss_cf
+        loss_g = o.adv_weight * loss_adv + lam * loss_cls + o.recon_weight * loss_rec + o.kl_weight * kl + cf_w * loss_cf + loss_min
+        loss_g = loss_g + o.cf_adv_weight * loss_cf_adv
         stats.update(g_rec=loss_rec.detach(), g_kl=kl.detach(), g_cf=loss_cf.detach())
         return loss_g, loss_adv
 

@@ -214,6 +214,7 @@ class PhantomKind:
     render: Callable[..., tuple] | None = None
     prefix: str = "img"
     boxes: bool = False
+    twins: bool = False  # render accepts lesion=False: every positive gets its lesion-free twin
     add_arguments: Callable[[Any], None] | None = None
     synthesize: Callable[..., dict] | None = None
     defaults: dict = field(default_factory=dict)
@@ -320,9 +321,11 @@ def write_dataset(
         counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
         marker_counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
         with_markers = shortcut > 0  # markers/ only for shortcut data sets (evaluate looks for it)
+        with_twins = spec.twins
         for s, _ in SPLIT_FRACTIONS:
             for c in CLASS_NAMES:
-                for top in ("", "masks") + (("markers",) if with_markers else ()):
+                tops = ("", "masks") + (("markers",) if with_markers else ()) + (("twins",) if with_twins and c == "positive" else ())
+                for top in tops:
                     (tmp / top / s / c).mkdir(parents=True, exist_ok=True)
         box_rows: list[list[Any]] = []
         previews: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
@@ -342,6 +345,11 @@ def write_dataset(
             name = f"{spec.prefix}_{i:0{width}d}.png"
             rel = f"{split}/{cls}/{name}"
             _write(tmp / rel, _png_bytes(to_uint8(img)))
+            if with_twins and label == 1:
+                # the same subject from the same seed with its lesion left unpainted: anatomy, intensity
+                # variation, noise and marker come from random streams the lesion does not touch
+                twin = spec.render(np.random.default_rng([seed, i]), size, True, shortcut, lesion=False, **extra)[0]
+                _write(tmp / "twins" / rel, _png_bytes(to_uint8(twin)))
             _write(tmp / "masks" / rel, _png_bytes(mask.astype(np.uint8) * 255) if mask.any() else empty_png)
             if with_markers:
                 _write(tmp / "markers" / rel, _png_bytes(marker.astype(np.uint8) * 255) if marker.any() else empty_png)
@@ -381,6 +389,7 @@ def write_dataset(
             "markers": marker_counts,
             "masks": "masks",
             "marker_masks": "markers" if with_markers else None,
+            "twins": "twins" if with_twins else None,
             "boxes": "boxes.csv" if spec.boxes else None,
             "options": {k: extra[k] for k in sorted(extra)},
             "generator": "medxgan synth",

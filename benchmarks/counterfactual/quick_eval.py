@@ -1,0 +1,97 @@
+"""Fast side-by-side check of medXGAN counterfactuals on phantoms with lesion-free twins.
+
+For the first N test positives that the classifier calls positive (sorted by path): invert, then score
+the difference map |G(z1*, z2*) - G(z1*, 0)|, LIG, and two baselines (IG-black, saliency) with the
+area-matched IoU and the pointing game, and the counterfactuals G(z1*, 0) and the residual
+x - (G(z1*, z2*) - G(z1*, 0)) against the twin (PSNR gain over the input) and for validity (classifier,
+oracle). A development tool for comparing GAN variants quickly; the benchmark of record is
+`medxgan evaluate` / `medxgan demo`.
+
+    python benchmarks/counterfactual/quick_eval.py RUN DATA [--n 30] [--steps 200] [--w-cf 0] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medxgan.data import load_dataset, load_image_tensor
+from medxgan.evaluate.localisation import iou_area_matched, pointing_game
+from medxgan.explain.baselines import EXPLAINERS
+from medxgan.explain.lig import latent_integrated_gradients
+from medxgan.gan.inversion import invert, psnr
+from medxgan.gan.run import load_gan_run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("data")
+    ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--restarts", type=int, default=1)
+    ap.add_argument("--w-cf", type=float, default=0.0)
+    ap.add_argument("--w-prior", type=float, default=0.0)
+    ap.add_argument("--baselines", action="store_true")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    run = load_gan_run(a.run, device="cpu")
+    G, clf, oracle = run.generator, run.classifier, run.oracle
+    ds = load_dataset(a.data, split="test", size=G.size, channels=G.channels)
+    x, y, m, has = ds.tensors()
+    paths = ds.paths
+    order = sorted(range(len(paths)), key=lambda i: paths[i])
+    with torch.no_grad():
+        p = clf.prob(x).float()
+    sel = [i for i in order if int(y[i]) == 1 and bool(has[i]) and float(p[i]) >= 0.5 and m[i].sum() > 0][: a.n]
+    x, m = x[sel], m[sel]
+    twins = torch.cat([load_image_tensor(_twin(a.data, paths[i]), size=G.size, channels=G.channels) for i in sel])
+    res = invert(G, clf, x, steps=a.steps, restarts=a.restarts, w_cf=a.w_cf, w_prior=a.w_prior)
+    with torch.no_grad():
+        z1, z2 = res.z1, res.z2
+        x_pos, x_neg = res.reconstructions, G(z1, torch.zeros_like(z2))
+        x_res = (x - (x_pos - x_neg)).clamp(-1, 1)
+        val = {}
+        for name, im in (("neg", x_neg), ("residual", x_res)):
+            val[f"valid_{name}_clf"] = float((clf.prob(im) < 0.5).float().mean())
+            val[f"valid_{name}_oracle"] = float((oracle.prob(im) < 0.5).float().mean()) if oracle is not None else None
+    lig = latent_integrated_gradients(G, clf, z1, z2).maps
+    maps = {"difference": (x_pos - x_neg).abs().mean(1, keepdim=True), "lig": lig}
+    if a.baselines:
+        for name in ("ig-black", "saliency"):
+            maps[name] = EXPLAINERS[name](clf).explain(x).maps
+    out: dict = {"run": a.run, "n": len(sel), "psnr_rec": float(res.psnr.mean()), **val}
+    base = psnr(x, twins)
+    out["psnr_input_twin"] = float(base.mean())
+    for name, im in (("neg", x_neg), ("residual", x_res)):
+        out[f"psnr_gain_{name}"] = float((psnr(im, twins) - base).mean())
+    for name, mp in maps.items():
+        iou = [iou_area_matched(mp[i, 0].numpy(), m[i, 0].numpy() > 0.5) for i in range(len(sel))]
+        pg = [pointing_game(mp[i, 0].numpy(), m[i, 0].numpy() > 0.5) for i in range(len(sel))]
+        out[f"{name}_iou"], out[f"{name}_pointing"] = float(np.mean(iou)), float(np.mean(pg))
+    # where the lesion goes: mean |image - twin| inside the mask, as a share of the input's
+    lesion = _excess(x - twins, m).clamp(min=1e-6)
+    out["lesion_kept_pos"] = float((_excess(x_pos - twins, m) / lesion).mean())
+    out["lesion_kept_neg"] = float((_excess(x_neg - twins, m) / lesion).mean())
+    out["lesion_kept_residual"] = float((_excess(x_res - twins, m) / lesion).mean())
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}))
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=2))
+
+
+def _twin(root: str, path: str) -> Path:
+    rel = Path(path).resolve().relative_to(Path(root).resolve())
+    return Path(root) / "twins" / rel
+
+
+def _excess(d: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    return (d.abs() * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Minimal counterfactuals: lesion-free twins, the masked generator, the minimality terms, the
+counterfactual term of inversion, and exact resume with every new training term switched on."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from medxgan.classifiers import wrap_classifier
+from medxgan.data import load_dataset
+from medxgan.data.phantoms import synthesize
+from medxgan.gan import get_preset, train_gan
+from medxgan.gan.inversion import _per_image_loss
+from medxgan.gan.networks import build_generator
+from medxgan.gan.train import minimality_terms
+from medxgan.runtime.runs import RunDir
+from medxgan.runtime.state import load_weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = dict(g_width=4, d_width=4, nz1=8, nz2=4)
+
+
+def test_minimality_terms_hand_values():
+    image = torch.tensor([[[[0.5, 0.0], [0.0, 0.0]]]])
+    base = torch.zeros_like(image)
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    t = minimality_terms(image, base, mask)
+    assert t["prox"].tolist() == [0.125]  # |0.5| / 4 pixels
+    assert t["mask"].tolist() == [0.25]
+    # rows: |0 - 1|, |0 - 0| -> mean 0.5; columns: the same -> TV 1.0
+    assert t["tv"].tolist() == [1.0]
+    assert set(minimality_terms(image, base, None)) == {"prox"}
+
+
+def test_masked_generator_counterfactual_is_the_anatomy():
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, pathology="mask", **TINY).net).eval()
+    z1, z2 = torch.randn(5, 8), torch.randn(5, 4)
+    with torch.no_grad():
+        x, base, mask = G(z1, z2, return_parts=True)
+        assert torch.equal(G(z1, torch.zeros_like(z2)), G.parts(z1, z2)[1])  # G(z1, 0) == B(z1) exactly
+        assert torch.equal(G(z1, z2), x)
+        assert float(x.abs().max()) <= 1.0 and float(mask.min()) >= 0 and float(mask.max()) <= 1
+        # z2 changes a pixel by at most 2 * mask there (content and anatomy both lie in [-1, 1])
+        assert bool(((x - base).abs() <= 2 * mask + 1e-6).all())
+        assert float(G.parts(z1, torch.zeros_like(z2))[2].abs().max()) == 0.0
+    joint = build_generator(get_preset("default", channels=1, **TINY).net)
+    assert not any(k.startswith("path_") for k in joint.state_dict())  # the paper layout is unchanged
+
+
+@pytest.mark.parametrize("kind", ["brain-mri", "chest-xray"])
+def test_twins_match_positives_outside_the_lesion(tmp_path, kind):
+    out = tmp_path / kind
+    synthesize(kind, out, n=8, size=32, seed=3, show_progress=False)
+    twins = sorted((out / "twins").rglob("*.png"))
+    positives = sorted(p for p in out.rglob("positive/*.png") if p.parts[-4] not in ("masks", "twins"))
+    assert [t.relative_to(out / "twins") for t in twins] == [p.relative_to(out) for p in positives]
+    assert not list((out / "twins").rglob("negative/*.png"))
+    for p in positives:
+        rel = p.relative_to(out)
+        a = np.asarray(Image.open(p)).astype(int)
+        t = np.asarray(Image.open(out / "twins" / rel)).astype(int)
+        m = np.asarray(Image.open(out / "masks" / rel)) > 0
+        assert m.any()
+        assert np.array_equal(a[~m], t[~m])  # the same subject, pixel for pixel (8-bit PNGs of the same floats)
+        assert np.abs(a - t)[m].max() > 0  # only the lesion is missing
+    ds = load_dataset(out, size=32)
+    x, y, _, _ = ds.tensors()
+    tw, has = ds.twins()
+    assert ds.has_twins and has.tolist() == (y == 1).tolist()
+    assert float((tw[has] - x[has]).abs().max()) > 0 and float(tw[~has].abs().max()) == 0
+
+
+def test_dataset_without_twins(tmp_path):
+    out = tmp_path / "b"
+    synthesize("brain-mri", out, n=4, size=32, show_progress=False)
+    shutil.rmtree(out / "twins")
+    ds = load_dataset(out, size=32)
+    assert not ds.has_twins and not ds.twins()[1].any()
+
+
+def test_inversion_counterfactual_term_hand_computed():
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, size=32, pathology="mask", **TINY).net).eval()
+    clf = wrap_classifier(nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 1)), output="logit1")
+    z1, z2, x = torch.randn(3, 8), torch.randn(3, 4), torch.rand(3, 1, 32, 32) * 2 - 1
+    p = torch.full((3,), 0.7)
+    with torch.no_grad():
+        plain, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0)
+        with_cf, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0, w_cf=2.5)
+        logit_cf = clf.logit(G(z1, torch.zeros_like(z2)))
+        expected = 2.5 * torch.log1p(torch.exp(logit_cf))  # BCE(sigmoid(l), 0) = log(1 + e^l)
+    assert torch.allclose(with_cf - plain, expected, atol=1e-5)
+
+
+def _tiny_data(n=32, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 1, size, size, generator=g) * 0.4 - 0.8
+    y = torch.arange(n) % 2
+    x[y == 1, :, size // 4 : size // 2, size // 4 : size // 2] = 0.9
+    return x, y
+
+
+def _tiny_classifier(seed=0):
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 2))
+    return wrap_classifier(m, output="logits2")
+
+
+def _train(out, steps, preset_name, **kw):
+    preset = get_preset(preset_name, channels=1, size=32, pathology="mask", mask_weight=1.0, tv_weight=0.5, prox_weight=0.5,
+                        **({"cf_adv_weight": 1.0} if preset_name == "anchored" else {}), **TINY)
+    return train_gan(_tiny_data(), _tiny_classifier(), out, preset=preset, steps=steps, batch_size=8,
+                     oracle=_tiny_classifier(seed=1), device="cpu", quiet=True, monitor_samples=16, log_every=2, ckpt_every=3, **kw)
+
+
+@pytest.mark.parametrize("preset_name", ["default", "anchored"])
+def test_resume_is_exact_with_the_minimality_terms(tmp_path, preset_name):
+    a, b = tmp_path / "a", tmp_path / "b"
+    _train(a, 6, preset_name)
+    _train(b, 3, preset_name)
+    _train(b, 6, preset_name, resume=True)
+    wa, wb = load_weights(a / "generator.safetensors"), load_weights(b / "generator.safetensors")
+    assert any(k.startswith("path_") for k in wa)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = RunDir(a).read_metrics()
+    assert "g_mask" in rows[-1] and "g_prox" in rows[-1]
+    if preset_name == "anchored":
+        assert "rec_mask" in rows[-1] and "g_cf_adv" in rows[-1]
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert strip(rows[-1]) == strip(RunDir(b).read_metrics()[-1])
