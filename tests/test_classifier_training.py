@@ -54,6 +54,20 @@ def test_finished_run_is_not_overwritten(tiny_brain, tmp_path):
         train_classifier(tiny_brain, tmp_path / "c", epochs=1, batch_size=8, quiet=True)
 
 
+def test_resume_policy_refusals(tiny_brain, tmp_path):
+    """The one resume policy (runtime.loop.open_run): no checkpoint, an unfinished run without --resume,
+    other settings on --resume."""
+    with pytest.raises(MedxganError, match="nothing to resume"):
+        train_classifier(tiny_brain, tmp_path / "none", epochs=1, batch_size=8, quiet=True, resume=True)
+    train_classifier(tiny_brain, tmp_path / "c", epochs=1, batch_size=8, quiet=True)
+    cfg_path = tmp_path / "c" / "config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "status": "running"}))
+    with pytest.raises(MedxganError, match="not finished.*--resume"):  # it used to restart silently
+        train_classifier(tiny_brain, tmp_path / "c", epochs=2, batch_size=8, quiet=True)
+    with pytest.raises(MedxganError, match=r"batch_size 4 \(the run has 8\).*lr 0.01 \(the run has 0.001\)"):
+        train_classifier(tiny_brain, tmp_path / "c", epochs=2, batch_size=4, lr=1e-2, quiet=True, resume=True)
+
+
 def test_binary_metrics_hand_values():
     m = binary_metrics([0.9, 0.2, 0.6, 0.4], [1, 0, 0, 1])
     assert m["confusion_matrix"] == [[1, 1], [1, 1]]

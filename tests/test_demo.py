@@ -122,9 +122,10 @@ def test_redone_stage_invalidates_later_ones(tmp_path, monkeypatch):
     import medxgan.classifiers.training as ct
     import medxgan.data.phantoms as ph
     import medxgan.evaluate.runner as er
-    import medxgan.gan.model as gm
     import medxgan.gan.train as gt
+    import medxgan.pipeline as gm
     import medxgan.report.html as rh
+    import medxgan.report.plots as rp
 
     def done_run(out, files=("config.json",)):
         from pathlib import Path
@@ -148,6 +149,7 @@ def test_redone_stage_invalidates_later_ones(tmp_path, monkeypatch):
 
     monkeypatch.setattr(er, "evaluate", fake_eval)
     monkeypatch.setattr(rh, "write_report", lambda out, **kw: None)
+    monkeypatch.setattr(rp, "write_plots", lambda results, out, **kw: [])
     out = tmp_path / "demo"
     ran: list[str] = []
     run_demo(out, device="cpu", config=TINY, show_progress=False, _stage_hook=ran.append)

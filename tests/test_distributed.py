@@ -268,7 +268,7 @@ def test_resume_after_world_size_change(dist_root, tmp_path):
     sa, sb = RunDir(straight).load_checkpoint(), RunDir(out).load_checkpoint()
     for part in ("G", "D"):
         _close(sb["trainer"][part], sa["trainer"][part], part, 1e-3 * 6)
-    assert torch.equal(sa["sampler"], sb["sampler"]) and torch.equal(sa["rng"]["torch_cpu"], sb["rng"]["torch_cpu"])
+    assert torch.equal(sa["trainer"]["batch_sampler"], sb["trainer"]["batch_sampler"]) and torch.equal(sa["rng"]["torch_cpu"], sb["rng"]["torch_cpu"])
 
 
 def test_user_errors_name_the_batch_size(dist_root):

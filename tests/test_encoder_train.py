@@ -11,7 +11,7 @@ import torch
 from medxgan.cli import main
 from medxgan.gan.encoder_train import ENCODER_INVERSION_STEPS, encoder_dir, train_encoder
 from medxgan.gan.inversion import invert
-from medxgan.gan.model import MedXGAN
+from medxgan.pipeline import MedXGAN
 from medxgan.gan.run import load_gan_run
 from medxgan.runtime.runs import RunDir
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from medxgan.cli import main
 from medxgan.explain import CounterfactualEngine, DifferenceExplainer, Explainer, difference_maps, reduce_channels
-from medxgan.gan.model import OUTPUT_FILES, MedXGAN
+from medxgan.pipeline import OUTPUT_FILES, MedXGAN
 from medxgan.report import figures as fig
 from medxgan.runtime.errors import MedxganError
 from test_inversion import SIZE, known_images, tiny_models
@@ -206,7 +206,7 @@ def test_explain_cli_corrupt_input_is_a_one_line_error(gan_run, tmp_path, capsys
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_explain_files_with_loader_workers_matches(gan_run, tmp_path):
     """Decoding in a DataLoader worker gives the same explanations as decoding inline."""
-    from medxgan.gan.model import MedXGAN
+    from medxgan.pipeline import MedXGAN
 
     x, _, _ = known_images(3, seed=5)
     inputs = tmp_path / "in"

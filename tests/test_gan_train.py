@@ -100,6 +100,17 @@ def test_resume_is_exact(tmp_path):
         assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
 
 
+def test_resume_policy_refusals(tmp_path):
+    out = tmp_path / "g"
+    with pytest.raises(MedxganError, match="nothing to resume"):  # it used to start afresh silently
+        _train(out, 2, resume=True)
+    _train(out, 2)
+    with pytest.raises(MedxganError, match=r"seed 1 \(the run has 0\)"):
+        _train(out, 3, resume=True, seed=1)
+    with pytest.raises(MedxganError, match=r"cannot resume with other settings: classifier"):
+        _train(out, 3, resume=True, classifier=_tiny_classifier(seed=3))
+
+
 def test_wrong_size_raises(tmp_path):
     with pytest.raises(MedxganError, match="32x32 px but preset paper-64 is for 64 px"):
         train_gan(_tiny_data(), _tiny_classifier(), tmp_path / "g", preset="paper-64", steps=1, oracle=False, quiet=True)

@@ -80,8 +80,9 @@ def _check_self_contained(index: Path) -> _Refs:
 def tiny_eval(tmp_path_factory):
     from medxgan.demo import interpolation_frames
     from medxgan.evaluate.runner import evaluate
-    from medxgan.gan.model import MedXGAN
     from medxgan.gan.networks import build_generator
+    from medxgan.pipeline import MedXGAN
+    from medxgan.report.plots import write_plots
 
     tmp = tmp_path_factory.mktemp("report")
     torch.manual_seed(0)
@@ -89,8 +90,9 @@ def tiny_eval(tmp_path_factory):
     model = MedXGAN(G, _tiny_clf(), inversion={"steps": 3, "restarts": 1})
     data = _make_data(tmp / "data")
     ev = tmp / "eval"
-    evaluate(data, ev, gan=model, methods=["medxgan-diff", "medxgan-lig", "gradcam", "ig-black", "saliency"], split="test",
-             noise_sigmas=(0.05,), max_sensitivity=False, device="cpu", n_resamples=50, show_progress=False)
+    res = evaluate(data, ev, gan=model, methods=["medxgan-diff", "medxgan-lig", "gradcam", "ig-black", "saliency"], split="test",
+                   noise_sigmas=(0.05,), max_sensitivity=False, device="cpu", n_resamples=50, show_progress=False)
+    write_plots(res, ev / "plots")
     written = interpolation_frames(ev, model, frames=4)
     assert len(written) == 3  # every explained image is a row here
     assert model.engine.inversions_run == 3 * 2  # clean + one noise level; the frames reuse the cached inversions

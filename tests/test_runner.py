@@ -16,6 +16,7 @@ from medxgan.evaluate.runner import evaluate, image_id_for, read_per_image
 from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.explain.base import Explainer
 from medxgan.explain.baselines import SaliencyExplainer
+from medxgan.report.plots import write_plots
 
 SIZE = 32
 
@@ -96,6 +97,7 @@ def test_runner_outputs_and_resume(tmp_path):
               n_resamples=200, show_progress=False)
     CountingSaliency.calls = 0
     r1 = evaluate(data, out, explainers=exps(), **kw)
+    write_plots(r1, out / "plots")  # the runner returns results; its caller draws the plots
     assert CountingSaliency.calls == 4 * 2  # clean + one noise level, 4 images
     assert r1["slices"]["TP"] == 2 and r1["slices"]["FP"] == 2 and r1["slices"]["evaluated"] == 4
     for f in ("results.json", "results.csv", "results.md", "per_image.jsonl", "run.json"):
@@ -131,7 +133,7 @@ def test_runner_outputs_and_resume(tmp_path):
     kept = [l for l, r in zip(per.read_text().splitlines(), rows) if r["image_id"] not in last2]
     per.write_text("\n".join(kept) + "\n" + '{"image_id": "x", "meth')
     CountingSaliency.calls = 0
-    r2 = evaluate(data, out, explainers=exps(), **{**kw, "plots": False})
+    r2 = evaluate(data, out, explainers=exps(), **kw)
     assert r2["run"]["computed"] == 2 * 3 and r2["run"]["skipped"] == 2 * 3
     assert CountingSaliency.calls == 2 * 2
     assert _strip_cost(r2["methods"]) == _strip_cost(r1["methods"])
@@ -158,7 +160,7 @@ def test_runner_nan_map_is_counted_invalid(tmp_path):
     data = _make_data(tmp_path / "data", n_pos=3, n_neg=1, nan_pixel=1)
     clf = _tiny_clf()
     res = evaluate(data, tmp_path / "eval", classifier=clf, explainers=[NaNOnMarked(clf, batch_size=4)], split="test",
-                   noise_sigmas=(), max_sensitivity=False, device="cpu", n_resamples=100, plots=False, show_progress=False)
+                   noise_sigmas=(), max_sensitivity=False, device="cpu", n_resamples=100, show_progress=False)
     r = res["methods"]["nan-some"]
     assert r["n_images"] == 4 and r["n_invalid_maps"] == 1
     assert r["metrics"]["deletion_mean.auc"]["n"] == 3 and r["metrics"]["deletion_mean.auc"]["n_invalid"] == 1
@@ -205,7 +207,7 @@ def test_cli_evaluate_torchscript_classifier(tmp_path, capsys):
 
 
 def test_medxgan_methods_on_tiny_gan(tmp_path):
-    from medxgan.gan.model import MedXGAN
+    from medxgan.pipeline import MedXGAN
     from medxgan.gan.networks import build_generator
 
     torch.manual_seed(0)
@@ -214,7 +216,7 @@ def test_medxgan_methods_on_tiny_gan(tmp_path):
     model = MedXGAN(G, clf, inversion={"steps": 3, "restarts": 1})
     data = _make_data(tmp_path / "data", n_pos=2, n_neg=1)
     res = evaluate(data, tmp_path / "eval", gan=model, methods=["medxgan-diff", "medxgan-lig", "saliency"], split="test",
-                   noise_sigmas=(), max_sensitivity=False, device="cpu", n_resamples=100, plots=False, show_progress=False)
+                   noise_sigmas=(), max_sensitivity=False, device="cpu", n_resamples=100, show_progress=False)
     assert res["config"]["methods"] == ["medxgan-diff", "medxgan-lig", "saliency"]
     for m in ("medxgan-diff", "medxgan-lig"):
         met = res["methods"][m]["metrics"]

@@ -14,12 +14,12 @@ from spawn_helpers import DirFactory, join_group, spawn_workers
 
 WORLD = 2
 EVAL_KW = dict(split="test", noise_sigmas=(0.05,), max_sensitivity=False, batch_size=1, device="cpu", n_resamples=100,
-               show_progress=False, plots=False, methods=["saliency", "gradcam"])
+               show_progress=False, methods=["saliency", "gradcam"])
 EXPLAIN_KW = dict(batch_size=1, frames=3, show_progress=False)
 
 
 def _explain_model(run: Path):
-    from medxgan.gan.model import MedXGAN
+    from medxgan.pipeline import MedXGAN
 
     return MedXGAN.load(run, device="cpu", steps=5, restarts=1)
 

@@ -17,7 +17,7 @@ import torch
 from medxgan.data import load_dataset
 from medxgan.evaluate import bootstrap_ci, localisation_metrics
 from medxgan.explain.baselines import SaliencyExplainer
-from medxgan.gan import MedXGAN
+from medxgan import MedXGAN
 
 
 def main() -> None:

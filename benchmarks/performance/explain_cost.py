@@ -35,8 +35,8 @@ from common import machine, sync, write_result  # noqa: E402
 
 from medxgan.data import load_dataset  # noqa: E402
 from medxgan.explain.baselines import build_explainers  # noqa: E402
-from medxgan.gan.inversion import frozen, psnr  # noqa: E402
-from medxgan.gan.model import MedXGAN  # noqa: E402
+from medxgan.runtime.tensors import frozen, psnr  # noqa: E402
+from medxgan.pipeline import MedXGAN  # noqa: E402
 from medxgan.gan.run import load_gan_run  # noqa: E402
 
 AUTHORS_STEPS = 1000

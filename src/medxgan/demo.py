@@ -42,6 +42,7 @@ from typing import Any, Callable
 
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.loop import resume_or_restart
 
 __all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
 
@@ -207,7 +208,7 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
     if not ids:
         return []
     if isinstance(gan, (str, os.PathLike)):
-        from medxgan.gan.model import MedXGAN
+        from medxgan.pipeline import MedXGAN
 
         ecfg = (_read_json(ev / "results.json") or {}).get("config") or {}
         inv = inversion if inversion is not None else (ecfg.get("inversion") or {})
@@ -327,7 +328,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
         from medxgan.classifiers.training import format_test_report, train_classifier
 
         r = train_classifier(paths["data"], paths["classifier"], arch=cfg.classifier_arch, epochs=cfg.classifier_epochs, seed=seed,
-                             size=cfg.size, device=str(dev), resume=True, quiet=quiet)
+                             size=cfg.size, device=str(dev), resume=resume_or_restart(paths["classifier"]), quiet=quiet)
         print(format_test_report(r), flush=True)
 
     run_stage("classifier", lambda: _classifier_done(paths["classifier"]), train_clf, f"train the classifier ({cfg.classifier_arch})")
@@ -338,7 +339,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
         train_gan(paths["data"], str(paths["classifier"]), paths["gan"], preset=cfg.gan_preset, steps=cfg.gan_steps,
                   batch_size=cfg.gan_batch_size, seed=seed, log_every=cfg.gan_log_every, ckpt_every=cfg.gan_ckpt_every,
-                  resume=True, oracle_epochs=cfg.oracle_epochs, size=cfg.size, device=str(dev), max_minutes=cfg.gan_max_minutes,
+                  resume=resume_or_restart(paths["gan"]), oracle_epochs=cfg.oracle_epochs, size=cfg.size, device=str(dev), max_minutes=cfg.gan_max_minutes,
                   monitor_samples=cfg.gan_monitor_samples, preset_overrides=dict(cfg.gan_overrides) or None, quiet=quiet)
 
     run_stage("gan", lambda: _gan_done(paths["gan"]), train, f"train medXGAN ({cfg.gan_preset} preset, {cfg.gan_steps} steps)")
@@ -348,7 +349,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
     def model() -> Any:
         if "m" not in model_box:
-            from medxgan.gan.model import MedXGAN
+            from medxgan.pipeline import MedXGAN
 
             m = MedXGAN.load(paths["gan"], device=dev, **(cfg.inversion() or {}))
             m.config["out"] = str(paths["gan"])  # how the evaluation names the GAN
@@ -357,11 +358,13 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
     def evaluate_all() -> None:
         from medxgan.evaluate.runner import evaluate
+        from medxgan.report.plots import write_plots
 
-        evaluate(paths["data"], paths["eval"], gan=model(), methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test", subset="pred-pos",
+        res = evaluate(paths["data"], paths["eval"], gan=model(), methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test", subset="pred-pos",
                  noise_sigmas=cfg.noise_sigmas, seed=seed, device=dev, batch_size=cfg.eval_batch_size,
                  max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
                  n_resamples=cfg.n_resamples, inversion=cfg.inversion(), show_progress=show_progress)
+        write_plots(res, Path(paths["eval"]) / "plots")
 
     run_stage("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), evaluate_all,
               f"explain and evaluate {cfg.eval_n} held-out predicted positives ({'all methods' if not cfg.methods else ', '.join(cfg.methods)})")

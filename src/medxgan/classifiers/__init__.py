@@ -2,13 +2,8 @@
 
 from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing, convert_channels, wrap_classifier
 from medxgan.classifiers.architectures import ARCHITECTURES, PaperCNN, SmallResNet, build_architecture, gradcam_layer, last_conv_layer
-from medxgan.classifiers.loading import load_classifier
-
-
-def train_classifier(*args, **kwargs):  # imported lazily: training pulls in the data layer
-    from medxgan.classifiers.training import train_classifier as _train
-
-    return _train(*args, **kwargs)
+from medxgan.classifiers.loading import as_classifier, load_classifier
+from medxgan.classifiers.training import train_classifier
 
 
 __all__ = [
@@ -22,6 +17,7 @@ __all__ = [
     "build_architecture",
     "last_conv_layer",
     "gradcam_layer",
+    "as_classifier",
     "load_classifier",
     "train_classifier",
 ]

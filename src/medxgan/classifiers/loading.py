@@ -50,6 +50,16 @@ def load_classifier(
     return adapter.to(device)
 
 
+def as_classifier(spec: Any, device: str | torch.device = "cpu", **kwargs: Any) -> torch.nn.Module:
+    """The one normaliser of a classifier argument: an ``nn.Module`` (an adapter, or anything with the
+    adapter's ``logit``/``prob``) is moved to ``device`` and used as is; anything else (run directory,
+    TorchScript file, ``package.module:factory``) goes through :func:`load_classifier` (``kwargs``:
+    its ``weights``/``output``/``preprocessing``/``positive_index``)."""
+    if isinstance(spec, torch.nn.Module):
+        return spec.to(device)
+    return load_classifier(spec, device=device, **kwargs)
+
+
 def _load_run(path: Path, device: str | torch.device) -> ClassifierAdapter:
     run = RunDir(path)
     config = run.read_config(expect_kind=CLASSIFIER_KIND)

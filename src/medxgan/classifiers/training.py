@@ -21,13 +21,14 @@ from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing
 from medxgan.classifiers.architectures import build_architecture
 from medxgan.classifiers.augment import augment_batch
 from medxgan.classifiers.loading import CLASSIFIER_KIND, WEIGHTS_NAME
+from medxgan.data import load_dataset
 from medxgan.runtime.atomic import atomic_write_json
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.progress import progress
 from medxgan.runtime.ranking import roc_auc
-from medxgan.runtime.runs import RunDir, fingerprint_module
-from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
+from medxgan.runtime.loop import Cadence, open_run, train_loop
+from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
+from medxgan.runtime.seeding import seed_everything
 
 DEFAULT_SIZE = {"paper-cnn": 64, "resnet-small": 128}
 
@@ -59,6 +60,62 @@ def predict_probs(adapter: ClassifierAdapter, images: torch.Tensor, batch_size: 
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+class ClassifierTrainer:
+    """The step contract of runtime.loop for a built-in classifier: one step = one epoch over the train
+    split (seeded order and augmentation) followed by validation; keeps the best-validation-AUC weights."""
+
+    finite_keys = ("train_loss",)  # val_auc is NaN when the val split holds one class: reported, not a failure
+
+    def __init__(self, model: torch.nn.Module, pp: Preprocessing, x_train: torch.Tensor, y_train: torch.Tensor, x_val: torch.Tensor,
+                 y_val: torch.Tensor, *, batch_size: int, lr: float, weight_decay: float, seed: int, augment: bool, device: Any):
+        self.model, self.pp, self.dev, self.augment, self.batch_size = model, pp, device, augment, batch_size
+        self.x_train, self.y_train, self.x_val, self.y_val = x_train, y_train, x_val, y_val
+        self.optim = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sampler = torch.Generator().manual_seed(seed)
+        self.aug_gen = torch.Generator().manual_seed(seed + 1)
+        self.epoch = 0
+        self.best: dict[str, Any] = {"auc": -1.0, "epoch": -1, "state": None}
+
+    def step(self) -> dict[str, float]:
+        model, n, bs = self.model, len(self.x_train), self.batch_size
+        model.train()
+        perm = torch.randperm(n, generator=self.sampler)
+        losses = []
+        for i in range(max(1, n // bs)):
+            idx = perm[i * bs : (i + 1) * bs]
+            xb, yb = self.x_train[idx], self.y_train[idx]
+            if self.augment:
+                xb = augment_batch(xb, self.aug_gen)
+            loss = F.cross_entropy(model(xb.to(self.dev)), yb.to(self.dev))
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optim.step()
+            losses.append(loss.item())
+        model.eval()
+        self.epoch += 1
+        adapter = ClassifierAdapter(copy.deepcopy(model), output="logits2", preprocessing=self.pp)
+        val = binary_metrics(predict_probs(adapter, self.x_val, device=self.dev), self.y_val.numpy())
+        val_auc = val["auc"] if np.isfinite(val["auc"]) else val["accuracy"]
+        improved = val_auc > self.best["auc"]
+        if improved:
+            self.best = {"auc": float(val_auc), "epoch": self.epoch, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        return {"epoch": self.epoch, "train_loss": float(np.mean(losses)), "val_auc": val["auc"], "val_accuracy": val["accuracy"],
+                "best": improved}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optim": self.optim.state_dict(), "sampler": self.sampler.get_state(),
+                "aug_gen": self.aug_gen.get_state(), "epoch": self.epoch, "best_auc": self.best["auc"], "best_epoch": self.best["epoch"],
+                "best_state": self.best["state"]}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.model.load_state_dict(st["model"])
+        self.optim.load_state_dict(st["optim"])
+        self.sampler.set_state(st["sampler"])
+        self.aug_gen.set_state(st["aug_gen"])
+        self.epoch = int(st["epoch"])
+        self.best = {"auc": float(st["best_auc"]), "epoch": int(st["best_epoch"]), "state": st["best_state"]}
+
+
 def train_classifier(
     data: str | os.PathLike,
     out: str | os.PathLike,
@@ -83,8 +140,6 @@ def train_classifier(
 
     Returns a dict with the test metrics, the best epoch and validation AUC, and timing.
     """
-    from medxgan.data import load_dataset  # data layer is below classifiers; imported here to keep import light
-
     if epochs < 1:
         raise MedxganError(f"--epochs {epochs}: must be at least 1")
     if batch_size < 2:
@@ -92,10 +147,8 @@ def train_classifier(
     dev = pick_device(device)
     size = size or DEFAULT_SIZE.get(arch, 64)
     run = RunDir(out)
-    if run.exists() and not resume:
-        cfg = run.read_config()
-        if cfg.get("status") == "finished":
-            raise MedxganError(f"--out {out}: already holds a finished classifier run (choose another directory)")
+    if resume and run.latest_checkpoint() is None:  # the policy's first refusal, before loading data
+        open_run(run, resume=True, kind=CLASSIFIER_KIND, settings={})
     seed_everything(seed)
     t0 = time.perf_counter()
     kw = dict(size=size, channels=channels, positive=positive, negative=negative, csv=csv, skip_bad=skip_bad)
@@ -107,12 +160,15 @@ def train_classifier(
     x_train, y_train, _, _ = train_ds.tensors()
     x_val, y_val, _, _ = val_ds.tensors()
     x_test, y_test, _, _ = test_ds.tensors()
+    settings = dict(data=fingerprint_state_dict({"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}),
+                    arch=arch, size=size, channels=channels, seed=seed, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                    augment=augment, epochs=epochs)
+    start = open_run(run, resume=resume, kind=CLASSIFIER_KIND, settings=settings, may_change=("epochs",))
 
     model = build_architecture(arch, in_channels=channels, image_size=size).to(dev)
-    optim = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sampler = torch.Generator().manual_seed(seed)
-    aug_gen = torch.Generator().manual_seed(seed + 1)
     pp = Preprocessing(input_size=(size, size), input_channels=channels)
+    trainer = ClassifierTrainer(model, pp, x_train, y_train, x_val, y_val, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                                seed=seed, augment=augment, device=dev)
     config = dict(
         arch=arch,
         arch_kwargs={"in_channels": channels, "image_size": size},
@@ -121,61 +177,13 @@ def train_classifier(
         classes={"positive": train_ds.class_names.get("positive") if hasattr(train_ds, "class_names") else positive,
                  "negative": train_ds.class_names.get("negative") if hasattr(train_ds, "class_names") else negative},
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, augment=augment,
-        n_train=len(train_ds), n_val=len(val_ds), n_test=len(test_ds), status="running",
+        n_train=len(train_ds), n_val=len(val_ds), n_test=len(test_ds), settings=settings, resumes=start.resumes, status="running",
     )
-    start_epoch, best = 0, {"auc": -1.0, "epoch": -1, "state": None}
-    if resume and run.latest_checkpoint() is not None:
-        st = run.load_checkpoint()
-        model.load_state_dict(st["model"])
-        optim.load_state_dict(st["optim"])
-        sampler.set_state(st["sampler"])
-        aug_gen.set_state(st["aug_gen"])
-        set_rng_state(st["rng"])
-        start_epoch = int(st["step"])
-        best = {"auc": float(st["best_auc"]), "epoch": int(st["best_epoch"]), "state": st["best_state"]}
-        run.truncate_metrics(start_epoch)
-    else:
-        run.write_config(CLASSIFIER_KIND, **config)
-    if start_epoch == 0:
-        run.truncate_metrics(0)
-
-    n = len(x_train)
-    steps_per_epoch = max(1, n // batch_size)
-    bar = progress(total=(epochs - start_epoch) * steps_per_epoch, desc=f"train {arch}", disable=quiet or None)
-    for epoch in range(start_epoch, epochs):
-        model.train()
-        perm = torch.randperm(n, generator=sampler)
-        losses = []
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            xb, yb = x_train[idx], y_train[idx]
-            if augment:
-                xb = augment_batch(xb, aug_gen)
-            logits = model(xb.to(dev))
-            loss = F.cross_entropy(logits, yb.to(dev))
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            optim.step()
-            losses.append(loss.item())
-            bar.update(1)
-        model.eval()
-        adapter = ClassifierAdapter(copy.deepcopy(model), output="logits2", preprocessing=pp)
-        val_probs = predict_probs(adapter, x_val, device=dev)
-        val = binary_metrics(val_probs, y_val.numpy())
-        val_auc = val["auc"] if np.isfinite(val["auc"]) else val["accuracy"]
-        improved = val_auc > best["auc"]
-        if improved:
-            best = {"auc": float(val_auc), "epoch": epoch + 1, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        record = {"step": epoch + 1, "epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_auc": val["auc"], "val_accuracy": val["accuracy"], "best": improved}
-        run.log_metrics(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_auc=f"{val['auc']:.3f}")
-        run.save_checkpoint(
-            epoch + 1,
-            {"model": model.state_dict(), "optim": optim.state_dict(), "sampler": sampler.get_state(), "aug_gen": aug_gen.get_state(),
-             "rng": get_rng_state(), "best_auc": best["auc"], "best_epoch": best["epoch"], "best_state": best["state"]},
-            keep_last=1,
-        )
-    bar.close()
+    run.write_config(CLASSIFIER_KIND, **config)
+    train_loop(trainer, run, total=epochs, cadence=Cadence(log_every=1, ckpt_every=1, keep_last=1), resume=start.resumed,
+               desc=f"train {arch}", quiet=quiet, device=dev, unit="epoch",
+               postfix=lambda r: f"loss={r['train_loss']:.3f} val_auc={r['val_auc']:.3f}")
+    best = trainer.best
 
     model.load_state_dict(best["state"])
     model.eval()

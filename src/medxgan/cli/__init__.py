@@ -10,8 +10,8 @@ import argparse
 import sys
 from typing import Sequence
 
-from medxgan import __version__
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.version import __version__
 
 # (module, help) in the order they appear in `medxgan --help`
 _AREAS = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from medxgan.cli.common import add_class_mapping, add_classifier_spec, add_device
 
@@ -84,10 +85,14 @@ def _run(args: argparse.Namespace) -> int:
             fractions=args.fractions, seed=args.seed, device=ctx.device, batch_size=args.batch_size, size=args.size,
             positive=args.positive, negative=args.negative, csv=args.csv, skip_bad=args.skip_bad, max_sensitivity=not args.no_max_sensitivity,
             max_sensitivity_n=args.max_sensitivity_n or None, inversion=inversion, save_maps=not args.no_maps,
-            plots=not args.no_plots, overwrite=args.overwrite, show_progress=ctx.is_main,
+            overwrite=args.overwrite, show_progress=ctx.is_main,
         )
     if not ctx.is_main:
         return 0
+    if not args.no_plots:
+        from medxgan.report.plots import write_plots
+
+        write_plots(res, Path(args.out) / "plots")
     sl = res["slices"]
     print(f"slices: TP {sl['TP']}  FN {sl['FN']}  FP {sl['FP']}  TN {sl['TN']}; evaluated {sl['evaluated']} image(s) "
           f"x {len(res['config']['methods'])} method(s) ({res['run']['computed']} computed, {res['run']['skipped']} resumed)")

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medxgan.gan.model import MedXGAN
+    from medxgan.pipeline import MedXGAN
     from medxgan.runtime.errors import MedxganError
 
     for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):

@@ -51,7 +51,8 @@ Output directory
                            timings, per-image rows (NaN written as null)
       results.csv          method,metric,mean,lo,hi,n,n_invalid
       results.md           Markdown tables, methods as rows, "mean [lo, hi]" cells
-      plots/               bars_<group>.png (localisation, faithfulness_robustness_cost, counterfactual,
+      plots/               (written by the caller, ``medxgan.report.plots.write_plots(results, OUT / "plots")``;
+                           the CLI and the demo do) bars_<group>.png (localisation, faithfulness_robustness_cost, counterfactual,
                            shortcut: one panel per metric), deletion_{mean,blur}.png, noise_{ssim,spearman,top10}.png
       maps/<image_id>/input.npz      image (C x H x W float32 in [-1, 1]), mask (H x W uint8, lesion),
                                      marker (H x W uint8, zeros without one), label, prob (classifier p(pos)),
@@ -78,7 +79,7 @@ import math
 import os
 import platform
 import re
-import sys
+import shutil
 import time
 import zlib
 from pathlib import Path
@@ -87,15 +88,24 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from medxgan.classifiers import as_classifier
+from medxgan.data import load_dataset
 from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS, counterfactual_metrics, deletion_curve
 from medxgan.evaluate.localisation import is_constant, localisation_metrics
 from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
 from medxgan.evaluate.shortcut import has_markers, load_marker_masks, shortcut_metrics
 from medxgan.evaluate.stats import aggregate
+from medxgan.evaluate.tables import results_csv, results_markdown
+from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers
+from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
+from medxgan.runtime.runs import fingerprint_module
+from medxgan.runtime.version import __version__
 
 __all__ = ["evaluate", "DEFAULT_NOISE_SIGMAS", "SUBSETS", "image_id_for", "read_per_image"]
 
@@ -154,9 +164,7 @@ def read_per_image(path: str | os.PathLike) -> tuple[dict[tuple[str, str], dict]
 
 
 def _versions() -> dict[str, str]:
-    import medxgan
-
-    v = {"medxgan": getattr(medxgan, "__version__", "?"), "torch": torch.__version__, "numpy": np.__version__,
+    v = {"medxgan": __version__, "torch": torch.__version__, "numpy": np.__version__,
          "python": platform.python_version()}
     for mod in ("captum", "matplotlib"):
         try:
@@ -186,29 +194,12 @@ def _safe_method(name: str) -> str:
 
 # ---- loading the models ----------------------------------------------------------------------
 def _load_models(classifier: Any, gan: Any, device: torch.device, inversion: dict | None) -> tuple[Any, Any, str | None]:
-    """(classifier adapter, MedXGAN or None, gan description)."""
-    from medxgan.classifiers import load_classifier
-
-    clf = classifier
-    if clf is not None and not isinstance(clf, torch.nn.Module):
-        clf = load_classifier(str(clf), device=device)
-    elif clf is not None:
-        clf = clf.to(device)
-    model = None
-    gan_desc = None
+    """(classifier adapter, MedXGANModel or None, gan description)."""
+    clf = as_classifier(classifier, device=device) if classifier is not None else None
+    model = gan_desc = None
     if gan is not None:
-        from medxgan.gan.model import MedXGAN
-
-        if isinstance(gan, MedXGAN):
-            model = gan
-            gan_desc = str(getattr(gan, "config", {}).get("out", "") or type(gan).__name__)
-        elif hasattr(gan, "generator") and hasattr(gan, "classifier"):  # a GanRun
-            model = MedXGAN(gan.generator, clf if clf is not None else gan.classifier, inversion=inversion,
-                            oracle=getattr(gan, "oracle", None), config=getattr(gan, "config", None))
-            gan_desc = str(getattr(gan, "path", "GanRun"))
-        else:
-            model = MedXGAN.load(str(gan), classifier=clf, device=device, **(inversion or {}))
-            gan_desc = str(gan)
+        model = as_medxgan(gan, classifier=clf, device=device, inversion=inversion)
+        gan_desc = str(model.run_path) if model.run_path is not None else type(gan).__name__
         if clf is None:
             clf = model.classifier
     if clf is None:
@@ -252,7 +243,6 @@ def evaluate(
     inversion: dict[str, Any] | None = None,
     explainers: Sequence[Any] | None = None,
     save_maps: bool = True,
-    plots: bool = True,
     overwrite: bool = False,
     show_progress: bool = True,
 ) -> dict[str, Any]:
@@ -263,7 +253,7 @@ def evaluate(
         data: dataset root (class-folder layout with masks, see docs/CONTRACTS.md).
         out: output directory (created; resumed when it holds a compatible run).
         classifier: classifier spec (run dir / TorchScript / factory) or adapter; default: the GAN run's.
-        gan: GAN run directory, ``MedXGAN`` or ``GanRun``; without it the medXGAN methods are skipped.
+        gan: GAN run directory, ``MedXGAN``/``MedXGANModel`` or ``GanRun`` (``as_medxgan``); without it the medXGAN methods are skipped.
         methods: registry names (:data:`medxgan.explain.baselines.EXPLAINERS`); default all
             (medXGAN ones only with ``gan``).
         n: at most this many images (after the seeded shuffle); None = all of ``subset``.
@@ -278,11 +268,6 @@ def evaluate(
         explainers: ready Explainer instances to use instead of ``methods`` (names must be unique).
         overwrite: start afresh even if ``out`` holds a run with other settings.
     """
-    from medxgan.data import load_dataset
-    from medxgan.runtime.device import pick_device
-    from medxgan.runtime.progress import progress
-    from medxgan.runtime.runs import fingerprint_module
-
     t_start = time.perf_counter()
     if subset not in SUBSETS:
         raise MedxganError(f"--subset {subset}: unknown (choose from {', '.join(SUBSETS)})")
@@ -314,8 +299,6 @@ def evaluate(
         inversion_used, inversion_encoder = inversion, None
 
     # -- explainers
-    from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers
-
     if explainers is not None:
         exps = list(explainers)
     else:
@@ -387,8 +370,6 @@ def evaluate(
                 if p.exists():
                     p.unlink()
             if (out / "maps").exists():
-                import shutil
-
                 shutil.rmtree(out / "maps")
         atomic_write_json(run_json, fixed)
         _merge_shards(out, per_path)  # rows of an interrupted sharded run count as done
@@ -476,14 +457,8 @@ def evaluate(
     }
     results = _clean(results)
     atomic_write_json(out / "results.json", results)
-    from medxgan.evaluate.tables import bar_groups, results_csv, results_markdown
-
     atomic_write_text(out / "results.csv", results_csv(results["methods"]))
     atomic_write_text(out / "results.md", results_markdown(results))
-    if plots:
-        from medxgan.report.plots import write_plots
-
-        write_plots(results, out / "plots", bar_groups(config))
     return results
 
 

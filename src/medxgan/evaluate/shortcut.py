@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from medxgan.data import read_mask, resize_mask
+from medxgan.data.imageio import normalize_size
 from medxgan.evaluate.localisation import is_valid, score_map
 
 __all__ = ["MARKER_DIR", "has_markers", "marker_path", "load_marker_masks", "shortcut_metrics"]
@@ -41,8 +43,6 @@ def load_marker_masks(root: str | os.PathLike, rels: Sequence[str], size) -> lis
 
     A missing marker file reads as an empty mask (no marker).
     """
-    from medxgan.data import read_mask, resize_mask
-    from medxgan.data.imageio import normalize_size
 
     hw = normalize_size(size)
     out = []

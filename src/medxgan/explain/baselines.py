@@ -41,7 +41,9 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
+from medxgan.classifiers import gradcam_layer
 from medxgan.explain.base import Explainer, Explanation
+from medxgan.gan.run import load_gan_run
 from medxgan.runtime.errors import MedxganError
 
 __all__ = [
@@ -96,8 +98,6 @@ class GradCAMExplainer(CaptumExplainer):
     def __init__(self, classifier: Any, *, layer: torch.nn.Module | None = None, **kw: Any):
         super().__init__(classifier, **kw)
         if layer is None:
-            from medxgan.classifiers import gradcam_layer
-
             model = getattr(classifier, "model", None)
             if model is None:
                 raise MedxganError("gradcam: the classifier has no .model to find a convolutional layer in")
@@ -283,8 +283,6 @@ def counterfactual_engine(gan: Any, classifier: Any) -> Any:
     if gan is None:
         raise MedxganError("medXGAN methods need a trained GAN (--gan RUN)")
     if isinstance(gan, (str, bytes)) or hasattr(gan, "__fspath__"):
-        from medxgan.gan.run import load_gan_run
-
         gan = load_gan_run(gan, classifier=classifier)
     eng = getattr(gan, "engine", None)
     if eng is not None:

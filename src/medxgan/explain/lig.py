@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from medxgan.explain.base import Explainer
 from medxgan.explain.counterfactual import CounterfactualEngine, Counterfactuals, reduce_channels
-from medxgan.gan.inversion import frozen
+from medxgan.runtime.tensors import frozen
 
 # Default: 32 trapezoid segments (33 points), refined up to DEFAULT_MAX_STEPS while the relative completeness
 # error > DEFAULT_TOL. Measured (logit, 8 phantom scans inverted into 200- and 600-step 64 px dcgan generators

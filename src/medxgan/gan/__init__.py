@@ -5,8 +5,9 @@
     gan = load_gan_run("runs/gan")          # .generator (eval), .classifier, .oracle, .config
     train_encoder("runs/gan")               # optional: inversion then starts from E(x), ~10x fewer steps
 
-Latent inversion and the explanation pipeline live in `medxgan.gan.inversion` / `medxgan.gan.model`
-(imported on first use: `from medxgan.gan import MedXGAN`).
+Latent inversion lives in `medxgan.gan.inversion`. The explanation pipeline sits above this package, in
+`medxgan.pipeline` (`from medxgan import MedXGAN`); gan/ never imports it. `medxgan.gan.MedXGAN` is a
+deprecated alias that the package root sets when `medxgan` is imported.
 """
 
 from medxgan.gan.encoder_train import train_encoder
@@ -35,10 +36,3 @@ __all__ = [
     "train_encoder",
 ]
 
-
-def __getattr__(name: str):  # lazy: the explanation side imports classifiers/explain machinery
-    if name == "MedXGAN":
-        from medxgan.gan.model import MedXGAN
-
-        return MedXGAN
-    raise AttributeError(f"module 'medxgan.gan' has no attribute {name!r}")

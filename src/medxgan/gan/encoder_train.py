@@ -24,21 +24,22 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from medxgan.data import load_dataset
 from medxgan.gan.encoder import LatentEncoder
-from medxgan.gan.inversion import frozen, invert, psnr
+from medxgan.gan.inversion import invert
 from medxgan.gan.networks import sample_latents
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.progress import progress
-from medxgan.runtime.runs import RunDir
-from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
+from medxgan.runtime.loop import Cadence, open_run, train_loop
+from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
+from medxgan.runtime.seeding import seed_everything
+from medxgan.runtime.tensors import frozen, psnr
 
 ENCODER_KIND = "medxgan-encoder"
 ENCODER_SUBDIR = "encoder"
@@ -76,8 +77,6 @@ def cosine_lr(step: int, steps: int, lr: float, floor: float = 0.1) -> float:
 
 def _real_images(data: str, size: int, channels: int, split: str, mapping: dict[str, Any]) -> torch.Tensor:
     """The split's images at the generator's size and channel count (converted by the data layer)."""
-    from medxgan.data import load_dataset
-
     return load_dataset(data, split=split, size=size, channels=channels, **mapping).tensors()[0].float()
 
 
@@ -99,6 +98,59 @@ def _quick_eval(E: LatentEncoder, G: torch.nn.Module, clf: Any, x: torch.Tensor,
         "code_mse_z1": float(F.mse_loss(e1, z1)),
         "code_mse_z2": float(F.mse_loss(e2, z2)),
     }
+
+
+class EncoderTrainer:
+    """The step contract of runtime.loop for the inversion encoder E (G and the classifier frozen): each
+    batch is half generated (code loss on known z) and half real (pixel + classifier inversion loss)."""
+
+    def __init__(self, E: LatentEncoder, G: torch.nn.Module, clf: Any, x_train: torch.Tensor, *, batch_size: int, lr: float,
+                 lr_decay_steps: int, seed: int, w_code: float, w_pix: float, w_cls: float, w_gen_pix: float):
+        self.E, self.G, self.clf, self.x_train = E, G, clf, x_train
+        self.opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.sampler = torch.Generator().manual_seed(seed)
+        self.lr, self.lr_decay_steps, self.steps_done = lr, lr_decay_steps, 0
+        self.n_real, self.n_gen = batch_size - batch_size // 2, batch_size // 2
+        self.w_code, self.w_pix, self.w_cls, self.w_gen_pix = w_code, w_pix, w_cls, w_gen_pix
+
+    def step(self) -> dict[str, float]:
+        E, G, clf, opt, sampler, dev = self.E, self.G, self.clf, self.opt, self.sampler, self.x_train.device
+        n_real, n_gen = self.n_real, self.n_gen
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(self.steps_done, self.lr_decay_steps, self.lr)
+        idx = torch.randint(0, self.x_train.shape[0], (n_real,), generator=sampler).to(dev)
+        y = torch.randint(0, 2, (n_gen,), generator=sampler).to(dev)
+        z1, z2 = sample_latents(y, G.nz1, G.nz2, generator=sampler)
+        z1, z2 = z1.to(dev), z2.to(dev)
+        with torch.no_grad():
+            x_gen = G(z1, z2)
+            x_real = self.x_train[idx]
+            p_real = clf.prob(x_real).float()
+        mu1, _, mu2, _ = E(torch.cat([x_gen, x_real]))
+        loss_code = F.mse_loss(mu1[:n_gen], z1) + F.mse_loss(mu2[:n_gen], z2)
+        if self.w_gen_pix:  # one G pass for both halves
+            out_all = G(mu1, mu2)
+            loss_gen_pix, out = F.mse_loss(out_all[:n_gen], x_gen), out_all[n_gen:]
+        else:
+            loss_gen_pix, out = torch.zeros((), device=dev), G(mu1[n_gen:], mu2[n_gen:])
+        loss_pix = F.mse_loss(out, x_real)
+        loss_cls = F.binary_cross_entropy_with_logits(clf.logit(out).float(), p_real)
+        loss = self.w_code * loss_code + self.w_pix * loss_pix + self.w_cls * loss_cls + self.w_gen_pix * loss_gen_pix
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.steps_done += 1
+        return {"loss": float(loss.detach()), "loss_code": float(loss_code.detach()), "loss_pix": float(loss_pix.detach()),
+                "loss_gen_pix": float(loss_gen_pix.detach()), "loss_cls": float(loss_cls.detach())}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"E": self.E.state_dict(), "opt": self.opt.state_dict(), "sampler": self.sampler.get_state(), "steps_done": self.steps_done}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        self.E.load_state_dict(st["E"])
+        self.opt.load_state_dict(st["opt"])
+        self.sampler.set_state(st["sampler"].to(torch.uint8))
+        self.steps_done = int(st["steps_done"])
 
 
 def train_encoder(
@@ -157,17 +209,10 @@ def train_encoder(
     gan = load_gan_run(gan_run, device=dev, load_oracle=False, attach_encoder=False)
     G, clf, gcfg = gan.generator, gan.classifier, gan.config
     rd = RunDir(encoder_dir(gan_run))
-    resuming = bool(resume) and rd.latest_checkpoint() is not None
-    if rd.exists() and not resume:
-        raise MedxganError(f"{rd.path}: already holds an encoder (use --resume to continue it, or delete the folder to retrain)")
-    stored = rd.read_config(expect_kind=ENCODER_KIND) if resuming else {}
-    if stored:  # a resumed run continues with the settings it started with (only --steps may change)
-        batch_size, lr, width = int(stored["batch_size"]), float(stored["lr"]), int(stored["width"])
-        w_code, w_pix, w_cls, seed = float(stored["w_code"]), float(stored["w_pix"]), float(stored["w_cls"]), int(stored["seed"])
-        lr_decay_steps = int(stored["lr_decay_steps"])
-        w_gen_pix = float(stored.get("w_gen_pix", 0.0))
-    lr_decay_steps = int(lr_decay_steps or steps)
-    data_src = str(data) if data is not None else (stored.get("data") or gcfg.get("data"))
+    if resume and rd.latest_checkpoint() is None:  # the policy's first refusal, before loading data
+        open_run(rd, resume=True, kind=ENCODER_KIND, settings={}, out_flag="the encoder folder")
+    lr_decay_steps = int(lr_decay_steps or (rd.read_config().get("lr_decay_steps") if resume else None) or steps)
+    data_src = str(data) if data is not None else (gcfg.get("data") if not resume else rd.read_config().get("data"))
     if not data_src:
         raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
     mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
@@ -178,82 +223,32 @@ def train_encoder(
     except MedxganError:
         x_eval = _real_images(data_src, size, G.channels, "test", mapping)
     x_eval = x_eval[torch.randperm(x_eval.shape[0], generator=torch.Generator().manual_seed(seed))[:eval_images]].to(dev)
+    settings = dict(data=fingerprint_state_dict({"images": x_train}), gan=fingerprint_module(G), classifier=getattr(clf, "fingerprint", None),
+                    seed=seed, batch_size=batch_size, lr=lr, width=width, w_code=w_code, w_pix=w_pix, w_cls=w_cls,
+                    w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, steps=steps)
+    start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_flag="the encoder folder")
 
     seed_everything(seed)
     E = LatentEncoder(gcfg["net"], width=width).to(dev).train()
-    opt = torch.optim.Adam(E.parameters(), lr=lr, betas=(0.5, 0.999))
-    sampler = torch.Generator().manual_seed(seed)
+    trainer = EncoderTrainer(E, G, clf, x_train.to(dev), batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps, seed=seed,
+                             w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix)
     config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
                   w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
-                  classifier_fingerprint=getattr(clf, "fingerprint", None),
+                  classifier_fingerprint=getattr(clf, "fingerprint", None), settings=settings, resumes=start.resumes,
                   status="running")
-    start, elapsed = 0, 0.0
-    if resuming:
-        st = rd.load_checkpoint()
-        E.load_state_dict(st["E"])
-        opt.load_state_dict(st["opt"])
-        sampler.set_state(st["sampler"].to(torch.uint8))
-        set_rng_state(st["rng"])
-        start, elapsed = int(st["step"]), float(st["elapsed"])
-        rd.truncate_metrics(start)
-    else:
-        rd.path.mkdir(parents=True, exist_ok=True)
-        rd.metrics_path.unlink(missing_ok=True)
+    rd.path.mkdir(parents=True, exist_ok=True)
     rd.write_config(ENCODER_KIND, **config)
 
-    x_train_dev = x_train.to(dev)
-    n_real, n_gen = batch_size - batch_size // 2, batch_size // 2
     eval_gen_seed = seed + 12345
-    bar = progress(total=steps, initial=start, desc="train encoder", disable=quiet or None)
-    step, t_last, rec = start, time.perf_counter(), {}
+
+    def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
+        return _quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))
+
     with frozen(G, clf):
-        try:
-            while step < steps:
-                for group in opt.param_groups:
-                    group["lr"] = cosine_lr(step, lr_decay_steps, lr)
-                idx = torch.randint(0, x_train.shape[0], (n_real,), generator=sampler).to(dev)
-                y = torch.randint(0, 2, (n_gen,), generator=sampler).to(dev)
-                z1, z2 = sample_latents(y, G.nz1, G.nz2, generator=sampler)
-                z1, z2 = z1.to(dev), z2.to(dev)
-                with torch.no_grad():
-                    x_gen = G(z1, z2)
-                    x_real = x_train_dev[idx]
-                    p_real = clf.prob(x_real).float()
-                mu1, _, mu2, _ = E(torch.cat([x_gen, x_real]))
-                loss_code = F.mse_loss(mu1[:n_gen], z1) + F.mse_loss(mu2[:n_gen], z2)
-                if w_gen_pix:  # one G pass for both halves
-                    out_all = G(mu1, mu2)
-                    loss_gen_pix, out = F.mse_loss(out_all[:n_gen], x_gen), out_all[n_gen:]
-                else:
-                    loss_gen_pix, out = torch.zeros((), device=dev), G(mu1[n_gen:], mu2[n_gen:])
-                loss_pix = F.mse_loss(out, x_real)
-                loss_cls = F.binary_cross_entropy_with_logits(clf.logit(out).float(), p_real)
-                loss = w_code * loss_code + w_pix * loss_pix + w_cls * loss_cls + w_gen_pix * loss_gen_pix
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-                now = time.perf_counter()
-                elapsed += now - t_last
-                t_last = now
-                stop = max_minutes is not None and elapsed >= 60.0 * max_minutes
-                last = step == steps or stop
-                if step % log_every == 0 or last:
-                    rec = {"step": step, "loss": float(loss.detach()), "loss_code": float(loss_code.detach()), "loss_pix": float(loss_pix.detach()), "loss_gen_pix": float(loss_gen_pix.detach()),
-                           "loss_cls": float(loss_cls.detach()), **_quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed)),
-                           "seconds": round(elapsed, 1)}
-                    rd.log_metrics(rec)
-                    bar.set_postfix_str(f"PSNR(G(E(x))) {rec['psnr_encoder']:.1f} dB  code MSE {rec['code_mse_z1']:.3f}/{rec['code_mse_z2']:.3f}")
-                    t_last = time.perf_counter()
-                if step % ckpt_every == 0 or last:
-                    rd.save_checkpoint(step, {"E": E.state_dict(), "opt": opt.state_dict(), "sampler": sampler.get_state(),
-                                              "rng": get_rng_state(), "elapsed": elapsed}, keep_last=keep_last)
-                    t_last = time.perf_counter()
-                bar.update(1)
-                if stop:
-                    break
-        finally:
-            bar.close()
+        loop = train_loop(trainer, rd, total=steps, cadence=Cadence(log_every, 0, ckpt_every, keep_last), resume=start.resumed,
+                          max_minutes=max_minutes, on_log=on_log, desc="train encoder", quiet=quiet, device=dev,
+                          postfix=lambda r: f"PSNR(G(E(x))) {r['psnr_encoder']:.1f} dB  code MSE {r['code_mse_z1']:.3f}/{r['code_mse_z2']:.3f}")
+    step, elapsed, rec = loop.step, loop.elapsed, loop.last_record
 
     E.eval().requires_grad_(False)
     if not rec:

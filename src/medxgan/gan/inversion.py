@@ -24,11 +24,10 @@ counterfactual, p(G'(z1*, 0)) ~ p(G(z1*, 0)). Off by default.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import check_amp, forward
+from medxgan.runtime.tensors import frozen, psnr
 
 # Defaults. Measured (CPU, 8 images, known-code targets G(z) and real phantom scans) only on a 16 px toy
 # generator and on a 200-step (barely trained) 64 px dcgan generator -- no fully trained generator existed
@@ -78,32 +78,6 @@ class InversionResult:
 
     def __len__(self) -> int:
         return int(self.z1.shape[0])
-
-
-@contextlib.contextmanager
-def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration; restores both afterwards."""
-    saved = []
-    for m in modules:
-        if m is None:
-            continue
-        saved.append((m, m.training, [(p, p.requires_grad) for p in m.parameters()]))
-        m.eval()
-        for p in m.parameters():
-            p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for m, training, flags in saved:
-            m.train(training)
-            for p, rg in flags:
-                p.requires_grad_(rg)
-
-
-def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """PSNR per image (dB) for images in [-1, 1] (peak-to-peak 2)."""
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10.0 * torch.log10(4.0 / mse)
 
 
 def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float,

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medxgan.runtime.atomic import atomic_save_image
+
 N_Z1 = 256
 N_Z2 = 3
 N_DIVERSITY = 128
@@ -157,8 +159,6 @@ def save_image_grid(
 ) -> None:
     """tiles: rows x cols x C x H x W in [-1, 1]; labels[r][c] is written under each tile. Atomic PNG."""
     from PIL import Image, ImageDraw
-
-    from medxgan.runtime.atomic import atomic_save_image
 
     rows, cols, _, h, w = tiles.shape
     scale = max(1, 96 // max(h, w))

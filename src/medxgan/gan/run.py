@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from medxgan.classifiers import load_classifier, Preprocessing
 from medxgan.gan.networks import Generator, build_generator
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
@@ -101,8 +102,6 @@ def load_gan_run(
     otherwise a classifier spec for `load_classifier` or an adapter, used instead (warning if its
     fingerprint differs from the recorded one).
     """
-    from medxgan.classifiers import load_classifier
-
     G, config = load_generator(run, device, attach_encoder=attach_encoder)
     rd = RunDir(run)
     dev = next(G.parameters()).device
@@ -112,8 +111,6 @@ def load_gan_run(
         ad = rec.get("adapter") or {}
         local = rd.path / rec["local"] if rec.get("local") else None
         if ad and not (local is not None and local.is_dir()):  # TorchScript/factory: re-apply the recorded adapter settings
-            from medxgan.classifiers import Preprocessing
-
             kw = dict(output=ad.get("output"), positive_index=ad.get("positive_index"),
                       preprocessing=Preprocessing.from_dict(ad.get("preprocessing")))
         if local is not None and local.exists():

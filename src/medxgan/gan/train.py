@@ -44,7 +44,6 @@ import copy
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medxgan.classifiers import load_classifier, train_classifier
+from medxgan.data import load_dataset
 from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
 from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
@@ -59,14 +60,14 @@ from medxgan.gan.presets import Preset, get_preset
 from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.distributed import (
-    all_reduce_sum, any_rank, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
+    all_reduce_sum, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
     shard, world_size, wrap_ddp,
 )
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
-from medxgan.runtime.progress import progress
-from medxgan.runtime.runs import RunDir
-from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
+from medxgan.runtime.loop import Cadence, open_run, resume_or_restart, train_loop
+from medxgan.runtime.runs import RunDir, fingerprint_state_dict
+from medxgan.runtime.seeding import seed_everything
 
 GAN_KIND = "medxgan"
 GENERATOR_NAME = "generator"
@@ -435,12 +436,31 @@ class GANTrainer:
 
 
 # ---- inputs -----------------------------------------------------------------------------------
+class _BatchSteps:
+    """The step contract of runtime.loop for a GANTrainer on an in-memory train split: one step = one
+    global batch drawn from a seeded sampler stream (every rank draws the same indices and keeps its slice)."""
+
+    def __init__(self, trainer: "GANTrainer", images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int):
+        self.trainer, self.images, self.labels, self.batch_size = trainer, images, labels, batch_size
+        self.sampler = torch.Generator().manual_seed(seed)
+
+    def step(self) -> dict[str, float]:
+        idx = shard(torch.randint(0, self.images.shape[0], (self.batch_size,), generator=self.sampler)).to(self.images.device)
+        return self.trainer.step(self.images[idx], self.labels[idx])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.trainer.state_dict(), "batch_sampler": self.sampler.get_state()}
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        st = dict(st)
+        self.sampler.set_state(st.pop("batch_sampler").to(torch.uint8))
+        self.trainer.load_state_dict(st)
+
+
 def _load_data(data: Any, size: int | None, mapping: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, str | None]:
     """(images N x C x H x W, labels N, source path or None). `data`: dataset root, (images, labels), or
     an object with .tensors()."""
     if isinstance(data, (str, os.PathLike)):
-        from medxgan.data import load_dataset
-
         ds = load_dataset(data, split="train", size=size, **mapping)
         images, labels = ds.tensors()[:2]
         source: str | None = str(data)
@@ -466,8 +486,6 @@ def _load_data(data: Any, size: int | None, mapping: dict[str, Any]) -> tuple[to
 def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module, str | None]:
     if isinstance(spec, nn.Module):
         return spec.to(device), None
-    from medxgan.classifiers import load_classifier
-
     try:
         return load_classifier(spec, device=device), str(spec)
     except MedxganError as exc:  # name the flag the user actually gave
@@ -577,9 +595,9 @@ def train_gan(
         dev, main = ctx.device, ctx.is_main
         quiet = quiet or not main
         run = RunDir(out)
-        resuming = bool(resume) and run.latest_checkpoint() is not None
-        if run.exists() and not resume:
-            raise MedxganError(f"--out {out}: already holds a run (use --resume to continue it, or another --out)")
+        resuming = bool(resume)
+        if resuming and run.latest_checkpoint() is None:  # the policy's first refusal, before loading data
+            open_run(run, resume=True, kind=GAN_KIND, settings={})
 
         mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
         images, labels, data_source = _load_data(data, size, mapping)
@@ -587,11 +605,7 @@ def train_gan(
 
         # preset: from the run's config when resuming, so that the run continues with what it started with
         stored: dict[str, Any] = run.read_config(expect_kind=GAN_KIND) if resuming else {}
-        if stored:
-            preset_obj = Preset.from_dict(stored["preset"])
-            lambda_cls = stored["lambda_cls"]
-            batch_size, seed = int(stored["batch_size"]), int(stored["seed"])
-        elif isinstance(preset, Preset):
+        if isinstance(preset, Preset):
             preset_obj = preset
         else:
             preset_obj = get_preset(preset, channels=channels, **(preset_overrides or {}))
@@ -614,11 +628,10 @@ def train_gan(
         clf, clf_source = _load_adapter(classifier, dev, "classifier")
         clf_source = clf_source or (str(classifier_source) if classifier_source else None)
         clf_fp = getattr(clf, "fingerprint", None)
-        if stored and stored.get("classifier", {}).get("fingerprint") not in (None, clf_fp):
-            raise MedxganError(
-                f"--classifier {clf_source}: fingerprint {clf_fp} differs from the one this run was trained against "
-                f"({stored['classifier']['fingerprint']}, {stored['classifier'].get('source')}); resume with the same classifier"
-            )
+        # the one resume policy (runtime.loop): what defines the run must not change on --resume
+        settings = dict(data=fingerprint_state_dict({"images": images, "labels": labels}), seed=seed, batch_size=batch_size,
+                        preset=preset_obj.to_dict(), lambda_cls=lam, classifier=clf_fp, steps=steps)
+        start_info = open_run(run, resume=resuming, kind=GAN_KIND, settings=settings, may_change=("steps",))
         barrier()  # every rank has checked RUN before rank 0 writes into it
         clf_local = clf_meta = oracle_adapter = oracle_info = None
         if main:  # rank 0 writes the run; the oracle is only used by its monitor
@@ -632,9 +645,8 @@ def train_gan(
         # networks, optimisers, RNG streams: seeded identically on every rank
         seed_everything(seed)
         trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam, **speed)
-        sampler = torch.Generator().manual_seed(seed)
         # the whole train split lives on the device: one gather per step, faster than a DataLoader
-        images_dev, labels_dev = images.to(dev), labels.to(dev)
+        steps_of = _BatchSteps(trainer, images.to(dev), labels.to(dev), batch_size, seed)
         monitor = Monitor(clf, preset_obj.net.nz1, preset_obj.net.nz2, real_negatives=images[labels == 0], oracle=oracle_adapter,
                           n_z1=monitor_samples, n_diversity=min(128, monitor_samples)) if main else None
         config = dict(
@@ -657,77 +669,28 @@ def train_gan(
                         "adapter": clf.describe() if hasattr(clf, "describe") else None},
             oracle=oracle_info,
             ema=preset_obj.train.ema_decay > 0,
+            settings=settings,
+            resumes=start_info.resumes,
             status="running",
         )
-
-        start, elapsed, acc = 0, 0.0, {}
-        if resuming:
-            st = run.load_checkpoint()
-            trainer.load_state_dict(st["trainer"])
-            sampler.set_state(st["sampler"].to(torch.uint8))
-            set_rng_state(st["rng"])
-            if dev.type == "cuda" and "rng_device" in st:  # rank 0's device stream, onto this rank's device
-                torch.cuda.set_rng_state(st["rng_device"].to(torch.uint8), dev)
-            start, elapsed, acc = int(st["step"]), float(st["elapsed"]), dict(st["acc"])
-            if main:
-                run.truncate_metrics(start)
-        elif main:
-            run.metrics_path.unlink(missing_ok=True)
         if main:
             run.write_config(GAN_KIND, **config)
 
-        last_metrics: dict[str, Any] = {}
-        bar = progress(total=steps, initial=start, desc=f"train medXGAN ({preset_obj.name})", disable=quiet or None)
-        step = start
-        t_last = time.perf_counter()
-        n = images.shape[0]
-        try:
-            while step < steps:
-                # global batch indices from the shared sampler stream; this rank keeps its slice
-                idx = shard(torch.randint(0, n, (batch_size,), generator=sampler)).to(dev)
-                stats = trainer.step(images_dev[idx], labels_dev[idx])
-                step += 1
-                now = time.perf_counter()
-                elapsed += now - t_last
-                t_last = now
-                for k, v in stats.items():
-                    acc[k] = acc.get(k, 0.0) + v
-                acc["_n"] = acc.get("_n", 0.0) + 1
-                stop = max_minutes is not None and elapsed >= 60.0 * max_minutes
-                if max_minutes is not None:  # every rank must stop at the same step
-                    stop = any_rank(stop, dev)
-                last = step == steps or stop
-                if main and (step % log_every == 0 or last):
-                    rec: dict[str, Any] = {"step": step}
-                    rec.update({k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
-                    rec.update(monitor.evaluate(trainer.generator))
-                    rec["seconds"] = round(elapsed, 1)
-                    rec["world_size"] = ctx.world_size
-                    run.log_metrics(rec)
-                    last_metrics = rec
-                    bar.set_postfix_str(
-                        f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
-                        f"agree={rec['cls_agree']:.2f} {summarize(rec)}"
-                    )
-                    t_last = time.perf_counter()  # monitoring time does not count as training time
-                if step % log_every == 0 or last:
-                    acc = {}
-                if main and (step % sample_every == 0 or last):
-                    monitor.sample_grid(trainer.generator, run.path / "samples" / f"step_{step:07d}.png",
-                                        title=f"step {step}  (rows: fixed z1; p = classifier p(pos))")
-                    t_last = time.perf_counter()
-                if main and (step % ckpt_every == 0 or last):
-                    ckpt = {"trainer": trainer.state_dict(), "sampler": sampler.get_state(), "rng": get_rng_state(),
-                            "elapsed": elapsed, "acc": acc}
-                    if dev.type == "cuda":  # the stream of the device in use (get_rng_state has all devices')
-                        ckpt["rng_device"] = torch.cuda.get_rng_state(dev)
-                    run.save_checkpoint(step, ckpt, keep_last=keep_last)
-                    t_last = time.perf_counter()
-                bar.update(1)
-                if stop:
-                    break
-        finally:
-            bar.close()
+        def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
+            return {**monitor.evaluate(trainer.generator), "world_size": ctx.world_size}
+
+        def on_sample(step: int) -> None:
+            monitor.sample_grid(trainer.generator, run.path / "samples" / f"step_{step:07d}.png",
+                                title=f"step {step}  (rows: fixed z1; p = classifier p(pos))")
+
+        def postfix(rec: dict[str, Any]) -> str:
+            return (f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
+                    f"agree={rec['cls_agree']:.2f} {summarize(rec)}")
+
+        loop = train_loop(steps_of, run, total=steps, cadence=Cadence(log_every, sample_every, ckpt_every, keep_last),
+                          resume=resuming, max_minutes=max_minutes, on_log=on_log, on_sample=on_sample, postfix=postfix,
+                          desc=f"train medXGAN ({preset_obj.name})", quiet=quiet, is_main=main, device=dev)
+        step, elapsed, last_metrics = loop.step, loop.elapsed, loop.last_record
 
         if main:
             if not last_metrics:  # resumed a finished run: evaluate what is there
@@ -768,15 +731,13 @@ def _prepare_oracle(oracle: Any, oracle_arch: str | None, oracle_epochs: int, st
     else:
         if data_source is None:
             raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False")
-        from medxgan.classifiers import load_classifier, train_classifier
-
         o_arch = oracle_arch or ORACLE_ARCH.get(clf_meta.get("arch"), "resnet-small")
         o_seed = int(clf_meta.get("seed", seed)) + 1
         o_dir = run.path / ORACLE_DIR
         if not quiet:
             print(f"[medxgan] training the oracle classifier ({o_arch}, seed {o_seed}) into {o_dir}", flush=True)
         train_classifier(data_source, o_dir, arch=o_arch, seed=o_seed, size=img_size, epochs=oracle_epochs,
-                         channels=channels, device=str(dev), resume=True, quiet=quiet, **mapping)
+                         channels=channels, device=str(dev), resume=resume_or_restart(o_dir), quiet=quiet, **mapping)
         oracle_adapter = load_classifier(o_dir, device=dev)
         oracle_info = {"source": None, "local": ORACLE_DIR, "fingerprint": oracle_adapter.fingerprint, "arch": o_arch,
                        "seed": o_seed, "epochs": oracle_epochs}

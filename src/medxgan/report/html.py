@@ -35,8 +35,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from medxgan.evaluate.tables import COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, main_columns
+from medxgan.report.figures import captioned_strip, draw_mask_outline, gif_bytes, overlay_heatmap, save_png, tensor_to_pil
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_text
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.version import __version__
 
 __all__ = ["write_report", "find_dirs", "select_rows", "verdicts", "compare", "QUICK_BANNER", "FRAMES_DIR"]
 
@@ -290,8 +293,6 @@ def _metric_table(results: Mapping[str, Any], cols: Sequence[tuple[str, str, boo
 
 
 def _tables_html(results: Mapping[str, Any]) -> str:
-    from medxgan.evaluate.tables import COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, main_columns
-
     methods = _ordered_methods((results.get("methods") or {}).keys())
     if not methods:
         return "<p class='muted'>results.json holds no methods.</p>"
@@ -364,8 +365,6 @@ def _map_caption(row: dict | None) -> str:
 
 
 def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, rel: str, max_rows: int) -> str:
-    from medxgan.report.figures import draw_mask_outline, gif_bytes, overlay_heatmap, save_png, tensor_to_pil, captioned_strip
-
     methods = _ordered_methods((results.get("methods") or {}).keys())
     rows = select_rows(results, max_rows)
     if not rows:
@@ -533,9 +532,7 @@ def _versions(results: Mapping[str, Any]) -> dict[str, str]:
                 v[mod] = __import__(mod).__version__
             except Exception:
                 v[mod] = "not installed"
-    import medxgan
-
-    v.setdefault("medxgan", medxgan.__version__)
+    v.setdefault("medxgan", __version__)
     v.setdefault("python", platform.python_version())
     return v
 

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from medxgan.evaluate.tables import bar_groups as default_bar_groups
 from medxgan.runtime.atomic import atomic_write_bytes
 
 __all__ = ["metric_bars", "metric_bar_grid", "deletion_curves", "noise_curves", "write_plots", "safe_name"]
@@ -160,13 +161,16 @@ def noise_curves(methods: Mapping[str, Any], sigmas: Sequence[float], path: str 
     return _save(fig, path)
 
 
-def write_plots(results: Mapping[str, Any], out_dir: str | os.PathLike, bar_groups: Mapping[str, Sequence[tuple[str, str, bool]]]) -> list[Path]:
-    """All benchmark plots into ``out_dir``: ``bars_<group>.png`` (one panel per metric) for each
-    ``group -> [(key, title, lower_is_better)]`` of ``bar_groups``, ``deletion_mean.png``,
+def write_plots(results: Mapping[str, Any], out_dir: str | os.PathLike, bar_groups: Mapping[str, Sequence[tuple[str, str, bool]]] | None = None) -> list[Path]:
+    """All benchmark plots of the runner's ``results`` into ``out_dir``: ``bars_<group>.png`` (one panel
+    per metric) for each ``group -> [(key, title, lower_is_better)]`` of ``bar_groups`` (default:
+    :func:`medxgan.evaluate.tables.bar_groups` of the results' config), ``deletion_mean.png``,
     ``deletion_blur.png`` and ``noise_{ssim,spearman,top10}.png``."""
     out = Path(out_dir)
     methods = results.get("methods", {})
     cfg = results.get("config", {})
+    if bar_groups is None:
+        bar_groups = default_bar_groups(cfg)
     written: list[Path | None] = []
     for group, keys in bar_groups.items():
         written.append(metric_bar_grid(methods, keys, out / f"bars_{safe_name(group)}.png", group.replace("_", " ").capitalize()))

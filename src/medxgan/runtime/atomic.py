@@ -57,6 +57,20 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def to_jsonable(obj: Any) -> Any:
+    """A JSON-able copy of settings: dict keys as strings, tuples as lists, tensors as lists, other
+    objects by their str()."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "tolist"):  # tensors, arrays
+        return obj.tolist()
+    return str(obj)
+
+
 def atomic_save_image(path: str | os.PathLike, image: "Any", format: str | None = None, **kwargs: Any) -> Path:
     """Save a PIL image atomically; the format comes from the suffix unless given."""
     path = Path(path)

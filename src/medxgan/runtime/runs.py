@@ -22,10 +22,10 @@ from typing import Any
 
 import torch
 
-from medxgan import __version__
 from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.state import load_state, load_weights, save_state, save_weights
+from medxgan.runtime.version import __version__
 
 
 class RunDir:
@@ -62,6 +62,13 @@ class RunDir:
                 raise MedxganError(
                     f"{self.path}: is a {config.get('kind')!r} run, expected {' or '.join(map(repr, kinds))}"
                 )
+        return config
+
+    def update_config(self, **changes: Any) -> dict[str, Any]:
+        """Read config.json, apply ``changes``, write it back (kind and versions kept)."""
+        config = self.read_config()
+        config.update(changes)
+        atomic_write_json(self.config_path, config)
         return config
 
     # ---- metrics ------------------------------------------------------------------------------
@@ -137,6 +144,11 @@ class RunDir:
     def latest_checkpoint(self) -> Path | None:
         ckpts = self.list_checkpoints()
         return ckpts[-1] if ckpts else None
+
+    def load_checkpoint_step(self) -> int:
+        """The step of the latest checkpoint (from its folder name; 0 without one)."""
+        latest = self.latest_checkpoint()
+        return int(latest.name.split("_")[1]) if latest is not None else 0
 
     def load_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
         path = path or self.latest_checkpoint()

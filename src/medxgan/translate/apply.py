@@ -16,8 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medxgan.data.imageio import collect_image_files, probe_image, read_image
+from medxgan.runtime.atomic import atomic_save_image
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import RunDir
 from medxgan.translate.networks import ResnetGenerator
 from medxgan.translate.train import RUN_KIND, build_generators, tensor_to_u8, to_domain_array, u8_to_tensor
@@ -123,9 +126,6 @@ def apply_translation(
     """
     from PIL import Image
 
-    from medxgan.data.imageio import collect_image_files, read_image
-    from medxgan.runtime.atomic import atomic_save_image
-    from medxgan.runtime.progress import progress
 
     inputs = list(inputs)
     files = collect_image_files(inputs)
@@ -143,8 +143,6 @@ def apply_translation(
             raise MedxganError(f"{f}: would overwrite the output of {seen[n]} ({n}); translate them into separate --out folders")
         seen[n] = f
     if in_ch == 3:  # fail before translating anything: every fundus photo must be colour
-        from medxgan.data.imageio import probe_image
-
         for f in files:
             if probe_image(f).channels != 3:
                 raise MedxganError(f"expects 3-channel colour fundus, got 1 channel: {f}")

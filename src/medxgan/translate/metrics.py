@@ -21,6 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medxgan.data.imageio import list_images, read_image
+from medxgan.runtime.atomic import atomic_save_image, atomic_write_json, atomic_write_text
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.translate.apply import load_generator, translate
@@ -83,8 +85,6 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def _load_pairs(data: Path, size: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    from medxgan.data.imageio import list_images, read_image
-
     da, db = data / "testA", data / "testB"
     for d in (da, db):
         if not d.is_dir():
@@ -119,8 +119,6 @@ def evaluate_translation(
     Writes `results.json`, `results.md` and `side_by_side.png` into `out` (default RUN/eval); returns
     the results dict.
     """
-    from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
-
     data = Path(data)
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise MedxganError(f"--inception-weights {inception_weights}: file not found")
@@ -201,8 +199,6 @@ def results_markdown(results: dict[str, Any]) -> str:
 def side_by_side(path: Path, a: torch.Tensor, fake_b: torch.Tensor, b: torch.Tensor, rec_a: torch.Tensor, names: list[str]) -> None:
     """Columns: input fundus | synthesised angiogram | ground-truth angiogram | cycle reconstruction."""
     from PIL import Image, ImageDraw
-
-    from medxgan.runtime.atomic import atomic_save_image
 
     n, _, h, w = a.shape
     pad, head = 4, 16

@@ -52,6 +52,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medxgan.data.imageio import convert_channels, list_images, read_image, resize_image
+from medxgan.runtime.atomic import atomic_save_image
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.distributed import (
     DistContext, all_gather_cat, barrier, check_divisible, distributed, mean_over_ranks, shard, wrap_ddp,
@@ -130,6 +132,12 @@ class TranslateConfig:
         return self.channels_a == self.channels_b and self.lambda_identity > 0
 
 
+def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
+    """Least-squares GAN loss (Mao et al. 2017), the CycleGAN choice: mean (D(x) - 1)^2 for a real target,
+    mean D(x)^2 for a fake one."""
+    return F.mse_loss(pred, torch.ones_like(pred) if real else torch.zeros_like(pred))
+
+
 def lr_at_epoch(epoch: int, base_lr: float, epochs: int, epochs_decay: int) -> float:
     """Learning rate for 1-based `epoch`: constant for 1..epochs, then linear towards 0 over epochs_decay
     (the reference CycleGAN 'linear' policy: epoch N+k gets base * (1 - k / (M + 1)), reaching 0 after N+M)."""
@@ -153,8 +161,6 @@ def schedule_text(cfg: TranslateConfig) -> str:
 # --------------------------------------------------------------------------------------------------
 def _load_domain(folder: Path, channels: int, size: int, what: str) -> tuple[torch.Tensor, list[Path]]:
     """All images of one folder as uint8 N x C x size x size (preprocessed once, kept in memory)."""
-    from medxgan.data.imageio import list_images, read_image
-
     if not folder.is_dir():
         raise MedxganError(f"{folder}: folder not found (expected {what} images in the CycleGAN layout trainA/trainB)")
     files = list_images(folder)
@@ -172,8 +178,6 @@ def to_domain_array(a: np.ndarray, channels: int, path: Any, size: int | None) -
     A fundus photo (3 channels) must be colour: a gray image is refused (MedxganError naming the file).
     An angiogram (1 channel) given as RGB is converted to luminance.
     """
-    from medxgan.data.imageio import convert_channels, resize_image
-
     if channels == 3 and a.shape[2] != 3:
         raise MedxganError(f"expects 3-channel colour fundus, got {a.shape[2]} channel: {path}")
     a = convert_channels(a, channels)
@@ -233,8 +237,6 @@ def build_generators(cfg: dict[str, Any] | TranslateConfig) -> tuple[ResnetGener
 def _sample_grid(path: Path, g_fa, g_fundus, a: torch.Tensor, b: torch.Tensor) -> None:
     """Rows: fundus | G_fa(fundus) | cycle ; angiogram | G_fundus(angiogram) | cycle."""
     from PIL import Image
-
-    from medxgan.runtime.atomic import atomic_save_image
 
     with torch.no_grad():
         fb = g_fa(a)
@@ -452,8 +454,8 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
             fake_a = fwd(gen_fundus, real_b)
             rec_b = fwd(gen_fa, fake_a)
             pred_fb, pred_fa = fwd(frozen_fa, fake_b), fwd(frozen_fundus, fake_a)
-            loss_gan_fa = F.mse_loss(pred_fb, torch.ones_like(pred_fb))
-            loss_gan_fundus = F.mse_loss(pred_fa, torch.ones_like(pred_fa))
+            loss_gan_fa = lsgan_loss(pred_fb, True)
+            loss_gan_fundus = lsgan_loss(pred_fa, True)
             loss_cyc_a = F.l1_loss(rec_a, real_a) * cfg.lambda_cycle
             loss_cyc_b = F.l1_loss(rec_b, real_b) * cfg.lambda_cycle
             loss_g = loss_gan_fa + loss_gan_fundus + loss_cyc_a + loss_cyc_b
@@ -469,9 +471,9 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
             pooled_b = shard(pool_fa.query(all_gather_cat(fake_b.detach())))
             pooled_a = shard(pool_fundus.query(all_gather_cat(fake_a.detach())))
             pr, pf = fwd(dis_fa, real_b), fwd(dis_fa, pooled_b)
-            loss_d_fa = 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
+            loss_d_fa = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
             pr, pf = fwd(dis_fundus, real_a), fwd(dis_fundus, pooled_a)
-            loss_d_fundus = 0.5 * (F.mse_loss(pr, torch.ones_like(pr)) + F.mse_loss(pf, torch.zeros_like(pf)))
+            loss_d_fundus = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
             opt_d.zero_grad(set_to_none=True)
             backward_step(loss_d_fa + loss_d_fundus, opt_d, scaler_d)
 

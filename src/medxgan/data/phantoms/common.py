@@ -25,7 +25,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
 
 # --------------------------------------------------------------------------------------------------
 # grids and smooth functions
@@ -290,8 +292,6 @@ def prepare_out(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
 
 
 def finish_out(tmp: Path, out: Path) -> None:
-    from medxgan.runtime.atomic import atomic_replace_dir
-
     atomic_replace_dir(tmp, out)
 
 
@@ -333,8 +333,6 @@ def write_dataset(
         empty_png = _png_bytes(np.zeros((size, size), dtype=np.uint8))
         iterator: Any = range(n)
         if show_progress:
-            from medxgan.runtime.progress import progress
-
             iterator = progress(range(n), total=n, desc=f"synth {spec.name}")
         for i in iterator:
             label, split = labels[i]

@@ -37,6 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from medxgan.runtime.atomic import atomic_replace_dir, atomic_save_image, atomic_write_json
+from medxgan.runtime.errors import MedxganError
+
 KIND = "fundus-angio"
 GENERATOR_VERSION = 1
 
@@ -282,15 +285,11 @@ def _to_u8(a: np.ndarray) -> np.ndarray:
 def _save_png(path: Path, arr: np.ndarray) -> None:
     from PIL import Image
 
-    from medxgan.runtime.atomic import atomic_save_image
-
     atomic_save_image(path, Image.fromarray(_to_u8(arr)))
 
 
 def _preview(pairs: list[tuple[np.ndarray, np.ndarray, str]], path: Path, tile: int) -> None:
     from PIL import Image, ImageDraw
-
-    from medxgan.runtime.atomic import atomic_save_image
 
     cols = len(pairs)
     pad = 4
@@ -324,8 +323,6 @@ def synthesize_fundus_angio(
     to trainB, so the two training domains have disjoint subjects (truly unpaired).
     Whether a subject is abnormal is drawn per subject (probability `abnormal_frac`).
     """
-    from medxgan.runtime.errors import MedxganError
-
     if n < 3:
         raise MedxganError(f"--n {n}: need at least 3 subjects (test, trainA, trainB)")
     if size < 32:
@@ -372,8 +369,6 @@ def synthesize_fundus_angio(
         "abnormal": abnormal_names,
         "left_eye": left_names,
     }
-    from medxgan.runtime.atomic import atomic_write_json
-
     atomic_write_json(out / "dataset.json", meta)
     if preview and shown:
         _preview(shown, out / "preview.png", tile=max(size, 128))
@@ -409,9 +404,6 @@ def _registry_synthesize(
     split as {"negative": normal subjects, "positive": abnormal subjects})."""
     import shutil
     import time
-
-    from medxgan.runtime.atomic import atomic_replace_dir
-    from medxgan.runtime.errors import MedxganError
 
     if float(shortcut) != 0.0:
         raise MedxganError("--shortcut: not supported by fundus-angio (it has no classifier shortcut marker)")

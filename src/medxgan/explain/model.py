@@ -1,0 +1,180 @@
+"""The model side of medXGAN explanations: a trained generator + the classifier it explains.
+
+    from medxgan.explain.model import as_medxgan
+    model = as_medxgan("runs/gan")                 # or a MedXGANModel / MedXGAN, or a GanRun
+    model.invert(images)                           # -> Counterfactuals (codes, x_pos, x_neg, p, PSNR)
+    model.difference_explainer(), model.lig_explainer()   # the Explainer interface (evaluation)
+
+One :class:`~medxgan.explain.counterfactual.CounterfactualEngine` backs everything, so an image is
+inverted once however many explanations are asked of it. The explanation pipeline (``explain``,
+``explain_files``, writing the results) sits above this layer in :mod:`medxgan.pipeline`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from medxgan.classifiers.adapter import convert_channels
+from medxgan.explain.base import check_images
+from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer
+from medxgan.explain.lig import LIGExplainer
+from medxgan.gan import inversion as inv
+from medxgan.gan.run import GanRun, load_gan_run
+from medxgan.runtime.device import pick_device
+from medxgan.runtime.errors import MedxganError
+
+
+@dataclass
+class ExplanationResult:
+    """Everything medXGAN says about one image (CPU tensors; images C x H x W in [-1, 1]).
+
+    Maps are 1 x H x W: ``difference`` = |x_pos - x_neg| and ``signed_difference`` (channel-reduced with
+    luminance weights for RGB), ``accumulated_change`` = sum over the interpolation of |x_{i+1} - x_i|,
+    ``lig`` (signed, channel-summed path-sum LIG unless ``lig_form="authors"``).
+    ``frames``: F x C x H x W along G(z1*, alpha z2*), alpha = ``alphas``; ``frame_probs``: p(pos) per frame.
+    ``lig_delta`` = f(x_pos) - f(x_neg) (f = logit unless lig_output="prob"); ``completeness_error`` =
+    |sum(lig) - lig_delta|, ``completeness_error_rel`` = that / |lig_delta|.
+    """
+
+    input: Tensor
+    reconstruction: Tensor
+    negative: Tensor
+    prob_input: float
+    prob_reconstruction: float
+    prob_negative: float
+    difference: Tensor
+    signed_difference: Tensor
+    accumulated_change: Tensor
+    lig: Tensor
+    lig_delta: float
+    completeness_error: float
+    completeness_error_rel: float
+    lig_steps: int
+    frames: Tensor
+    alphas: list[float]
+    frame_probs: list[float]
+    psnr: float
+    prob_gap: float
+    inversion_loss: float
+    inversion_steps: int
+    z1: Tensor
+    z2: Tensor
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-able numbers (no tensors)."""
+        return dict(
+            prob_input=self.prob_input, prob_reconstruction=self.prob_reconstruction, prob_negative=self.prob_negative,
+            psnr=self.psnr, prob_gap=self.prob_gap, inversion_loss=self.inversion_loss, inversion_steps=self.inversion_steps,
+            alphas=self.alphas, frame_probs=self.frame_probs,
+            lig=dict(form=self.settings.get("lig_form", "path"), output=self.settings.get("lig_output", "logit"),
+                     delta=self.lig_delta, sum=float(self.lig.sum()), completeness_error=self.completeness_error,
+                     completeness_error_rel=self.completeness_error_rel, steps=self.lig_steps),
+        )
+
+
+class MedXGANModel:
+    """A trained medXGAN generator + the classifier it explains: loading, inversion, the explainers.
+
+    The explanation pipeline (:class:`medxgan.pipeline.MedXGAN`: ``explain``, ``explain_files``) builds on it.
+
+    Args:
+        generator: G(z1, z2) with attributes nz1, nz2, channels, size.
+        classifier: a ClassifierAdapter (``.logit``, ``.prob``).
+        inversion: keyword arguments for :func:`medxgan.gan.inversion.invert` (steps, lr, restarts,
+            tune_generator, ...); defaults there.
+        oracle, config: optional, kept for reference (from the run directory).
+    """
+
+    def __init__(self, generator: nn.Module, classifier: Any, *, inversion: dict[str, Any] | None = None, oracle: Any = None, config: dict[str, Any] | None = None):
+        self.generator = generator.eval()
+        self.classifier = classifier
+        self.oracle = oracle
+        self.config = dict(config or {})
+        self.engine = CounterfactualEngine(self.generator, classifier, inversion=inversion)
+        self.run_path: Path | None = None
+
+    # ---- construction ---------------------------------------------------------------------------
+    @classmethod
+    def load(cls, run: str | os.PathLike, classifier: Any = None, device: str | torch.device = "auto", **inversion: Any) -> "MedXGANModel":
+        """Load a GAN run directory (``medxgan train``). ``classifier``: None (the run's own), a
+        classifier spec (run dir / TorchScript / factory) or an adapter. Extra keyword arguments set
+        the inversion options."""
+        dev = pick_device(device) if isinstance(device, str) else device
+        return cls.from_run(load_gan_run(run, classifier=classifier, device=dev), **inversion)
+
+    @classmethod
+    def from_run(cls, loaded: GanRun, classifier: Any = None, **inversion: Any) -> "MedXGANModel":
+        """From a loaded :class:`~medxgan.gan.run.GanRun` (``classifier``: an adapter used instead of the run's)."""
+        info = getattr(loaded.generator, "inversion_encoder_info", None)
+        if info and "steps" not in inversion and "restarts" not in inversion:
+            # an encoder from `train-encoder` puts the start next to the optimum: its short schedule
+            for k, v in (info.get("inversion_defaults") or {}).items():
+                inversion.setdefault(k, v)
+        mx = cls(loaded.generator, classifier if classifier is not None else loaded.classifier, inversion=inversion,
+                 oracle=loaded.oracle, config=loaded.config)
+        mx.run_path = Path(loaded.path)
+        return mx
+
+    def inversion_note(self) -> str:
+        """One line saying where inversion starts and how long it runs (printed by the CLI)."""
+        opts = self.engine.inversion
+        steps, restarts = opts.get("steps", inv.DEFAULT_STEPS), opts.get("restarts", inv.DEFAULT_RESTARTS)
+        info = getattr(self.generator, "inversion_encoder_info", None)
+        if info:
+            what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
+            return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image"
+        return f"inversion from scratch (no encoder in the run; `medxgan train-encoder` makes it ~10x faster): up to {steps} Adam steps x {restarts} start(s) per image"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.generator.parameters()).device
+
+    @property
+    def size(self) -> int:
+        return int(self.generator.size)
+
+    @property
+    def channels(self) -> int:
+        return int(self.generator.channels)
+
+    # ---- explainers (the common interface, e.g. for the evaluation) -----------------------------
+    def difference_explainer(self, frames: int = 0, batch_size: int = 16):
+        return DifferenceExplainer(self.engine, frames=frames, batch_size=batch_size)
+
+    def lig_explainer(self, **kwargs: Any):
+        return LIGExplainer(self.engine, **kwargs)
+
+    # ---- inversion -------------------------------------------------------------------------------
+    def _prepare(self, images: Tensor) -> Tensor:
+        x = check_images(images)
+        if x.shape[1] != self.channels:
+            x = convert_channels(x, self.channels)
+        if tuple(x.shape[-2:]) != (self.size, self.size):
+            x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
+        return x
+
+    def invert(self, images: Tensor):
+        """Invert images (converted to the GAN's size/channels) -> :class:`~medxgan.explain.counterfactual.Counterfactuals`
+        (codes, x_pos, x_neg, probabilities, PSNR); cached."""
+        return self.engine.counterfactuals(self._prepare(images))
+
+
+def as_medxgan(spec: Any, classifier: Any = None, device: str | torch.device = "auto", inversion: dict[str, Any] | None = None) -> MedXGANModel:
+    """The one normaliser of a GAN argument: a :class:`MedXGANModel` (or its subclass
+    :class:`medxgan.pipeline.MedXGAN`) is used as is; a :class:`~medxgan.gan.run.GanRun` (``load_gan_run``'s
+    result) or a run directory is wrapped. ``classifier``: an adapter used instead of the run's own (a
+    run directory is loaded with it); ``inversion``: inversion options for a run that is loaded here."""
+    if isinstance(spec, MedXGANModel):
+        return spec
+    if spec is None:
+        raise MedxganError("gan: a trained GAN is needed (--gan RUN)")
+    if isinstance(spec, GanRun):
+        return MedXGANModel.from_run(spec, classifier=classifier, **(inversion or {}))
+    return MedXGANModel.load(spec, classifier=classifier, device=device, **(inversion or {}))

@@ -1,0 +1,166 @@
+"""`MedXGAN`: the explanation pipeline and the Python API (the same pipeline as `medxgan explain`).
+
+    from medxgan import MedXGAN                    # = medxgan.pipeline.MedXGAN
+    mx = MedXGAN.load("runs/gan")                  # generator + the classifier it was trained against
+    results = mx.explain(images)                   # images: N x C x H x W in [-1, 1]
+    results[0].difference, results[0].lig, results[0].frame_probs, results[0].completeness_error
+    mx.explain_files(["scan.dcm", "more/"], "explanations/")   # what the CLI runs
+
+The pipeline sits on top of the layers (like diffusers' ``pipelines/`` above ``models/``): a path
+becomes a tensor in ``data/``, is inverted through ``gan/`` by the model of :mod:`medxgan.explain.model`,
+explained in ``explain/`` and drawn by :mod:`medxgan.report.explanation`. Nothing below imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from medxgan.data import collect_image_files, load_image_tensor
+from medxgan.explain.counterfactual import accumulated_change, difference_maps
+from medxgan.explain.lig import DEFAULT_TOL, latent_integrated_gradients
+from medxgan.explain.model import ExplanationResult, MedXGANModel, as_medxgan
+from medxgan.report.explanation import OUTPUT_FILES, write_explanation
+from medxgan.runtime import distributed as dist
+from medxgan.runtime.atomic import atomic_write_json, to_jsonable
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
+
+__all__ = ["MedXGAN", "ExplanationResult", "OUTPUT_FILES", "as_medxgan", "write_explanation"]
+
+
+class MedXGAN(MedXGANModel):
+    """The explanation pipeline: :class:`~medxgan.explain.model.MedXGANModel` (``load``, ``invert``,
+    the explainers) plus ``explain`` (inversion -> counterfactual -> maps -> LIG) and ``explain_files``
+    (files in, figures + JSON out)."""
+
+    def explain(self, images: Tensor, *, frames: int = 11, lig_steps: int | None = None, lig_form: str = "path", lig_output: str = "logit", lig_rule: str = "trapezoid", lig_tol: float | None = None, batch_size: int = 16) -> list[ExplanationResult]:
+        """Explain N images (N x C x H x W in [-1, 1]; other sizes/channel counts are converted to the GAN's).
+
+        Args:
+            frames: interpolation frames (>= 2).
+            lig_steps: LIG path segments (default 32 path / 100 authors); lig_form "path" or "authors";
+                lig_output "logit" or "prob"; lig_rule "trapezoid" or "left"; lig_tol: refine LIG while the
+                relative completeness error is above it (default 0.05 for the path form).
+        """
+        if frames < 2:
+            raise MedxganError(f"--frames {frames}: need at least 2 interpolation frames")
+        if lig_form not in ("path", "authors"):
+            raise MedxganError(f"--lig-form {lig_form}: choose path or authors")
+        x_all = self._prepare(images)
+        tol = DEFAULT_TOL if lig_tol is None else lig_tol
+        settings = dict(frames=frames, lig_form=lig_form, lig_output=lig_output, lig_rule=lig_rule, lig_tol=tol, inversion=self.engine.inversion)
+        out: list[ExplanationResult] = []
+        alphas = [i / (frames - 1) for i in range(frames)]
+        for s in range(0, x_all.shape[0], batch_size):
+            x = x_all[s : s + batch_size]
+            cf = self.engine.counterfactuals(x)
+            diff, signed = difference_maps(cf.x_pos, cf.x_neg, self.engine.reduce)
+            fr, fp = self.engine.interpolation(cf, frames)
+            acc = accumulated_change(fr, self.engine.reduce)
+            dev = self.device
+            lig = latent_integrated_gradients(cf.generators, self.classifier, cf.z1.to(dev), cf.z2.to(dev), steps=lig_steps, form=lig_form, output=lig_output, rule=lig_rule, tol=tol)
+            for i in range(len(cf)):
+                out.append(ExplanationResult(
+                    input=x[i].cpu(), reconstruction=cf.x_pos[i], negative=cf.x_neg[i], prob_input=float(cf.prob_input[i]),
+                    prob_reconstruction=float(cf.prob_pos[i]), prob_negative=float(cf.prob_neg[i]), difference=diff[i],
+                    signed_difference=signed[i], accumulated_change=acc[i], lig=lig.maps[i], lig_delta=float(lig.delta[i]),
+                    completeness_error=float(lig.completeness_error[i]), completeness_error_rel=float(lig.completeness_rel[i]),
+                    lig_steps=int(lig.steps[i]), frames=fr[i], alphas=alphas, frame_probs=fp[i].tolist(), psnr=float(cf.psnr[i]),
+                    prob_gap=float(cf.prob_gap[i]), inversion_loss=float(cf.loss[i]), inversion_steps=int(cf.steps_run[i]),
+                    z1=cf.z1[i], z2=cf.z2[i], settings=settings,
+                ))
+        return out
+
+    def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, workers: int = 0, **explain_kwargs: Any) -> dict[str, Any]:
+        """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/`` and
+        ``out_dir/summary.json``. Inputs of another size/channel count are converted to the GAN's.
+        Returns the summary dict.
+
+        Streamed: every file is decoded once up front only to check it (a corrupt file stops the run
+        before any work is spent), then images are loaded, explained and written one batch at a time,
+        so memory does not grow with the number of files. ``workers`` > 0 decodes the next batches in
+        that many DataLoader worker processes (pinned memory on CUDA) while the current one is explained.
+        Under ``torchrun`` each rank explains every world_size-th file and rank 0 writes the merged
+        summary.json.
+        """
+        all_files = collect_image_files(inputs if isinstance(inputs, (list, tuple)) else [inputs])
+        all_names = _unique_names(all_files)
+        rank, world = dist.rank(), dist.world_size()
+        mine = list(range(rank, len(all_files), world))
+        for k in mine:
+            load_image_tensor(all_files[k], size=self.size, channels=self.channels)
+        out_dir = Path(out_dir)
+        records = []
+        bar = progress(total=len(mine), desc="explain" if world == 1 else f"explain (rank {rank})", disable=not show_progress)
+        loader = torch.utils.data.DataLoader(
+            _FileBatches(all_files, mine, self.size, self.channels), batch_size=batch_size, num_workers=workers,
+            pin_memory=self.device.type == "cuda", collate_fn=_collate_files)
+        try:
+            for idx, batch in loader:
+                for k, res in zip(idx, self.explain(batch.to(self.device, non_blocking=True), batch_size=batch_size, **explain_kwargs)):
+                    records.append((k, write_explanation(res, out_dir / all_names[k], source=all_files[k])))
+                    bar.update(1)
+                self.engine.clear_cache()  # written to disk; keeping it would grow with the number of files
+        finally:
+            bar.close()
+        if world > 1:
+            records = [r for part in dist.all_gather_object(records) for r in part]
+        records = [r for _, r in sorted(records, key=lambda kr: kr[0])]
+        summary = dict(
+            gan=str(self.run_path) if self.run_path else None, size=self.size, channels=self.channels,
+            classifier=getattr(self.classifier, "fingerprint", None), n_images=len(records),
+            inversion=self.inversion_note(),
+            settings=to_jsonable(records[0]["settings"]) if records else {},
+            mean_psnr=_mean([r["psnr"] for r in records]),
+            mean_completeness_error_rel=_mean([r["lig"]["completeness_error_rel"] for r in records]),
+            images=[{k: r[k] for k in ("name", "input", "dir", "prob_input", "prob_reconstruction", "prob_negative", "psnr")}
+                    | {"completeness_error_rel": r["lig"]["completeness_error_rel"], "json": r["files"]["json"]} for r in records],
+        )
+        if self.device.type == "cuda":
+            summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        if rank == 0:
+            atomic_write_json(out_dir / "summary.json", summary)
+        return summary
+
+
+
+class _FileBatches(torch.utils.data.Dataset):
+    """Image files (by index into ``files``) decoded to 1 x C x H x W tensors, for a DataLoader."""
+
+    def __init__(self, files: Sequence[Path], indices: Sequence[int], size: int, channels: int):
+        self.files, self.indices, self.size, self.channels = list(files), list(indices), size, channels
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor]:
+        k = self.indices[i]
+        im = load_image_tensor(self.files[k], size=self.size, channels=self.channels)
+        return k, im if im.dim() == 4 else im.unsqueeze(0)
+
+
+def _collate_files(items: list[tuple[int, Tensor]]) -> tuple[list[int], Tensor]:
+    return [k for k, _ in items], torch.cat([t for _, t in items])
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(sum(values) / len(values)) if values else None
+
+
+def _unique_names(files: Sequence[Path]) -> list[str]:
+    """Output folder per input: the file stem (sanitised), with -2, -3, ... for repeated stems."""
+    names, seen = [], {}
+    for f in files:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f).stem) or "image"
+        n = seen.get(stem, 0) + 1
+        seen[stem] = n
+        names.append(stem if n == 1 else f"{stem}-{n}")
+    return names
+
+

@@ -1,0 +1,72 @@
+"""The files of one explained image (what `medxgan explain` writes per input): figures, maps, JSON."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medxgan.explain.model import ExplanationResult
+from medxgan.report import figures as fig
+from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, to_jsonable
+
+OUTPUT_FILES = dict(
+    input="input.png", reconstruction="reconstruction.png", negative="negative.png",
+    difference="difference.png", difference_overlay="difference_overlay.png", lig_overlay="lig_overlay.png",
+    accumulated_change_overlay="accumulated_change_overlay.png", interpolation_strip="interpolation.png",
+    interpolation_gif="interpolation.gif", panel="panel.png", maps="maps.npz", json="explanation.json",
+)
+
+
+def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, source: str | os.PathLike | None = None, display_size: int = 192) -> dict[str, Any]:
+    """Write one image's figures, maps and JSON into ``out_dir`` (atomically) and return the JSON record.
+
+    Files (see ``OUTPUT_FILES``): input / reconstruction / negative at native resolution; the difference
+    heatmap; overlays of the difference, LIG (signed, blue-white-red) and accumulated change on the
+    input; the interpolation strip with p(pos) under each frame and its GIF; a panel of all of these;
+    ``maps.npz`` (float arrays: difference, signed_difference, lig, accumulated_change).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    F = OUTPUT_FILES
+
+    def big(im):
+        return fig.upscale(im, display_size)
+
+    inp, rec, neg = (fig.tensor_to_pil(t) for t in (res.input, res.reconstruction, res.negative))
+    for key, im in (("input", inp), ("reconstruction", rec), ("negative", neg)):
+        fig.save_png(out / F[key], im)
+    big_in = big(inp)
+    diff_heat = big(fig.colorize(res.difference, "inferno", signed=False))
+    diff_ov = fig.overlay_heatmap(big_in, res.difference, signed=False, cmap="jet")
+    lig_ov = fig.overlay_heatmap(big_in, res.lig, signed=True, cmap="bwr")
+    acc_ov = fig.overlay_heatmap(big_in, res.accumulated_change, signed=False, cmap="jet")
+    fig.save_png(out / F["difference"], diff_heat)
+    fig.save_png(out / F["difference_overlay"], diff_ov)
+    fig.save_png(out / F["lig_overlay"], lig_ov)
+    fig.save_png(out / F["accumulated_change_overlay"], acc_ov)
+
+    frames = [fig.tensor_to_pil(f) for f in res.frames]
+    caps = [f"a={a:.2f}\np={p:.2f}" for a, p in zip(res.alphas, res.frame_probs)]
+    fig.save_png(out / F["interpolation_strip"], fig.captioned_strip(frames, caps, min_size=96, title="G(z1*, a z2*): p(positive) per frame"))
+    fig.save_gif(out / F["interpolation_gif"], [fig.captioned_strip([f], [c.replace("\n", "  ")], min_size=display_size) for f, c in zip(frames, caps)])
+    panel = fig.captioned_strip(
+        [inp, rec, neg, diff_ov, lig_ov],
+        [f"input\np={res.prob_input:.3f}", f"reconstruction\np={res.prob_reconstruction:.3f}\nPSNR {res.psnr:.1f} dB",
+         f"negative G(z1*,0)\np={res.prob_negative:.3f}", "|x_pos - x_neg|", f"LIG ({res.settings.get('lig_form', 'path')})\ncompl. err {100 * res.completeness_error_rel:.1f}%"],
+        min_size=display_size,
+    )
+    fig.save_png(out / F["panel"], panel)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: getattr(res, k).squeeze(0).numpy().astype(np.float32) for k in ("difference", "signed_difference", "lig", "accumulated_change")})
+    atomic_write_bytes(out / F["maps"], buf.getvalue())
+
+    record = dict(
+        name=out.name, input=str(source) if source is not None else None, dir=str(out),
+        **res.summary(), settings=to_jsonable(res.settings), files={k: v for k, v in F.items()},
+    )
+    atomic_write_json(out / F["json"], record)
+    return record

@@ -1,0 +1,263 @@
+"""The one training-loop skeleton and the one resume policy, shared by every trainer.
+
+A trainer is anything with the step contract (the CycleGAN reference's ``BaseModel`` idea)::
+
+    class MyTrainer:
+        def step(self) -> dict[str, float]: ...        # one unit of work (a batch, or an epoch); scalar stats
+        def state_dict(self) -> dict: ...              # everything it needs to continue (nets, optimisers, data RNG)
+        def load_state_dict(self, state: dict) -> None: ...
+
+and the trainer function of each kind reads top to bottom::
+
+    start = open_run(run, resume=resume, kind=KIND, settings={...}, may_change=("steps", "max_minutes"))
+    ...build the trainer (from start.stored when resuming)...
+    result = train_loop(trainer, run, total=steps, cadence=Cadence(log_every=..., ckpt_every=...),
+                        resume=start.resumed, max_minutes=max_minutes, on_log=..., on_sample=...)
+    ...write the final weights; run.update_config(status="finished", ...)
+
+The policy (:func:`open_run`): ``resume`` without a checkpoint is an error; an existing run without
+``resume`` is an error (unfinished: how to continue it; finished: choose another --out); a resume whose
+recorded settings differ from the given ones is refused naming every difference, except the settings in
+``may_change`` (steps, epochs, time budget), whose change is recorded in ``config.json`` under
+``resumes``; temp files left by a killed write are removed first.
+
+The loop (:func:`train_loop`) owns the step counter, training time (logging, sampling and checkpoints do
+not count), ``max_minutes`` (every rank stops at the same step), the metrics/sample/checkpoint cadence,
+the progress bar, the global RNG state in every checkpoint and restoring it on resume, and the
+non-finite stop: a step whose stats are NaN/inf marks the run ``failed`` and raises.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import torch
+
+from medxgan.runtime.distributed import any_rank
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.progress import progress
+from medxgan.runtime.runs import RunDir
+from medxgan.runtime.seeding import get_rng_state, set_rng_state
+
+__all__ = ["Trainer", "Cadence", "RunStart", "LoopResult", "open_run", "remove_temp_files", "resume_or_restart", "train_loop", "TrainingFailed"]
+
+
+class Trainer(Protocol):
+    def step(self) -> Mapping[str, float]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class TrainingFailed(MedxganError):
+    """Training produced a non-finite loss; the run is marked ``failed``."""
+
+
+@dataclass
+class Cadence:
+    """Every how many steps the loop logs metrics, writes samples and checkpoints (0 = only at the end)."""
+
+    log_every: int = 0
+    sample_every: int = 0
+    ckpt_every: int = 0
+    keep_last: int = 3
+
+    def check(self) -> "Cadence":
+        for name in ("log_every", "sample_every", "ckpt_every"):
+            if getattr(self, name) < 0:
+                raise MedxganError(f"{name}: {getattr(self, name)} must be >= 0")
+        return self
+
+
+@dataclass
+class RunStart:
+    """What :func:`open_run` decided: a fresh run (``stored`` empty) or a resume of ``stored``."""
+
+    resumed: bool
+    stored: dict[str, Any] = field(default_factory=dict)
+    resumes: list[dict[str, Any]] = field(default_factory=list)  # history for config.json
+
+
+@dataclass
+class LoopResult:
+    step: int
+    elapsed: float
+    last_record: dict[str, Any]
+    stopped_early: bool
+
+
+def _due(step: int, every: int) -> bool:
+    return every > 0 and step % every == 0
+
+
+def remove_temp_files(path: Path) -> list[Path]:
+    """Delete what a killed atomic write leaves behind in a run directory: ``.NAME.XXXX.tmp`` files,
+    ``.tmp_step_*`` checkpoint folders and ``.NAME.old`` / ``.NAME.XXXX`` folders of a directory copy."""
+    removed: list[Path] = []
+    if not path.is_dir():
+        return removed
+    for p in list(path.rglob(".*")):
+        if not p.exists():
+            continue
+        if (p.is_file() and p.name.endswith(".tmp")) or (p.is_dir() and (p.name.startswith(".tmp_") or p.name.count(".") >= 2)):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            removed.append(p)
+    return removed
+
+
+def _fmt(v: Any) -> str:
+    return repr(v) if isinstance(v, str) else str(v)
+
+
+def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any], may_change: Sequence[str] = (),
+             out_flag: str = "--out") -> RunStart:
+    """The resume policy, the same for every trainer (see the module docstring).
+
+    ``settings``: what defines the run (data fingerprint, seed, batch size, network/preset, classifier
+    fingerprint, ... and the budget settings named in ``may_change``), JSON-able; the trainer stores them
+    in ``config.json`` under ``settings`` (``start.config(...)`` does it) and they are compared on resume.
+    """
+    remove_temp_files(run.path)
+    settings = dict(settings)
+    if resume:
+        if run.latest_checkpoint() is None:
+            raise MedxganError(f"--resume {run.path}: nothing to resume (no checkpoint); drop --resume to start a new run")
+        stored = run.read_config(expect_kind=kind)
+        before = stored.get("settings") or {}
+        differ = [k for k in settings if k not in may_change and k in before and _norm(before[k]) != _norm(settings[k])]
+        if differ:
+            what = "; ".join(f"{k} {_fmt(settings[k])} (the run has {_fmt(before[k])})" for k in differ)
+            raise MedxganError(f"--resume {run.path}: cannot resume with other settings: {what}; resume with the run's settings "
+                               f"(only {', '.join(may_change) or 'nothing'} may change) or choose another {out_flag}")
+        changed = {k: [before.get(k), settings[k]] for k in may_change if k in settings and _norm(before.get(k)) != _norm(settings[k])}
+        resumes = list(stored.get("resumes") or [])
+        resumes.append({"from_step": int(run.load_checkpoint_step()), "changed": changed})
+        return RunStart(True, stored, resumes)
+    if run.exists() or run.latest_checkpoint() is not None:
+        status = run.read_config().get("status") if run.exists() else "running"
+        if status == "finished":
+            raise MedxganError(f"{out_flag} {run.path}: already holds a run ({kind}, finished); choose another {out_flag}")
+        raise MedxganError(f"{out_flag} {run.path}: already holds a run ({kind}, {status}, not finished); continue it with "
+                           f"--resume or choose another {out_flag}")
+    return RunStart(False)
+
+
+def resume_or_restart(path: str | Path) -> bool:
+    """For drivers that continue whatever they find (the demo's stages, the GAN's own oracle): True if
+    ``path`` holds a checkpoint to ``resume`` from; otherwise a partial run there (nothing in it can be
+    continued) is removed and False is returned, so that the trainer starts it afresh."""
+    run = RunDir(path)
+    if run.latest_checkpoint() is not None:
+        return True
+    if run.path.exists():
+        shutil.rmtree(run.path)
+    return False
+
+
+def _norm(v: Any) -> Any:
+    """Compare settings as JSON would store them (tuples = lists)."""
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _norm(x) for k, x in v.items()}
+    return v
+
+
+def train_loop(
+    trainer: Trainer,
+    run: RunDir,
+    *,
+    total: int,
+    cadence: Cadence,
+    resume: bool = False,
+    max_minutes: float | None = None,
+    on_log: Callable[[int, dict[str, float]], dict[str, Any]] | None = None,
+    on_sample: Callable[[int], None] | None = None,
+    postfix: Callable[[dict[str, Any]], str] | None = None,
+    desc: str = "train",
+    quiet: bool = False,
+    is_main: bool = True,
+    device: torch.device | None = None,
+    unit: str = "step",
+) -> LoopResult:
+    """Run ``trainer.step()`` until ``total`` steps are done (or ``max_minutes`` of training time).
+
+    Resume (``resume=True``): the latest checkpoint's ``trainer`` state, global RNG state, step, training
+    time and running sums are restored and ``metrics.jsonl`` is cut back to that step. Every logged
+    record is ``{"step", <mean of each stat since the last log>, **on_log(step, means), "seconds"}``.
+    ``on_sample(step)`` writes samples. Checkpoints hold ``{"trainer", "rng", "elapsed", "acc"}``.
+    Only ``is_main`` (rank 0) writes; every rank steps, and ``max_minutes`` stops all ranks at one step.
+    """
+    cadence.check()
+    finite_keys = getattr(trainer, "finite_keys", None)  # default: every stat must be finite
+    dev = device or torch.device("cpu")
+    step, elapsed, acc = 0, 0.0, {}
+    if resume:
+        st = run.load_checkpoint()
+        trainer.load_state_dict(st["trainer"])
+        set_rng_state(st["rng"])
+        if dev.type == "cuda" and "rng_device" in st:  # rank 0's device stream, onto this rank's device
+            torch.cuda.set_rng_state(st["rng_device"].to(torch.uint8), dev)
+        step, elapsed, acc = int(st["step"]), float(st["elapsed"]), dict(st.get("acc") or {})
+        if is_main:
+            run.truncate_metrics(step)
+    elif is_main:
+        run.metrics_path.unlink(missing_ok=True)
+    last_record: dict[str, Any] = {}
+    bar = progress(total=total, initial=min(step, total), desc=desc, disable=quiet or None, unit=unit)
+    t_last = time.perf_counter()
+    stop = False
+    try:
+        while step < total:
+            stats = trainer.step()
+            step += 1
+            now = time.perf_counter()
+            elapsed += now - t_last
+            t_last = now
+            bad = sorted(k for k in finite_keys or stats if not math.isfinite(float(stats[k])))
+            if bad:
+                if is_main:
+                    run.update_config(status="failed", failed_at_step=step, failure=f"non-finite {', '.join(bad)}")
+                raise TrainingFailed(f"{run.path}: non-finite {', '.join(bad)} at {unit} {step}; the run is marked failed "
+                                     "(lower the learning rate, or resume from an earlier checkpoint)")
+            last_stats = dict(stats)  # logged as they are when one step is logged (ints, flags)
+            for k, v in stats.items():
+                acc[k] = acc.get(k, 0.0) + float(v)
+            acc["_n"] = acc.get("_n", 0.0) + 1
+            if max_minutes is not None:  # every rank must stop at the same step
+                stop = any_rank(elapsed >= 60.0 * max_minutes, dev)
+            last = step == total or stop
+            if _due(step, cadence.log_every) or last:
+                if is_main:
+                    rec: dict[str, Any] = {"step": step}
+                    rec.update(last_stats if acc["_n"] == 1 else {k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
+                    if on_log is not None:
+                        rec.update(on_log(step, dict(rec)))
+                    rec["seconds"] = round(elapsed, 1)
+                    run.log_metrics(rec)
+                    last_record = rec
+                    if postfix is not None:
+                        bar.set_postfix_str(postfix(rec))
+                    t_last = time.perf_counter()  # monitoring time does not count as training time
+                acc = {}
+            if is_main and on_sample is not None and (_due(step, cadence.sample_every) or last):
+                on_sample(step)
+                t_last = time.perf_counter()
+            if is_main and (_due(step, cadence.ckpt_every) or last):
+                ckpt = {"trainer": trainer.state_dict(), "rng": get_rng_state(), "elapsed": elapsed, "acc": acc}
+                if dev.type == "cuda":  # the stream of the device in use (get_rng_state has all devices')
+                    ckpt["rng_device"] = torch.cuda.get_rng_state(dev)
+                run.save_checkpoint(step, ckpt, keep_last=cadence.keep_last)
+                t_last = time.perf_counter()
+            bar.update(1)
+            if stop:
+                break
+    finally:
+        bar.close()
+    return LoopResult(step, elapsed, last_record, stopped_early=step < total)
