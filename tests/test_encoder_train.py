@@ -16,7 +16,7 @@ from medxgan.gan.run import load_gan_run
 from medxgan.runtime.runs import RunDir
 
 from spawn_helpers import DirFactory
-from test_gan_train import _write_dataset
+from helpers import write_dataset
 
 TINY = dict(batch_size=4, width=4, log_every=3, ckpt_every=3, eval_images=4, device="cpu", quiet=True)
 
@@ -30,7 +30,7 @@ def gan_run(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("enc")
     data, clf, out = root / "data", root / "clf", root / "gan"
-    _write_dataset(data)
+    write_dataset(data)
     train_classifier(data, clf, arch="paper-cnn", epochs=1, size=64, device="cpu", quiet=True)
     train_gan(str(data), str(clf), out, steps=2, batch_size=4, log_every=2, ckpt_every=2, oracle=False, device="cpu",
               monitor_samples=8, quiet=True, preset_overrides=dict(g_width=4, d_width=4, nz1=8, nz2=4))
@@ -93,7 +93,7 @@ def test_encoder_learns_the_codes_of_generated_images(tmp_path):
 
     run = explain_run.__wrapped__(DirFactory(tmp_path))
     data = tmp_path / "data16"
-    _write_dataset(data, size=16)
+    write_dataset(data, size=16)
     train_encoder(run, data, steps=60, **{**TINY, "log_every": 10, "batch_size": 16, "width": 8, "lr": 3e-3})
     recs = RunDir(encoder_dir(run)).read_metrics()
     first, last = recs[0], recs[-1]

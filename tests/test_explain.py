@@ -15,7 +15,7 @@ from medxgan.explain import CounterfactualEngine, DifferenceExplainer, Explainer
 from medxgan.pipeline import OUTPUT_FILES, MedXGAN
 from medxgan.report import figures as fig
 from medxgan.runtime.errors import MedxganError
-from test_inversion import SIZE, known_images, tiny_models
+from helpers import SIZE, known_images, tiny_models
 
 FAST = dict(steps=40, lr=0.1, restarts=1)
 

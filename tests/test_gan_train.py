@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import warnings
 
-import numpy as np
 import pytest
 import torch
+from helpers import write_dataset
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
@@ -132,28 +132,12 @@ def test_load_gan_run_and_classifier_warning(tmp_path):
         load_gan_run(out, classifier=_tiny_classifier(seed=5))
 
 
-def _write_dataset(root, n_per_class=8, size=64):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_per_class), ("val", 4), ("test", 4)):
-        for cls in ("negative", "positive"):
-            d = root / split / cls
-            d.mkdir(parents=True)
-            for i in range(n):
-                a = (rng.random((size, size)) * 60 + 20).astype(np.uint8)
-                if cls == "positive":
-                    a[20:30, 20:30] = 230
-                Image.fromarray(a).save(d / f"{i:03d}.png")
-    (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
-
-
 def test_cli_train_on_a_tiny_dataset(tmp_path, capsys):
     from medxgan.classifiers import train_classifier
     from medxgan.cli import main
 
     data, clf, out = tmp_path / "data", tmp_path / "clf", tmp_path / "gan"
-    _write_dataset(data)
+    write_dataset(data)
     train_classifier(data, clf, arch="paper-cnn", epochs=1, size=64, device="cpu", quiet=True)
     argv = [
         "train", str(data), "--classifier", str(clf), "--out", str(out), "--steps", "2", "--batch-size", "4",

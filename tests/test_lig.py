@@ -9,7 +9,7 @@ from torch import nn
 from medxgan.classifiers import ClassifierAdapter
 from medxgan.explain import CounterfactualEngine, DifferenceExplainer, LIGExplainer, latent_integrated_gradients
 from medxgan.explain.lig import DEFAULT_LIG_STEPS, DEFAULT_TOL
-from test_inversion import NZ1, NZ2, SIZE, known_images, tiny_models
+from helpers import NZ1, NZ2, SIZE, known_images, tiny_models
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
