@@ -135,3 +135,30 @@ def test_resume_is_exact_with_the_minimality_terms(tmp_path, preset_name):
         assert "rec_mask" in rows[-1] and "g_cf_adv" in rows[-1]
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert strip(rows[-1]) == strip(RunDir(b).read_metrics()[-1])
+
+
+def test_twin_metrics_hand_values():
+    from medxgan.evaluate.twins import normalised_cross_correlation, twin_agreement, twin_effect_map, twin_fidelity
+
+    twin = torch.zeros(1, 2, 2)
+    x = torch.tensor([[[0.4, 0.0], [0.0, 0.0]]])  # the lesion: one pixel of +0.4
+    cf = torch.tensor([[[0.2, 0.0], [0.0, 0.0]]])  # removes half of it
+    f = twin_fidelity(x, cf, twin)
+    assert f["mae"] == pytest.approx(0.05) and f["mae_input"] == pytest.approx(0.1)
+    assert f["psnr_input"] == pytest.approx(10 * np.log10(4 / 0.04))  # MSE 0.16 / 4
+    assert f["psnr_gain"] == pytest.approx(10 * np.log10(4.0))  # a quarter of the squared error: +6.02 dB
+    assert torch.equal(twin_effect_map(x, twin), x.abs())
+    agree = twin_agreement(torch.tensor([[1.0, 0.0], [0.0, 0.0]]), x, twin)
+    assert agree["ncc"] == pytest.approx(1.0) and agree["spearman"] == pytest.approx(1.0)
+    assert normalised_cross_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert np.isnan(normalised_cross_correlation([1, 1, 1], [3, 2, 1]))
+
+
+def test_residual_counterfactual_keeps_what_the_generator_did_not_change():
+    from medxgan.explain.counterfactual import residual_counterfactual
+
+    x = torch.tensor([[[[0.5, -0.2], [0.9, 0.0]]]])
+    x_pos = torch.tensor([[[[0.1, 0.3], [0.8, 0.0]]]])
+    x_neg = torch.tensor([[[[0.1, 0.3], [0.2, -0.9]]]])
+    # only the bottom row changed between x_neg and x_pos: x keeps its top row
+    assert torch.allclose(residual_counterfactual(x, x_pos, x_neg), torch.tensor([[[[0.5, -0.2], [0.3, -0.9]]]]))

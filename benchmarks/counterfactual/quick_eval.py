@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medxgan.data import load_dataset, load_image_tensor
-from medxgan.evaluate.localisation import iou_area_matched, pointing_game
+from medxgan.evaluate.localisation import iou_area_matched, pointing_game, score_map
 from medxgan.explain.baselines import EXPLAINERS
 from medxgan.explain.lig import latent_integrated_gradients
 from medxgan.gan.inversion import invert, psnr
@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--w-prior", type=float, default=0.0)
     ap.add_argument("--baselines", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--png", help="a grid of the first 8 images: input, twin, x_pos, x_neg, residual, |difference|, LIG")
     a = ap.parse_args()
     torch.manual_seed(0)
     run = load_gan_run(a.run, device="cpu")
@@ -71,8 +72,9 @@ def main() -> None:
     for name, im in (("neg", x_neg), ("residual", x_res)):
         out[f"psnr_gain_{name}"] = float((psnr(im, twins) - base).mean())
     for name, mp in maps.items():
-        iou = [iou_area_matched(mp[i, 0].numpy(), m[i, 0].numpy() > 0.5) for i in range(len(sel))]
-        pg = [pointing_game(mp[i, 0].numpy(), m[i, 0].numpy() > 0.5) for i in range(len(sel))]
+        sc = [score_map(mp[i, 0].numpy(), "abs") for i in range(len(sel))]  # |A|, as the benchmark scores
+        iou = [iou_area_matched(sc[i], m[i, 0].numpy() > 0.5) for i in range(len(sel))]
+        pg = [pointing_game(sc[i], m[i, 0].numpy() > 0.5) for i in range(len(sel))]
         out[f"{name}_iou"], out[f"{name}_pointing"] = float(np.mean(iou)), float(np.mean(pg))
     # where the lesion goes: mean |image - twin| inside the mask, as a share of the input's
     lesion = _excess(x - twins, m).clamp(min=1e-6)
@@ -82,6 +84,21 @@ def main() -> None:
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
+    if a.png:
+        _grid(a.png, [x, twins, x_pos, x_neg, x_res, maps["difference"], maps["lig"]], m)
+
+
+def _grid(path: str, rows: list, m: torch.Tensor, k: int = 8) -> None:
+    from PIL import Image
+
+    tiles = []
+    for j, t in enumerate(rows):
+        t = t[:k].mean(1).numpy()
+        if j >= 5:  # maps: |A| scaled per image
+            t = np.abs(t) / (np.abs(t).reshape(len(t), -1).max(1)[:, None, None] + 1e-12) * 2 - 1
+        tiles.append(np.concatenate(list((t + 1) * 127.5), axis=1))
+    img = np.concatenate(tiles, axis=0).clip(0, 255).astype(np.uint8)
+    Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
 
 
 def _twin(root: str, path: str) -> Path:

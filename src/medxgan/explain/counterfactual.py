@@ -4,6 +4,9 @@ For an image x with inverted codes (z1*, z2*) (see :func:`medxgan.gan.inversion.
 
 * reconstruction ``x_pos = G(z1*, z2*)`` and negative realization ``x_neg = G(z1*, 0)``;
 * difference map ``|x_pos - x_neg|`` and the signed difference ``x_pos - x_neg``;
+* the residual counterfactual ``x_res = clamp(x - (x_pos - x_neg), -1, 1)``: the latent change applied to
+  the scan itself, which keeps every pixel the generator did not change (x_neg replaces the whole scan
+  by the generator's rendering of it, reconstruction error included);
 * latent interpolation ``G(z1*, alpha z2*)`` for alpha from 0 to 1, the classifier's p(pos) per frame
   and the accumulated absolute change ``sum_i |x_{i+1} - x_i|``.
 
@@ -55,6 +58,11 @@ def difference_maps(x_pos: Tensor, x_neg: Tensor, reduce: str = "luminance") -> 
     return reduce_channels(d.abs(), reduce), reduce_channels(d, reduce)
 
 
+def residual_counterfactual(x: Tensor, x_pos: Tensor, x_neg: Tensor) -> Tensor:
+    """``clamp(x - (x_pos - x_neg), -1, 1)``: the generator's pathology change removed from the scan x."""
+    return (x - (x_pos - x_neg)).clamp(-1.0, 1.0)
+
+
 @torch.no_grad()
 def interpolate(generator: nn.Module, z1: Tensor, z2: Tensor, frames: int = 11, chunk: int = 64) -> Tensor:
     """Frames ``G(z1, alpha z2)`` for alpha = 0, 1/(F-1), ..., 1: N x F x C x H x W.
@@ -89,6 +97,8 @@ class Counterfactuals:
     prob_input: Tensor
     prob_pos: Tensor
     prob_neg: Tensor
+    x_res: Tensor
+    prob_res: Tensor
     psnr: Tensor
     prob_gap: Tensor
     loss: Tensor
@@ -157,6 +167,7 @@ class CounterfactualEngine:
         return Counterfactuals(
             images=images, z1=stack("z1"), z2=stack("z2"), x_pos=stack("x_pos"), x_neg=stack("x_neg"),
             prob_input=stack("prob_input"), prob_pos=stack("prob_pos"), prob_neg=stack("prob_neg"),
+            x_res=stack("x_res"), prob_res=stack("prob_res"),
             psnr=stack("psnr"), prob_gap=stack("prob_gap"), loss=stack("loss"), steps_run=stack("steps_run"),
             generators=[e["generator"] for e in entries],
         )
@@ -173,11 +184,13 @@ class CounterfactualEngine:
             p_in = self.classifier.prob(images.to(dev)).float().cpu()
             p_pos = self.classifier.prob(x_pos).float().cpu()
             p_neg = self.classifier.prob(x_neg).float().cpu()
-        x_neg = x_neg.cpu()
+            x_res = residual_counterfactual(images.to(dev), x_pos, x_neg)
+            p_res = self.classifier.prob(x_res).float().cpu()
+        x_neg, x_res = x_neg.cpu(), x_res.cpu()
         for i, k in enumerate(keys):
             self._cache[k] = dict(
                 z1=res.z1[i], z2=res.z2[i], x_pos=res.reconstructions[i], x_neg=x_neg[i], prob_input=p_in[i],
-                prob_pos=p_pos[i], prob_neg=p_neg[i], psnr=res.psnr[i], prob_gap=res.prob_gap[i], loss=res.loss[i],
+                prob_pos=p_pos[i], prob_neg=p_neg[i], x_res=x_res[i], prob_res=p_res[i], psnr=res.psnr[i], prob_gap=res.prob_gap[i], loss=res.loss[i],
                 steps_run=res.steps_run[i], generator=gens[i],
             )
 
@@ -213,7 +226,7 @@ def _unscatter(parts: list[tuple[list[int], Tensor]], n: int) -> Tensor:
 class DifferenceExplainer(Explainer):
     """medXGAN's difference map |G(z1*, z2*) - G(z1*, 0)| (channel-reduced, see module docstring).
 
-    Extras: ``x_pos``, ``x_neg`` (N x C x H x W), ``signed_difference`` (N x 1 x H x W), ``prob_input``,
+    Extras: ``x_pos``, ``x_neg``, ``x_res`` (residual counterfactual) (N x C x H x W), ``prob_res``, ``signed_difference`` (N x 1 x H x W), ``prob_input``,
     ``prob_pos``, ``prob_neg``, ``psnr``, ``prob_gap`` (N,), and with ``frames`` > 0 also ``frames``
     (N x F x C x H x W), ``frame_probs`` (N x F) and ``accumulated_change`` (N x 1 x H x W).
     """
@@ -230,7 +243,7 @@ class DifferenceExplainer(Explainer):
         diff, signed = difference_maps(cf.x_pos, cf.x_neg, self.engine.reduce)
         extras: dict[str, Any] = dict(
             x_pos=cf.x_pos, x_neg=cf.x_neg, signed_difference=signed, prob_input=cf.prob_input, prob_pos=cf.prob_pos,
-            prob_neg=cf.prob_neg, psnr=cf.psnr, prob_gap=cf.prob_gap,
+            prob_neg=cf.prob_neg, psnr=cf.psnr, prob_gap=cf.prob_gap, x_res=cf.x_res, prob_res=cf.prob_res,
         )
         if self.frames:
             frames, probs = self.engine.interpolation(cf, self.frames)
