@@ -154,11 +154,35 @@ def test_twin_metrics_hand_values():
     assert np.isnan(normalised_cross_correlation([1, 1, 1], [3, 2, 1]))
 
 
+class _TableGenerator(nn.Module):
+    """G(z1, z2): a fixed anatomy plus z2[0] times a fixed change in the bottom row (2 x 2 images)."""
+
+    nz1, nz2 = 1, 1
+
+    def forward(self, z1, z2):
+        base = torch.tensor([[[[0.1, 0.3], [0.2, -0.9]]]]).expand(z1.shape[0], 1, 2, 2)
+        change = torch.tensor([[[[0.0, 0.0], [0.6, 0.9]]]])
+        return base + z2.view(-1, 1, 1, 1) * change
+
+
 def test_residual_counterfactual_keeps_what_the_generator_did_not_change():
-    from medxgan.explain.counterfactual import residual_counterfactual
+    from medxgan.gan.inversion import counterfactual_images
 
     x = torch.tensor([[[[0.5, -0.2], [0.9, 0.0]]]])
-    x_pos = torch.tensor([[[[0.1, 0.3], [0.8, 0.0]]]])
-    x_neg = torch.tensor([[[[0.1, 0.3], [0.2, -0.9]]]])
-    # only the bottom row changed between x_neg and x_pos: x keeps its top row
-    assert torch.allclose(residual_counterfactual(x, x_pos, x_neg), torch.tensor([[[[0.5, -0.2], [0.3, -0.9]]]]))
+    x_pos, x_neg, x_res = counterfactual_images(_TableGenerator(), torch.zeros(1, 1), torch.ones(1, 1), x)
+    assert torch.allclose(x_pos, torch.tensor([[[[0.1, 0.3], [0.8, 0.0]]]]))
+    # only the bottom row changed between x_neg and x_pos: x keeps its top row; clamped to [-1, 1]
+    assert torch.allclose(x_res, torch.tensor([[[[0.5, -0.2], [0.3, -0.9]]]]))
+
+
+def test_residual_counterfactual_of_a_masked_generator_inpaints_the_mask():
+    from medxgan.gan.inversion import counterfactual_images
+
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, size=32, pathology="mask", **TINY).net).eval()
+    z1, z2, x = torch.randn(2, 8), torch.randn(2, 4), torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        _, base, gm = G(z1, z2, return_parts=True)
+        x_pos, x_neg, x_res = counterfactual_images(G, z1, z2, x)
+        assert torch.equal(x_neg, base)
+        assert torch.allclose(x_res, (1 - gm) * x + gm * base)

@@ -36,12 +36,15 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=1)
     ap.add_argument("--w-cf", type=float, default=0.0)
     ap.add_argument("--w-prior", type=float, default=0.0)
+    ap.add_argument("--w-min", type=float, default=0.0)
+    ap.add_argument("--counterfactual", default="generator")
     ap.add_argument("--baselines", action="store_true")
     ap.add_argument("--json")
+    ap.add_argument("--from-checkpoint", action="store_true", help="evaluate the run's latest checkpoint (training still going)")
     ap.add_argument("--png", help="a grid of the first 8 images: input, twin, x_pos, x_neg, residual, |difference|, LIG")
     a = ap.parse_args()
     torch.manual_seed(0)
-    run = load_gan_run(a.run, device="cpu")
+    run = load_gan_run(_snapshot(a.run) if a.from_checkpoint else a.run, device="cpu")
     G, clf, oracle = run.generator, run.classifier, run.oracle
     ds = load_dataset(a.data, split="test", size=G.size, channels=G.channels)
     x, y, m, has = ds.tensors()
@@ -52,24 +55,32 @@ def main() -> None:
     sel = [i for i in order if int(y[i]) == 1 and bool(has[i]) and float(p[i]) >= 0.5 and m[i].sum() > 0][: a.n]
     x, m = x[sel], m[sel]
     twins = torch.cat([load_image_tensor(_twin(a.data, paths[i]), size=G.size, channels=G.channels) for i in sel])
-    res = invert(G, clf, x, steps=a.steps, restarts=a.restarts, w_cf=a.w_cf, w_prior=a.w_prior)
+    res = invert(G, clf, x, steps=a.steps, restarts=a.restarts, w_cf=a.w_cf, w_prior=a.w_prior, w_min=a.w_min,
+                 counterfactual=a.counterfactual)
     with torch.no_grad():
         z1, z2 = res.z1, res.z2
         x_pos, x_neg = res.reconstructions, G(z1, torch.zeros_like(z2))
         x_res = (x - (x_pos - x_neg)).clamp(-1, 1)
+        cfs = [("neg", x_neg), ("residual", x_res)]
+        extra_maps = {}
+        if getattr(G, "masked", False):
+            _, base, gm = G(z1, z2, return_parts=True)
+            x_inp = (1 - gm) * x + gm * base  # the scan with the pathology mask filled by the anatomy
+            cfs.append(("inpaint", x_inp))
+            extra_maps = {"mask": gm, "inpaint": (x - x_inp).abs().mean(1, keepdim=True)}
         val = {}
-        for name, im in (("neg", x_neg), ("residual", x_res)):
+        for name, im in cfs:
             val[f"valid_{name}_clf"] = float((clf.prob(im) < 0.5).float().mean())
             val[f"valid_{name}_oracle"] = float((oracle.prob(im) < 0.5).float().mean()) if oracle is not None else None
     lig = latent_integrated_gradients(G, clf, z1, z2).maps
-    maps = {"difference": (x_pos - x_neg).abs().mean(1, keepdim=True), "lig": lig}
+    maps = {"difference": (x_pos - x_neg).abs().mean(1, keepdim=True), "lig": lig, **extra_maps}
     if a.baselines:
         for name in ("ig-black", "saliency"):
             maps[name] = EXPLAINERS[name](clf).explain(x).maps
     out: dict = {"run": a.run, "n": len(sel), "psnr_rec": float(res.psnr.mean()), **val}
     base = psnr(x, twins)
     out["psnr_input_twin"] = float(base.mean())
-    for name, im in (("neg", x_neg), ("residual", x_res)):
+    for name, im in cfs:
         out[f"psnr_gain_{name}"] = float((psnr(im, twins) - base).mean())
     for name, mp in maps.items():
         sc = [score_map(mp[i, 0].numpy(), "abs") for i in range(len(sel))]  # |A|, as the benchmark scores
@@ -80,7 +91,8 @@ def main() -> None:
     lesion = _excess(x - twins, m).clamp(min=1e-6)
     out["lesion_kept_pos"] = float((_excess(x_pos - twins, m) / lesion).mean())
     out["lesion_kept_neg"] = float((_excess(x_neg - twins, m) / lesion).mean())
-    out["lesion_kept_residual"] = float((_excess(x_res - twins, m) / lesion).mean())
+    for name, im in cfs[1:]:
+        out[f"lesion_kept_{name}"] = float((_excess(im - twins, m) / lesion).mean())
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
@@ -99,6 +111,28 @@ def _grid(path: str, rows: list, m: torch.Tensor, k: int = 8) -> None:
         tiles.append(np.concatenate(list((t + 1) * 127.5), axis=1))
     img = np.concatenate(tiles, axis=0).clip(0, 255).astype(np.uint8)
     Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
+
+
+def _snapshot(run: str) -> str:
+    """A run directory next to RUN holding the generator (EMA copy if any) and encoder of its latest checkpoint."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from medxgan.runtime.runs import RunDir
+
+    rd = RunDir(run)
+    st = rd.load_checkpoint()["trainer"]
+    snap = Path(str(run).rstrip("/") + ".snapshot")
+    shutil.rmtree(snap, ignore_errors=True)
+    snap.mkdir()
+    for name in ("config.json", "classifier", "oracle"):
+        if (rd.path / name).exists():
+            (snap / name).symlink_to((rd.path / name).resolve())
+    save_file({k: v.contiguous() for k, v in st.get("G_ema", st["G"]).items()}, str(snap / "generator.safetensors"))
+    if "E" in st:
+        save_file({k: v.contiguous() for k, v in st["E"].items()}, str(snap / "encoder.safetensors"))
+    return str(snap)
 
 
 def _twin(root: str, path: str) -> Path:

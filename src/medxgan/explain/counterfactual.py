@@ -4,9 +4,11 @@ For an image x with inverted codes (z1*, z2*) (see :func:`medxgan.gan.inversion.
 
 * reconstruction ``x_pos = G(z1*, z2*)`` and negative realization ``x_neg = G(z1*, 0)``;
 * difference map ``|x_pos - x_neg|`` and the signed difference ``x_pos - x_neg``;
-* the residual counterfactual ``x_res = clamp(x - (x_pos - x_neg), -1, 1)``: the latent change applied to
-  the scan itself, which keeps every pixel the generator did not change (x_neg replaces the whole scan
-  by the generator's rendering of it, reconstruction error included);
+* the residual counterfactual ``x_res``: the latent change applied to the scan itself, keeping every
+  pixel the generator does not change (x_neg replaces the whole scan by the generator's rendering of
+  it, reconstruction error included): ``clamp(x - (x_pos - x_neg), -1, 1)``, or for a masked generator
+  the scan with the pathology mask filled by the anatomy, ``(1 - gM) x + gM B(z1*)``
+  (:func:`medxgan.gan.inversion.counterfactual_images`);
 * latent interpolation ``G(z1*, alpha z2*)`` for alpha from 0 to 1, the classifier's p(pos) per frame
   and the accumulated absolute change ``sum_i |x_{i+1} - x_i|``.
 
@@ -56,11 +58,6 @@ def difference_maps(x_pos: Tensor, x_neg: Tensor, reduce: str = "luminance") -> 
     """(|x_pos - x_neg|, x_pos - x_neg), each N x 1 x H x W (see :func:`reduce_channels`)."""
     d = x_pos - x_neg
     return reduce_channels(d.abs(), reduce), reduce_channels(d, reduce)
-
-
-def residual_counterfactual(x: Tensor, x_pos: Tensor, x_neg: Tensor) -> Tensor:
-    """``clamp(x - (x_pos - x_neg), -1, 1)``: the generator's pathology change removed from the scan x."""
-    return (x - (x_pos - x_neg)).clamp(-1.0, 1.0)
 
 
 @torch.no_grad()
@@ -179,12 +176,16 @@ class CounterfactualEngine:
         gens = res.generators or [self.generator] * len(keys)
         with frozen(self.generator, self.classifier), torch.no_grad():
             z1, z2 = res.z1.to(dev), res.z2.to(dev)
-            x_neg = torch.cat([g(z1[i : i + 1], torch.zeros_like(z2[i : i + 1])) for i, g in enumerate(gens)]) if res.generators else self.generator(z1, torch.zeros_like(z2))
+            x = images.to(dev)
+            if res.generators:  # per-image tuned generators
+                parts = [counterfactual_images(g, z1[i : i + 1], z2[i : i + 1], x[i : i + 1]) for i, g in enumerate(gens)]
+                _, x_neg, x_res = (torch.cat(t) for t in zip(*parts))
+            else:
+                _, x_neg, x_res = counterfactual_images(self.generator, z1, z2, x)
             x_pos = res.reconstructions.to(dev)
-            p_in = self.classifier.prob(images.to(dev)).float().cpu()
+            p_in = self.classifier.prob(x).float().cpu()
             p_pos = self.classifier.prob(x_pos).float().cpu()
             p_neg = self.classifier.prob(x_neg).float().cpu()
-            x_res = residual_counterfactual(images.to(dev), x_pos, x_neg)
             p_res = self.classifier.prob(x_res).float().cpu()
         x_neg, x_res = x_neg.cpu(), x_res.cpu()
         for i, k in enumerate(keys):

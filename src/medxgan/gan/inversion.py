@@ -80,21 +80,41 @@ class InversionResult:
         return int(self.z1.shape[0])
 
 
+COUNTERFACTUALS = ("generator", "residual")
+
+
+def counterfactual_images(gen: nn.Module, z1: Tensor, z2: Tensor, x: Tensor, amp: str = "off") -> tuple[Tensor, Tensor, Tensor]:
+    """(x_pos = G(z1, z2), x_neg = G(z1, 0), x_res) for codes of the scans x (all N x C x H x W).
+
+    x_res is the counterfactual of the scan itself: the generator's pathology change applied to x,
+    keeping every pixel the generator does not change. A masked generator (``pathology="mask"``,
+    G = B (1 - gM) + gM R) replaces x by its anatomy B(z1) where the mask is on:
+    ``x_res = (1 - gM) x + gM B(z1)``; any other generator subtracts its change:
+    ``x_res = clamp(x - (x_pos - x_neg), -1, 1)``."""
+    if getattr(gen, "masked", False):
+        x_pos, base, gm = forward(amp, z1.device, lambda a, b: gen(a, b, return_parts=True), z1, z2)
+        return x_pos, base, x + gm * (base - x)
+    x_pos = forward(amp, z1.device, gen, z1, z2)
+    x_neg = forward(amp, z1.device, gen, z1, torch.zeros_like(z2))
+    return x_pos, x_neg, (x - (x_pos - x_neg)).clamp(-1.0, 1.0)
+
+
 def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float,
-                    amp: str = "off", w_cf: float = 0.0) -> tuple[Tensor, Tensor]:
-    masked = bool(w_cf) and getattr(gen, "masked", False)
-    if masked:  # the counterfactual G(z1, 0) is the anatomy decoder's output: no second pass
-        out, base, _ = forward(amp, z1.device, lambda a, b: gen(a, b, return_parts=True), z1, z2)
+                    amp: str = "off", w_cf: float = 0.0, counterfactual: str = "generator", w_min: float = 0.0) -> tuple[Tensor, Tensor]:
+    if w_cf or w_min:  # the counterfactual must be negative (keeps the pathology out of z1) and, for the
+        # residual counterfactual, change as little of the scan as it can
+        out, x_neg, x_res = counterfactual_images(gen, z1, z2, x, amp)
+        x_cf = x_res if counterfactual == "residual" else x_neg
     else:
         out = forward(amp, z1.device, gen, z1, z2)  # amp: autocast forward, float32 output; the loss in float32
     loss = w_pix * (out - x).pow(2).flatten(1).mean(1)
     if w_cls:
         loss = loss + w_cls * F.binary_cross_entropy_with_logits(forward(amp, z1.device, clf.logit, out), p_x, reduction="none")
-    if w_cf:  # the counterfactual must be negative: keeps the pathology out of z1
-        if not masked:
-            base = forward(amp, z1.device, gen, z1, torch.zeros_like(z2))
-        cf_logit = forward(amp, z1.device, clf.logit, base)
+    if w_cf:
+        cf_logit = forward(amp, z1.device, clf.logit, x_cf)
         loss = loss + w_cf * F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none")
+    if w_min:
+        loss = loss + w_min * (x_cf - x).abs().flatten(1).mean(1)
     if w_prior:
         loss = loss + w_prior * 0.5 * (z1.pow(2).mean(1) + z2.pow(2).mean(1))
     return loss, out
@@ -127,6 +147,8 @@ def invert(
     w_cls: float = DEFAULT_W_CLS,
     w_prior: float = 0.0,
     w_cf: float = 0.0,
+    counterfactual: str = "generator",
+    w_min: float = 0.0,
     early_stop_patience: int | None = DEFAULT_PATIENCE,
     min_rel_improvement: float = 1e-4,
     seed: int = 0,
@@ -150,8 +172,12 @@ def invert(
             ``"random"`` (all restarts random).
         restarts: number of starting points per image; the lowest final loss wins.
         w_pix, w_cls, w_prior: loss weights (pixel MSE, classifier BCE, optional Gaussian prior on z).
-        w_cf: weight of BCE(p_pos(G(z1, 0)), 0): the counterfactual of the inverted codes must be
+        w_cf: weight of BCE(p_pos(x_cf), 0): the counterfactual of the inverted codes must be
             negative, so the pathology cannot hide in z1 (0 = off).
+        counterfactual: which counterfactual ``w_cf`` and ``w_min`` act on: ``"generator"`` (x_neg =
+            G(z1, 0)) or ``"residual"`` (the scan with the generator's change removed; see
+            :func:`counterfactual_images`).
+        w_min: weight of mean|x_cf - x| (minimality: the counterfactual changes as little as it can).
         early_stop_patience: steps without relative improvement > ``min_rel_improvement`` after which
             an image is frozen; None or 0 disables early stopping.
         seed: seeds the random starting codes (independent of the global RNG).
@@ -169,6 +195,8 @@ def invert(
     Returns:
         :class:`InversionResult`.
     """
+    if counterfactual not in COUNTERFACTUALS:
+        raise MedxganError(f"counterfactual {counterfactual!r}: choose {' or '.join(COUNTERFACTUALS)}")
     if z1_init not in ("zeros", "random"):
         raise MedxganError(f"z1_init {z1_init!r}: choose 'zeros' or 'random'")
     if steps < 0 or restarts < 1:
@@ -208,7 +236,7 @@ def invert(
         steps_run = torch.zeros(m, dtype=torch.long, device=device)
 
         for _ in range(steps + 1):  # the last pass only evaluates the final codes
-            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf)
+            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf, counterfactual, w_min)
             with torch.no_grad():
                 lv = loss.detach()
                 thresh = torch.where(torch.isfinite(best_loss), best_loss - min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
@@ -254,7 +282,7 @@ def invert(
             p_rec = forward(amp, device, classifier.prob, rec).float()
 
     settings = dict(
-        steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior, w_cf=w_cf,
+        steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior, w_cf=w_cf, counterfactual=counterfactual, w_min=w_min,
         early_stop_patience=patience, seed=seed, tune_generator=tune_generator,
         **({"tune_steps": tune_steps, "tune_lr": tune_lr, "tune_reg": tune_reg, "tune_cls": tune_cls} if tune_generator else {}),
     )
