@@ -57,6 +57,7 @@ from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
 from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
 from medxgan.gan.presets import Preset, get_preset
+from medxgan.gan.run import CLASSIFIER_DIR, DISCRIMINATOR_NAME, ENCODER_NAME, GAN_KIND, GENERATOR_NAME, ORACLE_DIR
 from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.distributed import (
@@ -65,16 +66,10 @@ from medxgan.runtime.distributed import (
 )
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
-from medxgan.runtime.loop import Cadence, open_run, resume_or_restart, train_loop
+from medxgan.runtime.loop import Cadence, check_start, open_run, resume_or_restart, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
-GAN_KIND = "medxgan"
-GENERATOR_NAME = "generator"
-DISCRIMINATOR_NAME = "discriminator"
-ENCODER_NAME = "encoder"
-CLASSIFIER_DIR = "classifier"
-ORACLE_DIR = "oracle"
 ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
 
 
@@ -536,8 +531,7 @@ def train_gan(
         quiet = quiet or not main
         run = RunDir(out)
         resuming = bool(resume)
-        if resuming and run.latest_checkpoint() is None:  # the policy's first refusal, before loading data
-            open_run(run, resume=True, kind=GAN_KIND, settings={})
+        check_start(run, resume=resuming, kind=GAN_KIND)  # the directory half of the policy, before loading data
 
         mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
         images, labels, data_source = _load_data(data, size, mapping)
