@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from medxgan.classifiers import Preprocessing, load_classifier
+from medxgan.classifiers import Preprocessing, as_classifier, load_classifier
 from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.networks import Generator, build_generator
 from medxgan.runtime.device import pick_device
@@ -151,7 +151,7 @@ def load_gan_run(
         else:
             raise MedxganError(f"{rd.path}: the run holds no copy of its classifier; pass classifier=")
     else:
-        clf = classifier.to(dev) if isinstance(classifier, nn.Module) else load_classifier(classifier, device=dev)
+        clf = as_classifier(classifier, device=dev)
         fp = getattr(clf, "fingerprint", None)
         if rec.get("fingerprint") and fp != rec["fingerprint"]:
             given = classifier if not isinstance(classifier, nn.Module) else getattr(clf, "name", type(clf).__name__)
