@@ -290,6 +290,7 @@ def test_cyclegan_steps_equal_single_process_and_resume_on_one(dist_root, tmp_pa
              "D": {k[1:] for k in _zero_grad_biases({"": PatchDiscriminator(1, cfg.ndf)})}}
 
     def check(a: dict, b: dict, steps: int) -> None:
+        a, b = a["trainer"], b["trainer"]  # the trainer's part of a runtime.loop checkpoint
         for net in a["nets"]:
             _close(b["nets"][net], a["nets"][net], net, cfg.lr * steps, noise[net[0]])
         torch.testing.assert_close(b["pool_fa"]["images"], a["pool_fa"]["images"], rtol=RTOL, atol=1e-5)  # images in [-1, 1]

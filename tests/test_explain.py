@@ -134,7 +134,7 @@ def test_figure_helpers(tmp_path):
 def gan_run(tmp_path_factory):
     """A GAN run directory in `medxgan train`'s format: config.json (kind, net, classifier record) +
     generator.safetensors; the classifier is a TorchScript file recorded as the run's source."""
-    from medxgan.gan.train import GAN_KIND, GENERATOR_NAME
+    from medxgan.gan.run import GAN_KIND, GENERATOR_NAME
     from medxgan.runtime.runs import RunDir
 
     g, clf = tiny_models()

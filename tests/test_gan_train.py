@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -11,7 +12,7 @@ from helpers import write_dataset
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
-from medxgan.gan import get_preset, load_gan_run, train_gan
+from medxgan.gan import GanTrainConfig, get_preset, load_gan_run, train_gan
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.state import load_weights
@@ -98,6 +99,20 @@ def test_resume_is_exact(tmp_path):
     assert [r["step"] for r in mb] == [2, 4, 6]
     for ra, rb in zip(ma, mb):
         assert {k: v for k, v in ra.items() if k != "seconds"} == {k: v for k, v in rb.items() if k != "seconds"}
+
+
+def test_config_dataclass_is_stored_and_read_back(tmp_path):
+    """train_gan takes one GanTrainConfig (keywords override its fields); the run stores it and
+    GanTrainConfig.from_run reads it back, so that a run can be continued from its own record."""
+    out = tmp_path / "g"
+    cfg = GanTrainConfig(preset=_preset(), steps=2, batch_size=8, oracle=False, log_every=1, monitor_samples=8)
+    train_gan(_tiny_data(), _tiny_classifier(), out, cfg, device="cpu", quiet=True)
+    back = GanTrainConfig.from_run(out)
+    assert back == dataclasses.replace(cfg, sample_every=1)  # the default sample cadence, resolved
+    res = train_gan(_tiny_data(), _tiny_classifier(), out, back, resume=True, steps=3, device="cpu", quiet=True)
+    assert res["steps"] == 3 and GanTrainConfig.from_run(out).steps == 3
+    with pytest.raises(TypeError, match="unknown options"):
+        train_gan(_tiny_data(), _tiny_classifier(), tmp_path / "x", cfg, step=3)
 
 
 def test_resume_policy_refusals(tmp_path):

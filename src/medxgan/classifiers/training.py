@@ -26,7 +26,7 @@ from medxgan.runtime.atomic import atomic_write_json
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.ranking import roc_auc
-from medxgan.runtime.loop import Cadence, open_run, train_loop
+from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
@@ -147,8 +147,7 @@ def train_classifier(
     dev = pick_device(device)
     size = size or DEFAULT_SIZE.get(arch, 64)
     run = RunDir(out)
-    if resume and run.latest_checkpoint() is None:  # the policy's first refusal, before loading data
-        open_run(run, resume=True, kind=CLASSIFIER_KIND, settings={})
+    check_start(run, resume=resume, kind=CLASSIFIER_KIND)  # the directory half of the policy, before loading data
     seed_everything(seed)
     t0 = time.perf_counter()
     kw = dict(size=size, channels=channels, positive=positive, negative=negative, csv=csv, skip_bad=skip_bad)

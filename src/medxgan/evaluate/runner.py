@@ -4,6 +4,11 @@
     res = evaluate("data/brain", "eval/", gan="runs/gan", n=200)        # classifier: the GAN run's
     res["methods"]["gradcam"]["metrics"]["localisation.iou_area_matched"]  # {"mean", "lo", "hi", "n", "n_invalid"}
 
+Pieces: :mod:`medxgan.evaluate.selection` picks the images (``select_images``),
+:mod:`medxgan.evaluate.store` keeps the per-image rows (``ResultStore``: run.json, per_image.jsonl,
+shard merge), this module runs the method loop (``_run_methods``), aggregates (``_results``) and writes
+results.json/csv/md (``_write_results``); ``evaluate`` reads top to bottom over them.
+
 What is evaluated
 -----------------
 1. The classifier scores every image of the split; each image falls in one slice (threshold 0.5):
@@ -74,12 +79,9 @@ split, classifier, GAN, seed, noise levels, deletion fractions or subset needs a
 from __future__ import annotations
 
 import io
-import json
-import math
 import os
 import platform
 import re
-import shutil
 import time
 import zlib
 from pathlib import Path
@@ -94,8 +96,10 @@ from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS, counterfactual_metr
 from medxgan.evaluate.localisation import is_constant, localisation_metrics
 from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
-from medxgan.evaluate.shortcut import has_markers, load_marker_masks, shortcut_metrics
+from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
+from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.evaluate.stats import aggregate
+from medxgan.evaluate.store import ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers
 from medxgan.explain.model import as_medxgan
@@ -110,59 +114,10 @@ from medxgan.runtime.version import __version__
 __all__ = ["evaluate", "DEFAULT_NOISE_SIGMAS", "SUBSETS", "image_id_for", "read_per_image"]
 
 DEFAULT_NOISE_SIGMAS = (0.02, 0.05, 0.1)
-SUBSETS = ("pred-pos", "tp", "pos", "all")
-PER_IMAGE = "per_image.jsonl"
-RUN_JSON = "run.json"
 _GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness", "sensitivity", "counterfactual", "shortcut", "cost")
 
 
 # ---- small helpers ---------------------------------------------------------------------------
-def image_id_for(rel: str) -> str:
-    """Stable file-system-safe id of an image from its path relative to the data root."""
-    stem = str(Path(rel).with_suffix("")).replace("\\", "/").replace("/", "__")
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "image"
-
-
-def _clean(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf -> None, numpy/torch scalars -> Python, tuples -> lists."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if math.isfinite(f) else None
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return _clean(obj.item())
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def read_per_image(path: str | os.PathLike) -> tuple[dict[tuple[str, str], dict], bool]:
-    """Rows of a ``per_image.jsonl`` keyed by (image_id, method); the last row of a pair wins.
-    Returns (rows, clean) where clean is False when a broken (partial) line was skipped."""
-    rows: dict[tuple[str, str], dict] = {}
-    p = Path(path)
-    if not p.exists():
-        return rows, True
-    text = p.read_text()
-    clean = text == "" or text.endswith("\n")
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-            rows[(r["image_id"], r["method"])] = r
-        except (ValueError, KeyError, TypeError):
-            clean = False
-    return rows, clean
-
-
 def _versions() -> dict[str, str]:
     v = {"medxgan": __version__, "torch": torch.__version__, "numpy": np.__version__,
          "python": platform.python_version()}
@@ -206,11 +161,6 @@ def _load_models(classifier: Any, gan: Any, device: torch.device, inversion: dic
         raise MedxganError("--classifier is required without --gan (the GAN run's classifier is the default)")
     clf.eval()
     return clf, model, gan_desc
-
-
-@torch.no_grad()
-def _probs(clf: Any, images: torch.Tensor, device: torch.device, batch: int = 128) -> torch.Tensor:
-    return torch.cat([clf.prob(images[i : i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)])
 
 
 # ---- the runner ------------------------------------------------------------------------------
@@ -280,25 +230,80 @@ def evaluate(
         raise MedxganError(f"--batch-size {batch_size}: must be >= 1")
     fractions = [float(f) for f in fractions]
     dev = pick_device(device) if not isinstance(device, torch.device) else device
-    data_root = Path(data)
-    out = Path(out)
+    data_root, out = Path(data), Path(out)
     notes: list[str] = []
 
     clf, model, gan_desc = _load_models(classifier, gan, dev, inversion)
-    if model is not None:
-        if (size is not None and int(size) != int(model.size)) or (channels is not None and int(channels) != int(model.channels)):
-            raise MedxganError(f"--size/--channels: the GAN works on {model.size} px, {model.channels} channel(s); "
-                               f"got size {size}, channels {channels} (leave them out)")
-        size, channels = int(model.size), int(model.channels)
-        notes.append(model.inversion_note())
-        enc = getattr(model.generator, "inversion_encoder_info", None)
-        # the effective schedule (an encoder changes it), so that resuming never mixes two schedules
-        inversion_used: dict[str, Any] | None = _clean(dict(model.engine.inversion)) or None
-        inversion_encoder = enc["kind"] if enc else None
-    else:
-        inversion_used, inversion_encoder = inversion, None
+    size, channels, inversion_used, inversion_encoder = _gan_settings(model, size, channels, inversion, notes)
+    exps = _explainers(explainers, methods, clf, model, batch_size, notes)
+    method_names = [e.name for e in exps]
+    oracle = getattr(model, "oracle", None) if model is not None else None
 
-    # -- explainers
+    ds = load_dataset(data_root, split=split, size=size, channels=channels, positive=positive, negative=negative, csv=csv,
+                      skip_bad=skip_bad)
+    sel = select_images(ds, clf, dev, data_root, split=split, subset=subset, n=n, seed=seed)
+    h, w = sel.images.shape[-2:]
+
+    # -- the result store: settings that must not change between resumed runs, finished pairs
+    fixed = clean_json({
+        "data": str(data_root.resolve()), "split": split, "subset": subset, "size": [int(h), int(w)], "channels": int(sel.images.shape[1]),
+        "classifier_fingerprint": getattr(clf, "fingerprint", None),
+        "gan_fingerprint": fingerprint_module(model.generator) if model is not None else None,
+        "seed": int(seed), "noise_sigmas": sigmas, "fractions": fractions,
+        "max_sensitivity": {"on": bool(max_sensitivity), "radius": max_sensitivity_radius, "samples": max_sensitivity_samples},
+        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
+    })
+    store = ResultStore(out).open(fixed, overwrite)
+    config = clean_json({
+        "data": str(data_root), "split": split, "subset": subset, "n": n, "n_selected": len(sel.selected),
+        "classifier": str(classifier) if classifier is not None and not isinstance(classifier, torch.nn.Module) else getattr(clf, "name", "classifier"),
+        "classifier_fingerprint": getattr(clf, "fingerprint", None), "gan": gan_desc,
+        "oracle": oracle is not None, "methods": method_names, "noise_sigmas": sigmas, "fractions": fractions,
+        "seed": seed, "device": str(dev), "batch_size": batch_size, "image_size": [int(h), int(w)],
+        "channels": int(sel.images.shape[1]), "max_sensitivity": bool(max_sensitivity),
+        "max_sensitivity_n": max_sensitivity_n, "max_sensitivity_radius": max_sensitivity_radius,
+        "max_sensitivity_samples": max_sensitivity_samples, "n_resamples": n_resamples,
+        "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": sel.markers is not None,
+        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
+    })
+
+    # -- the method loop: chunks of images, every method, only the missing pairs
+    ms_limit = len(sel.selected) if max_sensitivity_n is None else min(len(sel.selected), int(max_sensitivity_n))
+    computed = _run_methods(exps, sel, store, clf=clf, oracle=oracle, dev=dev, batch_size=batch_size, sigmas=sigmas,
+                            fractions=fractions, seed=seed, ms_positions=set(range(ms_limit)) if max_sensitivity else set(),
+                            ms_kw=dict(radius=max_sensitivity_radius, n_perturb=max_sensitivity_samples),
+                            maps_out=out if save_maps else None, show_progress=show_progress)
+    if store.world > 1:  # merge the shards into one output on rank 0
+        computed = int(sum(dist.all_gather_object(computed)))
+        dist.barrier()
+        if store.rank != 0:
+            return {"rank": store.rank, "computed": computed}
+        store.merge()
+
+    # -- aggregation (always from the file's rows of the current selection) and the output files
+    results = _results(store.rows(), sel, exps, config, notes, n_resamples=n_resamples, seed=seed, ms_limit=ms_limit,
+                       computed=computed, wall_s=time.perf_counter() - t_start)
+    _write_results(out, results)
+    return results
+
+
+def _gan_settings(model: Any, size: int | None, channels: int | None, inversion: dict | None,
+                  notes: list[str]) -> tuple[int | None, int | None, dict | None, str | None]:
+    """(size, channels, effective inversion settings, encoder kind): the GAN's own size and channels."""
+    if model is None:
+        return size, channels, inversion, None
+    if (size is not None and int(size) != int(model.size)) or (channels is not None and int(channels) != int(model.channels)):
+        raise MedxganError(f"--size/--channels: the GAN works on {model.size} px, {model.channels} channel(s); "
+                           f"got size {size}, channels {channels} (leave them out)")
+    notes.append(model.inversion_note())
+    enc = getattr(model.generator, "inversion_encoder_info", None)
+    # the effective schedule (an encoder changes it), so that resuming never mixes two schedules
+    return int(model.size), int(model.channels), clean_json(dict(model.engine.inversion)) or None, enc["kind"] if enc else None
+
+
+def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None, clf: Any, model: Any, batch_size: int,
+                notes: list[str]) -> list[Any]:
+    """The explainers to evaluate: given instances, or registry names (medXGAN ones only with a GAN)."""
     if explainers is not None:
         exps = list(explainers)
     else:
@@ -310,141 +315,60 @@ def evaluate(
         if not names:
             raise MedxganError("--methods: nothing to evaluate (the medXGAN methods need --gan)")
         exps = build_explainers(names, clf, gan=model, batch_size=batch_size)
-    method_names = [e.name for e in exps]
-    if len(set(method_names)) != len(method_names):
-        raise MedxganError(f"methods: duplicate names {method_names}")
-    oracle = getattr(model, "oracle", None) if model is not None else None
+    names = [e.name for e in exps]
+    if len(set(names)) != len(names):
+        raise MedxganError(f"methods: duplicate names {names}")
+    return exps
 
-    # -- data and slices
-    ds = load_dataset(data_root, split=split, size=size, channels=channels, positive=positive, negative=negative, csv=csv,
-                      skip_bad=skip_bad)
-    if len(ds) == 0:
-        raise MedxganError(f"{data_root}: no images in split {split!r}")
-    images, labels, masks, has_mask = ds.tensors()
-    rels = [s.rel for s in ds.samples]
-    probs = _probs(clf, images, dev)
-    pred = probs >= 0.5
-    lab = labels.bool()
-    slice_of = ["TP" if (l and p) else "FN" if l else "FP" if p else "TN" for l, p in zip(lab.tolist(), pred.tolist())]
-    counts = {k: slice_of.count(k) for k in ("TP", "FN", "FP", "TN")}
-    keep = {"pred-pos": ("TP", "FP"), "tp": ("TP",), "pos": ("TP", "FN"), "all": ("TP", "FN", "FP", "TN")}[subset]
-    cand = [i for i, s in enumerate(slice_of) if s in keep]
-    order = np.random.default_rng(seed).permutation(len(cand)) if cand else np.zeros(0, dtype=int)
-    selected = [cand[j] for j in order][: n if n is not None else None]
-    if not selected:
-        raise MedxganError(f"{data_root}: no images in subset {subset!r} (slices: {counts}); try --subset all")
-    ids = [image_id_for(r) for r in rels]
-    if len(set(ids)) != len(ids):  # e.g. a.png and a.jpg side by side
-        seen: dict[str, int] = {}
-        for i, x in enumerate(ids):
-            seen[x] = seen.get(x, 0) + 1
-            if seen[x] > 1:
-                ids[i] = f"{x}_{i}"
-    markers = load_marker_masks(data_root, rels, tuple(images.shape[-2:])) if has_markers(data_root) else None
-    h, w = images.shape[-2:]
 
-    # -- run settings and resume
-    out.mkdir(parents=True, exist_ok=True)
-    fixed = _clean({
-        "data": str(data_root.resolve()), "split": split, "subset": subset, "size": [int(h), int(w)], "channels": int(images.shape[1]),
-        "classifier_fingerprint": getattr(clf, "fingerprint", None),
-        "gan_fingerprint": fingerprint_module(model.generator) if model is not None else None,
-        "seed": int(seed), "noise_sigmas": sigmas, "fractions": fractions,
-        "max_sensitivity": {"on": bool(max_sensitivity), "radius": max_sensitivity_radius, "samples": max_sensitivity_samples},
-        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
-    })
-    run_json = out / RUN_JSON
-    per_path = out / PER_IMAGE
-    rank, world = dist.rank(), dist.world_size()
-    if rank == 0:  # under torchrun only rank 0 touches the shared files; the others wait below
-        if run_json.exists() and not overwrite:
-            try:
-                old = json.loads(run_json.read_text())
-            except ValueError:
-                old = None
-            if old is not None and old != fixed:
-                diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
-                raise MedxganError(f"{out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")
-        if overwrite:
-            for p in (per_path, out / "results.json", *_shard_files(out)):
-                if p.exists():
-                    p.unlink()
-            if (out / "maps").exists():
-                shutil.rmtree(out / "maps")
-        atomic_write_json(run_json, fixed)
-        _merge_shards(out, per_path)  # rows of an interrupted sharded run count as done
-        done, clean = read_per_image(per_path)
-        if not clean:  # drop a partial last line before appending
-            atomic_write_text(per_path, "".join(json.dumps(_clean(r)) + "\n" for r in done.values()))
-    dist.barrier()
-    if rank != 0:  # the file as rank 0 left it
-        done, _ = read_per_image(per_path)
-
-    config = _clean({
-        "data": str(data_root), "split": split, "subset": subset, "n": n, "n_selected": len(selected),
-        "classifier": str(classifier) if classifier is not None and not isinstance(classifier, torch.nn.Module) else getattr(clf, "name", "classifier"),
-        "classifier_fingerprint": getattr(clf, "fingerprint", None), "gan": gan_desc,
-        "oracle": oracle is not None, "methods": method_names, "noise_sigmas": sigmas, "fractions": fractions,
-        "seed": seed, "device": str(dev), "batch_size": batch_size, "image_size": [int(h), int(w)],
-        "channels": int(images.shape[1]), "max_sensitivity": bool(max_sensitivity),
-        "max_sensitivity_n": max_sensitivity_n, "max_sensitivity_radius": max_sensitivity_radius,
-        "max_sensitivity_samples": max_sensitivity_samples, "n_resamples": n_resamples,
-        "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": markers is not None,
-        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
-    })
-
-    # -- the loop: chunks of images, every method, only the missing pairs
-    ms_limit = len(selected) if max_sensitivity_n is None else min(len(selected), int(max_sensitivity_n))
-    ms_positions = set(range(ms_limit)) if max_sensitivity else set()
-    pos_of = {idx: k for k, idx in enumerate(selected)}
-    chunks = [selected[i : i + batch_size] for i in range(0, len(selected), batch_size)]
-    chunks = chunks[rank::world]  # under torchrun each rank evaluates every world-th chunk
-    shard_path = per_path if world == 1 else out / f"{PER_IMAGE}.rank{rank}"
-    total = sum(1 for c in chunks for e in exps if any((ids[i], e.name) not in done for i in c))
+def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: Any, oracle: Any, dev: torch.device, batch_size: int,
+                 sigmas: list[float], fractions: list[float], seed: int, ms_positions: set[int], ms_kw: dict[str, Any],
+                 maps_out: Path | None, show_progress: bool) -> int:
+    """Every method on every chunk of selected images whose (image, method) pair is not done yet; rows go
+    to the store as soon as a chunk is explained. Under torchrun each rank takes every world-th chunk.
+    Returns the number of pairs computed here."""
+    ids = sel.ids
+    pos_of = {idx: k for k, idx in enumerate(sel.selected)}
+    chunks = [sel.selected[i : i + batch_size] for i in range(0, len(sel.selected), batch_size)][store.rank :: store.world]
+    total = sum(1 for c in chunks for e in exps if any(not store.is_done(ids[i], e.name) for i in c))
     computed = 0
     prob_fn = lambda xb: clf.prob(xb.to(dev))  # noqa: E731
     written_inputs: set[str] = set()
-    bar = progress(total=total, desc="evaluate" if world == 1 else f"evaluate (rank {rank})", disable=not show_progress)
-    with open(shard_path, "a") as fh:
+    bar = progress(total=total, desc="evaluate" if store.world == 1 else f"evaluate (rank {store.rank})", disable=not show_progress)
+    with store.writer() as writer:
         for chunk in chunks:
             for ex in exps:
-                todo = [i for i in chunk if (ids[i], ex.name) not in done]
+                todo = [i for i in chunk if not store.is_done(ids[i], ex.name)]
                 if not todo:
                     continue
                 bar.set_postfix_str(ex.name)
                 rows = _evaluate_pairs(
-                    ex, todo, images=images, masks=masks, has_mask=has_mask, slice_of=slice_of, labels=labels, probs=probs,
-                    ids=ids, rels=rels, markers=markers, sigmas=sigmas, fractions=fractions, seed=seed, prob_fn=prob_fn,
-                    oracle=oracle, dev=dev, ms_todo={i for i in todo if pos_of[i] in ms_positions},
-                    ms_kw=dict(radius=max_sensitivity_radius, n_perturb=max_sensitivity_samples),
-                    out=out if save_maps else None, written_inputs=written_inputs,
+                    ex, todo, images=sel.images, masks=sel.masks, has_mask=sel.has_mask, slice_of=sel.slice_of, labels=sel.labels,
+                    probs=sel.probs, ids=ids, rels=sel.rels, markers=sel.markers, sigmas=sigmas, fractions=fractions, seed=seed,
+                    prob_fn=prob_fn, oracle=oracle, dev=dev, ms_todo={i for i in todo if pos_of[i] in ms_positions}, ms_kw=ms_kw,
+                    out=maps_out, written_inputs=written_inputs,
                 )
-                for r in rows:
-                    fh.write(json.dumps(_clean(r)) + "\n")
-                    fh.flush()
-                    done[(r["image_id"], r["method"])] = _clean(r)
+                writer.write(rows)
                 computed += len(rows)
                 bar.update(1)
     bar.close()
-    if world > 1:  # merge the shards into one output on rank 0
-        computed = int(sum(dist.all_gather_object(computed)))
-        dist.barrier()
-        if rank != 0:
-            return {"rank": rank, "computed": computed}
-        _merge_shards(out, per_path)
+    return computed
 
-    # -- aggregation (always from the file's rows of the current selection)
-    all_rows, _ = read_per_image(per_path)
-    sel_ids = [ids[i] for i in selected]
+
+def _results(all_rows: dict[tuple[str, str], dict], sel: Selection, exps: list[Any], config: dict[str, Any], notes: list[str], *,
+             n_resamples: int, seed: int, ms_limit: int, computed: int, wall_s: float) -> dict[str, Any]:
+    """The results dict (what results.json holds): aggregated metrics per method over the selection."""
+    method_names = [e.name for e in exps]
+    sel_ids = [sel.ids[i] for i in sel.selected]
     per_image = [all_rows[(i, m)] for i in sel_ids for m in method_names if (i, m) in all_rows]
     results_methods = {m: _aggregate_method([r for r in per_image if r["method"] == m], n_resamples, seed) for m in method_names}
-
-    n_loc = sum(1 for i in selected if slice_of[i] == "TP" and bool(has_mask[i]) and bool(masks[i].any()))
-    notes += _notes(config, n_loc, len(selected), ms_limit, exps, markers is not None)
-    results = {
+    slice_of, selected = sel.slice_of, sel.selected
+    n_loc = sum(1 for i in selected if slice_of[i] == "TP" and bool(sel.has_mask[i]) and bool(sel.masks[i].any()))
+    notes = notes + _notes(config, n_loc, len(selected), ms_limit, exps, sel.markers is not None)
+    return clean_json({
         "config": config,
         "versions": _versions(),
-        "slices": {**counts, "total": len(slice_of), "evaluated": len(selected),
+        "slices": {**sel.counts, "total": len(slice_of), "evaluated": len(selected),
                    "evaluated_by_slice": {k: sum(1 for i in selected if slice_of[i] == k) for k in ("TP", "FN", "FP", "TN")},
                    "localisation_images": n_loc, "threshold": 0.5},
         "notes": notes,
@@ -452,31 +376,15 @@ def evaluate(
         "timings": {m: {"s_per_image": results_methods[m]["metrics"].get("cost.time_s", {}).get("mean"),
                         "total_s": float(sum((r.get("time_s") or 0.0) for r in per_image if r["method"] == m))} for m in method_names},
         "per_image": per_image,
-        "run": {"computed": computed, "skipped": len(selected) * len(method_names) - computed,
-                "wall_s": time.perf_counter() - t_start},
-    }
-    results = _clean(results)
+        "run": {"computed": computed, "skipped": len(selected) * len(method_names) - computed, "wall_s": wall_s},
+    })
+
+
+def _write_results(out: Path, results: dict[str, Any]) -> None:
+    """results.json, results.csv, results.md (the plots are the caller's: ``report.plots.write_plots``)."""
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.csv", results_csv(results["methods"]))
     atomic_write_text(out / "results.md", results_markdown(results))
-    return results
-
-
-def _shard_files(out: Path) -> list[Path]:
-    return sorted(out.glob(f"{PER_IMAGE}.rank*"))
-
-
-def _merge_shards(out: Path, per_path: Path) -> None:
-    """Append the rows of per-rank files (a sharded run) to the per-image file, then remove them."""
-    shards = _shard_files(out)
-    if not shards:
-        return
-    rows, _ = read_per_image(per_path) if per_path.exists() else ({}, True)
-    for sp in shards:
-        rows.update(read_per_image(sp)[0])
-    atomic_write_text(per_path, "".join(json.dumps(_clean(r)) + "\n" for r in rows.values()))
-    for sp in shards:
-        sp.unlink()
 
 
 def _explain_safe(ex: Any, x: torch.Tensor) -> tuple[list[np.ndarray | None], list[dict], float]:

@@ -43,6 +43,8 @@ from torch import Tensor
 
 from medxgan.classifiers import gradcam_layer
 from medxgan.explain.base import Explainer, Explanation
+from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer
+from medxgan.explain.lig import LIGExplainer
 from medxgan.gan.run import load_gan_run
 from medxgan.runtime.errors import MedxganError
 
@@ -252,12 +254,8 @@ def _medxgan_factory(name: str) -> Callable[..., Explainer]:
         if engine is None:
             engine = counterfactual_engine(gan, classifier)
         if name == "medxgan-diff":
-            from medxgan.explain.counterfactual import DifferenceExplainer
-
             ex = DifferenceExplainer(engine, **_only(kw, ("batch_size", "frames")))
         else:
-            from medxgan.explain.lig import LIGExplainer  # written by the medXGAN-methods helper
-
             ex = LIGExplainer(engine, **_only(kw, ("batch_size",)))
         ex.name = name
         return ex
@@ -287,8 +285,6 @@ def counterfactual_engine(gan: Any, classifier: Any) -> Any:
     eng = getattr(gan, "engine", None)
     if eng is not None:
         return eng
-    from medxgan.explain.counterfactual import CounterfactualEngine
-
     generator = getattr(gan, "generator", None) or getattr(gan, "G", None)
     if generator is None and isinstance(gan, torch.nn.Module):
         generator = gan

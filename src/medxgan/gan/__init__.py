@@ -14,7 +14,7 @@ from medxgan.gan.encoder_train import train_encoder
 from medxgan.gan.networks import Discriminator, Generator, build_discriminator, build_generator, count_parameters, sample_latents
 from medxgan.gan.presets import PRESETS, NetConfig, Preset, TrainOptions, get_preset
 from medxgan.gan.run import GanRun, load_gan_run, load_generator
-from medxgan.gan.train import GANTrainer, train_gan
+from medxgan.gan.train import GANTrainer, GanTrainConfig, train_gan
 
 __all__ = [
     "Discriminator",
@@ -32,6 +32,7 @@ __all__ = [
     "load_gan_run",
     "load_generator",
     "GANTrainer",
+    "GanTrainConfig",
     "train_gan",
     "train_encoder",
 ]

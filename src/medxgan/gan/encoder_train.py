@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,41 +33,15 @@ from medxgan.data import load_dataset
 from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.inversion import invert
 from medxgan.gan.networks import sample_latents
+from medxgan.gan.run import (
+    ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, ENCODER_WEIGHTS, encoder_dir, load_gan_run,
+)
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.loop import Cadence, open_run, train_loop
+from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 from medxgan.runtime.tensors import frozen, psnr
-
-ENCODER_KIND = "medxgan-encoder"
-ENCODER_SUBDIR = "encoder"
-ENCODER_WEIGHTS = "encoder"
-# Inversion schedule from E(x): the most steps that still make >= 10x fewer image-steps than the
-# from-scratch default (400 steps x 2 starts, ~790 with early stopping); quality measured in
-# benchmarks/performance/RESULTS.md.
-ENCODER_INVERSION_STEPS = 75
-ENCODER_INVERSION_RESTARTS = 1
-
-
-def encoder_dir(gan_run: str | os.PathLike) -> Path:
-    return Path(gan_run) / ENCODER_SUBDIR
-
-
-def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any], device: torch.device) -> LatentEncoder | None:
-    """The encoder written by `train_encoder` into ``RUN/encoder/`` (eval mode, frozen), or None when
-    there is none (or training has not finished)."""
-    rd = RunDir(encoder_dir(gan_run))
-    if not rd.exists() or not rd.has_weights(ENCODER_WEIGHTS):
-        return None
-    cfg = rd.read_config(expect_kind=ENCODER_KIND)
-    E = LatentEncoder(net_config, width=int(cfg["width"]))
-    try:
-        E.load_state_dict(rd.load_weights(ENCODER_WEIGHTS))
-    except RuntimeError as exc:
-        raise MedxganError(f"{rd.path}: encoder weights do not match its config.json ({str(exc).splitlines()[0]})") from None
-    return E.to(device).eval().requires_grad_(False)
-
 
 def cosine_lr(step: int, steps: int, lr: float, floor: float = 0.1) -> float:
     """lr * (floor + (1 - floor) * (1 + cos(pi * step / steps)) / 2): lr at step 0, lr * floor at the end."""
@@ -201,16 +174,13 @@ def train_encoder(
     Returns the final metrics, including those of the short inversion started from E
     (``ENCODER_INVERSION_STEPS`` steps x 1 start) on the evaluation images.
     """
-    from medxgan.gan.run import load_gan_run
-
     if steps < 1 or batch_size < 2:
         raise MedxganError(f"--steps {steps} / --batch-size {batch_size}: need steps >= 1 and batch size >= 2")
     dev = pick_device(device)
     gan = load_gan_run(gan_run, device=dev, load_oracle=False, attach_encoder=False)
     G, clf, gcfg = gan.generator, gan.classifier, gan.config
     rd = RunDir(encoder_dir(gan_run))
-    if resume and rd.latest_checkpoint() is None:  # the policy's first refusal, before loading data
-        open_run(rd, resume=True, kind=ENCODER_KIND, settings={}, out_flag="the encoder folder")
+    check_start(rd, resume=resume, kind=ENCODER_KIND, out_flag=None)  # the directory half of the policy, before loading data
     lr_decay_steps = int(lr_decay_steps or (rd.read_config().get("lr_decay_steps") if resume else None) or steps)
     data_src = str(data) if data is not None else (gcfg.get("data") if not resume else rd.read_config().get("data"))
     if not data_src:
@@ -226,7 +196,7 @@ def train_encoder(
     settings = dict(data=fingerprint_state_dict({"images": x_train}), gan=fingerprint_module(G), classifier=getattr(clf, "fingerprint", None),
                     seed=seed, batch_size=batch_size, lr=lr, width=width, w_code=w_code, w_pix=w_pix, w_cls=w_cls,
                     w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, steps=steps)
-    start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_flag="the encoder folder")
+    start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_flag=None)
 
     seed_everything(seed)
     E = LatentEncoder(gcfg["net"], width=width).to(dev).train()

@@ -1,4 +1,5 @@
-"""Load a trained medXGAN run: generator (eval mode), the classifier it was trained against, its oracle.
+"""The medXGAN run format (file names, the encoder sub-run) and loading a trained run: generator (eval
+mode), the classifier it was trained against, its oracle.
 
     from medxgan.gan.run import load_gan_run
     gan = load_gan_run("runs/gan")                  # classifier from runs/gan/classifier/
@@ -20,11 +21,48 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from medxgan.classifiers import load_classifier, Preprocessing
+from medxgan.classifiers import Preprocessing, as_classifier, load_classifier
+from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.networks import Generator, build_generator
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir
+
+
+# ---- the run layout (written by gan.train / gan.encoder_train, read here) ---------------------------
+GAN_KIND = "medxgan"
+GENERATOR_NAME = "generator"
+DISCRIMINATOR_NAME = "discriminator"
+ENCODER_NAME = "encoder"  # the anchor encoder of an `anchored` run
+CLASSIFIER_DIR = "classifier"
+ORACLE_DIR = "oracle"
+ENCODER_KIND = "medxgan-encoder"  # the sub-run RUN/encoder/ of `train-encoder`
+ENCODER_SUBDIR = "encoder"
+ENCODER_WEIGHTS = "encoder"
+# Inversion schedule from E(x): the most steps that still make >= 10x fewer image-steps than the
+# from-scratch default (400 steps x 2 starts, ~790 with early stopping); quality measured in
+# benchmarks/performance/RESULTS.md.
+ENCODER_INVERSION_STEPS = 75
+ENCODER_INVERSION_RESTARTS = 1
+
+
+def encoder_dir(gan_run: str | os.PathLike) -> Path:
+    return Path(gan_run) / ENCODER_SUBDIR
+
+
+def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any], device: torch.device) -> LatentEncoder | None:
+    """The encoder written by `train_encoder` into ``RUN/encoder/`` (eval mode, frozen), or None when
+    there is none (or training has not finished)."""
+    rd = RunDir(encoder_dir(gan_run))
+    if not rd.exists() or not rd.has_weights(ENCODER_WEIGHTS):
+        return None
+    cfg = rd.read_config(expect_kind=ENCODER_KIND)
+    E = LatentEncoder(net_config, width=int(cfg["width"]))
+    try:
+        E.load_state_dict(rd.load_weights(ENCODER_WEIGHTS))
+    except RuntimeError as exc:
+        raise MedxganError(f"{rd.path}: encoder weights do not match its config.json ({str(exc).splitlines()[0]})") from None
+    return E.to(device).eval().requires_grad_(False)
 
 
 class GanRun(NamedTuple):
@@ -42,8 +80,6 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", a
     With ``attach_encoder``, an inversion encoder is attached as ``G.inversion_encoder`` (and described
     in ``G.inversion_encoder_info``): the one trained by `medxgan train-encoder` (RUN/encoder/) if
     present, else the anchor encoder of an ``anchored`` run. `invert` starts from its codes."""
-    from medxgan.gan.train import GAN_KIND, GENERATOR_NAME
-
     rd = RunDir(run)
     config = rd.read_config(expect_kind=GAN_KIND)
     dev = torch.device(device) if isinstance(device, torch.device) else pick_device(device)
@@ -68,16 +104,11 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", a
 
 
 def _attach_encoder(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch.device) -> None:
-    from medxgan.gan.encoder_train import ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, encoder_dir, load_trained_encoder
-    from medxgan.gan.train import ENCODER_NAME
-
     E = load_trained_encoder(rd.path, config["net"], dev)
     if E is not None:
         info = {"kind": "trained", "path": str(encoder_dir(rd.path)),
                 "inversion_defaults": {"steps": ENCODER_INVERSION_STEPS, "restarts": ENCODER_INVERSION_RESTARTS}}
     elif rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor
-        from medxgan.gan.encoder import LatentEncoder
-
         E = LatentEncoder(config["net"])
         E.load_state_dict(rd.load_weights(ENCODER_NAME))
         E = E.to(dev).eval().requires_grad_(False)
@@ -120,7 +151,7 @@ def load_gan_run(
         else:
             raise MedxganError(f"{rd.path}: the run holds no copy of its classifier; pass classifier=")
     else:
-        clf = classifier.to(dev) if isinstance(classifier, nn.Module) else load_classifier(classifier, device=dev)
+        clf = as_classifier(classifier, device=dev)
         fp = getattr(clf, "fingerprint", None)
         if rec.get("fingerprint") and fp != rec["fingerprint"]:
             given = classifier if not isinstance(classifier, nn.Module) else getattr(clf, "name", type(clf).__name__)

@@ -41,9 +41,11 @@ against a CPU step (benchmarks/gpu_check.py).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medxgan.classifiers import load_classifier, train_classifier
+from medxgan.classifiers import as_classifier, load_classifier, train_classifier
 from medxgan.data import load_dataset
 from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
 from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
 from medxgan.gan.presets import Preset, get_preset
-from medxgan.runtime.atomic import atomic_replace_dir
+from medxgan.gan.run import CLASSIFIER_DIR, DISCRIMINATOR_NAME, ENCODER_NAME, GAN_KIND, GENERATOR_NAME, ORACLE_DIR
+from medxgan.runtime.atomic import atomic_replace_dir, to_jsonable
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.distributed import (
     all_reduce_sum, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
@@ -65,16 +68,10 @@ from medxgan.runtime.distributed import (
 )
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
-from medxgan.runtime.loop import Cadence, open_run, resume_or_restart, train_loop
+from medxgan.runtime.loop import Cadence, check_start, open_run, resume_or_restart, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
-GAN_KIND = "medxgan"
-GENERATOR_NAME = "generator"
-DISCRIMINATOR_NAME = "discriminator"
-ENCODER_NAME = "encoder"
-CLASSIFIER_DIR = "classifier"
-ORACLE_DIR = "oracle"
 ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
 
 
@@ -484,10 +481,9 @@ def _load_data(data: Any, size: int | None, mapping: dict[str, Any]) -> tuple[to
 
 
 def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module, str | None]:
-    if isinstance(spec, nn.Module):
-        return spec.to(device), None
+    """(adapter, source path or None for an object) through the one normaliser, ``as_classifier``."""
     try:
-        return load_classifier(spec, device=device), str(spec)
+        return as_classifier(spec, device=device), None if isinstance(spec, nn.Module) else str(spec)
     except MedxganError as exc:  # name the flag the user actually gave
         if what == "classifier":
             raise
@@ -524,41 +520,92 @@ def _classifier_meta(path: str | None) -> dict[str, Any]:
         return {}
 
 
+@dataclass
+class GanTrainConfig:
+    """Everything that configures a `train_gan` run besides the data, the classifier and RUN (see
+    `train_gan` for each field). Stored in RUN/config.json (``train_config``) and read back with
+    :meth:`from_run`; ``preset`` is a preset name or a :class:`Preset`, ``oracle`` a classifier spec,
+    an adapter object (not stored: recorded as None), None (train one) or False (none)."""
+
+    preset: str | Preset = "default"
+    steps: int = 5000
+    batch_size: int = 32
+    lambda_cls: float | None = None
+    seed: int = 0
+    log_every: int = 250
+    sample_every: int | None = None  # None: = log_every
+    ckpt_every: int = 500
+    keep_last: int = 3
+    oracle: Any = None
+    oracle_arch: str | None = None
+    oracle_epochs: int = 10
+    size: int | None = None
+    max_minutes: float | None = None
+    positive: list[str] | None = None
+    negative: list[str] | None = None
+    csv: str | None = None
+    skip_bad: bool = False
+    classifier_source: str | None = None
+    monitor_samples: int = 256
+    preset_overrides: dict[str, Any] | None = None
+    amp: str | None = None
+    channels_last: bool | None = None
+    compile: bool | None = None
+
+    def check(self) -> "GanTrainConfig":
+        if self.steps < 1:
+            raise MedxganError(f"--steps {self.steps}: must be at least 1")
+        if self.batch_size < 2:
+            raise MedxganError(f"--batch-size {self.batch_size}: must be at least 2")
+        for name, v in (("--log-every", self.log_every), ("--ckpt-every", self.ckpt_every)):
+            if v < 1:
+                raise MedxganError(f"{name} {v}: must be at least 1")
+        if self.sample_every is None:
+            self.sample_every = self.log_every
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["preset"] = self.preset.to_dict() if isinstance(self.preset, Preset) else self.preset
+        if isinstance(self.oracle, nn.Module):
+            d["oracle"] = None
+        elif self.oracle not in (None, False):
+            d["oracle"] = str(self.oracle)
+        return to_jsonable(d)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "GanTrainConfig":
+        d = {k: v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        if isinstance(d.get("preset"), dict):
+            d["preset"] = Preset.from_dict(d["preset"])
+        return cls(**d)
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike) -> "GanTrainConfig":
+        """The configuration a run was trained with (RUN/config.json, ``train_config``)."""
+        stored = RunDir(run).read_config(expect_kind=GAN_KIND).get("train_config")
+        if stored is None:
+            raise MedxganError(f"{run}: the run records no train_config (trained by an older medxgan)")
+        return cls.from_dict(stored)
+
+
 # ---- the training run -------------------------------------------------------------------------
 def train_gan(
     data: Any,
     classifier: Any,
     out: str | os.PathLike,
+    config: GanTrainConfig | None = None,
     *,
-    preset: str | Preset = "default",
-    steps: int = 5000,
-    batch_size: int = 32,
-    lambda_cls: float | None = None,
-    seed: int = 0,
-    log_every: int = 250,
-    sample_every: int | None = None,
-    ckpt_every: int = 500,
-    keep_last: int = 3,
     resume: bool = False,
-    oracle: Any = None,
-    oracle_arch: str | None = None,
-    oracle_epochs: int = 10,
-    size: int | None = None,
     device: str = "auto",
-    max_minutes: float | None = None,
-    positive: list[str] | None = None,
-    negative: list[str] | None = None,
-    csv: str | os.PathLike | None = None,
-    skip_bad: bool = False,
-    classifier_source: str | None = None,
-    monitor_samples: int = 256,
-    preset_overrides: dict[str, Any] | None = None,
-    amp: str | None = None,
-    channels_last: bool | None = None,
-    compile: bool | None = None,
     quiet: bool = False,
+    **options: Any,
 ) -> dict[str, Any]:
     """Train medXGAN on `data` against the frozen `classifier`; write the run to `out`.
+
+    The settings are one :class:`GanTrainConfig` (``config``), stored in RUN/config.json under
+    ``train_config`` and read back with ``GanTrainConfig.from_run(RUN)``; keyword ``options`` set or
+    override its fields (``train_gan(data, clf, out, steps=5000, preset="anchored")`` keeps working).
 
     Args:
         data: dataset root (its train split is loaded once into memory), or (images, labels) tensors.
@@ -571,7 +618,9 @@ def train_gan(
             RUN/oracle/; an adapter -> used as is; False -> no oracle metrics.
         log_every / sample_every / ckpt_every: metrics, sample grids (default: = log_every) and
             checkpoints every N steps; the last `keep_last` checkpoints are kept.
-        resume: continue from RUN's latest checkpoint (same weights as an uninterrupted run on CPU).
+        resume: continue from RUN's latest checkpoint (same weights as an uninterrupted run on CPU);
+            the data, seed, batch size, preset, classifier-loss weight and classifier must be the run's
+            (runtime.loop's resume policy), only ``steps`` may change.
         max_minutes: stop early (and finish normally) after this much training time.
         monitor_samples: number of fixed z1 for the monitor metrics (the authors' check uses many; 256).
         amp / channels_last / compile: GPU speed options (runtime.precision, GANTrainer); None = the
@@ -583,36 +632,31 @@ def train_gan(
     monitors and writes the run; every rank loads the same checkpoint on resume, whatever N was before.
     Returns the final monitor metrics plus steps and timing (on ranks other than 0: no metrics).
     """
-    if steps < 1:
-        raise MedxganError(f"--steps {steps}: must be at least 1")
-    if batch_size < 2:
-        raise MedxganError(f"--batch-size {batch_size}: must be at least 2")
-    for name, v in (("--log-every", log_every), ("--ckpt-every", ckpt_every)):
-        if v < 1:
-            raise MedxganError(f"{name} {v}: must be at least 1")
-    sample_every = sample_every or log_every
+    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GanTrainConfig)})
+    if unknown:
+        raise TypeError(f"train_gan: unknown options {unknown}")
+    cfg = dataclasses.replace(config or GanTrainConfig(), **options).check()
     with distributed(pick_device(device)) as ctx:
         dev, main = ctx.device, ctx.is_main
         quiet = quiet or not main
         run = RunDir(out)
         resuming = bool(resume)
-        if resuming and run.latest_checkpoint() is None:  # the policy's first refusal, before loading data
-            open_run(run, resume=True, kind=GAN_KIND, settings={})
+        check_start(run, resume=resuming, kind=GAN_KIND)  # the directory half of the policy, before loading data
 
-        mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
-        images, labels, data_source = _load_data(data, size, mapping)
+        mapping = {k: v for k, v in dict(positive=cfg.positive, negative=cfg.negative, csv=cfg.csv, skip_bad=cfg.skip_bad).items() if v}
+        images, labels, data_source = _load_data(data, cfg.size, mapping)
         channels, img_size = int(images.shape[1]), int(images.shape[-1])
 
         # preset: from the run's config when resuming, so that the run continues with what it started with
         stored: dict[str, Any] = run.read_config(expect_kind=GAN_KIND) if resuming else {}
-        if isinstance(preset, Preset):
-            preset_obj = preset
+        if isinstance(cfg.preset, Preset):
+            preset_obj = cfg.preset
         else:
-            preset_obj = get_preset(preset, channels=channels, **(preset_overrides or {}))
-        if stored and batch_size % ctx.world_size:
-            raise MedxganError(f"--resume {out}: the run's batch size {batch_size} cannot be split evenly over "
+            preset_obj = get_preset(cfg.preset, channels=channels, **(cfg.preset_overrides or {}))
+        if stored and cfg.batch_size % ctx.world_size:
+            raise MedxganError(f"--resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
                                f"{ctx.world_size} processes; resume with a number of processes that divides it")
-        check_divisible(batch_size)
+        check_divisible(cfg.batch_size)
         if preset_obj.net.size != img_size:
             raise MedxganError(
                 f"{data_source or 'data'}: images are {img_size}x{img_size} px but preset {preset_obj.name} is for "
@@ -620,17 +664,17 @@ def train_gan(
             )
         if preset_obj.net.channels != channels:
             raise MedxganError(f"{data_source or 'data'}: images have {channels} channel(s), the network config {preset_obj.net.channels}")
-        lam = float(preset_obj.train.lambda_cls if lambda_cls is None else lambda_cls)
-        speed = {"amp": amp, "channels_last": channels_last, "compile": compile}
+        lam = float(preset_obj.train.lambda_cls if cfg.lambda_cls is None else cfg.lambda_cls)
+        speed = {"amp": cfg.amp, "channels_last": cfg.channels_last, "compile": cfg.compile}
         speed = {k: stored.get(k, False if k != "amp" else "off") if v is None else v for k, v in speed.items()}
         speed["amp"] = check_amp(speed["amp"], dev)
 
         clf, clf_source = _load_adapter(classifier, dev, "classifier")
-        clf_source = clf_source or (str(classifier_source) if classifier_source else None)
+        clf_source = clf_source or (str(cfg.classifier_source) if cfg.classifier_source else None)
         clf_fp = getattr(clf, "fingerprint", None)
         # the one resume policy (runtime.loop): what defines the run must not change on --resume
-        settings = dict(data=fingerprint_state_dict({"images": images, "labels": labels}), seed=seed, batch_size=batch_size,
-                        preset=preset_obj.to_dict(), lambda_cls=lam, classifier=clf_fp, steps=steps)
+        settings = dict(data=fingerprint_state_dict({"images": images, "labels": labels}), seed=cfg.seed, batch_size=cfg.batch_size,
+                        preset=preset_obj.to_dict(), lambda_cls=lam, classifier=clf_fp, steps=cfg.steps)
         start_info = open_run(run, resume=resuming, kind=GAN_KIND, settings=settings, may_change=("steps",))
         barrier()  # every rank has checked RUN before rank 0 writes into it
         clf_local = clf_meta = oracle_adapter = oracle_info = None
@@ -638,17 +682,17 @@ def train_gan(
             run.path.mkdir(parents=True, exist_ok=True)
             clf_local = _copy_into_run(clf_source, run.path / CLASSIFIER_DIR) if not stored else stored["classifier"].get("local")
             clf_meta = _classifier_meta(clf_source)
-            oracle_adapter, oracle_info = _prepare_oracle(oracle, oracle_arch, oracle_epochs, stored, run, dev, data_source,
-                                                          clf_meta, seed, img_size, channels, mapping, quiet)
+            oracle_adapter, oracle_info = _prepare_oracle(cfg.oracle, cfg.oracle_arch, cfg.oracle_epochs, stored, run, dev, data_source,
+                                                          clf_meta, cfg.seed, img_size, channels, mapping, quiet)
         barrier()  # the others wait while rank 0 copies the classifier and trains the oracle
 
         # networks, optimisers, RNG streams: seeded identically on every rank
-        seed_everything(seed)
+        seed_everything(cfg.seed)
         trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam, **speed)
         # the whole train split lives on the device: one gather per step, faster than a DataLoader
-        steps_of = _BatchSteps(trainer, images.to(dev), labels.to(dev), batch_size, seed)
+        steps_of = _BatchSteps(trainer, images.to(dev), labels.to(dev), cfg.batch_size, cfg.seed)
         monitor = Monitor(clf, preset_obj.net.nz1, preset_obj.net.nz2, real_negatives=images[labels == 0], oracle=oracle_adapter,
-                          n_z1=monitor_samples, n_diversity=min(128, monitor_samples)) if main else None
+                          n_z1=cfg.monitor_samples, n_diversity=min(128, cfg.monitor_samples)) if main else None
         config = dict(
             preset=preset_obj.to_dict(),
             preset_name=preset_obj.name,
@@ -658,9 +702,9 @@ def train_gan(
             nz1=preset_obj.net.nz1,
             nz2=preset_obj.net.nz2,
             lambda_cls=lam,
-            steps=steps,
-            batch_size=batch_size,
-            seed=seed,
+            steps=cfg.steps,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
             world_size=ctx.world_size,
             **speed,
             data=data_source,
@@ -671,6 +715,7 @@ def train_gan(
             ema=preset_obj.train.ema_decay > 0,
             settings=settings,
             resumes=start_info.resumes,
+            train_config=cfg.to_dict(),
             status="running",
         )
         if main:
@@ -687,8 +732,8 @@ def train_gan(
             return (f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
                     f"agree={rec['cls_agree']:.2f} {summarize(rec)}")
 
-        loop = train_loop(steps_of, run, total=steps, cadence=Cadence(log_every, sample_every, ckpt_every, keep_last),
-                          resume=resuming, max_minutes=max_minutes, on_log=on_log, on_sample=on_sample, postfix=postfix,
+        loop = train_loop(steps_of, run, total=cfg.steps, cadence=Cadence(cfg.log_every, cfg.sample_every, cfg.ckpt_every, cfg.keep_last),
+                          resume=resuming, max_minutes=cfg.max_minutes, on_log=on_log, on_sample=on_sample, postfix=postfix,
                           desc=f"train medXGAN ({preset_obj.name})", quiet=quiet, is_main=main, device=dev)
         step, elapsed, last_metrics = loop.step, loop.elapsed, loop.last_record
 
@@ -701,7 +746,7 @@ def train_gan(
                 run.save_weights(ENCODER_NAME, trainer.E)
             final = {k: v for k, v in last_metrics.items()}
             config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final,
-                          stopped_early=step < steps)
+                          stopped_early=step < cfg.steps)
             run.write_config(GAN_KIND, **config)
             if not quiet:
                 print(f"[medxgan] GAN trained: {step} steps in {elapsed / 60:.1f} min; {summarize(final)} -> {run.path}", flush=True)

@@ -44,7 +44,7 @@ from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import get_rng_state, set_rng_state
 
-__all__ = ["Trainer", "Cadence", "RunStart", "LoopResult", "open_run", "remove_temp_files", "resume_or_restart", "train_loop", "TrainingFailed"]
+__all__ = ["Trainer", "Cadence", "RunStart", "LoopResult", "check_start", "open_run", "remove_temp_files", "resume_or_restart", "train_loop", "TrainingFailed"]
 
 
 class Trainer(Protocol):
@@ -106,7 +106,7 @@ def remove_temp_files(path: Path) -> list[Path]:
         if not p.exists():
             continue
         if (p.is_file() and p.name.endswith(".tmp")) or (p.is_dir() and (p.name.startswith(".tmp_") or p.name.count(".") >= 2)):
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)  # ranks may race here
             removed.append(p)
     return removed
 
@@ -115,36 +115,52 @@ def _fmt(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
-def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any], may_change: Sequence[str] = (),
-             out_flag: str = "--out") -> RunStart:
-    """The resume policy, the same for every trainer (see the module docstring).
-
-    ``settings``: what defines the run (data fingerprint, seed, batch size, network/preset, classifier
-    fingerprint, ... and the budget settings named in ``may_change``), JSON-able; the trainer stores them
-    in ``config.json`` under ``settings`` (``start.config(...)`` does it) and they are compared on resume.
-    """
+def check_start(run: RunDir, *, resume: bool, kind: str, out_flag: str | None = "--out") -> None:
+    """The directory half of the resume policy, cheap enough to run before any data is loaded: removes
+    temp files of a killed write; refuses ``resume`` without a checkpoint, and an existing run without
+    ``resume``. ``out_flag``: the option that chose the directory (None for a folder the trainer derives
+    itself, such as RUN/encoder/)."""
     remove_temp_files(run.path)
-    settings = dict(settings)
+    where = f"{out_flag} {run.path}" if out_flag else str(run.path)
     if resume:
         if run.latest_checkpoint() is None:
             raise MedxganError(f"--resume {run.path}: nothing to resume (no checkpoint); drop --resume to start a new run")
+        run.read_config(expect_kind=kind)
+    elif run.exists() or run.latest_checkpoint() is not None:
+        status = run.read_config().get("status") if run.exists() else "running"
+        if status == "finished":
+            raise MedxganError(f"{where}: already holds a run ({kind}, finished); {_elsewhere(out_flag)}")
+        raise MedxganError(f"{where}: already holds a run ({kind}, {status}, not finished); continue it with --resume or "
+                           f"{_elsewhere(out_flag)}")
+
+
+def _elsewhere(out_flag: str | None) -> str:
+    return f"choose another {out_flag}" if out_flag else "delete the folder to start afresh"
+
+
+def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any], may_change: Sequence[str] = (),
+             out_flag: str | None = "--out") -> RunStart:
+    """The resume policy, the same for every trainer (see the module docstring): :func:`check_start`, then
+    on ``resume`` the comparison of ``settings`` with the stored ones.
+
+    ``settings``: what defines the run (data fingerprint, seed, batch size, network/preset, classifier
+    fingerprint, ... and the budget settings named in ``may_change``), JSON-able; the trainer stores them
+    in ``config.json`` under ``settings`` and they are compared on resume.
+    """
+    check_start(run, resume=resume, kind=kind, out_flag=out_flag)
+    settings = dict(settings)
+    if resume:
         stored = run.read_config(expect_kind=kind)
         before = stored.get("settings") or {}
         differ = [k for k in settings if k not in may_change and k in before and _norm(before[k]) != _norm(settings[k])]
         if differ:
             what = "; ".join(f"{k} {_fmt(settings[k])} (the run has {_fmt(before[k])})" for k in differ)
             raise MedxganError(f"--resume {run.path}: cannot resume with other settings: {what}; resume with the run's settings "
-                               f"(only {', '.join(may_change) or 'nothing'} may change) or choose another {out_flag}")
+                               f"(only {', '.join(may_change) or 'nothing'} may change) or {_elsewhere(out_flag)}")
         changed = {k: [before.get(k), settings[k]] for k in may_change if k in settings and _norm(before.get(k)) != _norm(settings[k])}
         resumes = list(stored.get("resumes") or [])
         resumes.append({"from_step": int(run.load_checkpoint_step()), "changed": changed})
         return RunStart(True, stored, resumes)
-    if run.exists() or run.latest_checkpoint() is not None:
-        status = run.read_config().get("status") if run.exists() else "running"
-        if status == "finished":
-            raise MedxganError(f"{out_flag} {run.path}: already holds a run ({kind}, finished); choose another {out_flag}")
-        raise MedxganError(f"{out_flag} {run.path}: already holds a run ({kind}, {status}, not finished); continue it with "
-                           f"--resume or choose another {out_flag}")
     return RunStart(False)
 
 
@@ -191,7 +207,9 @@ def train_loop(
     Resume (``resume=True``): the latest checkpoint's ``trainer`` state, global RNG state, step, training
     time and running sums are restored and ``metrics.jsonl`` is cut back to that step. Every logged
     record is ``{"step", <mean of each stat since the last log>, **on_log(step, means), "seconds"}``.
-    ``on_sample(step)`` writes samples. Checkpoints hold ``{"trainer", "rng", "elapsed", "acc"}``.
+    ``on_sample(step)`` writes samples. Checkpoints hold ``{"trainer", "rng", "elapsed", "acc"}``. A
+    trainer whose ``period_done`` attribute is true after a step (an epoch ended) gets a log record, a
+    sample call and a checkpoint at that step as well, as at the last step.
     Only ``is_main`` (rank 0) writes; every rank steps, and ``max_minutes`` stops all ranks at one step.
     """
     cadence.check()
@@ -233,7 +251,9 @@ def train_loop(
             if max_minutes is not None:  # every rank must stop at the same step
                 stop = any_rank(elapsed >= 60.0 * max_minutes, dev)
             last = step == total or stop
-            if _due(step, cadence.log_every) or last:
+            # a trainer with periods (epochs) says when one ended: log, samples and a checkpoint then too
+            boundary = last or bool(getattr(trainer, "period_done", False))
+            if _due(step, cadence.log_every) or boundary:
                 if is_main:
                     rec: dict[str, Any] = {"step": step}
                     rec.update(last_stats if acc["_n"] == 1 else {k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
@@ -246,10 +266,10 @@ def train_loop(
                         bar.set_postfix_str(postfix(rec))
                     t_last = time.perf_counter()  # monitoring time does not count as training time
                 acc = {}
-            if is_main and on_sample is not None and (_due(step, cadence.sample_every) or last):
+            if is_main and on_sample is not None and (_due(step, cadence.sample_every) or boundary):
                 on_sample(step)
                 t_last = time.perf_counter()
-            if is_main and (_due(step, cadence.ckpt_every) or last):
+            if is_main and (_due(step, cadence.ckpt_every) or boundary):
                 ckpt = {"trainer": trainer.state_dict(), "rng": get_rng_state(), "elapsed": elapsed, "acc": acc}
                 if dev.type == "cuda":  # the stream of the device in use (get_rng_state has all devices')
                     ckpt["rng_device"] = torch.cuda.get_rng_state(dev)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json
+from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json, atomic_write_text
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.state import load_state, load_weights, save_state, save_weights
 from medxgan.runtime.version import __version__
@@ -99,8 +99,6 @@ class RunDir:
     def truncate_metrics(self, after_step: int) -> None:
         """On resume, drop lines logged after the checkpoint we resume from (they will be re-logged)."""
         rows = [r for r in self.read_metrics() if r.get("step", 0) <= after_step]
-        from medxgan.runtime.atomic import atomic_write_text
-
         atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
 
     # ---- weights ------------------------------------------------------------------------------

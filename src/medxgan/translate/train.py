@@ -42,8 +42,6 @@ number of processes. Rank 0 alone logs, prints, writes samples, checkpoints and 
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -60,18 +58,14 @@ from medxgan.runtime.distributed import (
 )
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
-from medxgan.runtime.progress import progress
-from medxgan.runtime.runs import RunDir, fingerprint_module
-from medxgan.runtime.seeding import get_rng_state, seed_everything, set_rng_state
+from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
+from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
+from medxgan.runtime.seeding import seed_everything
 from medxgan.translate.networks import PatchDiscriminator, ResnetGenerator, init_weights
 from medxgan.translate.pool import ImagePool
 
 RUN_KIND = "cyclegan"
 DOMAIN_A, DOMAIN_B = "fundus", "angiogram"
-
-# keys that define the networks / data; they cannot change on --resume
-_ARCH_KEYS = ("size", "crop", "load_size", "ngf", "ndf", "blocks", "upsample", "channels_a", "channels_b", "rotations")
-
 
 @dataclass
 class TranslateConfig:
@@ -256,6 +250,172 @@ def _sample_grid(path: Path, g_fa, g_fundus, a: torch.Tensor, b: torch.Tensor) -
 # --------------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------------
+class CycleGANTrainer:
+    """The step contract of runtime.loop for CycleGAN (the reference's ``BaseModel`` idea): ``step()`` is
+    one global batch (generators, then discriminators on pooled fakes); epochs are counted inside --
+    the learning rate is a function of the epoch, each epoch draws new permutations, and
+    ``period_done`` tells the loop that an epoch just ended (epoch log, sample grid, checkpoint).
+    ``state_dict`` holds the four networks, both optimisers, both image pools, the data RNG, the
+    epoch/batch counters (mid-epoch: the epoch's permutations) and the epoch's running loss sums."""
+
+    def __init__(self, cfg: TranslateConfig, sa: _Sampler, sb: _Sampler, dev: torch.device):
+        self.cfg, self.sa, self.sb, self.dev = cfg, sa, sb, dev
+        self.amp = check_amp(cfg.amp, dev)
+        self.steps_per_epoch = max(1, max(len(sa), len(sb)) // cfg.batch_size)
+        g_fa, g_fundus = build_generators(cfg)
+        d_fa, d_fundus = PatchDiscriminator(cfg.channels_b, cfg.ndf), PatchDiscriminator(cfg.channels_a, cfg.ndf)
+        self.nets = {"G_fa": g_fa, "G_fundus": g_fundus, "D_fa": d_fa, "D_fundus": d_fundus}
+        for net in self.nets.values():
+            init_weights(net)
+            net.to(dev)
+            if cfg.channels_last:
+                to_channels_last(net)
+        self.opt_g = torch.optim.Adam(list(g_fa.parameters()) + list(g_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        self.opt_d = torch.optim.Adam(list(d_fa.parameters()) + list(d_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
+        self.pool_fa, self.pool_fundus = ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 1), ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 2)
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        # DDP (gradient averaging) for the passes whose gradients are used: the generators in the G step,
+        # the discriminators in the D step. The G step runs the plain discriminators (frozen there).
+        # InstanceNorm has no batch statistics, so nothing else needs synchronising.
+        maybe = (lambda m: compile_module(m, dev)) if cfg.compile else (lambda m: m)
+        self.gen_fa, self.gen_fundus = maybe(wrap_ddp(g_fa, dev)), maybe(wrap_ddp(g_fundus, dev))
+        ddp_d_fa, ddp_d_fundus = wrap_ddp(d_fa, dev), wrap_ddp(d_fundus, dev)
+        self.dis_fa, self.dis_fundus = maybe(ddp_d_fa), maybe(ddp_d_fundus)
+        self.frozen_fa = self.dis_fa if ddp_d_fa is d_fa else maybe(d_fa)  # the G step's discriminators: the plain modules
+        self.frozen_fundus = self.dis_fundus if ddp_d_fundus is d_fundus else maybe(d_fundus)
+        self.scaler_g, self.scaler_d = grad_scaler(self.amp, dev), grad_scaler(self.amp, dev)
+        # counters: the next epoch (1-based), batches done in it, its permutations and running loss sums
+        self.epoch, self.batch_in_epoch, self.perm_a, self.perm_b = 1, 0, None, None
+        self.sums: dict[str, float] = {}
+        self.period_done, self.last_epoch, self.last_lr, self.epoch_means = False, 1, cfg.lr, {}
+
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.total_epochs * self.steps_per_epoch
+
+    def _fwd(self, net, x: torch.Tensor) -> torch.Tensor:  # autocast forward, float32 output (amp off: net(x))
+        return forward(self.amp, self.dev, net, x)
+
+    @staticmethod
+    def _requires_grad(flag: bool, *ms) -> None:
+        for m in ms:
+            for p in m.parameters():
+                p.requires_grad_(flag)
+
+    def step(self) -> dict[str, float]:
+        cfg, sa, sb, dev, fwd = self.cfg, self.sa, self.sb, self.dev, self._fwd
+        d_fa, d_fundus = self.nets["D_fa"], self.nets["D_fundus"]
+        lr = lr_at_epoch(self.epoch, cfg.lr, cfg.epochs, int(cfg.epochs_decay or 0))
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        if self.batch_in_epoch == 0:
+            self.perm_a = torch.randperm(len(sa), generator=self.data_gen)
+            self.perm_b = torch.randperm(len(sb), generator=self.data_gen)
+            self.sums = {}
+        bi = self.batch_in_epoch
+        # the global batch (indices, crops, flips drawn on every rank alike); this rank keeps its slice
+        ia = self.perm_a[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sa)]
+        ib = self.perm_b[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sb)]
+        real_a = shard(sa.batch(ia, self.data_gen)).to(dev)
+        real_b = shard(sb.batch(ib, self.data_gen)).to(dev)
+        if cfg.channels_last:
+            real_a, real_b = to_channels_last(real_a), to_channels_last(real_b)
+
+        # generators
+        self._requires_grad(False, d_fa, d_fundus)
+        fake_b = fwd(self.gen_fa, real_a)
+        rec_a = fwd(self.gen_fundus, fake_b)
+        fake_a = fwd(self.gen_fundus, real_b)
+        rec_b = fwd(self.gen_fa, fake_a)
+        pred_fb, pred_fa = fwd(self.frozen_fa, fake_b), fwd(self.frozen_fundus, fake_a)
+        loss_gan_fa = lsgan_loss(pred_fb, True)
+        loss_gan_fundus = lsgan_loss(pred_fa, True)
+        loss_cyc_a = F.l1_loss(rec_a, real_a) * cfg.lambda_cycle
+        loss_cyc_b = F.l1_loss(rec_b, real_b) * cfg.lambda_cycle
+        loss_g = loss_gan_fa + loss_gan_fundus + loss_cyc_a + loss_cyc_b
+        if cfg.use_identity:
+            w = cfg.lambda_identity * cfg.lambda_cycle
+            loss_g = loss_g + F.l1_loss(fwd(self.gen_fa, real_b), real_b) * w + F.l1_loss(fwd(self.gen_fundus, real_a), real_a) * w
+        self.opt_g.zero_grad(set_to_none=True)
+        backward_step(loss_g, self.opt_g, self.scaler_g)
+
+        # discriminators (on pooled fakes), loss halved. The pools hold the GLOBAL history: every
+        # rank queries them with all ranks' fakes (same pool RNG) and keeps its slice of the answer.
+        self._requires_grad(True, d_fa, d_fundus)
+        pooled_b = shard(self.pool_fa.query(all_gather_cat(fake_b.detach())))
+        pooled_a = shard(self.pool_fundus.query(all_gather_cat(fake_a.detach())))
+        pr, pf = fwd(self.dis_fa, real_b), fwd(self.dis_fa, pooled_b)
+        loss_d_fa = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
+        pr, pf = fwd(self.dis_fundus, real_a), fwd(self.dis_fundus, pooled_a)
+        loss_d_fundus = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
+        self.opt_d.zero_grad(set_to_none=True)
+        backward_step(loss_d_fa + loss_d_fundus, self.opt_d, self.scaler_d)
+
+        losses = {"loss_G": loss_g, "loss_G_fa_gan": loss_gan_fa, "loss_G_fundus_gan": loss_gan_fundus,
+                  "loss_cycle_fundus": loss_cyc_a, "loss_cycle_fa": loss_cyc_b,
+                  "loss_D_fa": loss_d_fa, "loss_D_fundus": loss_d_fundus}
+        # one host sync; distributed: the mean over the ranks' equal batches (= the global batch's)
+        vals = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).double().tolist()))
+        vals = mean_over_ranks(vals, dev)
+        for k, v in vals.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.batch_in_epoch += 1
+        self.last_epoch, self.last_lr = self.epoch, lr
+        self.period_done = self.batch_in_epoch == self.steps_per_epoch
+        if self.period_done:  # the epoch ends: its mean losses, then the next epoch
+            self.epoch_means = {f"epoch_{k}": v / self.batch_in_epoch for k, v in self.sums.items()}
+            self.epoch, self.batch_in_epoch, self.perm_a, self.perm_b, self.sums = self.epoch + 1, 0, None, None, {}
+        return vals
+
+    def generators_eval(self):
+        """Context: both generators in eval mode (sample grids), back to train mode after."""
+        return _EvalMode(self.nets["G_fa"], self.nets["G_fundus"])
+
+    def state_dict(self) -> dict[str, Any]:
+        st = {
+            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "sums": dict(self.sums),
+            "nets": {k: v.state_dict() for k, v in self.nets.items()},
+            "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+            "pool_fa": self.pool_fa.state_dict(), "pool_fundus": self.pool_fundus.state_dict(),
+            "data_gen": self.data_gen.get_state(),
+        }
+        if self.batch_in_epoch:
+            st["perm_a"], st["perm_b"] = self.perm_a, self.perm_b
+        if self.scaler_g is not None:
+            st["scalers"] = {"g": self.scaler_g.state_dict(), "d": self.scaler_d.state_dict()}
+        return st
+
+    def load_state_dict(self, st: dict[str, Any]) -> None:
+        for name, net in self.nets.items():
+            net.load_state_dict(st["nets"][name])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.pool_fa.load_state_dict(st["pool_fa"], self.dev)
+        self.pool_fundus.load_state_dict(st["pool_fundus"], self.dev)
+        self.data_gen.set_state(st["data_gen"].to(torch.uint8))
+        self.epoch, self.batch_in_epoch = int(st["epoch"]), int(st["batch_in_epoch"])
+        self.sums = {k: float(v) for k, v in (st.get("sums") or {}).items()}
+        if self.batch_in_epoch:
+            self.perm_a, self.perm_b = st["perm_a"], st["perm_b"]
+        if self.scaler_g is not None and "scalers" in st:
+            self.scaler_g.load_state_dict(st["scalers"]["g"])
+            self.scaler_d.load_state_dict(st["scalers"]["d"])
+
+
+class _EvalMode:
+    def __init__(self, *nets):
+        self.nets = nets
+
+    def __enter__(self):
+        for n in self.nets:
+            n.eval()
+
+    def __exit__(self, *exc):
+        for n in self.nets:
+            n.train()
+
+
 def train_cyclegan(
     data: str | Path,
     out: str | Path,
@@ -264,14 +424,17 @@ def train_cyclegan(
     device: str = "auto",
     quiet: bool = False,
     stop_after_steps: int | None = None,
+    max_minutes: float | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Train a CycleGAN on DATA/trainA (fundus) and DATA/trainB (angiograms); write the run to `out`.
 
     `overrides` are TranslateConfig fields; None values are ignored. With resume=True the stored
-    config is used and only `epochs`/`epochs_decay` may be changed (to extend a run).
+    config is the base and only the budget/cadence options (`epochs`, `epochs_decay`, checkpoint,
+    sample and log cadence, the GPU speed options) may differ from it (runtime.loop's resume policy).
     `stop_after_steps`: stop once that many steps (in total) are done, writing a checkpoint there (for
-    time-sliced jobs and tests); the run is then finished with resume=True.
+    time-sliced jobs and tests); `max_minutes`: stop after that much training time. The run is then
+    finished with resume=True.
     Distributed (torchrun): `batch_size` is the global batch (a multiple of the number of processes);
     rank 0 alone logs and writes the run (see the module docstring).
     Returns a summary dict (epochs, steps, seconds, final losses, run path, finished).
@@ -283,32 +446,29 @@ def train_cyclegan(
         raise TypeError(f"unknown training options: {sorted(unknown)}")
     with distributed(pick_device(device)) as ctx:
         return _train(data, run, ctx, resume=resume, quiet=quiet or not ctx.is_main, stop_after_steps=stop_after_steps,
-                      overrides=overrides)
+                      max_minutes=max_minutes, overrides=overrides)
+
+
+# options that may differ on --resume (budget, cadence, speed); everything else defines the run
+_MAY_CHANGE = ("epochs", "epochs_decay", "checkpoint_every", "keep_checkpoints", "samples", "log_every", "amp", "channels_last",
+               "compile")
 
 
 def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bool, stop_after_steps: int | None,
-           overrides: dict[str, Any]) -> dict[str, Any]:
+           max_minutes: float | None, overrides: dict[str, Any]) -> dict[str, Any]:
     main = ctx.is_main
-    stored = None
+    check_start(run, resume=resume, kind=RUN_KIND)  # the directory half of the policy, before loading data
     if resume:
-        if run.latest_checkpoint() is None:
-            raise MedxganError(f"{run.path}: nothing to resume (no checkpoint); drop --resume to start a new run")
         stored = run.read_config(RUN_KIND)
         base = {k: v for k, v in stored["train"].items() if k in {f.name for f in fields(TranslateConfig)}}
-        for k, v in overrides.items():
-            if k in _ARCH_KEYS and base.get(k) != v:
-                raise MedxganError(f"--{k.replace('_', '-')} {v}: the run being resumed used {base.get(k)}; it cannot change on --resume")
         base.update(overrides)
         base.pop("load_size", None)
         cfg = TranslateConfig(**base).finalise()
     else:
-        if run.latest_checkpoint() is not None or run.exists():
-            raise MedxganError(f"{run.path}: already holds a run; use --resume to continue it or choose another --out")
         cfg = TranslateConfig(**overrides).finalise()
     check_divisible(cfg.batch_size)
 
     dev = ctx.device
-    amp = check_amp(cfg.amp, dev)
     seed_everything(cfg.seed)
     say = (lambda *a: None) if quiet else (lambda *a: print("[medxgan]", *a, flush=True))
 
@@ -317,8 +477,9 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
     b_u8, b_files = _load_domain(data / "trainB", cfg.channels_b, cfg.size, "angiograms")
     if cfg.rotations:
         a_u8, b_u8 = _augment_rotations(a_u8), _augment_rotations(b_u8)
+    settings = {**asdict(cfg), "data": fingerprint_state_dict({"a": a_u8, "b": b_u8})}
+    start = open_run(run, resume=resume, kind=RUN_KIND, settings=settings, may_change=_MAY_CHANGE)
     sa, sb = _Sampler(a_u8, cfg), _Sampler(b_u8, cfg)
-    steps_per_epoch = max(1, max(len(sa), len(sb)) // cfg.batch_size)
     sample_a = sample_b = None
     if cfg.samples and main:
         src_a = data / "testA" if (data / "testA").is_dir() else data / "trainA"
@@ -326,54 +487,10 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
         sample_a = u8_to_tensor(_load_domain(src_a, cfg.channels_a, cfg.size, "fundus photos")[0][: cfg.samples]).to(dev)
         sample_b = u8_to_tensor(_load_domain(src_b, cfg.channels_b, cfg.size, "angiograms")[0][: cfg.samples]).to(dev)
 
-    # ---- networks and optimisers ----------------------------------------------------------------
-    g_fa, g_fundus = build_generators(cfg)
-    d_fa, d_fundus = PatchDiscriminator(cfg.channels_b, cfg.ndf), PatchDiscriminator(cfg.channels_a, cfg.ndf)
-    nets = {"G_fa": g_fa, "G_fundus": g_fundus, "D_fa": d_fa, "D_fundus": d_fundus}
-    for net in nets.values():
-        init_weights(net)
-        net.to(dev)
-        if cfg.channels_last:
-            to_channels_last(net)
-    opt_g = torch.optim.Adam(list(g_fa.parameters()) + list(g_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    opt_d = torch.optim.Adam(list(d_fa.parameters()) + list(d_fundus.parameters()), lr=cfg.lr, betas=(cfg.beta1, 0.999))
-    pool_fa, pool_fundus = ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 1), ImagePool(cfg.pool_size, seed=cfg.seed * 2 + 2)
-    data_gen = torch.Generator().manual_seed(cfg.seed)
-    # DDP (gradient averaging) for the passes whose gradients are used: the generators in the G step,
-    # the discriminators in the D step. The G step runs the plain discriminators (frozen there).
-    # InstanceNorm has no batch statistics, so nothing else needs synchronising.
-    maybe = (lambda m: compile_module(m, dev)) if cfg.compile else (lambda m: m)
-    gen_fa, gen_fundus = maybe(wrap_ddp(g_fa, dev)), maybe(wrap_ddp(g_fundus, dev))
-    ddp_d_fa, ddp_d_fundus = wrap_ddp(d_fa, dev), wrap_ddp(d_fundus, dev)
-    dis_fa, dis_fundus = maybe(ddp_d_fa), maybe(ddp_d_fundus)
-    frozen_fa = dis_fa if ddp_d_fa is d_fa else maybe(d_fa)  # the G step's discriminators: the plain modules
-    frozen_fundus = dis_fundus if ddp_d_fundus is d_fundus else maybe(d_fundus)
-    scaler_g, scaler_d = grad_scaler(amp, dev), grad_scaler(amp, dev)
-
-    def fwd(net, x: torch.Tensor) -> torch.Tensor:  # autocast forward, float32 output (amp off: net(x))
-        return forward(amp, dev, net, x)
-
-    epoch, step, batch_in_epoch = 1, 0, 0  # next epoch (1-based), steps done, batches done in `epoch`
-    perm_a = perm_b = None
+    # ---- networks, optimisers, pools --------------------------------------------------------------
+    trainer = CycleGANTrainer(cfg, sa, sb, dev)
     if resume:
-        state = run.load_checkpoint()
-        for name, net in nets.items():
-            net.load_state_dict(state["nets"][name])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        pool_fa.load_state_dict(state["pool_fa"], dev)
-        pool_fundus.load_state_dict(state["pool_fundus"], dev)
-        data_gen.set_state(state["data_gen"].to(torch.uint8))
-        set_rng_state(state["rng"])
-        epoch, step, batch_in_epoch = int(state["epoch"]), int(state["step"]), int(state["batch_in_epoch"])
-        if batch_in_epoch:
-            perm_a, perm_b = state["perm_a"], state["perm_b"]
-        if scaler_g is not None and "scalers" in state:
-            scaler_g.load_state_dict(state["scalers"]["g"])
-            scaler_d.load_state_dict(state["scalers"]["d"])
-        if main:
-            run.truncate_metrics(step)
-        say(f"resuming {run.path} at epoch {epoch}, step {step}")
+        say(f"resuming {run.path} at step {run.load_checkpoint_step()}")
 
     barrier()  # every rank has read RUN before rank 0 writes into it
     if main:
@@ -392,150 +509,52 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
             train=asdict(cfg),
             schedule=schedule_text(cfg),
             world_size=ctx.world_size,
+            settings=settings,
+            resumes=start.resumes,
+            status="running",
         )
     say(schedule_text(cfg))
     say(f"{len(a_files)} fundus / {len(b_files)} angiogram training images"
-        f"{' (x4 rotations)' if cfg.rotations else ''}; {steps_per_epoch} steps per epoch; "
+        f"{' (x4 rotations)' if cfg.rotations else ''}; {trainer.steps_per_epoch} steps per epoch; "
         f"crop {cfg.crop} from {cfg.load_size}; identity loss {'on' if cfg.use_identity else 'off (3 <-> 1 channels)'}; device {dev}"
         + (f" x {ctx.world_size} processes (global batch {cfg.batch_size})" if ctx.enabled else ""))
 
-    def checkpoint(epoch_next: int, batch_done: int, pa, pb) -> None:
-        if not main:
-            return
-        st = {
-            "epoch": epoch_next, "batch_in_epoch": batch_done,
-            "nets": {k: v.state_dict() for k, v in nets.items()},
-            "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-            "pool_fa": pool_fa.state_dict(), "pool_fundus": pool_fundus.state_dict(),
-            "data_gen": data_gen.get_state(), "rng": get_rng_state(),
-        }
-        if batch_done:
-            st["perm_a"], st["perm_b"] = pa, pb
-        if scaler_g is not None:
-            st["scalers"] = {"g": scaler_g.state_dict(), "d": scaler_d.state_dict()}
-        run.save_checkpoint(step, st, keep_last=cfg.keep_checkpoints)
+    def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
+        rec = {"epoch": trainer.last_epoch, "lr": trainer.last_lr}
+        if trainer.period_done:
+            rec.update(trainer.epoch_means)
+            e = trainer.last_epoch
+            if not quiet and e % max(1, cfg.total_epochs // 20) == 0:
+                say(f"epoch {e}/{cfg.total_epochs} lr {trainer.last_lr:.2e} "
+                    + " ".join(f"{k[6:]} {v:.3f}" for k, v in trainer.epoch_means.items()
+                               if k in ("epoch_loss_G", "epoch_loss_D_fa", "epoch_loss_D_fundus", "epoch_loss_cycle_fundus", "epoch_loss_cycle_fa")))
+        return rec
 
-    def set_requires_grad(flag: bool, *ms) -> None:
-        for m in ms:
-            for p in m.parameters():
-                p.requires_grad_(flag)
+    def on_sample(step: int) -> None:
+        if sample_a is not None and trainer.period_done:
+            with trainer.generators_eval():
+                _sample_grid(run.path / "samples" / f"epoch_{trainer.last_epoch:03d}.png", trainer.nets["G_fa"],
+                             trainer.nets["G_fundus"], sample_a, sample_b)
 
-    def finish(result: dict[str, Any]) -> dict[str, Any]:
+    total = trainer.total_steps if stop_after_steps is None else min(trainer.total_steps, int(stop_after_steps))
+    loop = train_loop(trainer, run, total=total, cadence=Cadence(cfg.log_every, 0, cfg.checkpoint_every, cfg.keep_checkpoints),
+                      resume=start.resumed, max_minutes=max_minutes, on_log=on_log, on_sample=on_sample,
+                      postfix=lambda r: f"G={r['loss_G']:.2f} D={r['loss_D_fa'] + r['loss_D_fundus']:.3f}",
+                      desc=f"train CycleGAN ({cfg.total_epochs} epochs)", quiet=quiet, is_main=main, device=dev)
+    step, secs = loop.step, loop.elapsed
+    last = {k: v for k, v in loop.last_record.items() if k.startswith("loss_")}
+    epochs_done = trainer.epoch - 1
+    if step < trainer.total_steps:
+        where = "end of epoch" if trainer.batch_in_epoch == 0 else "mid-epoch"
+        say(f"stopped after step {step} ({where} {trainer.epoch if trainer.batch_in_epoch else epochs_done}); continue with --resume")
         barrier()  # rank 0 has written everything before any rank returns
-        return result
-
-    t0 = time.perf_counter()
-    last: dict[str, float] = {}
-    while epoch <= cfg.total_epochs:
-        lr = lr_at_epoch(epoch, cfg.lr, cfg.epochs, int(cfg.epochs_decay or 0))
-        for opt in (opt_g, opt_d):
-            for group in opt.param_groups:
-                group["lr"] = lr
-        if batch_in_epoch == 0:
-            perm_a = torch.randperm(len(sa), generator=data_gen)
-            perm_b = torch.randperm(len(sb), generator=data_gen)
-        sums: dict[str, float] = {}
-        stopping = False
-        bar = progress(range(batch_in_epoch, steps_per_epoch), total=steps_per_epoch, initial=batch_in_epoch,
-                       desc=f"epoch {epoch}/{cfg.total_epochs}", disable=quiet or None)
-        for bi in bar:
-            # the global batch (indices, crops, flips drawn on every rank alike); this rank keeps its slice
-            ia = perm_a[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sa)]
-            ib = perm_b[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sb)]
-            real_a = shard(sa.batch(ia, data_gen)).to(dev)
-            real_b = shard(sb.batch(ib, data_gen)).to(dev)
-            if cfg.channels_last:
-                real_a, real_b = to_channels_last(real_a), to_channels_last(real_b)
-
-            # generators
-            set_requires_grad(False, d_fa, d_fundus)
-            fake_b = fwd(gen_fa, real_a)
-            rec_a = fwd(gen_fundus, fake_b)
-            fake_a = fwd(gen_fundus, real_b)
-            rec_b = fwd(gen_fa, fake_a)
-            pred_fb, pred_fa = fwd(frozen_fa, fake_b), fwd(frozen_fundus, fake_a)
-            loss_gan_fa = lsgan_loss(pred_fb, True)
-            loss_gan_fundus = lsgan_loss(pred_fa, True)
-            loss_cyc_a = F.l1_loss(rec_a, real_a) * cfg.lambda_cycle
-            loss_cyc_b = F.l1_loss(rec_b, real_b) * cfg.lambda_cycle
-            loss_g = loss_gan_fa + loss_gan_fundus + loss_cyc_a + loss_cyc_b
-            if cfg.use_identity:
-                w = cfg.lambda_identity * cfg.lambda_cycle
-                loss_g = loss_g + F.l1_loss(fwd(gen_fa, real_b), real_b) * w + F.l1_loss(fwd(gen_fundus, real_a), real_a) * w
-            opt_g.zero_grad(set_to_none=True)
-            backward_step(loss_g, opt_g, scaler_g)
-
-            # discriminators (on pooled fakes), loss halved. The pools hold the GLOBAL history: every
-            # rank queries them with all ranks' fakes (same pool RNG) and keeps its slice of the answer.
-            set_requires_grad(True, d_fa, d_fundus)
-            pooled_b = shard(pool_fa.query(all_gather_cat(fake_b.detach())))
-            pooled_a = shard(pool_fundus.query(all_gather_cat(fake_a.detach())))
-            pr, pf = fwd(dis_fa, real_b), fwd(dis_fa, pooled_b)
-            loss_d_fa = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
-            pr, pf = fwd(dis_fundus, real_a), fwd(dis_fundus, pooled_a)
-            loss_d_fundus = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
-            opt_d.zero_grad(set_to_none=True)
-            backward_step(loss_d_fa + loss_d_fundus, opt_d, scaler_d)
-
-            step += 1
-            losses = {"loss_G": loss_g, "loss_G_fa_gan": loss_gan_fa, "loss_G_fundus_gan": loss_gan_fundus,
-                      "loss_cycle_fundus": loss_cyc_a, "loss_cycle_fa": loss_cyc_b,
-                      "loss_D_fa": loss_d_fa, "loss_D_fundus": loss_d_fundus}
-            # one host sync; distributed: the mean over the ranks' equal batches (= the global batch's)
-            vals = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).double().tolist()))
-            vals = mean_over_ranks(vals, dev)
-            if not all(math.isfinite(v) for v in vals.values()):
-                raise FloatingPointError(f"non-finite loss at step {step}: {vals}")
-            for k, v in vals.items():
-                sums[k] = sums.get(k, 0.0) + v
-            last = vals
-            if not quiet and hasattr(bar, "set_postfix"):
-                bar.set_postfix(G=f"{vals['loss_G']:.2f}", D=f"{vals['loss_D_fa'] + vals['loss_D_fundus']:.3f}", refresh=False)
-            if main and cfg.log_every and step % cfg.log_every == 0:
-                run.log_metrics({"step": step, "epoch": epoch, "lr": lr, **vals})
-            stopping = stop_after_steps is not None and step >= stop_after_steps
-            if (stopping or (cfg.checkpoint_every and step % cfg.checkpoint_every == 0)) and bi + 1 < steps_per_epoch:
-                checkpoint(epoch, bi + 1, perm_a, perm_b)
-            if stopping:
-                break
-        bar.close()
-        if stopping and bi + 1 < steps_per_epoch:
-            say(f"stopped after step {step} (mid-epoch {epoch}); continue with --resume")
-            return finish({"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
-                           "last_losses": last, "finished": False})
-
-        n_done = max(1, steps_per_epoch - batch_in_epoch)
-        means = {f"epoch_{k}": v / n_done for k, v in sums.items()}
-        if main:
-            run.log_metrics({"step": step, "epoch": epoch, "lr": lr, "seconds": time.perf_counter() - t0, **means})
-        if sample_a is not None:
-            for net in (g_fa, g_fundus):
-                net.eval()
-            _sample_grid(run.path / "samples" / f"epoch_{epoch:03d}.png", g_fa, g_fundus, sample_a, sample_b)
-            for net in (g_fa, g_fundus):
-                net.train()
-        epoch += 1
-        batch_in_epoch = 0
-        checkpoint(epoch, 0, None, None)
-        if stopping and epoch <= cfg.total_epochs:
-            say(f"stopped after step {step} (end of epoch {epoch - 1}); continue with --resume")
-            return finish({"run": str(run.path), "epochs": epoch - 1, "steps": step, "seconds": time.perf_counter() - t0,
-                           "last_losses": last, "finished": False})
-        if not quiet and (epoch - 1) % max(1, cfg.total_epochs // 20) == 0:
-            say(f"epoch {epoch - 1}/{cfg.total_epochs} lr {lr:.2e} "
-                + " ".join(f"{k[6:]} {v:.3f}" for k, v in means.items() if k in ("epoch_loss_G", "epoch_loss_D_fa", "epoch_loss_D_fundus", "epoch_loss_cycle_fundus", "epoch_loss_cycle_fa"))
-                + f" ({time.perf_counter() - t0:.0f} s)")
+        return {"run": str(run.path), "epochs": epochs_done, "steps": step, "seconds": secs, "last_losses": last, "finished": False}
 
     if main:
-        run.save_weights("G_fa", g_fa)
-        run.save_weights("G_fundus", g_fundus)
-        cfg_now = run.read_config(RUN_KIND)
-        cfg_now.update(fingerprints={"G_fa": fingerprint_module(g_fa), "G_fundus": fingerprint_module(g_fundus)}, steps=step)
-        kind = cfg_now.pop("kind")
-        for k in ("medxgan_version", "torch_version"):
-            cfg_now.pop(k, None)
-        run.write_config(kind, **cfg_now)
-    secs = time.perf_counter() - t0
+        run.save_weights("G_fa", trainer.nets["G_fa"])
+        run.save_weights("G_fundus", trainer.nets["G_fundus"])
+        run.update_config(fingerprints={"G_fa": fingerprint_module(trainer.nets["G_fa"]), "G_fundus": fingerprint_module(trainer.nets["G_fundus"])},
+                          steps=step, status="finished")
     say(f"trained {cfg.total_epochs} epochs ({step} steps) in {secs:.0f} s; weights in {run.path}")
-    return finish({"run": str(run.path), "epochs": cfg.total_epochs, "steps": step, "seconds": secs, "last_losses": last,
-                   "finished": True})
+    barrier()  # rank 0 has written everything before any rank returns
+    return {"run": str(run.path), "epochs": cfg.total_epochs, "steps": step, "seconds": secs, "last_losses": last, "finished": True}

@@ -1,0 +1,77 @@
+"""Which images the benchmark explains: the classifier's slices (TP/FN/FP/TN at 0.5), the chosen
+subset in a seeded order (a larger ``n`` later extends the same selection), stable image ids."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medxgan.evaluate.shortcut import has_markers, load_marker_masks
+from medxgan.runtime.errors import MedxganError
+
+SUBSETS = ("pred-pos", "tp", "pos", "all")
+_KEEP = {"pred-pos": ("TP", "FP"), "tp": ("TP",), "pos": ("TP", "FN"), "all": ("TP", "FN", "FP", "TN")}
+
+
+def image_id_for(rel: str) -> str:
+    """Stable file-system-safe id of an image from its path relative to the data root."""
+    stem = str(Path(rel).with_suffix("")).replace("\\", "/").replace("/", "__")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "image"
+
+
+@dataclass
+class Selection:
+    """The data set's tensors and what the classifier made of them; ``selected``: indices to explain."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    masks: torch.Tensor
+    has_mask: torch.Tensor
+    rels: list[str]
+    ids: list[str]
+    probs: torch.Tensor
+    slice_of: list[str]
+    counts: dict[str, int]
+    selected: list[int]
+    markers: list[np.ndarray] | None
+
+
+@torch.no_grad()
+def _probs(clf: Any, images: torch.Tensor, device: torch.device, batch: int = 128) -> torch.Tensor:
+    return torch.cat([clf.prob(images[i : i + batch].to(device)).float().cpu() for i in range(0, len(images), batch)])
+
+
+def _unique_ids(rels: list[str]) -> list[str]:
+    ids = [image_id_for(r) for r in rels]
+    if len(set(ids)) != len(ids):  # e.g. a.png and a.jpg side by side
+        seen: dict[str, int] = {}
+        for i, x in enumerate(ids):
+            seen[x] = seen.get(x, 0) + 1
+            if seen[x] > 1:
+                ids[i] = f"{x}_{i}"
+    return ids
+
+
+def select_images(ds: Any, clf: Any, device: torch.device, data_root: Path, *, split: str | None, subset: str, n: int | None,
+                  seed: int) -> Selection:
+    """Score every image of ``ds``, slice at 0.5, keep ``subset`` in a seeded random order, first ``n``."""
+    if len(ds) == 0:
+        raise MedxganError(f"{data_root}: no images in split {split!r}")
+    images, labels, masks, has_mask = ds.tensors()
+    rels = [s.rel for s in ds.samples]
+    probs = _probs(clf, images, device)
+    pred = probs >= 0.5
+    slice_of = ["TP" if (l and p) else "FN" if l else "FP" if p else "TN" for l, p in zip(labels.bool().tolist(), pred.tolist())]
+    counts = {k: slice_of.count(k) for k in ("TP", "FN", "FP", "TN")}
+    cand = [i for i, s in enumerate(slice_of) if s in _KEEP[subset]]
+    order = np.random.default_rng(seed).permutation(len(cand)) if cand else np.zeros(0, dtype=int)
+    selected = [cand[j] for j in order][: n if n is not None else None]
+    if not selected:
+        raise MedxganError(f"{data_root}: no images in subset {subset!r} (slices: {counts}); try --subset all")
+    markers = load_marker_masks(data_root, rels, tuple(images.shape[-2:])) if has_markers(data_root) else None
+    return Selection(images, labels, masks, has_mask, rels, _unique_ids(rels), probs, slice_of, counts, selected, markers)

@@ -1,0 +1,156 @@
+"""The benchmark's result store: ``run.json`` (the settings a resumed evaluation must share),
+``per_image.jsonl`` (one row per finished (image, method), appended and flushed at once) and, under
+torchrun, one ``per_image.jsonl.rank<r>`` shard per rank, merged into the main file by rank 0."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from medxgan.runtime import distributed as dist
+from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
+from medxgan.runtime.errors import MedxganError
+
+PER_IMAGE = "per_image.jsonl"
+RUN_JSON = "run.json"
+
+
+def clean_json(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy/torch scalars -> Python, tuples -> lists."""
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return clean_json(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def read_per_image(path: str | os.PathLike) -> tuple[dict[tuple[str, str], dict], bool]:
+    """Rows of a ``per_image.jsonl`` keyed by (image_id, method); the last row of a pair wins.
+    Returns (rows, clean) where clean is False when a broken (partial) line was skipped."""
+    rows: dict[tuple[str, str], dict] = {}
+    p = Path(path)
+    if not p.exists():
+        return rows, True
+    text = p.read_text()
+    clean = text == "" or text.endswith("\n")
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            rows[(r["image_id"], r["method"])] = r
+        except (ValueError, KeyError, TypeError):
+            clean = False
+    return rows, clean
+
+
+def _shard_files(out: Path) -> list[Path]:
+    return sorted(out.glob(f"{PER_IMAGE}.rank*"))
+
+
+def _merge_shards(out: Path, per_path: Path) -> None:
+    """Append the rows of per-rank files (a sharded run) to the per-image file, then remove them."""
+    shards = _shard_files(out)
+    if not shards:
+        return
+    rows, _ = read_per_image(per_path) if per_path.exists() else ({}, True)
+    for sp in shards:
+        rows.update(read_per_image(sp)[0])
+    atomic_write_text(per_path, "".join(json.dumps(clean_json(r)) + "\n" for r in rows.values()))
+    for sp in shards:
+        sp.unlink()
+
+
+
+class ResultStore:
+    """The per-image rows of one evaluation directory (resumable, shardable).
+
+    ``open(fixed, overwrite)``: on rank 0, refuses a directory that holds an evaluation with other
+    ``fixed`` settings (unless ``overwrite``, which clears it), writes ``run.json``, merges the shards of
+    an interrupted sharded run and drops a partial last line; every rank then reads the finished pairs
+    (``done``). ``writer()`` appends rows to this rank's file; ``merge()`` (rank 0) folds the shards in;
+    ``rows()`` reads the main file.
+    """
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.per_path = self.out / PER_IMAGE
+        self.rank, self.world = dist.rank(), dist.world_size()
+        self.done: dict[tuple[str, str], dict] = {}
+
+    def open(self, fixed: dict[str, Any], overwrite: bool) -> "ResultStore":
+        self.out.mkdir(parents=True, exist_ok=True)
+        run_json = self.out / RUN_JSON
+        if self.rank == 0:  # under torchrun only rank 0 touches the shared files; the others wait below
+            if run_json.exists() and not overwrite:
+                try:
+                    old = json.loads(run_json.read_text())
+                except ValueError:
+                    old = None
+                if old is not None and old != fixed:
+                    diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
+                    raise MedxganError(f"{self.out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")
+            if overwrite:
+                for p in (self.per_path, self.out / "results.json", *_shard_files(self.out)):
+                    if p.exists():
+                        p.unlink()
+                if (self.out / "maps").exists():
+                    shutil.rmtree(self.out / "maps")
+            atomic_write_json(run_json, fixed)
+            _merge_shards(self.out, self.per_path)  # rows of an interrupted sharded run count as done
+            self.done, clean = read_per_image(self.per_path)
+            if not clean:  # drop a partial last line before appending
+                atomic_write_text(self.per_path, "".join(json.dumps(clean_json(r)) + "\n" for r in self.done.values()))
+        dist.barrier()
+        if self.rank != 0:  # the file as rank 0 left it
+            self.done, _ = read_per_image(self.per_path)
+        return self
+
+    def is_done(self, image_id: str, method: str) -> bool:
+        return (image_id, method) in self.done
+
+    def writer(self) -> "_Writer":
+        return _Writer(self, self.per_path if self.world == 1 else self.out / f"{PER_IMAGE}.rank{self.rank}")
+
+    def merge(self) -> None:
+        _merge_shards(self.out, self.per_path)
+
+    def rows(self) -> dict[tuple[str, str], dict]:
+        return read_per_image(self.per_path)[0]
+
+
+class _Writer:
+    def __init__(self, store: ResultStore, path: Path):
+        self.store, self.path = store, path
+
+    def __enter__(self) -> "_Writer":
+        self.fh = open(self.path, "a")
+        return self
+
+    def write(self, rows: Iterable[dict]) -> None:
+        for r in rows:
+            r = clean_json(r)
+            self.fh.write(json.dumps(r) + "\n")
+            self.fh.flush()
+            self.store.done[(r["image_id"], r["method"])] = r
+
+    def __exit__(self, *exc: Any) -> None:
+        self.fh.close()
