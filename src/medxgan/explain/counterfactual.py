@@ -33,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from medxgan.explain.base import Explainer, check_images
-from medxgan.gan.inversion import invert
+from medxgan.gan.inversion import counterfactual_images, invert
 from medxgan.runtime.tensors import frozen
 
 LUMA = (0.2989, 0.5870, 0.1140)
