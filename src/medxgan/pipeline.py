@@ -60,11 +60,12 @@ class MedXGAN(MedXGANModel):
         for s in range(0, x_all.shape[0], batch_size):
             x = x_all[s : s + batch_size]
             cf = self.engine.counterfactuals(x)
-            diff, signed = difference_maps(cf.x_pos, cf.x_neg, self.engine.reduce)
+            diff, signed = difference_maps(*self.engine.endpoints(cf), self.engine.reduce)
             fr, fp = self.engine.interpolation(cf, frames)
             acc = accumulated_change(fr, self.engine.reduce)
             dev = self.device
-            lig = latent_integrated_gradients(cf.generators, self.classifier, cf.z1.to(dev), cf.z2.to(dev), steps=lig_steps, form=lig_form, output=lig_output, rule=lig_rule, tol=tol)
+            lig = latent_integrated_gradients(self.engine.path_generators(cf), self.classifier, cf.z1.to(dev), cf.z2.to(dev), steps=lig_steps,
+                                              form=lig_form, output=lig_output, rule=lig_rule, tol=tol)
             for i in range(len(cf)):
                 out.append(ExplanationResult(
                     input=x[i].cpu(), reconstruction=cf.x_pos[i], negative=cf.x_neg[i], prob_input=float(cf.prob_input[i]),
@@ -73,7 +74,8 @@ class MedXGAN(MedXGANModel):
                     completeness_error=float(lig.completeness_error[i]), completeness_error_rel=float(lig.completeness_rel[i]),
                     lig_steps=int(lig.steps[i]), frames=fr[i], alphas=alphas, frame_probs=fp[i].tolist(), psnr=float(cf.psnr[i]),
                     prob_gap=float(cf.prob_gap[i]), inversion_loss=float(cf.loss[i]), inversion_steps=int(cf.steps_run[i]),
-                    z1=cf.z1[i], z2=cf.z2[i], settings=settings,
+                    z1=cf.z1[i], z2=cf.z2[i], counterfactual=self.engine.counterfactual, residual=cf.x_res[i],
+                    prob_residual=float(cf.prob_res[i]), settings=settings,
                 ))
         return out
 

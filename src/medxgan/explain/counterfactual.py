@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from medxgan.explain.base import Explainer, check_images
 from medxgan.gan.inversion import counterfactual_images, invert
+from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.tensors import frozen
 
 LUMA = (0.2989, 0.5870, 0.1140)
@@ -106,8 +107,33 @@ class Counterfactuals:
         return int(self.z1.shape[0])
 
 
+class ResidualPath(nn.Module):
+    """The latent path applied to one scan x: ``forward(z1, alpha z2*)`` is the residual counterfactual
+    of x for the codes (z1, (1 - alpha) z2*) (:func:`medxgan.gan.inversion.counterfactual_images`), so
+    alpha = 0 gives x_res and alpha = 1 gives x itself. It lets the interpolation and LIG, written for
+    ``G(z1*, alpha z2*)``, run from the scan's own counterfactual to the scan."""
+
+    def __init__(self, generator: nn.Module, x: Tensor, z2: Tensor):
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("x", x.detach().reshape(1, *x.shape[-3:]))
+        self.register_buffer("z2_full", z2.detach().reshape(1, -1))
+
+    def forward(self, z1: Tensor, w: Tensor) -> Tensor:
+        n = z1.shape[0]
+        return counterfactual_images(self.generator, z1, self.z2_full.expand(n, -1) - w, self.x.expand(n, -1, -1, -1))[2]
+
+
+COUNTERFACTUAL_MODES = ("generator", "residual")
+
+
 class CounterfactualEngine:
     """Inverts images once (cached) and produces counterfactuals, interpolations and LIG inputs.
+
+    ``counterfactual`` (the ``counterfactual`` inversion option, default ``"generator"``) says which
+    counterfactual the maps explain: ``"generator"`` -- the paper's x_neg = G(z1*, 0), path
+    G(z1*, alpha z2*) from x_neg to x_pos; ``"residual"`` -- the scan's own x_res, path
+    :class:`ResidualPath` from x_res to the scan x. Both counterfactuals are always computed.
 
     Args:
         generator: G(z1, z2) (put in eval mode here; the authors' demo inverted in train mode, a bug).
@@ -123,6 +149,9 @@ class CounterfactualEngine:
         self.generator = generator.eval()
         self.classifier = classifier
         self.inversion = dict(inversion or {})
+        self.counterfactual = self.inversion.get("counterfactual", "generator")
+        if self.counterfactual not in COUNTERFACTUAL_MODES:
+            raise MedxganError(f"counterfactual {self.counterfactual!r}: choose {' or '.join(COUNTERFACTUAL_MODES)}")
         self.reduce = reduce
         self.cache_size = min(cache_size, 8) if self.inversion.get("tune_generator") else cache_size
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -195,12 +224,24 @@ class CounterfactualEngine:
                 steps_run=res.steps_run[i], generator=gens[i],
             )
 
+    def endpoints(self, cf: Counterfactuals) -> tuple[Tensor, Tensor]:
+        """(positive end, counterfactual) that the maps compare: (x_pos, x_neg) or (x, x_res)."""
+        return (cf.images.cpu(), cf.x_res) if self.counterfactual == "residual" else (cf.x_pos, cf.x_neg)
+
+    def path_generators(self, cf: Counterfactuals) -> list[nn.Module]:
+        """Per image, the module whose ``(z1*, alpha z2*)`` frames form the explained path."""
+        if self.counterfactual != "residual":
+            return list(cf.generators) if cf.generators else [self.generator] * len(cf)
+        gens = cf.generators or [self.generator] * len(cf)
+        return [ResidualPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device)) for i, g in enumerate(gens)]
+
     def interpolation(self, cf: Counterfactuals, frames: int = 11) -> tuple[Tensor, Tensor]:
-        """(frames N x F x C x H x W, p(pos) per frame N x F) along G(z1*, alpha z2*)."""
+        """(frames N x F x C x H x W, p(pos) per frame N x F) along the explained path: G(z1*, alpha z2*),
+        or from x_res to x for the residual counterfactual."""
         dev = self.device
         outs, probs = [], []
         with frozen(self.generator, self.classifier), torch.no_grad():
-            for idx, g in self._groups(cf):
+            for idx, g in self._groups(cf, self.path_generators(cf)):
                 fr = interpolate(g, cf.z1[idx].to(dev), cf.z2[idx].to(dev), frames)
                 p = self.classifier.prob(fr.flatten(0, 1)).float().view(len(idx), frames)
                 outs.append((idx, fr.cpu()))
@@ -208,10 +249,10 @@ class CounterfactualEngine:
         return _unscatter(outs, len(cf)), _unscatter(probs, len(cf))
 
     @staticmethod
-    def _groups(cf: Counterfactuals) -> list[tuple[list[int], nn.Module]]:
-        """Indices of the images that share one generator (all of them unless tuned)."""
+    def _groups(cf: Counterfactuals, gens: list[nn.Module]) -> list[tuple[list[int], nn.Module]]:
+        """Indices of the images that share one path generator (all of them unless tuned or residual)."""
         groups: dict[int, tuple[list[int], nn.Module]] = {}
-        for i, g in enumerate(cf.generators):
+        for i, g in enumerate(gens):
             groups.setdefault(id(g), ([], g))[0].append(i)
         return list(groups.values())
 
@@ -225,7 +266,8 @@ def _unscatter(parts: list[tuple[list[int], Tensor]], n: int) -> Tensor:
 
 
 class DifferenceExplainer(Explainer):
-    """medXGAN's difference map |G(z1*, z2*) - G(z1*, 0)| (channel-reduced, see module docstring).
+    """medXGAN's difference map |G(z1*, z2*) - G(z1*, 0)| (channel-reduced, see module docstring), or
+    with the residual counterfactual |x - x_res| (the change it makes to the scan).
 
     Extras: ``x_pos``, ``x_neg``, ``x_res`` (residual counterfactual) (N x C x H x W), ``prob_res``, ``signed_difference`` (N x 1 x H x W), ``prob_input``,
     ``prob_pos``, ``prob_neg``, ``psnr``, ``prob_gap`` (N,), and with ``frames`` > 0 also ``frames``
@@ -241,7 +283,7 @@ class DifferenceExplainer(Explainer):
 
     def attribute(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:
         cf = self.engine.counterfactuals(images)
-        diff, signed = difference_maps(cf.x_pos, cf.x_neg, self.engine.reduce)
+        diff, signed = difference_maps(*self.engine.endpoints(cf), self.engine.reduce)
         extras: dict[str, Any] = dict(
             x_pos=cf.x_pos, x_neg=cf.x_neg, signed_difference=signed, prob_input=cf.prob_input, prob_pos=cf.prob_pos,
             prob_neg=cf.prob_neg, psnr=cf.psnr, prob_gap=cf.prob_gap, x_res=cf.x_res, prob_res=cf.prob_res,

@@ -186,7 +186,9 @@ class LIGExplainer(Explainer):
         self.kw = dict(steps=steps, form=form, output=output, rule=rule, tol=tol, max_steps=max_steps)
 
     def from_counterfactuals(self, cf: Counterfactuals) -> LIGResult:
-        gens = cf.generators if cf.generators else self.engine.generator
+        """LIG along the engine's explained path (G(z1*, alpha z2*), or x_res -> x for the residual
+        counterfactual: completeness then reads sum(LIG) ~ f(x) - f(x_res))."""
+        gens = self.engine.path_generators(cf)
         return latent_integrated_gradients(gens, self.classifier, cf.z1.to(self.device), cf.z2.to(self.device), **self.kw)
 
     def attribute(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:

@@ -40,6 +40,10 @@ class ExplanationResult:
     ``frames``: F x C x H x W along G(z1*, alpha z2*), alpha = ``alphas``; ``frame_probs``: p(pos) per frame.
     ``lig_delta`` = f(x_pos) - f(x_neg) (f = logit unless lig_output="prob"); ``completeness_error`` =
     |sum(lig) - lig_delta|, ``completeness_error_rel`` = that / |lig_delta|.
+    ``counterfactual`` says which counterfactual the maps, frames and LIG explain: ``"generator"`` (x_neg,
+    as above) or ``"residual"`` (``residual`` = x_res, the scan with the generator's pathology change
+    removed; the maps then compare the input with x_res, the frames run from x_res to the input and
+    lig_delta = f(input) - f(x_res)). ``residual`` / ``prob_residual`` are filled in either case.
     """
 
     input: Tensor
@@ -65,6 +69,9 @@ class ExplanationResult:
     inversion_steps: int
     z1: Tensor
     z2: Tensor
+    counterfactual: str = "generator"
+    residual: Tensor | None = None
+    prob_residual: float = float("nan")
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -72,6 +79,7 @@ class ExplanationResult:
         return dict(
             prob_input=self.prob_input, prob_reconstruction=self.prob_reconstruction, prob_negative=self.prob_negative,
             psnr=self.psnr, prob_gap=self.prob_gap, inversion_loss=self.inversion_loss, inversion_steps=self.inversion_steps,
+            counterfactual=self.counterfactual, prob_residual=self.prob_residual,
             alphas=self.alphas, frame_probs=self.frame_probs,
             lig=dict(form=self.settings.get("lig_form", "path"), output=self.settings.get("lig_output", "logit"),
                      delta=self.lig_delta, sum=float(self.lig.sum()), completeness_error=self.completeness_error,

@@ -14,7 +14,7 @@ from medxgan.report import figures as fig
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, to_jsonable
 
 OUTPUT_FILES = dict(
-    input="input.png", reconstruction="reconstruction.png", negative="negative.png",
+    input="input.png", reconstruction="reconstruction.png", negative="negative.png", residual="residual.png",
     difference="difference.png", difference_overlay="difference_overlay.png", lig_overlay="lig_overlay.png",
     accumulated_change_overlay="accumulated_change_overlay.png", interpolation_strip="interpolation.png",
     interpolation_gif="interpolation.gif", panel="panel.png", maps="maps.npz", json="explanation.json",
@@ -36,9 +36,11 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
     def big(im):
         return fig.upscale(im, display_size)
 
-    inp, rec, neg = (fig.tensor_to_pil(t) for t in (res.input, res.reconstruction, res.negative))
-    for key, im in (("input", inp), ("reconstruction", rec), ("negative", neg)):
+    residual = res.residual if res.residual is not None else res.negative
+    inp, rec, neg, resid = (fig.tensor_to_pil(t) for t in (res.input, res.reconstruction, res.negative, residual))
+    for key, im in (("input", inp), ("reconstruction", rec), ("negative", neg), ("residual", resid)):
         fig.save_png(out / F[key], im)
+    is_residual = res.counterfactual == "residual"
     big_in = big(inp)
     diff_heat = big(fig.colorize(res.difference, "inferno", signed=False))
     diff_ov = fig.overlay_heatmap(big_in, res.difference, signed=False, cmap="jet")
@@ -51,14 +53,17 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
 
     frames = [fig.tensor_to_pil(f) for f in res.frames]
     caps = [f"a={a:.2f}\np={p:.2f}" for a, p in zip(res.alphas, res.frame_probs)]
-    fig.save_png(out / F["interpolation_strip"], fig.captioned_strip(frames, caps, min_size=96, title="G(z1*, a z2*): p(positive) per frame"))
+    title = ("x_res -> x (the latent change applied to the scan): p(positive) per frame" if is_residual
+             else "G(z1*, a z2*): p(positive) per frame")
+    fig.save_png(out / F["interpolation_strip"], fig.captioned_strip(frames, caps, min_size=96, title=title))
     fig.save_gif(out / F["interpolation_gif"], [fig.captioned_strip([f], [c.replace("\n", "  ")], min_size=display_size) for f, c in zip(frames, caps)])
-    panel = fig.captioned_strip(
-        [inp, rec, neg, diff_ov, lig_ov],
-        [f"input\np={res.prob_input:.3f}", f"reconstruction\np={res.prob_reconstruction:.3f}\nPSNR {res.psnr:.1f} dB",
-         f"negative G(z1*,0)\np={res.prob_negative:.3f}", "|x_pos - x_neg|", f"LIG ({res.settings.get('lig_form', 'path')})\ncompl. err {100 * res.completeness_error_rel:.1f}%"],
-        min_size=display_size,
-    )
+    images = [inp, rec, neg] + ([resid] if is_residual else []) + [diff_ov, lig_ov]
+    captions = ([f"input\np={res.prob_input:.3f}", f"reconstruction\np={res.prob_reconstruction:.3f}\nPSNR {res.psnr:.1f} dB",
+                 f"negative G(z1*,0)\np={res.prob_negative:.3f}"]
+                + ([f"residual cf (used)\np={res.prob_residual:.3f}"] if is_residual else [])
+                + ["|x - x_res|" if is_residual else "|x_pos - x_neg|",
+                   f"LIG ({res.settings.get('lig_form', 'path')})\ncompl. err {100 * res.completeness_error_rel:.1f}%"])
+    panel = fig.captioned_strip(images, captions, min_size=display_size)
     fig.save_png(out / F["panel"], panel)
     buf = io.BytesIO()
     np.savez_compressed(buf, **{k: getattr(res, k).squeeze(0).numpy().astype(np.float32) for k in ("difference", "signed_difference", "lig", "accumulated_change")})
