@@ -186,3 +186,25 @@ def test_residual_counterfactual_of_a_masked_generator_inpaints_the_mask():
         x_pos, x_neg, x_res = counterfactual_images(G, z1, z2, x)
         assert torch.equal(x_neg, base)
         assert torch.allclose(x_res, (1 - gm) * x + gm * base)
+
+
+@pytest.mark.parametrize("pathology", ["joint", "mask"])
+def test_residual_mode_explains_the_path_from_x_res_to_the_scan(pathology):
+    """With counterfactual="residual" the frames run from x_res to the scan itself, the difference map is
+    |x - x_res| and LIG's completeness reads sum(LIG) ~ f(x) - f(x_res)."""
+    from medxgan import MedXGAN
+
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, size=16, pathology=pathology, nz1=8, nz2=4, g_width=8).net).eval()
+    clf = wrap_classifier(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 64, 1)), output="logit1")
+    x = torch.rand(2, 1, 16, 16) * 2 - 1
+    mx = MedXGAN(G, clf, inversion=dict(steps=5, restarts=1, counterfactual="residual", w_cf=1.0, w_min=1.0))
+    res = mx.explain(x, frames=5, lig_steps=64, lig_tol=None)
+    for i, r in enumerate(res):
+        assert r.counterfactual == "residual"
+        assert torch.allclose(r.frames[0], r.residual, atol=1e-6) and torch.allclose(r.frames[-1], x[i], atol=1e-6)
+        assert torch.allclose(r.difference, (x[i] - r.residual).abs(), atol=1e-6)
+        with torch.no_grad():
+            delta = float(clf.logit(x[i : i + 1]) - clf.logit(r.residual[None]))
+        assert r.lig_delta == pytest.approx(delta, abs=1e-5)
+        assert float(r.lig.sum()) == pytest.approx(delta, abs=0.02 * abs(delta) + 1e-3)

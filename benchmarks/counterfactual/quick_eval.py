@@ -97,7 +97,7 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
     if a.png:
-        _grid(a.png, [x, twins, x_pos, x_neg, x_res, maps["difference"], maps["lig"]], m)
+        _grid(a.png, [x, twins, x_pos, x_neg, cfs[-1][1], maps["difference"], maps["lig"]] + ([maps["inpaint"]] if "inpaint" in maps else []), m)
 
 
 def _grid(path: str, rows: list, m: torch.Tensor, k: int = 8) -> None:

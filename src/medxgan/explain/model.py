@@ -125,6 +125,8 @@ class MedXGANModel:
             # an encoder from `train-encoder` puts the start next to the optimum: its short schedule
             for k, v in (info.get("inversion_defaults") or {}).items():
                 inversion.setdefault(k, v)
+        for k, v in ((loaded.config.get("preset") or {}).get("inversion") or {}).items():
+            inversion.setdefault(k, v)  # the preset's inversion defaults (e.g. the residual counterfactual)
         mx = cls(loaded.generator, classifier if classifier is not None else loaded.classifier, inversion=inversion,
                  oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
@@ -135,10 +137,13 @@ class MedXGANModel:
         opts = self.engine.inversion
         steps, restarts = opts.get("steps", inv.DEFAULT_STEPS), opts.get("restarts", inv.DEFAULT_RESTARTS)
         info = getattr(self.generator, "inversion_encoder_info", None)
+        cf = ("; counterfactual: residual (the scan with the generator's pathology change removed)"
+              if self.engine.counterfactual == "residual" else "; counterfactual: G(z1*, 0)")
         if info:
             what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
-            return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image"
-        return f"inversion from scratch (no encoder in the run; `medxgan train-encoder` makes it ~10x faster): up to {steps} Adam steps x {restarts} start(s) per image"
+            return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image{cf}"
+        return (f"inversion from scratch (no encoder in the run; `medxgan train-encoder` makes it ~10x faster): up to {steps} Adam steps "
+                f"x {restarts} start(s) per image{cf}")
 
     @property
     def device(self) -> torch.device:

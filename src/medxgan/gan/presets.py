@@ -132,18 +132,24 @@ class TrainOptions(_DictConfig):
 
 @dataclass
 class Preset:
+    """A network config, its training recipe, and the inversion defaults that go with them (keyword
+    arguments of :func:`medxgan.gan.inversion.invert`, applied when a run of this preset is loaded for
+    explanations unless the caller sets them; e.g. which counterfactual the maps explain)."""
+
     name: str
     net: NetConfig
     train: TrainOptions = field(default_factory=TrainOptions)
     description: str = ""
+    inversion: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "net": self.net.to_dict(), "train": self.train.to_dict(), "description": self.description}
+        return {"name": self.name, "net": self.net.to_dict(), "train": self.train.to_dict(), "description": self.description,
+                "inversion": dict(self.inversion)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Preset":
         return cls(name=d["name"], net=NetConfig.from_dict(d["net"]), train=TrainOptions.from_dict(d["train"]),
-                   description=d.get("description", ""))
+                   description=d.get("description", ""), inversion=dict(d.get("inversion") or {}))
 
 
 def _paper64(channels: int) -> Preset:
