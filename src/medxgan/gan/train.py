@@ -546,6 +546,7 @@ def train_gan(
     The settings are one :class:`GanTrainConfig` (``config``), stored in RUN/config.json under
     ``train_config`` and read back with ``GanTrainConfig.from_run(RUN)``; keyword ``options`` set or
     override its fields (``train_gan(data, clf, out, steps=5000, preset="anchored")`` keeps working).
+    With ``resume`` and no ``config``, the run's stored config is the base.
 
     Args:
         data: dataset root (its train split is loaded once into memory), or (images, labels) tensors.
@@ -575,6 +576,8 @@ def train_gan(
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GanTrainConfig)})
     if unknown:
         raise TypeError(f"train_gan: unknown options {unknown}")
+    if config is None and resume and RunDir(out).exists() and "train_config" in RunDir(out).read_config():
+        config = GanTrainConfig.from_run(out)  # resuming: the run's own settings, unless given
     cfg = dataclasses.replace(config or GanTrainConfig(), **options).check()
     with distributed(pick_device(device)) as ctx:
         dev, main = ctx.device, ctx.is_main
