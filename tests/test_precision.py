@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from helpers import known_images, tiny_models
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
@@ -98,8 +99,6 @@ def test_channels_last_gives_the_same_step():
 
 
 def test_inversion_bf16_close_to_float32():
-    from test_inversion import known_images, tiny_models
-
     g, clf = tiny_models()
     x, _, _ = known_images(4, seed=5)
     kw = dict(steps=40, lr=0.1, restarts=1)
