@@ -4,14 +4,13 @@ equals a single-process run (CPU, gloo, 2 processes, one spawn for both checks).
 from __future__ import annotations
 
 import json
-import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers import known_images, make_eval_data, strip_cost, tiny_eval_clf, write_gan_run, write_png
-from spawn_helpers import join_group, spawn_workers
+from spawn_helpers import in_group, spawn_workers
 
 WORLD = 2
 EVAL_KW = dict(split="test", noise_sigmas=(0.05,), max_sensitivity=False, batch_size=1, device="cpu", n_resamples=100,
@@ -29,19 +28,11 @@ def _worker(rank: int, port: int, root: str) -> None:
     import warnings
 
     from medxgan.evaluate.runner import evaluate
-    from medxgan.runtime.distributed import cleanup
     warnings.simplefilter("ignore")
     r = Path(root)
-    ctx = join_group(rank, port, WORLD)
-    try:
+    with in_group(rank, port, WORLD, root):
         evaluate(r / "data", r / "eval_ws2", classifier=tiny_eval_clf(), **EVAL_KW)
         _explain_model(r / "gan" / "run").explain_files([r / "images"], r / "explain_ws2", **EXPLAIN_KW)
-        (r / f"done_{rank}").write_text("ok")
-    except BaseException:
-        (r / f"failed_{rank}.txt").write_text(traceback.format_exc())
-        raise
-    finally:
-        cleanup(ctx)
 
 
 @pytest.fixture(scope="module")
