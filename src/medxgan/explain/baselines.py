@@ -294,7 +294,7 @@ def build_explainers(names: Iterable[str] | None, classifier: Any, gan: Any = No
     names = list(names)
     unknown = [n for n in names if n not in EXPLAINERS]
     if unknown:
-        raise MedxganError(f"--methods {' '.join(unknown)}: unknown (choose from {', '.join(EXPLAINERS)})")
+        raise MedxganError(f"methods {' '.join(unknown)}: unknown (choose from {', '.join(EXPLAINERS)})", arg="methods")
     engine = None
     out: list[Explainer] = []
     for n in names:

@@ -427,7 +427,7 @@ def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module
     except MedxganError as exc:  # name the flag the user actually gave
         if what == "classifier":
             raise
-        raise MedxganError(str(exc).replace("--classifier ", f"--{what} ", 1)) from None
+        raise MedxganError(str(exc).replace("classifier ", f"{what} ", 1), arg=what) from None
 
 
 def _copy_into_run(src: str | None, dst: Path) -> str | None:
@@ -494,9 +494,9 @@ class GanTrainConfig:
 
     def check(self) -> "GanTrainConfig":
         if self.steps < 1:
-            raise MedxganError(f"--steps {self.steps}: must be at least 1")
+            raise MedxganError(f"steps {self.steps}: must be at least 1", arg="steps")
         if self.batch_size < 2:
-            raise MedxganError(f"--batch-size {self.batch_size}: must be at least 2")
+            raise MedxganError(f"batch_size {self.batch_size}: must be at least 2", arg="batch_size")
         for name, v in (("--log-every", self.log_every), ("--ckpt-every", self.ckpt_every)):
             if v < 1:
                 raise MedxganError(f"{name} {v}: must be at least 1")
@@ -597,8 +597,8 @@ def train_gan(
         else:
             preset_obj = get_preset(cfg.preset, channels=channels, **(cfg.preset_overrides or {}))
         if stored and cfg.batch_size % ctx.world_size:
-            raise MedxganError(f"--resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
-                               f"{ctx.world_size} processes; resume with a number of processes that divides it")
+            raise MedxganError(f"resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
+                               f"{ctx.world_size} processes; resume with a number of processes that divides it", arg="resume")
         check_divisible(cfg.batch_size)
         if preset_obj.net.size != img_size:
             raise MedxganError(
@@ -718,7 +718,7 @@ def _prepare_oracle(oracle: Any, oracle_arch: str | None, oracle_epochs: int, st
                        "arch": _classifier_meta(o_src).get("arch")}
     else:
         if data_source is None:
-            raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False")
+            raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False", arg="oracle")
         o_arch = oracle_arch or ORACLE_ARCH.get(clf_meta.get("arch"), "resnet-small")
         o_seed = int(clf_meta.get("seed", seed)) + 1
         o_dir = run.path / ORACLE_DIR
