@@ -424,8 +424,8 @@ def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module
     """(adapter, source path or None for an object) through the one normaliser, ``as_classifier``."""
     try:
         return as_classifier(spec, device=device), None if isinstance(spec, nn.Module) else str(spec)
-    except MedxganError as exc:  # name the flag the user actually gave
-        if what == "classifier":
+    except MedxganError as exc:  # name the argument the user actually gave (oracle=)
+        if what == "classifier" or "classifier" not in exc.arg:
             raise
         raise MedxganError(str(exc).replace("classifier ", f"{what} ", 1), arg=what) from None
 
