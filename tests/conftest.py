@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import write_gan_run
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +59,9 @@ def write_dicom():
     """``write_dicom(path, pixels uint8/uint16 HxW or HxWx3, photometric=..., **tags) -> path`` (needs pydicom)."""
     pytest.importorskip("pydicom")
     return _write_dicom
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    """A tiny GAN run directory in `medxgan train`'s format (helpers.write_gan_run)."""
+    return write_gan_run(tmp_path_factory.mktemp("gan"))

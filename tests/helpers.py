@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,6 +14,8 @@ from torch import nn
 from medxgan.classifiers import ClassifierAdapter
 from medxgan.gan.networks import Generator
 from medxgan.gan.presets import NetConfig
+from medxgan.gan.run import GAN_KIND, GENERATOR_NAME
+from medxgan.runtime.runs import RunDir
 
 NZ1, NZ2, SIZE = 8, 4, 16
 
@@ -78,3 +81,75 @@ def write_dataset(root, n_per_class=8, size=64):
                     a[20:30, 20:30] = 230
                 Image.fromarray(a).save(d / f"{i:03d}.png")
     (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
+
+
+EVAL_SIZE = 32  # the evaluation/report tests' images
+
+
+def tiny_eval_model() -> nn.Module:
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
+    with torch.no_grad():
+        m[-1].bias.fill_(4.0)  # everything predicted positive: positives are TP, negatives FP
+    return m
+
+
+def tiny_eval_clf() -> ClassifierAdapter:
+    return ClassifierAdapter(tiny_eval_model(), output="logit1", name="tiny")
+
+
+def png(path, a):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(a.astype(np.uint8)).save(path)
+
+
+def make_eval_data(root, n_pos=3, n_neg=2, marker_on=(0,), nan_pixel=None, markers=True):
+    """Test-split PNGs with exact lesion masks (a bright square per positive) and, with ``markers``,
+    shortcut-marker masks (a white corner on the positives in ``marker_on``); ``nan_pixel``: the image
+    whose top-left pixel is white (NaNOnMarked's trigger)."""
+    rng = np.random.default_rng(0)
+    for k in range(n_pos + n_neg):
+        pos = k < n_pos
+        cls = "positive" if pos else "negative"
+        img = rng.integers(40, 90, size=(EVAL_SIZE, EVAL_SIZE)).astype(np.float64)
+        mask = np.zeros((EVAL_SIZE, EVAL_SIZE), dtype=np.uint8)
+        marker = np.zeros((EVAL_SIZE, EVAL_SIZE), dtype=np.uint8)
+        if pos:
+            r, c = 8 + 4 * k, 10 + 3 * k
+            mask[r : r + 6, c : c + 6] = 255
+            img[mask > 0] = 220
+            if k in marker_on:
+                marker[0:3, 0:3] = 255
+                img[marker > 0] = 255
+        img[0, 0] = 255 if (nan_pixel is not None and k == nan_pixel) else 60
+        name = f"{cls[:3]}{k}.png"
+        png(root / "test" / cls / name, img)
+        png(root / "masks" / "test" / cls / name, mask)
+        if markers:
+            png(root / "markers" / "test" / cls / name, marker)
+    (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
+    return root
+
+
+def strip_cost(methods):
+    return {m: {k: v for k, v in r["metrics"].items() if not k.startswith("cost.")} for m, r in methods.items()}
+
+
+def write_gan_run(root):
+    """A GAN run directory in `medxgan train`'s format: config.json (kind, net, classifier record) +
+    generator.safetensors in ``root/run``; the classifier is a TorchScript file recorded as the run's source."""
+    g, clf = tiny_models()
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    ts = root / "clf.pt"
+    torch.jit.save(torch.jit.script(clf.model), str(ts))
+    rd = RunDir(root / "run")
+    rd.write_config(GAN_KIND, net=g.config.to_dict(), classifier={"source": str(ts), "adapter": {"output": "logit1", "positive_index": 1, "preprocessing": {}}})
+    rd.save_weights(GENERATOR_NAME, g)
+    return rd.path
+
+
+def write_png(path, array):
+    Image.fromarray(array).save(path)
+    return path

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch.multiprocessing as mp
 
@@ -31,6 +33,24 @@ def spawn_workers(worker: Callable[[int, int, str], None], root: Path, nprocs: i
                 p.terminate()
         fails = "\n".join(f.read_text() for f in Path(root).glob("failed_*.txt"))
         raise AssertionError(f"worker processes failed:\n{fails}")
+
+
+@contextlib.contextmanager
+def in_group(rank: int, port: int, world: int, root: str | Path) -> Iterator[Any]:
+    """A worker's body: ``with in_group(rank, port, WORLD, root) as ctx: ...`` joins the gloo group,
+    writes ``root/done_<rank>`` on success or ``root/failed_<rank>.txt`` (the traceback, quoted by
+    ``spawn_workers``) on failure, and leaves the group either way."""
+    from medxgan.runtime.distributed import cleanup
+
+    ctx = join_group(rank, port, world)
+    try:
+        yield ctx
+        (Path(root) / f"done_{rank}").write_text("ok")
+    except BaseException:
+        (Path(root) / f"failed_{rank}.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        cleanup(ctx)
 
 
 def join_group(rank: int, port: int, world: int):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import time
-import traceback
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import seed_everything
 from medxgan.runtime.state import load_weights
-from spawn_helpers import join_group, spawn_workers
+from spawn_helpers import in_group, spawn_workers
 
 WORLD = 2
 TINY = dict(g_width=4, d_width=4, nz1=8, nz2=4)
@@ -109,11 +108,8 @@ def _train_translate(data, out, **kw):
 
 # ---- the worker: every distributed scenario, results to files ----------------------------------------
 def _worker(rank: int, port: int, root: str) -> None:
-    from medxgan.runtime.distributed import cleanup
-
     root_p = Path(root)
-    ctx = join_group(rank, port, WORLD)
-    try:
+    with in_group(rank, port, WORLD, root):
         # (a) GlobalBatchNorm2d on this rank's half of the batch
         x, w_out, weight, bias = _bn_inputs()
         bn = GlobalBatchNorm2d(3)
@@ -139,12 +135,6 @@ def _worker(rank: int, port: int, root: str) -> None:
         (root_p / f"errors_{rank}.json").write_text(json.dumps(errors))
         # (d) CycleGAN: 2 steps (the image pools fill on step 1 and mix on step 2)
         _train_translate(root_p / "fa", root_p / "fa_ws2")
-        (root_p / f"done_{rank}").write_text("ok")
-    except BaseException:
-        (root_p / f"failed_{rank}.txt").write_text(traceback.format_exc())
-        raise
-    finally:
-        cleanup(ctx)
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,7 @@ from medxgan.pipeline import MedXGAN
 from medxgan.gan.run import load_gan_run
 from medxgan.runtime.runs import RunDir
 
-from spawn_helpers import DirFactory
-from helpers import write_dataset
+from helpers import write_dataset, write_gan_run
 
 TINY = dict(batch_size=4, width=4, log_every=3, ckpt_every=3, eval_images=4, device="cpu", quiet=True)
 
@@ -89,9 +88,7 @@ def test_encoder_learns_the_codes_of_generated_images(tmp_path):
     codes (the inversion tests' calibrated 16 px one), the code error on fixed held-out samples drops.
     (The noise images of the tiny data set are outside this generator's range: no PSNR claim here;
     the benchmark measures reconstruction on a trained GAN.)"""
-    from test_explain import gan_run as explain_run
-
-    run = explain_run.__wrapped__(DirFactory(tmp_path))
+    run = write_gan_run(tmp_path / "gan")
     data = tmp_path / "data16"
     write_dataset(data, size=16)
     train_encoder(run, data, steps=60, **{**TINY, "log_every": 10, "batch_size": 16, "width": 8, "lr": 3e-3})

@@ -15,7 +15,7 @@ from medxgan.explain import CounterfactualEngine, DifferenceExplainer, Explainer
 from medxgan.pipeline import OUTPUT_FILES, MedXGAN
 from medxgan.report import figures as fig
 from medxgan.runtime.errors import MedxganError
-from helpers import SIZE, known_images, tiny_models
+from helpers import SIZE, known_images, tiny_models, write_png
 
 FAST = dict(steps=40, lr=0.1, restarts=1)
 
@@ -130,36 +130,14 @@ def test_figure_helpers(tmp_path):
 
 
 # ---- CLI ------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def gan_run(tmp_path_factory):
-    """A GAN run directory in `medxgan train`'s format: config.json (kind, net, classifier record) +
-    generator.safetensors; the classifier is a TorchScript file recorded as the run's source."""
-    from medxgan.gan.run import GAN_KIND, GENERATOR_NAME
-    from medxgan.runtime.runs import RunDir
-
-    g, clf = tiny_models()
-    root = tmp_path_factory.mktemp("gan")
-    ts = root / "clf.pt"
-    torch.jit.save(torch.jit.script(clf.model), str(ts))
-    rd = RunDir(root / "run")
-    rd.write_config(GAN_KIND, net=g.config.to_dict(), classifier={"source": str(ts), "adapter": {"output": "logit1", "positive_index": 1, "preprocessing": {}}})
-    rd.save_weights(GENERATOR_NAME, g)
-    return rd.path
-
-
-def _write_png(path, array):
-    Image.fromarray(array).save(path)
-    return path
-
-
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit (the TorchScript classifier)
 def test_explain_cli_writes_figures_and_json(gan_run, tmp_path, capsys):
     x, _, _ = known_images(2, seed=13)
     inputs = tmp_path / "in"
     inputs.mkdir()
-    _write_png(inputs / "a.png", np.asarray(fig.tensor_to_pil(x[0])))
+    write_png(inputs / "a.png", np.asarray(fig.tensor_to_pil(x[0])))
     rgb = np.asarray(fig.tensor_to_pil(torch.nn.functional.interpolate(x[1:2], size=(40, 40), mode="bilinear")[0].expand(3, -1, -1)))
-    _write_png(tmp_path / "big_rgb.png", rgb)  # another size and channel count: converted
+    write_png(tmp_path / "big_rgb.png", rgb)  # another size and channel count: converted
     out = tmp_path / "out"
     rc = main(["explain", str(inputs), str(tmp_path / "big_rgb.png"), "--gan", str(gan_run), "--out", str(out),
                "--frames", "5", "--steps", "20", "--restarts", "1", "--device", "cpu"])
@@ -212,7 +190,7 @@ def test_explain_files_with_loader_workers_matches(gan_run, tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(3):
-        _write_png(inputs / f"im{i}.png", np.asarray(fig.tensor_to_pil(x[i])))
+        write_png(inputs / f"im{i}.png", np.asarray(fig.tensor_to_pil(x[i])))
     mx = MedXGAN.load(gan_run, device="cpu", steps=5, restarts=1)
     a = mx.explain_files(inputs, tmp_path / "a", batch_size=2, frames=3, show_progress=False)
     b = mx.explain_files(inputs, tmp_path / "b", batch_size=2, frames=3, show_progress=False, workers=1)

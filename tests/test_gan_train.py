@@ -166,6 +166,12 @@ def test_cli_train_on_a_tiny_dataset(tmp_path, capsys):
     assert (out / "classifier" / "config.json").is_file() and (out / "oracle" / "config.json").is_file()
     gan = load_gan_run(out)
     assert gan.oracle is not None and gan.classifier.fingerprint == cfg["classifier"]["fingerprint"]
+    # --resume: options left at their defaults (--batch-size, --set ...) take the run's values; a given one is checked
+    resume = ["train", str(data), "--classifier", str(clf), "--out", str(out), "--steps", "3", "--resume", "--device", "cpu", "--quiet"]
+    assert main(resume) == 0
+    assert json.loads((out / "config.json").read_text())["steps_done"] == 3
+    assert main(resume[:-1] + ["--seed", "5", "--quiet"]) == 2
+    assert "seed 5 (the run has 0)" in capsys.readouterr().err
     # a wrong preset size is a one-line user error (exit 2)
     assert main(["train", str(data), "--classifier", str(clf), "--out", str(tmp_path / "g2"), "--preset", "paper-128",
                  "--no-oracle", "--quiet"]) == 2

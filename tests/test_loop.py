@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 
+from medxgan.cli import flagged
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import Cadence, TrainingFailed, open_run, remove_temp_files, train_loop
 from medxgan.runtime.runs import RunDir
@@ -74,10 +75,11 @@ def test_resume_without_checkpoint_is_refused(tmp_path):
 
 def test_existing_run_without_resume_is_refused(tmp_path):
     _run(tmp_path / "r", 2)
-    with pytest.raises(MedxganError, match="already holds a run .*finished.*choose another --out"):
+    with pytest.raises(MedxganError, match="^out .*already holds a run .*finished.*choose another out directory") as exc:
         _run(tmp_path / "r", 2)
+    assert flagged(exc.value).startswith("--out ")  # what the CLI prints
     RunDir(tmp_path / "r").update_config(status="running")  # e.g. killed
-    with pytest.raises(MedxganError, match="not finished.*continue it with --resume or choose another --out") as exc:
+    with pytest.raises(MedxganError, match="not finished.*continue it with --resume or choose another out directory") as exc:
         _run(tmp_path / "r", 2)
     assert "\n" not in str(exc.value)
 

@@ -7,9 +7,11 @@ import json
 
 import pytest
 import torch
+from helpers import known_images, tiny_models
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
+from medxgan.cli import flagged
 from medxgan.gan import get_preset, train_gan
 from medxgan.gan.inversion import invert
 from medxgan.gan.train import GANTrainer
@@ -98,8 +100,6 @@ def test_channels_last_gives_the_same_step():
 
 
 def test_inversion_bf16_close_to_float32():
-    from test_inversion import known_images, tiny_models
-
     g, clf = tiny_models()
     x, _, _ = known_images(4, seed=5)
     kw = dict(steps=40, lr=0.1, restarts=1)
@@ -110,11 +110,12 @@ def test_inversion_bf16_close_to_float32():
     assert (low.prob_gap - ref.prob_gap).abs().max() < 0.05
 
 
-def test_amp_errors_name_the_flag():
+def test_amp_errors_name_the_argument_and_the_cli_the_flag():
     assert check_amp(None, "cpu") == "off" and check_amp("BF16", "cpu") == "bf16"
-    with pytest.raises(MedxganError, match="--amp fp32: choose off, bf16 or fp16"):
+    with pytest.raises(MedxganError, match="^amp fp32: choose off, bf16 or fp16") as exc:
         check_amp("fp32", "cpu")
-    with pytest.raises(MedxganError, match="--amp fp16: needs a CUDA device"):
+    assert exc.value.arg == ("amp",) and flagged(exc.value).startswith("--amp fp32: choose off")
+    with pytest.raises(MedxganError, match="^amp fp16: needs a CUDA device"):
         GANTrainer(_preset(), _classifier(), "cpu", amp="fp16")
 
 

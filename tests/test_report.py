@@ -7,48 +7,12 @@ import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from helpers import EVAL_SIZE, make_eval_data, tiny_eval_clf
 from PIL import Image
-from torch import nn
 
-from medxgan.classifiers import ClassifierAdapter
 from medxgan.report.html import compare, select_rows, verdicts, write_report
-
-SIZE = 32
-
-
-def _tiny_clf() -> ClassifierAdapter:
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
-    with torch.no_grad():
-        m[-1].bias.fill_(4.0)  # everything predicted positive: positives are TP, negatives FP
-    return ClassifierAdapter(m, output="logit1", name="tiny")
-
-
-def _png(path: Path, a: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a.astype(np.uint8)).save(path)
-
-
-def _make_data(root: Path, n_pos: int = 2, n_neg: int = 1) -> Path:
-    rng = np.random.default_rng(0)
-    for k in range(n_pos + n_neg):
-        pos = k < n_pos
-        cls = "positive" if pos else "negative"
-        img = rng.integers(40, 90, size=(SIZE, SIZE)).astype(np.float64)
-        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-        if pos:
-            r, c = 8 + 4 * k, 10 + 3 * k
-            mask[r : r + 6, c : c + 6] = 255
-            img[mask > 0] = 220
-        _png(root / "test" / cls / f"{cls[:3]}{k}.png", img)
-        _png(root / "masks" / "test" / cls / f"{cls[:3]}{k}.png", mask)
-    (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
-    return root
-
 
 class _Refs(HTMLParser):
     def __init__(self) -> None:
@@ -86,9 +50,9 @@ def tiny_eval(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("report")
     torch.manual_seed(0)
-    G = build_generator(dict(arch="dcgan", size=SIZE, channels=1, nz1=8, nz2=4, g_width=8))
-    model = MedXGAN(G, _tiny_clf(), inversion={"steps": 3, "restarts": 1})
-    data = _make_data(tmp / "data")
+    G = build_generator(dict(arch="dcgan", size=EVAL_SIZE, channels=1, nz1=8, nz2=4, g_width=8))
+    model = MedXGAN(G, tiny_eval_clf(), inversion={"steps": 3, "restarts": 1})
+    data = make_eval_data(tmp / "data", n_pos=2, n_neg=1, marker_on=(), markers=False)
     ev = tmp / "eval"
     res = evaluate(data, ev, gan=model, methods=["medxgan-diff", "medxgan-lig", "gradcam", "ig-black", "saliency"], split="test",
                    noise_sigmas=(0.05,), max_sensitivity=False, device="cpu", n_resamples=50, show_progress=False)

@@ -8,60 +8,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
+from helpers import EVAL_SIZE, make_eval_data, strip_cost, tiny_eval_clf, tiny_eval_model
 
-from medxgan.classifiers import ClassifierAdapter
 from medxgan.evaluate.runner import evaluate, image_id_for, read_per_image
 from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.explain.base import Explainer
 from medxgan.explain.baselines import SaliencyExplainer
 from medxgan.report.plots import write_plots
-
-SIZE = 32
-
-
-def _tiny_model() -> nn.Module:
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
-                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 1))
-    with torch.no_grad():
-        m[-1].bias.fill_(4.0)  # everything predicted positive: positives are TP, negatives FP
-    return m
-
-
-def _tiny_clf() -> ClassifierAdapter:
-    return ClassifierAdapter(_tiny_model(), output="logit1", name="tiny")
-
-
-def _png(path, a):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(a.astype(np.uint8)).save(path)
-
-
-def _make_data(root, n_pos=3, n_neg=2, marker_on=(0,), nan_pixel=None):
-    rng = np.random.default_rng(0)
-    for k in range(n_pos + n_neg):
-        pos = k < n_pos
-        cls = "positive" if pos else "negative"
-        img = rng.integers(40, 90, size=(SIZE, SIZE)).astype(np.float64)
-        mask = np.zeros((SIZE, SIZE), dtype=np.uint8)
-        marker = np.zeros((SIZE, SIZE), dtype=np.uint8)
-        if pos:
-            r, c = 8 + 4 * k, 10 + 3 * k
-            mask[r : r + 6, c : c + 6] = 255
-            img[mask > 0] = 220
-            if k in marker_on:
-                marker[0:3, 0:3] = 255
-                img[marker > 0] = 255
-        img[0, 0] = 255 if (nan_pixel is not None and k == nan_pixel) else 60
-        name = f"{cls[:3]}{k}.png"
-        _png(root / "test" / cls / name, img)
-        _png(root / "masks" / "test" / cls / name, mask)
-        _png(root / "markers" / "test" / cls / name, marker)
-    (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
-    return root
-
 
 class CountingSaliency(SaliencyExplainer):
     name = "counting"
@@ -84,13 +37,9 @@ class NaNOnMarked(SaliencyExplainer):
         return m
 
 
-def _strip_cost(methods):
-    return {m: {k: v for k, v in r["metrics"].items() if not k.startswith("cost.")} for m, r in methods.items()}
-
-
 def test_runner_outputs_and_resume(tmp_path):
-    data = _make_data(tmp_path / "data", n_pos=2, n_neg=2)
-    clf = _tiny_clf()
+    data = make_eval_data(tmp_path / "data", n_pos=2, n_neg=2)
+    clf = tiny_eval_clf()
     out = tmp_path / "eval"
     exps = lambda: [CountingSaliency(clf, batch_size=2), build("gradcam", clf), build("occlusion", clf)]  # noqa: E731
     kw = dict(classifier=clf, split="test", noise_sigmas=(0.05,), max_sensitivity=False, batch_size=2, device="cpu",
@@ -120,9 +69,9 @@ def test_runner_outputs_and_resume(tmp_path):
     # maps saved per image and method
     row = r1["per_image"][0]
     z = np.load(out / "maps" / row["image_id"] / f"{row['method']}.npz")
-    assert z["map"].shape == (SIZE, SIZE)
+    assert z["map"].shape == (EVAL_SIZE, EVAL_SIZE)
     zi = np.load(out / "maps" / row["image_id"] / "input.npz")
-    assert zi["image"].shape == (1, SIZE, SIZE) and str(zi["path"]) == row["image"]
+    assert zi["image"].shape == (1, EVAL_SIZE, EVAL_SIZE) and str(zi["path"]) == row["image"]
     assert row["image_id"] == image_id_for(row["image"])
 
     # kill simulation: drop the last 2 images' lines and leave a partial line behind
@@ -136,7 +85,7 @@ def test_runner_outputs_and_resume(tmp_path):
     r2 = evaluate(data, out, explainers=exps(), **kw)
     assert r2["run"]["computed"] == 2 * 3 and r2["run"]["skipped"] == 2 * 3
     assert CountingSaliency.calls == 2 * 2
-    assert _strip_cost(r2["methods"]) == _strip_cost(r1["methods"])
+    assert strip_cost(r2["methods"]) == strip_cost(r1["methods"])
     done, clean = read_per_image(per)
     assert clean and len(done) == 12
 
@@ -157,8 +106,8 @@ def build(name, clf):
 
 
 def test_runner_nan_map_is_counted_invalid(tmp_path):
-    data = _make_data(tmp_path / "data", n_pos=3, n_neg=1, nan_pixel=1)
-    clf = _tiny_clf()
+    data = make_eval_data(tmp_path / "data", n_pos=3, n_neg=1, nan_pixel=1)
+    clf = tiny_eval_clf()
     res = evaluate(data, tmp_path / "eval", classifier=clf, explainers=[NaNOnMarked(clf, batch_size=4)], split="test",
                    noise_sigmas=(), max_sensitivity=False, device="cpu", n_resamples=100, show_progress=False)
     r = res["methods"]["nan-some"]
@@ -188,9 +137,9 @@ def test_shortcut_metrics():
 def test_cli_evaluate_torchscript_classifier(tmp_path, capsys):
     from medxgan.cli import main
 
-    data = _make_data(tmp_path / "data", n_pos=2, n_neg=1)
+    data = make_eval_data(tmp_path / "data", n_pos=2, n_neg=1)
     ts = tmp_path / "clf.pt"
-    torch.jit.trace(_tiny_model().eval(), torch.zeros(1, 1, SIZE, SIZE)).save(str(ts))
+    torch.jit.trace(tiny_eval_model().eval(), torch.zeros(1, 1, EVAL_SIZE, EVAL_SIZE)).save(str(ts))
     out = tmp_path / "eval"
     rc = main(["evaluate", str(data), "--classifier", str(ts), "--classifier-output", "logit1", "--out", str(out),
                "--methods", "saliency", "ig-grey", "medxgan-diff", "--noise-sigmas", "0.1", "--max-sensitivity-n", "1",
@@ -211,10 +160,10 @@ def test_medxgan_methods_on_tiny_gan(tmp_path):
     from medxgan.gan.networks import build_generator
 
     torch.manual_seed(0)
-    G = build_generator(dict(arch="dcgan", size=SIZE, channels=1, nz1=8, nz2=4, g_width=8))
-    clf = _tiny_clf()
+    G = build_generator(dict(arch="dcgan", size=EVAL_SIZE, channels=1, nz1=8, nz2=4, g_width=8))
+    clf = tiny_eval_clf()
     model = MedXGAN(G, clf, inversion={"steps": 3, "restarts": 1})
-    data = _make_data(tmp_path / "data", n_pos=2, n_neg=1)
+    data = make_eval_data(tmp_path / "data", n_pos=2, n_neg=1)
     res = evaluate(data, tmp_path / "eval", gan=model, methods=["medxgan-diff", "medxgan-lig", "saliency"], split="test",
                    noise_sigmas=(), max_sensitivity=False, device="cpu", n_resamples=100, show_progress=False)
     assert res["config"]["methods"] == ["medxgan-diff", "medxgan-lig", "saliency"]

@@ -4,13 +4,13 @@ equals a single-process run (CPU, gloo, 2 processes, one spawn for both checks).
 from __future__ import annotations
 
 import json
-import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from spawn_helpers import DirFactory, join_group, spawn_workers
+from helpers import known_images, make_eval_data, strip_cost, tiny_eval_clf, write_gan_run, write_png
+from spawn_helpers import in_group, spawn_workers
 
 WORLD = 2
 EVAL_KW = dict(split="test", noise_sigmas=(0.05,), max_sensitivity=False, batch_size=1, device="cpu", n_resamples=100,
@@ -28,38 +28,25 @@ def _worker(rank: int, port: int, root: str) -> None:
     import warnings
 
     from medxgan.evaluate.runner import evaluate
-    from medxgan.runtime.distributed import cleanup
-    from test_runner import _tiny_clf
-
     warnings.simplefilter("ignore")
     r = Path(root)
-    ctx = join_group(rank, port, WORLD)
-    try:
-        evaluate(r / "data", r / "eval_ws2", classifier=_tiny_clf(), **EVAL_KW)
+    with in_group(rank, port, WORLD, root):
+        evaluate(r / "data", r / "eval_ws2", classifier=tiny_eval_clf(), **EVAL_KW)
         _explain_model(r / "gan" / "run").explain_files([r / "images"], r / "explain_ws2", **EXPLAIN_KW)
-        (r / f"done_{rank}").write_text("ok")
-    except BaseException:
-        (r / f"failed_{rank}.txt").write_text(traceback.format_exc())
-        raise
-    finally:
-        cleanup(ctx)
 
 
 @pytest.fixture(scope="module")
 def shard_root(tmp_path_factory) -> Path:
-    from test_explain import _write_png, gan_run, known_images
-    from test_runner import _make_data
-
     from medxgan.report import figures as fig
 
     root = tmp_path_factory.mktemp("shard")
-    _make_data(root / "data", n_pos=3, n_neg=2)
+    make_eval_data(root / "data", n_pos=3, n_neg=2)
     with pytest.warns(DeprecationWarning):  # the fixture's TorchScript classifier
-        gan_run.__wrapped__(DirFactory(root))
+        write_gan_run(root / "gan")
     (root / "images").mkdir()
     x, _, _ = known_images(3, seed=21)
     for i in range(3):
-        _write_png(root / "images" / f"im{i}.png", np.asarray(fig.tensor_to_pil(x[i])))
+        write_png(root / "images" / f"im{i}.png", np.asarray(fig.tensor_to_pil(x[i])))
     spawn_workers(_worker, root, WORLD)
     return root
 
@@ -93,15 +80,13 @@ def _assert_close(a, b, path="", rel=1e-6):
 
 def test_sharded_evaluate_equals_single_process(shard_root):
     from medxgan.evaluate.runner import evaluate
-    from test_runner import _strip_cost, _tiny_clf
-
-    single = evaluate(shard_root / "data", shard_root / "eval_ws1", classifier=_tiny_clf(), **EVAL_KW)
+    single = evaluate(shard_root / "data", shard_root / "eval_ws1", classifier=tiny_eval_clf(), **EVAL_KW)
     merged = json.loads((shard_root / "eval_ws2" / "results.json").read_text())
     assert not list((shard_root / "eval_ws2").glob("per_image.jsonl.rank*"))  # shards merged and removed
     assert merged["run"]["computed"] == single["run"]["computed"] == 5 * 2
     # equal up to float summation order (the workers run 1 thread, this process maybe more)
     _assert_close(_rows(shard_root / "eval_ws2" / "per_image.jsonl"), _rows(shard_root / "eval_ws1" / "per_image.jsonl"))
-    _assert_close(_strip_cost(merged["methods"]), _strip_cost(json.loads(json.dumps(single["methods"]))))
+    _assert_close(strip_cost(merged["methods"]), strip_cost(json.loads(json.dumps(single["methods"]))))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -235,7 +235,7 @@ def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[
     old = _read_json(dj) if dj.is_file() else None
     if old is None:
         if out.is_dir() and any(out.iterdir()) and not restart:
-            raise MedxganError(f"--out {out}: not empty and not a demo directory (no {DEMO_JSON}); choose another --out")
+            raise MedxganError(f"out {out}: not empty and not a demo directory (no {DEMO_JSON}); choose another --out", arg="out")
         return None
     if old.get("settings") != settings:
         if not restart:
@@ -243,8 +243,8 @@ def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[
             diff = sorted(k for k in set(old.get("settings") or {}) | set(settings)
                           if (old.get("settings") or {}).get(k) != settings.get(k))
             hint = f" (it was made in {was} mode, this call asks for {now} mode)" if was != now else ""
-            raise MedxganError(f"--out {out}: holds a demo with other settings{hint}: {', '.join(diff)} differ; its stages cannot be "
-                               f"reused. Use another --out, or --restart to discard it and start afresh")
+            raise MedxganError(f"out {out}: holds a demo with other settings{hint}: {', '.join(diff)} differ; its stages cannot be "
+                               f"reused. Use another --out, or --restart to discard it and start afresh", arg="out")
         return None
     return old
 

@@ -49,9 +49,9 @@ class MedXGAN(MedXGANModel):
                 relative completeness error is above it (default 0.05 for the path form).
         """
         if frames < 2:
-            raise MedxganError(f"--frames {frames}: need at least 2 interpolation frames")
+            raise MedxganError(f"frames {frames}: need at least 2 interpolation frames", arg="frames")
         if lig_form not in ("path", "authors"):
-            raise MedxganError(f"--lig-form {lig_form}: choose path or authors")
+            raise MedxganError(f"lig_form {lig_form}: choose path or authors", arg="lig_form")
         x_all = self._prepare(images)
         tol = DEFAULT_TOL if lig_tol is None else lig_tol
         settings = dict(frames=frames, lig_form=lig_form, lig_output=lig_output, lig_rule=lig_rule, lig_tol=tol, inversion=self.engine.inversion)

@@ -76,7 +76,7 @@ class ClassifierAdapter(nn.Module):
     ):
         super().__init__()
         if output not in OUTPUT_KINDS:
-            raise MedxganError(f"--classifier-output {output}: unknown (choose from {', '.join(OUTPUT_KINDS)})")
+            raise MedxganError(f"output {output}: unknown (choose from {', '.join(OUTPUT_KINDS)})", arg="output")
         if positive_index not in (0, 1):
             raise MedxganError(f"positive_index {positive_index}: must be 0 or 1")
         self.model = model
@@ -146,9 +146,9 @@ class ClassifierAdapter(nn.Module):
         if kind == "auto":
             kind = self._guess_kind(out)
         if kind in ("logits2", "probs2") and out.shape[1] != 2:
-            raise MedxganError(f"--classifier-output {kind}: the classifier returns {out.shape[1]} column(s), not 2")
+            raise MedxganError(f"output {kind}: the classifier returns {out.shape[1]} column(s), not 2", arg="output")
         if kind in ("logit1", "prob1") and out.shape[1] != 1:
-            raise MedxganError(f"--classifier-output {kind}: the classifier returns {out.shape[1]} columns, not 1")
+            raise MedxganError(f"output {kind}: the classifier returns {out.shape[1]} columns, not 1", arg="output")
         pos, neg = self.positive_index, 1 - self.positive_index
         out = out.float()
         if kind == "logits2":

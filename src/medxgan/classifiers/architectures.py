@@ -92,7 +92,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {"paper-cnn": PaperCNN, "re
 
 def build_architecture(name: str, **kwargs: Any) -> nn.Module:
     if name not in ARCHITECTURES:
-        raise MedxganError(f"--arch {name}: unknown architecture (choose from {', '.join(ARCHITECTURES)})")
+        raise MedxganError(f"arch {name}: unknown architecture (choose from {', '.join(ARCHITECTURES)})", arg="arch")
     return ARCHITECTURES[name](**kwargs)
 
 

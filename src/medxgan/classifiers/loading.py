@@ -46,7 +46,7 @@ def load_classifier(
     elif ":" in spec_str and not os.path.exists(spec_str.split(":")[0]):
         adapter = _load_factory(spec_str, weights, device, output, preprocessing, positive_index)
     else:
-        raise MedxganError(f"--classifier {spec_str}: not found (expected a classifier run directory, a TorchScript file or package.module:factory)")
+        raise MedxganError(f"classifier {spec_str}: not found (expected a classifier run directory, a TorchScript file or package.module:factory)", arg="classifier")
     return adapter.to(device)
 
 
@@ -95,28 +95,28 @@ def _load_factory(spec: str, weights: Any, device: Any, output: str | None, pp: 
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise MedxganError(f"--classifier {spec}: cannot import module {module_name!r} ({exc})") from None
+        raise MedxganError(f"classifier {spec}: cannot import module {module_name!r} ({exc})", arg="classifier") from None
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
-        raise MedxganError(f"--classifier {spec}: module {module_name!r} has no callable {attr!r}")
+        raise MedxganError(f"classifier {spec}: module {module_name!r} has no callable {attr!r}", arg="classifier")
     model = factory()
     if not isinstance(model, torch.nn.Module):
-        raise MedxganError(f"--classifier {spec}: factory returned {type(model).__name__}, not an nn.Module")
+        raise MedxganError(f"classifier {spec}: factory returned {type(model).__name__}, not an nn.Module", arg="classifier")
     if weights is not None:
         wpath = Path(weights)
         if not wpath.is_file():
-            raise MedxganError(f"--classifier-weights {wpath}: file not found")
+            raise MedxganError(f"weights {wpath}: file not found", arg="weights")
         if wpath.suffix == ".safetensors":
             state = load_weights(wpath)
         else:
             try:
                 state = torch.load(str(wpath), map_location="cpu", weights_only=True)
             except Exception as exc:
-                raise MedxganError(f"--classifier-weights {wpath}: cannot load as a state dict ({str(exc).splitlines()[0]})") from None
+                raise MedxganError(f"weights {wpath}: cannot load as a state dict ({str(exc).splitlines()[0]})", arg="weights") from None
             if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
                 state = state["state_dict"]
         try:
             model.load_state_dict(state)
         except (RuntimeError, TypeError) as exc:
-            raise MedxganError(f"--classifier-weights {wpath}: does not match the model from {spec} ({str(exc).splitlines()[0]})") from None
+            raise MedxganError(f"weights {wpath}: does not match the model from {spec} ({str(exc).splitlines()[0]})", arg="weights") from None
     return ClassifierAdapter(model, output=output or "auto", positive_index=1 if pos is None else pos, preprocessing=pp, name=spec)

@@ -141,9 +141,9 @@ def train_classifier(
     Returns a dict with the test metrics, the best epoch and validation AUC, and timing.
     """
     if epochs < 1:
-        raise MedxganError(f"--epochs {epochs}: must be at least 1")
+        raise MedxganError(f"epochs {epochs}: must be at least 1", arg="epochs")
     if batch_size < 2:
-        raise MedxganError(f"--batch-size {batch_size}: must be at least 2")
+        raise MedxganError(f"batch_size {batch_size}: must be at least 2", arg="batch_size")
     dev = pick_device(device)
     size = size or DEFAULT_SIZE.get(arch, 64)
     run = RunDir(out)

@@ -7,6 +7,7 @@ parser stays readable and areas do not edit one shared file.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from typing import Sequence
 
@@ -75,6 +76,20 @@ def _rank() -> int:
         return 0
 
 
+# library argument -> CLI flag where the flag is not simply "--" + the name with dashes
+_FLAGS = {"output": "--classifier-output", "weights": "--classifier-weights"}
+
+
+def flagged(exc: MedxganError) -> str:
+    """The error message with the library argument names it is about (``exc.arg``) written as this
+    CLI's flags: the one place where library names become flags."""
+    msg = str(exc)
+    for name in exc.arg:
+        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        msg = re.sub(rf"(?<![\w.-]){re.escape(name)}(?![\w-])", flag, msg, count=1)
+    return msg
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -88,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = args.func(args)
     except MedxganError as exc:
         if _rank() == 0:  # under torchrun every rank hits the same mistake: say it once
-            print(f"medxgan: error: {exc}", file=sys.stderr)
+            print(f"medxgan: error: {flagged(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medxgan: interrupted", file=sys.stderr)

@@ -88,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from medxgan.cli.common import classifier_from_args
-    from medxgan.gan.train import train_gan
+    from medxgan.gan.train import GanTrainConfig, train_gan
     from medxgan.runtime.device import pick_device
     from medxgan.runtime.distributed import context_from_env
 
@@ -98,15 +98,19 @@ def _run(args: argparse.Namespace) -> int:
     else:  # TorchScript / factory: build the adapter from the --classifier-* flags
         classifier = classifier_from_args(args, device=device)
     oracle: Any = False if args.no_oracle else args.oracle
-    result = train_gan(
-        args.data, classifier, args.out, preset=args.preset, steps=args.steps, batch_size=args.batch_size,
+    options = dict(
+        preset=args.preset, steps=args.steps, batch_size=args.batch_size,
         lambda_cls=args.lambda_cls, seed=args.seed, size=args.size, log_every=args.log_every,
-        sample_every=args.sample_every, ckpt_every=args.ckpt_every, keep_last=args.keep_last, resume=args.resume,
-        oracle=oracle, oracle_epochs=args.oracle_epochs, device=device, max_minutes=args.max_minutes,
-        preset_overrides=_parse_overrides(args.overrides), positive=args.positive, negative=args.negative,
+        sample_every=args.sample_every, ckpt_every=args.ckpt_every, keep_last=args.keep_last,
+        oracle=oracle, oracle_epochs=args.oracle_epochs, max_minutes=args.max_minutes,
+        preset_overrides=_parse_overrides(args.overrides) or None, positive=args.positive, negative=args.negative,
         csv=args.csv, skip_bad=args.skip_bad, classifier_source=args.classifier, monitor_samples=args.monitor_samples,
-        amp=args.amp, channels_last=args.channels_last, compile=args.compile, quiet=args.quiet,
+        amp=args.amp, channels_last=args.channels_last, compile=args.compile,
     )
+    if args.resume:  # options left at their defaults take the run's own values (GanTrainConfig.from_run)
+        defaults = GanTrainConfig()
+        options = {k: v for k, v in options.items() if v != getattr(defaults, k)}
+    result = train_gan(args.data, classifier, args.out, resume=args.resume, device=device, quiet=args.quiet, **options)
     if not context_from_env().is_main:  # under torchrun rank 0 alone reports
         return 0
     m = result["metrics"]

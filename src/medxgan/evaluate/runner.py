@@ -158,7 +158,7 @@ def _load_models(classifier: Any, gan: Any, device: torch.device, inversion: dic
         if clf is None:
             clf = model.classifier
     if clf is None:
-        raise MedxganError("--classifier is required without --gan (the GAN run's classifier is the default)")
+        raise MedxganError("classifier is required without gan (the GAN run's classifier is the default)", arg=("classifier", "gan"))
     clf.eval()
     return clf, model, gan_desc
 
@@ -220,14 +220,14 @@ def evaluate(
     """
     t_start = time.perf_counter()
     if subset not in SUBSETS:
-        raise MedxganError(f"--subset {subset}: unknown (choose from {', '.join(SUBSETS)})")
+        raise MedxganError(f"subset {subset}: unknown (choose from {', '.join(SUBSETS)})", arg="subset")
     sigmas = [float(s) for s in noise_sigmas]
     if any(not (s > 0) for s in sigmas):
-        raise MedxganError(f"--noise-sigmas {' '.join(map(str, noise_sigmas))}: every sigma must be > 0")
+        raise MedxganError(f"noise_sigmas {' '.join(map(str, noise_sigmas))}: every sigma must be > 0", arg="noise_sigmas")
     if n is not None and n < 1:
-        raise MedxganError(f"--n {n}: must be >= 1")
+        raise MedxganError(f"n {n}: must be >= 1", arg="n")
     if batch_size < 1:
-        raise MedxganError(f"--batch-size {batch_size}: must be >= 1")
+        raise MedxganError(f"batch_size {batch_size}: must be >= 1", arg="batch_size")
     fractions = [float(f) for f in fractions]
     dev = pick_device(device) if not isinstance(device, torch.device) else device
     data_root, out = Path(data), Path(out)
@@ -293,8 +293,8 @@ def _gan_settings(model: Any, size: int | None, channels: int | None, inversion:
     if model is None:
         return size, channels, inversion, None
     if (size is not None and int(size) != int(model.size)) or (channels is not None and int(channels) != int(model.channels)):
-        raise MedxganError(f"--size/--channels: the GAN works on {model.size} px, {model.channels} channel(s); "
-                           f"got size {size}, channels {channels} (leave them out)")
+        raise MedxganError(f"size/channels: the GAN works on {model.size} px, {model.channels} channel(s); "
+                           f"got size {size}, channels {channels} (leave them out)", arg=("size", "channels"))
     notes.append(model.inversion_note())
     enc = getattr(model.generator, "inversion_encoder_info", None)
     # the effective schedule (an encoder changes it), so that resuming never mixes two schedules
@@ -313,7 +313,7 @@ def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None,
             names = [m for m in names if m not in MEDXGAN_METHODS]
             notes.append(f"medXGAN methods skipped ({', '.join(skipped)}): no GAN run given (--gan).")
         if not names:
-            raise MedxganError("--methods: nothing to evaluate (the medXGAN methods need --gan)")
+            raise MedxganError("methods: nothing to evaluate (the medXGAN methods need --gan)", arg="methods")
         exps = build_explainers(names, clf, gan=model, batch_size=batch_size)
     names = [e.name for e in exps]
     if len(set(names)) != len(names):

@@ -45,7 +45,7 @@ from medxgan.classifiers import gradcam_layer
 from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer
 from medxgan.explain.lig import LIGExplainer
-from medxgan.gan.run import load_gan_run
+from medxgan.explain.model import as_medxgan
 from medxgan.runtime.errors import MedxganError
 
 __all__ = [
@@ -272,27 +272,14 @@ def _only(kw: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
 
 
 def counterfactual_engine(gan: Any, classifier: Any) -> Any:
-    """A shared :class:`~medxgan.explain.counterfactual.CounterfactualEngine` from ``gan``.
-
-    ``gan`` may be an object that already has an ``engine`` (e.g. ``MedXGAN``), an object with a
-    ``generator`` (and optionally ``config`` holding ``inversion`` settings, e.g. ``load_gan_run``'s
-    result), a bare generator module, or a run directory (loaded with ``load_gan_run``).
-    """
+    """A shared :class:`~medxgan.explain.counterfactual.CounterfactualEngine` from ``gan``: anything
+    :func:`~medxgan.explain.model.as_medxgan` accepts (a MedXGAN / MedXGANModel, a loaded GanRun, a run
+    directory, loaded with ``classifier``), or a bare generator module."""
     if gan is None:
         raise MedxganError("medXGAN methods need a trained GAN (--gan RUN)")
-    if isinstance(gan, (str, bytes)) or hasattr(gan, "__fspath__"):
-        gan = load_gan_run(gan, classifier=classifier)
-    eng = getattr(gan, "engine", None)
-    if eng is not None:
-        return eng
-    generator = getattr(gan, "generator", None) or getattr(gan, "G", None)
-    if generator is None and isinstance(gan, torch.nn.Module):
-        generator = gan
-    if generator is None:
-        raise MedxganError(f"cannot find a generator in {type(gan).__name__}")
-    cfg = getattr(gan, "config", None) or {}
-    inversion = cfg.get("inversion") if isinstance(cfg, dict) else None
-    return CounterfactualEngine(generator, classifier, inversion=inversion if isinstance(inversion, dict) else None)
+    if isinstance(gan, torch.nn.Module):  # a bare generator
+        return CounterfactualEngine(gan, classifier)
+    return as_medxgan(gan, classifier=classifier, device="cpu").engine
 
 
 def build_explainers(names: Iterable[str] | None, classifier: Any, gan: Any = None, **kw: Any) -> list[Explainer]:
@@ -307,7 +294,7 @@ def build_explainers(names: Iterable[str] | None, classifier: Any, gan: Any = No
     names = list(names)
     unknown = [n for n in names if n not in EXPLAINERS]
     if unknown:
-        raise MedxganError(f"--methods {' '.join(unknown)}: unknown (choose from {', '.join(EXPLAINERS)})")
+        raise MedxganError(f"methods {' '.join(unknown)}: unknown (choose from {', '.join(EXPLAINERS)})", arg="methods")
     engine = None
     out: list[Explainer] = []
     for n in names:

@@ -175,12 +175,12 @@ def train_encoder(
     (``ENCODER_INVERSION_STEPS`` steps x 1 start) on the evaluation images.
     """
     if steps < 1 or batch_size < 2:
-        raise MedxganError(f"--steps {steps} / --batch-size {batch_size}: need steps >= 1 and batch size >= 2")
+        raise MedxganError(f"steps {steps} / batch_size {batch_size}: need steps >= 1 and batch size >= 2", arg=("steps", "batch_size"))
     dev = pick_device(device)
     gan = load_gan_run(gan_run, device=dev, load_oracle=False, attach_encoder=False)
     G, clf, gcfg = gan.generator, gan.classifier, gan.config
     rd = RunDir(encoder_dir(gan_run))
-    check_start(rd, resume=resume, kind=ENCODER_KIND, out_flag=None)  # the directory half of the policy, before loading data
+    check_start(rd, resume=resume, kind=ENCODER_KIND, out_arg=None)  # the directory half of the policy, before loading data
     lr_decay_steps = int(lr_decay_steps or (rd.read_config().get("lr_decay_steps") if resume else None) or steps)
     data_src = str(data) if data is not None else (gcfg.get("data") if not resume else rd.read_config().get("data"))
     if not data_src:
@@ -196,7 +196,7 @@ def train_encoder(
     settings = dict(data=fingerprint_state_dict({"images": x_train}), gan=fingerprint_module(G), classifier=getattr(clf, "fingerprint", None),
                     seed=seed, batch_size=batch_size, lr=lr, width=width, w_code=w_code, w_pix=w_pix, w_cls=w_cls,
                     w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, steps=steps)
-    start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_flag=None)
+    start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_arg=None)
 
     seed_everything(seed)
     E = LatentEncoder(gcfg["net"], width=width).to(dev).train()

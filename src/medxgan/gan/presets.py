@@ -210,7 +210,7 @@ def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:
     try:
         preset = PRESETS[name](channels)
     except KeyError:
-        raise MedxganError(f"--preset {name}: unknown preset (choose from {', '.join(PRESETS)})") from None
+        raise MedxganError(f"preset {name}: unknown preset (choose from {', '.join(PRESETS)})", arg="preset") from None
     net_fields = {f.name for f in dataclasses.fields(NetConfig)}
     train_fields = {f.name for f in dataclasses.fields(TrainOptions)}
     for key, value in overrides.items():

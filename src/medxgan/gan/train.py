@@ -484,10 +484,10 @@ def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module
     """(adapter, source path or None for an object) through the one normaliser, ``as_classifier``."""
     try:
         return as_classifier(spec, device=device), None if isinstance(spec, nn.Module) else str(spec)
-    except MedxganError as exc:  # name the flag the user actually gave
-        if what == "classifier":
+    except MedxganError as exc:  # name the argument the user actually gave (oracle=)
+        if what == "classifier" or "classifier" not in exc.arg:
             raise
-        raise MedxganError(str(exc).replace("--classifier ", f"--{what} ", 1)) from None
+        raise MedxganError(str(exc).replace("classifier ", f"{what} ", 1), arg=what) from None
 
 
 def _copy_into_run(src: str | None, dst: Path) -> str | None:
@@ -554,9 +554,9 @@ class GanTrainConfig:
 
     def check(self) -> "GanTrainConfig":
         if self.steps < 1:
-            raise MedxganError(f"--steps {self.steps}: must be at least 1")
+            raise MedxganError(f"steps {self.steps}: must be at least 1", arg="steps")
         if self.batch_size < 2:
-            raise MedxganError(f"--batch-size {self.batch_size}: must be at least 2")
+            raise MedxganError(f"batch_size {self.batch_size}: must be at least 2", arg="batch_size")
         for name, v in (("--log-every", self.log_every), ("--ckpt-every", self.ckpt_every)):
             if v < 1:
                 raise MedxganError(f"{name} {v}: must be at least 1")
@@ -606,6 +606,7 @@ def train_gan(
     The settings are one :class:`GanTrainConfig` (``config``), stored in RUN/config.json under
     ``train_config`` and read back with ``GanTrainConfig.from_run(RUN)``; keyword ``options`` set or
     override its fields (``train_gan(data, clf, out, steps=5000, preset="anchored")`` keeps working).
+    With ``resume`` and no ``config``, the run's stored config is the base.
 
     Args:
         data: dataset root (its train split is loaded once into memory), or (images, labels) tensors.
@@ -635,6 +636,8 @@ def train_gan(
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GanTrainConfig)})
     if unknown:
         raise TypeError(f"train_gan: unknown options {unknown}")
+    if config is None and resume and RunDir(out).exists() and "train_config" in RunDir(out).read_config():
+        config = GanTrainConfig.from_run(out)  # resuming: the run's own settings, unless given
     cfg = dataclasses.replace(config or GanTrainConfig(), **options).check()
     with distributed(pick_device(device)) as ctx:
         dev, main = ctx.device, ctx.is_main
@@ -654,8 +657,8 @@ def train_gan(
         else:
             preset_obj = get_preset(cfg.preset, channels=channels, **(cfg.preset_overrides or {}))
         if stored and cfg.batch_size % ctx.world_size:
-            raise MedxganError(f"--resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
-                               f"{ctx.world_size} processes; resume with a number of processes that divides it")
+            raise MedxganError(f"resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
+                               f"{ctx.world_size} processes; resume with a number of processes that divides it", arg="resume")
         check_divisible(cfg.batch_size)
         if preset_obj.net.size != img_size:
             raise MedxganError(
@@ -775,7 +778,7 @@ def _prepare_oracle(oracle: Any, oracle_arch: str | None, oracle_epochs: int, st
                        "arch": _classifier_meta(o_src).get("arch")}
     else:
         if data_source is None:
-            raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False")
+            raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False", arg="oracle")
         o_arch = oracle_arch or ORACLE_ARCH.get(clf_meta.get("arch"), "resnet-small")
         o_seed = int(clf_meta.get("seed", seed)) + 1
         o_dir = run.path / ORACLE_DIR

@@ -88,7 +88,7 @@ def init_distributed(device: torch.device | str) -> DistContext:
     if not dist.is_available():
         raise MedxganError("WORLD_SIZE > 1 but this PyTorch build has no torch.distributed")
     if device.type not in ("cpu", "cuda"):
-        raise MedxganError(f"--device {device}: distributed training runs on cuda (NCCL) or cpu (gloo) only")
+        raise MedxganError(f"device {device}: distributed training runs on cuda (NCCL) or cpu (gloo) only", arg="device")
     device = _rank_device(device, ctx)
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
@@ -104,7 +104,7 @@ def _rank_device(device: torch.device, ctx: DistContext) -> torch.device:
     if device.type != "cuda" or ctx.world_size <= 1:
         return device
     if device.index is not None and device.index != ctx.local_rank:
-        raise MedxganError(f"--device {device}: under torchrun each process uses cuda:LOCAL_RANK; pass --device cuda")
+        raise MedxganError(f"device {device}: under torchrun each process uses cuda:LOCAL_RANK; pass --device cuda", arg="device")
     if ctx.local_rank >= torch.cuda.device_count():
         raise MedxganError(f"LOCAL_RANK {ctx.local_rank}: this node has only {torch.cuda.device_count()} CUDA device(s)")
     return torch.device("cuda", ctx.local_rank)

@@ -1,12 +1,18 @@
 """The one exception type for user mistakes.
 
 The CLI prints its message on one line and exits with code 2; anything else is a bug and keeps its
-traceback.
+traceback. A message about an argument starts with the library's name for it (``batch_size 5: must be
+at least 2``) and names it in ``arg``; the CLI turns those names into its flags in one place
+(``medxgan.cli.flagged``: ``--batch-size 5: must be at least 2``).
 """
+
+from __future__ import annotations
 
 
 class MedxganError(Exception):
-    """A user mistake (bad path, corrupt file, wrong shape, ...). The message names the culprit."""
+    """A user mistake (bad path, corrupt file, wrong shape, ...). The message names the culprit;
+    ``arg``: the library argument(s) it is about (a name or a tuple of names), or None."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, arg: str | tuple[str, ...] | None = None):
         super().__init__(" ".join(str(message).split()))  # always one line
+        self.arg: tuple[str, ...] = (arg,) if isinstance(arg, str) else tuple(arg or ())

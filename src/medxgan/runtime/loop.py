@@ -115,31 +115,31 @@ def _fmt(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
-def check_start(run: RunDir, *, resume: bool, kind: str, out_flag: str | None = "--out") -> None:
+def check_start(run: RunDir, *, resume: bool, kind: str, out_arg: str | None = "out") -> None:
     """The directory half of the resume policy, cheap enough to run before any data is loaded: removes
     temp files of a killed write; refuses ``resume`` without a checkpoint, and an existing run without
-    ``resume``. ``out_flag``: the option that chose the directory (None for a folder the trainer derives
+    ``resume``. ``out_arg``: the argument that chose the directory (None for a folder the trainer derives
     itself, such as RUN/encoder/)."""
     remove_temp_files(run.path)
-    where = f"{out_flag} {run.path}" if out_flag else str(run.path)
+    where = f"{out_arg} {run.path}" if out_arg else str(run.path)
     if resume:
         if run.latest_checkpoint() is None:
-            raise MedxganError(f"--resume {run.path}: nothing to resume (no checkpoint); drop --resume to start a new run")
+            raise MedxganError(f"resume {run.path}: nothing to resume (no checkpoint); drop --resume to start a new run", arg="resume")
         run.read_config(expect_kind=kind)
     elif run.exists() or run.latest_checkpoint() is not None:
         status = run.read_config().get("status") if run.exists() else "running"
         if status == "finished":
-            raise MedxganError(f"{where}: already holds a run ({kind}, finished); {_elsewhere(out_flag)}")
+            raise MedxganError(f"{where}: already holds a run ({kind}, finished); {_elsewhere(out_arg)}", arg=out_arg)
         raise MedxganError(f"{where}: already holds a run ({kind}, {status}, not finished); continue it with --resume or "
-                           f"{_elsewhere(out_flag)}")
+                           f"{_elsewhere(out_arg)}", arg=out_arg)
 
 
-def _elsewhere(out_flag: str | None) -> str:
-    return f"choose another {out_flag}" if out_flag else "delete the folder to start afresh"
+def _elsewhere(out_arg: str | None) -> str:
+    return f"choose another {out_arg} directory" if out_arg else "delete the folder to start afresh"
 
 
 def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any], may_change: Sequence[str] = (),
-             out_flag: str | None = "--out") -> RunStart:
+             out_arg: str | None = "out") -> RunStart:
     """The resume policy, the same for every trainer (see the module docstring): :func:`check_start`, then
     on ``resume`` the comparison of ``settings`` with the stored ones.
 
@@ -147,7 +147,7 @@ def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any
     fingerprint, ... and the budget settings named in ``may_change``), JSON-able; the trainer stores them
     in ``config.json`` under ``settings`` and they are compared on resume.
     """
-    check_start(run, resume=resume, kind=kind, out_flag=out_flag)
+    check_start(run, resume=resume, kind=kind, out_arg=out_arg)
     settings = dict(settings)
     if resume:
         stored = run.read_config(expect_kind=kind)
@@ -155,8 +155,8 @@ def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any
         differ = [k for k in settings if k not in may_change and k in before and _norm(before[k]) != _norm(settings[k])]
         if differ:
             what = "; ".join(f"{k} {_fmt(settings[k])} (the run has {_fmt(before[k])})" for k in differ)
-            raise MedxganError(f"--resume {run.path}: cannot resume with other settings: {what}; resume with the run's settings "
-                               f"(only {', '.join(may_change) or 'nothing'} may change) or {_elsewhere(out_flag)}")
+            raise MedxganError(f"resume {run.path}: cannot resume with other settings: {what}; resume with the run's settings "
+                               f"(only {', '.join(may_change) or 'nothing'} may change) or {_elsewhere(out_arg)}", arg="resume")
         changed = {k: [before.get(k), settings[k]] for k in may_change if k in settings and _norm(before.get(k)) != _norm(settings[k])}
         resumes = list(stored.get("resumes") or [])
         resumes.append({"from_step": int(run.load_checkpoint_step()), "changed": changed})

@@ -29,13 +29,13 @@ def check_amp(amp: str | None, device: torch.device | str) -> str:
     amp = (amp or "off").lower()
     dev = torch.device(device)
     if amp not in AMP_MODES:
-        raise MedxganError(f"--amp {amp}: choose off, bf16 or fp16")
+        raise MedxganError(f"amp {amp}: choose off, bf16 or fp16", arg="amp")
     if amp != "off" and dev.type not in ("cuda", "cpu"):
-        raise MedxganError(f"--amp {amp}: mixed precision runs on cuda or cpu, not {dev.type} (use --amp off)")
+        raise MedxganError(f"amp {amp}: mixed precision runs on cuda or cpu, not {dev.type} (use --amp off)", arg="amp")
     if amp == "fp16" and dev.type != "cuda":
-        raise MedxganError("--amp fp16: needs a CUDA device (on the CPU use --amp bf16)")
+        raise MedxganError("amp fp16: needs a CUDA device (on the CPU use --amp bf16)", arg="amp")
     if amp == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise MedxganError("--amp bf16: this GPU has no bfloat16 support (use --amp fp16)")
+        raise MedxganError("amp bf16: this GPU has no bfloat16 support (use --amp fp16)", arg="amp")
     return amp
 
 
@@ -90,7 +90,7 @@ def compile_module(module: nn.Module, device: torch.device | str) -> nn.Module:
     (compilation itself happens lazily, at the first forward)."""
     dev = torch.device(device)
     if not hasattr(torch, "compile"):
-        raise MedxganError(f"--compile: torch.compile needs PyTorch >= 2.0 (this is {torch.__version__})")
+        raise MedxganError(f"compile: torch.compile needs PyTorch >= 2.0 (this is {torch.__version__})", arg="compile")
     try:
         import torch._dynamo as dynamo
 
@@ -100,13 +100,13 @@ def compile_module(module: nn.Module, device: torch.device | str) -> nn.Module:
     if not supported:
         import sys
 
-        raise MedxganError(f"--compile: torch.compile is not supported by torch {torch.__version__} on Python "
-                           f"{sys.version_info.major}.{sys.version_info.minor} (drop --compile)")
+        raise MedxganError(f"compile: torch.compile is not supported by torch {torch.__version__} on Python "
+                           f"{sys.version_info.major}.{sys.version_info.minor} (drop --compile)", arg="compile")
     if dev.type == "cuda":
         from torch.utils._triton import has_triton
 
         if not has_triton():
-            raise MedxganError("--compile: compiling for CUDA needs the triton package (pip install triton, or drop --compile)")
+            raise MedxganError("compile: compiling for CUDA needs the triton package (pip install triton, or drop --compile)", arg="compile")
     elif dev.type == "cpu" and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
-        raise MedxganError("--compile: compiling for the CPU needs a C++ compiler (g++ or clang++) on PATH (or drop --compile)")
+        raise MedxganError("compile: compiling for the CPU needs a C++ compiler (g++ or clang++) on PATH (or drop --compile)", arg="compile")
     return torch.compile(module)

@@ -31,7 +31,7 @@ DIRECTIONS = {"fundus2angio": "G_fa", "angio2fundus": "G_fundus"}
 def load_generator(run: str | Path, direction: str, device: str | torch.device = "cpu") -> tuple[ResnetGenerator, dict[str, Any]]:
     """The generator for `direction` (fundus2angio | angio2fundus) of a cyclegan run, in eval mode."""
     if direction not in DIRECTIONS:
-        raise MedxganError(f"--direction {direction}: use fundus2angio or angio2fundus")
+        raise MedxganError(f"direction {direction}: use fundus2angio or angio2fundus", arg="direction")
     rd = RunDir(run)
     cfg = rd.read_config(RUN_KIND)
     name = DIRECTIONS[direction]
@@ -130,9 +130,9 @@ def apply_translation(
     inputs = list(inputs)
     files = collect_image_files(inputs)
     if size is not None and (size < 16):
-        raise MedxganError(f"--size {size}: must be at least 16")
+        raise MedxganError(f"size {size}: must be at least 16", arg="size")
     if tile is not None and tile < 16:
-        raise MedxganError(f"--tile {tile}: must be at least 16")
+        raise MedxganError(f"tile {tile}: must be at least 16", arg="tile")
     dev = pick_device(device)
     g, cfg = load_generator(run, direction, dev)
     in_ch = cfg["train"]["channels_a"] if direction == "fundus2angio" else cfg["train"]["channels_b"]

@@ -121,7 +121,7 @@ def evaluate_translation(
     """
     data = Path(data)
     if inception_weights is not None and not Path(inception_weights).is_file():
-        raise MedxganError(f"--inception-weights {inception_weights}: file not found")
+        raise MedxganError(f"inception_weights {inception_weights}: file not found", arg="inception_weights")
     dev = pick_device(device)
     g_fa, cfg = load_generator(run, "fundus2angio", dev)
     g_fundus, _ = load_generator(run, "angio2fundus", dev)

@@ -100,20 +100,20 @@ class TranslateConfig:
 
     def finalise(self) -> "TranslateConfig":
         if self.size < 16 or self.size % 4:
-            raise MedxganError(f"--size {self.size}: must be a multiple of 4 and at least 16")
+            raise MedxganError(f"size {self.size}: must be a multiple of 4 and at least 16", arg="size")
         self.crop = self.size if self.crop is None else self.crop
         if self.crop < 16 or self.crop % 4 or self.crop > self.size:
-            raise MedxganError(f"--crop {self.crop}: must be a multiple of 4 between 16 and --size {self.size}")
+            raise MedxganError(f"crop {self.crop}: must be a multiple of 4 between 16 and --size {self.size}", arg="crop")
         self.epochs_decay = self.epochs if self.epochs_decay is None else self.epochs_decay
         if self.epochs < 0 or self.epochs_decay < 0 or self.epochs + self.epochs_decay < 1:
-            raise MedxganError(f"--epochs {self.epochs} --epochs-decay {self.epochs_decay}: need at least one epoch in total")
+            raise MedxganError(f"epochs {self.epochs} epochs_decay {self.epochs_decay}: need at least one epoch in total", arg=("epochs", "epochs_decay"))
         if self.upsample not in ("transpose", "resize"):
-            raise MedxganError(f"--upsample {self.upsample}: use transpose or resize")
+            raise MedxganError(f"upsample {self.upsample}: use transpose or resize", arg="upsample")
         if self.batch_size < 1:
-            raise MedxganError(f"--batch-size {self.batch_size}: must be >= 1")
+            raise MedxganError(f"batch_size {self.batch_size}: must be >= 1", arg="batch_size")
         for k in ("ngf", "ndf", "blocks"):
             if getattr(self, k) < (0 if k == "blocks" else 1):
-                raise MedxganError(f"--{k} {getattr(self, k)}: must be positive")
+                raise MedxganError(f"{k} {getattr(self, k)}: must be positive", arg=k)
         self.load_size = int(round(self.size * 286 / 256))
         return self
 

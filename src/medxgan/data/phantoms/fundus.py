@@ -324,11 +324,11 @@ def synthesize_fundus_angio(
     Whether a subject is abnormal is drawn per subject (probability `abnormal_frac`).
     """
     if n < 3:
-        raise MedxganError(f"--n {n}: need at least 3 subjects (test, trainA, trainB)")
+        raise MedxganError(f"n {n}: need at least 3 subjects (test, trainA, trainB)", arg="n")
     if size < 32:
-        raise MedxganError(f"--size {size}: must be at least 32 pixels")
+        raise MedxganError(f"size {size}: must be at least 32 pixels", arg="size")
     if not 0.0 <= abnormal_frac <= 1.0:
-        raise MedxganError(f"--abnormal-frac {abnormal_frac}: must be between 0 and 1")
+        raise MedxganError(f"abnormal_frac {abnormal_frac}: must be between 0 and 1", arg="abnormal_frac")
     out = Path(out)
     n_test = max(1, int(round(n * test_frac)))
     n_train = n - n_test
@@ -406,7 +406,7 @@ def _registry_synthesize(
     import time
 
     if float(shortcut) != 0.0:
-        raise MedxganError("--shortcut: not supported by fundus-angio (it has no classifier shortcut marker)")
+        raise MedxganError("shortcut: not supported by fundus-angio (it has no classifier shortcut marker)", arg="shortcut")
     out = Path(out)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
         raise MedxganError(f"out: {out} exists and is not an empty directory (pass --overwrite to replace it)")
