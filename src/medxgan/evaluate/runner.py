@@ -96,6 +96,7 @@ from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS, counterfactual_metr
 from medxgan.evaluate.localisation import is_constant, localisation_metrics
 from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
+from medxgan.evaluate.twins import TwinEffect, twin_agreement, twin_fidelity
 from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
 from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.evaluate.stats import aggregate
@@ -114,7 +115,8 @@ from medxgan.runtime.version import __version__
 __all__ = ["evaluate", "DEFAULT_NOISE_SIGMAS", "SUBSETS", "image_id_for", "read_per_image"]
 
 DEFAULT_NOISE_SIGMAS = (0.02, 0.05, 0.1)
-_GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness", "sensitivity", "counterfactual", "shortcut", "cost")
+_GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness", "sensitivity", "counterfactual",
+           "counterfactual_residual", "twin_agreement", "twin_fidelity", "shortcut", "cost")
 
 
 # ---- small helpers ---------------------------------------------------------------------------
@@ -236,13 +238,17 @@ def evaluate(
     clf, model, gan_desc = _load_models(classifier, gan, dev, inversion)
     size, channels, inversion_used, inversion_encoder = _gan_settings(model, size, channels, inversion, notes)
     exps = _explainers(explainers, methods, clf, model, batch_size, notes)
-    method_names = [e.name for e in exps]
     oracle = getattr(model, "oracle", None) if model is not None else None
 
     ds = load_dataset(data_root, split=split, size=size, channels=channels, positive=positive, negative=negative, csv=csv,
                       skip_bad=skip_bad)
     sel = select_images(ds, clf, dev, data_root, split=split, subset=subset, n=n, seed=seed)
     h, w = sel.images.shape[-2:]
+    if sel.twins is not None and explainers is None:  # phantoms with lesion-free twins: the ground-truth row
+        exps.append(TwinEffect(clf, sel.images, sel.twins, sel.has_twin))
+        notes.append("twin: the ground truth, |x - twin| with the lesion-free twin of each positive (phantom data); "
+                     "its counterfactual is the twin itself (validity of the true lesion-free scan).")
+    method_names = [e.name for e in exps]
 
     # -- the result store: settings that must not change between resumed runs, finished pairs
     fixed = clean_json({
@@ -346,7 +352,7 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
                     ex, todo, images=sel.images, masks=sel.masks, has_mask=sel.has_mask, slice_of=sel.slice_of, labels=sel.labels,
                     probs=sel.probs, ids=ids, rels=sel.rels, markers=sel.markers, sigmas=sigmas, fractions=fractions, seed=seed,
                     prob_fn=prob_fn, oracle=oracle, dev=dev, ms_todo={i for i in todo if pos_of[i] in ms_positions}, ms_kw=ms_kw,
-                    out=maps_out, written_inputs=written_inputs,
+                    out=maps_out, written_inputs=written_inputs, twins=sel.twins, has_twin=sel.has_twin,
                 )
                 writer.write(rows)
                 computed += len(rows)
@@ -425,8 +431,35 @@ def _split_extras(extras: dict, k: int) -> list[dict]:
     return out
 
 
+def _oracle_probs(oracle: Any, extras: list[dict], key: str, dev: torch.device) -> list[float | None]:
+    """The oracle's p(pos) for the image-shaped extra ``key`` (a counterfactual) of each image, batched."""
+    out: list[float | None] = [None] * len(extras)
+    idx = [j for j, e in enumerate(extras) if key in e]
+    if oracle is None or not idx:
+        return out
+    with torch.no_grad():
+        po = oracle.prob(torch.stack([extras[j][key] for j in idx]).to(dev)).float().cpu()
+    for j, p in zip(idx, po.tolist()):
+        out[j] = p
+    return out
+
+
+def _twin_metrics(a: np.ndarray, x: torch.Tensor, twin: torch.Tensor, ex_j: dict, localise: bool, ground_truth: bool) -> dict[str, Any]:
+    """Scores against the lesion-free twin: the map's agreement with |x - twin| (localisation images),
+    and how close each counterfactual of the method is to the twin."""
+    met: dict[str, Any] = {}
+    if localise:
+        met["twin_agreement"] = twin_agreement(a, x, twin)
+    if ground_truth:  # the twin row: comparing the twin with itself says nothing
+        return met
+    fid = {name: twin_fidelity(x, ex_j[key], twin) for name, key in (("negative", "x_neg"), ("residual", "x_res")) if key in ex_j}
+    if fid:
+        met["twin_fidelity"] = fid
+    return met
+
+
 def _evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
-                    fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs) -> list[dict]:
+                    fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None) -> list[dict]:
     x = images[todo]
     k = len(todo)
     h, w = x.shape[-2:]
@@ -442,13 +475,8 @@ def _evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_
         noisy_maps[s], _, _ = _explain_safe(ex, (x + s * noise).clamp(-1.0, 1.0))
 
     # oracle probabilities of the counterfactuals, batched
-    oracle_p: list[float | None] = [None] * k
-    if oracle is not None and all("x_neg" in e for e in extras if e) and any("x_neg" in e for e in extras):
-        idx = [j for j in range(k) if "x_neg" in extras[j]]
-        with torch.no_grad():
-            po = oracle.prob(torch.stack([extras[j]["x_neg"] for j in idx]).to(dev)).float().cpu()
-        for j, p in zip(idx, po.tolist()):
-            oracle_p[j] = p
+    oracle_p = _oracle_probs(oracle, extras, "x_neg", dev)
+    oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
 
     rows = []
     for j, i in enumerate(todo):
@@ -471,7 +499,7 @@ def _evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_
                     met["robustness"][f"noise_{s:g}"] = {"ssim": None, "spearman": None, "top10": None}
                 else:
                     met["robustness"][f"noise_{s:g}"] = {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)}
-        if i in ms_todo:
+        if i in ms_todo and not getattr(ex, "ground_truth", False):
             met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(seed, ids[i], 0), **ms_kw)}
         ex_j = extras[j]
         if "x_neg" in ex_j:
@@ -480,6 +508,11 @@ def _evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_
                 with torch.no_grad():
                     p_neg = float(prob_fn(ex_j["x_neg"][None]).item())
             met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p[j])
+        if "x_res" in ex_j:  # the residual counterfactual of the scan itself
+            met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_res[j])
+        if twins is not None and bool(has_twin[i]):
+            met.update(_twin_metrics(a, x[j], twins[i], ex_j, localise="localisation" in met and not invalid,
+                                     ground_truth=getattr(ex, "ground_truth", False)))
         if markers is not None:
             met["shortcut"] = shortcut_metrics(a, markers[i], mask_i if mask_i.any() else None)
         met["cost"] = {"time_s": per_image_s}

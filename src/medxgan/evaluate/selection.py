@@ -39,6 +39,8 @@ class Selection:
     counts: dict[str, int]
     selected: list[int]
     markers: list[np.ndarray] | None
+    twins: torch.Tensor | None = None  # lesion-free twins (phantoms), N x C x H x W; None without any
+    has_twin: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -74,4 +76,6 @@ def select_images(ds: Any, clf: Any, device: torch.device, data_root: Path, *, s
     if not selected:
         raise MedxganError(f"{data_root}: no images in subset {subset!r} (slices: {counts}); try --subset all")
     markers = load_marker_masks(data_root, rels, tuple(images.shape[-2:])) if has_markers(data_root) else None
-    return Selection(images, labels, masks, has_mask, rels, _unique_ids(rels), probs, slice_of, counts, selected, markers)
+    twins, has_twin = ds.twins() if getattr(ds, "has_twins", False) else (None, None)
+    return Selection(images, labels, masks, has_mask, rels, _unique_ids(rels), probs, slice_of, counts, selected, markers,
+                     twins, has_twin)

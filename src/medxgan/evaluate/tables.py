@@ -8,7 +8,8 @@ import io
 import math
 from typing import Any, Mapping, Sequence
 
-__all__ = ["LOCALISATION_COLUMNS", "FAITHFULNESS_COLUMNS", "COUNTERFACTUAL_COLUMNS", "SHORTCUT_COLUMNS",
+__all__ = ["LOCALISATION_COLUMNS", "FAITHFULNESS_COLUMNS", "COUNTERFACTUAL_COLUMNS", "SHORTCUT_COLUMNS", "TWIN_COLUMNS",
+           "TWIN_AGREEMENT_COLUMNS",
            "main_columns", "bar_groups", "format_ci", "results_csv", "results_markdown"]
 
 # (column label, metric key, lower is better)
@@ -30,6 +31,23 @@ COUNTERFACTUAL_COLUMNS = [
     ("Valid (oracle)", "counterfactual.valid_oracle", False),
     ("Mean |x - x_neg|", "counterfactual.proximity_l1", True),
     ("Pixels changed > 0.1", "counterfactual.frac_changed", True),
+]
+COUNTERFACTUAL_COLUMNS += [
+    ("Residual valid (classifier)", "counterfactual_residual.valid_classifier", False),
+    ("Residual valid (oracle)", "counterfactual_residual.valid_oracle", False),
+    ("Mean abs(x - x_res)", "counterfactual_residual.proximity_l1", True),
+]
+TWIN_COLUMNS = [
+    ("PSNR(x, twin) dB", "twin_fidelity.negative.psnr_input", False),
+    ("PSNR(x_neg, twin) dB", "twin_fidelity.negative.psnr", False),
+    ("PSNR(x_res, twin) dB", "twin_fidelity.residual.psnr", False),
+    ("Gain x_neg (dB)", "twin_fidelity.negative.psnr_gain", False),
+    ("Gain x_res (dB)", "twin_fidelity.residual.psnr_gain", False),
+    ("MAE(x_res, twin)", "twin_fidelity.residual.mae", True),
+]
+TWIN_AGREEMENT_COLUMNS = [
+    ("Spearman vs twin effect", "twin_agreement.spearman", False),
+    ("NCC vs twin effect", "twin_agreement.ncc", False),
 ]
 SHORTCUT_COLUMNS = [
     ("Marker present", "shortcut.marker_present", False),
@@ -78,7 +96,8 @@ def bar_groups(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str, bool
         return [(k, label, lower) for label, k, lower in cols]
 
     return {"localisation": conv(LOCALISATION_COLUMNS), "faithfulness_robustness_cost": conv(main_columns(config)),
-            "counterfactual": conv(COUNTERFACTUAL_COLUMNS), "shortcut": conv(SHORTCUT_COLUMNS)}
+            "counterfactual": conv(COUNTERFACTUAL_COLUMNS), "twins": conv(TWIN_COLUMNS + TWIN_AGREEMENT_COLUMNS),
+            "shortcut": conv(SHORTCUT_COLUMNS)}
 
 
 def results_csv(methods: Mapping[str, Any]) -> str:
@@ -138,6 +157,12 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     cf = _table(methods, COUNTERFACTUAL_COLUMNS)
     if cf:
         out.append("\n## Counterfactuals (medXGAN)\n\n" + cf)
+    tw = _table(methods, TWIN_COLUMNS)
+    if tw:
+        out.append("\n## Counterfactuals vs the lesion-free twins (phantoms; gain = PSNR(cf, twin) - PSNR(x, twin))\n\n" + tw)
+    ta = _table(methods, TWIN_AGREEMENT_COLUMNS)
+    if ta:
+        out.append("\n## Agreement of |A| with the true lesion effect |x - twin|\n\n" + ta)
     sc = _table(methods, SHORTCUT_COLUMNS)
     if sc:
         out.append("\n## Shortcut marker (relevance mass of |A|)\n\n" + sc)

@@ -17,13 +17,16 @@ data has no twins; then none of this is computed.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
 
 from medxgan.evaluate.robustness import spearman
+from medxgan.explain.base import Explanation
+from medxgan.explain.counterfactual import image_key
 
-__all__ = ["twin_fidelity", "twin_agreement", "twin_effect_map", "normalised_cross_correlation"]
+__all__ = ["twin_fidelity", "twin_agreement", "twin_effect_map", "normalised_cross_correlation", "TwinEffect"]
 
 
 def _img(t) -> torch.Tensor:
@@ -66,3 +69,33 @@ def twin_agreement(attribution, x, twin) -> dict:
     if a.shape != e.shape:
         raise ValueError(f"twin_agreement: map {a.shape} and images {e.shape} differ in size")
     return dict(spearman=spearman(a, e, mode="abs"), ncc=normalised_cross_correlation(a, e))
+
+
+class TwinEffect:
+    """The ground-truth "method" of a benchmark with twins: map |x - twin| for each known scan (looked up
+    by its exact pixels; any other image, e.g. a noisy copy, gets a NaN map, which the runner counts as
+    invalid), extras ``x_neg`` = the twin and its ``prob_neg``, so its row reports the localisation
+    ceiling and how often the true lesion-free twin is negative for the classifier and the oracle.
+
+    It has the :class:`~medxgan.explain.base.Explainer` call shape (``name``, ``explain``) without being
+    one: it explains no classifier."""
+
+    name = "twin"
+    ground_truth = True
+
+    def __init__(self, classifier: Any, images: torch.Tensor, twins: torch.Tensor, has_twin: torch.Tensor):
+        self.classifier = classifier
+        self._table = {image_key(images[i]): twins[i] for i in range(len(images)) if bool(has_twin[i])}
+
+    def explain(self, images: torch.Tensor) -> Any:
+        maps, negs = [], []
+        for x in images:
+            t = self._table.get(image_key(x))
+            maps.append(twin_effect_map(x, t) if t is not None else torch.full((1, *x.shape[-2:]), float("nan")))
+            negs.append(t if t is not None else torch.full_like(x, float("nan")))
+        x_neg = torch.stack(negs).float()
+        dev = next(self.classifier.parameters()).device if hasattr(self.classifier, "parameters") else "cpu"
+        with torch.no_grad():
+            p = self.classifier.prob(x_neg.nan_to_num(0.0).to(dev)).float().cpu()
+        return Explanation(maps=torch.stack(maps), extras={"x_neg": x_neg, "prob_neg": p})
+

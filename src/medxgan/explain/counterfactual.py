@@ -127,6 +127,12 @@ class ResidualPath(nn.Module):
 COUNTERFACTUAL_MODES = ("generator", "residual")
 
 
+def image_key(image: Tensor) -> str:
+    """A digest of an image's exact pixels and shape (cache and lookup key)."""
+    t = image.detach().float().cpu().contiguous()
+    return hashlib.sha1(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()
+
+
 class CounterfactualEngine:
     """Inverts images once (cached) and produces counterfactuals, interpolations and LIG inputs.
 
@@ -163,8 +169,7 @@ class CounterfactualEngine:
 
     @staticmethod
     def _key(image: Tensor) -> str:
-        t = image.detach().float().cpu().contiguous()
-        return hashlib.sha1(str(tuple(t.shape)).encode() + t.numpy().tobytes()).hexdigest()
+        return image_key(image)
 
     def clear_cache(self) -> None:
         self._cache.clear()
