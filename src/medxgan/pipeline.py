@@ -121,7 +121,8 @@ class MedXGAN(MedXGANModel):
             settings=to_jsonable(records[0]["settings"]) if records else {},
             mean_psnr=_mean([r["psnr"] for r in records]),
             mean_completeness_error_rel=_mean([r["lig"]["completeness_error_rel"] for r in records]),
-            images=[{k: r[k] for k in ("name", "input", "dir", "prob_input", "prob_reconstruction", "prob_negative", "psnr")}
+            counterfactual=self.engine.counterfactual,
+            images=[{k: r[k] for k in ("name", "input", "dir", "prob_input", "prob_reconstruction", "prob_negative", "prob_residual", "psnr")}
                     | {"completeness_error_rel": r["lig"]["completeness_error_rel"], "json": r["files"]["json"]} for r in records],
         )
         if self.device.type == "cuda":

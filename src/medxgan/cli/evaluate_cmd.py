@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="images explained together")
     p.add_argument("--steps", type=int, help="GAN inversion: maximum Adam steps per restart (default: the library's)")
     p.add_argument("--restarts", type=int, help="GAN inversion: starting points per image")
+    p.add_argument("--counterfactual", choices=["generator", "residual"], default=None,
+                   help="GAN: which counterfactual the medXGAN maps explain (default: the GAN preset's)")
     p.add_argument("--seed", type=int, default=0, help="image order, noise and bootstrap seed")
     p.add_argument("--no-plots", action="store_true", help="do not write plots/")
     p.add_argument("--no-maps", action="store_true", help="do not save the maps under maps/")
@@ -78,7 +80,8 @@ def _run(args: argparse.Namespace) -> int:
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun each rank evaluates a share; rank 0 merges
         clf = classifier_from_args(args, device=ctx.device) if args.classifier else None
-        inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts)) if v is not None} or None
+        inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual))
+                     if v is not None} or None
         res = evaluate(
             args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n,
             split=None if args.split == "all" else args.split, subset=args.subset, noise_sigmas=args.noise_sigmas,

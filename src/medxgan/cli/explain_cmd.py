@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--restarts", type=int, default=None,
                    help=f"inversion: starting points per image, best kept (default {inv.DEFAULT_RESTARTS}; 1 with an encoder)")
     p.add_argument("--lr", type=float, default=inv.DEFAULT_LR, help="inversion: Adam learning rate")
+    p.add_argument("--counterfactual", choices=["generator", "residual"], default=None,
+                   help="which counterfactual the maps, frames and LIG explain: generator = G(z1*, 0) (the paper); residual = the scan "
+                        "with the generator's pathology change removed (default: the GAN preset's; residual for the default preset)")
     p.add_argument("--tune", action="store_true", help="pivotal tuning: fine-tune a per-image copy of the generator around the inverted code")
     p.add_argument("--tune-steps", type=int, default=100, help="pivotal tuning steps")
     p.add_argument("--lig-form", choices=["path", "authors"], default="path",
@@ -68,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun: each rank explains a share of the files
         classifier = classifier_from_args(args, device=ctx.device) if args.classifier else None
-        schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts)) if v is not None}
+        schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual))
+                    if v is not None}
         mx = MedXGAN.load(
             args.gan, classifier=classifier, device=ctx.device, lr=args.lr, seed=args.seed, tune_generator=args.tune,
             tune_steps=args.tune_steps, **schedule, **({"amp": args.amp} if args.amp != "off" else {}),
@@ -82,6 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     for r in summary["images"]:
         print(f"{r['name']}: p(input) {r['prob_input']:.3f}  p(reconstruction) {r['prob_reconstruction']:.3f}  "
-              f"p(negative) {r['prob_negative']:.3f}  PSNR {r['psnr']:.1f} dB  LIG completeness error {100 * r['completeness_error_rel']:.1f}%")
+              f"p(negative) {r['prob_negative']:.3f}  p(residual) {r['prob_residual']:.3f}  PSNR {r['psnr']:.1f} dB  "
+              f"LIG completeness error {100 * r['completeness_error_rel']:.1f}%")
     print(f"{summary['n_images']} explanation(s) written to {args.out} (summary.json)")
     return 0

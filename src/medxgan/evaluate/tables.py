@@ -29,7 +29,7 @@ FAITHFULNESS_COLUMNS = [
 COUNTERFACTUAL_COLUMNS = [
     ("Valid (classifier)", "counterfactual.valid_classifier", False),
     ("Valid (oracle)", "counterfactual.valid_oracle", False),
-    ("Mean |x - x_neg|", "counterfactual.proximity_l1", True),
+    ("Mean abs(x - x_neg)", "counterfactual.proximity_l1", True),
     ("Pixels changed > 0.1", "counterfactual.frac_changed", True),
 ]
 COUNTERFACTUAL_COLUMNS += [
