@@ -81,3 +81,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "missing" in err
     assert main(["train-classifier", str(tmp_path), "--out", str(tmp_path / "c"), "--epochs", "0"]) == 2
     assert "--epochs" in capsys.readouterr().err
+
+
+def test_max_minutes_finishes_with_the_best_epoch_so_far(tiny_brain, tmp_path):
+    res = train_classifier(tiny_brain, tmp_path / "c", epochs=5, batch_size=8, quiet=True, max_minutes=0.0)
+    cfg = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert cfg["status"] == "finished" and cfg["epochs_done"] == 1 and cfg["stopped_early"] and res["best_epoch"] == 1
+

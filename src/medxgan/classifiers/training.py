@@ -135,10 +135,13 @@ def train_classifier(
     resume: bool = False,
     skip_bad: bool = False,
     quiet: bool = False,
+    max_minutes: float | None = None,
 ) -> dict[str, Any]:
     """Train `arch` on DATA/train, select the epoch with the best validation AUC, report test metrics.
 
-    Returns a dict with the test metrics, the best epoch and validation AUC, and timing.
+    ``max_minutes``: stop after the epoch that exceeds this much training time and finish with the best
+    epoch so far (like `train_gan`). Returns a dict with the test metrics, the best epoch and validation
+    AUC, and timing.
     """
     if epochs < 1:
         raise MedxganError(f"epochs {epochs}: must be at least 1", arg="epochs")
@@ -179,9 +182,9 @@ def train_classifier(
         n_train=len(train_ds), n_val=len(val_ds), n_test=len(test_ds), settings=settings, resumes=start.resumes, status="running",
     )
     run.write_config(CLASSIFIER_KIND, **config)
-    train_loop(trainer, run, total=epochs, cadence=Cadence(log_every=1, ckpt_every=1, keep_last=1), resume=start.resumed,
-               desc=f"train {arch}", quiet=quiet, device=dev, unit="epoch",
-               postfix=lambda r: f"loss={r['train_loss']:.3f} val_auc={r['val_auc']:.3f}")
+    loop = train_loop(trainer, run, total=epochs, cadence=Cadence(log_every=1, ckpt_every=1, keep_last=1), resume=start.resumed,
+                      max_minutes=max_minutes, desc=f"train {arch}", quiet=quiet, device=dev, unit="epoch",
+                      postfix=lambda r: f"loss={r['train_loss']:.3f} val_auc={r['val_auc']:.3f}")
     best = trainer.best
 
     model.load_state_dict(best["state"])
@@ -193,7 +196,8 @@ def train_classifier(
               "fingerprint": fingerprint_module(model)}
     atomic_write_json(Path(out) / "test_metrics.json", result)
     run.write_config(CLASSIFIER_KIND, **{**config, "status": "finished", "fingerprint": result["fingerprint"],
-                                          "best_epoch": best["epoch"], "best_val_auc": best["auc"], "test": test})
+                                          "best_epoch": best["epoch"], "best_val_auc": best["auc"], "test": test,
+                                          "epochs_done": loop.step, "stopped_early": loop.stopped_early})
     return result
 
 

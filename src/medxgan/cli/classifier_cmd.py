@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="switch off flips/affine/intensity augmentation")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after the epoch that exceeds this much training time (best epoch so far)")
     add_class_mapping(p)
     add_device(p)
     p.set_defaults(func=_run)
@@ -39,7 +40,7 @@ def _run(args: argparse.Namespace) -> int:
     result = train_classifier(
         args.data, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         size=args.size, channels=args.channels, positive=args.positive, negative=args.negative, csv=args.csv,
-        augment=not args.no_augment, device=args.device, resume=args.resume, skip_bad=args.skip_bad,
+        augment=not args.no_augment, device=args.device, resume=args.resume, skip_bad=args.skip_bad, max_minutes=args.max_minutes,
     )
     print(format_test_report(result))
     print(f"classifier written to {args.out}")

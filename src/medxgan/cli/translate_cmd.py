@@ -56,6 +56,7 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default 0")
     add_speed_options(t, default=argparse.SUPPRESS)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    t.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time (checkpointed; continue with --resume)")
     add_device(t)
     t.set_defaults(func=_train)
 
@@ -102,7 +103,8 @@ def _train(args: argparse.Namespace) -> int:
 
     keys = ("size", "crop", "epochs", "epochs_decay", "ngf", "ndf", "blocks", "upsample", "batch_size", "lr",
             "lambda_cycle", "pool_size", "rotations", "flip", "checkpoint_every", "seed", "amp", "channels_last", "compile")
-    train_cyclegan(args.data, args.out, resume=args.resume, device=args.device, **{k: getattr(args, k, None) for k in keys})
+    train_cyclegan(args.data, args.out, resume=args.resume, device=args.device, max_minutes=args.max_minutes,
+                   **{k: getattr(args, k, None) for k in keys})
     return 0
 
 

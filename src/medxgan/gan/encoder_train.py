@@ -34,7 +34,7 @@ from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.inversion import invert
 from medxgan.gan.networks import sample_latents
 from medxgan.gan.run import (
-    ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, ENCODER_WEIGHTS, encoder_dir, load_gan_run,
+    ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, encoder_dir, load_gan_run, write_trained_encoder,
 )
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
@@ -226,7 +226,7 @@ def train_encoder(
     inv = invert(G, clf, x_eval, steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS, encoder=E, seed=seed)
     final = {**rec, "psnr_inversion": float(inv.psnr.mean()), "prob_gap_inversion": float(inv.prob_gap.mean()),
              "inversion_steps": ENCODER_INVERSION_STEPS, "n_eval": int(x_eval.shape[0])}
-    rd.save_weights(ENCODER_WEIGHTS, E)
+    write_trained_encoder(gan_run, E)
     config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final, stopped_early=step < steps)
     rd.write_config(ENCODER_KIND, **config)
     if not quiet:

@@ -1,5 +1,6 @@
-"""The medXGAN run format (file names, the encoder sub-run) and loading a trained run: generator (eval
-mode), the classifier it was trained against, its oracle.
+"""The medXGAN run format, written and read here: file names, the encoder sub-run, writing the final
+weights and the classifier copies (used by gan.train / gan.encoder_train), and loading a trained run:
+generator (eval mode), the classifier it was trained against, its oracle.
 
     from medxgan.gan.run import load_gan_run
     gan = load_gan_run("runs/gan")                  # classifier from runs/gan/classifier/
@@ -14,6 +15,8 @@ by the recorded classifier, so its positive/negative realizations mean what *tha
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +27,7 @@ from torch import nn
 from medxgan.classifiers import Preprocessing, as_classifier, load_classifier
 from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.networks import Generator, build_generator
+from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir
@@ -63,6 +67,50 @@ def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any],
     except RuntimeError as exc:
         raise MedxganError(f"{rd.path}: encoder weights do not match its config.json ({str(exc).splitlines()[0]})") from None
     return E.to(device).eval().requires_grad_(False)
+
+
+def write_gan_weights(rd: RunDir, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module | None = None) -> None:
+    """(Writing the run.) The final weights: generator (the EMA copy when EMA is on), discriminator, and the
+    anchor encoder of an ``anchored`` run."""
+    rd.save_weights(GENERATOR_NAME, generator)
+    rd.save_weights(DISCRIMINATOR_NAME, discriminator)
+    if encoder is not None:
+        rd.save_weights(ENCODER_NAME, encoder)
+
+
+def write_trained_encoder(gan_run: str | os.PathLike, encoder: nn.Module) -> Path:
+    """(Writing the run.) The encoder of `train_encoder` into ``RUN/encoder/`` (read by load_trained_encoder)."""
+    return RunDir(encoder_dir(gan_run)).save_weights(ENCODER_WEIGHTS, encoder)
+
+
+def copy_into_run(src: str | None, dst: Path) -> str | None:
+    """(Writing the run.) Copy a classifier run directory (or a single model file) into the GAN run; returns the path
+    relative to the run, or None when there is nothing on disk to copy."""
+    if src is None:
+        return None
+    s = Path(src)
+    if s.resolve() == dst.resolve():
+        return dst.name
+    if s.is_dir():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+        shutil.rmtree(tmp)
+        shutil.copytree(s, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+        atomic_replace_dir(tmp, dst)
+        return dst.name
+    if s.is_file():
+        dst.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(s, dst / s.name)
+        return f"{dst.name}/{s.name}"
+    return None
+
+
+def classifier_meta(path: str | None) -> dict[str, Any]:
+    if path is None or not Path(path).is_dir():
+        return {}
+    try:
+        return RunDir(path).read_config()
+    except MedxganError:
+        return {}
 
 
 class GanRun(NamedTuple):

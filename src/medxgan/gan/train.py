@@ -43,10 +43,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -59,8 +56,8 @@ from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
 from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
 from medxgan.gan.presets import Preset, get_preset
-from medxgan.gan.run import CLASSIFIER_DIR, DISCRIMINATOR_NAME, ENCODER_NAME, GAN_KIND, GENERATOR_NAME, ORACLE_DIR
-from medxgan.runtime.atomic import atomic_replace_dir, to_jsonable
+from medxgan.gan.run import CLASSIFIER_DIR, GAN_KIND, ORACLE_DIR, classifier_meta, copy_into_run, write_gan_weights
+from medxgan.runtime.atomic import to_jsonable
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.distributed import (
     all_reduce_sum, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
@@ -490,36 +487,6 @@ def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module
         raise MedxganError(str(exc).replace("classifier ", f"{what} ", 1), arg=what) from None
 
 
-def _copy_into_run(src: str | None, dst: Path) -> str | None:
-    """Copy a classifier run directory (or a single model file) into the GAN run; returns the path
-    relative to the run, or None when there is nothing on disk to copy."""
-    if src is None:
-        return None
-    s = Path(src)
-    if s.resolve() == dst.resolve():
-        return dst.name
-    if s.is_dir():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
-        shutil.rmtree(tmp)
-        shutil.copytree(s, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*"))
-        atomic_replace_dir(tmp, dst)
-        return dst.name
-    if s.is_file():
-        dst.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(s, dst / s.name)
-        return f"{dst.name}/{s.name}"
-    return None
-
-
-def _classifier_meta(path: str | None) -> dict[str, Any]:
-    if path is None or not Path(path).is_dir():
-        return {}
-    try:
-        return RunDir(path).read_config()
-    except MedxganError:
-        return {}
-
-
 @dataclass
 class GanTrainConfig:
     """Everything that configures a `train_gan` run besides the data, the classifier and RUN (see
@@ -683,8 +650,8 @@ def train_gan(
         clf_local = clf_meta = oracle_adapter = oracle_info = None
         if main:  # rank 0 writes the run; the oracle is only used by its monitor
             run.path.mkdir(parents=True, exist_ok=True)
-            clf_local = _copy_into_run(clf_source, run.path / CLASSIFIER_DIR) if not stored else stored["classifier"].get("local")
-            clf_meta = _classifier_meta(clf_source)
+            clf_local = copy_into_run(clf_source, run.path / CLASSIFIER_DIR) if not stored else stored["classifier"].get("local")
+            clf_meta = classifier_meta(clf_source)
             oracle_adapter, oracle_info = _prepare_oracle(cfg.oracle, cfg.oracle_arch, cfg.oracle_epochs, stored, run, dev, data_source,
                                                           clf_meta, cfg.seed, img_size, channels, mapping, quiet)
         barrier()  # the others wait while rank 0 copies the classifier and trains the oracle
@@ -743,10 +710,7 @@ def train_gan(
         if main:
             if not last_metrics:  # resumed a finished run: evaluate what is there
                 last_metrics = {"step": step, **monitor.evaluate(trainer.generator)}
-            run.save_weights(GENERATOR_NAME, trainer.generator)
-            run.save_weights(DISCRIMINATOR_NAME, trainer.D)
-            if trainer.E is not None:
-                run.save_weights(ENCODER_NAME, trainer.E)
+            write_gan_weights(run, trainer.generator, trainer.D, trainer.E)
             final = {k: v for k, v in last_metrics.items()}
             config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final,
                           stopped_early=step < cfg.steps)
@@ -773,9 +737,9 @@ def _prepare_oracle(oracle: Any, oracle_arch: str | None, oracle_epochs: int, st
         oracle_adapter, _ = _load_adapter(str(run.path / oracle_info["local"]), dev, "oracle")
     elif oracle is not None:
         oracle_adapter, o_src = _load_adapter(oracle, dev, "oracle")
-        local = _copy_into_run(o_src, run.path / ORACLE_DIR)
+        local = copy_into_run(o_src, run.path / ORACLE_DIR)
         oracle_info = {"source": o_src, "local": local, "fingerprint": getattr(oracle_adapter, "fingerprint", None),
-                       "arch": _classifier_meta(o_src).get("arch")}
+                       "arch": classifier_meta(o_src).get("arch")}
     else:
         if data_source is None:
             raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False", arg="oracle")
