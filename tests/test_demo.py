@@ -47,7 +47,7 @@ def test_demo_stages_reuse_and_settings_check(tmp_path):
         assert (out / name).exists(), name
     assert json.loads((out / "classifier" / "config.json").read_text())["status"] == "finished"
     res = json.loads((out / "eval" / "results.json").read_text())
-    assert res["slices"]["evaluated"] == 2 and set(res["methods"]) == set(TINY.methods)
+    assert res["slices"]["evaluated"] == 2 and set(res["methods"]) == set(TINY.methods) | {"twin"}  # + the ground-truth twin row (phantoms)
     assert len(list((out / "eval" / "frames").glob("*.npz"))) >= 1
     demo = json.loads((out / "demo.json").read_text())
     assert demo["settings"]["mode"] == "custom" and demo["stages"]["gan"]["seconds"] > 0 and demo["total_s"] > 0
