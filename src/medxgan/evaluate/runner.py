@@ -123,7 +123,7 @@ _GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness"
 def _versions() -> dict[str, str]:
     v = {"medxgan": __version__, "torch": torch.__version__, "numpy": np.__version__,
          "python": platform.python_version()}
-    for mod in ("captum", "matplotlib"):
+    for mod in ("captum", "matplotlib", "scipy", "sklearn", "skimage", "torchmetrics"):  # the metric libraries too
         try:
             v[mod] = __import__(mod).__version__
         except Exception:  # pragma: no cover - optional
