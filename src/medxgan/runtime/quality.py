@@ -14,7 +14,11 @@ Conventions kept around the library calls (and why):
   ask for that full map and crop its borders ourselves. Images must be at least 11 px on each side.
 * PSNR = 10 log10(data_range^2 / MSE) per image, with the MSE floored at 1e-12 (identical images give a
   large finite number, not inf, so means over images stay finite).
-* Everything is computed in float64.
+* Everything is computed in float64 (torchmetrics' PSNR scales by 10 / ln 10 in float32: 5e-8 relative).
+
+Cost, measured on one CPU core for a 64 x 64 map pair: SSIM 3.4 ms here vs 0.6 ms for the numpy code it
+replaced (torchmetrics' argument checks and a 5-plane convolution); about 2 s more per demo evaluation
+(240 maps x 3 noise levels). Numbers are identical to 1e-13 (tests/test_library_metrics.py).
 """
 
 from __future__ import annotations
