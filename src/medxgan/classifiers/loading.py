@@ -13,7 +13,7 @@ import torch
 
 from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing
 from medxgan.classifiers.architectures import build_architecture
-from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.errors import MedxganError, UserCodeError
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.state import load_weights
 
@@ -96,10 +96,15 @@ def _load_factory(spec: str, weights: Any, device: Any, output: str | None, pp: 
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise MedxganError(f"classifier {spec}: cannot import module {module_name!r} ({exc})", arg="classifier") from None
+    except Exception as exc:  # the user's module raised while being imported
+        raise UserCodeError(f"classifier {spec}: importing module {module_name!r} raised {type(exc).__name__}: {_first(exc)}", arg="classifier") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise MedxganError(f"classifier {spec}: module {module_name!r} has no callable {attr!r}", arg="classifier")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's factory raised
+        raise UserCodeError(f"classifier {spec}: the factory raised {type(exc).__name__}: {_first(exc)}", arg="classifier") from exc
     if not isinstance(model, torch.nn.Module):
         raise MedxganError(f"classifier {spec}: factory returned {type(model).__name__}, not an nn.Module", arg="classifier")
     if weights is not None:
@@ -120,3 +125,7 @@ def _load_factory(spec: str, weights: Any, device: Any, output: str | None, pp: 
         except (RuntimeError, TypeError) as exc:
             raise MedxganError(f"weights {wpath}: does not match the model from {spec} ({str(exc).splitlines()[0]})", arg="weights") from None
     return ClassifierAdapter(model, output=output or "auto", positive_index=1 if pos is None else pos, preprocessing=pp, name=spec)
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]

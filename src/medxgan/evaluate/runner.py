@@ -107,6 +107,7 @@ from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from medxgan.runtime.device import pick_device
+from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import fingerprint_module
@@ -221,6 +222,8 @@ def evaluate(
         overwrite: start afresh even if ``out`` holds a run with other settings.
     """
     t_start = time.perf_counter()
+    check_args(n=n, batch_size=batch_size, seed=seed, size=size, fractions=list(fractions), noise_sigmas=list(noise_sigmas) or None,
+               max_sensitivity_n=max_sensitivity_n)
     if subset not in SUBSETS:
         raise MedxganError(f"subset {subset}: unknown (choose from {', '.join(SUBSETS)})", arg="subset")
     sigmas = [float(s) for s in noise_sigmas]
