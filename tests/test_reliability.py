@@ -341,3 +341,47 @@ def test_killed_explain_continues_and_equals_an_uninterrupted_run(tmp_path, gan_
     assert _files(tmp_path / "a") == _files(tmp_path / "b")
     # other settings: recomputed, not kept
     assert mx.explain_files(files, tmp_path / "b", batch_size=1, frames=3, show_progress=False)["resumed"] == 0
+
+
+# ---- malformed runs, newer runs, skipped files, missing masks ---------------------------------------
+
+
+@pytest.mark.parametrize("config, named", [("[1, 2]", "holds a JSON list, not an object"),
+                                           ('{"kind": "classifier"}', "no classifier architecture")])
+def test_malformed_classifier_run_is_one_line(tmp_path, capsys, config, named):
+    (tmp_path / "clf").mkdir()
+    (tmp_path / "clf" / "config.json").write_text(config)
+    argv = ["evaluate", str(tmp_path / "data"), "--classifier", str(tmp_path / "clf"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert str(tmp_path / "clf" / "config.json") in line and named in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_from_a_newer_medxgan_warns_once(tmp_path):
+    from medxgan.runtime.runs import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.config_path.write_text(json.dumps({"kind": "toy", "medxgan_version": "99.1.0"}))
+    with pytest.warns(UserWarning, match="written by medxgan 99.1.0, newer than this medxgan"):
+        run.read_config()
+
+
+def test_skip_bad_and_missing_masks_are_reported(tmp_path):
+    from medxgan.data import load_dataset
+
+    write_dataset(tmp_path / "d", n_per_class=3, size=32)
+    (tmp_path / "d" / "train" / "positive" / "bad.png").write_bytes(b"not a png")
+    mdir = tmp_path / "d" / "masks" / "train" / "positive"
+    mdir.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(2):  # positive 002 has no mask file
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(mdir / f"{i:03d}.png")
+    with pytest.warns(UserWarning) as rec:
+        ds = load_dataset(tmp_path / "d", split="train", skip_bad=True)
+    msgs = [str(w.message) for w in rec]
+    assert len(ds.skipped) == 1
+    assert any("skipped 1 unreadable file(s)" in m and "bad.png" in m for m in msgs)
+    assert any("1 positive image(s) have no mask file" in m and "002.png" in m for m in msgs)

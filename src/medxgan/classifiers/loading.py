@@ -63,6 +63,8 @@ def as_classifier(spec: Any, device: str | torch.device = "cpu", **kwargs: Any) 
 def _load_run(path: Path, device: str | torch.device) -> ClassifierAdapter:
     run = RunDir(path)
     config = run.read_config(expect_kind=CLASSIFIER_KIND)
+    if not isinstance(config.get("arch"), str) or not isinstance(config.get("arch_kwargs", {}), dict):
+        raise MedxganError(f"{run.config_path}: no classifier architecture ('arch' missing or not a name, or 'arch_kwargs' not an object)")
     model = build_architecture(config["arch"], **config.get("arch_kwargs", {}))
     state = run.load_weights(WEIGHTS_NAME)
     try:
