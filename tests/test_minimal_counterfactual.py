@@ -50,7 +50,7 @@ def test_masked_generator_counterfactual_is_the_anatomy():
         # z2 changes a pixel by at most 2 * mask there (content and anatomy both lie in [-1, 1])
         assert bool(((x - base).abs() <= 2 * mask + 1e-6).all())
         assert float(G.parts(z1, torch.zeros_like(z2))[2].abs().max()) == 0.0
-    joint = build_generator(get_preset("default", channels=1, **TINY).net)
+    joint = build_generator(get_preset("joint", channels=1, **TINY).net)
     assert not any(k.startswith("path_") for k in joint.state_dict())  # the paper layout is unchanged
 
 

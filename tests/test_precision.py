@@ -90,11 +90,19 @@ def test_bf16_step_runs_and_stays_close_to_float32(name):
         assert all(abs(s[k] - r[k]) <= 0.1 * max(1.0, abs(r[k])) for k in s), (s, r)
 
 
-def test_channels_last_gives_the_same_step():
-    _, a, sa, _ = _steps(channels_last=True)
-    _, b, sb, _ = _steps()
+@pytest.mark.parametrize("name", ["default", "joint"])
+def test_channels_last_gives_the_same_step(name):
+    t, a, sa, _ = _steps(name, channels_last=True)
+    _, b, sb, _ = _steps(name)
+    # the encoder's conv biases right before BatchNorm have a gradient that is mathematically zero: Adam turns
+    # its float noise (memory-layout dependent) into steps of up to lr (see tests/test_distributed.py)
+    noise = {f"E.{n}" for n, _ in t.E.named_parameters() if n.endswith("bias")} | {
+        f"E.{n}" for n, _ in t.E.named_buffers() if "running_mean" in n} if t.E is not None else set()
     for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5, msg=k)
+        if k in noise:
+            assert (a[k] - b[k]).abs().max() <= 2 * t.opts.lr * len(sa) + 1e-5, k
+        else:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-5, msg=k)
     for s, r in zip(sa, sb):
         assert all(abs(s[k] - r[k]) <= 1e-5 * max(1.0, abs(r[k])) for k in s)
 

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("data", help="dataset root (its train split is used)")
     add_classifier_spec(p)
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--preset", default="default", help="network/recipe preset: default, anchored, fast, paper-64, paper-128")
+    p.add_argument("--preset", default="default", help="network/recipe preset: default, joint, anchored, fast, paper-64, paper-128")
     p.add_argument("--steps", type=int, default=5000, help="training steps (one D and one G update each)")
     p.add_argument("--batch-size", type=int, default=32, help="global batch size (under torchrun: split evenly over the processes)")
     p.add_argument("--lambda-cls", type=float, default=None, help="classifier-loss weight (default: the preset's; 2 at 64 px, 1 at 128 px)")

@@ -9,16 +9,24 @@ Presets
 ``paper-128``  the published 128 x 128 medXGAN (chest X-ray): nz1 = 100, nz2 = 10, lambda = 1.
 ``fast``       a DCGAN-sized pair for 64 x 64 (>= 4x cheaper per training step than paper-64 on CPU,
                see benchmarks/gan/RESULTS.md), otherwise the paper's training recipe.
-``default``    what measurably worked best on the brain phantoms (benchmarks/gan/RESULTS.md): the fast
-               networks + class-conditional projection discriminator (with BatchNorm; spectral norm learned
-               too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4 steps) + DiffAugment
-               translation on all D inputs (without them D won outright after ~1500 steps and G collapsed
-               into classifier-fooling texture) + EMA of G + Adam lr 1e-3 (2e-4 barely moved G in the few
-               thousand steps a CPU budget allows). Met every training target in 22 min on 2 CPU cores.
+``default``    minimal counterfactuals (benchmarks/counterfactual/RESULTS.md): the masked generator
+               (``pathology="mask"``: G(z1, z2) = B(z1) (1 - gM) + gM R, so z2 can only act where its mask is
+               on and G(z1, 0) is the anatomy B(z1) exactly) trained with the encoder anchor of ``anchored``,
+               whose counterfactuals G(E1(x), 0) must also pass the discriminator as real negatives
+               (cf_adv_weight 1), stabilised like ``joint`` (EMA of G, lazy R1, DiffAugment translation).
+               Explanations use the residual counterfactual of the scan itself, (1 - gM) x + gM B(z1*), with
+               the inversion asked to make it negative (w_cf 1) and small (w_min 1).
+``joint``      the previous default (until 2026-12-01): one decoder of concat(z1, z2) (the paper's
+               generator shape, DCGAN-sized) + class-conditional projection discriminator (with BatchNorm;
+               spectral norm learned too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4
+               steps) + DiffAugment translation on all D inputs (without them D won outright after ~1500
+               steps and G collapsed into classifier-fooling texture) + EMA of G + Adam lr 1e-3 (2e-4 barely
+               moved G in the few thousand steps a CPU budget allows). Met every training target of the
+               GAN monitor in 22 min on 2 CPU cores, but its maps localise worse than plain gradients.
 ``anchored``   the fast networks + projection D + an encoder anchor (medxgan.gan.encoder): G also
                reconstructs real scans through an encoder E, with a KL term to the prior and the classifier
                loss on the counterfactual of every real positive; inversion then starts from E(x). Measured
-               beside ``default`` in benchmarks/gan/RESULTS.md.
+               beside ``joint`` in benchmarks/gan/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -181,9 +189,9 @@ def _fast(channels: int) -> Preset:
     )
 
 
-def _default(channels: int) -> Preset:
+def _joint(channels: int) -> Preset:
     return Preset(
-        "default",
+        "joint",
         NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
                   d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
         TrainOptions(lambda_cls=2.0, ema_decay=0.999, lr=1e-3, r1_gamma=1.0, r1_every=4, diffaug="translation"),
@@ -202,7 +210,20 @@ def _anchored(channels: int) -> Preset:
     )
 
 
-PRESETS = {"default": _default, "anchored": _anchored, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
+def _default(channels: int) -> Preset:
+    return Preset(
+        "default",
+        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
+                  d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True, pathology="mask"),
+        TrainOptions(lambda_cls=2.0, recon_weight=10.0, kl_weight=0.01, adv_weight=0.5, cf_adv_weight=1.0, lr=1e-3, lr_d=2e-4,
+                     ema_decay=0.999, r1_gamma=1.0, r1_every=4, diffaug="translation"),
+        "masked generator (anatomy B(z1) + gated pathology mask) + projection D + encoder anchor whose counterfactuals must "
+        "pass D as real negatives + EMA/R1/DiffAugment; explanations use the residual counterfactual of the scan",
+        inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0),
+    )
+
+
+PRESETS = {"default": _default, "joint": _joint, "anchored": _anchored, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
 
 
 def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:
