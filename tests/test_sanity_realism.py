@@ -150,3 +150,40 @@ def test_penultimate_features_are_the_input_of_the_last_linear():
     with torch.no_grad():
         want = clf.model[:-1](x).double()
     assert f.shape == (5, 4) and torch.allclose(f, want)
+
+
+# ---- wired into the runner --------------------------------------------------------------------
+def test_evaluate_sanity_and_realism_sections(tmp_path):
+    import json
+
+    from helpers import make_eval_data
+
+    from medxgan.evaluate.runner import evaluate
+    from medxgan.gan.networks import build_generator
+    from medxgan.pipeline import MedXGAN
+
+    torch.manual_seed(0)
+    G = build_generator(dict(arch="dcgan", size=EVAL_SIZE, channels=1, nz1=8, nz2=4, g_width=8))
+    clf = tiny_eval_clf()
+    model = MedXGAN(G, clf, inversion={"steps": 3, "restarts": 1}, oracle=tiny_eval_clf())
+    data = make_eval_data(tmp_path / "data", n_pos=3, n_neg=5)
+    kw = dict(gan=model, methods=["medxgan-diff", "medxgan-lig", "saliency"], split="test", noise_sigmas=(), max_sensitivity=False,
+              device="cpu", n_resamples=100, show_progress=False, sanity=True, sanity_n=2)
+    before = {k: v.clone() for k, v in clf.model.state_dict().items()}
+    res = evaluate(data, tmp_path / "eval", **kw)
+    assert all(torch.equal(v, before[k]) for k, v in clf.model.state_dict().items())  # the classifier is restored
+    s = res["sanity"]
+    assert set(s["methods"]) == {"medxgan-lig", "saliency"} and s["skipped"] == ["medxgan-diff"] and s["n_images"] == 2
+    assert len(s["methods"]["saliency"]["curve"]) == len(s["blocks"]) == 3
+    rz = res["realism"]
+    roles = [r["role"] for r in rz["rows"]]
+    assert roles[:2] == ["floor", "reference"] and "counterfactual" in roles
+    assert any("identical" in n for n in rz["notes"])  # medxgan-lig's x_neg is medxgan-diff's (one inversion)
+    cf = next(r for r in rz["rows"] if r["role"] == "counterfactual")
+    assert cf["n"] == 3 and math.isfinite(cf["fd"]) and cf["minimality"]["regions"]["n"] == 8
+    md = (tmp_path / "eval" / "results.md").read_text()
+    assert "Sanity check" in md and "Counterfactual realism" in md
+    saved = json.loads((tmp_path / "eval" / "sanity.json").read_text())
+    assert saved["result"]["blocks"] == s["blocks"]
+    res2 = evaluate(data, tmp_path / "eval", **kw)  # resumed: the sanity result comes from sanity.json
+    assert res2["sanity"] == s

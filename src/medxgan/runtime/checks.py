@@ -62,7 +62,7 @@ RULES: dict[str, Rule] = {
     # counts
     "epochs": _COUNT1, "epochs_decay": _COUNT0, "batch_size": _COUNT1, "steps": _COUNT0, "restarts": _COUNT1,
     "frames": Rule("int", 2), "lig_steps": _COUNT1, "tune_steps": _COUNT0, "keep_last": _COUNT1, "monitor_samples": Rule("int", 2),
-    "oracle_epochs": _COUNT1, "eval_images": _COUNT1, "workers": _COUNT0, "n": _COUNT1, "max_sensitivity_n": _COUNT0,
+    "oracle_epochs": _COUNT1, "eval_images": _COUNT1, "workers": _COUNT0, "n": _COUNT1, "max_sensitivity_n": _COUNT0, "sanity_n": _COUNT1,
     "max_rows": _COUNT0, "pool_size": _COUNT0, "width": _COUNT1, "ngf": _COUNT1, "ndf": _COUNT1, "blocks": _COUNT0,
     "log_every": _COUNT0, "sample_every": _COUNT0, "ckpt_every": _COUNT0, "checkpoint_every": _COUNT0,
     # sizes
