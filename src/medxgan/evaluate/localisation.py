@@ -28,6 +28,8 @@ Invalid and degenerate maps
   relevance mass = NaN for an all-zero map (0/0), |M| / (H W) for a constant non-zero map.
 * Pointing game with several tied maxima: a hit only if **all** tied maxima lie in M (dilated by
   ``tolerance``) -- conservative and independent of position; a constant map is always a miss.
+  ``pointing_game_frac`` gives fractional credit (the share of tied maxima in M, no tolerance); Quantus's
+  ``PointingGame`` counts a hit when *any* tied maximum is in M (checked in tests/test_quantus_crosscheck.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from medxgan.runtime.ranking import average_precision, roc_auc
 __all__ = [
     "score_map",
     "pointing_game",
+    "pointing_game_frac",
     "iou_area_matched",
     "iou_otsu",
     "relevance_mass",
@@ -52,6 +55,7 @@ __all__ = [
 
 LOCALISATION_KEYS = (
     "pointing_game",
+    "pointing_game_frac",
     "iou_area_matched",
     "iou_otsu",
     "relevance_mass",
@@ -171,6 +175,19 @@ def pointing_game(s, m, tolerance: float = 0) -> float:
     return float(np.all(d2 <= float(tolerance) ** 2))
 
 
+def pointing_game_frac(s, m) -> float:
+    """Fractional pointing game: the share of the tied maxima of ``s`` that lie in ``m`` (1 peak: 0 or 1, as
+    :func:`pointing_game`). Between our strict rule (all tied maxima inside) and Quantus's "any tied maximum
+    inside". A constant map is a miss (0). NaN/inf map -> NaN."""
+    s, m = _prep(s, m)
+    if not is_valid(s):
+        return float("nan")
+    if is_constant(s):
+        return 0.0
+    peaks = np.argwhere(s == s.max())
+    return float(np.mean([m[r, c] for r, c in peaks]))
+
+
 def iou_area_matched(s, m) -> float:
     """IoU of the top-|M| pixels of ``s`` with ``m`` (ties in raster order). NaN map -> NaN."""
     s, m = _prep(s, m)
@@ -274,6 +291,7 @@ def localisation_metrics(a, m, mode: str = "abs", tolerance: float = 0) -> dict:
         return out
     out = {
         "pointing_game": pointing_game(s, mm, tolerance=tolerance),
+        "pointing_game_frac": pointing_game_frac(s, mm),
         "iou_area_matched": iou_area_matched(s, mm),
         "iou_otsu": iou_otsu(s, mm),
         "relevance_mass": relevance_mass(s, mm) if (s >= 0).all() else float("nan"),

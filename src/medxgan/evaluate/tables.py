@@ -22,6 +22,10 @@ LOCALISATION_COLUMNS = [
     ("Pixel AUROC", "localisation.pixel_auroc", False),
     ("Pixel AUPRC", "localisation.pixel_auprc", False),
 ]
+POINTING_TIE_COLUMNS = [
+    ("Pointing game (strict: all tied maxima in M)", "localisation.pointing_game", False),
+    ("Pointing game (fractional: share of tied maxima in M)", "localisation.pointing_game_frac", False),
+]
 FAITHFULNESS_COLUMNS = [
     ("Deletion AUC, mean (↓)", "deletion_mean.auc", True),
     ("Deletion AUC, blur (↓)", "deletion_blur.auc", True),
@@ -151,6 +155,10 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     loc = _table(methods, LOCALISATION_COLUMNS)
     if loc:
         out.append("\n## Localisation (true-positive slice with masks; |A| scored)\n\n" + loc)
+        ties = _table(methods, POINTING_TIE_COLUMNS)
+        if ties and any(res.get("metrics", {}).get("localisation.pointing_game_frac", {}).get("n", 0) for res in methods.values()):
+            out.append("\nPointing game tie rule: a map with several tied maxima is a hit only if all of them lie in the mask; "
+                       "the fractional value gives the share of tied maxima inside (Quantus counts a hit when any is inside).\n\n" + ties)
     main = _table(methods, main_columns(cfg))
     if main:
         out.append("\n## Faithfulness, robustness, cost\n\n" + main)
