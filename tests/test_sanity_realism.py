@@ -187,3 +187,16 @@ def test_evaluate_sanity_and_realism_sections(tmp_path):
     assert saved["result"]["blocks"] == s["blocks"]
     res2 = evaluate(data, tmp_path / "eval", **kw)  # resumed: the sanity result comes from sanity.json
     assert res2["sanity"] == s
+
+
+def test_report_section(tmp_path):
+    from medxgan.report.review import review_html
+
+    stat = {"mean": 0.3, "lo": 0.2, "hi": 0.4, "n": 3}
+    res = {"sanity": {"blocks": ["head", "f.0"], "n_images": 3, "threshold": 0.5, "verdict_blocks": 2, "skipped": ["medxgan-diff"],
+                      "methods": {"saliency": {"verdict": "pass", "reason": "r", "curve": [
+                          {"k": 1, "ssim": stat, "spearman": stat}, {"k": 2, "ssim": stat, "spearman": stat}]}}},
+           "realism": {"n": 3, "n_reference": 4, "feature_space": "oracle", "rows": [{"label": "x", "role": "floor", "fd": 1.0, "kid": 0.1}]}}
+    h = review_html(res, tmp_path, "img")
+    assert "id='sanity'" in h and "<b>pass</b>" in h and (tmp_path / "sanity.png").is_file() and "floor" in h
+    assert review_html({}, tmp_path, "img") == ""

@@ -645,6 +645,9 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     h.append(f"<h2 id='images'>Explained images (up to {int(max_rows)}, true positives first)</h2>")
     h.append(_image_rows_html(results, ev, img_dir, rel, max_rows))
 
+    from medxgan.report.review import review_html  # sanity checks, counterfactual realism (results['sanity'/'realism'])
+
+    h.append(review_html(results, img_dir, rel))
     h.append("<h2 id='plots'>Benchmark plots</h2>")
     plots = sorted((ev / "plots").glob("*.png")) if (ev / "plots").is_dir() else []
     order = {"deletion_mean.png": 0, "deletion_blur.png": 1, "noise_ssim.png": 2, "noise_spearman.png": 3, "noise_top10.png": 4}
