@@ -26,6 +26,7 @@ from medxgan.explain.counterfactual import accumulated_change, difference_maps
 from medxgan.explain.lig import DEFAULT_TOL, latent_integrated_gradients
 from medxgan.explain.model import ExplanationResult, MedXGANModel, as_medxgan
 from medxgan.report.explanation import OUTPUT_FILES, write_explanation
+from medxgan.report.gallery import write_gallery
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_json, to_jsonable
 from medxgan.runtime.errors import MedxganError
@@ -83,8 +84,8 @@ class MedXGAN(MedXGANModel):
         return out
 
     def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, workers: int = 0, **explain_kwargs: Any) -> dict[str, Any]:
-        """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/`` and
-        ``out_dir/summary.json``. Inputs of another size/channel count are converted to the GAN's.
+        """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/``,
+        ``out_dir/summary.json`` and the gallery page ``out_dir/index.html``. Inputs of another size/channel count are converted to the GAN's.
         Returns the summary dict.
 
         Streamed: every file is decoded once up front only to check it (a corrupt file stops the run
@@ -147,6 +148,7 @@ class MedXGAN(MedXGANModel):
             summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         if rank == 0:
             atomic_write_json(out_dir / "summary.json", summary)
+            write_gallery(out_dir, summary)  # out_dir/index.html: every scan, sortable, with its latent slider
         return summary
 
     def _resume_key(self, batch_size: int, world: int, explain_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -176,7 +178,7 @@ def _write_whole(res: ExplanationResult, out_dir: Path, name: str, source: Path,
     final = out_dir / name
     tmp = out_dir / f".tmp_explain_{name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    record = write_explanation(res, tmp, source=source)
+    record = write_explanation(res, tmp, source=source, name=name)
     record.update(name=name, dir=str(final), resume={"key": key, "source": _source_id(source)})
     atomic_write_json(tmp / OUTPUT_FILES["json"], record)
     if final.exists():
