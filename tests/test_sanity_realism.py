@@ -200,3 +200,27 @@ def test_report_section(tmp_path):
     h = review_html(res, tmp_path, "img")
     assert "id='sanity'" in h and "<b>pass</b>" in h and (tmp_path / "sanity.png").is_file() and "floor" in h
     assert review_html({}, tmp_path, "img") == ""
+
+
+def test_shuffle_labels_keeps_counts_and_masks(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    from helpers import png
+
+    spec = importlib.util.spec_from_file_location("datarand", Path(__file__).parent.parent / "benchmarks/sanity/data_randomisation.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    src = tmp_path / "d"
+    for k in range(8):
+        cls = "positive" if k < 4 else "negative"
+        png(src / "train" / cls / f"i{k}.png", np.full((4, 4), k * 10))
+        png(src / "masks" / "train" / cls / f"i{k}.png", np.full((4, 4), k * 10))
+    png(src / "test" / "positive" / "t.png", np.zeros((4, 4)))
+    info = mod.shuffle_labels(src, tmp_path / "s", seed=1)
+    dst = tmp_path / "s"
+    assert info["n"] == 8 and info["changed"] > 0
+    assert len(list((dst / "train" / "positive").iterdir())) == 4 and len(list((dst / "train" / "negative").iterdir())) == 4
+    for f in (dst / "train").rglob("*.png"):  # each mask moved with its image
+        assert (dst / "masks" / "train" / f.parent.name / f.name).is_file()
+    assert (dst / "test" / "positive" / "t.png").is_file() and not (dst / ".train-shuffle").exists()
