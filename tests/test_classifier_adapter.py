@@ -9,7 +9,7 @@ from torch import nn
 
 from medxgan.classifiers import ClassifierAdapter, PaperCNN, Preprocessing, SmallResNet, load_classifier, wrap_classifier
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.ranking import rankdata, roc_auc
+from medxgan.runtime.ranking import average_precision, roc_auc
 
 
 class Fixed(nn.Module):
@@ -153,8 +153,10 @@ def test_builtin_architectures_shapes():
         assert SmallResNet(1, size)(torch.zeros(2, 1, size, size)).shape == (2, 2)
 
 
-def test_rankdata_and_auc_against_hand_values():
-    np.testing.assert_allclose(rankdata([10, 20, 20, 5]), [2, 3.5, 3.5, 1])
+def test_auc_and_average_precision_against_hand_values():
+    # scores 0.8+ 0.4- 0.35+ 0.1-: thresholds give (R, P) = (1/2, 1), (1/2, 1/2), (1, 2/3) -> AP 1/2 + 1/3
+    assert average_precision([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.5 + 1 / 3)
+    assert average_precision([0.3, 0.3], [1, 1]) == 1.0 and math.isnan(average_precision([1, 2], [0, 0]))
     assert roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == pytest.approx(0.75)
     assert roc_auc([1, 1, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.5)
     assert math.isnan(roc_auc([1, 2], [1, 1]))

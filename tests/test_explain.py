@@ -160,6 +160,12 @@ def test_explain_cli_writes_figures_and_json(gan_run, tmp_path, capsys):
         with Image.open(d / "interpolation.gif") as im:
             assert im.n_frames >= 5
     assert "explanation(s) written" in capsys.readouterr().out
+    # the gallery page: one row per scan, each with its latent slider over the stored frames, linking to its own page
+    page = (out / "index.html").read_text()
+    assert page.count("<tr><td class='name'>") == 2 and page.count("class='slider'") == 2
+    assert "a/index.html" in page and "big_rgb/slider/frame_f04.png" in page and "<th class='sort'" in page
+    assert "G(z1*, α z2*)" in (out / "a" / "index.html").read_text()
+    assert len(list((out / "a" / "slider").glob("frame_f*.png"))) == 5 and len(list((out / "a" / "slider").glob("frame_c*.png"))) == 5
     # another classifier given explicitly, the authors' LIG form
     rc = main(["explain", str(inputs / "a.png"), "--gan", str(gan_run), "--out", str(tmp_path / "out2"), "--steps", "5",
                "--classifier", str(gan_run.parent / "clf.pt"), "--classifier-output", "logit1", "--lig-form", "authors", "--device", "cpu"])

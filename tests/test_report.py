@@ -19,18 +19,26 @@ class _Refs(HTMLParser):
         super().__init__()
         self.refs: list[str] = []
         self.tags: list[str] = []
+        self.sliders: list[dict] = []
+        self.script_src = False
 
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
         for k, v in attrs:
             if k in ("src", "href") and v is not None:
                 self.refs.append(v)
+            if tag == "script" and k == "src":
+                self.script_src = True
+            if k == "data-slider":  # the slider's frames are files too
+                d = json.loads(v)
+                self.sliders.append(d)
+                self.refs.extend(d["frames"] + d["changes"])
 
 
 def _check_self_contained(index: Path) -> _Refs:
     p = _Refs()
     p.feed(index.read_text())
-    assert "script" not in p.tags and "link" not in p.tags
+    assert not p.script_src and "link" not in p.tags  # inline JS only (the slider), no external files
     for ref in p.refs:
         assert not ref.lower().startswith(("http:", "https:", "//")), ref
         if ref.startswith("#"):
@@ -71,13 +79,16 @@ def test_report_from_eval_dir_is_self_contained(tiny_eval, tmp_path):
     p = _check_self_contained(index)
     text = index.read_text()
     srcs = [r for r in p.refs if not r.startswith("#")]
-    assert any(r.endswith("__interp.gif") for r in srcs)
+    assert len(p.sliders) == 3  # one latent slider per row with stored frames
+    sl = p.sliders[0]
+    assert len(sl["frames"]) == len(sl["changes"]) == len(sl["probs"]) == 4 and sl["alphas"][0] == 0.0 and sl["alphas"][-1] == 1.0
+    assert "negative realization G(z1*, 0), the counterfactual used" in text  # the generator counterfactual here
     assert any(r.endswith("deletion_mean.png") for r in srcs)
     assert any("__gradcam.png" in r for r in srcs) and any("__input.png" in r for r in srcs)
     assert "training curves and sample grids are omitted" in text
     assert "area-matched IoU" in text and "Verdict" in text
-    gif = next(r for r in srcs if r.endswith(".gif"))
-    assert Image.open(index.parent / gif).n_frames >= 4
+    assert "<table class='headline'>" in text and "th class='m'" in text  # compact verdict table; sticky method column
+    assert Image.open(index.parent / sl["frames"][0]).size == (EVAL_SIZE, EVAL_SIZE)
     # rows: true positives first
     res = json.loads((ev / "results.json").read_text())
     rows = select_rows(res, 12)
@@ -142,3 +153,33 @@ def test_cli_report(tiny_eval, tmp_path, capsys):
     assert "report:" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert main(["report", str(ev), "--frames"]) == 2  # no GAN run for a bare eval dir
+
+
+def test_progress_on_a_non_terminal_writes_a_few_lines(monkeypatch, capsys):
+    """Progress to a log file or CI: a plain line every 10 %, no carriage-return updates."""
+    from medxgan.runtime import progress as pg
+
+    monkeypatch.delenv("MEDXGAN_PROGRESS", raising=False)
+    for _ in pg.progress(range(5000), desc="synth"):
+        pass
+    bar = pg.progress(total=200, initial=100, desc="train")  # resumed half way
+    for i in range(100):
+        bar.update(1)
+        bar.set_postfix_str(f"loss={i}")
+    bar.close()
+    err = capsys.readouterr().err  # pytest's capture is not a terminal
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) == 10 + 5
+    assert lines[0] == lines[0].split(" ")[0] + " 500/5000 (10%) " + lines[0].split(" ")[3] + " s"
+    assert lines[-1].startswith("train: 200/200 (100%)") and lines[-1].endswith("loss=98")  # the postfix shown is the one set before the last update
+    monkeypatch.setenv("MEDXGAN_PROGRESS", "off")
+    for _ in pg.progress(range(10), desc="x"):
+        pass
+    pg.set_quiet(True)
+    monkeypatch.setenv("MEDXGAN_PROGRESS", "lines")
+    try:
+        for _ in pg.progress(range(10), desc="x"):
+            pass
+    finally:
+        pg.set_quiet(False)
+    assert capsys.readouterr().err == ""

@@ -363,7 +363,8 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
         res = evaluate(paths["data"], paths["eval"], gan=model(), methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test", subset="pred-pos",
                  noise_sigmas=cfg.noise_sigmas, seed=seed, device=dev, batch_size=cfg.eval_batch_size,
                  max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
-                 n_resamples=cfg.n_resamples, inversion=cfg.inversion(), show_progress=show_progress)
+                 n_resamples=cfg.n_resamples, inversion=cfg.inversion(), show_progress=show_progress,
+                 sanity=True, sanity_n=min(10, cfg.eval_n))  # the cascading-randomisation check on 10 images
         write_plots(res, Path(paths["eval"]) / "plots")
 
     run_stage("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), evaluate_all,

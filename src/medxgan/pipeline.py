@@ -26,9 +26,11 @@ from medxgan.explain.counterfactual import accumulated_change, difference_maps
 from medxgan.explain.lig import DEFAULT_TOL, latent_integrated_gradients
 from medxgan.explain.model import ExplanationResult, MedXGANModel, as_medxgan
 from medxgan.report.explanation import OUTPUT_FILES, write_explanation
+from medxgan.report.gallery import write_gallery
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_json, to_jsonable
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.loop import remove_temp_files
 from medxgan.runtime.progress import progress
 
 __all__ = ["MedXGAN", "ExplanationResult", "OUTPUT_FILES", "as_medxgan", "write_explanation"]
@@ -53,6 +55,8 @@ class MedXGAN(MedXGANModel):
         if lig_form not in ("path", "authors"):
             raise MedxganError(f"lig_form {lig_form}: choose path or authors", arg="lig_form")
         x_all = self._prepare(images)
+        if hasattr(self.classifier, "check_finite") and len(x_all):  # NaN scores would make every map NaN
+            self.classifier.check_finite(x_all[:batch_size].to(self.device), "the images to explain")
         tol = DEFAULT_TOL if lig_tol is None else lig_tol
         settings = dict(frames=frames, lig_form=lig_form, lig_output=lig_output, lig_rule=lig_rule, lig_tol=tol, inversion=self.engine.inversion)
         out: list[ExplanationResult] = []
@@ -80,8 +84,8 @@ class MedXGAN(MedXGANModel):
         return out
 
     def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, workers: int = 0, **explain_kwargs: Any) -> dict[str, Any]:
-        """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/`` and
-        ``out_dir/summary.json``. Inputs of another size/channel count are converted to the GAN's.
+        """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/``,
+        ``out_dir/summary.json`` and the gallery page ``out_dir/index.html``. Inputs of another size/channel count are converted to the GAN's.
         Returns the summary dict.
 
         Streamed: every file is decoded once up front only to check it (a corrupt file stops the run
@@ -98,15 +102,29 @@ class MedXGAN(MedXGANModel):
         for k in mine:
             load_image_tensor(all_files[k], size=self.size, channels=self.channels)
         out_dir = Path(out_dir)
-        records = []
-        bar = progress(total=len(mine), desc="explain" if world == 1 else f"explain (rank {rank})", disable=not show_progress)
+        # resumable: each image folder is written whole or not at all (temp folder + rename); a batch whose
+        # folders are all complete with the same settings is skipped (a killed run continues where it stopped)
+        if rank == 0:
+            remove_temp_files(out_dir)
+        dist.barrier()
+        key = self._resume_key(batch_size, world, explain_kwargs)
+        chunks = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+        records, todo = [], []
+        for chunk in chunks:
+            done = [_completed(out_dir / all_names[k], all_files[k], key) for k in chunk]
+            if all(r is not None for r in done):
+                records.extend(zip(chunk, done))
+            else:
+                todo.extend(chunk)
+        self.resumed = len(mine) - len(todo)
+        bar = progress(total=len(mine), initial=self.resumed, desc="explain" if world == 1 else f"explain (rank {rank})", disable=not show_progress)
         loader = torch.utils.data.DataLoader(
-            _FileBatches(all_files, mine, self.size, self.channels), batch_size=batch_size, num_workers=workers,
+            _FileBatches(all_files, todo, self.size, self.channels), batch_size=batch_size, num_workers=workers,
             pin_memory=self.device.type == "cuda", collate_fn=_collate_files)
         try:
             for idx, batch in loader:
                 for k, res in zip(idx, self.explain(batch.to(self.device, non_blocking=True), batch_size=batch_size, **explain_kwargs)):
-                    records.append((k, write_explanation(res, out_dir / all_names[k], source=all_files[k])))
+                    records.append((k, _write_whole(res, out_dir, all_names[k], all_files[k], key)))
                     bar.update(1)
                 self.engine.clear_cache()  # written to disk; keeping it would grow with the number of files
         finally:
@@ -122,6 +140,7 @@ class MedXGAN(MedXGANModel):
             mean_psnr=_mean([r["psnr"] for r in records]),
             mean_completeness_error_rel=_mean([r["lig"]["completeness_error_rel"] for r in records]),
             counterfactual=self.engine.counterfactual,
+            resumed=int(sum(dist.all_gather_object(self.resumed)) if world > 1 else self.resumed),
             images=[{k: r[k] for k in ("name", "input", "dir", "prob_input", "prob_reconstruction", "prob_negative", "prob_residual", "psnr")}
                     | {"completeness_error_rel": r["lig"]["completeness_error_rel"], "json": r["files"]["json"]} for r in records],
         )
@@ -129,8 +148,63 @@ class MedXGAN(MedXGANModel):
             summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
         if rank == 0:
             atomic_write_json(out_dir / "summary.json", summary)
+            write_gallery(out_dir, summary)  # out_dir/index.html: every scan, sortable, with its latent slider
         return summary
 
+    def _resume_key(self, batch_size: int, world: int, explain_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """What an image folder must have been written with to count as done on a rerun."""
+        return to_jsonable(dict(gan=str(Path(self.run_path).resolve()) if self.run_path else None,
+                                generator=_fingerprint(self.generator), classifier=getattr(self.classifier, "fingerprint", None),
+                                inversion=self.engine.inversion, counterfactual=self.engine.counterfactual, batch_size=batch_size,
+                                world=world, explain={k: v for k, v in sorted(explain_kwargs.items())}))
+
+
+def _fingerprint(module: Any) -> str | None:
+    from medxgan.runtime.runs import fingerprint_module
+
+    return fingerprint_module(module) if isinstance(module, torch.nn.Module) else None
+
+
+def _source_id(path: Path) -> dict[str, Any]:
+    st = Path(path).stat()
+    return {"path": str(Path(path).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_whole(res: ExplanationResult, out_dir: Path, name: str, source: Path, key: dict[str, Any]) -> dict[str, Any]:
+    """One image's folder, atomically: written into a temp folder, then renamed into place (an older
+    folder of the same name is replaced). The JSON record carries the resume key."""
+    import shutil
+
+    final = out_dir / name
+    tmp = out_dir / f".tmp_explain_{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    record = write_explanation(res, tmp, source=source, name=name)
+    record.update(name=name, dir=str(final), resume={"key": key, "source": _source_id(source)})
+    atomic_write_json(tmp / OUTPUT_FILES["json"], record)
+    if final.exists():
+        old = out_dir / f".tmp_explain_old_{name}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+    return record
+
+
+def _completed(folder: Path, source: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The record of a complete folder written with ``key`` from the same source file, else None."""
+    import json
+
+    try:
+        record = json.loads((folder / OUTPUT_FILES["json"]).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("resume") != {"key": key, "source": _source_id(source)}:
+        return None
+    if not all((folder / f).is_file() for f in OUTPUT_FILES.values()):
+        return None
+    return record
 
 
 class _FileBatches(torch.utils.data.Dataset):

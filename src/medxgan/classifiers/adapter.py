@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.errors import MedxganError, UserCodeError
 from medxgan.runtime.runs import fingerprint_module
 
 OUTPUT_KINDS = ("auto", "logits2", "logit1", "probs2", "prob1")
@@ -89,6 +89,8 @@ class ClassifierAdapter(nn.Module):
         self.register_buffer("_mean", torch.tensor(pp.mean, dtype=torch.float32).view(1, -1, 1, 1) if pp.mean is not None else torch.zeros(0), persistent=False)
         self.register_buffer("_std", torch.tensor(pp.std, dtype=torch.float32).view(1, -1, 1, 1) if pp.std is not None else torch.zeros(0), persistent=False)
         self._fingerprint: str | None = None
+        # the user's own code (TorchScript, a factory's module): its exceptions are reported in one line
+        self.user_code = not type(model).__module__.startswith("medxgan.")
         self.model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
@@ -115,6 +117,10 @@ class ClassifierAdapter(nn.Module):
         if pp.input_range == "0,1":
             x = (x + 1.0) / 2.0
         if self._mean.numel():
+            for key, buf in (("mean", self._mean), ("std", self._std)):
+                if buf.shape[1] not in (1, x.shape[1]):
+                    raise MedxganError(f"{key} {' '.join(f'{v:g}' for v in buf.flatten().tolist())}: {buf.shape[1]} values for the "
+                                       f"{x.shape[1]}-channel input of classifier {self.name} (give {'1' if x.shape[1] == 1 else f'1 or {x.shape[1]}'})", arg=key)
             x = (x - self._mean) / self._std
         return x
 
@@ -174,7 +180,27 @@ class ClassifierAdapter(nn.Module):
     # ---- public contract ----------------------------------------------------------------------
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         """Positive-class logit, shape (N,)."""
-        return self._decode(self._select(self.model(self.preprocess(x))), x.shape[0])
+        return self._decode(self._select(self._run_model(self.preprocess(x))), x.shape[0])
+
+    def _run_model(self, x: torch.Tensor) -> Any:
+        if not self.user_code:
+            return self.model(x)
+        try:
+            return self.model(x)
+        except MedxganError:
+            raise
+        except Exception as exc:  # the user's code: one line naming it (the CLI's --traceback shows the trace)
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            raise UserCodeError(f"classifier {self.name} raised {type(exc).__name__}: {first} while scoring a batch of {x.shape[0]}") from exc
+
+    def check_finite(self, x: torch.Tensor, what: str = "the data") -> None:
+        """Refuse a classifier whose outputs on ``x`` are not finite (it would make every result NaN)."""
+        with torch.no_grad():
+            logit = self.logit(x)
+        bad = int((~torch.isfinite(logit)).sum())
+        if bad:
+            raise MedxganError(f"classifier {self.name}: {bad} of {logit.numel()} outputs are not finite (NaN/inf) on {what}; "
+                               "a classifier must output finite scores", arg="classifier")
 
     def prob(self, x: torch.Tensor) -> torch.Tensor:
         """Positive-class probability, shape (N,)."""

@@ -13,7 +13,7 @@ import torch
 
 from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing
 from medxgan.classifiers.architectures import build_architecture
-from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.errors import MedxganError, UserCodeError
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.state import load_weights
 
@@ -63,6 +63,8 @@ def as_classifier(spec: Any, device: str | torch.device = "cpu", **kwargs: Any) 
 def _load_run(path: Path, device: str | torch.device) -> ClassifierAdapter:
     run = RunDir(path)
     config = run.read_config(expect_kind=CLASSIFIER_KIND)
+    if not isinstance(config.get("arch"), str) or not isinstance(config.get("arch_kwargs", {}), dict):
+        raise MedxganError(f"{run.config_path}: no classifier architecture ('arch' missing or not a name, or 'arch_kwargs' not an object)")
     model = build_architecture(config["arch"], **config.get("arch_kwargs", {}))
     state = run.load_weights(WEIGHTS_NAME)
     try:
@@ -96,10 +98,15 @@ def _load_factory(spec: str, weights: Any, device: Any, output: str | None, pp: 
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise MedxganError(f"classifier {spec}: cannot import module {module_name!r} ({exc})", arg="classifier") from None
+    except Exception as exc:  # the user's module raised while being imported
+        raise UserCodeError(f"classifier {spec}: importing module {module_name!r} raised {type(exc).__name__}: {_first(exc)}", arg="classifier") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise MedxganError(f"classifier {spec}: module {module_name!r} has no callable {attr!r}", arg="classifier")
-    model = factory()
+    try:
+        model = factory()
+    except Exception as exc:  # the user's factory raised
+        raise UserCodeError(f"classifier {spec}: the factory raised {type(exc).__name__}: {_first(exc)}", arg="classifier") from exc
     if not isinstance(model, torch.nn.Module):
         raise MedxganError(f"classifier {spec}: factory returned {type(model).__name__}, not an nn.Module", arg="classifier")
     if weights is not None:
@@ -120,3 +127,7 @@ def _load_factory(spec: str, weights: Any, device: Any, output: str | None, pp: 
         except (RuntimeError, TypeError) as exc:
             raise MedxganError(f"weights {wpath}: does not match the model from {spec} ({str(exc).splitlines()[0]})", arg="weights") from None
     return ClassifierAdapter(model, output=output or "auto", positive_index=1 if pos is None else pos, preprocessing=pp, name=spec)
+
+
+def _first(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0][:300]

@@ -26,7 +26,8 @@ from medxgan.runtime.atomic import atomic_write_json
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.ranking import roc_auc
-from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
+from medxgan.runtime.checks import check_args
+from medxgan.runtime.loop import Cadence, check_start, nonfinite_tensors, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
@@ -93,6 +94,8 @@ class ClassifierTrainer:
             losses.append(loss.item())
         model.eval()
         self.epoch += 1
+        if nonfinite_tensors(model.state_dict()):  # never measure a poisoned model: the loop marks the run failed
+            return {"epoch": self.epoch, "train_loss": float("nan"), "val_auc": float("nan"), "val_accuracy": float("nan"), "best": False}
         adapter = ClassifierAdapter(copy.deepcopy(model), output="logits2", preprocessing=self.pp)
         val = binary_metrics(predict_probs(adapter, self.x_val, device=self.dev), self.y_val.numpy())
         val_auc = val["auc"] if np.isfinite(val["auc"]) else val["accuracy"]
@@ -143,6 +146,7 @@ def train_classifier(
     epoch so far (like `train_gan`). Returns a dict with the test metrics, the best epoch and validation
     AUC, and timing.
     """
+    check_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, size=size, max_minutes=max_minutes)
     if epochs < 1:
         raise MedxganError(f"epochs {epochs}: must be at least 1", arg="epochs")
     if batch_size < 2:

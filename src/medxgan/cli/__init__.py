@@ -38,9 +38,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line + usage, exit 2
-        self.print_usage(sys.stderr)
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message: str) -> None:  # argparse's own errors: one line (pointing at --help), exit 2
+        message = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `medxgan COMMAND --help` for the options and examples of each command.",
     )
     parser.add_argument("--version", action="version", version=f"medxgan {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an error, print the full Python traceback as well (also: environment variable MEDXGAN_TRACEBACK=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module_name in _AREAS:
         try:
@@ -77,7 +79,8 @@ def _rank() -> int:
 
 
 # library argument -> CLI flag where the flag is not simply "--" + the name with dashes
-_FLAGS = {"output": "--classifier-output", "weights": "--classifier-weights"}
+_FLAGS = {"output": "--classifier-output", "weights": "--classifier-weights", "mean": "--classifier-mean", "std": "--classifier-std",
+          "preset_overrides": "--set"}
 
 
 def flagged(exc: MedxganError) -> str:
@@ -90,6 +93,36 @@ def flagged(exc: MedxganError) -> str:
     return msg
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Every option checked before any work starts and before anything is written: the shared rules of
+    ``medxgan.runtime.checks`` (ranges, finiteness, integer sizes, seeds) over all parsed options, any
+    non-finite float option, and a writable ``--out``."""
+    import math
+
+    from medxgan.runtime.checks import check_args, check_writable_dir
+
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "traceback")}
+    for k, v in values.items():  # no option of any command means anything with nan / inf
+        for x in v if isinstance(v, (list, tuple)) else [v]:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise MedxganError(f"{k} {x}: must be a finite number", arg=k)
+    check_args(**values)
+    if isinstance(values.get("out"), str):
+        check_writable_dir(values["out"], "out")
+
+
+def _show_traceback(args: argparse.Namespace | None) -> bool:
+    import os
+
+    return bool(getattr(args, "traceback", False)) or os.environ.get("MEDXGAN_TRACEBACK", "") not in ("", "0")
+
+
+def _one_line_os_error(exc: OSError) -> str:
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f)
+    what = exc.strerror or str(exc) or type(exc).__name__
+    return f"{where}: {what}" if where else f"{type(exc).__name__}: {what}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -99,15 +132,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     from medxgan.runtime.progress import set_quiet
 
     set_quiet(getattr(args, "quiet", False))
+    import warnings
+
+    # a warning is one line too (Python's default adds the source line that issued it)
+    old_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest, **kw: f"medxgan: warning: {' '.join(str(message).split())}\n"
     try:
+        check_options(args)
         result = args.func(args)
-    except MedxganError as exc:
+    except (MedxganError, OSError, MemoryError) as exc:
         if _rank() == 0:  # under torchrun every rank hits the same mistake: say it once
-            print(f"medxgan: error: {flagged(exc)}", file=sys.stderr)
+            if _show_traceback(args):
+                import traceback
+
+                traceback.print_exception(exc)
+            if isinstance(exc, MedxganError):
+                line = flagged(exc)
+            elif isinstance(exc, OSError):  # a path the user gave (or the disk) refused: the path, one line
+                line = _one_line_os_error(exc)
+            else:
+                line = f"out of memory ({exc or 'MemoryError'}); choose smaller sizes or batches"
+            if not _show_traceback(args) and isinstance(exc, MedxganError) and getattr(exc, "user_code", False):
+                line += " (run with --traceback for the full trace)"
+            print(f"medxgan: error: {' '.join(line.split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("medxgan: interrupted", file=sys.stderr)
         return 130
     finally:
         set_quiet(False)
+        warnings.formatwarning = old_format
     return int(result or 0)

@@ -12,6 +12,7 @@ EXAMPLES = """examples:
   medxgan evaluate data/brain --classifier runs/clf --out eval-baselines/  # baselines only (no GAN)
   medxgan evaluate data/brain --gan runs/gan --out eval/ --n 100 --methods gradcam ig-black medxgan-diff medxgan-lig
   medxgan evaluate data/brain-sc --gan runs/gan-sc --out eval-sc/ --no-max-sensitivity   # shortcut phantoms
+  medxgan evaluate data/brain --gan runs/gan --out eval/ --sanity --sanity-n 10   # + cascading randomisation check
   torchrun --nproc_per_node 4 -m medxgan evaluate data/brain --gan runs/gan --out eval/ --num-images 200  # 4 GPUs
 
 writes OUT/results.json, results.csv, results.md, plots/*.png, per_image.jsonl and maps/<image>/<method>.npz.
@@ -51,6 +52,10 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--no-max-sensitivity", action="store_true", help="skip Captum's max-sensitivity (costly for medXGAN)")
     p.add_argument("--max-sensitivity-n", type=int, default=20, metavar="K",
                    help="compute max-sensitivity on the first K evaluated images only (0 = all)")
+    p.add_argument("--sanity", action="store_true",
+                   help="sanity check: cascading model-parameter randomisation of the classifier (SSIM / Spearman of |A| per "
+                   "randomised block, a verdict per classifier-based method); results.json 'sanity', OUT/sanity.json")
+    p.add_argument("--sanity-n", type=int, default=10, metavar="K", help="images for the sanity check (the first K evaluated)")
     p.add_argument("--size", type=int, help="load images at this size (default: the GAN's, else the data's)")
     p.add_argument("--batch-size", type=int, default=8, help="images explained together")
     p.add_argument("--steps", type=int, help="GAN inversion: maximum Adam steps per restart (default: the library's)")
@@ -88,7 +93,7 @@ def _run(args: argparse.Namespace) -> int:
             fractions=args.fractions, seed=args.seed, device=ctx.device, batch_size=args.batch_size, size=args.size,
             positive=args.positive, negative=args.negative, csv=args.csv, skip_bad=args.skip_bad, max_sensitivity=not args.no_max_sensitivity,
             max_sensitivity_n=args.max_sensitivity_n or None, inversion=inversion, save_maps=not args.no_maps,
-            overwrite=args.overwrite, show_progress=ctx.is_main,
+            overwrite=args.overwrite, show_progress=ctx.is_main, sanity=args.sanity, sanity_n=args.sanity_n,
         )
     if not ctx.is_main:
         return 0
@@ -106,6 +111,8 @@ def _run(args: argparse.Namespace) -> int:
         t = met.get("cost.time_s", {}).get("mean")
         print(f"  {m:14s} IoU(area) {_f(iou)}  deletion AUC {_f(dele)}  {_f(t)} s/image"
               + (f"  invalid maps {r['n_invalid_maps']}" if r.get("n_invalid_maps") else ""))
+    for m, r in (res.get("sanity") or {}).get("methods", {}).items():
+        print(f"  sanity {m:14s} {r['verdict']}: {r['reason']}")
     for note in res.get("notes", []):
         if "skipped" in note or note.startswith("inversion"):
             print(f"note: {note}")

@@ -14,7 +14,9 @@ EXAMPLES = """examples:
 
 per image (OUT/<name>/): input, reconstruction, negative, difference(_overlay), lig_overlay,
 accumulated_change_overlay, interpolation strip (p(pos) under each frame) + GIF, panel.png,
-maps.npz and explanation.json; OUT/summary.json for the batch.
+maps.npz and explanation.json; OUT/summary.json for the batch. Each image folder is written whole or
+not at all; run the same command again after an interruption and the images already complete with the
+same settings are kept (the run continues where it stopped).
 """
 
 
@@ -88,5 +90,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{r['name']}: p(input) {r['prob_input']:.3f}  p(reconstruction) {r['prob_reconstruction']:.3f}  "
               f"p(negative) {r['prob_negative']:.3f}  p(residual) {r['prob_residual']:.3f}  PSNR {r['psnr']:.1f} dB  "
               f"LIG completeness error {100 * r['completeness_error_rel']:.1f}%")
+    if summary.get("resumed"):
+        print(f"{summary['resumed']} of {summary['n_images']} explanation(s) were already complete in {args.out} with these settings "
+              "and were kept (an explain run continues where it stopped; other settings recompute)")
     print(f"{summary['n_images']} explanation(s) written to {args.out} (summary.json)")
     return 0

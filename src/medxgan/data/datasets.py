@@ -155,6 +155,7 @@ class ImageDataset(Dataset):
         it = progress(self.samples, total=n, desc=f"load {self.root.name}") if n > PROGRESS_MIN else self.samples
         kept: list[Sample] = []
         items: list[dict] = []
+        n_skipped_before = len(self.skipped)
         for s in it:
             try:
                 item = self._load(s)
@@ -173,6 +174,8 @@ class ImageDataset(Dataset):
             items.append(item)
         if not items:
             raise MedxganError(f"{self.root}: no readable images (skipped {len(self.skipped)})")
+        if len(self.skipped) > n_skipped_before:
+            report_skipped(self.skipped[n_skipped_before:], str(self.root))
         self.samples = kept
         self._cache = (
             torch.stack([d["image"] for d in items]),
@@ -200,4 +203,31 @@ def load_dataset(root, split=None, size=None, channels=None, positive=None, nega
     check_channels(channels)
     normalize_size(size)
     index = build_index(root, split=split, positive=positive, negative=negative, csv=csv, skip_bad=skip_bad)
-    return ImageDataset(index, size=size, channels=channels, skip_bad=skip_bad)
+    ds = ImageDataset(index, size=size, channels=channels, skip_bad=skip_bad)
+    report_skipped(ds.skipped, f"{root}{'/' + split if split else ''}")
+    _report_missing_masks(ds, root)
+    return ds
+
+
+def report_skipped(skipped: list[tuple[str, str]], where: str) -> None:
+    """``skip_bad``: say how many files were left out (one line, the first one named)."""
+    if skipped:
+        import warnings
+
+        path, reason = skipped[0]
+        warnings.warn(f"{where}: skipped {len(skipped)} unreadable file(s) (first: {reason if path in reason else f'{path}: {reason}'})",
+                      stacklevel=3)
+
+
+def _report_missing_masks(ds: "ImageDataset", root: Any) -> None:
+    """A data set with a masks/ tree whose positives lack a mask file: say how many (they have no ground truth)."""
+    from pathlib import Path
+
+    if not (Path(root) / "masks").is_dir():
+        return
+    missing = [s.path for s in ds.samples if s.label == 1 and not s.has_mask]
+    if missing:
+        import warnings
+
+        warnings.warn(f"{Path(root) / 'masks'}: {len(missing)} positive image(s) have no mask file (first: {missing[0]}); "
+                      "they count as without ground truth", stacklevel=3)

@@ -28,6 +28,8 @@ Invalid and degenerate maps
   relevance mass = NaN for an all-zero map (0/0), |M| / (H W) for a constant non-zero map.
 * Pointing game with several tied maxima: a hit only if **all** tied maxima lie in M (dilated by
   ``tolerance``) -- conservative and independent of position; a constant map is always a miss.
+  ``pointing_game_frac`` gives fractional credit (the share of tied maxima in M, no tolerance); Quantus's
+  ``PointingGame`` counts a hit when *any* tied maximum is in M (checked in tests/test_quantus_crosscheck.py).
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from __future__ import annotations
 import numpy as np
 
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.ranking import average_precision, roc_auc
 
 __all__ = [
     "score_map",
     "pointing_game",
+    "pointing_game_frac",
     "iou_area_matched",
     "iou_otsu",
     "relevance_mass",
@@ -51,6 +55,7 @@ __all__ = [
 
 LOCALISATION_KEYS = (
     "pointing_game",
+    "pointing_game_frac",
     "iou_area_matched",
     "iou_otsu",
     "relevance_mass",
@@ -116,20 +121,6 @@ def top_k_mask(s: np.ndarray, k: int) -> np.ndarray:
     return sel.reshape(s.shape)
 
 
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of a 1-D array, ties get the average rank (== ``scipy.stats.rankdata``)."""
-    x = np.asarray(x, dtype=np.float64).ravel()
-    order = np.argsort(x, kind="stable")
-    xs = x[order]
-    # start index of each group of equal values in the sorted array
-    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
-    ends = np.r_[starts[1:], xs.size]  # exclusive
-    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
-
-
 def _iou(sel: np.ndarray, m: np.ndarray) -> float:
     inter = np.logical_and(sel, m).sum()
     union = np.logical_or(sel, m).sum()
@@ -184,6 +175,19 @@ def pointing_game(s, m, tolerance: float = 0) -> float:
     return float(np.all(d2 <= float(tolerance) ** 2))
 
 
+def pointing_game_frac(s, m) -> float:
+    """Fractional pointing game: the share of the tied maxima of ``s`` that lie in ``m`` (1 peak: 0 or 1, as
+    :func:`pointing_game`). Between our strict rule (all tied maxima inside) and Quantus's "any tied maximum
+    inside". A constant map is a miss (0). NaN/inf map -> NaN."""
+    s, m = _prep(s, m)
+    if not is_valid(s):
+        return float("nan")
+    if is_constant(s):
+        return 0.0
+    peaks = np.argwhere(s == s.max())
+    return float(np.mean([m[r, c] for r, c in peaks]))
+
+
 def iou_area_matched(s, m) -> float:
     """IoU of the top-|M| pixels of ``s`` with ``m`` (ties in raster order). NaN map -> NaN."""
     s, m = _prep(s, m)
@@ -193,24 +197,22 @@ def iou_area_matched(s, m) -> float:
 
 
 def otsu_threshold_bin(values01: np.ndarray, nbins: int = 256) -> tuple[np.ndarray, int]:
-    """Otsu's method on a ``nbins`` histogram of values in [0, 1].
+    """Otsu's method (``skimage.filters.threshold_otsu``) on a ``nbins`` histogram of values in [0, 1]
+    (min 0 and max 1, as :func:`iou_otsu` normalises them).
 
-    Implemented here to avoid a scikit-image dependency. Returns (bin index of every value, k*),
-    where the foreground is ``bin index > k*``; k* maximises the between-class variance
-    w0 w1 (mu0 - mu1)^2 over splits "bins <= k | bins > k" (first maximum on ties).
+    Returns (bin index of every value, k*): k* maximises the between-class variance w0 w1 (mu0 - mu1)^2
+    over splits "bins <= k | bins > k" (first maximum on ties), and the foreground is
+    ``bin index > k*``. scikit-image returns the *centre* of bin k* as the threshold and its foreground
+    is ``value > threshold``, which would also count the upper half of bin k*; we keep our documented
+    class boundary (whole bins: the split Otsu's criterion actually scored), so we map its threshold
+    back to k* and compare bins, not values.
     """
+    from skimage.filters import threshold_otsu  # lazy: a slow import
+
     v = np.asarray(values01, dtype=np.float64).ravel()
-    idx = np.minimum((v * nbins).astype(np.int64), nbins - 1)
-    hist = np.bincount(idx, minlength=nbins).astype(np.float64)
-    centers = (np.arange(nbins) + 0.5) / nbins
-    w0 = np.cumsum(hist)[:-1]  # class 0 = bins 0..k, for k = 0 .. nbins-2
-    w1 = hist.sum() - w0
-    s0 = np.cumsum(hist * centers)[:-1]
-    s1 = (hist * centers).sum() - s0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = w0 * w1 * (s0 / w0 - s1 / w1) ** 2
-    between = np.where((w0 > 0) & (w1 > 0), between, -1.0)
-    return idx, int(np.argmax(between))
+    idx = np.minimum((v * nbins).astype(np.int64), nbins - 1)  # = np.histogram's bins on [0, 1]
+    t = threshold_otsu(v, nbins=nbins)  # (k* + 0.5) / nbins, exact in binary floating point
+    return idx, int(np.floor(t * nbins))
 
 
 def iou_otsu(s, m) -> float:
@@ -252,41 +254,25 @@ def relevance_rank(s, m) -> float:
 
 
 def pixel_auroc(s, m) -> float:
-    """AUROC of ``s`` as a per-pixel score for ``m`` (Mann-Whitney U, average ranks for ties).
-
-    Constant map -> 0.5. Mask covering the whole image (no negatives) or NaN map -> NaN.
+    """AUROC of ``s`` as a per-pixel score for ``m`` (:func:`medxgan.runtime.ranking.roc_auc`,
+    scikit-learn: ties count one half). Constant map -> 0.5. Mask covering the whole image (no
+    negatives) or NaN map -> NaN.
     """
     s, m = _prep(s, m)
     if not is_valid(s):
         return float("nan")
-    pos = m.ravel()
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_neg == 0:
-        return float("nan")
-    r = average_ranks(s.ravel())
-    u = r[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return roc_auc(s, m)
 
 
 def pixel_auprc(s, m) -> float:
-    """Average precision of ``s`` for ``m``: sum over thresholds of (R_k - R_{k-1}) P_k.
-
-    Step-wise (no interpolation, as sklearn's ``average_precision_score``); pixels with equal
-    scores enter together as one threshold. Constant map -> prevalence |M| / (H W). NaN map -> NaN.
+    """Average precision of ``s`` for ``m`` (:func:`medxgan.runtime.ranking.average_precision`,
+    scikit-learn): sum over thresholds of (R_k - R_{k-1}) P_k, step-wise (no interpolation); pixels with
+    equal scores enter together as one threshold. Constant map -> prevalence |M| / (H W). NaN map -> NaN.
     """
     s, m = _prep(s, m)
     if not is_valid(s):
         return float("nan")
-    v, pos = s.ravel(), m.ravel()
-    order = np.argsort(-v, kind="stable")
-    v, pos = v[order], pos[order]
-    tp = np.cumsum(pos)
-    fp = np.cumsum(~pos)
-    last = np.r_[v[1:] != v[:-1], True]  # last index of each group of tied scores
-    tp, fp = tp[last].astype(np.float64), fp[last].astype(np.float64)
-    precision = tp / (tp + fp)
-    recall = tp / pos.sum()
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return average_precision(s, m)
 
 
 def localisation_metrics(a, m, mode: str = "abs", tolerance: float = 0) -> dict:
@@ -305,6 +291,7 @@ def localisation_metrics(a, m, mode: str = "abs", tolerance: float = 0) -> dict:
         return out
     out = {
         "pointing_game": pointing_game(s, mm, tolerance=tolerance),
+        "pointing_game_frac": pointing_game_frac(s, mm),
         "iou_area_matched": iou_area_matched(s, mm),
         "iou_otsu": iou_otsu(s, mm),
         "relevance_mass": relevance_mass(s, mm) if (s >= 0).all() else float("nan"),

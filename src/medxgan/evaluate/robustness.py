@@ -13,30 +13,14 @@ import numpy as np
 import torch
 
 from medxgan.evaluate.localisation import (
-    average_ranks,
     is_constant,
     is_valid,
     score_map,
     top_k_mask,
 )
+from medxgan.runtime import quality
 
-__all__ = ["ssim", "spearman", "topk_overlap", "max_sensitivity", "gaussian_window"]
-
-_K1, _K2 = 0.01, 0.03
-
-
-def gaussian_window(size: int = 11, sigma: float = 1.5) -> np.ndarray:
-    """Normalised 1-D Gaussian window (float64), centred, ``size`` taps."""
-    t = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
-    g = np.exp(-0.5 * (t / sigma) ** 2)
-    return g / g.sum()
-
-
-def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """Separable 'valid' correlation of a 2-D array with the outer product g g^T."""
-    k = g.size
-    y = np.lib.stride_tricks.sliding_window_view(x, k, axis=0) @ g  # (H-k+1, W)
-    return np.lib.stride_tricks.sliding_window_view(y, k, axis=1) @ g  # (H-k+1, W-k+1)
+__all__ = ["ssim", "spearman", "topk_overlap", "max_sensitivity"]
 
 
 def _normalise01(s: np.ndarray) -> np.ndarray:
@@ -44,49 +28,41 @@ def _normalise01(s: np.ndarray) -> np.ndarray:
     return s / m if m > 0 else s
 
 
-def ssim(a, b, mode: str = "abs", win_size: int = 11, sigma: float = 1.5) -> float:
-    """Mean SSIM between two H x W maps (Wang et al. 2004).
+def ssim(a, b, mode: str = "abs", sigma: float = 1.5) -> float:
+    """Mean SSIM between two H x W maps (Wang et al. 2004), via :func:`medxgan.runtime.quality.ssim`
+    (torchmetrics; the one SSIM of the package, shared with the CycleGAN evaluation).
 
     Each map is reduced with ``score_map(., mode)`` and divided by its own max |.|, so both lie in
     [0, 1] (in [-1, 1] for ``mode="raw"``) and only the map's *shape* is compared, not its scale; an
-    all-zero map stays zero. Gaussian window ``win_size`` x ``win_size``, ``sigma``; constants
-    C1 = (0.01 L)^2, C2 = (0.03 L)^2 with data range L = 1 (2 for ``mode="raw"``); population
-    (weighted) statistics; mean over the 'valid' positions only (no padding), as in the original
-    MATLAB code. Maps smaller than the window use the largest odd window that fits.
-    Implemented in numpy to avoid a scikit-image dependency.
+    all-zero map stays zero. Gaussian window sigma 1.5 (11 x 11); constants C1 = (0.01 L)^2,
+    C2 = (0.03 L)^2 with data range L = 1 (2 for ``mode="raw"``); population (weighted) statistics;
+    mean over the 'valid' positions only (no padding), as in the original MATLAB code. Maps must be
+    at least 11 px on each side (ValueError otherwise).
     """
     x, y = score_map(a, mode), score_map(b, mode)
     if x.shape != y.shape:
         raise ValueError(f"ssim: map shapes differ: {x.shape} vs {y.shape}")
     if not (is_valid(x) and is_valid(y)):
         return float("nan")
-    x, y = _normalise01(x), _normalise01(y)
-    k = min(win_size, *x.shape)
-    k = k if k % 2 else k - 1
-    g = gaussian_window(k, sigma)
-    L = 2.0 if mode == "raw" else 1.0
-    c1, c2 = (_K1 * L) ** 2, (_K2 * L) ** 2
-    mx, my = _filter_valid(x, g), _filter_valid(y, g)
-    vxx = _filter_valid(x * x, g) - mx * mx
-    vyy = _filter_valid(y * y, g) - my * my
-    vxy = _filter_valid(x * y, g) - mx * my
-    s = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vxx + vyy + c2))
-    return float(s.mean())
+    x, y = (torch.from_numpy(_normalise01(t))[None, None] for t in (x, y))
+    return float(quality.ssim(x, y, data_range=2.0 if mode == "raw" else 1.0, sigma=sigma)[0])
 
 
 def spearman(a, b, mode: str = "abs") -> float:
-    """Spearman rank correlation of two maps over all pixels (average ranks for ties).
+    """Spearman rank correlation of two maps over all pixels (``scipy.stats.spearmanr``: average ranks
+    for ties).
 
-    A constant map has no ranking: NaN (documented; aggregation counts it as invalid).
+    A constant map has no ranking: NaN (documented; aggregation counts it as invalid). We test for it
+    before SciPy, which would return NaN too but with a ``ConstantInputWarning``.
     """
     x, y = score_map(a, mode), score_map(b, mode)
     if x.shape != y.shape:
         raise ValueError(f"spearman: map shapes differ: {x.shape} vs {y.shape}")
     if not (is_valid(x) and is_valid(y)) or is_constant(x) or is_constant(y):
         return float("nan")
-    rx, ry = average_ranks(x), average_ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    return float((rx @ ry) / np.sqrt((rx @ rx) * (ry @ ry)))
+    from scipy import stats  # lazy: a slow import
+
+    return float(stats.spearmanr(x.ravel(), y.ravel()).statistic)
 
 
 def topk_overlap(a, b, frac: float = 0.1, mode: str = "abs") -> float:

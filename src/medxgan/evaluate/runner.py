@@ -95,6 +95,7 @@ from medxgan.data import load_dataset
 from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS, counterfactual_metrics, deletion_curve
 from medxgan.evaluate.localisation import is_constant, localisation_metrics
 from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
+from medxgan.evaluate.review import review_sections
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
 from medxgan.evaluate.twins import TwinEffect, twin_agreement, twin_fidelity
 from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
@@ -107,6 +108,7 @@ from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
 from medxgan.runtime.device import pick_device
+from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import fingerprint_module
@@ -123,7 +125,7 @@ _GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness"
 def _versions() -> dict[str, str]:
     v = {"medxgan": __version__, "torch": torch.__version__, "numpy": np.__version__,
          "python": platform.python_version()}
-    for mod in ("captum", "matplotlib"):
+    for mod in ("captum", "matplotlib", "scipy", "sklearn", "skimage", "torchmetrics"):  # the metric libraries too
         try:
             v[mod] = __import__(mod).__version__
         except Exception:  # pragma: no cover - optional
@@ -197,6 +199,8 @@ def evaluate(
     save_maps: bool = True,
     overwrite: bool = False,
     show_progress: bool = True,
+    sanity: bool = False,
+    sanity_n: int = 10,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``out`` (see the module docstring). Returns the results dict
     (the content of ``results.json`` plus ``"run": {"computed", "skipped"}`` pair counts).
@@ -219,8 +223,14 @@ def evaluate(
         inversion: options for the GAN inversion (``medxgan.gan.inversion.invert``) when ``gan`` is a path.
         explainers: ready Explainer instances to use instead of ``methods`` (names must be unique).
         overwrite: start afresh even if ``out`` holds a run with other settings.
+        sanity: add ``results["sanity"]``: cascading model-parameter randomisation of the classifier on the
+            first ``sanity_n`` evaluated images (:mod:`medxgan.evaluate.sanity`). ``results["realism"]``
+            (counterfactual realism / minimality, :mod:`medxgan.evaluate.realism`) is added whenever there are
+            saved counterfactuals and an oracle (:mod:`medxgan.evaluate.review`).
     """
     t_start = time.perf_counter()
+    check_args(n=n, batch_size=batch_size, seed=seed, size=size, fractions=list(fractions), noise_sigmas=list(noise_sigmas) or None,
+               max_sensitivity_n=max_sensitivity_n, sanity_n=sanity_n)
     if subset not in SUBSETS:
         raise MedxganError(f"subset {subset}: unknown (choose from {', '.join(SUBSETS)})", arg="subset")
     sigmas = [float(s) for s in noise_sigmas]
@@ -271,6 +281,7 @@ def evaluate(
         "max_sensitivity_samples": max_sensitivity_samples, "n_resamples": n_resamples,
         "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": sel.markers is not None,
         "inversion": inversion_used, "inversion_encoder": inversion_encoder,
+        "sanity": bool(sanity), "sanity_n": int(sanity_n),
     })
 
     # -- the method loop: chunks of images, every method, only the missing pairs
@@ -289,6 +300,8 @@ def evaluate(
     # -- aggregation (always from the file's rows of the current selection) and the output files
     results = _results(store.rows(), sel, exps, config, notes, n_resamples=n_resamples, seed=seed, ms_limit=ms_limit,
                        computed=computed, wall_s=time.perf_counter() - t_start)
+    results.update(review_sections(out, results, sel, exps, clf, oracle, sanity=sanity, sanity_n=sanity_n, seed=seed,
+                                   n_resamples=n_resamples, save_maps=save_maps))
     _write_results(out, results)
     return results
 

@@ -67,6 +67,10 @@ def select_images(ds: Any, clf: Any, device: torch.device, data_root: Path, *, s
     images, labels, masks, has_mask = ds.tensors()
     rels = [s.rel for s in ds.samples]
     probs = _probs(clf, images, device)
+    bad = int((~torch.isfinite(probs)).sum())
+    if bad:  # every metric would be computed from NaN scores
+        raise MedxganError(f"classifier {getattr(clf, 'name', 'classifier')}: {bad} of {len(probs)} outputs are not finite (NaN/inf) "
+                           f"on {data_root}; a classifier must output finite scores", arg="classifier")
     pred = probs >= 0.5
     slice_of = ["TP" if (l and p) else "FN" if l else "FP" if p else "TN" for l, p in zip(labels.bool().tolist(), pred.tolist())]
     counts = {k: slice_of.count(k) for k in ("TP", "FN", "FP", "TN")}

@@ -1,4 +1,4 @@
-"""Aggregation over images: mean with a percentile-bootstrap confidence interval, NaN-skipping."""
+"""Aggregation over images: mean with a percentile-bootstrap confidence interval (SciPy), NaN-skipping."""
 
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ def bootstrap_ci(
 ) -> tuple[float, float, float, int]:
     """Mean of the finite values and a percentile-bootstrap interval of the mean.
 
-    NaN/inf/None are skipped. Resampling: ``rng = np.random.default_rng(seed)``,
-    ``idx = rng.integers(0, n, size=(n_resamples, n))``; the interval is the
-    ((1 - confidence)/2, (1 + confidence)/2) percentiles (numpy's default linear interpolation) of
-    the resampled means. Deterministic for a seed.
+    NaN/inf/None are skipped. The interval is ``scipy.stats.bootstrap(method="percentile")`` of the mean
+    with ``rng = np.random.default_rng(seed)``: SciPy draws ``rng.integers(0, n, (n_resamples, n))`` and
+    takes the ((1 - confidence)/2, (1 + confidence)/2) percentiles (numpy's default linear
+    interpolation) of the resampled means. Deterministic for a seed.
 
-    Returns (mean, lo, hi, n_valid); n_valid = 0 -> (nan, nan, nan, 0); n_valid = 1 -> (v, v, v, 1).
+    Returns (mean, lo, hi, n_valid); n_valid = 0 -> (nan, nan, nan, 0); n_valid = 1 -> (v, v, v, 1)
+    (SciPy needs two values); all values equal -> (v, v, v, n) (SciPy would warn about the degenerate
+    distribution).
     """
     v = np.array([_to_float(x) for x in values], dtype=np.float64)
     v = v[np.isfinite(v)]
@@ -44,16 +46,15 @@ def bootstrap_ci(
     if n == 0:
         return (float("nan"), float("nan"), float("nan"), 0)
     mean = float(v.mean())
-    if n == 1:
-        return (mean, mean, mean, 1)
+    if n == 1 or bool(np.all(v == v[0])):
+        return (mean, mean, mean, n)
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(int(n_resamples), n))
-    means = v[idx].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.percentile(means, [100.0 * alpha, 100.0 * (1.0 - alpha)])
-    return (mean, float(lo), float(hi), n)
+    from scipy import stats  # lazy: a slow import
+
+    ci = stats.bootstrap((v,), np.mean, n_resamples=int(n_resamples), confidence_level=confidence,
+                         method="percentile", rng=np.random.default_rng(seed)).confidence_interval
+    return (mean, float(ci.low), float(ci.high), n)
 
 
 def _flatten(d: dict) -> dict:

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 __all__ = ["LOCALISATION_COLUMNS", "FAITHFULNESS_COLUMNS", "COUNTERFACTUAL_COLUMNS", "SHORTCUT_COLUMNS", "TWIN_COLUMNS",
            "TWIN_AGREEMENT_COLUMNS",
-           "main_columns", "bar_groups", "format_ci", "results_csv", "results_markdown"]
+           "main_columns", "bar_groups", "format_ci", "results_csv", "results_markdown", "sanity_markdown", "realism_markdown"]
 
 # (column label, metric key, lower is better)
 LOCALISATION_COLUMNS = [
@@ -21,6 +21,10 @@ LOCALISATION_COLUMNS = [
     ("Relevance rank", "localisation.relevance_rank", False),
     ("Pixel AUROC", "localisation.pixel_auroc", False),
     ("Pixel AUPRC", "localisation.pixel_auprc", False),
+]
+POINTING_TIE_COLUMNS = [
+    ("Pointing game (strict: all tied maxima in M)", "localisation.pointing_game", False),
+    ("Pointing game (fractional: share of tied maxima in M)", "localisation.pointing_game_frac", False),
 ]
 FAITHFULNESS_COLUMNS = [
     ("Deletion AUC, mean (↓)", "deletion_mean.auc", True),
@@ -151,6 +155,10 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     loc = _table(methods, LOCALISATION_COLUMNS)
     if loc:
         out.append("\n## Localisation (true-positive slice with masks; |A| scored)\n\n" + loc)
+        ties = _table(methods, POINTING_TIE_COLUMNS)
+        if ties and any(res.get("metrics", {}).get("localisation.pointing_game_frac", {}).get("n", 0) for res in methods.values()):
+            out.append("\nPointing game tie rule: a map with several tied maxima is a hit only if all of them lie in the mask; "
+                       "the fractional value gives the share of tied maxima inside (Quantus counts a hit when any is inside).\n\n" + ties)
     main = _table(methods, main_columns(cfg))
     if main:
         out.append("\n## Faithfulness, robustness, cost\n\n" + main)
@@ -166,6 +174,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     sc = _table(methods, SHORTCUT_COLUMNS)
     if sc:
         out.append("\n## Shortcut marker (relevance mass of |A|)\n\n" + sc)
+    for section in (sanity_markdown(results.get("sanity")), realism_markdown(results.get("realism"))):
+        if section:
+            out.append("\n" + section)
     inv = {m: r.get("n_invalid_maps", 0) for m, r in methods.items() if r.get("n_invalid_maps", 0)}
     if inv:
         out.append("\nInvalid (non-finite) maps: " + ", ".join(f"`{m}` {k}" for m, k in inv.items()) + ".\n")
@@ -173,3 +184,42 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     if notes:
         out.append("\n## Notes\n\n" + "".join(f"- {n}\n" for n in notes))
     return "".join(out)
+
+
+def sanity_markdown(sanity: Mapping[str, Any] | None) -> str:
+    """The cascading-randomisation table: methods as rows, "SSIM / Spearman" after each randomised block
+    (top first), then the verdict; "" without a sanity result."""
+    if not sanity or not sanity.get("methods"):
+        return ""
+    blocks = sanity.get("blocks") or []
+    head = ["Method"] + [f"+ {b}" for b in blocks] + ["Verdict"]
+    lines = ["## Sanity check: cascading randomisation of the classifier (SSIM / Spearman of |A| vs the trained model)\n",
+             f"Blocks re-initialised from the top, cumulatively; {sanity.get('n_images')} images; mean [95% CI]. "
+             f"Pass: both below {sanity.get('threshold', 0.5):g} (interval too) once the top {sanity.get('verdict_blocks', 2)} "
+             "block(s) are randomised.\n",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m, r in sanity["methods"].items():
+        cells = [f"`{m}`"] + [f"{format_ci(st.get('ssim'), 2)} / {format_ci(st.get('spearman'), 2)}" for st in r.get("curve", [])]
+        cells += ["–"] * (len(blocks) + 1 - len(cells)) + [f"**{r.get('verdict')}**"]
+        lines.append("| " + " | ".join(cells) + " |")
+    if sanity.get("skipped"):
+        lines.append(f"\nNot applicable (no classifier at explanation time): {', '.join(sanity['skipped'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def realism_markdown(realism: Mapping[str, Any] | None) -> str:
+    """The counterfactual realism / minimality table; "" without rows."""
+    if not realism or not realism.get("rows"):
+        return ""
+    lines = ["## Counterfactual realism and minimality\n",
+             f"FD and KID vs {realism.get('n_reference')} real negatives in the {realism.get('feature_space')}; "
+             f"n = {realism.get('n')} images per row. Minimality: mean [95% CI] over the images; changed = max over "
+             f"channels |x - x_cf| > {realism.get('threshold', 0.1):g}; regions 8-connected.\n",
+             "| Compared set | Role | FD (↓) | KID (↓) | Mean abs change | Pixels changed | Changed regions |",
+             "|---|---|---|---|---|---|---|"]
+    for r in realism["rows"]:
+        mn = r.get("minimality") or {}
+        kid = f"{_fmt(r.get('kid'), 4)} ± {_fmt(r.get('kid_std'), 4)}"
+        lines.append(f"| {r['label']} | {r['role']} | {_fmt(r.get('fd'))} | {kid} | {format_ci(mn.get('mean_abs_change'))} | "
+                     f"{format_ci(mn.get('frac_changed'))} | {format_ci(mn.get('regions'), 1)} |")
+    return "\n".join(lines) + "\n"

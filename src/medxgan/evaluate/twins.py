@@ -16,7 +16,6 @@ data has no twins; then none of this is computed.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -25,6 +24,7 @@ import torch
 from medxgan.evaluate.robustness import spearman
 from medxgan.explain.base import Explanation
 from medxgan.explain.counterfactual import image_key
+from medxgan.runtime.quality import psnr
 
 __all__ = ["twin_fidelity", "twin_agreement", "twin_effect_map", "normalised_cross_correlation", "TwinEffect"]
 
@@ -35,8 +35,7 @@ def _img(t) -> torch.Tensor:
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float((a - b).pow(2).mean())
-    return 10.0 * math.log10(4.0 / max(mse, 1e-12))
+    return float(psnr(a[None], b[None])[0])
 
 
 def twin_fidelity(x, x_cf, twin) -> dict:

@@ -37,6 +37,7 @@ from medxgan.gan.run import (
     ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, encoder_dir, load_gan_run, write_trained_encoder,
 )
 from medxgan.runtime.device import pick_device
+from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
@@ -174,6 +175,8 @@ def train_encoder(
     Returns the final metrics, including those of the short inversion started from E
     (``ENCODER_INVERSION_STEPS`` steps x 1 start) on the evaluation images.
     """
+    check_args(steps=steps, batch_size=batch_size, lr=lr, width=width, seed=seed, log_every=log_every, ckpt_every=ckpt_every,
+               max_minutes=max_minutes, eval_images=eval_images)
     if steps < 1 or batch_size < 2:
         raise MedxganError(f"steps {steps} / batch_size {batch_size}: need steps >= 1 and batch size >= 2", arg=("steps", "batch_size"))
     dev = pick_device(device)

@@ -35,6 +35,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from medxgan.runtime.checks import check_override
 from medxgan.runtime.errors import MedxganError
 
 
@@ -236,9 +237,9 @@ def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:
     train_fields = {f.name for f in dataclasses.fields(TrainOptions)}
     for key, value in overrides.items():
         if key in net_fields:
-            setattr(preset.net, key, value)
+            setattr(preset.net, key, check_override(key, value, getattr(preset.net, key)))
         elif key in train_fields:
-            setattr(preset.train, key, value)
+            setattr(preset.train, key, check_override(key, value, getattr(preset.train, key)))
         else:
             raise MedxganError(f"preset override {key!r}: not a network or training option")
     if overrides:

@@ -63,6 +63,7 @@ from medxgan.runtime.distributed import (
     all_reduce_sum, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
     shard, world_size, wrap_ddp,
 )
+from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
 from medxgan.runtime.loop import Cadence, check_start, open_run, resume_or_restart, train_loop
@@ -520,6 +521,7 @@ class GanTrainConfig:
     compile: bool | None = None
 
     def check(self) -> "GanTrainConfig":
+        check_args(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})  # runtime.checks' shared rules
         if self.steps < 1:
             raise MedxganError(f"steps {self.steps}: must be at least 1", arg="steps")
         if self.batch_size < 2:
@@ -640,6 +642,8 @@ def train_gan(
         speed["amp"] = check_amp(speed["amp"], dev)
 
         clf, clf_source = _load_adapter(classifier, dev, "classifier")
+        if hasattr(clf, "check_finite"):  # a classifier that outputs NaN/inf would poison every loss
+            clf.check_finite(images[:64].to(dev), f"the first {min(64, len(images))} training images")
         clf_source = clf_source or (str(cfg.classifier_source) if cfg.classifier_source else None)
         clf_fp = getattr(clf, "fingerprint", None)
         # the one resume policy (runtime.loop): what defines the run must not change on --resume

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import io
 import os
 from pathlib import Path
@@ -11,23 +12,27 @@ import numpy as np
 
 from medxgan.explain.model import ExplanationResult
 from medxgan.report import figures as fig
-from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, to_jsonable
+from medxgan.report.slider import PAGE_CSS, SLIDER_CSS, SLIDER_JS, slider_html, write_slider_images
+from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text, to_jsonable
 
 OUTPUT_FILES = dict(
     input="input.png", reconstruction="reconstruction.png", negative="negative.png", residual="residual.png",
     difference="difference.png", difference_overlay="difference_overlay.png", lig_overlay="lig_overlay.png",
     accumulated_change_overlay="accumulated_change_overlay.png", interpolation_strip="interpolation.png",
-    interpolation_gif="interpolation.gif", panel="panel.png", maps="maps.npz", json="explanation.json",
+    interpolation_gif="interpolation.gif", panel="panel.png", maps="maps.npz", json="explanation.json", page="index.html",
 )
+SLIDER_DIR = "slider"  # the frames and accumulated-change maps of the latent slider (index.html and the gallery)
 
 
-def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, source: str | os.PathLike | None = None, display_size: int = 192) -> dict[str, Any]:
+def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, source: str | os.PathLike | None = None, display_size: int = 192, name: str | None = None) -> dict[str, Any]:
     """Write one image's figures, maps and JSON into ``out_dir`` (atomically) and return the JSON record.
 
     Files (see ``OUTPUT_FILES``): input / reconstruction / negative at native resolution; the difference
     heatmap; overlays of the difference, LIG (signed, blue-white-red) and accumulated change on the
     input; the interpolation strip with p(pos) under each frame and its GIF; a panel of all of these;
-    ``maps.npz`` (float arrays: difference, signed_difference, lig, accumulated_change).
+    ``maps.npz`` (float arrays: difference, signed_difference, lig, accumulated_change); ``slider/``
+    (each interpolation frame and its accumulated change map as PNG) and ``index.html``, a page with the
+    figures and the interactive latent slider over those frames (:mod:`medxgan.report.slider`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -69,9 +74,37 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
     np.savez_compressed(buf, **{k: getattr(res, k).squeeze(0).numpy().astype(np.float32) for k in ("difference", "signed_difference", "lig", "accumulated_change")})
     atomic_write_bytes(out / F["maps"], buf.getvalue())
 
+    slider = write_slider_images(res.frames, out / SLIDER_DIR, "frame")
     record = dict(
-        name=out.name, input=str(source) if source is not None else None, dir=str(out),
+        name=name or out.name, input=str(source) if source is not None else None, dir=str(out),
         **res.summary(), settings=to_jsonable(res.settings), files={k: v for k, v in F.items()},
+        slider={k: [f"{SLIDER_DIR}/{n}" for n in v] for k, v in slider.items()},
     )
+    atomic_write_text(out / F["page"], _page(record, slider))
     atomic_write_json(out / F["json"], record)
     return record
+
+
+def _page(record: dict[str, Any], slider: dict[str, list[str]]) -> str:
+    """One explained image as a page: the panel's figures, its numbers and the latent slider."""
+    F = OUTPUT_FILES
+    e = html.escape
+    resid = record.get("counterfactual") == "residual"
+    tiles = [("input", F["input"], f"p(pos) {record['prob_input']:.3f}"),
+             ("reconstruction", F["reconstruction"], f"p(pos) {record['prob_reconstruction']:.3f} · PSNR {record['psnr']:.1f} dB"),
+             ("negative G(z1*, 0)" + ("" if resid else " (used)"), F["negative"], f"p(pos) {record['prob_negative']:.3f}")]
+    if resid:
+        tiles.append(("residual x_res (used)", F["residual"], f"p(pos) {record['prob_residual']:.3f}"))
+    tiles += [("|x − x_res|" if resid else "|x_pos − x_neg|", F["difference_overlay"], ""),
+              ("LIG", F["lig_overlay"], f"completeness error {100 * record['lig']['completeness_error_rel']:.1f} %"),
+              ("accumulated change", F["accumulated_change_overlay"], "")]
+    figs = "".join(f"<figure class='t'><img src='{e(src)}' alt='{e(t)}'><figcaption>{e(t)}<br>{e(c)}</figcaption></figure>" for t, src, c in tiles)
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'>"
+            f"<title>{e(record['name'])}: medXGAN explanation</title><style>{PAGE_CSS}{SLIDER_CSS}</style></head><body><div class='wrap'>"
+            f"<p><a href='../index.html'>← all explanations</a></p><h1>{e(record['name'])}</h1>"
+            f"<p class='muted'>{e(record.get('input') or '')} · counterfactual: <b>{e(record.get('counterfactual', 'generator'))}</b></p>"
+            f"<div class='tiles'>{figs}</div><h2>Latent slider</h2>"
+            + slider_html(slider, record.get("frame_probs"), record.get("alphas"), counterfactual=record.get("counterfactual", "generator"), rel=SLIDER_DIR)
+            + f"<p class='muted'>Files: <a href='{F['json']}'>{F['json']}</a> · <a href='{F['maps']}'>{F['maps']}</a> · "
+            f"<a href='{F['panel']}'>{F['panel']}</a> · <a href='{F['interpolation_gif']}'>{F['interpolation_gif']}</a></p>"
+            f"</div><script>{SLIDER_JS}</script></body></html>")

@@ -12,14 +12,18 @@ What it reads (nothing is recomputed, no model is loaded):
   ``max_rows``, true positives first): input with the lesion outline, reconstruction ``x_pos`` and
   negative realization ``x_neg`` (medXGAN extras), and each method's |A| over the input;
 * ``EVAL/frames/<image_id>.npz`` when present (``frames`` F x C x H x W, ``frame_probs``, ``alphas``,
-  written by :func:`medxgan.demo.interpolation_frames`): the latent interpolation as a GIF. The
-  evaluation runner does not store interpolation frames, so without this file the GIF is omitted;
+  written by :func:`medxgan.demo.interpolation_frames`): the interactive latent slider of the row
+  (:mod:`medxgan.report.slider`: frame, p(pos) and accumulated change at alpha; which counterfactual
+  the path explains comes from ``config.inversion.counterfactual``). The evaluation runner does not
+  store interpolation frames, so without this file the slider is omitted;
 * ``EVAL/plots/*.png``: deletion / noise curves and metric bars (copied);
 * demo directories only: ``demo.json`` (settings, stage times), ``classifier/`` and ``gan/`` run
   directories (``config.json``, ``metrics.jsonl`` -> training-curve plots, the latest sample grid).
 
 Everything is written under the report directory (``index.html`` + ``img/``) and referenced with
-relative paths: no network access is needed to view it (no CDN, fonts or scripts).
+relative paths: no network access is needed to view it (no CDN, fonts or external scripts; the
+slider's few lines of JS are inline). The layout fits the viewport from about 1000 px up (metric tables
+with a sticky method column and wrapped headers, image strips as a grid of equal tiles) and prints.
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ import numpy as np
 
 from medxgan.evaluate.tables import (COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, TWIN_AGREEMENT_COLUMNS,
                                      TWIN_COLUMNS, main_columns)
-from medxgan.report.figures import captioned_strip, draw_mask_outline, gif_bytes, overlay_heatmap, save_png, tensor_to_pil
+from medxgan.report.figures import draw_mask_outline, overlay_heatmap, save_png, tensor_to_pil
+from medxgan.report.slider import SLIDER_CSS, SLIDER_JS, slider_html, write_slider_images
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_text
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.version import __version__
@@ -57,29 +62,47 @@ CF_TARGETS = (("valid_classifier", "classifier", 0.95), ("valid_oracle", "indepe
 TWIN_GAIN_TARGET = 3.0
 
 _CSS = """
+*,*::before,*::after{box-sizing:border-box}
 body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:0;background:#fafafa;color:#222;line-height:1.45}
-.wrap{max-width:1180px;margin:0 auto;padding:16px 20px 60px}
+.wrap{max-width:1500px;margin:0 auto;padding:16px 20px 60px}
 h1{font-size:1.6em;margin:.3em 0}h2{font-size:1.25em;margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
 h3{font-size:1.05em;margin-top:1.2em}
+p,li,summary{overflow-wrap:anywhere}
+code{overflow-wrap:anywhere}
 .banner{background:#fff3cd;border:2px solid #e0a800;padding:10px 14px;font-weight:bold;font-size:1.1em;margin:12px 0}
 .verdict{background:#eef6ff;border:1px solid #9cc3ef;padding:10px 14px;margin:12px 0}
 .verdict li{margin:.25em 0}.lead{color:#0a6e0a;font-weight:bold}.ahead{color:#8a6d00;font-weight:bold}.nolead{color:#a11;font-weight:bold}
 .na{color:#666}
-.scroll{overflow-x:auto;margin:8px 0;border:1px solid #e3e3e3;background:#fff}
-table{border-collapse:collapse;font-size:.85em;white-space:nowrap}
-th,td{border:1px solid #e3e3e3;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f1f1f1;position:sticky;top:0}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
+.scroll{overflow-x:auto;max-width:100%;margin:8px 0;border:1px solid #e3e3e3;background:#fff}
+table{border-collapse:collapse;font-size:.85em}
+th,td{border:1px solid #e3e3e3;padding:3px 6px;text-align:left;vertical-align:top}
+thead th{background:#f1f1f1;white-space:normal;overflow-wrap:break-word;hyphens:auto;vertical-align:bottom}
+table.metrics{width:100%;table-layout:auto}
+table.metrics thead th{min-width:4.5em;max-width:9em;font-size:.92em}
+table.metrics th.m{position:sticky;left:0;z-index:1;background:#f7f7f7;min-width:8.5em;max-width:11em;white-space:normal}
+table.metrics thead th.m{z-index:2;background:#ececec}
+td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 td.best{background:#e7f5e7;font-weight:bold}
-figure.t{display:inline-block;margin:0;text-align:center;font-size:.75em}
-figure.t img{width:112px;height:112px;image-rendering:pixelated;image-rendering:crisp-edges;display:block;margin:0 auto}
-figure.t img.gif{width:128px;height:auto}
-figure.t figcaption{max-width:120px;white-space:normal}
+.ci{color:#666;font-size:.85em;font-weight:normal}
+table.headline{width:100%;background:#fff;margin:8px 0;font-size:.88em}
+table.headline td:first-child{width:46%}
+.imgrow{background:#fff;border:1px solid #e3e3e3;margin:10px 0;padding:6px 10px}
+.imgrow h3.rowhead{margin:.2em 0 .4em;font-size:.95em;overflow-wrap:anywhere}
+.rowbody{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+.tiles{display:grid;grid-template-columns:repeat(auto-fill,120px);gap:8px;flex:1 1 520px;min-width:0}
+figure.t{margin:0;width:120px;text-align:center;font-size:.72em;line-height:1.25}
+figure.t img,figure.t .blank{width:120px;height:120px;object-fit:contain;image-rendering:pixelated;image-rendering:crisp-edges;
+display:block;background:#eee}
+figure.t figcaption{margin-top:2px;overflow-wrap:anywhere;min-height:2.6em}
+.sliderbox{flex:0 0 auto}
 img.plot{max-width:100%;height:auto;border:1px solid #ddd;background:#fff;margin:4px 0}
-.muted{color:#666;font-size:.9em}.note{background:#f4f4f4;padding:6px 10px;border-left:3px solid #bbb;margin:6px 0}
-pre{background:#f4f4f4;padding:8px;overflow-x:auto;font-size:.8em;max-height:420px}
+.muted{color:#666;font-size:.9em}.note{background:#f4f4f4;padding:6px 10px;border-left:3px solid #bbb;margin:6px 0;overflow-wrap:anywhere}
+pre{background:#f4f4f4;padding:8px;overflow-x:auto;font-size:.8em;max-height:420px;white-space:pre-wrap;overflow-wrap:anywhere}
 details{margin:6px 0}summary{cursor:pointer;font-weight:bold}
-.grid{display:flex;flex-wrap:wrap;gap:10px}.grid>div{flex:1 1 480px;min-width:320px}
+.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,460px),1fr));gap:10px}
+@media print{body{background:#fff}.wrap{max-width:none;padding:0}.scroll{overflow:visible;border:none}
+table.metrics th.m{position:static}.imgrow,.verdict,table{break-inside:avoid}.slider input{display:none}details{display:block}
+h2{break-before:auto}}
 """
 
 
@@ -279,7 +302,7 @@ def _counterfactual_verdicts(results: Mapping[str, Any]) -> list[dict]:
 
 
 def _verdict_html(results: Mapping[str, Any]) -> str:
-    items = []
+    items, heads = [], []
     for v in verdicts(results):
         detail = "; ".join(
             f"vs {_e(_label(x['method']))}: {_ci(x['mine'])} vs {_ci(x['theirs'])} ({_e(_VERDICT_TEXT[x['state']])})"
@@ -294,11 +317,27 @@ def _verdict_html(results: Mapping[str, Any]) -> str:
             detail = f"measured {_ci(v['mine'])}"
         items.append(f"<li><b>{_e(v['claim'])}</b>: <span class='{_VERDICT_CLASS[v['state']]}'>{_e(v['text'])}</span>"
                      f"<br><span class='muted'>{detail}</span></li>")
+        mine = v.get("mine") if not v["vs"] else (v["vs"][0]["mine"] if v["vs"] else None)
+        rivals = [x for x in v["vs"] if x["theirs"] is not None]
+        best = max(rivals, key=lambda x: _num(x["theirs"]["mean"])) if rivals else None
+        rival = f"{_e(_label(best['method']))}<br>{_ci_cell(best['theirs'])}" if best else "<span class='na'>–</span>"
+        heads.append(f"<tr><td>{_e(v['claim'])}</td><td><span class='{_VERDICT_CLASS[v['state']]}'>{_e(v['text'])}</span></td>"
+                     f"<td class='num'>{_ci_cell(mine)}</td><td class='num'>{rival}</td></tr>")
     sl = results.get("slices") or {}
     n_loc = sl.get("localisation_images")
     return ("<div class='verdict'><b>Verdict</b> (computed from results.json; means with 95 % bootstrap intervals; "
             "“leads” = higher mean than every competitor with non-overlapping intervals; localisation on "
-            f"{_e(n_loc if n_loc is not None else '?')} true-positive image(s) with a mask)<ul>" + "".join(items) + "</ul></div>")
+            f"{_e(n_loc if n_loc is not None else '?')} true-positive image(s) with a mask)"
+            "<table class='headline'><thead><tr><th>claim</th><th>verdict</th><th>measured</th><th>strongest competitor</th></tr></thead><tbody>"
+            + "".join(heads) + "</tbody></table>"
+            "<details><summary>Every comparison behind the verdicts</summary><ul>" + "".join(items) + "</ul></details></div>")
+
+
+def _ci_cell(stat: Mapping[str, Any] | None) -> str:
+    """A mean over its interval, for narrow table cells."""
+    if not stat or _num(stat.get("mean")) is None:
+        return "–"
+    return f"{_fmt(stat['mean'])}<br><span class='ci'>[{_fmt(stat.get('lo'))}, {_fmt(stat.get('hi'))}]</span>"
 
 
 # ---- tables ----------------------------------------------------------------------------------
@@ -311,20 +350,20 @@ def _metric_table(results: Mapping[str, Any], cols: Sequence[tuple[str, str, boo
         vals = [(m, _num(_stat(results, m, key)["mean"])) for m in methods if _stat(results, m, key) is not None]
         if len(vals) > 1:
             best[key] = (min if lower else max)(vals, key=lambda t: t[1])[0]
-    head = "<tr><th>method</th><th>images</th>" + "".join(f"<th>{_e(label)}</th>" for label, _, _ in cols) + "</tr>"
+    head = "<thead><tr><th class='m'>method</th><th>images</th>" + "".join(f"<th>{_e(label)}</th>" for label, _, _ in cols) + "</tr></thead>"
     body = []
     for m in methods:
         r = (results.get("methods") or {}).get(m) or {}
         inv = r.get("n_invalid_maps") or 0
-        cells = [f"<td><b>{_e(_label(m))}</b><br><span class='muted'>{_e(m)}</span></td>",
+        cells = [f"<th class='m'>{_e(_label(m))}<br><span class='muted'>{_e(m)}</span></th>",
                  f"<td class='num'>{_e(r.get('n_images', '–'))}{f' ({inv} invalid)' if inv else ''}</td>"]
         for _, key, _ in cols:
             s = _stat(results, m, key)
-            n = f" <span class='muted'>n={s.get('n')}</span>" if s is not None else ""
+            n = f" <span class='ci'>n={_e(s.get('n'))}</span>" if s is not None else ""
             cls = "num best" if best.get(key) == m else "num"
-            cells.append(f"<td class='{cls}'>{_e(_ci(s))}{n}</td>")
+            cells.append(f"<td class='{cls}'>{_ci_cell(s)}{n}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return "<div class='scroll'><table>" + head + "".join(body) + "</table></div>"
+    return "<div class='scroll'><table class='metrics'>" + head + "<tbody>" + "".join(body) + "</tbody></table></div>"
 
 
 def _tables_html(results: Mapping[str, Any]) -> str:
@@ -376,10 +415,11 @@ def _npz(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _fig(src: str | None, caption: str, alt: str, cls: str = "") -> str:
+    """One tile of an image strip: a fixed-size image (or an empty square) with its caption under it."""
     if src is None:
-        return f"<figure class='t'><div style='width:112px;height:112px;background:#eee'></div><figcaption>{caption}</figcaption></figure>"
+        return f"<figure class='t'><div class='blank'></div><figcaption>{caption}</figcaption></figure>"
     c = f" class='{cls}'" if cls else ""
-    return f"<figure class='t'><img{c} src='{_e(src)}' alt='{_e(alt)}' loading='lazy'><figcaption>{caption}</figcaption></figure>"
+    return f"<figure class='t'><img{c} src='{_e(src)}' alt='{_e(alt)}'><figcaption>{caption}</figcaption></figure>"
 
 
 def _row_metrics(results: Mapping[str, Any], image_id: str) -> dict[str, dict]:
@@ -409,6 +449,7 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
     rows = select_rows(results, max_rows)
     if not rows:
         return "<p class='muted'>no per-image rows in results.json</p>"
+    cf_mode = ((results.get("config") or {}).get("inversion") or {}).get("counterfactual") or "generator"
     has_frames = False
     out = []
     for r in rows:
@@ -420,31 +461,40 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
         figs = []
         prob_in = _num(inp.get("prob")) if inp is not None else _num(r.get("prob"))
         sl = str(inp["slice"]) if inp is not None and "slice" in inp else r.get("slice", "?")
+        head = f"<h3 class='rowhead'>{_e(iid)} <span class='muted'>{_e(r.get('image', ''))}</span></h3>"
         if inp is None:
-            out.append(f"<tr><td><b>{_e(iid)}</b></td><td class='muted'>maps not saved (evaluation run with --no-maps?)</td></tr>")
+            out.append(f"<section class='imgrow'>{head}<p class='muted'>maps not saved (evaluation run with --no-maps?)</p></section>")
             continue
         image = inp["image"]
         mask = inp.get("mask")
-        base = draw_mask_outline(image, mask) if mask is not None and mask.any() else tensor_to_pil(image)
-        save_png(img_dir / f"{safe}__input.png", base)
+        has_mask = mask is not None and bool(np.asarray(mask).any())
+
+        def outline(im):
+            return draw_mask_outline(im, mask) if has_mask else im
+
+        save_png(img_dir / f"{safe}__input.png", outline(tensor_to_pil(image)))
         figs.append(_fig(f"{rel}/{safe}__input.png", f"input ({_e(sl)})<br>p(pos) {_fmt(prob_in, 2)}", "input"))
         fr = _npz(eval_dir / FRAMES_DIR / f"{iid}.npz")
         fprobs = fr.get("frame_probs") if fr is not None else None
         diff = _npz(d / "medxgan-diff.npz") or _npz(d / "medxgan-lig.npz")
+        cfm = ((per.get("medxgan-diff") or {}).get("metrics") or {})
         if diff is not None and "x_pos" in diff:
             save_png(img_dir / f"{safe}__xpos.png", tensor_to_pil(diff["x_pos"]))
-            p = f"p(pos) {_fmt(fprobs[-1], 2)}" if fprobs is not None else ""
+            p = f"p(pos) {_fmt(fprobs[-1], 2)}" if fprobs is not None and cf_mode != "residual" else ""
             figs.append(_fig(f"{rel}/{safe}__xpos.png", f"reconstruction<br>{p}", "reconstruction"))
-        if diff is not None and "x_neg" in diff:
-            save_png(img_dir / f"{safe}__xneg.png", tensor_to_pil(diff["x_neg"]))
-            cfm = ((per.get("medxgan-diff") or {}).get("metrics") or {}).get("counterfactual") or {}
-            if fprobs is not None:
+        for key, label, group in (("x_neg", "negative G(z1*, 0)", "counterfactual"), ("x_res", "residual x_res", "counterfactual_residual")):
+            if diff is None or key not in diff:
+                continue
+            save_png(img_dir / f"{safe}__{key}.png", tensor_to_pil(diff[key]))
+            valid = (cfm.get(group) or {}).get("valid_classifier")
+            used = (key == "x_res") == (cf_mode == "residual")
+            if fprobs is not None and used:
                 p = f"p(pos) {_fmt(fprobs[0], 2)}"
-            elif _num(cfm.get("valid_classifier")) is not None:
-                p = "p(pos) < 0.5" if cfm["valid_classifier"] else "p(pos) ≥ 0.5"
+            elif _num(valid) is not None:
+                p = "p(pos) < 0.5" if valid else "p(pos) ≥ 0.5"
             else:
                 p = ""
-            figs.append(_fig(f"{rel}/{safe}__xneg.png", f"negative<br>{p}", "negative realization"))
+            figs.append(_fig(f"{rel}/{safe}__{key}.png", f"{label}{' (used)' if used else ''}<br>{p}", label))
         for m in methods:
             z = _npz(d / f"{_safe_method(m)}.npz")
             if z is None or "map" not in z:
@@ -452,26 +502,23 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
                 continue
             a = np.nan_to_num(np.abs(z["map"].astype(np.float32)))
             name = f"{safe}__{_safe_method(m)}.png"
-            save_png(img_dir / name, overlay_heatmap(image, a, signed=False, alpha=0.6))
+            save_png(img_dir / name, outline(overlay_heatmap(image, a, signed=False, alpha=0.6)))
             figs.append(_fig(f"{rel}/{name}", f"{_e(_label(m))}<br>{_e(_map_caption(per.get(m)))}", m))
+        slider = ""
         if fr is not None and "frames" in fr and len(fr["frames"]) >= 2:
-            frames = fr["frames"]
-            alphas = fr.get("alphas") if fr.get("alphas") is not None else np.linspace(0, 1, len(frames))
-            pil = [captioned_strip([tensor_to_pil(frames[k])], [f"a={float(alphas[k]):.1f} p={_fmt(fprobs[k], 2) if fprobs is not None else '?'}"],
-                                   min_size=96, pad=2) for k in range(len(frames))]
-            name = f"{safe}__interp.gif"
-            atomic_write_bytes(img_dir / name, gif_bytes(pil, duration_ms=180))
-            pr = f"p {_fmt(fprobs[0], 2)} → {_fmt(fprobs[-1], 2)}" if fprobs is not None else ""
-            figs.append(_fig(f"{rel}/{name}", f"G(z1*, α z2*)<br>{pr}", "interpolation", "gif"))
+            names = write_slider_images(fr["frames"], img_dir, f"{safe}__interp")
+            slider = ("<div class='sliderbox'>" + slider_html(names, fprobs, fr.get("alphas"), counterfactual=cf_mode, rel=rel) + "</div>")
             has_frames = True
-        out.append(f"<tr><td><b>{_e(iid)}</b><br><span class='muted'>{_e(r.get('image', ''))}</span></td><td>{''.join(figs)}</td></tr>")
-    note = ("<p class='muted'>Overlays show |A| (what the metrics score; jet colour map, opacity grows with |A|, each map scaled by "
-            "its own 99.5th percentile) over the input; the green line is the lesion mask. Under each map: pointing-game hit/miss and "
-            "area-matched IoU (true positives with a mask), deletion AUC (mean replacement, lower = more faithful).")
+        out.append(f"<section class='imgrow'>{head}<div class='rowbody'><div class='tiles'>{''.join(figs)}</div>{slider}</div></section>")
+    note = ("<p class='muted'>Every tile is the same size. Overlays show |A| (what the metrics score; jet colour map, opacity grows with |A|, "
+            "each map scaled by its own 99.5th percentile) over the input; the green line is the lesion mask. Under each map: pointing-game "
+            "hit/miss and area-matched IoU (true positives with a mask), deletion AUC (mean replacement, lower = more faithful). "
+            "The slider beside a row walks the stored interpolation frames: drag α to see the frame, the classifier's p(pos) there "
+            f"and the change accumulated so far (counterfactual used by this run: <b>{_e(cf_mode)}</b>).")
     if not has_frames and any((eval_dir / "maps" / str(r["image_id"]) / "medxgan-diff.npz").is_file() for r in rows):
         note += (" The evaluation runner stores x_pos / x_neg but no interpolation frames, and none were computed for this report "
-                 "(<code>medxgan report DIR --frames</code> computes them with the GAN run), so the interpolation GIF is omitted.")
-    return note + "</p><div class='scroll'><table>" + "".join(out) + "</table></div>"
+                 "(<code>medxgan report DIR --frames</code> computes them with the GAN run), so the slider is omitted.")
+    return note + "</p>" + "".join(out)
 
 
 def _safe_method(name: str) -> str:
@@ -618,7 +665,7 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     h: list[str] = []
     title = "medXGAN demo report" if demo is not None else "medXGAN evaluation report"
     h.append(f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'>"
-             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body><div class='wrap'>")
+             f"<title>{_e(title)}</title><style>{_CSS}{SLIDER_CSS}</style></head><body><div class='wrap'>")
     h.append(f"<h1>{_e(title)}</h1>")
     if quick:
         h.append(f"<div class='banner'>{_e(QUICK_BANNER)}</div>")
@@ -645,6 +692,9 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     h.append(f"<h2 id='images'>Explained images (up to {int(max_rows)}, true positives first)</h2>")
     h.append(_image_rows_html(results, ev, img_dir, rel, max_rows))
 
+    from medxgan.report.review import review_html  # sanity checks, counterfactual realism (results['sanity'/'realism'])
+
+    h.append(review_html(results, img_dir, rel))
     h.append("<h2 id='plots'>Benchmark plots</h2>")
     plots = sorted((ev / "plots").glob("*.png")) if (ev / "plots").is_dir() else []
     order = {"deletion_mean.png": 0, "deletion_blur.png": 1, "noise_ssim.png": 2, "noise_spearman.png": 3, "noise_top10.png": 4}
@@ -691,5 +741,5 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
         if d is not None:
             h.append(_json_block(f"{key} run config ({d.name}/config.json)", _trim_config(_read_json(d / "config.json"))))
     h.append("<p class='muted'>Generated by medxgan; self-contained (images in img/ beside this file, no network access needed).</p>")
-    h.append("</div></body></html>")
+    h.append(f"</div><script>{SLIDER_JS}</script></body></html>")
     return atomic_write_text(report / "index.html", "\n".join(h))

@@ -13,6 +13,15 @@ class MedxganError(Exception):
     """A user mistake (bad path, corrupt file, wrong shape, ...). The message names the culprit;
     ``arg``: the library argument(s) it is about (a name or a tuple of names), or None."""
 
+    user_code = False  # True: raised by the user's own code (the CLI offers --traceback)
+
     def __init__(self, message: str, arg: str | tuple[str, ...] | None = None):
         super().__init__(" ".join(str(message).split()))  # always one line
         self.arg: tuple[str, ...] = (arg,) if isinstance(arg, str) else tuple(arg or ())
+
+
+class UserCodeError(MedxganError):
+    """The user's own code (a classifier's ``module:factory``, its forward, a TorchScript file) raised.
+    The CLI prints one line (naming the classifier and the exception) and offers ``--traceback``."""
+
+    user_code = True

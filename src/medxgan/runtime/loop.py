@@ -44,7 +44,7 @@ from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import get_rng_state, set_rng_state
 
-__all__ = ["Trainer", "Cadence", "RunStart", "LoopResult", "check_start", "open_run", "remove_temp_files", "resume_or_restart", "train_loop", "TrainingFailed"]
+__all__ = ["nonfinite_tensors", "Trainer", "Cadence", "RunStart", "LoopResult", "check_start", "open_run", "remove_temp_files", "resume_or_restart", "train_loop", "TrainingFailed"]
 
 
 class Trainer(Protocol):
@@ -109,6 +109,21 @@ def remove_temp_files(path: Path) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)  # ranks may race here
             removed.append(p)
     return removed
+
+
+def nonfinite_tensors(state: Any, prefix: str = "") -> list[str]:
+    """Names (dotted paths) of the floating-point tensors in a nested state that hold NaN/inf."""
+    bad: list[str] = []
+    if isinstance(state, torch.Tensor):
+        if state.is_floating_point() and state.numel() and not bool(torch.isfinite(state.detach()).all()):
+            bad.append(prefix or "tensor")
+    elif isinstance(state, Mapping):
+        for k, v in state.items():
+            bad.extend(nonfinite_tensors(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(state, (list, tuple)):
+        for i, v in enumerate(state):
+            bad.extend(nonfinite_tensors(v, f"{prefix}.{i}" if prefix else str(i)))
+    return bad
 
 
 def _fmt(v: Any) -> str:
@@ -239,11 +254,19 @@ def train_loop(
             elapsed += now - t_last
             t_last = now
             bad = sorted(k for k in finite_keys or stats if not math.isfinite(float(stats[k])))
+            boundary = step == total or bool(getattr(trainer, "period_done", False))
+            if not bad and (boundary or _due(step, cadence.log_every) or _due(step, cadence.ckpt_every)
+                            or (max_minutes is not None and elapsed >= 60.0 * max_minutes)):
+                # before anything is measured or checkpointed: the weights/optimiser state must be finite
+                # (a step can poison the weights while its own loss, computed before the update, was finite)
+                bad_state = nonfinite_tensors(trainer.state_dict())
+                if bad_state:
+                    bad = [f"weights/state ({', '.join(bad_state[:3])}{', ...' if len(bad_state) > 3 else ''})"]
             if bad:
                 if is_main:
                     run.update_config(status="failed", failed_at_step=step, failure=f"non-finite {', '.join(bad)}")
-                raise TrainingFailed(f"{run.path}: non-finite {', '.join(bad)} at {unit} {step}; the run is marked failed "
-                                     "(lower the learning rate, or resume from an earlier checkpoint)")
+                raise TrainingFailed(f"{run.path}: non-finite {', '.join(bad)} at {unit} {step}; the run is marked failed, "
+                                     "its last checkpoint is kept (lower the learning rate, or resume from an earlier checkpoint)")
             last_stats = dict(stats)  # logged as they are when one step is logged (ints, flags)
             for k, v in stats.items():
                 acc[k] = acc.get(k, 0.0) + float(v)

@@ -28,6 +28,28 @@ from medxgan.runtime.state import load_state, load_weights, save_state, save_wei
 from medxgan.runtime.version import __version__
 
 
+_WARNED_NEWER: set[str] = set()
+
+
+def _version_tuple(v: Any) -> tuple[int, int] | None:
+    try:
+        major, minor = str(v).split(".")[:2]
+        return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+    except (ValueError, TypeError):
+        return None
+
+
+def _warn_if_newer(path: Path, version: Any) -> None:
+    """A run written by a newer medxgan (major.minor) may hold what this one cannot read: say so, once."""
+    import warnings
+
+    theirs, ours = _version_tuple(version), _version_tuple(__version__)
+    if theirs is not None and ours is not None and theirs > ours and str(path) not in _WARNED_NEWER:
+        _WARNED_NEWER.add(str(path))
+        warnings.warn(f"{path}: written by medxgan {version}, newer than this medxgan {__version__}; "
+                      "settings it added are ignored (upgrade medxgan to use them)", stacklevel=3)
+
+
 class RunDir:
     """A training run on disk. Creating one does not touch the disk until something is written."""
 
@@ -56,6 +78,9 @@ class RunDir:
             raise MedxganError(f"{self.path}: not a medxgan run (no config.json)") from None
         except ValueError as exc:
             raise MedxganError(f"{self.config_path}: corrupt JSON ({exc})") from None
+        if not isinstance(config, dict):
+            raise MedxganError(f"{self.config_path}: holds a JSON {type(config).__name__}, not an object; not a medxgan run config")
+        _warn_if_newer(self.config_path, config.get("medxgan_version"))
         if expect_kind is not None:
             kinds = (expect_kind,) if isinstance(expect_kind, str) else expect_kind
             if config.get("kind") not in kinds:

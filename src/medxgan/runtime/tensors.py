@@ -1,4 +1,4 @@
-"""Small tensor/module helpers shared by the layers above: freezing modules, PSNR."""
+"""Small tensor/module helpers shared by the layers above: freezing modules, PSNR of [-1, 1] images."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Iterator
 
 import torch
 from torch import Tensor, nn
+
+from medxgan.runtime import quality
 
 
 @contextlib.contextmanager
@@ -30,6 +32,6 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """PSNR per image (dB) for images in [-1, 1] (peak-to-peak 2)."""
-    mse = (a - b).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return 10.0 * torch.log10(4.0 / mse)
+    """PSNR per image (dB) for images in [-1, 1] (peak-to-peak 2), in the inputs' dtype:
+    :func:`medxgan.runtime.quality.psnr` (torchmetrics, computed in float64)."""
+    return quality.psnr(a, b, data_range=2.0).to(a.dtype if a.is_floating_point() else torch.float32)

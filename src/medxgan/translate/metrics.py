@@ -4,8 +4,8 @@ Metrics on images scaled to [0, 1] (data range 1), per image, then mean and stan
 the test subjects:
 
 * SSIM: Gaussian window 11x11, sigma 1.5, K1 = 0.01, K2 = 0.03 (Wang et al. 2004), valid region
-  (no padding), averaged over channels;
-* PSNR = 10 log10(1 / MSE) in dB; MAE = mean |x - y|;
+  (no padding), averaged over channels (torchmetrics, through :mod:`medxgan.runtime.quality`);
+* PSNR = 10 log10(1 / MSE) in dB (the same module); MAE = mean |x - y|;
 * cycle reconstruction: L1 (MAE) and PSNR of G_fundus(G_fa(fundus)) vs fundus and of
   G_fa(G_fundus(FA)) vs FA.
 
@@ -19,49 +19,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from medxgan.data.imageio import list_images, read_image
 from medxgan.runtime.atomic import atomic_save_image, atomic_write_json, atomic_write_text
+from medxgan.runtime import quality
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.translate.apply import load_generator, translate
 from medxgan.translate.train import tensor_to_u8, to_domain_array, u8_to_tensor
 
 
-def _gauss_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
-    c = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-(c**2) / (2 * sigma**2))
-    return (g / g.sum()).float()
-
-
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, window: int = 11, sigma: float = 1.5,
-         mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean SSIM per image: x, y N x C x H x W in the same range -> (N,). Separable Gaussian filtering,
-    valid region only (images must be at least `window` pixels on each side). With `mask` (N x 1 x H x W,
-    0/1) the SSIM map is averaged over the masked pixels only (e.g. the fundus field of view)."""
-    if x.shape != y.shape:
-        raise ValueError(f"ssim: shapes differ {tuple(x.shape)} vs {tuple(y.shape)}")
-    x, y = x.double(), y.double()
-    c = x.shape[1]
-    g = _gauss_window(window, sigma).double().to(x.device)
-    gh = g.view(1, 1, 1, -1).repeat(c, 1, 1, 1)
-    gv = g.view(1, 1, -1, 1).repeat(c, 1, 1, 1)
-
-    def filt(t):
-        return F.conv2d(F.conv2d(t, gh, groups=c), gv, groups=c)
-
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    mx, my = filt(x), filt(y)
-    sxx = filt(x * x) - mx * mx
-    syy = filt(y * y) - my * my
-    sxy = filt(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    if mask is None:
-        return s.mean(dim=(1, 2, 3)).float()
-    h = (window - 1) // 2
-    m = mask[..., h : mask.shape[-2] - h, h : mask.shape[-1] - h].double().to(s.device)
-    return ((s.mean(1, keepdim=True) * m).sum(dim=(1, 2, 3)) / m.sum(dim=(1, 2, 3)).clamp_min(1)).float()
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean SSIM per image (:func:`medxgan.runtime.quality.ssim`, torchmetrics): x, y N x C x H x W in [0, 1]
+    -> (N,) float32; images must be at least 11 px on each side. With `mask` (N x 1 x H x W, 0/1) the SSIM
+    map is averaged over the masked pixels only (e.g. the fundus field of view)."""
+    return quality.ssim(x, y, data_range, mask=mask).float()
 
 
 def field_of_view(fundus01: torch.Tensor, threshold: float = 10 / 255) -> torch.Tensor:
@@ -71,8 +43,8 @@ def field_of_view(fundus01: torch.Tensor, threshold: float = 10 / 255) -> torch.
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
-    mse = ((x.double() - y.double()) ** 2).mean(dim=(1, 2, 3))
-    return (10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))).float()
+    """PSNR per image in dB (:func:`medxgan.runtime.quality.psnr`, torchmetrics) for [0, 1] images: (N,) float32."""
+    return quality.psnr(x, y, data_range).float()
 
 
 def mae(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

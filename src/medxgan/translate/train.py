@@ -56,6 +56,7 @@ from medxgan.runtime.device import pick_device
 from medxgan.runtime.distributed import (
     DistContext, all_gather_cat, barrier, check_divisible, distributed, mean_over_ranks, shard, wrap_ddp,
 )
+from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
 from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
@@ -444,6 +445,7 @@ def train_cyclegan(
     unknown = set(overrides) - {f.name for f in fields(TranslateConfig)}
     if unknown:
         raise TypeError(f"unknown training options: {sorted(unknown)}")
+    check_args(max_minutes=max_minutes, **overrides)  # runtime.checks' shared rules, before any work
     with distributed(pick_device(device)) as ctx:
         return _train(data, run, ctx, resume=resume, quiet=quiet or not ctx.is_main, stop_after_steps=stop_after_steps,
                       max_minutes=max_minutes, overrides=overrides)

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from medxgan.runtime.atomic import atomic_replace_dir
+from medxgan.runtime.checks import MAX_SEED, check_image_memory
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.progress import progress
 
@@ -273,6 +274,10 @@ def check_common_args(kind: str, n: Any, size: Any, seed: Any, shortcut: Any, kn
         raise MedxganError(f"shortcut: need a probability in [0, 1], got {shortcut!r}") from None
     if not (0.0 <= sc <= 1.0):
         raise MedxganError(f"shortcut: need a probability in [0, 1], got {shortcut!r}")
+    if seed > MAX_SEED:
+        raise MedxganError(f"seed: need an integer of at most {MAX_SEED}, got {seed!r}", arg="seed")
+    # rendering holds a few dozen size x size float arrays at once: refuse what cannot fit before allocating
+    check_image_memory("size", int(size), arrays=48, what="to render one phantom")
 
 
 def prepare_out(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:

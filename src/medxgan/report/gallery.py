@@ -1,0 +1,131 @@
+"""The gallery page of an explained batch (what `medxgan explain` writes beside the image folders).
+
+    from medxgan.report.gallery import write_gallery
+    write_gallery("explanations/")     # -> explanations/index.html, from summary.json + each explanation.json
+
+One row per scan: input, the counterfactual the run used (negative realization G(z1*, 0) or the
+residual x_res), the difference and LIG overlays, the latent slider over the stored frames
+(:mod:`medxgan.report.slider`), p(pos) of the input and of the counterfactual, reconstruction PSNR and
+the LIG completeness error; the columns with numbers sort by a click on their header. Each name links
+to the image's own page (``<name>/index.html``). Nothing is recomputed and nothing is fetched: the page
+is plain HTML with a few lines of inline JS over the files of the folder.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+from medxgan.report.explanation import OUTPUT_FILES
+from medxgan.report.slider import PAGE_CSS, SLIDER_CSS, SLIDER_JS, slider_html
+from medxgan.runtime.atomic import atomic_write_text
+from medxgan.runtime.errors import MedxganError
+
+__all__ = ["write_gallery", "GALLERY_FILE"]
+
+GALLERY_FILE = "index.html"
+
+# sorts the rows of table.sortable by the data-v of the clicked column (numbers; empty last)
+_SORT_JS = """
+(function(){
+document.querySelectorAll('table.sortable').forEach(function(t){
+  t.querySelectorAll('th.sort').forEach(function(th){
+    th.addEventListener('click',function(){
+      var col=th.cellIndex,asc=th.getAttribute('data-dir')!=='asc',body=t.tBodies[0];
+      t.querySelectorAll('th.sort').forEach(function(h){h.removeAttribute('data-dir');h.removeAttribute('aria-sort');});
+      th.setAttribute('data-dir',asc?'asc':'desc');th.setAttribute('aria-sort',asc?'ascending':'descending');
+      var rows=Array.prototype.slice.call(body.rows);
+      rows.sort(function(a,b){
+        var x=parseFloat(a.cells[col].getAttribute('data-v')),y=parseFloat(b.cells[col].getAttribute('data-v'));
+        if(isNaN(x))return 1;if(isNaN(y))return -1;return asc?x-y:y-x;});
+      rows.forEach(function(r){body.appendChild(r);});
+    });
+  });
+});
+})();
+"""
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _cell(v: Any, fmt: str, unit: str = "") -> str:
+    f = _num(v)
+    return f"<td class='num' data-v='{'' if f is None else repr(f)}'>{'–' if f is None else format(f, fmt) + unit}</td>"
+
+
+def _record(out: Path, item: Mapping[str, Any]) -> dict[str, Any] | None:
+    try:
+        r = json.loads((out / str(item["name"]) / OUTPUT_FILES["json"]).read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+    return r if isinstance(r, dict) else None
+
+
+def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None = None) -> Path:
+    """Write ``OUT/index.html`` for an explained batch (``summary``: the dict of ``OUT/summary.json``,
+    read from disk when None). Returns its path."""
+    out = Path(out_dir)
+    if summary is None:
+        try:
+            summary = json.loads((out / "summary.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise MedxganError(f"{out / 'summary.json'}: no readable summary of an explained batch ({exc})") from None
+    e = html.escape
+    F = OUTPUT_FILES
+    rows = []
+    cfs = set()
+    for item in summary.get("images") or []:
+        r = _record(out, item)
+        name = str(item.get("name"))
+        if r is None:
+            rows.append(f"<tr><td class='name'>{e(name)}</td><td colspan='9' class='muted'>explanation.json missing or unreadable</td></tr>")
+            continue
+        resid = r.get("counterfactual") == "residual"
+        cfs.add("residual" if resid else "generator")
+        q = name + "/"
+        p_cf = r.get("prob_residual") if resid else r.get("prob_negative")
+        slider = r.get("slider") or {}
+        sl = (slider_html({k: [q + s for s in v] for k, v in slider.items()}, r.get("frame_probs"), r.get("alphas"),
+                          counterfactual=r.get("counterfactual", "generator")) if slider.get("frames") else "<span class='muted'>no frames</span>")
+        cf_img = F["residual"] if resid else F["negative"]
+        rows.append(
+            f"<tr><td class='name'><a href='{e(q + F['page'])}'><b>{e(name)}</b></a><br><span class='muted'>{e(r.get('input') or '')}</span></td>"
+            f"<td><img class='th' src='{e(q + F['input'])}' alt='input'></td>"
+            f"<td><img class='th' src='{e(q + cf_img)}' alt='counterfactual'><span class='muted'>{'x_res' if resid else 'G(z1*, 0)'}</span></td>"
+            f"<td><img class='th' src='{e(q + F['difference_overlay'])}' alt='difference'></td>"
+            f"<td><img class='th' src='{e(q + F['lig_overlay'])}' alt='LIG'></td>"
+            f"<td>{sl}</td>"
+            + _cell(r.get("prob_input"), ".3f") + _cell(p_cf, ".3f") + _cell(r.get("psnr"), ".1f", " dB")
+            + _cell(100 * (_num((r.get("lig") or {}).get("completeness_error_rel")) or float("nan")), ".1f", " %") + "</tr>")
+    used = ", ".join(sorted(cfs)) or str(summary.get("counterfactual", "generator"))
+    n = len(summary.get("images") or [])
+    head = ("<thead><tr><th>scan</th><th>input</th><th>counterfactual (used)</th><th>difference</th><th>LIG</th><th>latent slider</th>"
+            "<th class='sort' title='sort'>p(pos) input</th><th class='sort' title='sort'>p(pos) counterfactual</th>"
+            "<th class='sort' title='sort'>PSNR</th><th class='sort' title='sort'>completeness error</th></tr></thead>")
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'>"
+            f"<title>medXGAN explanations ({n})</title><style>{PAGE_CSS}{SLIDER_CSS}"
+            ".gal td:nth-child(6){min-width:240px}.gal td img.th{width:84px;height:84px}.gal .slider{--s:100px}</style></head><body><div class='wrap'>"
+            f"<h1>medXGAN explanations: {n} scan(s)</h1>"
+            f"<p class='muted'>GAN <code>{e(str(summary.get('gan')))}</code> · {e(str(summary.get('inversion', '')))} · counterfactual used: "
+            f"<b>{e(used)}</b> · mean PSNR {_fmt(summary.get('mean_psnr'), '.1f')} dB · mean LIG completeness error "
+            f"{_fmt(100 * (_num(summary.get('mean_completeness_error_rel')) or float('nan')), '.1f')} %</p>"
+            "<p class='muted'>Click a numeric column header to sort by it; drag a slider to move along the explained path "
+            "(the frame, the classifier's p(pos) there and the change accumulated so far). A name opens that scan's page.</p>"
+            f"<div style='overflow-x:auto'><table class='sortable gal'>{head}<tbody>{''.join(rows)}</tbody></table></div>"
+            f"</div><script>{SLIDER_JS}{_SORT_JS}</script></body></html>")
+    return atomic_write_text(out / GALLERY_FILE, page)
+
+
+def _fmt(v: Any, fmt: str) -> str:
+    f = _num(v)
+    return "–" if f is None else format(f, fmt)

@@ -1,0 +1,185 @@
+"""Argument checks made once, before any work starts (and before anything is written).
+
+``check_args(**values)`` checks every value whose name is in :data:`RULES` (the library's argument
+names, which are also the CLI's flags with dashes: the CLI runs it over all its parsed options) and
+raises a one-line :class:`MedxganError` naming the argument. ``None`` always passes (= "the default").
+Commands keep their own, narrower checks (synth's size >= 32, translate's multiple of 4); these rules
+are what holds for every command. ``check_writable_dir(path, arg)`` refuses an output directory that
+cannot be created or written, without creating it. ``check_image_memory`` refuses sizes whose arrays
+cannot fit in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medxgan.runtime.errors import MedxganError
+
+__all__ = ["Rule", "RULES", "check_args", "check_value", "check_writable_dir", "check_image_memory", "available_memory"]
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
+MAX_SIZE = 8192  # image side in pixels
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``kind``: "int" or "float"; ``low``/``high``: inclusive bounds unless ``open_low``; floats are finite."""
+
+    kind: str = "float"
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+
+    def describe(self) -> str:
+        what = "an integer" if self.kind == "int" else "a finite number"
+        if self.low is not None and self.high is not None and not self.open_low:
+            return f"{what} in [{_n(self.low)}, {_n(self.high)}]"
+        parts = []
+        if self.low is not None:
+            parts.append(f"{'>' if self.open_low else '>='} {_n(self.low)}")
+        if self.high is not None:
+            parts.append(f"<= {_n(self.high)}")
+        return f"{what} {' and '.join(parts)}" if parts else what
+
+
+def _n(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else str(v)
+
+
+_POS = Rule("float", 0, open_low=True)
+_NONNEG = Rule("float", 0)
+_COUNT1 = Rule("int", 1)
+_COUNT0 = Rule("int", 0)
+
+RULES: dict[str, Rule] = {
+    # optimisation
+    "lr": _POS, "weight_decay": _NONNEG, "lambda_cls": _NONNEG, "lambda_cycle": _NONNEG, "max_minutes": _NONNEG,
+    # counts
+    "epochs": _COUNT1, "epochs_decay": _COUNT0, "batch_size": _COUNT1, "steps": _COUNT0, "restarts": _COUNT1,
+    "frames": Rule("int", 2), "lig_steps": _COUNT1, "tune_steps": _COUNT0, "keep_last": _COUNT1, "monitor_samples": Rule("int", 2),
+    "oracle_epochs": _COUNT1, "eval_images": _COUNT1, "workers": _COUNT0, "n": _COUNT1, "max_sensitivity_n": _COUNT0, "sanity_n": _COUNT1,
+    "max_rows": _COUNT0, "pool_size": _COUNT0, "width": _COUNT1, "ngf": _COUNT1, "ndf": _COUNT1, "blocks": _COUNT0,
+    "log_every": _COUNT0, "sample_every": _COUNT0, "ckpt_every": _COUNT0, "checkpoint_every": _COUNT0,
+    # sizes
+    "size": Rule("int", 1, MAX_SIZE), "crop": Rule("int", 1, MAX_SIZE), "tile": Rule("int", 16, MAX_SIZE),
+    "classifier_size": Rule("int", 1, MAX_SIZE),
+    # seeds
+    "seed": Rule("int", 0, MAX_SEED),
+    # per-item lists
+    "fractions": Rule("float", 0, 1, open_low=True), "noise_sigmas": _POS, "classifier_std": _POS, "classifier_mean": Rule("float"),
+}
+
+
+def check_value(name: str, value: Any, rule: Rule) -> None:
+    """One value (or each item of a list/tuple) against ``rule``; None passes."""
+    if value is None or isinstance(value, bool):
+        return
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for v in items:
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
+        if ok and rule.kind == "int":
+            ok = isinstance(v, int) or (isinstance(v, float) and math.isfinite(v) and v.is_integer())
+        if ok:
+            f = float(v) if not isinstance(v, int) else v
+            ok = (isinstance(f, int) or math.isfinite(f)) \
+                and (rule.low is None or (f > rule.low if rule.open_low else f >= rule.low)) \
+                and (rule.high is None or f <= rule.high)
+        if not ok:
+            shown = " ".join(map(str, items)) if len(items) > 1 else str(v)
+            each = "each value " if len(items) > 1 else ""
+            raise MedxganError(f"{name} {shown}: {each}must be {rule.describe()}", arg=name)
+
+
+def check_args(**values: Any) -> None:
+    """Check every value whose name has a rule in :data:`RULES` (others are ignored)."""
+    for name, value in values.items():
+        rule = RULES.get(name)
+        if rule is not None:
+            check_value(name, value, rule)
+
+
+def check_writable_dir(path: str | os.PathLike, arg: str = "out") -> None:
+    """Refuse an output directory that is a file, lies below a file, or whose first existing ancestor is
+    not writable (a read-only folder, /proc, /sys, ...). Creates nothing (a probe folder in the existing
+    ancestor is made and removed at once)."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise MedxganError(f"{arg} {path}: exists and is not a directory", arg=arg)
+    probe = p.absolute()
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise MedxganError(f"{arg} {path}: {probe} is a file, not a directory", arg=arg)
+    if p.exists():  # an existing directory: can we write into it?
+        probe = p
+    try:
+        tmp = tempfile.mkdtemp(prefix=".medxgan-probe-", dir=probe)
+        os.rmdir(tmp)
+    except OSError as exc:
+        raise MedxganError(f"{arg} {path}: cannot write there ({exc.strerror or type(exc).__name__} in {probe})", arg=arg) from None
+    if str(p.absolute()).startswith(("/proc/", "/sys/")):  # pseudo file systems (writable to root in places)
+        raise MedxganError(f"{arg} {path}: not a place for output (a pseudo file system)", arg=arg)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available (MemAvailable on Linux), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_image_memory(arg: str, size: int, *, arrays: float, channels: int = 1, bytes_per: int = 4, what: str = "") -> None:
+    """Refuse ``size`` when ``arrays`` float arrays of size x size x channels would not fit in the
+    available memory (estimated before allocating anything)."""
+    need = float(arrays) * size * size * channels * bytes_per
+    avail = available_memory()
+    if avail is not None and need > 0.8 * avail:
+        raise MedxganError(f"{arg} {size}: needs about {need / 2**30:.1f} GiB of memory{(' ' + what) if what else ''}, "
+                           f"{avail / 2**30:.1f} GiB available; choose a smaller {arg}", arg=arg)
+
+
+
+def check_override(key: str, value: Any, current: Any, arg: str = "preset_overrides") -> Any:
+    """An experiment override (``--set KEY=VALUE``) must have the type of the option it replaces
+    (``current``; None = any); an int is accepted for a float option (returned as float)."""
+    def bad(what: str) -> MedxganError:
+        return MedxganError(f"preset_overrides {key}={value!r}: {key} takes {what}", arg=arg)
+
+    if current is None:
+        return value
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)):
+            raise bad("a finite number")
+        return float(value)
+    if isinstance(current, str):
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if isinstance(current, (list, tuple)):
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list")
+        return type(current)(value)
+    return value

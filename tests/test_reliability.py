@@ -1,0 +1,387 @@
+"""Every user mistake is one line + exit 2 before any work (runtime.checks, cli.check_options); errors
+in the user's own classifier code are one line naming the classifier (``--traceback`` shows the trace);
+a non-finite model is never finished or measured; `explain` is resumable (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import write_dataset
+
+from medxgan.cli import main
+from medxgan.runtime.errors import MedxganError, UserCodeError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+USER_MODULE = '''
+import torch
+from torch import nn
+
+class Raiser(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3)
+    def forward(self, x):
+        raise ValueError("boom in forward")
+
+class NaNNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) * float("nan")
+
+def raiser():
+    return Raiser()
+
+def nan():
+    return NaNNet()
+
+def broken_factory():
+    raise RuntimeError("factory broke")
+'''
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    d = tmp_path / "usermods"
+    d.mkdir()
+    (d / "rel12mods.py").write_text(USER_MODULE)
+    (d / "rel12broken.py").write_text('raise ValueError("module broke at import")\n')
+    monkeypatch.syspath_prepend(str(d))
+    yield "rel12mods"
+    for m in ("rel12mods", "rel12broken"):
+        sys.modules.pop(m, None)
+
+
+def _one_error_line(capsys) -> str:
+    """The stderr of a failed command: no traceback, exactly one error line (warnings, one line each, allowed)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1 and all(ln in errors or ln.startswith("medxgan: warning:") for ln in lines), err
+    return errors[0]
+
+
+# ---- options: ranges, finiteness, sizes, seeds (checked before anything is read or written) -------
+
+BIG_SEED = str(2**70)
+OPTION_CASES = [
+    (["train-classifier", "DATA", "--out", "OUT", "--lr", "-1"], "--lr -1"),
+    (["train-classifier", "DATA", "--out", "OUT", "--lr", "nan"], "--lr nan"),
+    (["train-classifier", "DATA", "--out", "OUT", "--lr", "inf"], "--lr inf"),
+    (["train-classifier", "DATA", "--out", "OUT", "--size", "0"], "--size 0"),
+    (["train-classifier", "DATA", "--out", "OUT", "--seed", BIG_SEED], f"--seed {BIG_SEED}"),
+    (["train-classifier", "DATA", "--out", "OUT", "--max-minutes", "nan"], "--max-minutes nan"),
+    (["train", "DATA", "--classifier", "CLF", "--out", "OUT", "--lambda-cls", "nan"], "--lambda-cls nan"),
+    (["train", "DATA", "--classifier", "CLF", "--out", "OUT", "--monitor-samples", "0"], "--monitor-samples 0"),
+    (["train", "DATA", "--classifier", "CLF", "--out", "OUT", "--keep-last", "0"], "--keep-last 0"),
+    (["train", "DATA", "--classifier", "CLF", "--out", "OUT", "--size", "0"], "--size 0"),
+    (["explain", "x.png", "--gan", "RUN", "--out", "OUT", "--lig-steps", "0"], "--lig-steps 0"),
+    (["explain", "x.png", "--gan", "RUN", "--out", "OUT", "--lr", "nan"], "--lr nan"),
+    (["explain", "x.png", "--gan", "RUN", "--out", "OUT", "--lr", "-1"], "--lr -1"),
+    (["evaluate", "DATA", "--gan", "RUN", "--out", "OUT", "--fractions", "2.0"], "--fractions 2.0"),
+    (["evaluate", "DATA", "--gan", "RUN", "--out", "OUT", "--noise-sigmas", "inf"], "--noise-sigmas inf"),
+    (["train-encoder", "RUN", "--lr", "nan"], "--lr nan"),
+    (["train-encoder", "RUN", "--lr", "-1"], "--lr -1"),
+    (["translate", "train", "DATA", "--out", "OUT", "--pool-size", "-1"], "--pool-size -1"),
+    (["translate", "train", "DATA", "--out", "OUT", "--lr", "nan"], "--lr nan"),
+    (["synth", "brain-mri", "--out", "OUT", "--size", "100000"], "--size 100000"),
+    (["synth", "brain-mri", "--out", "OUT", "--seed", BIG_SEED], f"--seed {BIG_SEED}"),
+    (["report", "DIR", "--max-rows", "-1"], "--max-rows -1"),
+]
+
+
+@pytest.mark.parametrize("argv, named", OPTION_CASES, ids=[f"{a[0]}:{n}" for a, n in OPTION_CASES])
+def test_bad_option_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, named):
+    out = tmp_path / "out"
+    argv = [str(out) if a == "OUT" else str(tmp_path / a) if a in ("DATA", "RUN", "CLF", "DIR") else a for a in argv]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert named in line
+    assert not out.exists()
+
+
+# ---- --out that cannot be written: one line naming the path ----------------------------------------
+
+
+def _out_cases():
+    cmds = {
+        "train-classifier": ["train-classifier", "DATA", "--out"],
+        "train": ["train", "DATA", "--classifier", "CLF", "--out"],
+        "explain": ["explain", "x.png", "--gan", "RUN", "--out"],
+        "evaluate": ["evaluate", "DATA", "--gan", "RUN", "--out"],
+        "synth": ["synth", "brain-mri", "--out"],
+        "translate": ["translate", "train", "DATA", "--out"],
+    }
+    for cmd, argv in cmds.items():
+        for where in ("proc", "file", "below-file"):
+            yield cmd, argv, where
+
+
+@pytest.mark.parametrize("cmd, argv, where", list(_out_cases()))
+def test_unwritable_out_is_one_line_exit_2(tmp_path, capsys, cmd, argv, where):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    out = {"proc": "/proc/medxgan-out", "file": str(afile), "below-file": str(afile / "sub")}[where]
+    argv = [str(tmp_path / a) if a in ("DATA", "RUN", "CLF") else a for a in argv] + [out]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"--out {out}" in line
+    assert afile.read_text() == "keep me"
+
+
+def test_os_error_on_a_user_path_is_one_line(tmp_path, capsys):
+    """An OSError the checks could not foresee (here: a report target below a file) still gives one line naming the path."""
+    from medxgan.cli import _one_line_os_error
+
+    err = PermissionError(13, "Permission denied", str(tmp_path / "x"))
+    assert _one_line_os_error(err) == f"{tmp_path / 'x'}: Permission denied"
+
+
+def test_set_value_of_the_wrong_type_is_one_line(tmp_path, capsys):
+    write_dataset(tmp_path / "data", n_per_class=2, size=64)
+    (tmp_path / "clf").mkdir()
+    argv = ["train", str(tmp_path / "data"), "--classifier", str(tmp_path / "clf"), "--out", str(tmp_path / "out"),
+            "--preset", "fast", "--no-oracle", "--set", "ema_decay=abc", "--quiet"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "--set ema_decay='abc'" in line and "a finite number" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_argparse_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train-classifier", "DATA", "--out", "x", "--epochs", "many"])
+    assert exc.value.code == 2
+    _one_error_line(capsys)
+
+
+# ---- the user's own classifier code -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spec, what", [("rel12mods:broken_factory", "factory raised RuntimeError: factory broke"),
+                                        ("rel12broken:net", "raised ValueError: module broke at import")])
+def test_user_factory_or_module_that_raises_is_one_line(tmp_path, capsys, user_module, spec, what):
+    argv = ["train", str(tmp_path / "data"), "--classifier", spec, "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"--classifier {spec}" in line and what in line and "--traceback" in line
+    assert main(["--traceback", *argv]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_user_forward_that_raises_is_one_line(tmp_path, capsys, user_module, gan_run):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(tmp_path / "x.png")
+    argv = ["explain", str(tmp_path / "x.png"), "--gan", str(gan_run), "--out", str(tmp_path / "out"), "--classifier",
+            f"{user_module}:raiser", "--steps", "1", "--restarts", "1", "--frames", "2", "--quiet"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"classifier {user_module}:raiser raised ValueError: boom in forward while scoring a batch of 1" in line
+    assert not (tmp_path / "out" / "x").exists()
+
+
+def test_adapter_names_the_classifier_and_the_exception(user_module):
+    import importlib
+
+    from medxgan.classifiers import ClassifierAdapter
+
+    ad = ClassifierAdapter(importlib.import_module(user_module).Raiser(), output="logit1", name="mine:net")
+    with pytest.raises(UserCodeError, match=r"^classifier mine:net raised ValueError: boom in forward while scoring a batch of 2$"):
+        ad.logit(torch.zeros(2, 1, 8, 8))
+
+
+def test_mean_of_the_wrong_length_is_one_line():
+    from medxgan.classifiers import ClassifierAdapter, Preprocessing
+    from medxgan.cli import flagged
+
+    ad = ClassifierAdapter(torch.nn.Conv2d(1, 1, 1), output="logit1", preprocessing=Preprocessing(mean=[0.5, 0.5, 0.5], std=[1, 1, 1]))
+    with pytest.raises(MedxganError) as exc:
+        ad.logit(torch.zeros(2, 1, 8, 8))
+    assert flagged(exc.value).startswith("--classifier-mean 0.5 0.5 0.5: 3 values for the 1-channel input")
+
+
+# ---- non-finite models: never finished, never measured --------------------------------------------
+
+
+def test_classifier_training_that_diverges_is_failed_with_its_last_checkpoint(tmp_path):
+    from medxgan.classifiers.training import train_classifier
+    from medxgan.runtime.loop import TrainingFailed, nonfinite_tensors
+    from medxgan.runtime.runs import RunDir
+
+    write_dataset(tmp_path / "data", n_per_class=4, size=64)
+    with pytest.raises(TrainingFailed, match="the run is marked failed"):
+        train_classifier(tmp_path / "data", tmp_path / "c", epochs=3, batch_size=4, lr=1e30, quiet=True)
+    run = RunDir(tmp_path / "c")
+    cfg = run.read_config()
+    assert cfg["status"] == "failed" and "non-finite" in cfg["failure"]
+    assert not (tmp_path / "c" / "model.safetensors").exists() and "test" not in cfg
+    if run.latest_checkpoint() is not None:  # whatever was checkpointed before is intact and finite
+        assert not nonfinite_tensors(run.load_checkpoint()["trainer"]["model"])
+
+
+def test_loop_refuses_to_checkpoint_non_finite_weights(tmp_path):
+    """A step whose own stats are finite but which poisoned the weights: failed, the last good checkpoint kept."""
+    from medxgan.runtime.loop import Cadence, TrainingFailed, train_loop
+    from medxgan.runtime.runs import RunDir
+
+    class Poisoned:
+        def __init__(self):
+            self.w, self.n = torch.zeros(2), 0
+
+        def step(self):
+            self.n += 1
+            if self.n == 3:
+                self.w += float("nan")
+            return {"loss": 1.0}
+
+        def state_dict(self):
+            return {"w": self.w.clone(), "n": self.n}
+
+        def load_state_dict(self, st):
+            self.w, self.n = st["w"], st["n"]
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.write_config("toy", status="running")
+    with pytest.raises(TrainingFailed, match=r"non-finite weights/state \(w\) at step 4"):
+        train_loop(Poisoned(), run, total=6, cadence=Cadence(log_every=2, ckpt_every=2), quiet=True)
+    assert run.read_config()["status"] == "failed"
+    assert run.load_checkpoint_step() == 2 and torch.isfinite(run.load_checkpoint()["trainer"]["w"]).all()
+
+
+def test_gan_training_refuses_a_classifier_with_nan_outputs(tmp_path, user_module):
+    import importlib
+
+    from medxgan.classifiers import ClassifierAdapter
+    from medxgan.gan.train import train_gan
+
+    write_dataset(tmp_path / "data", n_per_class=2, size=64)
+    nan_clf = ClassifierAdapter(importlib.import_module(user_module).nan(), output="logits2", name="nanclf")
+    with pytest.raises(MedxganError, match=r"^classifier nanclf: \d+ of \d+ outputs are not finite"):
+        train_gan(tmp_path / "data", nan_clf, tmp_path / "g", preset="fast", steps=2, oracle=False, quiet=True, device="cpu")
+    assert not (tmp_path / "g" / "generator.safetensors").exists()
+    cfg = tmp_path / "g" / "config.json"
+    assert not cfg.exists() or json.loads(cfg.read_text()).get("status") != "finished"
+
+
+def test_explain_refuses_a_classifier_with_nan_outputs(tmp_path, capsys, user_module, gan_run):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(tmp_path / "x.png")
+    argv = ["explain", str(tmp_path / "x.png"), "--gan", str(gan_run), "--out", str(tmp_path / "out"), "--classifier",
+            f"{user_module}:nan", "--steps", "1", "--restarts", "1", "--frames", "2", "--quiet"]
+    assert main(argv) == 2
+    assert "outputs are not finite" in _one_error_line(capsys)
+
+
+def test_roc_auc_of_non_finite_scores_is_nan():
+    from medxgan.runtime.ranking import roc_auc
+
+    assert np.isnan(roc_auc([0.1, float("nan"), 0.9, 0.2], [0, 1, 1, 0]))
+
+
+# ---- resumable explain ------------------------------------------------------------------------------
+
+
+def _files(root):
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != "summary.json":
+            rel = str(p.relative_to(root))
+            if p.suffix == ".npz":
+                with np.load(p) as z:
+                    out[rel] = {k: z[k].tobytes() for k in z.files}
+            elif p.suffix == ".json":
+                d = json.loads(p.read_text())
+                d.pop("dir", None)
+                out[rel] = d
+            else:
+                out[rel] = p.read_bytes()
+    return out
+
+
+def test_killed_explain_continues_and_equals_an_uninterrupted_run(tmp_path, gan_run, monkeypatch):
+    import medxgan.pipeline as pl
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(tmp_path / f"im{i}.png")
+    files = [str(tmp_path / f"im{i}.png") for i in range(3)]
+    mx = pl.MedXGAN.load(gan_run, device="cpu", steps=2, restarts=1)
+    kw = dict(batch_size=1, frames=2, show_progress=False)
+    mx.explain_files(files, tmp_path / "a", **kw)
+
+    real = pl.write_explanation
+    calls = {"n": 0}
+
+    def dies_on_the_second(res, out_dir, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real(res, out_dir, **k)  # the folder's files are written, but the run is killed before it is complete
+            raise KeyboardInterrupt
+        return real(res, out_dir, **k)
+
+    monkeypatch.setattr(pl, "write_explanation", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        mx.explain_files(files, tmp_path / "b", **kw)
+    assert (tmp_path / "b" / "im0").is_dir() and not (tmp_path / "b" / "im1").exists()  # complete or absent
+    monkeypatch.setattr(pl, "write_explanation", real)
+    summary = mx.explain_files(files, tmp_path / "b", **kw)
+    assert summary["resumed"] == 1 and summary["n_images"] == 3
+    assert not [p for p in (tmp_path / "b").iterdir() if p.name.startswith(".")]  # the killed temp folder is gone
+    assert _files(tmp_path / "a") == _files(tmp_path / "b")
+    # other settings: recomputed, not kept
+    assert mx.explain_files(files, tmp_path / "b", batch_size=1, frames=3, show_progress=False)["resumed"] == 0
+
+
+# ---- malformed runs, newer runs, skipped files, missing masks ---------------------------------------
+
+
+@pytest.mark.parametrize("config, named", [("[1, 2]", "holds a JSON list, not an object"),
+                                           ('{"kind": "classifier"}', "no classifier architecture")])
+def test_malformed_classifier_run_is_one_line(tmp_path, capsys, config, named):
+    (tmp_path / "clf").mkdir()
+    (tmp_path / "clf" / "config.json").write_text(config)
+    argv = ["evaluate", str(tmp_path / "data"), "--classifier", str(tmp_path / "clf"), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert str(tmp_path / "clf" / "config.json") in line and named in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_from_a_newer_medxgan_warns_once(tmp_path):
+    from medxgan.runtime.runs import RunDir
+
+    run = RunDir(tmp_path / "r")
+    run.path.mkdir()
+    run.config_path.write_text(json.dumps({"kind": "toy", "medxgan_version": "99.1.0"}))
+    with pytest.warns(UserWarning, match="written by medxgan 99.1.0, newer than this medxgan"):
+        run.read_config()
+
+
+def test_skip_bad_and_missing_masks_are_reported(tmp_path):
+    from medxgan.data import load_dataset
+
+    write_dataset(tmp_path / "d", n_per_class=3, size=32)
+    (tmp_path / "d" / "train" / "positive" / "bad.png").write_bytes(b"not a png")
+    mdir = tmp_path / "d" / "masks" / "train" / "positive"
+    mdir.mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(2):  # positive 002 has no mask file
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(mdir / f"{i:03d}.png")
+    with pytest.warns(UserWarning) as rec:
+        ds = load_dataset(tmp_path / "d", split="train", skip_bad=True)
+    msgs = [str(w.message) for w in rec]
+    assert len(ds.skipped) == 1
+    assert any("skipped 1 unreadable file(s)" in m and "bad.png" in m for m in msgs)
+    assert any("1 positive image(s) have no mask file" in m and "002.png" in m for m in msgs)
