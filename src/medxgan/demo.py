@@ -66,7 +66,10 @@ class DemoConfig:
       level re-explains, i.e. re-inverts, every image (and max-sensitivity 10x per image);
     * the baselines: ~1.5 s per image and noise level in all (IG 2 x 50 steps, SmoothGrad 25, occlusion).
 
-    default(): ~2 min data + classifier + oracle, <= 14 min GAN (1200 steps), ~8-9 min evaluation
+    Measured 2026-12-02 with the masked ``default`` preset, two demos side by side on the 2 cores (load 4-5):
+    data 53 s, classifier + oracle 139 s, GAN 16 min (the cap; 1137 of 2000 steps), evaluation 10.3 min
+    (30 images, residual-counterfactual inversion), 32.3 min in all (benchmarks/demo/brain-2026-12-02/).
+    Earlier estimate (the ``joint`` preset): ~2 min data + classifier + oracle, <= 14 min GAN (1200 steps), ~8-9 min evaluation
     (30 images x 4 inversions + max-sensitivity on 3 images), ~0.5 min report: ~25 min.
     quick(): ~4 min (the GAN, 250 steps capped at 2.5 min, is most of it). Measured on the shared machine:
     5.0 min at load 5-6 (the GAN hit its time cap after 159 of 250 steps: disentanglement still 0, so
