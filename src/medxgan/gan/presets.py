@@ -161,6 +161,13 @@ class Preset:
                    description=d.get("description", ""), inversion=dict(d.get("inversion") or {}))
 
 
+def _dcgan_net(channels: int, **kw: Any) -> NetConfig:
+    """The DCGAN-sized 64 px pair shared by fast, joint, anchored and default (projection D unless overridden)."""
+    base = dict(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
+                d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True)
+    return NetConfig(**{**base, **kw})
+
+
 def _paper64(channels: int) -> Preset:
     return Preset(
         "paper-64",
@@ -182,8 +189,7 @@ def _paper128(channels: int) -> Preset:
 def _fast(channels: int) -> Preset:
     return Preset(
         "fast",
-        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
-                  d_spectral_norm=False, d_projection=False, d_dropout=0.0, d_batchnorm=True),
+        _dcgan_net(channels, d_projection=False),
         TrainOptions(lambda_cls=2.0),
         "DCGAN-sized 64x64 networks, otherwise the paper's recipe (unconditional D)",
     )
@@ -192,8 +198,7 @@ def _fast(channels: int) -> Preset:
 def _joint(channels: int) -> Preset:
     return Preset(
         "joint",
-        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
-                  d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
+        _dcgan_net(channels),
         TrainOptions(lambda_cls=2.0, ema_decay=0.999, lr=1e-3, r1_gamma=1.0, r1_every=4, diffaug="translation"),
         "fast networks + class-conditional projection D (BatchNorm) + R1 + DiffAugment(translation) + EMA of G, Adam lr 1e-3",
     )
@@ -202,8 +207,7 @@ def _joint(channels: int) -> Preset:
 def _anchored(channels: int) -> Preset:
     return Preset(
         "anchored",
-        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
-                  d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True),
+        _dcgan_net(channels),
         TrainOptions(lambda_cls=2.0, recon_weight=10.0, kl_weight=0.01, adv_weight=0.5, lr=1e-3, lr_d=2e-4),
         "fast networks + projection D + encoder anchor (reconstruction, KL, counterfactual of real positives); "
         "G/E lr 1e-3, D lr 2e-4",
@@ -213,8 +217,7 @@ def _anchored(channels: int) -> Preset:
 def _default(channels: int) -> Preset:
     return Preset(
         "default",
-        NetConfig(arch="dcgan", size=64, channels=channels, nz1=128, nz2=16, g_width=16, d_width=16,
-                  d_spectral_norm=False, d_projection=True, d_dropout=0.0, d_batchnorm=True, pathology="mask"),
+        _dcgan_net(channels, pathology="mask"),
         TrainOptions(lambda_cls=2.0, recon_weight=10.0, kl_weight=0.01, adv_weight=0.5, cf_adv_weight=1.0, lr=1e-3, lr_d=2e-4,
                      ema_decay=0.999, r1_gamma=1.0, r1_every=4, diffaug="translation"),
         "masked generator (anatomy B(z1) + gated pathology mask) + projection D + encoder anchor whose counterfactuals must "
