@@ -153,3 +153,19 @@ def write_gan_run(root):
 def write_png(path, array):
     Image.fromarray(array).save(path)
     return path
+
+
+def square_lesion_data(n: int = 32, size: int = 32, channels: int = 1, seed: int = 0):
+    """(images N x C x size x size in [-1, 1], labels): dark noise, positives with a bright square "lesion"."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, channels, size, size, generator=g) * 0.4 - 0.8
+    y = torch.arange(n) % 2
+    x[y == 1, :, size // 4 : size // 2, size // 4 : size // 2] = 0.9
+    return x, y
+
+
+def small_conv_classifier(channels: int = 1, seed: int = 0) -> ClassifierAdapter:
+    """An untrained 2-logit CNN (seeded) for training-loop tests."""
+    torch.manual_seed(seed)
+    m = nn.Sequential(nn.Conv2d(channels, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 2))
+    return ClassifierAdapter(m, output="logits2")

@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 import torch
-from helpers import write_dataset
+from helpers import write_dataset, small_conv_classifier, square_lesion_data
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
@@ -21,17 +21,11 @@ TINY = dict(g_width=4, d_width=4, nz1=8, nz2=4)
 
 
 def _tiny_data(n=32, size=32, channels=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, channels, size, size, generator=g) * 0.4 - 0.8
-    y = torch.arange(n) % 2
-    x[y == 1, :, size // 4 : size // 2, size // 4 : size // 2] = 0.9  # a "lesion"
-    return x, y
+    return square_lesion_data(n, size, channels, seed)
 
 
 def _tiny_classifier(channels=1, seed=0):
-    torch.manual_seed(seed)
-    m = nn.Sequential(nn.Conv2d(channels, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 2))
-    return wrap_classifier(m, output="logits2")
+    return small_conv_classifier(channels, seed)
 
 
 def _preset(**kw):

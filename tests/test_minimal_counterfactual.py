@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from helpers import small_conv_classifier, square_lesion_data
 from medxgan.classifiers import wrap_classifier
 from medxgan.data import load_dataset
 from medxgan.data.phantoms import synthesize
@@ -99,18 +100,12 @@ def test_inversion_counterfactual_term_hand_computed():
     assert torch.allclose(with_cf - plain, expected, atol=1e-5)
 
 
-def _tiny_data(n=32, size=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(n, 1, size, size, generator=g) * 0.4 - 0.8
-    y = torch.arange(n) % 2
-    x[y == 1, :, size // 4 : size // 2, size // 4 : size // 2] = 0.9
-    return x, y
+def _tiny_data(n=32, size=32, channels=1, seed=0):
+    return square_lesion_data(n, size, channels, seed)
 
 
 def _tiny_classifier(seed=0):
-    torch.manual_seed(seed)
-    m = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 2))
-    return wrap_classifier(m, output="logits2")
+    return small_conv_classifier(1, seed)
 
 
 def _train(out, steps, preset_name, **kw):
