@@ -221,3 +221,123 @@ def test_evaluate_writes_results(data, run, tmp_path):
     assert res["skipped"]["kid"].startswith("skipped:")
     for f in ("results.json", "results.md", "side_by_side.png"):
         assert (tmp_path / "eval" / f).is_file()
+
+
+# ---- paired mode (pix2pix-style) --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def paired_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fa_paired")
+    synthesize_fundus_angio(root, n=8, size=32, seed=4, abnormal_frac=0.5, test_frac=0.25, preview=False, paired=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def paired_run(paired_data, tmp_path_factory) -> Path:
+    """A finished 2-epoch paired run (6 pairs = 6 steps per epoch) trained through the CLI."""
+    out = tmp_path_factory.mktemp("prun") / "straight"
+    rc = main(["translate", "train", str(paired_data), "--out", str(out), "--paired", "--size", "32", "--ngf", "8", "--ndf", "8",
+               "--blocks", "1", "--epochs", "1", "--epochs-decay", "1", "--device", "cpu"])
+    assert rc == 0
+    return out
+
+
+def test_paired_synth_writes_same_names(paired_data):
+    names = lambda d: sorted(p.name for p in (paired_data / d).iterdir())  # noqa: E731
+    assert names("trainA") == names("trainB") and len(names("trainA")) == 6
+
+
+def test_paired_run_layout_and_losses(paired_data, paired_run):
+    cfg = json.loads((paired_run / "config.json").read_text())
+    assert cfg["train"]["paired"] is True and cfg["train"]["pool_size"] == 0 and cfg["train"]["lambda_l1"] == 100
+    assert cfg["mode"].startswith("paired") and cfg["n_train"] == {"fundus": 6, "angiogram": 6}
+    rows = RunDir(paired_run).read_metrics()
+    assert rows[-1]["step"] == 12 and "loss_l1_fa" in rows[-1] and "loss_cycle_fa" not in rows[-1]
+    state = RunDir(paired_run).load_checkpoint()["trainer"]["nets"]
+    assert state["D_fa"]["model.0.weight"].shape[1] == 4 and state["D_fundus"]["model.0.weight"].shape[1] == 4  # conditional
+    res = evaluate_translation(paired_data, paired_run, paired_run.parent / "eval", device="cpu")  # the generators are the usual ones
+    assert res["n_pairs"] == 2 and set(res["metrics"]["fundus2angio"]) == {"ssim", "psnr", "mae", "ssim_fov"}
+
+
+def test_paired_pair_shares_crop_and_flip(tmp_path):
+    """A pair is cropped and flipped alike: B is A's luminance, so after sampling it still is."""
+    from medxgan.translate.train import CycleGANTrainer, _Sampler, _load_pairs, find_pairs
+
+    rng = np.random.default_rng(0)
+    for d in ("trainA", "trainB"):
+        (tmp_path / d).mkdir()
+    for i in range(3):
+        rgb = (rng.random((32, 32, 3)) * 255).astype(np.uint8)
+        Image.fromarray(rgb).save(tmp_path / "trainA" / f"s{i}.png")
+        Image.fromarray(rgb).convert("L").save(tmp_path / "trainB" / f"s{i}.png")
+    cfg = TranslateConfig(size=32, crop=28, paired=True, ngf=8, ndf=8, blocks=1).finalise()
+    pairs = find_pairs(tmp_path)
+    assert [(a.name, b.name) for a, b in pairs] == [("s0.png", "s0.png"), ("s1.png", "s1.png"), ("s2.png", "s2.png")]
+    a, b = _load_pairs(pairs, cfg)
+    s = _Sampler(torch.cat([a, b], 1), cfg)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        x = s.batch(torch.tensor([0, 1, 2]), gen)
+        lum = (x[:, 0] * 0.299 + x[:, 1] * 0.587 + x[:, 2] * 0.114)
+        assert (lum - x[:, 3]).abs().mean() < 0.05
+    trainer = CycleGANTrainer(cfg, s, None, torch.device("cpu"))
+    assert trainer.steps_per_epoch == 3 and set(trainer.step()) >= {"loss_l1_fa", "loss_l1_fundus", "loss_D_fa"}
+
+
+def test_paired_resume_is_bitwise_identical_and_keeps_the_mode(paired_data, paired_run, tmp_path):
+    out = tmp_path / "resumed"
+    opts = dict(size=32, ngf=8, ndf=8, blocks=1, epochs=1, epochs_decay=1, device="cpu", quiet=True, paired=True)
+    first = train_cyclegan(paired_data, out, stop_after_steps=5, **opts)  # mid-epoch 1 (6 steps per epoch)
+    assert first["finished"] is False
+    with pytest.raises(Exception, match=r"cannot resume with other settings: paired False \(the run has True\)"):
+        train_cyclegan(paired_data, out, resume=True, paired=False, device="cpu", quiet=True)
+    second = train_cyclegan(paired_data, out, resume=True, device="cpu", quiet=True)
+    assert second["finished"] and second["steps"] == 12
+    a, b = _weights(paired_run), _weights(out)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # an unpaired run cannot be resumed as a paired one either
+    un = tmp_path / "unpaired"
+    train_cyclegan(paired_data, un, stop_after_steps=2, **{**opts, "paired": False})
+    with pytest.raises(Exception, match=r"paired True \(the run has False\)"):
+        train_cyclegan(paired_data, un, resume=True, paired=True, device="cpu", quiet=True)
+
+
+def test_paired_with_cycle_terms_and_csv(data, tmp_path):
+    """--pairs CSV pairs any files (here the unpaired set's, by position); --paired-cycle adds the cycle terms."""
+    a = sorted((data / "trainA").iterdir())
+    b = sorted((data / "trainB").iterdir())
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("fundus,angiogram\n" + "".join(f"trainA/{x.name},{y.resolve()}\n" for x, y in zip(a, b)))
+    out = tmp_path / "csvrun"
+    rc = main(["translate", "train", str(data), "--out", str(out), "--pairs", str(csv), "--paired-cycle", "--size", "32",
+               "--ngf", "8", "--ndf", "8", "--blocks", "1", "--epochs", "1", "--epochs-decay", "0", "--device", "cpu"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["train"]["paired"] and cfg["n_train"]["fundus"] == min(len(a), len(b)) and "cycle" in cfg["mode"]
+    assert "loss_cycle_fa" in RunDir(out).read_metrics()[-1]
+
+
+def test_paired_mistakes_are_one_line_exit_2_before_any_work(data, paired_data, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(paired_data, broken)
+    lonely = sorted((broken / "trainB").iterdir())[2]
+    lonely.unlink()
+    csv = tmp_path / "pairs.csv"
+    csv.write_text(f"trainA/{lonely.name},trainB/{lonely.name}\n")
+    badcols = tmp_path / "cols.csv"
+    badcols.write_text("a.png,b.png,c.png\n")
+    cases = [
+        ([str(data), "--paired"], "no file name is in both trainA"),  # unpaired names
+        ([str(broken), "--paired"], f"no partner named {lonely.stem}.* in"),  # a missing partner
+        ([str(broken), "--pairs", str(csv)], "row 1: angiogram file not found"),  # a CSV row naming a missing file
+        ([str(broken), "--pairs", str(badcols)], "row 1: expected 2 columns"),
+        ([str(broken), "--pairs", str(tmp_path / "nope.csv")], "--pairs"),
+        ([str(data), "--paired-cycle"], "--paired-cycle: only with paired training"),
+    ]
+    for i, (args, expect) in enumerate(cases):
+        out = tmp_path / f"o{i}"
+        rc = main(["translate", "train", *args, "--out", str(out), "--size", "32", "--ngf", "8", "--device", "cpu"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and expect in err[0], (args, err)
+        assert not out.exists()

@@ -10,10 +10,12 @@ from medxgan.cli.common import add_device, add_speed_options
 def register(subparsers, formatter_class) -> None:
     p = subparsers.add_parser(
         "translate", help="fundus photo <-> fluorescein angiogram translation (CycleGAN)", formatter_class=formatter_class,
-        description="Unpaired fundus <-> fluorescein-angiography translation with CycleGAN.",
+        description="Fundus <-> fluorescein-angiography translation: unpaired CycleGAN (default) or, when registered "
+                    "pairs exist, paired pix2pix-style training (--paired, recommended then).",
         epilog="examples:\n"
                "  medxgan synth fundus-angio --out data/fa\n"
                "  medxgan translate train data/fa --out runs/fa --size 128 --ngf 32\n"
+               "  medxgan translate train data/fa-paired --out runs/fa-p --paired --size 128 --ngf 32   # registered pairs\n"
                "  medxgan translate apply photo.jpg photos/ --run runs/fa --direction fundus2angio --out fa_out/\n"
                "  medxgan translate evaluate data/fa --run runs/fa",
     )
@@ -23,12 +25,17 @@ def register(subparsers, formatter_class) -> None:
         "train", help="train a CycleGAN on DATA/trainA (fundus) and DATA/trainB (angiograms)", formatter_class=formatter_class,
         description="Train G_fa (fundus -> FA), G_fundus (FA -> fundus), D_fa, D_fundus. Unpaired data: DATA/trainA "
                     "holds colour fundus photos, DATA/trainB angiograms; optional paired DATA/testA + DATA/testB feed "
-                    "the per-epoch sample grids (RUN/samples/epoch_XXX.png). Learning rate: --epochs epochs constant, then "
+                    "the per-epoch sample grids (RUN/samples/epoch_XXX.png). With registered pairs use --paired (the "
+                    "recommended mode then): trainA/trainB hold the same subjects under the same file names (or --pairs "
+                    "CSV), and both generators learn pix2pix-style (conditional PatchGAN + L1 weight 100, optionally "
+                    "with the cycle terms, --paired-cycle). Learning rate: --epochs epochs constant, then "
                     "--epochs-decay epochs of linear decay to 0; the total is their sum (printed at start). A checkpoint "
                     "with the full training state is written atomically at every epoch end; --resume continues exactly.",
         epilog="examples:\n"
                "  medxgan translate train data/fa --out runs/fa                        # paper set-up: 256 px, 100+100 epochs\n"
                "  medxgan translate train data/fa --out runs/fa --size 128 --ngf 16 --crop 96 --epochs 10\n"
+               "  medxgan translate train data/fa --out runs/fa --paired               # registered pairs, same names\n"
+               "  medxgan translate train data/fa --out runs/fa --pairs pairs.csv      # pairs listed as fundus,angiogram rows\n"
                "  medxgan translate train data/fa --out runs/fa --resume               # after an interruption\n"
                "  medxgan translate train data/fa --out runs/fa --resume --epochs 150  # extend the constant phase\n"
                "  medxgan translate train data/fa --out runs/fa --batch-size 8 --amp bf16 --channels-last  # on a GPU\n"
@@ -49,7 +56,14 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help="global batch size, default 1 (as in the paper); under torchrun a multiple of the number of processes")
     t.add_argument("--lr", type=float, default=argparse.SUPPRESS, help="Adam learning rate (default 2e-4)")
     t.add_argument("--lambda-cycle", type=float, default=argparse.SUPPRESS, help="cycle-consistency weight (default 10)")
-    t.add_argument("--pool-size", type=int, default=argparse.SUPPRESS, help="fake-image history per discriminator (default 50; 0 = none)")
+    t.add_argument("--pool-size", type=int, default=argparse.SUPPRESS, help="fake-image history per discriminator (default 50 unpaired, 0 paired; 0 = none)")
+    t.add_argument("--paired", action="store_true", default=argparse.SUPPRESS,
+                   help="paired training (pix2pix-style): trainA/trainB matched by file name without extension; every image needs its partner")
+    t.add_argument("--pairs", metavar="CSV", default=argparse.SUPPRESS,
+                   help="paired training on the pairs of CSV (rows fundus,angiogram, optional header; paths relative to DATA); implies --paired")
+    t.add_argument("--lambda-l1", type=float, default=argparse.SUPPRESS, help="paired: L1 weight (default 100, as in pix2pix)")
+    t.add_argument("--paired-cycle", action="store_true", default=argparse.SUPPRESS,
+                   help="paired: keep the cycle-consistency terms (weight --lambda-cycle) as well")
     t.add_argument("--rotations", action="store_true", default=argparse.SUPPRESS, help="add copies rotated by 90/180/270 degrees (4x data, as in the paper)")
     t.add_argument("--no-flip", dest="flip", action="store_false", default=argparse.SUPPRESS, help="no random horizontal flips")
     t.add_argument("--checkpoint-every", type=int, default=argparse.SUPPRESS, metavar="STEPS", help="also checkpoint every STEPS steps inside an epoch (default 0 = epoch ends only)")
@@ -102,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
     from medxgan.translate.train import train_cyclegan
 
     keys = ("size", "crop", "epochs", "epochs_decay", "ngf", "ndf", "blocks", "upsample", "batch_size", "lr",
-            "lambda_cycle", "pool_size", "rotations", "flip", "checkpoint_every", "seed", "amp", "channels_last", "compile")
+            "lambda_cycle", "pool_size", "paired", "pairs", "lambda_l1", "paired_cycle", "rotations", "flip", "checkpoint_every", "seed", "amp", "channels_last", "compile")
     train_cyclegan(args.data, args.out, resume=args.resume, device=args.device, max_minutes=args.max_minutes,
                    **{k: getattr(args, k, None) for k in keys})
     return 0

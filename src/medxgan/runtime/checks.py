@@ -58,7 +58,7 @@ _COUNT0 = Rule("int", 0)
 
 RULES: dict[str, Rule] = {
     # optimisation
-    "lr": _POS, "weight_decay": _NONNEG, "lambda_cls": _NONNEG, "lambda_cycle": _NONNEG, "max_minutes": _NONNEG,
+    "lr": _POS, "weight_decay": _NONNEG, "lambda_cls": _NONNEG, "lambda_cycle": _NONNEG, "lambda_l1": _NONNEG, "max_minutes": _NONNEG,
     # counts
     "epochs": _COUNT1, "epochs_decay": _COUNT0, "batch_size": _COUNT1, "steps": _COUNT0, "restarts": _COUNT1,
     "frames": Rule("int", 2), "lig_steps": _COUNT1, "tune_steps": _COUNT0, "keep_last": _COUNT1, "monitor_samples": Rule("int", 2),

@@ -22,6 +22,17 @@ optional paired ``DATA/testA``/``DATA/testB`` (used for the sample grids). Every
 crops make CPU training cheaper, the networks are fully convolutional), optionally flipped
 horizontally. ``rotations`` adds offline copies rotated by 90/180/270 degrees (4x data, as in the paper).
 
+Paired mode (``paired=True``, ``translate train --paired``; the recommended mode when registered
+pairs exist): trainA/trainB hold the same subjects under the same file names (matched by name without
+extension; every file needs its partner), or ``pairs`` names a CSV of ``fundus,angiogram`` rows (paths
+relative to DATA). Both generators are trained pix2pix-style (Isola et al. 2017): conditional PatchGAN
+discriminators that see the input and the output side by side (D_fa judges fundus + FA, D_fundus FA +
+fundus), least-squares GAN loss as above (pix2pix's default is the vanilla BCE loss; the LSGAN loss is
+kept for one loss across both modes), plus L1 to the partner image with weight ``lambda_l1`` (100, as
+in pix2pix). ``paired_cycle`` keeps the cycle terms (weight ``lambda_cycle``) as well. A pair gets the
+same crop and flip on both sides. The fake pool defaults to 0 (pix2pix) in paired mode, 50 otherwise;
+with a pool it holds (input, fake) pairs. The mode is part of the run: a resume cannot switch it.
+
 Resume restores everything: the four networks, both optimisers, both image pools (buffer + RNG), the
 data-order/crop/flip RNG, the global RNGs, and the epoch/step counters (also mid-epoch, when
 ``checkpoint_every`` steps wrote a checkpoint inside an epoch): a run interrupted and resumed gives
@@ -83,7 +94,11 @@ class TranslateConfig:
     beta1: float = 0.5
     lambda_cycle: float = 10.0
     lambda_identity: float = 0.5
-    pool_size: int = 50
+    pool_size: int | None = None  # None: 50 unpaired (CycleGAN), 0 paired (pix2pix)
+    paired: bool = False  # pix2pix-style paired training (see the module docstring)
+    pairs: str | None = None  # CSV of fundus,angiogram rows (paths relative to DATA); implies paired
+    lambda_l1: float = 100.0  # paired: L1 to the partner image
+    paired_cycle: bool = False  # paired: keep the cycle terms too
     flip: bool = True
     rotations: bool = False
     seed: int = 0
@@ -115,6 +130,12 @@ class TranslateConfig:
         for k in ("ngf", "ndf", "blocks"):
             if getattr(self, k) < (0 if k == "blocks" else 1):
                 raise MedxganError(f"{k} {getattr(self, k)}: must be positive", arg=k)
+        if self.pairs is not None:
+            self.paired = True
+        if self.paired_cycle and not self.paired:
+            raise MedxganError("paired_cycle: only with paired training (add --paired)", arg="paired_cycle")
+        if self.pool_size is None:
+            self.pool_size = 0 if self.paired else 50
         self.load_size = int(round(self.size * 286 / 256))
         return self
 
@@ -124,7 +145,8 @@ class TranslateConfig:
 
     @property
     def use_identity(self) -> bool:
-        return self.channels_a == self.channels_b and self.lambda_identity > 0
+        return self.channels_a == self.channels_b and self.lambda_identity > 0 and not self.paired
+
 
 
 def lsgan_loss(pred: torch.Tensor, real: bool) -> torch.Tensor:
@@ -165,6 +187,77 @@ def _load_domain(folder: Path, channels: int, size: int, what: str) -> tuple[tor
     for i, f in enumerate(files):
         out[i] = to_domain_array(read_image(f), channels, f, size).transpose(2, 0, 1)
     return torch.from_numpy(out), files
+
+
+def _stem_map(folder: Path, what: str) -> dict[str, Path]:
+    if not folder.is_dir():
+        raise MedxganError(f"{folder}: folder not found (expected {what} images in the layout trainA/trainB)")
+    files = list_images(folder)
+    if not files:
+        raise MedxganError(f"{folder}: no images ({what})")
+    out: dict[str, Path] = {}
+    for f in files:
+        key = f.relative_to(folder).with_suffix("").as_posix()
+        if key in out:
+            raise MedxganError(f"{f}: two files named {key} (also {out[key].name}); paired mode matches trainA and trainB by file "
+                               "name without extension")
+        out[key] = f
+    return out
+
+
+def find_pairs(data: Path, pairs_csv: str | None = None) -> list[tuple[Path, Path]]:
+    """The training pairs of paired mode as (fundus, angiogram) paths, checked before any image is read:
+    from the CSV ``pairs_csv`` (rows ``fundus,angiogram``, an optional header of those words, paths
+    relative to DATA or absolute), or else DATA/trainA and DATA/trainB matched by file name without
+    extension. Every file must have its partner and every named file must exist (MedxganError, one line)."""
+    if pairs_csv is not None:
+        import csv
+
+        path = Path(pairs_csv)
+        if not path.is_file():
+            raise MedxganError(f"pairs {path}: file not found (a CSV of fundus,angiogram rows)", arg="pairs")
+        pairs: list[tuple[Path, Path]] = []
+        with path.open(newline="") as fh:
+            for n, row in enumerate(csv.reader(fh), 1):
+                cells = [c.strip() for c in row]
+                if not any(cells):
+                    continue
+                if n == 1 and [c.lower() for c in cells] == ["fundus", "angiogram"]:
+                    continue
+                if len(cells) != 2 or not all(cells):
+                    raise MedxganError(f"{path} row {n}: expected 2 columns fundus,angiogram, got {len(cells)}: {','.join(row)}")
+                pa, pb = (Path(c) if Path(c).is_absolute() else data / c for c in cells)
+                for what, f in (("fundus", pa), ("angiogram", pb)):
+                    if not f.is_file():
+                        raise MedxganError(f"{path} row {n}: {what} file not found: {f}")
+                pairs.append((pa, pb))
+        if not pairs:
+            raise MedxganError(f"{path}: no pairs (expected rows fundus,angiogram)", arg="pairs")
+        return pairs
+    a = _stem_map(data / "trainA", "fundus photos")
+    b = _stem_map(data / "trainB", "angiograms")
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise MedxganError(f"paired {data}: no file name is in both trainA ({len(a)} files) and trainB ({len(b)} files); "
+                           "paired mode needs the same names for a pair (or --pairs CSV); drop --paired for unpaired training",
+                           arg="paired")
+    for mine, other, name in ((a, b, "trainB"), (b, a, "trainA")):
+        lonely = sorted(set(mine) - set(other))
+        if lonely:
+            more = f" (and {len(lonely) - 1} more)" if len(lonely) > 1 else ""
+            raise MedxganError(f"{mine[lonely[0]]}: no partner named {lonely[0]}.* in {data / name}{more}; paired mode needs "
+                               "every image's partner (or --pairs CSV)")
+    return [(a[k], b[k]) for k in common]
+
+
+def _load_pairs(pairs: list[tuple[Path, Path]], cfg: "TranslateConfig") -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs as uint8 N x C x size x size tensors (fundus, angiogram), same order."""
+    a = np.empty((len(pairs), cfg.channels_a, cfg.size, cfg.size), np.uint8)
+    b = np.empty((len(pairs), cfg.channels_b, cfg.size, cfg.size), np.uint8)
+    for i, (fa, fb) in enumerate(pairs):
+        a[i] = to_domain_array(read_image(fa), cfg.channels_a, fa, cfg.size).transpose(2, 0, 1)
+        b[i] = to_domain_array(read_image(fb), cfg.channels_b, fb, cfg.size).transpose(2, 0, 1)
+    return torch.from_numpy(a), torch.from_numpy(b)
 
 
 def to_domain_array(a: np.ndarray, channels: int, path: Any, size: int | None) -> np.ndarray:
@@ -259,12 +352,18 @@ class CycleGANTrainer:
     ``state_dict`` holds the four networks, both optimisers, both image pools, the data RNG, the
     epoch/batch counters (mid-epoch: the epoch's permutations) and the epoch's running loss sums."""
 
-    def __init__(self, cfg: TranslateConfig, sa: _Sampler, sb: _Sampler, dev: torch.device):
+    def __init__(self, cfg: TranslateConfig, sa: _Sampler, sb: _Sampler | None, dev: torch.device):
+        """Unpaired: ``sa``/``sb`` sample each domain. Paired (``cfg.paired``): ``sa`` samples the pairs as
+        one tensor (fundus channels, then angiogram channels: one crop and flip for both), ``sb`` is None."""
         self.cfg, self.sa, self.sb, self.dev = cfg, sa, sb, dev
         self.amp = check_amp(cfg.amp, dev)
-        self.steps_per_epoch = max(1, max(len(sa), len(sb)) // cfg.batch_size)
+        self.steps_per_epoch = max(1, (len(sa) if cfg.paired else max(len(sa), len(sb))) // cfg.batch_size)
         g_fa, g_fundus = build_generators(cfg)
-        d_fa, d_fundus = PatchDiscriminator(cfg.channels_b, cfg.ndf), PatchDiscriminator(cfg.channels_a, cfg.ndf)
+        if cfg.paired:  # conditional PatchGANs: (input, output) side by side
+            d_fa = PatchDiscriminator(cfg.channels_a + cfg.channels_b, cfg.ndf)
+            d_fundus = PatchDiscriminator(cfg.channels_b + cfg.channels_a, cfg.ndf)
+        else:
+            d_fa, d_fundus = PatchDiscriminator(cfg.channels_b, cfg.ndf), PatchDiscriminator(cfg.channels_a, cfg.ndf)
         self.nets = {"G_fa": g_fa, "G_fundus": g_fundus, "D_fa": d_fa, "D_fundus": d_fundus}
         for net in self.nets.values():
             init_weights(net)
@@ -304,24 +403,79 @@ class CycleGANTrainer:
                 p.requires_grad_(flag)
 
     def step(self) -> dict[str, float]:
-        cfg, sa, sb, dev, fwd = self.cfg, self.sa, self.sb, self.dev, self._fwd
-        d_fa, d_fundus = self.nets["D_fa"], self.nets["D_fundus"]
+        cfg, sa, sb, dev = self.cfg, self.sa, self.sb, self.dev
         lr = lr_at_epoch(self.epoch, cfg.lr, cfg.epochs, int(cfg.epochs_decay or 0))
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
         if self.batch_in_epoch == 0:
             self.perm_a = torch.randperm(len(sa), generator=self.data_gen)
-            self.perm_b = torch.randperm(len(sb), generator=self.data_gen)
+            self.perm_b = self.perm_a if cfg.paired else torch.randperm(len(sb), generator=self.data_gen)
             self.sums = {}
         bi = self.batch_in_epoch
         # the global batch (indices, crops, flips drawn on every rank alike); this rank keeps its slice
         ia = self.perm_a[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sa)]
-        ib = self.perm_b[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sb)]
-        real_a = shard(sa.batch(ia, self.data_gen)).to(dev)
-        real_b = shard(sb.batch(ib, self.data_gen)).to(dev)
+        if cfg.paired:
+            real = shard(sa.batch(ia, self.data_gen)).to(dev)
+            real_a, real_b = real[:, : cfg.channels_a], real[:, cfg.channels_a :]
+        else:
+            ib = self.perm_b[(torch.arange(cfg.batch_size) + bi * cfg.batch_size) % len(sb)]
+            real_a = shard(sa.batch(ia, self.data_gen)).to(dev)
+            real_b = shard(sb.batch(ib, self.data_gen)).to(dev)
         if cfg.channels_last:
             real_a, real_b = to_channels_last(real_a), to_channels_last(real_b)
+        losses = self._paired_losses(real_a, real_b) if cfg.paired else self._cycle_losses(real_a, real_b)
+
+        # one host sync; distributed: the mean over the ranks' equal batches (= the global batch's)
+        vals = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).double().tolist()))
+        vals = mean_over_ranks(vals, dev)
+        for k, v in vals.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.batch_in_epoch += 1
+        self.last_epoch, self.last_lr = self.epoch, lr
+        self.period_done = self.batch_in_epoch == self.steps_per_epoch
+        if self.period_done:  # the epoch ends: its mean losses, then the next epoch
+            self.epoch_means = {f"epoch_{k}": v / self.batch_in_epoch for k, v in self.sums.items()}
+            self.epoch, self.batch_in_epoch, self.perm_a, self.perm_b, self.sums = self.epoch + 1, 0, None, None, {}
+        return vals
+
+    def _paired_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pix2pix in both directions: one G update (conditional GAN + lambda_l1 * L1 to the partner
+        [+ cycle]), then one D update on (input, real) vs (input, fake) pairs."""
+        cfg, fwd = self.cfg, self._fwd
+        d_fa, d_fundus = self.nets["D_fa"], self.nets["D_fundus"]
+        self._requires_grad(False, d_fa, d_fundus)
+        fake_b = fwd(self.gen_fa, real_a)
+        fake_a = fwd(self.gen_fundus, real_b)
+        loss_gan_fa = lsgan_loss(fwd(self.frozen_fa, torch.cat([real_a, fake_b], 1)), True)
+        loss_gan_fundus = lsgan_loss(fwd(self.frozen_fundus, torch.cat([real_b, fake_a], 1)), True)
+        loss_l1_fa = F.l1_loss(fake_b, real_b) * cfg.lambda_l1
+        loss_l1_fundus = F.l1_loss(fake_a, real_a) * cfg.lambda_l1
+        loss_g = loss_gan_fa + loss_gan_fundus + loss_l1_fa + loss_l1_fundus
+        out = {"loss_G_fa_gan": loss_gan_fa, "loss_G_fundus_gan": loss_gan_fundus, "loss_l1_fa": loss_l1_fa,
+               "loss_l1_fundus": loss_l1_fundus}
+        if cfg.paired_cycle:
+            out["loss_cycle_fundus"] = F.l1_loss(fwd(self.gen_fundus, fake_b), real_a) * cfg.lambda_cycle
+            out["loss_cycle_fa"] = F.l1_loss(fwd(self.gen_fa, fake_a), real_b) * cfg.lambda_cycle
+            loss_g = loss_g + out["loss_cycle_fundus"] + out["loss_cycle_fa"]
+        self.opt_g.zero_grad(set_to_none=True)
+        backward_step(loss_g, self.opt_g, self.scaler_g)
+
+        self._requires_grad(True, d_fa, d_fundus)
+        pooled_b = shard(self.pool_fa.query(all_gather_cat(torch.cat([real_a, fake_b.detach()], 1))))
+        pooled_a = shard(self.pool_fundus.query(all_gather_cat(torch.cat([real_b, fake_a.detach()], 1))))
+        pr, pf = fwd(self.dis_fa, torch.cat([real_a, real_b], 1)), fwd(self.dis_fa, pooled_b)
+        loss_d_fa = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
+        pr, pf = fwd(self.dis_fundus, torch.cat([real_b, real_a], 1)), fwd(self.dis_fundus, pooled_a)
+        loss_d_fundus = 0.5 * (lsgan_loss(pr, True) + lsgan_loss(pf, False))
+        self.opt_d.zero_grad(set_to_none=True)
+        backward_step(loss_d_fa + loss_d_fundus, self.opt_d, self.scaler_d)
+        return {"loss_G": loss_g, **out, "loss_D_fa": loss_d_fa, "loss_D_fundus": loss_d_fundus}
+
+    def _cycle_losses(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        """CycleGAN: one G update (LSGAN + cycle [+ identity]), then one D update on pooled fakes."""
+        cfg, fwd = self.cfg, self._fwd
+        d_fa, d_fundus = self.nets["D_fa"], self.nets["D_fundus"]
 
         # generators
         self._requires_grad(False, d_fa, d_fundus)
@@ -353,21 +507,9 @@ class CycleGANTrainer:
         self.opt_d.zero_grad(set_to_none=True)
         backward_step(loss_d_fa + loss_d_fundus, self.opt_d, self.scaler_d)
 
-        losses = {"loss_G": loss_g, "loss_G_fa_gan": loss_gan_fa, "loss_G_fundus_gan": loss_gan_fundus,
-                  "loss_cycle_fundus": loss_cyc_a, "loss_cycle_fa": loss_cyc_b,
-                  "loss_D_fa": loss_d_fa, "loss_D_fundus": loss_d_fundus}
-        # one host sync; distributed: the mean over the ranks' equal batches (= the global batch's)
-        vals = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).double().tolist()))
-        vals = mean_over_ranks(vals, dev)
-        for k, v in vals.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.batch_in_epoch += 1
-        self.last_epoch, self.last_lr = self.epoch, lr
-        self.period_done = self.batch_in_epoch == self.steps_per_epoch
-        if self.period_done:  # the epoch ends: its mean losses, then the next epoch
-            self.epoch_means = {f"epoch_{k}": v / self.batch_in_epoch for k, v in self.sums.items()}
-            self.epoch, self.batch_in_epoch, self.perm_a, self.perm_b, self.sums = self.epoch + 1, 0, None, None, {}
-        return vals
+        return {"loss_G": loss_g, "loss_G_fa_gan": loss_gan_fa, "loss_G_fundus_gan": loss_gan_fundus,
+                "loss_cycle_fundus": loss_cyc_a, "loss_cycle_fa": loss_cyc_b,
+                "loss_D_fa": loss_d_fa, "loss_D_fundus": loss_d_fundus}
 
     def generators_eval(self):
         """Context: both generators in eval mode (sample grids), back to train mode after."""
@@ -430,6 +572,9 @@ def train_cyclegan(
 ) -> dict[str, Any]:
     """Train a CycleGAN on DATA/trainA (fundus) and DATA/trainB (angiograms); write the run to `out`.
 
+    ``paired=True`` (or ``pairs=CSV``): pix2pix-style paired training on registered pairs (trainA/trainB
+    matched by file name, or the CSV's rows); see the module docstring. Recommended whenever pairs exist.
+
     `overrides` are TranslateConfig fields; None values are ignored. With resume=True the stored
     config is the base and only the budget/cadence options (`epochs`, `epochs_decay`, checkpoint,
     sample and log cadence, the GPU speed options) may differ from it (runtime.loop's resume policy).
@@ -469,19 +614,27 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
     else:
         cfg = TranslateConfig(**overrides).finalise()
     check_divisible(cfg.batch_size)
+    pairs = find_pairs(data, cfg.pairs) if cfg.paired else None  # file names only: mistakes before any work
 
     dev = ctx.device
     seed_everything(cfg.seed)
     say = (lambda *a: None) if quiet else (lambda *a: print("[medxgan]", *a, flush=True))
 
     # ---- data -----------------------------------------------------------------------------------
-    a_u8, a_files = _load_domain(data / "trainA", cfg.channels_a, cfg.size, "fundus photos")
-    b_u8, b_files = _load_domain(data / "trainB", cfg.channels_b, cfg.size, "angiograms")
+    if pairs is not None:
+        a_u8, b_u8 = _load_pairs(pairs, cfg)
+        a_files, b_files = [p[0] for p in pairs], [p[1] for p in pairs]
+    else:
+        a_u8, a_files = _load_domain(data / "trainA", cfg.channels_a, cfg.size, "fundus photos")
+        b_u8, b_files = _load_domain(data / "trainB", cfg.channels_b, cfg.size, "angiograms")
     if cfg.rotations:
         a_u8, b_u8 = _augment_rotations(a_u8), _augment_rotations(b_u8)
     settings = {**asdict(cfg), "data": fingerprint_state_dict({"a": a_u8, "b": b_u8})}
     start = open_run(run, resume=resume, kind=RUN_KIND, settings=settings, may_change=_MAY_CHANGE)
-    sa, sb = _Sampler(a_u8, cfg), _Sampler(b_u8, cfg)
+    if pairs is not None:  # one sampler over (fundus, angiogram) channels: a pair shares its crop and flip
+        sa, sb = _Sampler(torch.cat([a_u8, b_u8], 1), cfg), None
+    else:
+        sa, sb = _Sampler(a_u8, cfg), _Sampler(b_u8, cfg)
     sample_a = sample_b = None
     if cfg.samples and main:
         src_a = data / "testA" if (data / "testA").is_dir() else data / "trainA"
@@ -507,6 +660,8 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
                 "rotations": cfg.rotations, "range": "[-1, 1] = 2 * uint8 / 255 - 1",
             },
             identity_loss=cfg.use_identity,
+            mode=("paired (pix2pix: conditional PatchGAN + L1"
+                  + (" + cycle)" if cfg.paired_cycle else ")") if cfg.paired else "unpaired (CycleGAN)"),
             data=str(data), n_train={DOMAIN_A: len(a_files), DOMAIN_B: len(b_files)},
             train=asdict(cfg),
             schedule=schedule_text(cfg),
@@ -516,9 +671,11 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
             status="running",
         )
     say(schedule_text(cfg))
-    say(f"{len(a_files)} fundus / {len(b_files)} angiogram training images"
+    say(("paired (pix2pix-style, L1 weight %g%s); " % (cfg.lambda_l1, ", cycle terms kept" if cfg.paired_cycle else "")
+         if cfg.paired else "unpaired (CycleGAN); ")
+        + f"{len(a_files)} fundus / {len(b_files)} angiogram training images"
         f"{' (x4 rotations)' if cfg.rotations else ''}; {trainer.steps_per_epoch} steps per epoch; "
-        f"crop {cfg.crop} from {cfg.load_size}; identity loss {'on' if cfg.use_identity else 'off (3 <-> 1 channels)'}; device {dev}"
+        f"crop {cfg.crop} from {cfg.load_size}; identity loss {'on' if cfg.use_identity else 'off'}; device {dev}"
         + (f" x {ctx.world_size} processes (global batch {cfg.batch_size})" if ctx.enabled else ""))
 
     def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
@@ -529,7 +686,8 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
             if not quiet and e % max(1, cfg.total_epochs // 20) == 0:
                 say(f"epoch {e}/{cfg.total_epochs} lr {trainer.last_lr:.2e} "
                     + " ".join(f"{k[6:]} {v:.3f}" for k, v in trainer.epoch_means.items()
-                               if k in ("epoch_loss_G", "epoch_loss_D_fa", "epoch_loss_D_fundus", "epoch_loss_cycle_fundus", "epoch_loss_cycle_fa")))
+                               if k in ("epoch_loss_G", "epoch_loss_D_fa", "epoch_loss_D_fundus", "epoch_loss_cycle_fundus", "epoch_loss_cycle_fa",
+                                        "epoch_loss_l1_fa", "epoch_loss_l1_fundus")))
         return rec
 
     def on_sample(step: int) -> None:
@@ -542,7 +700,7 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
     loop = train_loop(trainer, run, total=total, cadence=Cadence(cfg.log_every, 0, cfg.checkpoint_every, cfg.keep_checkpoints),
                       resume=start.resumed, max_minutes=max_minutes, on_log=on_log, on_sample=on_sample,
                       postfix=lambda r: f"G={r['loss_G']:.2f} D={r['loss_D_fa'] + r['loss_D_fundus']:.3f}",
-                      desc=f"train CycleGAN ({cfg.total_epochs} epochs)", quiet=quiet, is_main=main, device=dev)
+                      desc=f"train {'paired (pix2pix)' if cfg.paired else 'CycleGAN'} ({cfg.total_epochs} epochs)", quiet=quiet, is_main=main, device=dev)
     step, secs = loop.step, loop.elapsed
     last = {k: v for k, v in loop.last_record.items() if k.startswith("loss_")}
     epochs_done = trainer.epoch - 1

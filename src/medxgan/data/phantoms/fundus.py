@@ -315,12 +315,15 @@ def synthesize_fundus_angio(
     abnormal_frac: float = 0.3,
     test_frac: float = 0.1,
     preview: bool = True,
+    paired: bool = False,
 ) -> dict[str, Any]:
     """Write `n` phantom subjects as an unpaired train set + paired test set; return the dataset.json dict.
 
     Subjects 0..n_test-1 form the paired test split (testA/testB, same names); the remaining ones are
     split in two halves, fundus photos of the first half go to trainA and angiograms of the second half
     to trainB, so the two training domains have disjoint subjects (truly unpaired).
+    ``paired=True``: every training subject is written to both trainA and trainB under the same file
+    name instead (registered pairs, for ``translate train --paired``).
     Whether a subject is abnormal is drawn per subject (probability `abnormal_frac`).
     """
     if n < 3:
@@ -352,6 +355,11 @@ def synthesize_fundus_angio(
             splits["testB"].append(name)
             if len(shown) < 6 and (ab or sum(1 for s in shown if "abn" not in s[2]) < 3):
                 shown.append((fundus, fa, f"{i} {'abn' if ab else 'normal'} {'L' if info['left_eye'] else 'R'}"))
+        elif paired:
+            _save_png(out / "trainA" / name, fundus)
+            _save_png(out / "trainB" / name, fa)
+            splits["trainA"].append(name)
+            splits["trainB"].append(name)
         elif i < n_test + n_a:
             _save_png(out / "trainA" / name, fundus)
             splits["trainA"].append(name)
@@ -364,7 +372,7 @@ def synthesize_fundus_angio(
         "n": n, "size": size, "seed": seed, "abnormal_frac": abnormal_frac,
         "domains": {"A": {"name": "fundus", "channels": 3}, "B": {"name": "fluorescein angiogram", "channels": 1}},
         "counts": {k: len(v) for k, v in splits.items()},
-        "paired_splits": [["testA", "testB"]],
+        "paired_splits": [["trainA", "trainB"], ["testA", "testB"]] if paired else [["testA", "testB"]],
         "files": splits,
         "abnormal": abnormal_names,
         "left_eye": left_names,
@@ -384,10 +392,13 @@ examples:
   medxgan synth fundus-angio --out data/fa                         # 400 subjects, 128 px, 30% abnormal
   medxgan synth fundus-angio --out data/fa256 --size 256 --n 600 --abnormal-frac 0.5
   medxgan translate train data/fa --out runs/fa --size 128 --ngf 16
+  medxgan synth fundus-angio --out data/fa-paired --paired         # registered train pairs (same names)
+  medxgan translate train data/fa-paired --out runs/fa-p --paired --size 128 --ngf 16
 
 layout written (the CycleGAN layout; subjects of trainA and trainB are disjoint = unpaired):
   DIR/trainA/*.png       colour fundus photos (RGB)
   DIR/trainB/*.png       fluorescein angiograms (gray) of other subjects
+  (--paired: every training subject in both trainA and trainB, same file name = registered pairs)
   DIR/testA/*.png        fundus photos of the test subjects (10%)
   DIR/testB/*.png        their angiograms, same file names (paired ground truth)
   DIR/dataset.json       kind, parameters, file lists, abnormal subjects
@@ -397,7 +408,7 @@ layout written (the CycleGAN layout; subjects of trainA and trainB are disjoint 
 
 def _registry_synthesize(
     out: str | os.PathLike, *, n: int, size: int, seed: int, shortcut: float = 0.0, preview: bool = True,
-    overwrite: bool = False, show_progress: bool = True, abnormal_frac: float = 0.3,
+    overwrite: bool = False, show_progress: bool = True, abnormal_frac: float = 0.3, paired: bool = False,
 ) -> dict[str, Any]:
     """`synthesize("fundus-angio", ...)`: checks `out`, writes into a temporary sibling directory that
     replaces `out` when complete, and returns the summary shape of the other phantom kinds (counts per
@@ -415,7 +426,8 @@ def _registry_synthesize(
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     try:
-        meta = synthesize_fundus_angio(tmp, n=n, size=size, seed=seed, abnormal_frac=abnormal_frac, preview=preview)
+        meta = synthesize_fundus_angio(tmp, n=n, size=size, seed=seed, abnormal_frac=abnormal_frac, preview=preview,
+                                       paired=paired)
         atomic_replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -433,6 +445,8 @@ def _registry_synthesize(
 def _registry_add_arguments(group: Any) -> None:
     group.add_argument("--abnormal-frac", type=float, default=0.3, metavar="F",
                        help="fraction of subjects with microaneurysm-like dots and leakage in the angiogram")
+    group.add_argument("--paired", action="store_true", default=False,
+                       help="write every training subject to both trainA and trainB (same name: registered pairs)")
     # this kind's own defaults for the common flags (argument groups share the parser's defaults)
     group.set_defaults(n=400, size=128, preview=True)
 
@@ -444,7 +458,7 @@ FUNDUS_ANGIO_REGISTRY: dict[str, Any] = {
     "help": "retina pairs: colour fundus photo (RGB) + fluorescein angiogram (gray); unpaired train, paired test",
     "synthesize": _registry_synthesize,
     "add_arguments": _registry_add_arguments,
-    "defaults": {"abnormal_frac": 0.3},
+    "defaults": {"abnormal_frac": 0.3, "paired": False},
     "epilog": _EPILOG,
 }
 
