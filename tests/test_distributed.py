@@ -152,7 +152,7 @@ def _zero_grad_biases(nets: dict[str, nn.Module | None]) -> set[str]:
         mods = dict(net.named_modules()) if net is not None else {}
         names = list(mods)
         for a, b in zip(names, names[1:]):
-            if isinstance(mods[a], nn.Conv2d) and mods[a].bias is not None and isinstance(mods[b], (nn.BatchNorm2d, nn.InstanceNorm2d)):
+            if isinstance(mods[a], (nn.Conv2d, nn.ConvTranspose2d)) and mods[a].bias is not None and isinstance(mods[b], (nn.BatchNorm2d, nn.InstanceNorm2d)):
                 keys.add(f"{part}.{a}.bias")
                 if getattr(mods[b], "running_mean", None) is not None:
                     keys.add(f"{part}.{b}.running_mean")

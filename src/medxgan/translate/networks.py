@@ -32,12 +32,13 @@ class ResidualBlock(nn.Module):
 class ResnetGenerator(nn.Module):
     """c7s1-ngf, d2ngf, d4ngf, R4ngf x blocks, u2ngf, ungf, c7s1-out, tanh.
 
-    upsample="transpose": ConvTranspose2d(3, stride 2) as in the paper.
+    upsample="transpose" (default): ConvTranspose2d(3, stride 2) as in the paper.
     upsample="resize": nearest-neighbour x2 followed by a 3x3 conv (Odena et al. 2016), which cannot
-    produce the checkerboard artefacts that uneven kernel overlap of transposed convs gives.
+    produce the checkerboard artefacts that uneven kernel overlap of transposed convs gives; on the
+    fundus phantoms it left a grey surround where the angiogram must be black (benchmarks/translate/RESULTS.md).
     """
 
-    def __init__(self, in_ch: int, out_ch: int, ngf: int = 64, blocks: int = 6, upsample: str = "resize"):
+    def __init__(self, in_ch: int, out_ch: int, ngf: int = 64, blocks: int = 6, upsample: str = "transpose"):
         super().__init__()
         if upsample not in ("transpose", "resize"):
             raise ValueError(f"upsample must be 'transpose' or 'resize', got {upsample!r}")

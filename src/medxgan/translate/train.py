@@ -88,7 +88,7 @@ class TranslateConfig:
     ngf: int = 64
     ndf: int = 64
     blocks: int = 6
-    upsample: str = "resize"
+    upsample: str = "transpose"  # the paper's; measured better than resize (benchmarks/translate/RESULTS.md)
     batch_size: int = 1
     lr: float = 2e-4
     beta1: float = 0.5
