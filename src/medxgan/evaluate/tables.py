@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 __all__ = ["LOCALISATION_COLUMNS", "FAITHFULNESS_COLUMNS", "COUNTERFACTUAL_COLUMNS", "SHORTCUT_COLUMNS", "TWIN_COLUMNS",
            "TWIN_AGREEMENT_COLUMNS",
-           "main_columns", "bar_groups", "format_ci", "results_csv", "results_markdown", "sanity_markdown", "realism_markdown"]
+           "main_columns", "bar_groups", "format_ci", "format_number", "finite", "results_csv", "results_markdown", "sanity_markdown", "realism_markdown"]
 
 # (column label, metric key, lower is better)
 LOCALISATION_COLUMNS = [
@@ -61,16 +61,26 @@ SHORTCUT_COLUMNS = [
 ]
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def finite(v: Any) -> float | None:
+    """``float(v)`` when it is a finite number, else None."""
     try:
         f = float(v)
     except (TypeError, ValueError):
-        return "–"
-    if not math.isfinite(f):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def format_number(v: Any, digits: int = 3) -> str:
+    """A metric value for tables and pages: fixed ``digits``, scientific for tiny/huge values, "–" for none."""
+    f = finite(v)
+    if f is None:
         return "–"
     if f != 0 and (abs(f) < 10 ** -digits or abs(f) >= 1e4):
         return f"{f:.2e}"
     return f"{f:.{digits}f}"
+
+
+_fmt = format_number
 
 
 def format_ci(stat: Mapping[str, Any] | None, digits: int = 3) -> str:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from medxgan.evaluate.tables import finite
 from medxgan.report.explanation import OUTPUT_FILES
 from medxgan.report.slider import PAGE_CSS, SLIDER_CSS, SLIDER_JS, slider_html
 from medxgan.runtime.atomic import atomic_write_text
@@ -50,12 +50,7 @@ document.querySelectorAll('table.sortable').forEach(function(t){
 """
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+_num = finite
 
 
 def _cell(v: Any, fmt: str, unit: str = "") -> str:

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from medxgan.evaluate.tables import (COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, TWIN_AGREEMENT_COLUMNS,
+from medxgan.evaluate.tables import (COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, TWIN_AGREEMENT_COLUMNS, finite, format_number,
                                      TWIN_COLUMNS, main_columns)
 from medxgan.report.figures import draw_mask_outline, overlay_heatmap, save_png, tensor_to_pil
 from medxgan.report.slider import SLIDER_CSS, SLIDER_JS, slider_html, write_slider_images
@@ -111,21 +111,7 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _num(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    f = _num(v)
-    if f is None:
-        return "–"
-    if f != 0 and (abs(f) < 10 ** -digits or abs(f) >= 1e4):
-        return f"{f:.2e}"
-    return f"{f:.{digits}f}"
+_num, _fmt = finite, format_number
 
 
 def _ci(stat: Mapping[str, Any] | None) -> str:

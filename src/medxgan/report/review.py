@@ -5,9 +5,10 @@ counterfactual realism / minimality table (``results["realism"]``), both compute
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
 from typing import Any, Mapping
+
+from medxgan.evaluate.tables import format_number
 
 __all__ = ["review_html", "sanity_plot"]
 
@@ -16,14 +17,7 @@ def _e(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
 
-def _f(v: Any, digits: int = 3) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "–"
-    if not math.isfinite(f):
-        return "–"
-    return f"{f:.2e}" if f != 0 and (abs(f) < 10 ** -digits or abs(f) >= 1e4) else f"{f:.{digits}f}"
+_f = format_number
 
 
 def sanity_plot(sanity: Mapping[str, Any], path: Path) -> Path | None:
