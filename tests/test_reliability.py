@@ -5,6 +5,7 @@ a non-finite model is never finished or measured; `explain` is resumable (issue 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -35,8 +36,28 @@ class NaNNet(nn.Module):
     def forward(self, x):
         return self.conv(x).mean((2, 3)) * float("nan")
 
+class Ignorer(nn.Module):  # its output is a parameter: no gradient w.r.t. the input
+    def __init__(self):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor([0.0, 1.0]))
+    def forward(self, x):
+        return self.bias.expand(x.shape[0], 2)
+
+class Detacher(nn.Module):  # depends on the input, but cuts the graph
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)).detach()
+
 def raiser():
     return Raiser()
+
+def ignorer():
+    return Ignorer()
+
+def detacher():
+    return Detacher()
 
 def nan():
     return NaNNet()
@@ -196,6 +217,58 @@ def test_adapter_names_the_classifier_and_the_exception(user_module):
     ad = ClassifierAdapter(importlib.import_module(user_module).Raiser(), output="logit1", name="mine:net")
     with pytest.raises(UserCodeError, match=r"^classifier mine:net raised ValueError: boom in forward while scoring a batch of 2$"):
         ad.logit(torch.zeros(2, 1, 8, 8))
+
+
+NO_GRADIENT = "its output does not depend on its input (no gradient)"
+
+
+@pytest.mark.parametrize("factory", ["ignorer", "detacher"])
+def test_classifier_without_input_gradient_is_refused_by_explain(tmp_path, capsys, user_module, gan_run, factory):
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(tmp_path / "x.png")
+    argv = ["explain", str(tmp_path / "x.png"), "--gan", str(gan_run), "--out", str(tmp_path / "out"), "--classifier",
+            f"{user_module}:{factory}", "--steps", "1", "--restarts", "1", "--frames", "2", "--quiet"]
+    assert main(argv) == 2
+    assert f"--classifier {user_module}:{factory}: {NO_GRADIENT}" in _one_error_line(capsys)
+    assert not (tmp_path / "out" / "x").exists()
+
+
+def test_classifier_without_input_gradient_is_refused_by_gan_training(tmp_path, capsys, user_module):
+    write_dataset(tmp_path / "data", n_per_class=2, size=64)
+    argv = ["train", str(tmp_path / "data"), "--classifier", f"{user_module}:ignorer", "--out", str(tmp_path / "out"),
+            "--preset", "fast", "--steps", "1", "--no-oracle", "--quiet"]
+    assert main(argv) == 2
+    assert f"--classifier {user_module}:ignorer: {NO_GRADIENT}" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_classifier_without_input_gradient_is_refused_by_evaluate_before_any_output(tmp_path, capsys, user_module):
+    from helpers import make_eval_data
+
+    make_eval_data(tmp_path / "data", n_pos=2, n_neg=1)
+    argv = ["evaluate", str(tmp_path / "data"), "--classifier", f"{user_module}:ignorer", "--out", str(tmp_path / "out"),
+            "--methods", "saliency", "--no-max-sensitivity", "--no-plots", "--subset", "all"]
+    assert main(argv) == 2
+    assert f"--classifier {user_module}:ignorer: {NO_GRADIENT}" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_gradient_guard_at_first_use_and_only_where_a_gradient_is_asked_for(user_module):
+    import importlib
+
+    from medxgan.classifiers import ClassifierAdapter
+
+    ad = ClassifierAdapter(importlib.import_module(user_module).Ignorer(), output="logits2", name="mine:ign")
+    x = torch.zeros(2, 1, 8, 8)
+    assert torch.allclose(ad.logit(x), torch.ones(2))  # scoring without gradients is fine
+    with torch.no_grad():
+        ad.logit(x.clone().requires_grad_(True))
+    with pytest.raises(MedxganError, match=rf"^classifier mine:ign: {re.escape(NO_GRADIENT)}"):
+        ad.logit(x.clone().requires_grad_(True))
+    ad.check_finite(x, grad=False)
+    with pytest.raises(MedxganError, match=re.escape(NO_GRADIENT)):
+        ad.check_finite(x)
 
 
 def test_mean_of_the_wrong_length_is_one_line():

@@ -180,7 +180,12 @@ class ClassifierAdapter(nn.Module):
     # ---- public contract ----------------------------------------------------------------------
     def logit(self, x: torch.Tensor) -> torch.Tensor:
         """Positive-class logit, shape (N,)."""
-        return self._decode(self._select(self._run_model(self.preprocess(x))), x.shape[0])
+        out = self._select(self._run_model(self.preprocess(x)))
+        if x.requires_grad and torch.is_grad_enabled() and not out.requires_grad:
+            # autograd would fail later with a traceback far from the cause (or a GAN would train without the classifier)
+            raise MedxganError(f"classifier {self.name}: its output does not depend on its input (no gradient); gradient-based "
+                               "explanations and GAN training need a classifier that is differentiable in its input", arg="classifier")
+        return self._decode(out, x.shape[0])
 
     def _run_model(self, x: torch.Tensor) -> Any:
         if not self.user_code:
@@ -193,10 +198,12 @@ class ClassifierAdapter(nn.Module):
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise UserCodeError(f"classifier {self.name} raised {type(exc).__name__}: {first} while scoring a batch of {x.shape[0]}") from exc
 
-    def check_finite(self, x: torch.Tensor, what: str = "the data") -> None:
-        """Refuse a classifier whose outputs on ``x`` are not finite (it would make every result NaN)."""
-        with torch.no_grad():
-            logit = self.logit(x)
+    def check_finite(self, x: torch.Tensor, what: str = "the data", grad: bool = True) -> None:
+        """Refuse a classifier whose outputs on ``x`` are not finite (it would make every result NaN) and,
+        with ``grad``, one whose output does not depend on its input (no gradient): one probe pass made
+        before any work, so that the mistake is one line instead of an autograd traceback mid-run."""
+        with torch.enable_grad() if grad else torch.no_grad():
+            logit = self.logit(x.detach().clone().requires_grad_(grad)).detach()
         bad = int((~torch.isfinite(logit)).sum())
         if bad:
             raise MedxganError(f"classifier {self.name}: {bad} of {logit.numel()} outputs are not finite (NaN/inf) on {what}; "

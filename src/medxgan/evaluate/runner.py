@@ -259,6 +259,8 @@ def evaluate(
         notes.append("twin: the ground truth, |x - twin| with the lesion-free twin of each positive (phantom data); "
                      "its counterfactual is the twin itself (validity of the true lesion-free scan).")
     method_names = [e.name for e in exps]
+    if hasattr(clf, "check_finite") and len(sel.images):  # before anything is written: NaN scores / no gradient in one line
+        clf.check_finite(sel.images[:batch_size].to(dev), "the images to evaluate", grad=any(m not in ("occlusion", "twin") for m in method_names))
 
     # -- the result store: settings that must not change between resumed runs, finished pairs
     fixed = clean_json({
