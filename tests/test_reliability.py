@@ -114,6 +114,11 @@ OPTION_CASES = [
     (["translate", "train", "DATA", "--out", "OUT", "--lr", "nan"], "--lr nan"),
     (["synth", "brain-mri", "--out", "OUT", "--size", "100000"], "--size 100000"),
     (["synth", "brain-mri", "--out", "OUT", "--seed", BIG_SEED], f"--seed {BIG_SEED}"),
+    (["synth", "brain-mri", "--out", "OUT", "--size", "8000"], "--size 8000: procedural phantoms are at most 1024 px"),  # fits memory, takes days
+    (["synth", "chest-xray", "--out", "OUT", "--size", "10"], "--size: need an integer of at least 32 pixels, got 10"),
+    (["synth", "brain-mri", "--out", "OUT", "--n", "1"], "--n: need an integer of at least 2 images, got 1"),
+    (["synth", "brain-mri", "--out", "OUT", "--shortcut", "2"], "--shortcut: need a probability in [0, 1], got 2.0"),
+    (["synth", "brain-mri", "--out", "OUT", "--n", str(10**12), "--size", "1024"], f"--n {10**12} / --size 1024: the images need about"),
     (["report", "DIR", "--max-rows", "-1"], "--max-rows -1"),
 ]
 

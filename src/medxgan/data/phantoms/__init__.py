@@ -18,7 +18,7 @@ from typing import Any
 
 from medxgan.data.phantoms.brain import render_brain
 from medxgan.data.phantoms.chest import render_chest
-from medxgan.data.phantoms.common import PhantomKind, check_common_args, write_dataset
+from medxgan.data.phantoms.common import PhantomKind, check_common_args, check_disk_space, write_dataset
 from medxgan.data.phantoms.fundus import FUNDUS_ANGIO_REGISTRY
 from medxgan.runtime.errors import MedxganError
 
@@ -69,6 +69,7 @@ def synthesize(
     unknown = sorted(set(extra) - set(spec.defaults))
     if unknown:
         raise MedxganError(f"{unknown[0]}: not an option of phantom kind {kind!r}")
+    check_disk_space(out, int(n), int(size))
     options = {**spec.defaults, **extra}
     args = dict(n=int(n), size=int(size), seed=int(seed), shortcut=float(shortcut), preview=bool(preview),
                 overwrite=bool(overwrite))

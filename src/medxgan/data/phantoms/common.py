@@ -259,25 +259,52 @@ def _write(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
+MAX_PHANTOM_SIZE = 1024  # px: rendering time grows with size^2 (about 1.5 s per brain image at 1024 px, 10x that for fundus)
+
+
 def check_common_args(kind: str, n: Any, size: Any, seed: Any, shortcut: Any, known: Sequence[str]) -> None:
+    """The options every phantom kind takes, checked before anything is rendered or written; each message
+    starts with the argument's name (the CLI writes it as the flag)."""
     if kind not in known:
-        raise MedxganError(f"kind: unknown phantom kind {kind!r} (choose from {', '.join(known)})")
+        raise MedxganError(f"kind: unknown phantom kind {kind!r} (choose from {', '.join(known)})", arg="kind")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
-        raise MedxganError(f"n: need an integer of at least 2 images, got {n!r}")
+        raise MedxganError(f"n: need an integer of at least 2 images, got {n!r}", arg="n")
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 32:
-        raise MedxganError(f"size: need an integer of at least 32 pixels, got {size!r}")
+        raise MedxganError(f"size: need an integer of at least 32 pixels, got {size!r}", arg="size")
+    if size > MAX_PHANTOM_SIZE:
+        # not a memory question (that is checked below) but time: thousands of images of minutes each
+        per_image = 1.5 * (int(size) / 1024) ** 2
+        raise MedxganError(f"size {size}: procedural phantoms are at most {MAX_PHANTOM_SIZE} px (rendering grows with the square of "
+                           f"the size: about {per_image:.0f} s per image at {size} px, {per_image * int(n) / 3600:.1f} h for {n} images; "
+                           "the models here work at 64-256 px)", arg="size")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise MedxganError(f"seed: need a non-negative integer, got {seed!r}")
+        raise MedxganError(f"seed: need a non-negative integer, got {seed!r}", arg="seed")
     try:
         sc = float(shortcut)
     except (TypeError, ValueError):
-        raise MedxganError(f"shortcut: need a probability in [0, 1], got {shortcut!r}") from None
+        raise MedxganError(f"shortcut: need a probability in [0, 1], got {shortcut!r}", arg="shortcut") from None
     if not (0.0 <= sc <= 1.0):
-        raise MedxganError(f"shortcut: need a probability in [0, 1], got {shortcut!r}")
+        raise MedxganError(f"shortcut: need a probability in [0, 1], got {shortcut!r}", arg="shortcut")
     if seed > MAX_SEED:
         raise MedxganError(f"seed: need an integer of at most {MAX_SEED}, got {seed!r}", arg="seed")
     # rendering holds a few dozen size x size float arrays at once: refuse what cannot fit before allocating
     check_image_memory("size", int(size), arrays=48, what="to render one phantom")
+
+
+def check_disk_space(out: str | os.PathLike, n: int, size: int) -> None:
+    """Refuse a data set whose PNGs cannot fit on the disk of ``out`` (estimated before rendering: noisy
+    8-bit phantoms compress to about one byte per pixel; masks are nearly free)."""
+    need = int(n) * int(size) ** 2
+    probe = Path(out).absolute()
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return  # unknown: the write itself will say
+    if need > free:
+        raise MedxganError(f"n {n} / size {size}: the images need about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free in {probe}; "
+                           "choose a smaller n or size", arg=("n", "size"))
 
 
 def prepare_out(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
