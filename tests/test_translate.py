@@ -30,8 +30,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
+    import shutil
+
     root = tmp_path_factory.mktemp("fa")
     synthesize_fundus_angio(root, n=10, size=32, seed=3, abnormal_frac=0.5, test_frac=0.2, preview=False)
+    for s in ("A", "B"):  # a paired validation split (here the test pairs: the tests only check the mechanics)
+        shutil.copytree(root / f"test{s}", root / f"val{s}")
     return root
 
 
@@ -132,6 +136,37 @@ def test_run_layout(run):
     assert (run / "samples" / "epoch_001.png").is_file() and (run / "samples" / "epoch_002.png").is_file()
     rows = RunDir(run).read_metrics()
     assert rows and rows[-1]["epoch"] == 2 and rows[-1]["lr"] == pytest.approx(1e-4)
+    # checkpoint choice: last, EMA and best weights side by side; validation scores logged per epoch
+    for w in ("G_fa", "G_fundus", "G_fa_ema", "G_fundus_ema", "G_fa_best", "G_fundus_best"):
+        assert (run / f"{w}.safetensors").is_file(), w
+    epochs = [r for r in rows if "epoch_loss_G" in r]
+    assert [r["step"] for r in epochs] == [4, 8]
+    for r in epochs:
+        assert {"val_ssim_fa", "val_psnr_fa", "val_ssim_fundus", "val_psnr_fundus", "val_ssim_fa_ema", "val_best_epoch"} <= set(r)
+    best = max(epochs, key=lambda r: r["val_ssim_fa"])
+    assert cfg["validation"]["pairs"] == 2 and cfg["weights_kept"] == ["last", "ema", "best"]
+    done = json.loads((run / "config.json").read_text())
+    assert done["weights"]["best"]["epoch"] == best["epoch"] and done["weights"]["best"]["val_ssim_fa"] == pytest.approx(best["val_ssim_fa"])
+    assert done["weights"]["ema"]["updates"] == 8 and done["weights"]["last"]["step"] == 8
+    last, ema = RunDir(run).load_weights("G_fa"), RunDir(run).load_weights("G_fa_ema")
+    assert last.keys() == ema.keys() and not all(torch.equal(last[k], ema[k]) for k in last)
+
+
+def test_ema_warmup_follows_torch_ema_with_tf_rule():
+    """The EMA is torch's AveragedModel; the decay of the n-th update is min(decay, (1 + n) / (10 + n))."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from medxgan.translate.train import ema_multi_avg_fn
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    avg = AveragedModel(net, multi_avg_fn=ema_multi_avg_fn(0.5))
+    expect = None
+    for n, w in enumerate([1.0, 2.0, 4.0, 8.0, 16.0]):
+        net.weight.data.fill_(w)
+        avg.update_parameters(net)
+        d = min(0.5, (1 + n) / (10 + n))
+        expect = w if expect is None else d * expect + (1 - d) * w  # n = 0: a copy
+        assert avg.module.weight.item() == pytest.approx(expect)
 
 
 @pytest.mark.parametrize("stop_at", [4, 3])  # 4 = end of epoch 1, 3 = mid-epoch (4 steps per epoch)
@@ -149,6 +184,17 @@ def test_resume_is_bitwise_identical(data, run, tmp_path, stop_at):
     assert all(torch.equal(a[k], b[k]) for k in a)
     ra, rb = RunDir(run).load_checkpoint()["trainer"], RunDir(out).load_checkpoint()["trainer"]
     assert torch.equal(ra["pool_fa"]["images"], rb["pool_fa"]["images"])
+    # the EMA and the best-epoch generators resume exactly too (state and the written files)
+    for k in ("G_fa", "G_fundus"):
+        assert ra["ema"][k].keys() == rb["ema"][k].keys() and all(torch.equal(ra["ema"][k][n], rb["ema"][k][n]) for n in ra["ema"][k])
+        assert all(torch.equal(ra["best"][k][n], rb["best"][k][n]) for n in ra["best"][k])
+        for w in (k, f"{k}_ema", f"{k}_best"):
+            wa, wb = RunDir(run).load_weights(w), RunDir(out).load_weights(w)
+            assert all(torch.equal(wa[n], wb[n]) for n in wa), w
+    assert (ra["best"]["epoch"], ra["best"]["val_ssim_fa"]) == (rb["best"]["epoch"], rb["best"]["val_ssim_fa"])
+    va = [{k: v for k, v in r.items() if k.startswith("val_")} for r in RunDir(run).read_metrics() if "val_ssim_fa" in r]
+    vb = [{k: v for k, v in r.items() if k.startswith("val_")} for r in RunDir(out).read_metrics() if "val_ssim_fa" in r]
+    assert len(va) == 2 and va == vb
     for k in ra["opt_g"]["state"]:
         assert torch.equal(ra["opt_g"]["state"][k]["exp_avg_sq"], rb["opt_g"]["state"][k]["exp_avg_sq"])
     assert [r["step"] for r in RunDir(out).read_metrics() if "epoch_loss_G" in r] == [4, 8]
@@ -196,6 +242,31 @@ def test_cli_errors_are_one_line_exit_2(run, tmp_path, capsys):
     rc = main(["translate", "apply", str(tmp_path / "gray.png"), "--run", str(tmp_path / "nope"), "--direction",
                "fundus2angio", "--out", str(tmp_path / "o")])
     assert rc == 2
+
+
+def test_weights_choice_in_apply_and_evaluate(data, run, paired_run, paired_data, tmp_path, capsys):
+    """--weights last|ema|best picks the file and the output says which; a missing choice is one line, exit 2."""
+    from medxgan.translate.apply import load_generator
+
+    for w in ("last", "ema", "best"):
+        g, _ = load_generator(run, "fundus2angio", "cpu", w)
+        want = RunDir(run).load_weights({"last": "G_fa", "ema": "G_fa_ema", "best": "G_fa_best"}[w])
+        assert all(torch.equal(g.state_dict()[k], want[k]) for k in want)
+    img = sorted((data / "testA").iterdir())[0]
+    rc = main(["translate", "apply", str(img), "--run", str(run), "--direction", "fundus2angio", "--out", str(tmp_path / "o"),
+               "--weights", "best", "--device", "cpu"])
+    assert rc == 0 and "with the best (epoch " in capsys.readouterr().out
+    res = evaluate_translation(data, run, tmp_path / "ev", device="cpu", weights="ema")
+    assert res["weights"] == "ema" and res["weights_used"].startswith("ema (exponential moving average")
+    assert "Weights: ema" in (tmp_path / "ev" / "results.md").read_text()
+    # the paired test run had no valA/valB: no best weights
+    for cmd in (["apply", str(img), "--run", str(paired_run), "--direction", "fundus2angio", "--out", str(tmp_path / "o2")],
+                ["evaluate", str(paired_data), "--run", str(paired_run), "--out", str(tmp_path / "ev2")]):
+        rc = main(["translate", *cmd, "--weights", "best", "--device", "cpu"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "no G_fa_best.safetensors (the run had no validation split" in err[0], err
+        assert "--weights last or ema" in err[0]
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "ev2").exists()
 
 
 # ---- evaluate ---------------------------------------------------------------------------------------

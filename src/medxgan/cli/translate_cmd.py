@@ -68,6 +68,9 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("--rotations", action="store_true", default=argparse.SUPPRESS, help="add copies rotated by 90/180/270 degrees (4x data, as in the paper)")
     t.add_argument("--no-flip", dest="flip", action="store_false", default=argparse.SUPPRESS, help="no random horizontal flips")
     t.add_argument("--checkpoint-every", type=int, default=argparse.SUPPRESS, metavar="STEPS", help="also checkpoint every STEPS steps inside an epoch (default 0 = epoch ends only)")
+    t.add_argument("--ema-decay", type=float, default=argparse.SUPPRESS,
+                   help="decay of the moving average of the generators' weights kept as RUN/G_*_ema.safetensors (default 0.999, "
+                        "with a warm-up; 0 = none)")
     t.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="default 0")
     add_speed_options(t, default=argparse.SUPPRESS)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
@@ -91,6 +94,9 @@ def register(subparsers, formatter_class) -> None:
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--size", type=int, help="resize inputs to SIZE x SIZE first (default: native resolution)")
     a.add_argument("--tile", type=int, help="translate in overlapping TILE x TILE tiles with feathered blending (large images)")
+    a.add_argument("--weights", choices=["last", "ema", "best"], default="last",
+                   help="which generator weights: last = the final step's (default), ema = their moving average, best = the epoch "
+                        "with the best validation fundus->FA SSIM (runs trained with DATA/valA + valB)")
     add_device(a)
     a.set_defaults(func=_apply)
 
@@ -107,6 +113,9 @@ def register(subparsers, formatter_class) -> None:
     e.add_argument("--run", required=True, help="cyclegan run directory")
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--inception-weights", metavar="PATH", help="local Inception-v3 weights for FID/KID (otherwise skipped)")
+    e.add_argument("--weights", choices=["last", "ema", "best"], default="last",
+                   help="which generator weights: last = the final step's (default), ema = their moving average, best = the epoch "
+                        "with the best validation fundus->FA SSIM (runs trained with DATA/valA + valB)")
     add_device(e)
     e.set_defaults(func=_evaluate)
 
@@ -117,7 +126,8 @@ def _train(args: argparse.Namespace) -> int:
     from medxgan.translate.train import train_cyclegan
 
     keys = ("size", "crop", "epochs", "epochs_decay", "ngf", "ndf", "blocks", "upsample", "batch_size", "lr",
-            "lambda_cycle", "pool_size", "paired", "pairs", "lambda_l1", "paired_cycle", "rotations", "flip", "checkpoint_every", "seed", "amp", "channels_last", "compile")
+            "lambda_cycle", "pool_size", "paired", "pairs", "lambda_l1", "paired_cycle", "rotations", "flip", "checkpoint_every", "seed", "amp", "channels_last", "compile",
+            "ema_decay")
     train_cyclegan(args.data, args.out, resume=args.resume, device=args.device, max_minutes=args.max_minutes,
                    **{k: getattr(args, k, None) for k in keys})
     return 0
@@ -126,8 +136,11 @@ def _train(args: argparse.Namespace) -> int:
 def _apply(args: argparse.Namespace) -> int:
     from medxgan.translate.apply import apply_translation
 
-    written = apply_translation(args.inputs, args.run, args.direction, args.out, size=args.size, tile=args.tile, device=args.device)
-    print(f"[medxgan] wrote {len(written)} image(s) to {args.out}")
+    from medxgan.translate.apply import check_weights, weights_text
+
+    written = apply_translation(args.inputs, args.run, args.direction, args.out, size=args.size, tile=args.tile, device=args.device,
+                                weights=args.weights)
+    print(f"[medxgan] wrote {len(written)} image(s) to {args.out} with the {weights_text(check_weights(args.run, args.weights), args.weights)} weights")
     return 0
 
 
@@ -135,7 +148,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from medxgan.translate.metrics import evaluate_translation, results_markdown
     from pathlib import Path
 
-    res = evaluate_translation(args.data, args.run, args.out, inception_weights=args.inception_weights, device=args.device)
+    res = evaluate_translation(args.data, args.run, args.out, inception_weights=args.inception_weights, device=args.device,
+                               weights=args.weights)
     print(results_markdown(res), end="")
     print(f"[medxgan] results in {Path(args.out) if args.out else Path(args.run) / 'eval'}")
     return 0

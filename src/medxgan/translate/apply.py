@@ -28,21 +28,62 @@ from medxgan.translate.train import RUN_KIND, build_generators, tensor_to_u8, to
 DIRECTIONS = {"fundus2angio": "G_fa", "angio2fundus": "G_fundus"}
 
 
-def load_generator(run: str | Path, direction: str, device: str | torch.device = "cpu") -> tuple[ResnetGenerator, dict[str, Any]]:
-    """The generator for `direction` (fundus2angio | angio2fundus) of a cyclegan run, in eval mode."""
-    if direction not in DIRECTIONS:
-        raise MedxganError(f"direction {direction}: use fundus2angio or angio2fundus", arg="direction")
+WEIGHTS = ("last", "ema", "best")
+_SUFFIX = {"last": "", "ema": "_ema", "best": "_best"}
+
+
+def weights_text(cfg: dict[str, Any], weights: str) -> str:
+    """What a --weights choice means for this run, for outputs: e.g. "best (epoch 12 of 16, step 1620,
+    validation fundus->FA SSIM 0.612)"."""
+    kept = cfg.get("weights") or {}
+    info = kept.get(weights) or {}
+    if weights == "last":
+        return f"last (step {info.get('step', cfg.get('steps', '?'))})"
+    if weights == "ema":
+        return (f"ema (exponential moving average of the generators, decay {info.get('decay', '?')}, "
+                f"{info.get('updates', '?')} updates)")
+    total = (cfg.get("train") or {}).get("epochs", 0) + ((cfg.get("train") or {}).get("epochs_decay") or 0)
+    return (f"best (epoch {info.get('epoch', '?')} of {total}, step {info.get('step', '?')}, validation fundus->FA SSIM "
+            f"{info.get('val_ssim_fa', float('nan')):.3f})")
+
+
+def check_weights(run: str | Path, weights: str) -> dict[str, Any]:
+    """The run's config, once the --weights choice is known to exist in it (MedxganError, one line, otherwise)."""
+    if weights not in WEIGHTS:
+        raise MedxganError(f"weights {weights}: use last, ema or best", arg="weights")
     rd = RunDir(run)
     cfg = rd.read_config(RUN_KIND)
+    for name in DIRECTIONS.values():
+        file = f"{name}{_SUFFIX[weights]}"
+        if rd.has_weights(file):
+            continue
+        if weights == "last" or not rd.has_weights(name):
+            raise MedxganError(f"{rd.path}: no {file}.safetensors (training not finished? resume it with --resume)")
+        why = ("the run had no validation split DATA/valA + DATA/valB" if weights == "best"
+               else "the run was trained without an EMA (--ema-decay 0, or before EMA weights were kept)")
+        raise MedxganError(f"{rd.path}: no {file}.safetensors ({why}); use --weights "
+                           + " or ".join(w for w in WEIGHTS if w != weights and rd.has_weights(f"{name}{_SUFFIX[w]}")),
+                           arg="weights")
+    return cfg
+
+
+def load_generator(run: str | Path, direction: str, device: str | torch.device = "cpu",
+                   weights: str = "last") -> tuple[ResnetGenerator, dict[str, Any]]:
+    """The generator for `direction` (fundus2angio | angio2fundus) of a cyclegan run, in eval mode.
+    ``weights``: "last" (the final step's), "ema" (the moving average) or "best" (the epoch with the best
+    validation SSIM; only for runs trained with a DATA/valA + valB split)."""
+    if direction not in DIRECTIONS:
+        raise MedxganError(f"direction {direction}: use fundus2angio or angio2fundus", arg="direction")
+    cfg = check_weights(run, weights)
+    rd = RunDir(run)
     name = DIRECTIONS[direction]
-    if not rd.has_weights(name):
-        raise MedxganError(f"{rd.path}: no {name}.safetensors (training not finished? resume it with --resume)")
+    file = f"{name}{_SUFFIX[weights]}"
     g_fa, g_fundus = build_generators(cfg["train"])
     g = g_fa if name == "G_fa" else g_fundus
     try:
-        g.load_state_dict(rd.load_weights(name))
+        g.load_state_dict(rd.load_weights(file))
     except RuntimeError as exc:
-        raise MedxganError(f"{rd.path}/{name}.safetensors: does not match config.json ({str(exc).splitlines()[0]})") from None
+        raise MedxganError(f"{rd.path}/{file}.safetensors: does not match config.json ({str(exc).splitlines()[0]})") from None
     return g.to(device).eval(), cfg
 
 
@@ -119,22 +160,25 @@ def apply_translation(
     tile: int | None = None,
     device: str = "auto",
     quiet: bool = False,
+    weights: str = "last",
 ) -> list[Path]:
     """Translate every image in `inputs` (files and/or folders) and write PNGs into `out`.
 
-    fundus2angio writes 1-channel (grayscale) PNGs, angio2fundus RGB PNGs. Returns the written paths.
+    fundus2angio writes 1-channel (grayscale) PNGs, angio2fundus RGB PNGs. ``weights``: last | ema | best
+    (see :func:`load_generator`). Returns the written paths.
     """
     from PIL import Image
 
 
     inputs = list(inputs)
+    check_weights(run, weights)  # before reading any image
     files = collect_image_files(inputs)
     if size is not None and (size < 16):
         raise MedxganError(f"size {size}: must be at least 16", arg="size")
     if tile is not None and tile < 16:
         raise MedxganError(f"tile {tile}: must be at least 16", arg="tile")
     dev = pick_device(device)
-    g, cfg = load_generator(run, direction, dev)
+    g, cfg = load_generator(run, direction, dev, weights)
     in_ch = cfg["train"]["channels_a"] if direction == "fundus2angio" else cfg["train"]["channels_b"]
     names = _out_names(files, inputs)
     seen: dict[str, Path] = {}

@@ -25,8 +25,8 @@ from medxgan.runtime.atomic import atomic_save_image, atomic_write_json, atomic_
 from medxgan.runtime import quality
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
-from medxgan.translate.apply import load_generator, translate
-from medxgan.translate.train import tensor_to_u8, to_domain_array, u8_to_tensor
+from medxgan.translate.apply import check_weights, load_generator, translate, weights_text
+from medxgan.translate.train import load_paired_split, to01
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -57,23 +57,10 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def _load_pairs(data: Path, size: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    da, db = data / "testA", data / "testB"
-    for d in (da, db):
-        if not d.is_dir():
-            raise MedxganError(f"{d}: folder not found (paired test images go in testA/ (fundus) and testB/ (angiograms) with the same file names)")
-    fa = {p.relative_to(da).with_suffix("").as_posix(): p for p in list_images(da)}
-    fb = {p.relative_to(db).with_suffix("").as_posix(): p for p in list_images(db)}
-    names = sorted(set(fa) & set(fb))
-    if not names:
-        raise MedxganError(f"{data}: no paired test images (no file name is in both testA/ and testB/)")
-    a = np.stack([to_domain_array(read_image(fa[n]), 3, fa[n], size) for n in names]).transpose(0, 3, 1, 2)
-    b = np.stack([to_domain_array(read_image(fb[n]), 1, fb[n], size) for n in names]).transpose(0, 3, 1, 2)
-    return names, u8_to_tensor(torch.from_numpy(a)), u8_to_tensor(torch.from_numpy(b))
+    return load_paired_split(Path(data), "test", size)
 
 
-def _to01(x: torch.Tensor) -> torch.Tensor:
-    """[-1,1] -> [0,1] through 8 bits, exactly what a saved PNG holds."""
-    return tensor_to_u8(x).float() / 255.0
+_to01 = to01
 
 
 def evaluate_translation(
@@ -85,18 +72,21 @@ def evaluate_translation(
     figure_subjects: int = 4,
     device: str = "auto",
     batch_size: int = 8,
+    weights: str = "last",
 ) -> dict[str, Any]:
     """Evaluate both directions on DATA/testA + DATA/testB (paired by file name) at the training size.
 
-    Writes `results.json`, `results.md` and `side_by_side.png` into `out` (default RUN/eval); returns
-    the results dict.
+    ``weights``: which generators (last | ema | best, see :func:`medxgan.translate.apply.load_generator`);
+    the results say which. Writes `results.json`, `results.md` and `side_by_side.png` into `out` (default
+    RUN/eval); returns the results dict.
     """
     data = Path(data)
     if inception_weights is not None and not Path(inception_weights).is_file():
         raise MedxganError(f"inception_weights {inception_weights}: file not found", arg="inception_weights")
+    check_weights(run, weights)
     dev = pick_device(device)
-    g_fa, cfg = load_generator(run, "fundus2angio", dev)
-    g_fundus, _ = load_generator(run, "angio2fundus", dev)
+    g_fa, cfg = load_generator(run, "fundus2angio", dev, weights)
+    g_fundus, _ = load_generator(run, "angio2fundus", dev, weights)
     size = int(cfg["size"])
     names, a, b = _load_pairs(data, size)
     fake_b, rec_a, fake_a, rec_b = [], [], [], []
@@ -128,6 +118,7 @@ def evaluate_translation(
     skipped["fid"] = skipped["kid"] = f"skipped: {reason}"
     results = {
         "run": str(run), "data": str(data), "n_pairs": len(names), "size": size,
+        "weights": weights, "weights_used": weights_text(cfg, weights),
         "value_range": "[0, 1] (8-bit quantised, as saved PNGs); SSIM gaussian 11x11 sigma 1.5",
         "ssim_fov": "SSIM map averaged inside the field of view only (fundus pixels brighter than 10/255); "
                     "the headline SSIM is over the whole image, black surround included",
@@ -149,6 +140,8 @@ def results_markdown(results: dict[str, Any]) -> str:
     f = lambda s, d=3: f"{s['mean']:.{d}f} ± {s['std']:.{d}f}"  # noqa: E731
     lines = [
         f"# CycleGAN evaluation ({results['n_pairs']} paired test images, {results['size']} px)",
+        "",
+        f"Weights: {results.get('weights_used', 'last')}.",
         "",
         "| direction | SSIM | PSNR (dB) | MAE | SSIM inside FoV |",
         "|---|---|---|---|---|",

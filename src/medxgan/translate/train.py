@@ -33,7 +33,23 @@ in pix2pix). ``paired_cycle`` keeps the cycle terms (weight ``lambda_cycle``) as
 same crop and flip on both sides. The fake pool defaults to 0 (pix2pix) in paired mode, 50 otherwise;
 with a pool it holds (input, fake) pairs. The mode is part of the run: a resume cannot switch it.
 
-Resume restores everything: the four networks, both optimisers, both image pools (buffer + RNG), the
+Checkpoint choice (the late-epoch SSIM swings by ~0.07 between neighbouring epochs, so the last weights
+are a lottery): three sets of generator weights end up next to each other in RUN/:
+
+* ``G_fa.safetensors`` / ``G_fundus.safetensors``: the last step's weights ("last");
+* ``G_fa_ema.safetensors`` / ``G_fundus_ema.safetensors`` ("ema"): an exponential moving average of the
+  generators' weights, updated after every generator step (torch.optim.swa_utils.AveragedModel) with
+  decay ``ema_decay`` (0.999; 0 = none) and the warm-up of tf.train.ExponentialMovingAverage
+  (decay_n = min(ema_decay, (1 + n) / (10 + n)) at the n-th update);
+* ``G_fa_best.safetensors`` / ``G_fundus_best.safetensors`` ("best"), only when DATA/valA + DATA/valB hold a
+  paired validation split (same file names): at every epoch end both the last and the EMA generators are
+  scored on it (fundus -> FA and FA -> fundus SSIM / PSNR, the evaluation's definitions, logged as
+  ``val_*`` in metrics.jsonl) and the epoch-end weights with the highest fundus -> FA validation SSIM are
+  kept. The validation images must not be the test images (select on val, report on test).
+
+``translate apply`` / ``translate evaluate`` choose with ``--weights last|ema|best`` and say which was used.
+
+Resume restores everything: the four networks, the EMA and best-so-far generators, both optimisers, both image pools (buffer + RNG), the
 data-order/crop/flip RNG, the global RNGs, and the epoch/step counters (also mid-epoch, when
 ``checkpoint_every`` steps wrote a checkpoint inside an epoch): a run interrupted and resumed gives
 bitwise the same weights as an uninterrupted one on the same device.
@@ -75,6 +91,7 @@ from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_d
 from medxgan.runtime.seeding import seed_everything
 from medxgan.translate.networks import PatchDiscriminator, ResnetGenerator, init_weights
 from medxgan.translate.pool import ImagePool
+from medxgan.runtime import quality
 
 RUN_KIND = "cyclegan"
 DOMAIN_A, DOMAIN_B = "fundus", "angiogram"
@@ -112,6 +129,8 @@ class TranslateConfig:
     amp: str = "off"
     channels_last: bool = False
     compile: bool = False
+    # checkpoint choice: EMA of the generators' weights (0 = off); see the module docstring
+    ema_decay: float = 0.999
     load_size: int = field(default=0)  # derived
 
     def finalise(self) -> "TranslateConfig":
@@ -136,6 +155,8 @@ class TranslateConfig:
             raise MedxganError("paired_cycle: only with paired training (add --paired)", arg="paired_cycle")
         if self.pool_size is None:
             self.pool_size = 0 if self.paired else 50
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise MedxganError(f"ema_decay {self.ema_decay}: must be in [0, 1) (0 = no EMA weights)", arg="ema_decay")
         self.load_size = int(round(self.size * 286 / 256))
         return self
 
@@ -171,6 +192,20 @@ def schedule_text(cfg: TranslateConfig) -> str:
     if n == 0:
         return f"epochs 1-{m} linear decay of lr {cfg.lr:g} to 0; total {m} epochs"
     return f"epochs 1-{n} constant lr {cfg.lr:g}, {n + 1}..{n + m} linear decay to 0; total {n + m} epochs"
+
+
+def ema_multi_avg_fn(decay: float):
+    """``multi_avg_fn`` for torch.optim.swa_utils.AveragedModel: torch's own EMA update
+    (``get_ema_multi_avg_fn``) at decay min(decay, (1 + n) / (10 + n)) for the n-th update. Written here
+    because torch's EMA has no warm-up (the warm-up is tf.train.ExponentialMovingAverage's num_updates
+    rule): a plain 0.999 EMA of a 2000-step run still holds 0.999^2000 = 13.5 % of the random initial weights."""
+    from torch.optim.swa_utils import get_ema_multi_avg_fn
+
+    def update(ema_params, params, n_averaged) -> None:
+        n = float(n_averaged)
+        get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(ema_params, params, n_averaged)
+
+    return update
 
 
 # --------------------------------------------------------------------------------------------------
@@ -258,6 +293,33 @@ def _load_pairs(pairs: list[tuple[Path, Path]], cfg: "TranslateConfig") -> tuple
         a[i] = to_domain_array(read_image(fa), cfg.channels_a, fa, cfg.size).transpose(2, 0, 1)
         b[i] = to_domain_array(read_image(fb), cfg.channels_b, fb, cfg.size).transpose(2, 0, 1)
     return torch.from_numpy(a), torch.from_numpy(b)
+
+
+def load_paired_split(data: Path, split: str, size: int, channels_a: int = 3, channels_b: int = 1,
+                      required: bool = True) -> tuple[list[str], torch.Tensor, torch.Tensor] | None:
+    """DATA/{split}A (fundus) + DATA/{split}B (angiograms) paired by file name without extension, at
+    ``size``: (names, fundus, angiograms) as N x C x size x size tensors in [-1, 1]. Missing folders:
+    MedxganError when ``required``, else None. No common name: MedxganError."""
+    da, db = data / f"{split}A", data / f"{split}B"
+    if not (da.is_dir() and db.is_dir()):
+        if not required:
+            return None
+        missing = da if not da.is_dir() else db
+        raise MedxganError(f"{missing}: folder not found (paired {split} images go in {split}A/ (fundus) and {split}B/ "
+                           "(angiograms) with the same file names)")
+    fa = {p.relative_to(da).with_suffix("").as_posix(): p for p in list_images(da)}
+    fb = {p.relative_to(db).with_suffix("").as_posix(): p for p in list_images(db)}
+    names = sorted(set(fa) & set(fb))
+    if not names:
+        raise MedxganError(f"{data}: no paired {split} images (no file name is in both {split}A/ and {split}B/)")
+    a = np.stack([to_domain_array(read_image(fa[n]), channels_a, fa[n], size) for n in names]).transpose(0, 3, 1, 2)
+    b = np.stack([to_domain_array(read_image(fb[n]), channels_b, fb[n], size) for n in names]).transpose(0, 3, 1, 2)
+    return names, u8_to_tensor(torch.from_numpy(a)), u8_to_tensor(torch.from_numpy(b))
+
+
+def to01(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] -> [0, 1] through 8 bits, exactly what a saved PNG holds (the evaluation's and validation's scale)."""
+    return tensor_to_u8(x).float() / 255.0
 
 
 def to_domain_array(a: np.ndarray, channels: int, path: Any, size: int | None) -> np.ndarray:
@@ -352,10 +414,13 @@ class CycleGANTrainer:
     ``state_dict`` holds the four networks, both optimisers, both image pools, the data RNG, the
     epoch/batch counters (mid-epoch: the epoch's permutations) and the epoch's running loss sums."""
 
-    def __init__(self, cfg: TranslateConfig, sa: _Sampler, sb: _Sampler | None, dev: torch.device):
+    def __init__(self, cfg: TranslateConfig, sa: _Sampler, sb: _Sampler | None, dev: torch.device,
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None):
         """Unpaired: ``sa``/``sb`` sample each domain. Paired (``cfg.paired``): ``sa`` samples the pairs as
-        one tensor (fundus channels, then angiogram channels: one crop and flip for both), ``sb`` is None."""
+        one tensor (fundus channels, then angiogram channels: one crop and flip for both), ``sb`` is None.
+        ``val``: the paired validation split (fundus, angiograms in [-1, 1]) scored at every epoch end."""
         self.cfg, self.sa, self.sb, self.dev = cfg, sa, sb, dev
+        self.val = val
         self.amp = check_amp(cfg.amp, dev)
         self.steps_per_epoch = max(1, (len(sa) if cfg.paired else max(len(sa), len(sb))) // cfg.batch_size)
         g_fa, g_fundus = build_generators(cfg)
@@ -384,6 +449,14 @@ class CycleGANTrainer:
         self.frozen_fa = self.dis_fa if ddp_d_fa is d_fa else maybe(d_fa)  # the G step's discriminators: the plain modules
         self.frozen_fundus = self.dis_fundus if ddp_d_fundus is d_fundus else maybe(d_fundus)
         self.scaler_g, self.scaler_d = grad_scaler(self.amp, dev), grad_scaler(self.amp, dev)
+        # EMA of the generators (updated after each G step) and the best epoch-end generators on val
+        from torch.optim.swa_utils import AveragedModel
+
+        self.ema: dict[str, AveragedModel] = {}
+        if cfg.ema_decay > 0:
+            for k in ("G_fa", "G_fundus"):
+                self.ema[k] = AveragedModel(self.nets[k], device=dev, multi_avg_fn=ema_multi_avg_fn(cfg.ema_decay)).requires_grad_(False)
+        self.best: dict[str, Any] | None = None  # {"epoch", "step", "val_ssim_fa", "G_fa": state, "G_fundus": state}
         # counters: the next epoch (1-based), batches done in it, its permutations and running loss sums
         self.epoch, self.batch_in_epoch, self.perm_a, self.perm_b = 1, 0, None, None
         self.sums: dict[str, float] = {}
@@ -425,6 +498,8 @@ class CycleGANTrainer:
         if cfg.channels_last:
             real_a, real_b = to_channels_last(real_a), to_channels_last(real_b)
         losses = self._paired_losses(real_a, real_b) if cfg.paired else self._cycle_losses(real_a, real_b)
+        for k, avg in self.ema.items():  # after the step's G update (the D update does not touch G)
+            avg.update_parameters(self.nets[k])
 
         # one host sync; distributed: the mean over the ranks' equal batches (= the global batch's)
         vals = dict(zip(losses, torch.stack([v.detach() for v in losses.values()]).double().tolist()))
@@ -511,6 +586,35 @@ class CycleGANTrainer:
                 "loss_cycle_fundus": loss_cyc_a, "loss_cycle_fa": loss_cyc_b,
                 "loss_D_fa": loss_d_fa, "loss_D_fundus": loss_d_fundus}
 
+    @torch.no_grad()
+    def validate(self, step: int, batch: int = 8) -> dict[str, float]:
+        """Score the last and the EMA generators on the validation split (fundus -> FA and FA -> fundus mean
+        SSIM / PSNR on 8-bit [0, 1] images, as ``translate evaluate``); keep the epoch-end generators whose
+        fundus -> FA SSIM is the best so far. Returns the ``val_*`` record (empty without a split)."""
+        if self.val is None:
+            return {}
+        a, b = self.val
+        A, B = to01(a), to01(b)
+        sets = {"": (self.nets["G_fa"], self.nets["G_fundus"])}
+        if self.ema:
+            sets["_ema"] = (self.ema["G_fa"].module, self.ema["G_fundus"].module)
+        rec: dict[str, float] = {}
+        for tag, (g_fa, g_fundus) in sets.items():
+            with _EvalMode(g_fa, g_fundus):
+                fb = torch.cat([g_fa(a[i : i + batch].to(self.dev)).float().cpu() for i in range(0, len(a), batch)])
+                fa = torch.cat([g_fundus(b[i : i + batch].to(self.dev)).float().cpu() for i in range(0, len(b), batch)])
+            FB, FA = to01(fb), to01(fa)
+            rec[f"val_ssim_fa{tag}"] = float(quality.ssim(FB, B, 1.0).mean())
+            rec[f"val_psnr_fa{tag}"] = float(quality.psnr(FB, B, 1.0).mean())
+            rec[f"val_ssim_fundus{tag}"] = float(quality.ssim(FA, A, 1.0).mean())
+            rec[f"val_psnr_fundus{tag}"] = float(quality.psnr(FA, A, 1.0).mean())
+        if self.best is None or rec["val_ssim_fa"] > self.best["val_ssim_fa"]:
+            self.best = {"epoch": self.last_epoch, "step": int(step), "val_ssim_fa": rec["val_ssim_fa"],
+                         "val_psnr_fa": rec["val_psnr_fa"],
+                         **{k: {n: t.detach().cpu().clone() for n, t in self.nets[k].state_dict().items()} for k in ("G_fa", "G_fundus")}}
+        rec["val_best_epoch"] = self.best["epoch"]
+        return rec
+
     def generators_eval(self):
         """Context: both generators in eval mode (sample grids), back to train mode after."""
         return _EvalMode(self.nets["G_fa"], self.nets["G_fundus"])
@@ -527,6 +631,10 @@ class CycleGANTrainer:
             st["perm_a"], st["perm_b"] = self.perm_a, self.perm_b
         if self.scaler_g is not None:
             st["scalers"] = {"g": self.scaler_g.state_dict(), "d": self.scaler_d.state_dict()}
+        if self.ema:
+            st["ema"] = {k: v.state_dict() for k, v in self.ema.items()}
+        if self.best is not None:
+            st["best"] = self.best
         return st
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -544,6 +652,16 @@ class CycleGANTrainer:
         if self.scaler_g is not None and "scalers" in st:
             self.scaler_g.load_state_dict(st["scalers"]["g"])
             self.scaler_d.load_state_dict(st["scalers"]["d"])
+        for k, avg in self.ema.items():
+            if "ema" in st:
+                avg.load_state_dict(st["ema"][k])
+            else:  # a run from before the EMA was kept: the average starts at the resumed weights
+                avg.n_averaged.zero_()
+                avg.update_parameters(self.nets[k])
+        if "best" in st:
+            b = st["best"]
+            self.best = {**b, "epoch": int(b["epoch"]), "step": int(b["step"]), "val_ssim_fa": float(b["val_ssim_fa"]),
+                         "val_psnr_fa": float(b["val_psnr_fa"])}
 
 
 class _EvalMode:
@@ -629,7 +747,9 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
         b_u8, b_files = _load_domain(data / "trainB", cfg.channels_b, cfg.size, "angiograms")
     if cfg.rotations:
         a_u8, b_u8 = _augment_rotations(a_u8), _augment_rotations(b_u8)
-    settings = {**asdict(cfg), "data": fingerprint_state_dict({"a": a_u8, "b": b_u8})}
+    val = load_paired_split(data, "val", cfg.size, cfg.channels_a, cfg.channels_b, required=False)
+    settings = {**asdict(cfg), "data": fingerprint_state_dict({"a": a_u8, "b": b_u8}),
+                "val": fingerprint_state_dict({"a": val[1], "b": val[2]}) if val is not None else None}
     start = open_run(run, resume=resume, kind=RUN_KIND, settings=settings, may_change=_MAY_CHANGE)
     if pairs is not None:  # one sampler over (fundus, angiogram) channels: a pair shares its crop and flip
         sa, sb = _Sampler(torch.cat([a_u8, b_u8], 1), cfg), None
@@ -643,7 +763,7 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
         sample_b = u8_to_tensor(_load_domain(src_b, cfg.channels_b, cfg.size, "angiograms")[0][: cfg.samples]).to(dev)
 
     # ---- networks, optimisers, pools --------------------------------------------------------------
-    trainer = CycleGANTrainer(cfg, sa, sb, dev)
+    trainer = CycleGANTrainer(cfg, sa, sb, dev, val=(val[1], val[2]) if val is not None else None)
     if resume:
         say(f"resuming {run.path} at step {run.load_checkpoint_step()}")
 
@@ -660,6 +780,10 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
                 "rotations": cfg.rotations, "range": "[-1, 1] = 2 * uint8 / 255 - 1",
             },
             identity_loss=cfg.use_identity,
+            validation=({"split": "valA/valB", "pairs": len(val[0]),
+                         "select": "best = epoch-end weights with the highest fundus -> FA validation SSIM"}
+                        if val is not None else None),
+            weights_kept=["last"] + (["ema"] if cfg.ema_decay > 0 else []) + (["best"] if val is not None else []),
             mode=("paired (pix2pix: conditional PatchGAN + L1"
                   + (" + cycle)" if cfg.paired_cycle else ")") if cfg.paired else "unpaired (CycleGAN)"),
             data=str(data), n_train={DOMAIN_A: len(a_files), DOMAIN_B: len(b_files)},
@@ -682,12 +806,17 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
         rec = {"epoch": trainer.last_epoch, "lr": trainer.last_lr}
         if trainer.period_done:
             rec.update(trainer.epoch_means)
+            rec.update(trainer.validate(step))  # monitoring: not counted as training time
             e = trainer.last_epoch
             if not quiet and e % max(1, cfg.total_epochs // 20) == 0:
                 say(f"epoch {e}/{cfg.total_epochs} lr {trainer.last_lr:.2e} "
                     + " ".join(f"{k[6:]} {v:.3f}" for k, v in trainer.epoch_means.items()
                                if k in ("epoch_loss_G", "epoch_loss_D_fa", "epoch_loss_D_fundus", "epoch_loss_cycle_fundus", "epoch_loss_cycle_fa",
-                                        "epoch_loss_l1_fa", "epoch_loss_l1_fundus")))
+                                        "epoch_loss_l1_fa", "epoch_loss_l1_fundus"))
+                    + ("" if "val_ssim_fa" not in rec else
+                       f" | val fundus->FA SSIM {rec['val_ssim_fa']:.3f}"
+                       + (f" (ema {rec['val_ssim_fa_ema']:.3f})" if "val_ssim_fa_ema" in rec else "")
+                       + f", best epoch {rec['val_best_epoch']}"))
         return rec
 
     def on_sample(step: int) -> None:
@@ -711,10 +840,26 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
         return {"run": str(run.path), "epochs": epochs_done, "steps": step, "seconds": secs, "last_losses": last, "finished": False}
 
     if main:
-        run.save_weights("G_fa", trainer.nets["G_fa"])
-        run.save_weights("G_fundus", trainer.nets["G_fundus"])
-        run.update_config(fingerprints={"G_fa": fingerprint_module(trainer.nets["G_fa"]), "G_fundus": fingerprint_module(trainer.nets["G_fundus"])},
-                          steps=step, status="finished")
-    say(f"trained {cfg.total_epochs} epochs ({step} steps) in {secs:.0f} s; weights in {run.path}")
+        kept: dict[str, Any] = {"last": {"step": step}}
+        prints = {}
+        for k in ("G_fa", "G_fundus"):
+            run.save_weights(k, trainer.nets[k])
+            prints[k] = fingerprint_module(trainer.nets[k])
+            if k in trainer.ema:
+                run.save_weights(f"{k}_ema", trainer.ema[k].module)
+                prints[f"{k}_ema"] = fingerprint_module(trainer.ema[k].module)
+            if trainer.best is not None:
+                run.save_weights(f"{k}_best", trainer.best[k])
+                prints[f"{k}_best"] = fingerprint_state_dict(trainer.best[k])
+        if trainer.ema:
+            kept["ema"] = {"decay": cfg.ema_decay, "updates": int(trainer.ema["G_fa"].n_averaged),
+                           "warmup": "decay_n = min(decay, (1 + n) / (10 + n))"}
+        if trainer.best is not None:
+            kept["best"] = {k: trainer.best[k] for k in ("epoch", "step", "val_ssim_fa", "val_psnr_fa")}
+        run.update_config(fingerprints=prints, weights=kept, steps=step, status="finished")
+    say(f"trained {cfg.total_epochs} epochs ({step} steps) in {secs:.0f} s; weights in {run.path} (last"
+        + (", ema" if trainer.ema else "")
+        + (f", best = epoch {trainer.best['epoch']} with validation fundus->FA SSIM {trainer.best['val_ssim_fa']:.3f}"
+           if trainer.best is not None else "") + ")")
     barrier()  # rank 0 has written everything before any rank returns
     return {"run": str(run.path), "epochs": cfg.total_epochs, "steps": step, "seconds": secs, "last_losses": last, "finished": True}
