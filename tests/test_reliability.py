@@ -463,3 +463,73 @@ def test_skip_bad_and_missing_masks_are_reported(tmp_path):
     assert len(ds.skipped) == 1
     assert any("skipped 1 unreadable file(s)" in m and "bad.png" in m for m in msgs)
     assert any("1 positive image(s) have no mask file" in m and "002.png" in m for m in msgs)
+
+
+# ---- resume with other settings: refused in one line naming each difference, the run untouched -----
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """Tiny finished runs to resume: a classifier (batch 4, no augmentation), a second classifier, a GAN
+    (preset fast, 2 steps, batch 4) and its encoder; two data sets (about 30 s in all)."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("runs")
+    write_dataset(root / "data", n_per_class=4, size=64)
+    write_dataset(root / "data2", n_per_class=5, size=64)
+    quiet = ["--epochs", "1", "--batch-size", "4", "--no-augment"]
+    assert main(["train-classifier", str(root / "data"), "--out", str(root / "clf"), *quiet]) == 0
+    assert main(["train-classifier", str(root / "data"), "--out", str(root / "clf2"), *quiet, "--seed", "1"]) == 0
+    assert main(["train", str(root / "data"), "--classifier", str(root / "clf"), "--out", str(root / "gan"), "--preset", "fast",
+                 "--steps", "2", "--batch-size", "4", "--no-oracle", "--log-every", "1", "--ckpt-every", "1", "--monitor-samples", "2",
+                 "--quiet"]) == 0
+    assert main(["train-encoder", str(root / "gan"), "--steps", "2", "--batch-size", "4", "--eval-images", "2", "--log-every", "1",
+                 "--ckpt-every", "1", "--quiet"]) == 0
+    return root
+
+
+def _snapshot(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+RESUME_CASES = [
+    (["train-classifier", "DATA", "--out", "CLF", "--resume", "--seed", "1"], "CLF", ["seed 1 (the run has 0)"]),
+    (["train-classifier", "DATA", "--out", "CLF", "--resume", "--batch-size", "8"], "CLF", ["batch_size 8 (the run has 4)"]),
+    (["train-classifier", "DATA", "--out", "CLF", "--resume", "--seed", "2", "--lr", "0.01"], "CLF",
+     ["seed 2 (the run has 0)", "lr 0.01 (the run has 0.001)"]),
+    (["train-classifier", "DATA2", "--out", "CLF", "--resume"], "CLF", ["data '"]),
+    (["train", "DATA", "--classifier", "CLF", "--out", "GAN", "--resume", "--seed", "1"], "GAN", ["seed 1 (the run has 0)"]),
+    (["train", "DATA", "--classifier", "CLF", "--out", "GAN", "--resume", "--batch-size", "8"], "GAN", ["batch_size 8 (the run has 4)"]),
+    # the parser's default preset, given explicitly: a change too (it used to be dropped as "a default")
+    (["train", "DATA", "--classifier", "CLF", "--out", "GAN", "--resume", "--preset", "default"], "GAN",
+     ["preset.name 'default' (the run has 'fast')"]),
+    (["train", "DATA", "--classifier", "CLF", "--out", "GAN", "--resume", "--set", "ema_decay=0.5"], "GAN",
+     ["preset.name 'fast+ema_decay=0.5' (the run has 'fast')"]),
+    (["train", "DATA2", "--classifier", "CLF", "--out", "GAN", "--resume"], "GAN", ["data '"]),
+    (["train", "DATA", "--classifier", "CLF2", "--out", "GAN", "--resume"], "GAN", ["classifier '"]),
+    (["train-encoder", "GAN", "--resume", "--seed", "1"], "GAN", ["seed 1 (the run has 0)"]),
+    (["train-encoder", "GAN", "--resume", "--batch-size", "32"], "GAN", ["batch_size 32 (the run has 4)"]),
+    (["train-encoder", "GAN", "--resume", "--data", "DATA2"], "GAN", ["data '"]),
+]
+
+
+@pytest.mark.parametrize("argv, run, named", RESUME_CASES, ids=[" ".join(a[:1] + a[4:]) for a, _, _ in RESUME_CASES])
+def test_resume_with_other_settings_is_refused_and_leaves_the_run_untouched(trained_runs, capsys, argv, run, named):
+    names = {"DATA": "data", "DATA2": "data2", "CLF": "clf", "CLF2": "clf2", "GAN": "gan"}
+    argv = [str(trained_runs / names[a]) if a in names else a for a in argv]
+    run_dir = trained_runs / names[run]
+    before = _snapshot(run_dir)
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "--resume " in line and "cannot resume with other settings" in line
+    assert all(n in line for n in named), line
+    assert _snapshot(run_dir) == before
+
+
+def test_plain_resume_continues_a_run_started_with_other_than_the_default_options(trained_runs, tmp_path, capsys):
+    """--resume alone takes the run's own settings (batch 4, no augmentation), it does not compare the parser's defaults."""
+    import shutil
+
+    shutil.copytree(trained_runs / "clf", tmp_path / "clf")
+    assert main(["train-classifier", str(trained_runs / "data"), "--out", str(tmp_path / "clf"), "--resume", "--epochs", "2"]) == 0
+    cfg = json.loads((tmp_path / "clf" / "config.json").read_text())
+    assert cfg["status"] == "finished" and cfg["settings"]["batch_size"] == 4 and cfg["resumes"][-1]["changed"] == {"epochs": [1, 2]}

@@ -93,6 +93,35 @@ def flagged(exc: MedxganError) -> str:
     return msg
 
 
+_GIVEN: frozenset[str] = frozenset()  # the options written on the current command line (set by main)
+
+
+def _given_options(argv: Sequence[str] | None) -> frozenset[str]:
+    """The ``dest`` of every option written on the command line (a default is not "given"): parsed again
+    with every default suppressed, so that a resume can tell "left out" from "given, equal to the default"."""
+    parser = build_parser()
+
+    def suppress(p: argparse.ArgumentParser) -> None:
+        p._defaults.clear()
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sp in a.choices.values():
+                    suppress(sp)
+            else:
+                a.default = argparse.SUPPRESS
+    suppress(parser)
+    try:
+        ns, _ = parser.parse_known_args(argv)
+    except SystemExit:  # cannot happen after the first parse succeeded; be safe
+        return frozenset()
+    return frozenset(vars(ns))
+
+
+def was_given(dest: str) -> bool:
+    """True if option ``dest`` was written on the current command line (not just its default)."""
+    return dest in _GIVEN
+
+
 def check_options(args: argparse.Namespace) -> None:
     """Every option checked before any work starts and before anything is written: the shared rules of
     ``medxgan.runtime.checks`` (ranges, finiteness, integer sizes, seeds) over all parsed options, any
@@ -131,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from medxgan.runtime.progress import set_quiet
 
+    global _GIVEN
+    _GIVEN = _given_options(argv)
     set_quiet(getattr(args, "quiet", False))
     import warnings
 

@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 def _run(args: argparse.Namespace) -> int:
     from medxgan.classifiers.training import format_test_report, train_classifier
 
+    if args.resume:  # options left out: the run's own (a plain --resume continues the run as started)
+        from medxgan.cli.common import take_run_settings
+
+        take_run_settings(args, args.out, {k: k for k in ("arch", "size", "channels", "seed", "batch_size", "lr", "epochs")}
+                          | {"no_augment": "augment"})
     result = train_classifier(
         args.data, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         size=args.size, channels=args.channels, positive=args.positive, negative=args.negative, csv=args.csv,

@@ -54,3 +54,25 @@ def classifier_from_args(args: argparse.Namespace, attr: str = "classifier", dev
         )
     return load_classifier(getattr(args, attr), weights=getattr(args, "classifier_weights", None), device=device,
                            output=getattr(args, "classifier_output", None), preprocessing=pp)
+
+
+def take_run_settings(args: argparse.Namespace, run_dir: str, dests: dict[str, str]) -> None:
+    """On ``--resume``: every option in ``dests`` (parser dest -> key in the run's ``config.json``
+    ``settings``) that was left off the command line takes the run's own value, so that a plain
+    ``--resume`` continues the run as it was started; a given option is kept and checked by the resume
+    policy (runtime.loop.open_run), which refuses a change. ``no_X`` dests are the negation of ``X``."""
+    from pathlib import Path
+
+    from medxgan.cli import was_given
+    from medxgan.runtime.runs import RunDir
+
+    run = RunDir(Path(run_dir))
+    if not run.config_path.is_file():
+        return  # nothing to resume: the resume policy says so
+    stored = run.read_config().get("settings")
+    if not isinstance(stored, dict):
+        return
+    for dest, key in dests.items():
+        if key in stored and not was_given(dest):
+            value = stored[key]
+            setattr(args, dest, (not value) if dest.startswith("no_") else value)

@@ -107,9 +107,12 @@ def _run(args: argparse.Namespace) -> int:
         csv=args.csv, skip_bad=args.skip_bad, classifier_source=args.classifier, monitor_samples=args.monitor_samples,
         amp=args.amp, channels_last=args.channels_last, compile=args.compile,
     )
-    if args.resume:  # options left at their defaults take the run's own values (GanTrainConfig.from_run)
+    if args.resume:  # options left out take the run's own values (GanTrainConfig.from_run); given ones are checked against it
+        from medxgan.cli import was_given
+
         defaults = GanTrainConfig()
-        options = {k: v for k, v in options.items() if v != getattr(defaults, k)}
+        dest = {"preset_overrides": "overrides", "classifier_source": "classifier", "oracle": "no_oracle"}
+        options = {k: v for k, v in options.items() if v != getattr(defaults, k) or was_given(dest.get(k, k))}
     result = train_gan(args.data, classifier, args.out, resume=args.resume, device=device, quiet=args.quiet, **options)
     if not context_from_env().is_main:  # under torchrun rank 0 alone reports
         return 0

@@ -149,6 +149,27 @@ def check_start(run: RunDir, *, resume: bool, kind: str, out_arg: str | None = "
                            f"{_elsewhere(out_arg)}", arg=out_arg)
 
 
+def _flat(v: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(v, Mapping):
+        out: dict[str, Any] = {}
+        for k, x in v.items():
+            out.update(_flat(x, f"{prefix}.{k}"))
+        return out
+    return {prefix: _norm(v)}
+
+
+def _difference(key: str, new: Any, old: Any) -> str:
+    """One setting's change in a few words: nested settings (a preset) name only their changed entries."""
+    if isinstance(new, Mapping) and isinstance(old, Mapping):
+        a, b = _flat(new, key), _flat(old, key)
+        changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        names = [k for k in changed if k.endswith(".name")]  # another preset: its name says it
+        first = names or changed[:3]
+        shown = ", ".join(f"{k} {_fmt(a.get(k))} (the run has {_fmt(b.get(k))})" for k in first)
+        return shown + (f" and {len(changed) - len(first)} more {key} value(s)" if len(changed) > len(first) else "")
+    return f"{key} {_fmt(new)} (the run has {_fmt(old)})"
+
+
 def _elsewhere(out_arg: str | None) -> str:
     return f"choose another {out_arg} directory" if out_arg else "delete the folder to start afresh"
 
@@ -169,7 +190,7 @@ def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any
         before = stored.get("settings") or {}
         differ = [k for k in settings if k not in may_change and k in before and _norm(before[k]) != _norm(settings[k])]
         if differ:
-            what = "; ".join(f"{k} {_fmt(settings[k])} (the run has {_fmt(before[k])})" for k in differ)
+            what = "; ".join(_difference(k, settings[k], before[k]) for k in differ)
             raise MedxganError(f"resume {run.path}: cannot resume with other settings: {what}; resume with the run's settings "
                                f"(only {', '.join(may_change) or 'nothing'} may change) or {_elsewhere(out_arg)}", arg="resume")
         changed = {k: [before.get(k), settings[k]] for k in may_change if k in settings and _norm(before.get(k)) != _norm(settings[k])}
