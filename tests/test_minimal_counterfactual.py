@@ -55,6 +55,27 @@ def test_masked_generator_counterfactual_is_the_anatomy():
     assert not any(k.startswith("path_") for k in joint.state_dict())  # the paper layout is unchanged
 
 
+def test_smooth_mask_cannot_switch_on_single_pixels():
+    from medxgan.gan.networks import _smooth
+    from medxgan.runtime.errors import MedxganError
+
+    flat = torch.full((1, 1, 8, 8), 2.5)
+    assert torch.allclose(_smooth(flat, 4), flat)  # a constant map is kept
+    spike = torch.zeros(1, 1, 8, 8)
+    spike[0, 0, 1, 1] = 16.0
+    s = _smooth(spike, 4)
+    assert float(s.max()) <= 16.0 / 16 + 1e-6  # one pixel's logit is shared with its 4 x 4 cell: at most 1/16 of it
+    assert float(s[0, 0, 6, 6]) < float(s[0, 0, 1, 1])  # and stays near its cell
+    assert torch.equal(_smooth(spike, 1), spike)  # mask_scale 1: the full-resolution mask (older runs)
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, mask_scale=4, **TINY).net).eval()
+    with torch.no_grad():
+        z1, z2 = torch.randn(3, 8), torch.randn(3, 4)
+        assert torch.equal(G(z1, torch.zeros_like(z2)), G.parts(z1, z2)[1])  # still G(z1, 0) == B(z1) exactly
+    with pytest.raises(MedxganError, match="mask_scale"):
+        build_generator(get_preset("default", channels=1, mask_scale=3, **TINY).net)  # 64 px: 3 does not divide it
+
+
 @pytest.mark.parametrize("kind", ["brain-mri", "chest-xray"])
 def test_twins_match_positives_outside_the_lesion(tmp_path, kind):
     out = tmp_path / kind
@@ -109,13 +130,14 @@ def _tiny_classifier(seed=0):
 
 
 def _train(out, steps, preset_name, **kw):
-    preset = get_preset(preset_name, channels=1, size=32, pathology="mask", mask_weight=1.0, tv_weight=0.5, prox_weight=0.5,
-                        **({"cf_adv_weight": 1.0} if preset_name == "anchored" else {}), **TINY)
+    extra = {"anchored": {"cf_adv_weight": 1.0}, "residual": {"cf_mode": "residual", "mask_scale": 4}}.get(preset_name, {})
+    preset = get_preset("default" if preset_name == "residual" else preset_name, channels=1, size=32, pathology="mask", mask_weight=1.0,
+                        tv_weight=0.5, prox_weight=0.5, **extra, **TINY)
     return train_gan(_tiny_data(), _tiny_classifier(), out, preset=preset, steps=steps, batch_size=8,
                      oracle=_tiny_classifier(seed=1), device="cpu", quiet=True, monitor_samples=16, log_every=2, ckpt_every=3, **kw)
 
 
-@pytest.mark.parametrize("preset_name", ["default", "anchored"])
+@pytest.mark.parametrize("preset_name", ["default", "anchored", "residual"])
 def test_resume_is_exact_with_the_minimality_terms(tmp_path, preset_name):
     a, b = tmp_path / "a", tmp_path / "b"
     _train(a, 6, preset_name)
@@ -126,10 +148,31 @@ def test_resume_is_exact_with_the_minimality_terms(tmp_path, preset_name):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     rows = RunDir(a).read_metrics()
     assert "g_mask" in rows[-1] and "g_prox" in rows[-1]
-    if preset_name == "anchored":
+    if preset_name != "default":
         assert "rec_mask" in rows[-1] and "g_cf_adv" in rows[-1]
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
     assert strip(rows[-1]) == strip(RunDir(b).read_metrics()[-1])
+
+
+def test_training_residual_counterfactual_is_the_one_explanations_show():
+    from medxgan.gan.inversion import counterfactual_images
+    from medxgan.gan.train import GANTrainer
+
+    preset = get_preset("default", channels=1, size=32, cf_mode="residual", mask_scale=4, **TINY)
+    torch.manual_seed(0)
+    tr = GANTrainer(preset, _tiny_classifier(), device="cpu")
+    torch.manual_seed(0)
+    real, labels = torch.rand(4, 1, 32, 32) * 2 - 1, torch.tensor([1, 0, 1, 0])
+    z1, z2 = torch.randn(4, 8), torch.randn(4, 4) * (labels == 1).float().view(-1, 1)
+    with torch.no_grad():
+        _, base, mask = tr.G(z1, z2, return_parts=True)
+        tr._parts = (base, mask)
+        cf = tr._counterfactuals(real, labels, z1, z2)
+        _, _, x_res = counterfactual_images(tr.G, z1, z2, real)
+    assert torch.allclose(cf[labels == 1], x_res[labels == 1], atol=1e-6)  # positives: (1 - gM) x + gM B(z1)
+    assert torch.equal(cf[labels == 0], base[labels == 0])  # negatives: B(z1), never the real scan itself
+    with pytest.raises(Exception, match="cf_mode"):
+        get_preset("default", channels=1, cf_mode="other")
 
 
 def test_twin_metrics_hand_values():

@@ -34,6 +34,7 @@ import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
@@ -102,6 +103,8 @@ def _check_channels(cfg: NetConfig) -> None:
         raise MedxganError(f"network config: channels must be 1 or 3, got {cfg.channels}")
     if cfg.nz1 < 1 or cfg.nz2 < 1:
         raise MedxganError(f"network config: nz1 and nz2 must be >= 1, got {cfg.nz1}, {cfg.nz2}")
+    if cfg.mask_scale < 1 or cfg.size % cfg.mask_scale:
+        raise MedxganError(f"network config: mask_scale must be >= 1 and divide the size {cfg.size}, got {cfg.mask_scale}")
 
 
 def _decoder(cfg: NetConfig, nz: int, out_channels: int, tanh: bool) -> tuple[nn.Linear, nn.Sequential, tuple[int, int, int]]:
@@ -184,9 +187,18 @@ class Generator(nn.Module):
         p = self.path_fc(torch.cat([z1, z2], dim=1))
         p = self.path_body(p.view(p.shape[0], *self.start_shape))
         gate = 1.0 - torch.exp(-z2.pow(2).mean(1) / GATE_SCALE)
-        mask = torch.sigmoid(p[:, :1] + MASK_LOGIT_OFFSET) * gate.view(-1, 1, 1, 1)
+        mask = torch.sigmoid(_smooth(p[:, :1], self.config.mask_scale) + MASK_LOGIT_OFFSET) * gate.view(-1, 1, 1, 1)
         content = torch.tanh(p[:, 1:])
         return base + mask * (content - base), base, mask
+
+
+def _smooth(logits: torch.Tensor, scale: int) -> torch.Tensor:
+    """Mask logits averaged over scale x scale cells, upsampled bilinearly back to full size: a region
+    prior. With a full-resolution mask the classifier can be flipped by a few isolated pixels (an
+    adversarial example, not a lesion removal); a smooth mask has to cover a region."""
+    if scale <= 1:
+        return logits
+    return F.interpolate(F.avg_pool2d(logits, scale), size=logits.shape[-2:], mode="bilinear", align_corners=False)
 
 
 def _n_halvings(size: int) -> int:

@@ -39,6 +39,9 @@ from medxgan.runtime.checks import check_override
 from medxgan.runtime.errors import MedxganError
 
 
+CF_MODES = ("generator", "residual")
+
+
 class _DictConfig:
     """to_dict / from_dict for the config dataclasses below (stored in a run's config.json)."""
 
@@ -71,6 +74,9 @@ class NetConfig(_DictConfig):
     see a collapsed (too similar) batch of fakes, against mode collapse.
     pathology: "joint" (the paper: one decoder of concat(z1, z2)) or "mask" (an anatomy decoder of z1
     plus a gated pathology mask and content from (z1, z2); G(z1, 0) is the anatomy exactly; networks.py).
+    mask_scale (pathology="mask"): the mask's logits are averaged over mask_scale x mask_scale cells and
+    upsampled bilinearly, so the mask can only switch on smooth regions of at least that scale, never
+    isolated pixels (1 = full resolution, the runs before 2026-12-02).
     """
 
     _label = "network config"  # not a field: no annotation
@@ -88,7 +94,7 @@ class NetConfig(_DictConfig):
     d_batchnorm: bool = True
     d_mbstd: bool = False
     pathology: str = "joint"
-
+    mask_scale: int = 1
 
 
 @dataclass
@@ -114,6 +120,11 @@ class TrainOptions(_DictConfig):
     D as fakes of the negative class, and G is trained to make them pass as real negatives with this
     weight: "negative" then means "looks like a real healthy scan to D", not only "below the
     classifier's threshold" (a dimmed lesion passes the classifier; D has never seen one in a negative).
+    cf_mode: which counterfactual of a real positive the cf_weight / cf_adv_weight terms see: "generator"
+    (G(E1(x), 0), the runs before 2026-12-02) or "residual" (masked generators: the scan itself with the
+    pathology mask filled by the anatomy, (1 - gM) x + gM B(E1(x)) -- the counterfactual explanations
+    show, so training asks for exactly what inversion later needs: a mask over what the classifier sees,
+    filled so that the scan passes D as a real healthy one).
     """
 
     _label = "training options"
@@ -134,8 +145,17 @@ class TrainOptions(_DictConfig):
     cf_adv_weight: float = 0.0
     mask_weight: float = 0.0
     tv_weight: float = 0.0
+    cf_mode: str = "generator"
     beta1: float = 0.5
     beta2: float = 0.999
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Value rules beyond the field types (also run after get_preset's overrides)."""
+        if self.cf_mode not in CF_MODES:
+            raise MedxganError(f"training options: cf_mode must be one of {', '.join(CF_MODES)}, got {self.cf_mode!r}", arg="cf_mode")
 
 
 
@@ -245,6 +265,7 @@ def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:
             setattr(preset.train, key, check_override(key, value, getattr(preset.train, key)))
         else:
             raise MedxganError(f"preset override {key!r}: not a network or training option")
+    preset.train.validate()
     if overrides:
         preset.name = preset.name + "+" + ",".join(f"{k}={v}" for k, v in overrides.items())
     return preset

@@ -246,12 +246,12 @@ class GANTrainer:
         with torch.no_grad():
             fake = self._fwd(self._G, z1, z2)
             if self.E is not None:  # reconstructions of the real batch are fakes too
-                rec, z1_rec = self._encode_decode(real, labels, self._G, self._E)[:2]
+                rec, z1_rec, _, codes = self._encode_decode(real, labels, self._G, self._E)
                 fake = torch.cat([fake, rec])
                 y_fake = torch.cat([y_fake, labels])
                 parts = 2
                 if self.opts.cf_adv_weight > 0:  # and their counterfactuals, as fakes of the negative class
-                    fake = torch.cat([fake, self._fwd(self._G, z1_rec, torch.zeros(z1_rec.shape[0], self.G.nz2, device=z1_rec.device))])
+                    fake = torch.cat([fake, self._counterfactuals(real, labels, z1_rec, codes[2])])
                     y_fake = torch.cat([y_fake, torch.zeros_like(labels)])
                     parts = 3
         do_r1 = self.opts.r1_gamma > 0 and self.step_count % max(1, self.opts.r1_every) == 0
@@ -296,6 +296,7 @@ class GANTrainer:
         masked = getattr(self.G, "masked", False)
         if masked:
             fake, base, mask = self._fwd(lambda a, b: self._G(a, b, return_parts=True), z1, z2)
+            self._parts = (base, mask)  # read by the residual counterfactual of the anchored G loss
         else:
             fake = self._fwd(self._G, z1, z2)
         if not (o.prox_weight or o.mask_weight or o.tv_weight):
@@ -354,7 +355,28 @@ class GANTrainer:
         if stats is not None:  # the G step: through _generate, with the minimality of the real positives
             rec, loss_min = self._generate(z1, z2, pos, stats, "rec")
             return rec, z1, pos, (mu1, lv1, mu2, lv2), loss_min
+        if self._residual_cf():
+            rec, base, mask = self._fwd(lambda a, b: G(a, b, return_parts=True), z1, z2)
+            self._parts = (base, mask)
+            return rec, z1, pos, (mu1, lv1, mu2, lv2)
         return self._fwd(G, z1, z2), z1, pos, (mu1, lv1, mu2, lv2)
+
+    def _residual_cf(self) -> bool:
+        return self.opts.cf_mode == "residual" and getattr(self.G, "masked", False)
+
+    def _counterfactuals(self, real: torch.Tensor, labels: torch.Tensor, z1: torch.Tensor, mu2: torch.Tensor) -> torch.Tensor:
+        """The counterfactuals of the real batch that the cf losses see. cf_mode "generator": G(E1(x), 0)
+        for every row. "residual" (masked generators): the positives' own scans with the generator's
+        pathology mask filled by the anatomy, (1 - gM) x + gM B(E1(x)), from the parts of the
+        reconstruction just made -- the counterfactual that explanations show (inversion.
+        counterfactual_images); for negatives B(E1(x)) as in "generator" mode (their residual would be
+        the real scan itself, which D must not learn to call fake). Same rows as the batch, so the
+        distributed sharding of D's inputs is unchanged."""
+        if not self._residual_cf():
+            return self._fwd(self._G, z1, torch.zeros_like(mu2))
+        base, mask = self._parts
+        pos = (labels == 1).to(real.dtype).view(-1, 1, 1, 1)
+        return pos * (real + mask * (base - real)) + (1 - pos) * base
 
     def _anchored_g_loss(self, real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor, y: torch.Tensor,
                          loss_cls: torch.Tensor, lam: float, stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,7 +388,7 @@ class GANTrainer:
         # normalised by the GLOBAL number of positives, times world_size: DDP averages the ranks'
         # gradients, so the sum of the ranks' terms must be world_size x the single-process loss
         n_pos = all_reduce_sum(pos.sum().detach()).clamp(min=1.0)
-        cf_img = self._fwd(self._G, z1, torch.zeros_like(mu2))
+        cf_img = self._counterfactuals(real, labels, z1, mu2)
         cf_logit = self._fwd(self.classifier.logit, cf_img)
         loss_cf = (F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none") * pos.view(-1)).sum() / n_pos
         if world_size() > 1:
