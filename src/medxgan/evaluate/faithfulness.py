@@ -15,7 +15,7 @@ import torch
 
 from medxgan.evaluate.localisation import is_valid, ranking, score_map
 
-__all__ = ["deletion_curve", "counterfactual_metrics", "gaussian_blur", "DEFAULT_FRACTIONS"]
+__all__ = ["deletion_curve", "deletion_inputs", "deletion_scores", "counterfactual_metrics", "gaussian_blur", "DEFAULT_FRACTIONS"]
 
 DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
 
@@ -84,6 +84,18 @@ def deletion_curve(
         flips for k > 0, and ``invalid_map=True``. All pixel counts are round(f H W). The images of
         all fractions go through ``prob_fn`` as one batch.
     """
+    xb, ks, valid = deletion_inputs(x, attribution, fractions, replacement, blur_sigma, mode)
+    with torch.no_grad():
+        p = prob_fn(xb)
+    return deletion_scores(p, ks, valid)
+
+
+def deletion_inputs(x, attribution, fractions: Sequence[float] = DEFAULT_FRACTIONS, replacement: str = "mean",
+                    blur_sigma: float | None = None, mode: str = "abs") -> tuple[torch.Tensor, list[float], bool]:
+    """The images a deletion curve classifies (the first half of :func:`deletion_curve`, same arguments):
+    ``(xb, ks, valid)`` with ``xb`` (1 + len(fractions)) x C x H x W (just the image for an invalid map),
+    ``ks`` = [0, *fractions] and ``valid`` whether the map is finite. Lets a caller classify the images of
+    many curves in one batch and score each with :func:`deletion_scores`."""
     fr = [float(f) for f in fractions]
     if not fr or any(not (0 < f <= 1) for f in fr) or any(b <= a for a, b in zip(fr, fr[1:])):
         raise ValueError(f"fractions: expected strictly increasing values in (0, 1], got {fractions}")
@@ -113,11 +125,16 @@ def deletion_curve(
         xb = torch.stack(batch)
     else:
         xb = img[None]
-    with torch.no_grad():
-        p = prob_fn(xb)
+    return xb, ks, valid
+
+
+def deletion_scores(p, ks: list[float], valid: bool) -> dict:
+    """The curve's dict (see :func:`deletion_curve`) from the classifier's p(pos) of ``deletion_inputs``' images."""
+    fr = ks[1:]
+    n_expected = len(ks) if valid else 1
     p = torch.as_tensor(p).detach().reshape(-1).double().cpu().numpy()
-    if p.shape[0] != xb.shape[0]:
-        raise ValueError(f"prob_fn: expected {xb.shape[0]} probabilities, got {p.shape[0]}")
+    if p.shape[0] != n_expected:
+        raise ValueError(f"prob_fn: expected {n_expected} probabilities, got {p.shape[0]}")
 
     if not valid:
         probs = [float(p[0])] + [float("nan")] * len(fr)

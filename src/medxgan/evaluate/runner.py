@@ -78,12 +78,9 @@ split, classifier, GAN, seed, noise levels, deletion fractions or subset needs a
 
 from __future__ import annotations
 
-import io
 import os
 import platform
-import re
 import time
-import zlib
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -92,21 +89,18 @@ import torch
 
 from medxgan.classifiers import as_classifier
 from medxgan.data import load_dataset
-from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS, counterfactual_metrics, deletion_curve
-from medxgan.evaluate.localisation import is_constant, localisation_metrics
-from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
+from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS
+from medxgan.evaluate.pairs import IMPLEMENTATIONS
 from medxgan.evaluate.review import review_sections
-from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
-from medxgan.evaluate.twins import TwinEffect, twin_agreement, twin_fidelity
+from medxgan.evaluate.twins import TwinEffect
 from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
-from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.evaluate.stats import aggregate
 from medxgan.evaluate.store import ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers
 from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
-from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json, atomic_write_text
+from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
@@ -131,24 +125,6 @@ def _versions() -> dict[str, str]:
         except Exception:  # pragma: no cover - optional
             v[mod] = "not installed"
     return v
-
-
-def _is_nonfinite_error(exc: BaseException) -> bool:
-    return isinstance(exc, RuntimeError) and "non-finite" in str(exc)
-
-
-def _seed_for(seed: int, image_id: str, salt: int) -> int:
-    return (zlib.crc32(image_id.encode()) * 1_000_003 + int(seed) * 7919 + salt) % (2**63 - 1)
-
-
-def _npz_bytes(**arrays: Any) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
-
-
-def _safe_method(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 # ---- loading the models ----------------------------------------------------------------------
@@ -201,6 +177,7 @@ def evaluate(
     show_progress: bool = True,
     sanity: bool = False,
     sanity_n: int = 10,
+    implementation: str = "batched",
 ) -> dict[str, Any]:
     """Run the benchmark and write ``out`` (see the module docstring). Returns the results dict
     (the content of ``results.json`` plus ``"run": {"computed", "skipped"}`` pair counts).
@@ -227,10 +204,14 @@ def evaluate(
             first ``sanity_n`` evaluated images (:mod:`medxgan.evaluate.sanity`). ``results["realism"]``
             (counterfactual realism / minimality, :mod:`medxgan.evaluate.realism`) is added whenever there are
             saved counterfactuals and an oracle (:mod:`medxgan.evaluate.review`).
+        implementation: ``"batched"`` (default) or ``"reference"``: the per-image loops the batched code is
+            tested against (same rows within floating-point batching differences; :mod:`medxgan.evaluate.pairs`).
     """
     t_start = time.perf_counter()
     check_args(n=n, batch_size=batch_size, seed=seed, size=size, fractions=list(fractions), noise_sigmas=list(noise_sigmas) or None,
                max_sensitivity_n=max_sensitivity_n, sanity_n=sanity_n)
+    if implementation not in IMPLEMENTATIONS:
+        raise MedxganError(f"implementation {implementation!r}: choose {' or '.join(IMPLEMENTATIONS)}", arg="implementation")
     if subset not in SUBSETS:
         raise MedxganError(f"subset {subset}: unknown (choose from {', '.join(SUBSETS)})", arg="subset")
     sigmas = [float(s) for s in noise_sigmas]
@@ -291,7 +272,8 @@ def evaluate(
     computed = _run_methods(exps, sel, store, clf=clf, oracle=oracle, dev=dev, batch_size=batch_size, sigmas=sigmas,
                             fractions=fractions, seed=seed, ms_positions=set(range(ms_limit)) if max_sensitivity else set(),
                             ms_kw=dict(radius=max_sensitivity_radius, n_perturb=max_sensitivity_samples),
-                            maps_out=out if save_maps else None, show_progress=show_progress)
+                            maps_out=out if save_maps else None, show_progress=show_progress,
+                            pairs_fn=IMPLEMENTATIONS[implementation])
     if store.world > 1:  # merge the shards into one output on rank 0
         computed = int(sum(dist.all_gather_object(computed)))
         dist.barrier()
@@ -344,10 +326,12 @@ def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None,
 
 def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: Any, oracle: Any, dev: torch.device, batch_size: int,
                  sigmas: list[float], fractions: list[float], seed: int, ms_positions: set[int], ms_kw: dict[str, Any],
-                 maps_out: Path | None, show_progress: bool) -> int:
+                 maps_out: Path | None, show_progress: bool, pairs_fn: Any = None) -> int:
     """Every method on every chunk of selected images whose (image, method) pair is not done yet; rows go
     to the store as soon as a chunk is explained. Under torchrun each rank takes every world-th chunk.
-    Returns the number of pairs computed here."""
+    Returns the number of pairs computed here. ``pairs_fn``: the rows of one chunk for one method
+    (:func:`medxgan.evaluate.pairs.evaluate_pairs`, or its reference implementation)."""
+    pairs_fn = pairs_fn or IMPLEMENTATIONS["batched"]
     ids = sel.ids
     pos_of = {idx: k for k, idx in enumerate(sel.selected)}
     chunks = [sel.selected[i : i + batch_size] for i in range(0, len(sel.selected), batch_size)][store.rank :: store.world]
@@ -363,7 +347,7 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
                 if not todo:
                     continue
                 bar.set_postfix_str(ex.name)
-                rows = _evaluate_pairs(
+                rows = pairs_fn(
                     ex, todo, images=sel.images, masks=sel.masks, has_mask=sel.has_mask, slice_of=sel.slice_of, labels=sel.labels,
                     probs=sel.probs, ids=ids, rels=sel.rels, markers=sel.markers, sigmas=sigmas, fractions=fractions, seed=seed,
                     prob_fn=prob_fn, oracle=oracle, dev=dev, ms_todo={i for i in todo if pos_of[i] in ms_positions}, ms_kw=ms_kw,
@@ -406,167 +390,6 @@ def _write_results(out: Path, results: dict[str, Any]) -> None:
     atomic_write_json(out / "results.json", results)
     atomic_write_text(out / "results.csv", results_csv(results["methods"]))
     atomic_write_text(out / "results.md", results_markdown(results))
-
-
-def _explain_safe(ex: Any, x: torch.Tensor) -> tuple[list[np.ndarray | None], list[dict], float]:
-    """Explain a batch; on non-finite maps fall back to one image at a time so that only the bad
-    images are lost (their map is None). Returns (maps H x W float32, per-image extras, seconds)."""
-    k = x.shape[0]
-    t0 = time.perf_counter()
-    try:
-        e = ex.explain(x)
-        secs = time.perf_counter() - t0
-        maps = [e.maps[j, 0].numpy().astype(np.float32) for j in range(k)]
-        return maps, _split_extras(e.extras, k), secs
-    except RuntimeError as exc:
-        if not _is_nonfinite_error(exc):
-            raise
-    maps, extras = [], []
-    t0 = time.perf_counter()
-    for j in range(k):
-        try:
-            e = ex.explain(x[j : j + 1])
-            maps.append(e.maps[0, 0].numpy().astype(np.float32))
-            extras.append(_split_extras(e.extras, 1)[0])
-        except RuntimeError as exc:
-            if not _is_nonfinite_error(exc):
-                raise
-            maps.append(None)
-            extras.append({})
-    return maps, extras, time.perf_counter() - t0
-
-
-def _split_extras(extras: dict, k: int) -> list[dict]:
-    """Per-image views of the tensors in ``extras`` whose first dimension is the batch size."""
-    out: list[dict] = [{} for _ in range(k)]
-    for key, v in (extras or {}).items():
-        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == k:
-            for j in range(k):
-                out[j][key] = v[j].detach().cpu()
-    return out
-
-
-def _oracle_probs(oracle: Any, extras: list[dict], key: str, dev: torch.device) -> list[float | None]:
-    """The oracle's p(pos) for the image-shaped extra ``key`` (a counterfactual) of each image, batched."""
-    out: list[float | None] = [None] * len(extras)
-    idx = [j for j, e in enumerate(extras) if key in e]
-    if oracle is None or not idx:
-        return out
-    with torch.no_grad():
-        po = oracle.prob(torch.stack([extras[j][key] for j in idx]).to(dev)).float().cpu()
-    for j, p in zip(idx, po.tolist()):
-        out[j] = p
-    return out
-
-
-def _twin_metrics(a: np.ndarray, x: torch.Tensor, twin: torch.Tensor, ex_j: dict, localise: bool, ground_truth: bool) -> dict[str, Any]:
-    """Scores against the lesion-free twin: the map's agreement with |x - twin| (localisation images),
-    and how close each counterfactual of the method is to the twin."""
-    met: dict[str, Any] = {}
-    if localise:
-        met["twin_agreement"] = twin_agreement(a, x, twin)
-    if ground_truth:  # the twin row: comparing the twin with itself says nothing
-        return met
-    fid = {name: twin_fidelity(x, ex_j[key], twin) for name, key in (("negative", "x_neg"), ("residual", "x_res")) if key in ex_j}
-    if fid:
-        met["twin_fidelity"] = fid
-    return met
-
-
-def _evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
-                    fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None) -> list[dict]:
-    x = images[todo]
-    k = len(todo)
-    h, w = x.shape[-2:]
-    maps, extras, secs = _explain_safe(ex, x)
-    per_image_s = secs / k
-
-    # robustness: the same images with seeded noise, explained together per sigma
-    noisy_maps: dict[float, list[np.ndarray | None]] = {}
-    for si, s in enumerate(sigmas):
-        noise = torch.stack([
-            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(_seed_for(seed, ids[i], si + 1))) for i in todo
-        ])
-        noisy_maps[s], _, _ = _explain_safe(ex, (x + s * noise).clamp(-1.0, 1.0))
-
-    # oracle probabilities of the counterfactuals, batched
-    oracle_p = _oracle_probs(oracle, extras, "x_neg", dev)
-    oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
-
-    rows = []
-    for j, i in enumerate(todo):
-        m = maps[j]
-        invalid = m is None
-        a = np.full((h, w), np.nan, dtype=np.float32) if invalid else m
-        met: dict[str, Any] = {}
-        mask_i = masks[i, 0].numpy() > 0.5
-        met["map"] = {"constant": None if invalid else bool(is_constant(np.abs(a)))}
-        if slice_of[i] == "TP" and bool(has_mask[i]) and mask_i.any():
-            met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
-        for rep in ("mean", "blur"):
-            d = deletion_curve(prob_fn, x[j], a, fractions=fractions, replacement=rep)
-            met[f"deletion_{rep}"] = {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]}
-        if sigmas:
-            met["robustness"] = {}
-            for s in sigmas:
-                b = noisy_maps[s][j]
-                if invalid or b is None:
-                    met["robustness"][f"noise_{s:g}"] = {"ssim": None, "spearman": None, "top10": None}
-                else:
-                    met["robustness"][f"noise_{s:g}"] = {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)}
-        if i in ms_todo and not getattr(ex, "ground_truth", False):
-            met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(seed, ids[i], 0), **ms_kw)}
-        ex_j = extras[j]
-        if "x_neg" in ex_j:
-            p_neg = ex_j.get("prob_neg")
-            if p_neg is None:
-                with torch.no_grad():
-                    p_neg = float(prob_fn(ex_j["x_neg"][None]).item())
-            met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p[j])
-        if "x_res" in ex_j:  # the residual counterfactual of the scan itself
-            met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_res[j])
-        if twins is not None and bool(has_twin[i]):
-            met.update(_twin_metrics(a, x[j], twins[i], ex_j, localise="localisation" in met and not invalid,
-                                     ground_truth=getattr(ex, "ground_truth", False)))
-        if markers is not None:
-            met["shortcut"] = shortcut_metrics(a, markers[i], mask_i if mask_i.any() else None)
-        met["cost"] = {"time_s": per_image_s}
-        row = {"image_id": ids[i], "image": rels[i], "index": int(i), "method": ex.name, "slice": slice_of[i],
-               "label": int(labels[i]), "prob": float(probs[i]), "has_mask": bool(has_mask[i]), "invalid_map": invalid,
-               "time_s": per_image_s, "metrics": met}
-        rows.append(row)
-        if out is not None:
-            _save_maps(out, ids[i], ex.name, a, ex_j, x[j], mask_i, markers[i] if markers is not None else None, row, written_inputs)
-    return rows
-
-
-def _max_sens(ex: Any, x1: torch.Tensor, seed: int, radius: float, n_perturb: int) -> float | None:
-    try:
-        v = _max_sensitivity(lambda t: ex.explain(t.clamp(-1.0, 1.0)).maps, x1, radius=radius, n_perturb=n_perturb, seed=seed,
-                             max_examples_per_batch=n_perturb)
-        return float(v[0])
-    except RuntimeError as exc:
-        if _is_nonfinite_error(exc):
-            return None
-        raise
-
-
-def _save_maps(out: Path, image_id: str, method: str, a: np.ndarray, extras: dict, x: torch.Tensor, mask: np.ndarray,
-               marker: np.ndarray | None, row: dict, written_inputs: set[str]) -> None:
-    d = out / "maps" / image_id
-    inp = d / "input.npz"
-    if image_id not in written_inputs and not inp.exists():
-        atomic_write_bytes(inp, _npz_bytes(
-            image=x.numpy().astype(np.float32), mask=mask.astype(np.uint8),
-            marker=(marker if marker is not None else np.zeros_like(mask)).astype(np.uint8),
-            label=np.int64(row["label"]), prob=np.float32(row["prob"]), slice=np.str_(row["slice"]), path=np.str_(row["image"]),
-        ))
-    written_inputs.add(image_id)
-    arrays = {"map": a.astype(np.float32)}
-    for key, v in extras.items():
-        if isinstance(v, torch.Tensor) and v.dim() == 3 and tuple(v.shape[-2:]) == a.shape:
-            arrays[key] = v.numpy().astype(np.float32)
-    atomic_write_bytes(d / f"{_safe_method(method)}.npz", _npz_bytes(**arrays))
 
 
 def _aggregate_method(rows: list[dict], n_resamples: int, seed: int) -> dict[str, Any]:

@@ -1,0 +1,405 @@
+"""The rows of one chunk of images for one method: every metric of :mod:`medxgan.evaluate.runner` per (image, method).
+
+Two implementations with one signature and the same rows (within floating-point batching differences,
+see ``tests/test_evaluate_batched.py``):
+
+* :func:`evaluate_pairs` (used by ``evaluate``): batched. The noisy copies of all noise levels go through
+  the explainer as one batch (for medXGAN: one batched inversion of all of them), the perturbed copies of
+  max-sensitivity of all the chunk's images as one batch (scored against the clean map already computed,
+  which Captum's ``sensitivity_max`` would recompute), and the deletion images of both curves of all the
+  chunk's images through the classifier in one call.
+* :func:`evaluate_pairs_reference`: the straightforward per-image loops of the runner before the batching
+  (issue 15): one explainer call per noise level, one ``captum.metrics.sensitivity_max`` call per image,
+  two ``deletion_curve`` calls per image. Kept as the reference of the equality test and of
+  ``benchmarks/performance/evaluate_speed.py``; ``evaluate(..., implementation="reference")`` runs it.
+
+Memory stays bounded by the chunk (``batch_size`` images): at most ``batch_size * len(sigmas)`` noisy
+copies, ``batch_size * max_sensitivity_samples`` perturbed copies and ``batch_size * 2 * (1 + len(fractions))``
+deletion images exist at once, whatever the number of images evaluated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medxgan.evaluate.faithfulness import counterfactual_metrics, deletion_curve, deletion_inputs, deletion_scores
+from medxgan.evaluate.localisation import is_constant, localisation_metrics
+from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
+from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
+from medxgan.evaluate.shortcut import shortcut_metrics
+from medxgan.evaluate.twins import twin_agreement, twin_fidelity
+from medxgan.runtime.atomic import atomic_write_bytes
+
+__all__ = ["evaluate_pairs", "evaluate_pairs_reference", "IMPLEMENTATIONS"]
+
+
+def _is_nonfinite_error(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and "non-finite" in str(exc)
+
+
+def _seed_for(seed: int, image_id: str, salt: int) -> int:
+    return (zlib.crc32(image_id.encode()) * 1_000_003 + int(seed) * 7919 + salt) % (2**63 - 1)
+
+
+def _npz_bytes(**arrays: Any) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _safe_method(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _explain_safe(ex: Any, x: torch.Tensor) -> tuple[list[np.ndarray | None], list[dict], float]:
+    """Explain a batch; on non-finite maps fall back to one image at a time so that only the bad
+    images are lost (their map is None). Returns (maps H x W float32, per-image extras, seconds)."""
+    k = x.shape[0]
+    t0 = time.perf_counter()
+    try:
+        e = ex.explain(x)
+        secs = time.perf_counter() - t0
+        maps = [e.maps[j, 0].numpy().astype(np.float32) for j in range(k)]
+        return maps, _split_extras(e.extras, k), secs
+    except RuntimeError as exc:
+        if not _is_nonfinite_error(exc):
+            raise
+    maps, extras = [], []
+    t0 = time.perf_counter()
+    for j in range(k):
+        try:
+            e = ex.explain(x[j : j + 1])
+            maps.append(e.maps[0, 0].numpy().astype(np.float32))
+            extras.append(_split_extras(e.extras, 1)[0])
+        except RuntimeError as exc:
+            if not _is_nonfinite_error(exc):
+                raise
+            maps.append(None)
+            extras.append({})
+    return maps, extras, time.perf_counter() - t0
+
+
+def _split_extras(extras: dict, k: int) -> list[dict]:
+    """Per-image views of the tensors in ``extras`` whose first dimension is the batch size."""
+    out: list[dict] = [{} for _ in range(k)]
+    for key, v in (extras or {}).items():
+        if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == k:
+            for j in range(k):
+                out[j][key] = v[j].detach().cpu()
+    return out
+
+
+def _oracle_probs(oracle: Any, extras: list[dict], key: str, dev: torch.device) -> list[float | None]:
+    """The oracle's p(pos) for the image-shaped extra ``key`` (a counterfactual) of each image, batched."""
+    out: list[float | None] = [None] * len(extras)
+    idx = [j for j, e in enumerate(extras) if key in e]
+    if oracle is None or not idx:
+        return out
+    with torch.no_grad():
+        po = oracle.prob(torch.stack([extras[j][key] for j in idx]).to(dev)).float().cpu()
+    for j, p in zip(idx, po.tolist()):
+        out[j] = p
+    return out
+
+
+def _twin_metrics(a: np.ndarray, x: torch.Tensor, twin: torch.Tensor, ex_j: dict, localise: bool, ground_truth: bool) -> dict[str, Any]:
+    """Scores against the lesion-free twin: the map's agreement with |x - twin| (localisation images),
+    and how close each counterfactual of the method is to the twin."""
+    met: dict[str, Any] = {}
+    if localise:
+        met["twin_agreement"] = twin_agreement(a, x, twin)
+    if ground_truth:  # the twin row: comparing the twin with itself says nothing
+        return met
+    fid = {name: twin_fidelity(x, ex_j[key], twin) for name, key in (("negative", "x_neg"), ("residual", "x_res")) if key in ex_j}
+    if fid:
+        met["twin_fidelity"] = fid
+    return met
+
+
+def evaluate_pairs_reference(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
+                    fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None) -> list[dict]:
+    x = images[todo]
+    k = len(todo)
+    h, w = x.shape[-2:]
+    maps, extras, secs = _explain_safe(ex, x)
+    per_image_s = secs / k
+
+    # robustness: the same images with seeded noise, explained together per sigma
+    noisy_maps: dict[float, list[np.ndarray | None]] = {}
+    for si, s in enumerate(sigmas):
+        noise = torch.stack([
+            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(_seed_for(seed, ids[i], si + 1))) for i in todo
+        ])
+        noisy_maps[s], _, _ = _explain_safe(ex, (x + s * noise).clamp(-1.0, 1.0))
+
+    # oracle probabilities of the counterfactuals, batched
+    oracle_p = _oracle_probs(oracle, extras, "x_neg", dev)
+    oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
+
+    rows = []
+    for j, i in enumerate(todo):
+        m = maps[j]
+        invalid = m is None
+        a = np.full((h, w), np.nan, dtype=np.float32) if invalid else m
+        met: dict[str, Any] = {}
+        mask_i = masks[i, 0].numpy() > 0.5
+        met["map"] = {"constant": None if invalid else bool(is_constant(np.abs(a)))}
+        if slice_of[i] == "TP" and bool(has_mask[i]) and mask_i.any():
+            met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
+        for rep in ("mean", "blur"):
+            d = deletion_curve(prob_fn, x[j], a, fractions=fractions, replacement=rep)
+            met[f"deletion_{rep}"] = {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]}
+        if sigmas:
+            met["robustness"] = {}
+            for s in sigmas:
+                b = noisy_maps[s][j]
+                if invalid or b is None:
+                    met["robustness"][f"noise_{s:g}"] = {"ssim": None, "spearman": None, "top10": None}
+                else:
+                    met["robustness"][f"noise_{s:g}"] = {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)}
+        if i in ms_todo and not getattr(ex, "ground_truth", False):
+            met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(seed, ids[i], 0), **ms_kw)}
+        ex_j = extras[j]
+        if "x_neg" in ex_j:
+            p_neg = ex_j.get("prob_neg")
+            if p_neg is None:
+                with torch.no_grad():
+                    p_neg = float(prob_fn(ex_j["x_neg"][None]).item())
+            met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p[j])
+        if "x_res" in ex_j:  # the residual counterfactual of the scan itself
+            met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_res[j])
+        if twins is not None and bool(has_twin[i]):
+            met.update(_twin_metrics(a, x[j], twins[i], ex_j, localise="localisation" in met and not invalid,
+                                     ground_truth=getattr(ex, "ground_truth", False)))
+        if markers is not None:
+            met["shortcut"] = shortcut_metrics(a, markers[i], mask_i if mask_i.any() else None)
+        met["cost"] = {"time_s": per_image_s}
+        row = {"image_id": ids[i], "image": rels[i], "index": int(i), "method": ex.name, "slice": slice_of[i],
+               "label": int(labels[i]), "prob": float(probs[i]), "has_mask": bool(has_mask[i]), "invalid_map": invalid,
+               "time_s": per_image_s, "metrics": met}
+        rows.append(row)
+        if out is not None:
+            _save_maps(out, ids[i], ex.name, a, ex_j, x[j], mask_i, markers[i] if markers is not None else None, row, written_inputs)
+    return rows
+
+
+def _max_sens(ex: Any, x1: torch.Tensor, seed: int, radius: float, n_perturb: int) -> float | None:
+    try:
+        v = _max_sensitivity(lambda t: ex.explain(t.clamp(-1.0, 1.0)).maps, x1, radius=radius, n_perturb=n_perturb, seed=seed,
+                             max_examples_per_batch=n_perturb)
+        return float(v[0])
+    except RuntimeError as exc:
+        if _is_nonfinite_error(exc):
+            return None
+        raise
+
+
+def _save_maps(out: Path, image_id: str, method: str, a: np.ndarray, extras: dict, x: torch.Tensor, mask: np.ndarray,
+               marker: np.ndarray | None, row: dict, written_inputs: set[str]) -> None:
+    d = out / "maps" / image_id
+    inp = d / "input.npz"
+    if image_id not in written_inputs and not inp.exists():
+        atomic_write_bytes(inp, _npz_bytes(
+            image=x.numpy().astype(np.float32), mask=mask.astype(np.uint8),
+            marker=(marker if marker is not None else np.zeros_like(mask)).astype(np.uint8),
+            label=np.int64(row["label"]), prob=np.float32(row["prob"]), slice=np.str_(row["slice"]), path=np.str_(row["image"]),
+        ))
+    written_inputs.add(image_id)
+    arrays = {"map": a.astype(np.float32)}
+    for key, v in extras.items():
+        if isinstance(v, torch.Tensor) and v.dim() == 3 and tuple(v.shape[-2:]) == a.shape:
+            arrays[key] = v.numpy().astype(np.float32)
+    atomic_write_bytes(d / f"{_safe_method(method)}.npz", _npz_bytes(**arrays))
+
+
+# ---- the batched implementation -----------------------------------------------------------------
+#: at most this many deletion images go through the classifier in one call
+DELETION_BATCH = 256
+
+
+@contextlib.contextmanager
+def _batch_at_least(ex: Any, n: int):
+    """Let ``ex.explain`` take ``n`` images in one ``attribute`` call (for medXGAN: one inversion of all of
+    them) instead of splitting them into its ``batch_size``; restored afterwards. The explainers compute
+    each image on its own (inversion: per-image loss and Adam; baselines: per-sample gradients), so the
+    maps change by floating-point batching differences only."""
+    old = getattr(ex, "batch_size", None)
+    if isinstance(old, int) and n > old:
+        ex.batch_size = n
+    try:
+        yield
+    finally:
+        if isinstance(old, int):
+            ex.batch_size = old
+
+
+def _noisy_maps(ex: Any, x: torch.Tensor, todo: list[int], ids: list[str], sigmas: list[float], seed: int) -> dict[float, list]:
+    """The maps of the noisy copies of every noise level, explained as one batch (same seeded noise as the
+    reference: image ``ids[i]``, salt = sigma index + 1)."""
+    if not sigmas:
+        return {}
+    k = len(todo)
+    copies = []
+    for si, s in enumerate(sigmas):
+        noise = torch.stack([
+            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(_seed_for(seed, ids[i], si + 1))) for i in todo
+        ])
+        copies.append((x + s * noise).clamp(-1.0, 1.0))
+    with _batch_at_least(ex, k * len(sigmas)):
+        maps, _, _ = _explain_safe(ex, torch.cat(copies))
+    return {s: maps[si * k : (si + 1) * k] for si, s in enumerate(sigmas)}
+
+
+def _perturbations(x1: torch.Tensor, seed: int, radius: float, n_perturb: int) -> torch.Tensor:
+    """Max-sensitivity's perturbed copies of one image (1 x C x H x W), drawn exactly as
+    :func:`medxgan.evaluate.robustness.max_sensitivity` has Captum draw them (one seeded generator,
+    uniform noise in the L-inf ball), then clamped to [-1, 1] as the reference's explanation function does."""
+    t = torch.repeat_interleave(x1, n_perturb, dim=0)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    noise = torch.rand(t.shape, generator=gen, dtype=t.dtype) * 2 - 1
+    return (t + noise.to(t.device) * radius).clamp(-1.0, 1.0)
+
+
+def _sensitivity(clean: np.ndarray, perturbed: list[np.ndarray]) -> float:
+    """Captum's ``sensitivity_max`` from the clean map and the maps of the perturbed copies: max over the
+    copies of ||E(x + d) - E(x)||_F / ||E(x)||_F (the norm of a zero clean map taken as 1), in float32."""
+    e = torch.from_numpy(clean).reshape(1, -1)
+    n = len(perturbed)
+    ep = torch.stack([torch.from_numpy(m).reshape(-1) for m in perturbed])
+    sens = (e.repeat_interleave(n, dim=0) - ep).view(n, -1)
+    norm = torch.norm(e, p="fro", dim=1, keepdim=True).repeat_interleave(n, dim=0)
+    norm = torch.where(norm == 0.0, torch.tensor(1.0, dtype=norm.dtype), norm)
+    v = (torch.norm(sens, p="fro", dim=1, keepdim=True) / norm).view(1, -1).max(dim=1).values
+    return float(v.double()[0])
+
+
+def _max_sensitivities(ex: Any, x: torch.Tensor, todo: list[int], maps: list, ids: list[str], seed: int, ms_todo: set[int],
+                       radius: float, n_perturb: int) -> dict[int, float | None]:
+    """Max-sensitivity of every image of ``ms_todo`` (positions in the chunk -> value), the perturbed copies
+    of all of them explained as one batch and compared with the clean maps already computed (Captum's
+    ``sensitivity_max`` explains the clean image again: the same map). A non-finite map in the batch falls
+    back to one image at a time, as the reference does (None for that image)."""
+    js = [j for j, i in enumerate(todo) if i in ms_todo and maps[j] is not None]
+    out: dict[int, float | None] = {j: None for j, i in enumerate(todo) if i in ms_todo}
+    if not js:
+        return out
+    pert = [_perturbations(x[j : j + 1], _seed_for(seed, ids[todo[j]], 0), radius, n_perturb) for j in js]
+
+    def explain(batch: torch.Tensor) -> list[np.ndarray]:
+        with _batch_at_least(ex, batch.shape[0]), torch.enable_grad():
+            e = ex.explain(batch)
+        return [e.maps[q, 0].numpy().astype(np.float32) for q in range(batch.shape[0])]
+
+    try:
+        pm = explain(torch.cat(pert))
+        for q, j in enumerate(js):
+            out[j] = _sensitivity(maps[j], pm[q * n_perturb : (q + 1) * n_perturb])
+    except RuntimeError as exc:
+        if not _is_nonfinite_error(exc):
+            raise
+        for q, j in enumerate(js):
+            try:
+                out[j] = _sensitivity(maps[j], explain(pert[q]))
+            except RuntimeError as exc2:
+                if not _is_nonfinite_error(exc2):
+                    raise
+                out[j] = None
+    return out
+
+
+def _deletion_curves(prob_fn: Any, x: torch.Tensor, maps: list[np.ndarray], fractions: list[float]) -> list[dict[str, dict]]:
+    """Both deletion curves (mean, blur) of every image of the chunk, their images classified together
+    (at most :data:`DELETION_BATCH` per classifier call) instead of one call per curve."""
+    parts = []
+    for j, a in enumerate(maps):
+        for rep in ("mean", "blur"):
+            parts.append((j, rep, *deletion_inputs(x[j], a, fractions=fractions, replacement=rep)))
+    xb = torch.cat([p[2] for p in parts])
+    with torch.no_grad():
+        p_all = torch.cat([torch.as_tensor(prob_fn(xb[s : s + DELETION_BATCH])).detach().reshape(-1).cpu()
+                           for s in range(0, xb.shape[0], DELETION_BATCH)])
+    out: list[dict[str, dict]] = [{} for _ in maps]
+    start = 0
+    for j, rep, xs, ks, valid in parts:
+        d = deletion_scores(p_all[start : start + xs.shape[0]], ks, valid)
+        start += xs.shape[0]
+        out[j][f"deletion_{rep}"] = {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]}
+    return out
+
+
+def evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
+                   fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None) -> list[dict]:
+    """The rows of the images ``todo`` (a chunk) for explainer ``ex``, batched (see the module docstring);
+    the same rows as :func:`evaluate_pairs_reference` within floating-point batching differences."""
+    x = images[todo]
+    k = len(todo)
+    h, w = x.shape[-2:]
+    maps, extras, secs = _explain_safe(ex, x)
+    per_image_s = secs / k
+    a_all = [np.full((h, w), np.nan, dtype=np.float32) if m is None else m for m in maps]
+
+    noisy_maps = _noisy_maps(ex, x, todo, ids, sigmas, seed)
+    sens = {} if getattr(ex, "ground_truth", False) else _max_sensitivities(ex, x, todo, maps, ids, seed, set(ms_todo), **_ms_args(ms_kw))
+    deletions = _deletion_curves(prob_fn, x, a_all, fractions)
+    oracle_p = _oracle_probs(oracle, extras, "x_neg", dev)
+    oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
+
+    rows = []
+    for j, i in enumerate(todo):
+        invalid = maps[j] is None
+        a = a_all[j]
+        met: dict[str, Any] = {}
+        mask_i = masks[i, 0].numpy() > 0.5
+        met["map"] = {"constant": None if invalid else bool(is_constant(np.abs(a)))}
+        if slice_of[i] == "TP" and bool(has_mask[i]) and mask_i.any():
+            met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
+        met.update(deletions[j])
+        if sigmas:
+            met["robustness"] = {}
+            for s in sigmas:
+                b = noisy_maps[s][j]
+                if invalid or b is None:
+                    met["robustness"][f"noise_{s:g}"] = {"ssim": None, "spearman": None, "top10": None}
+                else:
+                    met["robustness"][f"noise_{s:g}"] = {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)}
+        if j in sens:
+            met["sensitivity"] = {"max": sens[j]}
+        ex_j = extras[j]
+        if "x_neg" in ex_j:
+            p_neg = ex_j.get("prob_neg")
+            if p_neg is None:
+                with torch.no_grad():
+                    p_neg = float(prob_fn(ex_j["x_neg"][None]).item())
+            met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p[j])
+        if "x_res" in ex_j:
+            met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_res[j])
+        if twins is not None and bool(has_twin[i]):
+            met.update(_twin_metrics(a, x[j], twins[i], ex_j, localise="localisation" in met and not invalid,
+                                     ground_truth=getattr(ex, "ground_truth", False)))
+        if markers is not None:
+            met["shortcut"] = shortcut_metrics(a, markers[i], mask_i if mask_i.any() else None)
+        met["cost"] = {"time_s": per_image_s}
+        row = {"image_id": ids[i], "image": rels[i], "index": int(i), "method": ex.name, "slice": slice_of[i],
+               "label": int(labels[i]), "prob": float(probs[i]), "has_mask": bool(has_mask[i]), "invalid_map": invalid,
+               "time_s": per_image_s, "metrics": met}
+        rows.append(row)
+        if out is not None:
+            _save_maps(out, ids[i], ex.name, a, ex_j, x[j], mask_i, markers[i] if markers is not None else None, row, written_inputs)
+    return rows
+
+
+def _ms_args(ms_kw: dict[str, Any]) -> dict[str, Any]:
+    return {"radius": float(ms_kw["radius"]), "n_perturb": int(ms_kw["n_perturb"])}
+
+
+#: ``evaluate(implementation=...)`` -> the function that computes the rows of one chunk.
+IMPLEMENTATIONS = {"batched": evaluate_pairs, "reference": evaluate_pairs_reference}
