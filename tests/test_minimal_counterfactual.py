@@ -121,6 +121,27 @@ def test_inversion_counterfactual_term_hand_computed():
     assert torch.allclose(with_cf - plain, expected, atol=1e-5)
 
 
+def test_inversion_realism_term_hand_computed():
+    from medxgan.gan.inversion import counterfactual_images, invert
+    from medxgan.gan.networks import build_discriminator
+    from medxgan.runtime.errors import MedxganError
+
+    torch.manual_seed(0)
+    net = get_preset("default", channels=1, size=32, **TINY).net
+    G, D = build_generator(net).eval(), build_discriminator(net).eval()
+    clf = wrap_classifier(nn.Sequential(nn.Flatten(), nn.Linear(32 * 32, 1)), output="logit1")
+    z1, z2, x = torch.randn(3, 8), torch.randn(3, 4), torch.rand(3, 1, 32, 32) * 2 - 1
+    p = torch.full((3,), 0.7)
+    with torch.no_grad():
+        plain, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0, counterfactual="residual")
+        with_real, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0, counterfactual="residual", w_real=0.5, disc=D)
+        d = D(counterfactual_images(G, z1, z2, x)[2], torch.zeros(3, dtype=torch.long))  # the negative class
+        expected = 0.5 * torch.log1p(torch.exp(-d))  # BCE(sigmoid(d), 1) = log(1 + e^-d)
+    assert torch.allclose(with_real - plain, expected, atol=1e-5)
+    with pytest.raises(MedxganError, match="discriminator"):
+        invert(G, clf, x, steps=1, w_real=1.0)
+
+
 def _tiny_data(n=32, size=32, channels=1, seed=0):
     return square_lesion_data(n, size, channels, seed)
 

@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--w-prior", type=float, default=0.0)
     ap.add_argument("--w-min", type=float, default=0.0)
     ap.add_argument("--counterfactual", default="generator")
+    ap.add_argument("--w-real", type=float, default=0.0, help="inversion realism term: the counterfactual must pass the run's D as a real negative")
     ap.add_argument("--baselines", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--from-checkpoint", action="store_true", help="evaluate the run's latest checkpoint (training still going)")
@@ -56,7 +57,7 @@ def main() -> None:
     x, m = x[sel], m[sel]
     twins = torch.cat([load_image_tensor(_twin(a.data, paths[i]), size=G.size, channels=G.channels) for i in sel])
     res = invert(G, clf, x, steps=a.steps, restarts=a.restarts, w_cf=a.w_cf, w_prior=a.w_prior, w_min=a.w_min,
-                 counterfactual=a.counterfactual)
+                 counterfactual=a.counterfactual, w_real=a.w_real, discriminator=_discriminator(a.run, run.config) if a.w_real else None)
     with torch.no_grad():
         z1, z2 = res.z1, res.z2
         x_pos, x_neg = res.reconstructions, G(z1, torch.zeros_like(z2))
@@ -133,6 +134,16 @@ def _snapshot(run: str) -> str:
     if "E" in st:
         save_file({k: v.contiguous() for k, v in st["E"].items()}, str(snap / "encoder.safetensors"))
     return str(snap)
+
+
+def _discriminator(run: str, config: dict):
+    from medxgan.gan.networks import build_discriminator
+    from medxgan.runtime.runs import RunDir
+
+    rd = RunDir(run)
+    D = build_discriminator(config["net"])
+    D.load_state_dict(rd.load_weights("discriminator") if rd.has_weights("discriminator") else rd.load_checkpoint()["trainer"]["D"])
+    return D.eval()
 
 
 def _twin(root: str, path: str) -> Path:

@@ -100,8 +100,9 @@ def counterfactual_images(gen: nn.Module, z1: Tensor, z2: Tensor, x: Tensor, amp
 
 
 def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float,
-                    amp: str = "off", w_cf: float = 0.0, counterfactual: str = "generator", w_min: float = 0.0) -> tuple[Tensor, Tensor]:
-    if w_cf or w_min:  # the counterfactual must be negative (keeps the pathology out of z1) and, for the
+                    amp: str = "off", w_cf: float = 0.0, counterfactual: str = "generator", w_min: float = 0.0,
+                    w_real: float = 0.0, disc: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+    if w_cf or w_min or w_real:  # the counterfactual must be negative (keeps the pathology out of z1) and, for the
         # residual counterfactual, change as little of the scan as it can
         out, x_neg, x_res = counterfactual_images(gen, z1, z2, x, amp)
         x_cf = x_res if counterfactual == "residual" else x_neg
@@ -115,6 +116,9 @@ def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor,
         loss = loss + w_cf * F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none")
     if w_min:
         loss = loss + w_min * (x_cf - x).abs().flatten(1).mean(1)
+    if w_real:  # the counterfactual must pass the GAN's discriminator as a real scan of the negative class
+        y0 = torch.zeros(x_cf.shape[0], dtype=torch.long, device=x_cf.device) if getattr(disc, "conditional", False) else None
+        loss = loss + w_real * F.softplus(-forward(amp, z1.device, lambda a: disc(a, y0), x_cf).float())
     if w_prior:
         loss = loss + w_prior * 0.5 * (z1.pow(2).mean(1) + z2.pow(2).mean(1))
     return loss, out
@@ -149,6 +153,8 @@ def invert(
     w_cf: float = 0.0,
     counterfactual: str = "generator",
     w_min: float = 0.0,
+    w_real: float = 0.0,
+    discriminator: nn.Module | None = None,
     early_stop_patience: int | None = DEFAULT_PATIENCE,
     min_rel_improvement: float = 1e-4,
     seed: int = 0,
@@ -178,6 +184,11 @@ def invert(
             G(z1, 0)) or ``"residual"`` (the scan with the generator's change removed; see
             :func:`counterfactual_images`).
         w_min: weight of mean|x_cf - x| (minimality: the counterfactual changes as little as it can).
+        w_real: weight of softplus(-D(x_cf, negative)): the counterfactual must look like a real healthy
+            scan to the GAN's own discriminator, not only fall below the classifier's threshold (a few
+            changed pixels can flip a classifier; D was trained on real negatives). 0 = off.
+        discriminator: D for ``w_real``; default the generator's ``inversion_discriminator`` (set by
+            :func:`medxgan.gan.run.load_generator` when the run's preset asks for ``w_real``).
         early_stop_patience: steps without relative improvement > ``min_rel_improvement`` after which
             an image is frozen; None or 0 disables early stopping.
         seed: seeds the random starting codes (independent of the global RNG).
@@ -201,6 +212,9 @@ def invert(
         raise MedxganError(f"z1_init {z1_init!r}: choose 'zeros' or 'random'")
     if steps < 0 or restarts < 1:
         raise MedxganError(f"steps must be >= 0 and restarts >= 1 (got {steps}, {restarts})")
+    disc = discriminator if discriminator is not None else getattr(generator, "inversion_discriminator", None)
+    if w_real and disc is None:
+        raise MedxganError("w_real > 0 needs the GAN's discriminator (discriminator=, or a run loaded with it)", arg="w_real")
     device = next(generator.parameters()).device
     amp = check_amp(amp, device)
     x = images.detach().float().to(device)
@@ -210,7 +224,7 @@ def invert(
     nz1, nz2 = int(generator.nz1), int(generator.nz2)
     patience = int(early_stop_patience or 0)
 
-    with frozen(generator, classifier), torch.enable_grad():  # works inside a caller's no_grad() too
+    with frozen(generator, classifier, disc if w_real else None), torch.enable_grad():  # works inside a caller's no_grad() too
         with torch.no_grad():
             p_x = forward(amp, device, classifier.prob, x).float()
         xr = x.repeat(restarts, 1, 1, 1)
@@ -236,7 +250,7 @@ def invert(
         steps_run = torch.zeros(m, dtype=torch.long, device=device)
 
         for _ in range(steps + 1):  # the last pass only evaluates the final codes
-            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf, counterfactual, w_min)
+            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf, counterfactual, w_min, w_real, disc)
             with torch.no_grad():
                 lv = loss.detach()
                 thresh = torch.where(torch.isfinite(best_loss), best_loss - min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
@@ -283,7 +297,7 @@ def invert(
 
     settings = dict(
         steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior, w_cf=w_cf, counterfactual=counterfactual, w_min=w_min,
-        early_stop_patience=patience, seed=seed, tune_generator=tune_generator,
+        **({"w_real": w_real} if w_real else {}), early_stop_patience=patience, seed=seed, tune_generator=tune_generator,
         **({"tune_steps": tune_steps, "tune_lr": tune_lr, "tune_reg": tune_reg, "tune_cls": tune_cls} if tune_generator else {}),
     )
     return InversionResult(

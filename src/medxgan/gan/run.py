@@ -26,7 +26,7 @@ from torch import nn
 
 from medxgan.classifiers import Preprocessing, as_classifier, load_classifier
 from medxgan.gan.encoder import LatentEncoder
-from medxgan.gan.networks import Generator, build_generator
+from medxgan.gan.networks import Generator, build_discriminator, build_generator
 from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
@@ -148,7 +148,24 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", a
     G.to(dev).eval().requires_grad_(False)
     if attach_encoder:
         _attach_encoder(G, rd, config, dev)
+        _attach_discriminator(G, rd, config, dev)
     return G, config
+
+
+def _attach_discriminator(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch.device) -> None:
+    """D as ``G.inversion_discriminator`` when the run's preset asks inversion for realism (w_real):
+    the final discriminator weights, else the latest checkpoint's."""
+    if not ((config.get("preset") or {}).get("inversion") or {}).get("w_real"):
+        return
+    if rd.has_weights(DISCRIMINATOR_NAME):
+        state = rd.load_weights(DISCRIMINATOR_NAME)
+    elif rd.latest_checkpoint() is not None:
+        state = rd.load_checkpoint(rd.latest_checkpoint())["trainer"]["D"]
+    else:
+        return
+    D = build_discriminator(config["net"])
+    D.load_state_dict(state)
+    G.__dict__["inversion_discriminator"] = D.to(dev).eval().requires_grad_(False)  # not a registered submodule of G
 
 
 def _attach_encoder(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch.device) -> None:
