@@ -412,3 +412,119 @@ def test_paired_mistakes_are_one_line_exit_2_before_any_work(data, paired_data, 
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and expect in err[0], (args, err)
         assert not out.exists()
+
+
+# ---- FID / KID ----------------------------------------------------------------------------------------
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(1).double()
+
+
+def test_frechet_distance_closed_forms():
+    """torchmetrics' FID (through runtime.quality) on identity features: a set with itself is 0; 1-D and
+    diagonal Gaussians match the closed form |mu1 - mu2|^2 + sum_i (sigma1_i - sigma2_i)^2 (sample statistics, N - 1)."""
+    from medxgan.runtime import quality
+
+    x = torch.randn(50, 1, 1, 3, generator=torch.Generator().manual_seed(0))
+    assert abs(quality.fid(_flat, 3, x, x)) < 1e-6
+    # 1-D: real mean 1, std 2; fake mean -0.5, std 0.5 (exactly, as sample statistics)
+    z = torch.tensor([-1.5, -0.5, 0.5, 1.5], dtype=torch.float64)
+    z = z / z.std()
+    real, fake = (1 + 2 * z).view(4, 1, 1, 1), (-0.5 + 0.5 * z).view(4, 1, 1, 1)
+    assert quality.fid(_flat, 1, real, fake) == pytest.approx(1.5**2 + 1.5**2, rel=1e-6)
+    # diagonal 2-D: orthogonal zero-mean columns give exactly diagonal sample covariances
+    c1 = torch.tensor([1.0, -1, 1, -1], dtype=torch.float64)
+    c2 = torch.tensor([1.0, 1, -1, -1], dtype=torch.float64)
+    s = c1.std()  # both columns have this std
+    real = torch.stack([0 + 1 * c1 / s, 3 + 4 * c2 / s], 1).view(4, 1, 1, 2)
+    fake = torch.stack([1 + 2 * c1 / s, 3 + 1 * c2 / s], 1).view(4, 1, 1, 2)
+    assert quality.fid(_flat, 2, real, fake) == pytest.approx((1 + 0) + ((1 - 2) ** 2 + (4 - 1) ** 2), rel=1e-6)
+
+
+def test_kernel_distance_by_hand():
+    """KID = unbiased MMD^2 with k(x, y) = (x.y / d + 1)^3; one subset of all N images is deterministic."""
+    from medxgan.runtime import quality
+
+    r = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    f = torch.tensor([1.0, 3.0, 4.0], dtype=torch.float64)
+    k = lambda a, b: (a[:, None] * b[None, :] + 1) ** 3  # noqa: E731  (d = 1)
+    m = 3
+    kxx, kyy, kxy = k(r, r), k(f, f), k(r, f)
+    want = ((kxx.sum() - kxx.diag().sum()) + (kyy.sum() - kyy.diag().sum())) / (m * (m - 1)) - 2 * kxy.sum() / m**2
+    mean, std = quality.kid(_flat, 1, r.view(3, 1, 1, 1), f.view(3, 1, 1, 1), subsets=1, subset_size=3)
+    assert mean == pytest.approx(float(want), rel=1e-9) and std == 0.0
+
+
+def test_domain_kid_is_deterministic_and_separates(tmp_path):
+    from medxgan.translate.fidelity import DomainFeatures, fid_kid
+
+    a, b = DomainFeatures(1), DomainFeatures(1)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+    x = torch.rand(12, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    same, other = fid_kid(x, x, None), fid_kid(x, x * 0.3, None)
+    assert "fid" not in same and abs(same["domain_kid_mean"]) < 0.2 * other["domain_kid_mean"]
+
+
+class _StandIn(torch.nn.Module):
+    """Takes the call of the TorchScript FID Inception (uint8 N x 3 x H x W, return_features) -> N x dim. Not
+    Inception: it only exercises the loading path."""
+
+    def __init__(self, dim: int = 2048):
+        super().__init__()
+        self.proj = torch.nn.Linear(6, dim)
+
+    def forward(self, img: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        x = img.float() / 255
+        return self.proj(torch.cat([x.mean((2, 3)), x.std((2, 3))], 1))
+
+
+def test_evaluate_with_torchscript_inception_file(data, run, tmp_path):
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.script(_StandIn()).save(str(path))
+    res = evaluate_translation(data, run, tmp_path / "ev", device="cpu", inception_weights=path)
+    fid = res["fidelity"]
+    for d in ("fundus2angio", "angio2fundus"):
+        assert fid[d]["fid"] >= 0 and {"kid_mean", "kid_std", "domain_kid_mean", "domain_kid_std"} <= set(fid[d])
+    assert fid["inception"].startswith("Inception-v3 2048-d pool features (TorchScript") and "NOT Inception" in fid["domain_kid"]
+    assert "fid" not in res["skipped"]
+    md = (tmp_path / "ev" / "results.md").read_text()
+    assert "| fundus -> angiogram | " in md and "domain KID (not Inception)" in md
+
+
+def test_inception_state_dict_through_torchmetrics_when_torch_fidelity_works(tmp_path, monkeypatch):
+    """The pytorch-fid / torch-fidelity state-dict file goes through torchmetrics' NoTrainInceptionV3. Here a
+    randomly initialised state dict that we save ourselves (no real weights in tests); skipped where
+    torch-fidelity (with a working torchvision) is not installed."""
+    try:
+        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    except Exception:
+        pytest.skip("torch-fidelity with a working torchvision is not installed (pip install 'medxgan[fid]')")
+    from medxgan.translate.fidelity import load_inception
+
+    torch.save({}, tmp_path / "empty.pth")
+    with monkeypatch.context() as m:
+        m.setattr(FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, strict=True: None)
+        state = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"], str(tmp_path / "empty.pth")).state_dict()
+    torch.save(state, tmp_path / "pt_inception-random.pth")
+    feats = load_inception(tmp_path / "pt_inception-random.pth")
+    assert feats(torch.rand(2, 1, 40, 40)).shape == (2, 2048)
+
+
+def test_inception_file_mistakes_are_one_line_exit_2(data, run, tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"not a model at all")
+    torch.save({"conv.weight": torch.zeros(2, 2)}, tmp_path / "other.pth")
+    torch.save({"Mixed_7c.branch_pool.conv.weight": torch.zeros(1), "fc.weight": torch.zeros(1)}, tmp_path / "shaped.pth")
+    torch.jit.script(_StandIn(dim=512)).save(str(tmp_path / "small.pt"))
+    try:
+        import torch_fidelity  # noqa: F401
+        shaped = "does not match torch-fidelity's Inception-v3"
+    except Exception:
+        shaped = "needs torch-fidelity"
+    cases = [("missing.pt", "file not found"), ("junk.pt", "not an Inception-v3 FID weights file"),
+             ("other.pth", "not the FID Inception-v3 state dict"), ("shaped.pth", shaped), ("small.pt", "not the 2048")]
+    for name, expect in cases:
+        out = tmp_path / f"ev_{name}"
+        rc = main(["translate", "evaluate", str(data), "--run", str(run), "--out", str(out), "--inception-weights",
+                   str(tmp_path / name), "--device", "cpu"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--inception-weights" in err[0] and expect in err[0], (name, err)
+        assert not out.exists()

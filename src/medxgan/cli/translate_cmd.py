@@ -103,16 +103,21 @@ def register(subparsers, formatter_class) -> None:
     e = sub.add_parser(
         "evaluate", help="SSIM / PSNR / MAE on paired test images, both directions, plus cycle error", formatter_class=formatter_class,
         description="Compare G_fa(testA) with testB and G_fundus(testB) with testA (paired by file name, resized to the "
-                    "training size), and the cycle reconstructions. FID/KID are listed as skipped (they need local "
-                    "Inception-v3 weights). Writes results.json, results.md and side_by_side.png.",
+                    "training size), and the cycle reconstructions; FID and KID with a local Inception-v3 file "
+                    "(--inception-weights; skipped without one, nothing is downloaded) and always a domain KID in a fixed "
+                    "random conv-net feature space (stated as not Inception). Writes results.json, results.md and side_by_side.png.",
         epilog="examples:\n"
                "  medxgan translate evaluate data/fa --run runs/fa\n"
-               "  medxgan translate evaluate data/fa --run runs/fa --out eval/fa",
+               "  medxgan translate evaluate data/fa --run runs/fa --out eval/fa --weights best\n"
+               "  medxgan translate evaluate data/fa --run runs/fa --inception-weights ~/models/inception-2015-12-05.pt",
     )
     e.add_argument("data", help="data root with testA/ and testB/")
     e.add_argument("--run", required=True, help="cyclegan run directory")
     e.add_argument("--out", help="output folder (default RUN/eval)")
-    e.add_argument("--inception-weights", metavar="PATH", help="local Inception-v3 weights for FID/KID (otherwise skipped)")
+    e.add_argument("--inception-weights", metavar="FILE",
+                   help="local Inception-v3 FID network for FID/KID: the TorchScript inception-2015-12-05.pt (StyleGAN2-ADA / "
+                        "clean-fid), or pt_inception-2015-12-05-6726825d.pth (pytorch-fid / torch-fidelity; needs "
+                        "pip install 'medxgan[fid]'); without it FID/KID are skipped")
     e.add_argument("--weights", choices=["last", "ema", "best"], default="last",
                    help="which generator weights: last = the final step's (default), ema = their moving average, best = the epoch "
                         "with the best validation fundus->FA SSIM (runs trained with DATA/valA + valB)")
