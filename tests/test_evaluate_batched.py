@@ -64,6 +64,7 @@ class Counting(SaliencyExplainer):
     def __init__(self, *a, **k):
         super().__init__(*a, **k)
         self.batches = []
+        self.engine = object()  # looks like a medXGAN explainer: the runner raises its batch size
 
     def attribute(self, images):
         self.batches.append(int(images.shape[0]))

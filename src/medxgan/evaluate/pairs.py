@@ -228,12 +228,14 @@ DELETION_BATCH = 256
 
 @contextlib.contextmanager
 def _batch_at_least(ex: Any, n: int):
-    """Let ``ex.explain`` take ``n`` images in one ``attribute`` call (for medXGAN: one inversion of all of
-    them) instead of splitting them into its ``batch_size``; restored afterwards. The explainers compute
-    each image on its own (inversion: per-image loss and Adam; baselines: per-sample gradients), so the
-    maps change by floating-point batching differences only."""
+    """Let a medXGAN explainer (one with an inversion ``engine``) take ``n`` images in one ``attribute`` call,
+    i.e. one batched inversion of all of them, instead of splitting them into its ``batch_size``; restored
+    afterwards. The inversion optimises each image's codes on its own (per-image loss, element-wise Adam),
+    so the maps change by floating-point batching differences only. The baselines keep their batch size:
+    they gain nothing from a larger one (IG and occlusion batch internally, SmoothGrad goes image by
+    image) and occlusion's memory grows with it."""
     old = getattr(ex, "batch_size", None)
-    if isinstance(old, int) and n > old:
+    if getattr(ex, "engine", None) is not None and isinstance(old, int) and n > old:
         ex.batch_size = n
     try:
         yield
