@@ -49,6 +49,7 @@ def _evaluate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     kw["max_sensitivity"] = args.ms_n > 0
     kw["inversion"] = {"steps": args.steps, "restarts": args.restarts}
     kw["batch_size"] = args.batch_size
+    kw["subset"] = args.subset
     return kw
 
 
@@ -60,7 +61,7 @@ def run_one(args: argparse.Namespace, implementation: str, out: Path) -> dict[st
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     t = time.perf_counter()
-    res = evaluate(args.data, out, gan=args.gan, methods=args.methods, n=args.n, split="test", subset="pred-pos", seed=0, device="cpu",
+    res = evaluate(args.data, out, gan=args.gan, methods=args.methods, n=args.n, split="test", seed=0, device="cpu",
                    show_progress=False, overwrite=True, implementation=implementation, **_evaluate_kwargs(args))
     wall = time.perf_counter() - t
     return {"implementation": implementation, "wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -137,7 +138,7 @@ def compare(args: argparse.Namespace) -> None:
 
 def _passthrough(args: argparse.Namespace) -> list[str]:
     out = ["--data", str(args.data), "--gan", str(args.gan), "--n", str(args.n), "--steps", str(args.steps), "--restarts", str(args.restarts),
-           "--ms-n", str(args.ms_n), "--batch-size", str(args.batch_size), "--sigmas", *map(str, args.sigmas)]
+           "--ms-n", str(args.ms_n), "--subset", args.subset, "--batch-size", str(args.batch_size), "--sigmas", *map(str, args.sigmas)]
     if args.methods:
         out += ["--methods", *args.methods]
     return out
@@ -230,7 +231,7 @@ def profile(args: argparse.Namespace) -> None:
     out = Path(args.workdir or tempfile.mkdtemp(prefix="evaluate_profile_"))
     load_before = list(os.getloadavg())
     t = time.perf_counter()
-    res = evaluate(args.data, out, gan=args.gan, methods=args.methods, n=args.n, split="test", subset="pred-pos", seed=0, device="cpu",
+    res = evaluate(args.data, out, gan=args.gan, methods=args.methods, n=args.n, split="test", seed=0, device="cpu",
                    show_progress=False, overwrite=True, implementation="reference", **_evaluate_kwargs(args))
     wall = time.perf_counter() - t
     phases: dict[str, float] = defaultdict(float)
@@ -263,6 +264,7 @@ def main() -> None:
     ap.add_argument("--gan", required=True, type=Path)
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--methods", nargs="+", default=None)
+    ap.add_argument("--subset", default="pred-pos", help="pred-pos (the demo's), pos, tp or all")
     ap.add_argument("--sigmas", nargs="+", type=float, default=list(DEMO["noise_sigmas"]))
     ap.add_argument("--ms-n", type=int, default=3)
     ap.add_argument("--steps", type=int, default=200)
