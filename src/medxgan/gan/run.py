@@ -131,7 +131,12 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", a
     rd = RunDir(run)
     config = rd.read_config(expect_kind=GAN_KIND)
     dev = torch.device(device) if isinstance(device, torch.device) else pick_device(device)
-    G = build_generator(config["net"])
+    try:  # a hand-edited or foreign config.json: one line naming it
+        if not isinstance(config.get("net"), dict):
+            raise MedxganError("'net' missing or not an object")
+        G = build_generator(config["net"])
+    except (MedxganError, TypeError, ValueError) as exc:
+        raise MedxganError(f"{rd.config_path}: bad network config ({' '.join(str(exc).split())})") from None
     if rd.has_weights(GENERATOR_NAME):
         state = rd.load_weights(GENERATOR_NAME)
     elif rd.latest_checkpoint() is not None:
@@ -212,7 +217,11 @@ def load_gan_run(
         if local is not None and local.exists():
             clf = load_classifier(local, device=dev, **kw)
         elif rec.get("source"):
-            clf = load_classifier(rec["source"], device=dev, **kw)
+            src = str(rec["source"])
+            if ":" not in src and not os.path.exists(src):  # moved or deleted since training: say whose classifier
+                raise MedxganError(f"{rd.path}: the classifier it was trained against, {src}, is not there and the run holds no copy "
+                                   "of it; pass the classifier with --classifier")
+            clf = load_classifier(src, device=dev, **kw)
         else:
             raise MedxganError(f"{rd.path}: the run holds no copy of its classifier; pass classifier=")
     else:
