@@ -128,16 +128,18 @@ class ClassifierAdapter(nn.Module):
     def _select(self, out: Any) -> torch.Tensor:
         if isinstance(out, dict):
             if not out:
-                raise MedxganError("classifier returned an empty dict")
+                raise MedxganError(f"classifier {self.name}: returned an empty dict", arg="classifier")
             key = self.output_key if self.output_key is not None else next(iter(out))
             if key not in out:
-                raise MedxganError(f"classifier output has no key {key!r} (keys: {', '.join(map(str, out))})")
+                raise MedxganError(f"classifier {self.name}: its output has no key {key!r} (keys: {', '.join(map(str, out))})", arg="classifier")
             out = out[key]
         elif isinstance(out, (tuple, list)):
             idx = int(self.output_key) if self.output_key is not None else 0
+            if not -len(out) <= idx < len(out):
+                raise MedxganError(f"classifier {self.name}: its output is a sequence of {len(out)}, no element {idx}", arg="classifier")
             out = out[idx]
         if not isinstance(out, torch.Tensor):
-            raise MedxganError(f"unsupported classifier output type {type(out).__name__}: expected a tensor, tuple or dict")
+            raise MedxganError(f"classifier {self.name}: unsupported output type {type(out).__name__} (expected a tensor, tuple or dict)", arg="classifier")
         return out
 
     def _decode(self, out: torch.Tensor, n: int) -> torch.Tensor:
@@ -145,8 +147,8 @@ class ClassifierAdapter(nn.Module):
             out = out.unsqueeze(1)
         if out.dim() != 2 or out.shape[0] != n or out.shape[1] not in (1, 2):
             raise MedxganError(
-                f"classifier output has shape {tuple(out.shape)} for a batch of {n}: not a binary classifier "
-                "(expected N x 2 logits/probabilities or N x 1 / N logits)"
+                f"classifier {self.name}: its output has shape {tuple(out.shape)} for a batch of {n}: not a binary classifier "
+                "(expected N x 2 logits/probabilities or N x 1 / N logits)", arg="classifier"
             )
         kind = self.output
         if kind == "auto":
@@ -194,7 +196,7 @@ class ClassifierAdapter(nn.Module):
             return self.model(x)
         except MedxganError:
             raise
-        except Exception as exc:  # the user's code: one line naming it (the CLI's --traceback shows the trace)
+        except (Exception, SystemExit) as exc:  # the user's code: one line naming it (the CLI's --traceback shows the trace)
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             raise UserCodeError(f"classifier {self.name} raised {type(exc).__name__}: {first} while scoring a batch of {x.shape[0]}") from exc
 

@@ -65,7 +65,10 @@ def _load_run(path: Path, device: str | torch.device) -> ClassifierAdapter:
     config = run.read_config(expect_kind=CLASSIFIER_KIND)
     if not isinstance(config.get("arch"), str) or not isinstance(config.get("arch_kwargs", {}), dict):
         raise MedxganError(f"{run.config_path}: no classifier architecture ('arch' missing or not a name, or 'arch_kwargs' not an object)")
-    model = build_architecture(config["arch"], **config.get("arch_kwargs", {}))
+    try:
+        model = build_architecture(config["arch"], **config.get("arch_kwargs", {}))
+    except (MedxganError, TypeError, ValueError) as exc:  # the run's config names an architecture or arguments that do not exist
+        raise MedxganError(f"{run.config_path}: cannot build classifier architecture {config['arch']!r} ({_first(exc)})") from None
     state = run.load_weights(WEIGHTS_NAME)
     try:
         model.load_state_dict(state)
@@ -98,14 +101,14 @@ def _load_factory(spec: str, weights: Any, device: Any, output: str | None, pp: 
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise MedxganError(f"classifier {spec}: cannot import module {module_name!r} ({exc})", arg="classifier") from None
-    except Exception as exc:  # the user's module raised while being imported
+    except (Exception, SystemExit) as exc:  # the user's module raised (or exited) while being imported
         raise UserCodeError(f"classifier {spec}: importing module {module_name!r} raised {type(exc).__name__}: {_first(exc)}", arg="classifier") from exc
     factory = getattr(module, attr, None)
     if factory is None or not callable(factory):
         raise MedxganError(f"classifier {spec}: module {module_name!r} has no callable {attr!r}", arg="classifier")
     try:
         model = factory()
-    except Exception as exc:  # the user's factory raised
+    except (Exception, SystemExit) as exc:  # the user's factory raised (or exited)
         raise UserCodeError(f"classifier {spec}: the factory raised {type(exc).__name__}: {_first(exc)}", arg="classifier") from exc
     if not isinstance(model, torch.nn.Module):
         raise MedxganError(f"classifier {spec}: factory returned {type(model).__name__}, not an nn.Module", arg="classifier")

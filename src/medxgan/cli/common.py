@@ -39,9 +39,39 @@ def add_classifier_spec(p: argparse.ArgumentParser, required: bool = True, flag:
     p.add_argument("--classifier-std", type=float, nargs="+", metavar="S", help="per-channel std for normalisation")
 
 
+_ADAPTER_FLAGS = {"classifier_output": "--classifier-output", "classifier_size": "--classifier-size",
+                  "classifier_channels": "--classifier-channels", "classifier_mean": "--classifier-mean",
+                  "classifier_std": "--classifier-std"}
+
+
+def check_classifier_flags(args: argparse.Namespace, attr: str = "classifier") -> None:
+    """Refuse --classifier-* flags that the kind of classifier given would silently ignore: a run directory
+    records its own weights and preprocessing, and only package.module:factory takes --classifier-weights."""
+    from pathlib import Path
+
+    from medxgan.runtime.errors import MedxganError
+
+    spec = getattr(args, attr, None)
+    if spec is None:
+        return
+    path = Path(str(spec))
+    if getattr(args, "classifier_weights", None) is not None and (path.is_dir() or path.is_file()):
+        raise MedxganError(f"--classifier-weights {args.classifier_weights}: only for a package.module:factory classifier; "
+                           f"{spec} is a {'run directory' if path.is_dir() else 'TorchScript file'} that holds its own weights")
+    if path.is_dir():
+        given = [flag for dest, flag in _ADAPTER_FLAGS.items() if getattr(args, dest, None) is not None]
+        if getattr(args, "classifier_range", "-1,1") != "-1,1":
+            given.append("--classifier-range")
+        if given:
+            raise MedxganError(f"{given[0]}: not for a classifier run directory ({spec} records its own input size, channels, "
+                               "normalisation and output); use it with a TorchScript file or package.module:factory")
+
+
 def classifier_from_args(args: argparse.Namespace, attr: str = "classifier", device: str = "cpu"):
     """Build the adapter from the --classifier* flags."""
     from medxgan.classifiers import Preprocessing, load_classifier
+
+    check_classifier_flags(args, attr)
 
     pp = None
     if any(getattr(args, k, None) is not None for k in ("classifier_size", "classifier_channels", "classifier_mean", "classifier_std")) or getattr(args, "classifier_range", "-1,1") != "-1,1":

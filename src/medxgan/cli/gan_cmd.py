@@ -92,6 +92,9 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.runtime.device import pick_device
     from medxgan.runtime.distributed import context_from_env
 
+    from medxgan.cli.common import check_classifier_flags
+
+    check_classifier_flags(args)
     device = str(pick_device(args.device))
     if Path(args.classifier).is_dir():
         classifier: Any = args.classifier

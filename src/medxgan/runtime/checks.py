@@ -20,7 +20,7 @@ from typing import Any
 
 from medxgan.runtime.errors import MedxganError
 
-__all__ = ["Rule", "RULES", "check_args", "check_value", "check_writable_dir", "check_image_memory", "available_memory"]
+__all__ = ["Rule", "RULES", "PRESET_RULES", "check_override", "check_args", "check_value", "check_writable_dir", "check_image_memory", "available_memory"]
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 MAX_SIZE = 8192  # image side in pixels
@@ -34,16 +34,17 @@ class Rule:
     low: float | None = None
     high: float | None = None
     open_low: bool = False
+    open_high: bool = False
 
     def describe(self) -> str:
         what = "an integer" if self.kind == "int" else "a finite number"
-        if self.low is not None and self.high is not None and not self.open_low:
-            return f"{what} in [{_n(self.low)}, {_n(self.high)}]"
+        if self.low is not None and self.high is not None:
+            return f"{what} in {'(' if self.open_low else '['}{_n(self.low)}, {_n(self.high)}{')' if self.open_high else ']'}"
         parts = []
         if self.low is not None:
             parts.append(f"{'>' if self.open_low else '>='} {_n(self.low)}")
         if self.high is not None:
-            parts.append(f"<= {_n(self.high)}")
+            parts.append(f"{'<' if self.open_high else '<='} {_n(self.high)}")
         return f"{what} {' and '.join(parts)}" if parts else what
 
 
@@ -75,6 +76,18 @@ RULES: dict[str, Rule] = {
 }
 
 
+# ranges of the GAN preset options an experiment may override (``--set KEY=VALUE``): a wrong value must be
+# one line before training, not an optimiser's ValueError or an EMA that diverges silently
+_UNIT = Rule("float", 0, 1, open_high=True)
+PRESET_RULES: dict[str, Rule] = {
+    "lr": _POS, "lr_d": _POS, "ema_decay": _UNIT, "beta1": _UNIT, "beta2": _UNIT, "d_dropout": _UNIT,
+    "lambda_cls": _NONNEG, "recon_weight": _NONNEG, "kl_weight": _NONNEG, "cf_weight": _NONNEG, "adv_weight": _NONNEG,
+    "prox_weight": _NONNEG, "cf_adv_weight": _NONNEG, "mask_weight": _NONNEG, "tv_weight": _NONNEG, "r1_gamma": _NONNEG,
+    "r1_every": _COUNT1, "lambda_warmup": _COUNT0, "nz1": _COUNT1, "nz2": _COUNT1, "g_width": _COUNT1, "d_width": _COUNT1,
+    "size": Rule("int", 8, MAX_SIZE), "channels": Rule("int", 1, 3), "mask_scale": _POS,
+}
+
+
 def check_value(name: str, value: Any, rule: Rule) -> None:
     """One value (or each item of a list/tuple) against ``rule``; None passes."""
     if value is None or isinstance(value, bool):
@@ -88,7 +101,7 @@ def check_value(name: str, value: Any, rule: Rule) -> None:
             f = float(v) if not isinstance(v, int) else v
             ok = (isinstance(f, int) or math.isfinite(f)) \
                 and (rule.low is None or (f > rule.low if rule.open_low else f >= rule.low)) \
-                and (rule.high is None or f <= rule.high)
+                and (rule.high is None or (f < rule.high if rule.open_high else f <= rule.high))
         if not ok:
             shown = " ".join(map(str, items)) if len(items) > 1 else str(v)
             each = "each value " if len(items) > 1 else ""
@@ -160,6 +173,17 @@ def check_override(key: str, value: Any, current: Any, arg: str = "preset_overri
     def bad(what: str) -> MedxganError:
         return MedxganError(f"preset_overrides {key}={value!r}: {key} takes {what}", arg=arg)
 
+    value = _typed_override(key, value, current, bad)
+    rule = PRESET_RULES.get(key)
+    if rule is not None and value is not None:
+        try:
+            check_value(key, value, rule)
+        except MedxganError:
+            raise MedxganError(f"preset_overrides {key}={value!r}: {key} must be {rule.describe()}", arg=arg) from None
+    return value
+
+
+def _typed_override(key: str, value: Any, current: Any, bad: Any) -> Any:
     if current is None:
         return value
     if isinstance(current, bool):
