@@ -136,3 +136,32 @@ def test_deletion_parts_and_sensitivity_match_the_library_functions():
     theirs = float(max_sensitivity(lambda t: ex.explain(t.clamp(-1, 1)).maps, x[None], radius=0.02, n_perturb=6, seed=123,
                                    max_examples_per_batch=6)[0])
     assert ours == pytest.approx(theirs, rel=1e-6, abs=1e-7)
+
+
+def test_noisy_inversion_option_is_explicit_and_only_touches_medxgan_noise_metrics(tmp_path):
+    """``noisy_inversion={"start": "clean", ...}`` (off by default) changes how the noisy copies of the medXGAN
+    methods are inverted, nothing else; with 0 steps from the clean codes the noisy maps are the clean ones."""
+    from medxgan.runtime.errors import MedxganError
+
+    data = make_eval_data(tmp_path / "data", n_pos=2, n_neg=1)
+    kw = dict(methods=["saliency", "medxgan-diff", "medxgan-lig"], split="test", noise_sigmas=(0.1,), max_sensitivity=True,
+              max_sensitivity_n=1, max_sensitivity_samples=2, batch_size=2, device="cpu", n_resamples=50, show_progress=False)
+    evaluate(data, tmp_path / "default", gan=_model(), **kw)
+    res = evaluate(data, tmp_path / "warm", gan=_model(), noisy_inversion={"start": "clean", "steps": 0, "restarts": 1}, **kw)
+    assert any("noisy copies were inverted with" in n for n in res["notes"])
+    a = read_per_image(tmp_path / "default" / "per_image.jsonl")[0]
+    b = read_per_image(tmp_path / "warm" / "per_image.jsonl")[0]
+    for key, ra in a.items():
+        ma, mb = ra["metrics"], b[key]["metrics"]
+        same = [g for g in ma if g not in ("cost", "robustness", "sensitivity")]
+        if key[1] == "saliency":
+            same += ["robustness"] + (["sensitivity"] if "sensitivity" in ma else [])
+        for g in same:
+            assert ma[g] == mb[g], (key, g)
+        if key[1] == "medxgan-diff":  # the noisy copy kept its clean image's codes: the same map
+            assert mb["robustness"]["noise_0.1"]["ssim"] == pytest.approx(1.0, abs=1e-5)
+            assert mb["robustness"]["noise_0.1"]["top10"] == 1.0
+    with pytest.raises(MedxganError):
+        evaluate(data, tmp_path / "bad", gan=_model(), noisy_inversion={"start": "somewhere"}, **kw)
+    with pytest.raises(MedxganError):
+        evaluate(data, tmp_path / "bad2", gan=_model(), implementation="reference", noisy_inversion={"start": "clean"}, **kw)

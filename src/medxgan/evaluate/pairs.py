@@ -37,9 +37,10 @@ from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
 from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.evaluate.twins import twin_agreement, twin_fidelity
+from medxgan.explain.counterfactual import image_key
 from medxgan.runtime.atomic import atomic_write_bytes
 
-__all__ = ["evaluate_pairs", "evaluate_pairs_reference", "IMPLEMENTATIONS"]
+__all__ = ["evaluate_pairs", "evaluate_pairs_reference", "IMPLEMENTATIONS", "NOISY_INVERSION_KEYS", "check_noisy_inversion"]
 
 
 def _is_nonfinite_error(exc: BaseException) -> bool:
@@ -244,7 +245,49 @@ def _batch_at_least(ex: Any, n: int):
             ex.batch_size = old
 
 
-def _noisy_maps(ex: Any, x: torch.Tensor, todo: list[int], ids: list[str], sigmas: list[float], seed: int) -> dict[float, list]:
+#: the keys of ``evaluate(noisy_inversion=...)``: ``start`` ("scratch": as any image, the default behaviour;
+#: "clean": restart 0 of each noisy or perturbed copy starts at the codes of its clean image), and any
+#: :func:`medxgan.gan.inversion.invert` option to override for the copies (e.g. ``steps``, ``restarts``).
+NOISY_INVERSION_KEYS = ("start", "steps", "restarts", "lr", "early_stop_patience", "min_rel_improvement")
+NOISY_STARTS = ("scratch", "clean")
+
+
+class _CleanCodes(torch.nn.Module):
+    """Stands in for the inversion's encoder (``invert(encoder=...)``): each noisy copy, found by its exact
+    pixels, starts at the codes of the clean image it was made from."""
+
+    def __init__(self, table: dict[str, tuple[torch.Tensor, torch.Tensor]]):
+        super().__init__()
+        self.table = table
+
+    def forward(self, x: torch.Tensor):
+        z = [self.table[image_key(t)] for t in x]
+        return torch.stack([a for a, _ in z]).to(x.device), None, torch.stack([b for _, b in z]).to(x.device), None
+
+
+@contextlib.contextmanager
+def _noisy_inversion(ex: Any, x: torch.Tensor, sources: list[tuple[int, torch.Tensor]], opts: dict[str, Any] | None):
+    """While the copies in ``sources`` ((index of the clean image in ``x``, copy)) are explained, invert them
+    with the overrides of ``opts`` (medXGAN explainers only; no-op without ``opts``)."""
+    eng = getattr(ex, "engine", None)
+    if not opts or eng is None:
+        yield
+        return
+    saved = eng.inversion
+    new = dict(saved)
+    new.update({k: v for k, v in opts.items() if k != "start"})
+    if opts.get("start", "scratch") == "clean":
+        cf = eng.counterfactuals(x)  # the clean images: already inverted, from the cache
+        new["encoder"] = _CleanCodes({image_key(c): (cf.z1[j], cf.z2[j]) for j, c in sources})
+    eng.inversion = new
+    try:
+        yield
+    finally:
+        eng.inversion = saved
+
+
+def _noisy_maps(ex: Any, x: torch.Tensor, todo: list[int], ids: list[str], sigmas: list[float], seed: int,
+                noisy_inversion: dict[str, Any] | None = None) -> dict[float, list]:
     """The maps of the noisy copies of every noise level, explained as one batch (same seeded noise as the
     reference: image ``ids[i]``, salt = sigma index + 1)."""
     if not sigmas:
@@ -256,7 +299,7 @@ def _noisy_maps(ex: Any, x: torch.Tensor, todo: list[int], ids: list[str], sigma
             torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(_seed_for(seed, ids[i], si + 1))) for i in todo
         ])
         copies.append((x + s * noise).clamp(-1.0, 1.0))
-    with _batch_at_least(ex, k * len(sigmas)):
+    with _batch_at_least(ex, k * len(sigmas)), _noisy_inversion(ex, x, [(j, c[j]) for c in copies for j in range(k)], noisy_inversion):
         maps, _, _ = _explain_safe(ex, torch.cat(copies))
     return {s: maps[si * k : (si + 1) * k] for si, s in enumerate(sigmas)}
 
@@ -285,7 +328,7 @@ def _sensitivity(clean: np.ndarray, perturbed: list[np.ndarray]) -> float:
 
 
 def _max_sensitivities(ex: Any, x: torch.Tensor, todo: list[int], maps: list, ids: list[str], seed: int, ms_todo: set[int],
-                       radius: float, n_perturb: int) -> dict[int, float | None]:
+                       radius: float, n_perturb: int, noisy_inversion: dict[str, Any] | None = None) -> dict[int, float | None]:
     """Max-sensitivity of every image of ``ms_todo`` (positions in the chunk -> value), the perturbed copies
     of all of them explained as one batch and compared with the clean maps already computed (Captum's
     ``sensitivity_max`` explains the clean image again: the same map). A non-finite map in the batch falls
@@ -296,8 +339,10 @@ def _max_sensitivities(ex: Any, x: torch.Tensor, todo: list[int], maps: list, id
         return out
     pert = [_perturbations(x[j : j + 1], _seed_for(seed, ids[todo[j]], 0), radius, n_perturb) for j in js]
 
+    sources = [(j, c) for q, j in enumerate(js) for c in pert[q]]
+
     def explain(batch: torch.Tensor) -> list[np.ndarray]:
-        with _batch_at_least(ex, batch.shape[0]), torch.enable_grad():
+        with _batch_at_least(ex, batch.shape[0]), _noisy_inversion(ex, x, sources, noisy_inversion), torch.enable_grad():
             e = ex.explain(batch)
         return [e.maps[q, 0].numpy().astype(np.float32) for q in range(batch.shape[0])]
 
@@ -339,9 +384,12 @@ def _deletion_curves(prob_fn: Any, x: torch.Tensor, maps: list[np.ndarray], frac
 
 
 def evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
-                   fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None) -> list[dict]:
+                   fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None,
+                   noisy_inversion: dict[str, Any] | None = None) -> list[dict]:
     """The rows of the images ``todo`` (a chunk) for explainer ``ex``, batched (see the module docstring);
-    the same rows as :func:`evaluate_pairs_reference` within floating-point batching differences."""
+    the same rows as :func:`evaluate_pairs_reference` within floating-point batching differences unless
+    ``noisy_inversion`` is set (see :data:`NOISY_INVERSION_KEYS`; it changes the medXGAN methods' robustness
+    and sensitivity numbers)."""
     x = images[todo]
     k = len(todo)
     h, w = x.shape[-2:]
@@ -349,8 +397,9 @@ def evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_o
     per_image_s = secs / k
     a_all = [np.full((h, w), np.nan, dtype=np.float32) if m is None else m for m in maps]
 
-    noisy_maps = _noisy_maps(ex, x, todo, ids, sigmas, seed)
-    sens = {} if getattr(ex, "ground_truth", False) else _max_sensitivities(ex, x, todo, maps, ids, seed, set(ms_todo), **_ms_args(ms_kw))
+    noisy_maps = _noisy_maps(ex, x, todo, ids, sigmas, seed, noisy_inversion)
+    sens = {} if getattr(ex, "ground_truth", False) else _max_sensitivities(ex, x, todo, maps, ids, seed, set(ms_todo), **_ms_args(ms_kw),
+                                                                           noisy_inversion=noisy_inversion)
     deletions = _deletion_curves(prob_fn, x, a_all, fractions)
     oracle_p = _oracle_probs(oracle, extras, "x_neg", dev)
     oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
@@ -405,3 +454,17 @@ def _ms_args(ms_kw: dict[str, Any]) -> dict[str, Any]:
 
 #: ``evaluate(implementation=...)`` -> the function that computes the rows of one chunk.
 IMPLEMENTATIONS = {"batched": evaluate_pairs, "reference": evaluate_pairs_reference}
+
+
+def check_noisy_inversion(opts: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Validate ``evaluate(noisy_inversion=...)``; None/{} -> None (today's behaviour)."""
+    from medxgan.runtime.errors import MedxganError
+
+    if not opts:
+        return None
+    bad = [k for k in opts if k not in NOISY_INVERSION_KEYS]
+    if bad:
+        raise MedxganError(f"noisy_inversion: unknown key(s) {', '.join(bad)} (choose from {', '.join(NOISY_INVERSION_KEYS)})", arg="noisy_inversion")
+    if opts.get("start", "scratch") not in NOISY_STARTS:
+        raise MedxganError(f"noisy_inversion start {opts['start']!r}: choose {' or '.join(NOISY_STARTS)}", arg="noisy_inversion")
+    return dict(opts)
