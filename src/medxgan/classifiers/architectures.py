@@ -20,7 +20,8 @@ class PaperCNN(nn.Module):
     def __init__(self, in_channels: int = 1, image_size: int = 64, dropout: float = 0.2):
         super().__init__()
         if image_size != 64:
-            raise MedxganError(f"arch paper-cnn: built for 64x64 inputs, got image size {image_size} (use resnet-small)")
+            raise MedxganError(f"size {image_size}: architecture paper-cnn is built for 64x64 inputs (use size 64, or architecture "
+                               "resnet-small for other sizes)", arg="size")
 
         def block(cin: int, cout: int, k: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, k), nn.ReLU(inplace=True), nn.BatchNorm2d(cout), nn.MaxPool2d(2), nn.Dropout(dropout))

@@ -26,7 +26,7 @@ from medxgan.runtime.atomic import atomic_write_json
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.ranking import roc_auc
-from medxgan.runtime.checks import check_args
+from medxgan.runtime.checks import check_args, check_image_memory
 from medxgan.runtime.loop import Cadence, check_start, nonfinite_tensors, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
@@ -155,6 +155,8 @@ def train_classifier(
     size = size or DEFAULT_SIZE.get(arch, 64)
     run = RunDir(out)
     check_start(run, resume=resume, kind=CLASSIFIER_KIND)  # the directory half of the policy, before loading data
+    # a training batch holds about 20 full-size float maps per image (stem activations kept for backward)
+    check_image_memory("size", size, arrays=20 * batch_size + 64, channels=channels or 1, what=f"to train {arch} on batches of {batch_size}")
     seed_everything(seed)
     t0 = time.perf_counter()
     kw = dict(size=size, channels=channels, positive=positive, negative=negative, csv=csv, skip_bad=skip_bad)

@@ -101,6 +101,10 @@ def _run(args: argparse.Namespace) -> int:
     else:  # TorchScript / factory: build the adapter from the --classifier-* flags
         classifier = classifier_from_args(args, device=device)
     oracle: Any = False if args.no_oracle else args.oracle
+    if oracle and not Path(oracle).exists() and ":" not in str(oracle):  # found out only after RUN is written otherwise
+        from medxgan.runtime.errors import MedxganError
+
+        raise MedxganError(f"--oracle {oracle}: not found (expected a classifier run directory or a TorchScript file)")
     options = dict(
         preset=args.preset, steps=args.steps, batch_size=args.batch_size,
         lambda_cls=args.lambda_cls, seed=args.seed, size=args.size, log_every=args.log_every,

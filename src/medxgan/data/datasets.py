@@ -201,8 +201,14 @@ def load_dataset(root, split=None, size=None, channels=None, positive=None, nega
         skip_bad: leave unreadable files out (listed in ``ds.skipped``) instead of raising.
     """
     check_channels(channels)
-    normalize_size(size)
+    hw = normalize_size(size)
     index = build_index(root, split=split, positive=positive, negative=negative, csv=csv, skip_bad=skip_bad)
+    if hw is not None and index.samples:  # every image (and its masks) held as float32 at this size: refuse before decoding
+        from medxgan.runtime.checks import check_image_memory
+
+        side = max(hw)
+        check_image_memory("size", side, arrays=3 * len(index.samples), channels=channels or 1,
+                           what=f"to hold the {len(index.samples)} image(s) of {root} at {side} px")
     ds = ImageDataset(index, size=size, channels=channels, skip_bad=skip_bad)
     report_skipped(ds.skipped, f"{root}{'/' + split if split else ''}")
     _report_missing_masks(ds, root)

@@ -107,7 +107,8 @@ def canonical_split(split, arg: str = "split") -> str | None:
         return None
     s = SPLIT_ALIASES.get(str(split).strip().lower())
     if s is None:
-        raise MedxganError(f"{arg}: unknown split {split!r}; expected one of train, val, test")
+        raise MedxganError(f"{arg}: unknown split {split!r}; expected one of train, val, test",
+                           arg=arg if arg.isidentifier() else None)  # the option itself, not a CSV cell
     return s
 
 
