@@ -50,8 +50,46 @@ class Detacher(nn.Module):  # depends on the input, but cuts the graph
     def forward(self, x):
         return self.conv(x).mean((2, 3)).detach()
 
+class Five(nn.Module):  # five classes: not a binary classifier
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 5, 3)
+    def forward(self, x):
+        return self.conv(x).mean((2, 3))
+
+class Scalar(Five):  # one number for the whole batch
+    def forward(self, x):
+        return self.conv(x).mean()
+
+class Words(nn.Module):
+    def forward(self, x):
+        return ["positive"] * x.shape[0]
+
+class EmptyDict(nn.Module):
+    def forward(self, x):
+        return {}
+
+class Exits(nn.Module):
+    def forward(self, x):
+        raise SystemExit(3)
+
 def raiser():
     return Raiser()
+
+def five():
+    return Five()
+
+def scalar():
+    return Scalar()
+
+def words():
+    return Words()
+
+def empty_dict():
+    return EmptyDict()
+
+def exits():
+    return Exits()
 
 def ignorer():
     return Ignorer()
@@ -425,7 +463,10 @@ def test_killed_explain_continues_and_equals_an_uninterrupted_run(tmp_path, gan_
 
 
 @pytest.mark.parametrize("config, named", [("[1, 2]", "holds a JSON list, not an object"),
-                                           ('{"kind": "classifier"}', "no classifier architecture")])
+                                           ('{"kind": "classifier"}', "no classifier architecture"),
+                                           ('{"kind": "classifier", "arch": "nope"}', "cannot build classifier architecture 'nope'"),
+                                           ('{"kind": "classifier", "arch": "paper-cnn", "arch_kwargs": {"bogus": 1}}',
+                                            "cannot build classifier architecture 'paper-cnn' (PaperCNN.__init__() got an unexpected keyword")])
 def test_malformed_classifier_run_is_one_line(tmp_path, capsys, config, named):
     (tmp_path / "clf").mkdir()
     (tmp_path / "clf" / "config.json").write_text(config)
@@ -533,3 +574,70 @@ def test_plain_resume_continues_a_run_started_with_other_than_the_default_option
     assert main(["train-classifier", str(trained_runs / "data"), "--out", str(tmp_path / "clf"), "--resume", "--epochs", "2"]) == 0
     cfg = json.loads((tmp_path / "clf" / "config.json").read_text())
     assert cfg["status"] == "finished" and cfg["settings"]["batch_size"] == 4 and cfg["resumes"][-1]["changed"] == {"epochs": [1, 2]}
+
+
+# ---- the careless-user campaign's cases that were not one line + exit 2 (issue 12, second session) ------
+
+
+def _campaign_files(tmp_path, gan_run):
+    """The placeholders of CAMPAIGN_CASES -> paths (made here; each case takes well under a second)."""
+    import shutil
+
+    from PIL import Image
+
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(tmp_path / "x.png")
+    write_dataset(tmp_path / "data", n_per_class=2, size=64)
+    (tmp_path / "clfdir").mkdir()
+    (tmp_path / "w.pt").write_bytes(b"")
+    for name, edit in {"gan_netstr": lambda c: c.update(net="dcgan"),
+                       "gan_badnet": lambda c: c["net"].update(size=-4),
+                       "gan_noclf": lambda c: c.update(classifier={"source": str(tmp_path / "gone.pt")})}.items():
+        shutil.copytree(gan_run, tmp_path / name)
+        cfg = json.loads((tmp_path / name / "config.json").read_text())
+        edit(cfg)
+        (tmp_path / name / "config.json").write_text(json.dumps(cfg))
+    paths = {n: tmp_path / n for n in ("x.png", "data", "clfdir", "w.pt", "gan_netstr", "gan_badnet", "gan_noclf")}
+    return {**{k: str(v) for k, v in paths.items()}, "GAN": str(gan_run), "TS": str(gan_run.parent / "clf.pt")}
+
+
+EXPLAIN = ["explain", "x.png", "--gan", "GAN", "--out", "OUT", "--steps", "1", "--restarts", "1", "--frames", "2", "--quiet"]
+TRAIN = ["train", "data", "--classifier", "clfdir", "--out", "OUT", "--preset", "fast", "--steps", "1", "--no-oracle", "--quiet"]
+CAMPAIGN_CASES = [
+    # --set values out of range (ema_decay 2 trained on; lr -1 was the optimiser's traceback)
+    (TRAIN + ["--set", "ema_decay=2"], ["--set ema_decay=2.0: ema_decay must be a finite number in [0, 1)"]),
+    (TRAIN + ["--set", "lr=-1"], ["--set lr=-1.0: lr must be a finite number > 0"]),
+    (TRAIN + ["--set", "r1_every=0"], ["--set r1_every=0: r1_every must be an integer >= 1"]),
+    # classifier flags the given kind of classifier would silently ignore
+    (TRAIN + ["--classifier-weights", "w.pt"], ["--classifier-weights", "only for a package.module:factory classifier"]),
+    (TRAIN + ["--classifier-size", "32"], ["--classifier-size: not for a classifier run directory"]),
+    (EXPLAIN + ["--classifier", "clfdir", "--classifier-mean", "0.5"], ["--classifier-mean: not for a classifier run directory"]),
+    (EXPLAIN + ["--classifier", "TS", "--classifier-weights", "w.pt"], ["--classifier-weights", "TorchScript file"]),
+    # sizes: paper-cnn's one size, a training batch that cannot fit (it hung)
+    (["train-classifier", "data", "--out", "OUT", "--size", "32"], ["--size 32: architecture paper-cnn is built for 64x64"]),
+    (["train-classifier", "data", "--out", "OUT", "--arch", "resnet-small", "--size", "8000"], ["--size 8000: needs about"]),
+    # things found only after RUN was written, or named with a library name
+    (TRAIN[:-2] + ["--quiet", "--oracle", "nope"], ["--oracle nope: not found"]),
+    (["evaluate", "data", "--classifier", "TS", "--out", "OUT", "--split", "nope", "--methods", "saliency"], ["--split: unknown split 'nope'"]),
+    # GAN runs with a malformed config / a classifier that is gone (were a bare 'network config: unknown keys [a, c, ...]')
+    ([*EXPLAIN[:3], "gan_netstr", *EXPLAIN[4:]], ["gan_netstr/config.json: bad network config"]),
+    ([*EXPLAIN[:3], "gan_badnet", *EXPLAIN[4:]], ["gan_badnet/config.json: bad network config", "power-of-two size"]),
+    ([*EXPLAIN[:3], "gan_noclf", *EXPLAIN[4:]], ["gan_noclf: the classifier it was trained against", "gone.pt", "pass the classifier with --classifier"]),
+    # user classifiers of the wrong shape: the line names the classifier
+    (EXPLAIN + ["--classifier", "rel12mods:five"], ["--classifier rel12mods:five: its output has shape (1, 5) for a batch of 1"]),
+    (EXPLAIN + ["--classifier", "rel12mods:scalar"], ["--classifier rel12mods:scalar: its output has shape ()"]),
+    (EXPLAIN + ["--classifier", "rel12mods:words"], ["--classifier rel12mods:words: unsupported output type str"]),
+    (EXPLAIN + ["--classifier", "rel12mods:empty_dict"], ["--classifier rel12mods:empty_dict: returned an empty dict"]),
+    (EXPLAIN + ["--classifier", "rel12mods:exits"], ["classifier rel12mods:exits raised SystemExit: 3", "--traceback"]),  # was exit code 3
+]
+
+
+@pytest.mark.parametrize("argv, named", CAMPAIGN_CASES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in CAMPAIGN_CASES])
+def test_campaign_case_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, user_module, gan_run, argv, named):
+    files = _campaign_files(tmp_path, gan_run)
+    out = tmp_path / "out"
+    argv = [str(out) if a == "OUT" else files.get(a, a) for a in argv]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert all(n in line for n in named), line
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
