@@ -641,3 +641,18 @@ def test_campaign_case_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, u
     line = _one_error_line(capsys)
     assert all(n in line for n in named), line
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("results, named", [
+    ("{}", "not the results of `medxgan evaluate`"),  # was an empty page that looked like a report
+    ('{"methods": {"gradcam": 1}}', "not the results of `medxgan evaluate`"),
+    ('{"methods": {"gradcam": {"metrics": 5}}}', "not the structure `medxgan evaluate` writes (AttributeError"),  # was a traceback
+    ('{"methods": {"gradcam": {}}, "config": [1], "slices": "a"}', "not the structure `medxgan evaluate` writes"),
+])
+def test_report_of_a_foreign_results_json_is_one_line_and_writes_no_report(tmp_path, capsys, results, named):
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "results.json").write_text(results)
+    assert main(["report", str(tmp_path / "ev")]) == 2
+    line = _one_error_line(capsys)
+    assert str(tmp_path / "ev" / "results.json") in line and named in line
+    assert not (tmp_path / "ev" / "report").exists()

@@ -81,6 +81,19 @@ def _report(args: argparse.Namespace) -> int:
             raise MedxganError(f"--gan {gan}: not a directory")
         n = len(interpolation_frames(dirs["eval"], gan, device=args.device, rows=args.max_rows))
         print(f"interpolation frames computed for {n} image(s)")
-    path = write_report(args.dir, args.out, max_rows=args.max_rows)
+    report_dir = Path(args.out) if args.out else dirs["report"]
+    existed = report_dir.exists()
+    try:
+        path = write_report(args.dir, args.out, max_rows=args.max_rows)
+    except (TypeError, AttributeError, KeyError, ValueError, IndexError) as exc:
+        # the report reads nothing but the JSON files of DIR: a structure it cannot use is a hand-edited or foreign file
+        if not existed:  # leave no half report behind
+            import shutil
+
+            shutil.rmtree(report_dir, ignore_errors=True)
+        err = MedxganError(f"{dirs['eval'] / 'results.json'}: not the structure `medxgan evaluate` writes "
+                           f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); edited by hand or from another tool?")
+        err.user_code = True  # offer --traceback: the trace says which entry
+        raise err from exc
     print(f"report: {path.resolve()}")
     return 0

@@ -639,6 +639,9 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     results = _read_json(ev / "results.json")
     if not isinstance(results, dict):
         raise MedxganError(f"{ev / 'results.json'}: unreadable or not a JSON object")
+    if not isinstance(results.get("methods"), dict) or not all(isinstance(r, dict) for r in results["methods"].values()):
+        # an empty or foreign JSON object would make an empty page that looks like a report
+        raise MedxganError(f"{ev / 'results.json'}: not the results of `medxgan evaluate` (no 'methods' object of per-method results)")
     report = Path(out_dir) if out_dir is not None else dirs["report"]
     img_dir = report / "img"  # files are overwritten, never deleted (out_dir may be a folder of the user's)
     img_dir.mkdir(parents=True, exist_ok=True)
