@@ -35,6 +35,8 @@ def main() -> int:
     ap.add_argument("--epochs-decay", type=int, default=10)
     ap.add_argument("--max-minutes", type=float, default=20.0)
     ap.add_argument("--crop", type=int, default=64)
+    ap.add_argument("--amp", choices=["off", "bf16"], default="off")
+    ap.add_argument("--tag", default="", help="suffix of the run folder")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import torch
@@ -54,16 +56,16 @@ def main() -> int:
         synthesize_fundus_angio(val, n=40, size=128, seed=1, abnormal_frac=0.3, test_frac=0.5, preview=False, paired=True)
         for s in ("A", "B"):
             shutil.copytree(val / f"test{s}", data / f"val{s}")
-    run = out / f"{'paired' if args.paired else 'unpaired'}_s{args.seed}"
+    run = out / f"{'paired' if args.paired else 'unpaired'}_s{args.seed}{args.tag}"
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load0 = os.getloadavg()[0]
     cpu0, t0 = time.process_time(), time.perf_counter()
     summary = train_cyclegan(data, run, device="cpu", quiet=True, size=128, crop=args.crop, ngf=32, ndf=32, blocks=6, seed=args.seed,
                              epochs=args.epochs, epochs_decay=args.epochs_decay, paired=args.paired or None,
-                             max_minutes=args.max_minutes, checkpoint_every=500)
+                             max_minutes=args.max_minutes, checkpoint_every=500, amp=args.amp)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
-    rec = {"paired": args.paired, "seed": args.seed, "crop": args.crop, "schedule": [args.epochs, args.epochs_decay],
+    rec = {"paired": args.paired, "seed": args.seed, "crop": args.crop, "amp": args.amp, "schedule": [args.epochs, args.epochs_decay],
            "steps": summary["steps"], "finished": summary["finished"], "train_seconds": summary["seconds"], "wall_s": wall,
            "cpu_s": cpu, "started": started, "git_head": head, "load_start": load0, "load_end": os.getloadavg()[0],
            "machine": f"{os.cpu_count()} CPU cores ({platform.machine()}), torch {torch.__version__}, 1 thread", "weights": {}}
