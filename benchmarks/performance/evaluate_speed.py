@@ -60,9 +60,12 @@ def run_one(args: argparse.Namespace, implementation: str, out: Path) -> dict[st
     from medxgan.evaluate.runner import evaluate
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    extra = {}
+    if implementation == "warm":  # the batched code with the explicit noisy-copy option (changes numbers)
+        extra = {"implementation": "batched", "noisy_inversion": {"start": "clean", "steps": args.warm_steps}}
     t = time.perf_counter()
     res = evaluate(args.data, out, gan=args.gan, methods=args.methods, n=args.n, split="test", seed=0, device="cpu",
-                   show_progress=False, overwrite=True, implementation=implementation, **_evaluate_kwargs(args))
+                   show_progress=False, overwrite=True, **{"implementation": implementation, **extra}, **_evaluate_kwargs(args))
     wall = time.perf_counter() - t
     return {"implementation": implementation, "wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "n_images": res["slices"]["evaluated"], "methods": res["config"]["methods"], "load_after": list(os.getloadavg())}
@@ -112,7 +115,7 @@ def compare(args: argparse.Namespace) -> None:
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="evaluate_speed_"))
     runs: list[dict[str, Any]] = []
     load_before = list(os.getloadavg())
-    order = ["reference", "batched"] if args.order == "reference-first" else ["batched", "reference"]
+    order = list(args.variants) if args.order == "reference-first" else list(args.variants)[::-1]
     for r in range(args.rounds):
         for impl in (order if r % 2 == 0 else order[::-1]):
             out = tmp / f"{impl}-{r}"
@@ -126,19 +129,41 @@ def compare(args: argparse.Namespace) -> None:
             res["round"] = r
             runs.append(res)
             print(f"{impl:9s} round {r}: {res['wall_s']:.1f} s evaluate, peak RSS {res['peak_rss_mb']:.0f} MB, load {res['load_after']}", flush=True)
-    by = {impl: [x["wall_s"] for x in runs if x["implementation"] == impl] for impl in ("reference", "batched")}
-    ratio = sum(by["reference"]) / sum(by["batched"])
-    diff = compare_rows(tmp / "reference-0", tmp / "batched-0")
+    by = {impl: [x["wall_s"] for x in runs if x["implementation"] == impl] for impl in args.variants}
+    base = "reference" if "reference" in by else args.variants[0]
+    ratios = {f"{base}/{v}": sum(by[base]) / sum(by[v]) for v in args.variants if v != base}
+    diffs = {f"{base} vs {v}": compare_rows(tmp / f"{base}-0", tmp / f"{v}-0") for v in args.variants if v != base}
     payload = {"machine": {**machine(), "load_before": load_before}, "settings": {**_evaluate_kwargs(args), "n": args.n, "methods": args.methods,
-               "data": str(args.data), "gan": str(args.gan)}, "runs": runs, "ratio_reference_over_batched": ratio, "equality": diff}
-    print(json.dumps({"ratio_reference_over_batched": round(ratio, 2), "equality": diff}, indent=2))
+               "data": str(args.data), "gan": str(args.gan), "warm_steps": args.warm_steps}, "runs": runs, "ratios": ratios, "differences": diffs}
+    if "reference/batched" in ratios:
+        payload["ratio_reference_over_batched"] = ratios["reference/batched"]
+    print(json.dumps({"ratios": {k: round(v, 2) for k, v in ratios.items()}, "differences": diffs}, indent=2))
     if args.result:
         print("written", write_result(args.result, payload))
 
 
+def memory(args: argparse.Namespace) -> None:
+    """Peak RSS of the batched evaluation (a fresh child each) for several numbers of images: it must stay
+    flat (images are processed in chunks of ``--batch-size``)."""
+    tmp = Path(args.workdir or tempfile.mkdtemp(prefix="evaluate_memory_"))
+    rows = []
+    for n in args.memory:
+        a = argparse.Namespace(**{**vars(args), "n": n})
+        cmd = [sys.executable, __file__, "--child", "batched", "--child-out", str(tmp / f"n{n}")] + _passthrough(a)
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        if p.returncode != 0:
+            sys.exit(f"n={n} failed:\n{p.stdout}\n{p.stderr}")
+        res = json.loads(p.stdout.strip().splitlines()[-1])
+        rows.append(res)
+        print(f"n={res['n_images']:3d}: peak RSS {res['peak_rss_mb']:.0f} MB, {res['wall_s']:.1f} s", flush=True)
+    if args.result:
+        print("written", write_result(args.result, {"machine": machine(), "settings": {**_evaluate_kwargs(args), "methods": args.methods},
+                                                    "runs": rows}))
+
+
 def _passthrough(args: argparse.Namespace) -> list[str]:
     out = ["--data", str(args.data), "--gan", str(args.gan), "--n", str(args.n), "--steps", str(args.steps), "--restarts", str(args.restarts),
-           "--ms-n", str(args.ms_n), "--subset", args.subset, "--batch-size", str(args.batch_size), "--sigmas", *map(str, args.sigmas)]
+           "--ms-n", str(args.ms_n), "--subset", args.subset, "--warm-steps", str(args.warm_steps), "--batch-size", str(args.batch_size), "--sigmas", *map(str, args.sigmas)]
     if args.methods:
         out += ["--methods", *args.methods]
     return out
@@ -271,8 +296,13 @@ def main() -> None:
     ap.add_argument("--restarts", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--order", choices=["reference-first", "batched-first"], default="reference-first")
+    ap.add_argument("--order", choices=["reference-first", "batched-first"], default="reference-first",
+                    help="reference-first: --variants in the given order; batched-first: reversed")
+    ap.add_argument("--variants", nargs="+", choices=["reference", "batched", "warm"], default=["reference", "batched"],
+                    help="warm: batched with noisy_inversion={'start': 'clean', 'steps': --warm-steps} (changes the medXGAN noise numbers)")
+    ap.add_argument("--warm-steps", type=int, default=50)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--memory", nargs="+", type=int, default=None, metavar="N", help="peak RSS of the batched run for these numbers of images")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--result", default=None, help="write benchmarks/results/RESULT.json")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -282,6 +312,8 @@ def main() -> None:
         print(json.dumps(run_one(args, args.child, args.child_out)))
     elif args.profile:
         profile(args)
+    elif args.memory:
+        memory(args)
     else:
         compare(args)
 

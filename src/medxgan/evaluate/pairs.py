@@ -13,6 +13,12 @@ see ``tests/test_evaluate_batched.py``):
   two ``deletion_curve`` calls per image. Kept as the reference of the equality test and of
   ``benchmarks/performance/evaluate_speed.py``; ``evaluate(..., implementation="reference")`` runs it.
 
+Speed (``benchmarks/performance/RESULTS.md``): the medXGAN inversions of the noisy and perturbed copies are
+most of an evaluation's time and batching cannot remove them. ``evaluate(noisy_inversion={"start": "clean",
+"steps": 50})`` (off by default) starts those inversions from the clean image's codes with fewer steps: much
+faster, but it changes the medXGAN robustness and sensitivity numbers (not a floating-point effect), so it
+is an explicit option, recorded in run.json and in the notes.
+
 Memory stays bounded by the chunk (``batch_size`` images): at most ``batch_size * len(sigmas)`` noisy
 copies, ``batch_size * max_sensitivity_samples`` perturbed copies and ``batch_size * 2 * (1 + len(fractions))``
 deletion images exist at once, whatever the number of images evaluated.

@@ -6,8 +6,10 @@
 
 Pieces: :mod:`medxgan.evaluate.selection` picks the images (``select_images``),
 :mod:`medxgan.evaluate.store` keeps the per-image rows (``ResultStore``: run.json, per_image.jsonl,
-shard merge), this module runs the method loop (``_run_methods``), aggregates (``_results``) and writes
-results.json/csv/md (``_write_results``); ``evaluate`` reads top to bottom over them.
+shard merge), :mod:`medxgan.evaluate.pairs` computes the rows of one chunk of images for one method
+(batched; its reference per-image loops behind ``implementation="reference"``), this module runs the method
+loop (``_run_methods``), aggregates (``_results``) and writes results.json/csv/md (``_write_results``);
+``evaluate`` reads top to bottom over them.
 
 What is evaluated
 -----------------
