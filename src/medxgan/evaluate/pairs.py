@@ -153,6 +153,8 @@ def evaluate_pairs_reference(ex: Any, todo: list[int], *, images, masks, has_mas
     oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
 
     rows = []
+    ctx = dict(prob_fn=prob_fn, oracle_p=oracle_p, oracle_res=oracle_res, twins=twins, has_twin=has_twin, markers=markers, ids=ids,
+               rels=rels, slice_of=slice_of, labels=labels, probs=probs, has_mask=has_mask, per_image_s=per_image_s)
     for j, i in enumerate(todo):
         m = maps[j]
         invalid = m is None
@@ -166,37 +168,45 @@ def evaluate_pairs_reference(ex: Any, todo: list[int], *, images, masks, has_mas
             d = deletion_curve(prob_fn, x[j], a, fractions=fractions, replacement=rep)
             met[f"deletion_{rep}"] = {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]}
         if sigmas:
-            met["robustness"] = {}
-            for s in sigmas:
-                b = noisy_maps[s][j]
-                if invalid or b is None:
-                    met["robustness"][f"noise_{s:g}"] = {"ssim": None, "spearman": None, "top10": None}
-                else:
-                    met["robustness"][f"noise_{s:g}"] = {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)}
+            met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in sigmas], sigmas)
         if i in ms_todo and not getattr(ex, "ground_truth", False):
             met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(seed, ids[i], 0), **ms_kw)}
-        ex_j = extras[j]
-        if "x_neg" in ex_j:
-            p_neg = ex_j.get("prob_neg")
-            if p_neg is None:
-                with torch.no_grad():
-                    p_neg = float(prob_fn(ex_j["x_neg"][None]).item())
-            met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p[j])
-        if "x_res" in ex_j:  # the residual counterfactual of the scan itself
-            met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_res[j])
-        if twins is not None and bool(has_twin[i]):
-            met.update(_twin_metrics(a, x[j], twins[i], ex_j, localise="localisation" in met and not invalid,
-                                     ground_truth=getattr(ex, "ground_truth", False)))
-        if markers is not None:
-            met["shortcut"] = shortcut_metrics(a, markers[i], mask_i if mask_i.any() else None)
-        met["cost"] = {"time_s": per_image_s}
-        row = {"image_id": ids[i], "image": rels[i], "index": int(i), "method": ex.name, "slice": slice_of[i],
-               "label": int(labels[i]), "prob": float(probs[i]), "has_mask": bool(has_mask[i]), "invalid_map": invalid,
-               "time_s": per_image_s, "metrics": met}
-        rows.append(row)
+        rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, ctx))
         if out is not None:
-            _save_maps(out, ids[i], ex.name, a, ex_j, x[j], mask_i, markers[i] if markers is not None else None, row, written_inputs)
+            _save_maps(out, ids[i], ex.name, a, extras[j], x[j], mask_i, markers[i] if markers is not None else None, rows[-1], written_inputs)
     return rows
+
+
+def _robustness(a: np.ndarray, invalid: bool, noisy: list[np.ndarray | None], sigmas: list[float]) -> dict[str, dict]:
+    """Similarity of the clean map to each noisy one (None where a map is missing)."""
+    return {f"noise_{s:g}": ({"ssim": None, "spearman": None, "top10": None} if invalid or b is None
+                             else {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)})
+            for s, b in zip(sigmas, noisy)}
+
+
+def _finish_row(met: dict[str, Any], ex: Any, i: int, j: int, a: np.ndarray, invalid: bool, mask_i: np.ndarray, ex_j: dict,
+                x: torch.Tensor, ctx: dict[str, Any]) -> dict[str, Any]:
+    """The metrics both implementations share (counterfactuals, twins, shortcut, cost) and the row itself.
+    ctx: the per-chunk values (prob_fn, oracle_p, oracle_res, twins, has_twin, markers, ids, rels, slice_of,
+    labels, probs, has_mask, per_image_s)."""
+    c = ctx
+    if "x_neg" in ex_j:
+        p_neg = ex_j.get("prob_neg")
+        if p_neg is None:
+            with torch.no_grad():
+                p_neg = float(c["prob_fn"](ex_j["x_neg"][None]).item())
+        met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, c["oracle_p"][j])
+    if "x_res" in ex_j:  # the residual counterfactual of the scan itself
+        met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), c["oracle_res"][j])
+    if c["twins"] is not None and bool(c["has_twin"][i]):
+        met.update(_twin_metrics(a, x[j], c["twins"][i], ex_j, localise="localisation" in met and not invalid,
+                                 ground_truth=getattr(ex, "ground_truth", False)))
+    if c["markers"] is not None:
+        met["shortcut"] = shortcut_metrics(a, c["markers"][i], mask_i if mask_i.any() else None)
+    met["cost"] = {"time_s": c["per_image_s"]}
+    return {"image_id": c["ids"][i], "image": c["rels"][i], "index": int(i), "method": ex.name, "slice": c["slice_of"][i],
+            "label": int(c["labels"][i]), "prob": float(c["probs"][i]), "has_mask": bool(c["has_mask"][i]), "invalid_map": invalid,
+            "time_s": c["per_image_s"], "metrics": met}
 
 
 def _max_sens(ex: Any, x1: torch.Tensor, seed: int, radius: float, n_perturb: int) -> float | None:
@@ -411,6 +421,8 @@ def evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_o
     oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
 
     rows = []
+    ctx = dict(prob_fn=prob_fn, oracle_p=oracle_p, oracle_res=oracle_res, twins=twins, has_twin=has_twin, markers=markers, ids=ids,
+               rels=rels, slice_of=slice_of, labels=labels, probs=probs, has_mask=has_mask, per_image_s=per_image_s)
     for j, i in enumerate(todo):
         invalid = maps[j] is None
         a = a_all[j]
@@ -421,36 +433,12 @@ def evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_o
             met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
         met.update(deletions[j])
         if sigmas:
-            met["robustness"] = {}
-            for s in sigmas:
-                b = noisy_maps[s][j]
-                if invalid or b is None:
-                    met["robustness"][f"noise_{s:g}"] = {"ssim": None, "spearman": None, "top10": None}
-                else:
-                    met["robustness"][f"noise_{s:g}"] = {"ssim": ssim(a, b), "spearman": spearman(a, b), "top10": topk_overlap(a, b, 0.1)}
+            met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in sigmas], sigmas)
         if j in sens:
             met["sensitivity"] = {"max": sens[j]}
-        ex_j = extras[j]
-        if "x_neg" in ex_j:
-            p_neg = ex_j.get("prob_neg")
-            if p_neg is None:
-                with torch.no_grad():
-                    p_neg = float(prob_fn(ex_j["x_neg"][None]).item())
-            met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p[j])
-        if "x_res" in ex_j:
-            met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_res[j])
-        if twins is not None and bool(has_twin[i]):
-            met.update(_twin_metrics(a, x[j], twins[i], ex_j, localise="localisation" in met and not invalid,
-                                     ground_truth=getattr(ex, "ground_truth", False)))
-        if markers is not None:
-            met["shortcut"] = shortcut_metrics(a, markers[i], mask_i if mask_i.any() else None)
-        met["cost"] = {"time_s": per_image_s}
-        row = {"image_id": ids[i], "image": rels[i], "index": int(i), "method": ex.name, "slice": slice_of[i],
-               "label": int(labels[i]), "prob": float(probs[i]), "has_mask": bool(has_mask[i]), "invalid_map": invalid,
-               "time_s": per_image_s, "metrics": met}
-        rows.append(row)
+        rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, ctx))
         if out is not None:
-            _save_maps(out, ids[i], ex.name, a, ex_j, x[j], mask_i, markers[i] if markers is not None else None, row, written_inputs)
+            _save_maps(out, ids[i], ex.name, a, extras[j], x[j], mask_i, markers[i] if markers is not None else None, rows[-1], written_inputs)
     return rows
 
 
