@@ -42,10 +42,12 @@ def main() -> None:
     ap.add_argument("--baselines", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--from-checkpoint", action="store_true", help="evaluate the run's latest checkpoint (training still going)")
+    ap.add_argument("--checkpoint-step", type=int, help="evaluate the run's checkpoint of this step (implies --from-checkpoint)")
     ap.add_argument("--png", help="a grid of the first 8 images: input, twin, x_pos, x_neg, residual, |difference|, LIG")
     a = ap.parse_args()
     torch.manual_seed(0)
-    run = load_gan_run(_snapshot(a.run) if a.from_checkpoint else a.run, device="cpu")
+    from_ckpt = a.from_checkpoint or a.checkpoint_step is not None
+    run = load_gan_run(_snapshot(a.run, a.checkpoint_step) if from_ckpt else a.run, device="cpu")
     G, clf, oracle = run.generator, run.classifier, run.oracle
     ds = load_dataset(a.data, split="test", size=G.size, channels=G.channels)
     x, y, m, has = ds.tensors()
@@ -114,8 +116,9 @@ def _grid(path: str, rows: list, m: torch.Tensor, k: int = 8) -> None:
     Image.fromarray(img).resize((img.shape[1] * 2, img.shape[0] * 2), Image.NEAREST).save(path)
 
 
-def _snapshot(run: str) -> str:
-    """A run directory next to RUN holding the generator (EMA copy if any) and encoder of its latest checkpoint."""
+def _snapshot(run: str, step: int | None = None) -> str:
+    """A run directory next to RUN holding the generator (EMA copy if any) and encoder of its latest checkpoint
+    (or of the checkpoint of `step`)."""
     import shutil
 
     from safetensors.torch import save_file
@@ -123,8 +126,13 @@ def _snapshot(run: str) -> str:
     from medxgan.runtime.runs import RunDir
 
     rd = RunDir(run)
-    st = rd.load_checkpoint()["trainer"]
-    snap = Path(str(run).rstrip("/") + ".snapshot")
+    ckpt = None
+    if step is not None:
+        ckpt = next((c for c in rd.list_checkpoints() if int(c.name.split("_")[1]) == step), None)
+        if ckpt is None:
+            raise SystemExit(f"{run}: no checkpoint of step {step}")
+    st = rd.load_checkpoint(ckpt)["trainer"]
+    snap = Path(str(run).rstrip("/") + (f".snapshot{step}" if step is not None else ".snapshot"))
     shutil.rmtree(snap, ignore_errors=True)
     snap.mkdir()
     for name in ("config.json", "classifier", "oracle"):
