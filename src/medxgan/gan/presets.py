@@ -239,9 +239,10 @@ def _default(channels: int) -> Preset:
         "default",
         _dcgan_net(channels, pathology="mask"),
         TrainOptions(lambda_cls=2.0, recon_weight=10.0, kl_weight=0.01, adv_weight=0.5, cf_adv_weight=1.0, lr=1e-3, lr_d=2e-4,
-                     ema_decay=0.999, r1_gamma=1.0, r1_every=4, diffaug="translation"),
-        "masked generator (anatomy B(z1) + gated pathology mask) + projection D + encoder anchor whose counterfactuals must "
-        "pass D as real negatives + EMA/R1/DiffAugment; explanations use the residual counterfactual of the scan",
+                     ema_decay=0.999, r1_gamma=1.0, r1_every=4, diffaug="translation", cf_mode="residual"),
+        "masked generator (anatomy B(z1) + gated pathology mask) + projection D + encoder anchor whose "
+        "residual counterfactuals (1-gM)x + gM B(E1(x)) must pass the classifier and D as real negatives + EMA/R1/DiffAugment; "
+        "explanations use the residual counterfactual of the scan",
         inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0),
     )
 
