@@ -130,6 +130,29 @@ def test_fd_kid_multivariate_same_vs_shifted():
     assert shifted["fd"] == pytest.approx(6.0 + same["fd"], abs=0.5) and shifted["kid"] > 20 * abs(same["kid"])
 
 
+def test_non_finite_counterfactuals_are_left_out_not_fed_to_eigvals(tmp_path):
+    # A counterfactual with NaN (the twin row of a negative image, which has no twin) used to reach
+    # torch.linalg.eigvals inside torchmetrics' FID, where MKL segfaults: it must be left out with a note.
+    from medxgan.evaluate.realism import _counterfactual_sets
+
+    g = torch.Generator().manual_seed(2)
+    a = torch.randn(20, 4, generator=g, dtype=torch.float64)
+    bad = a.clone()
+    bad[3, 1] = float("nan")
+    assert all(math.isnan(v) for v in feature_distances(a, bad).values())
+    rows = []
+    for i, twin_ok in enumerate((True, False, True)):
+        d = tmp_path / f"img{i}"
+        d.mkdir()
+        x = np.zeros((1, 4, 4), np.float32)
+        np.savez(d / "input.npz", image=x)
+        np.savez(d / "twin.npz", x_neg=x + 0.5 if twin_ok else np.full_like(x, np.nan))
+        rows.append({"image_id": f"img{i}", "method": "twin", "metrics": {"counterfactual": {}}})
+    sets, notes = _counterfactual_sets(tmp_path, rows)
+    assert sets["twin: x_neg"]["ids"] == ["img0", "img2"]
+    assert any("1 image(s) without a finite counterfactual" in n for n in notes)
+
+
 def test_minimality_counts_regions():
     x = torch.zeros(1, 16, 16)
     cf = x.clone()

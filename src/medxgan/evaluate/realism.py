@@ -71,7 +71,8 @@ def penultimate_features(adapter: Any, images: Tensor, batch_size: int = 64) -> 
 
 def feature_distances(real: Tensor, other: Tensor, *, seed: int = 0, kid_subsets: int = 100) -> dict[str, float]:
     """FD and KID (mean, std) between two feature sets (N x D), via torchmetrics (runtime.quality)."""
-    if len(real) < 2 or len(other) < 2:
+    if len(real) < 2 or len(other) < 2 or not (torch.isfinite(real).all() and torch.isfinite(other).all()):
+        # too few samples, or non-finite features: undefined (and MKL's eigvals segfaults on NaN input)
         return {"fd": float("nan"), "kid": float("nan"), "kid_std": float("nan")}
     ident: Callable[[Tensor], Tensor] = lambda f: f  # noqa: E731  the features are precomputed
     d = real.shape[1]
@@ -101,6 +102,7 @@ def _counterfactual_sets(maps_dir: Path, rows: Sequence[dict]) -> tuple[dict[str
     (medXGAN's two methods share one inversion, hence one x_neg)."""
     sets: dict[str, dict[str, list]] = {}
     notes: list[str] = []
+    skipped: dict[str, int] = {}
     for r in rows:
         met = r.get("metrics") or {}
         kinds = [("x_neg", "counterfactual")] + [("x_res", "counterfactual_residual")]
@@ -115,6 +117,9 @@ def _counterfactual_sets(maps_dir: Path, rows: Sequence[dict]) -> tuple[dict[str
                 if key not in z.files:
                     continue
                 cf = torch.from_numpy(z[key].astype(np.float32))
+            if not torch.isfinite(cf).all():  # e.g. the twin row of an image that has no twin (a negative)
+                skipped[f"{r['method']}: {key}"] = skipped.get(f"{r['method']}: {key}", 0) + 1
+                continue
             with np.load(inp) as z:
                 x = torch.from_numpy(z["image"].astype(np.float32))
             label = f"{r['method']}: {key}"
@@ -122,6 +127,7 @@ def _counterfactual_sets(maps_dir: Path, rows: Sequence[dict]) -> tuple[dict[str
             s["ids"].append(r["image_id"])
             s["x"].append(x)
             s["cf"].append(cf)
+    notes += [f"{label}: {k} image(s) without a finite counterfactual (e.g. no twin) left out" for label, k in skipped.items()]
     kept: dict[str, dict[str, list]] = {}
     for label, s in sets.items():
         dup = next((k for k, t in kept.items() if t["key"] == s["key"] and t["ids"] == s["ids"]
