@@ -73,18 +73,12 @@ def _shuffle_split(dst: Path, split: str, rng: np.random.Generator) -> dict[str,
     return {"changed": int(sum(a != b for a, b in zip(labels, new))), "n": len(labels)}
 
 
-def _finished(run: Path) -> bool:
+def _run_config(run: Path) -> dict[str, Any]:
+    """RUN/config.json, or {} when there is none (yet)."""
     try:
-        return json.loads((run / "config.json").read_text()).get("status") == "finished"
+        return json.loads((run / "config.json").read_text())
     except (OSError, ValueError):
-        return False
-
-
-def _steps_done(run: Path) -> int | None:
-    try:
-        return json.loads((run / "config.json").read_text()).get("steps_done")
-    except (OSError, ValueError):
-        return None
+        return {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, d in (("real", data), ("shuffled", out / "data-shuffled")):
         t = time.perf_counter()
         # a rerun into the same OUT reuses finished stages (same settings are the caller's responsibility)
-        if not (out / f"clf-{name}" / "test_metrics.json").is_file():
+        if _run_config(out / f"clf-{name}").get("status") != "finished":
             train_classifier(d, out / f"clf-{name}", arch="paper-cnn", epochs=s["clf_epochs"], seed=args.seed, size=64, device=args.device, quiet=True)
-        if not _finished(out / f"gan-{name}"):
+        if _run_config(out / f"gan-{name}").get("status") != "finished":
             train_gan(d, str(out / f"clf-{name}"), out / f"gan-{name}", preset="default", steps=s["gan_steps"], seed=args.seed,
                       oracle_epochs=s["oracle_epochs"], size=64, device=args.device, max_minutes=s["gan_minutes"], quiet=True)
         else:
@@ -130,39 +124,33 @@ def main(argv: list[str] | None = None) -> int:
                                methods=["medxgan-diff"], n=s["eval_n"], subset="pos", noise_sigmas=(),
                                max_sensitivity=False, inversion=s["inversion"], device=args.device, show_progress=False)
         timings[name] = round(time.perf_counter() - t, 1)
-    # similarity of the shuffled-label map to the real one on the images both explained
-    rows = []
-    for r in evals["real"]["per_image"]:
-        if r["method"] != "medxgan-diff":  # one row per image (the twin rows share the image)
-            continue
-        a = out / "eval-real" / "maps" / r["image_id"] / "medxgan-diff.npz"
-        b = out / "eval-shuffled" / "maps" / r["image_id"] / "medxgan-diff.npz"
-        if a.is_file() and b.is_file():
-            ma, mb = np.load(a)["map"], np.load(b)["map"]
-            rows.append({"ssim": ssim(ma, mb), "spearman": spearman(ma, mb)})
-    # localisation of each GAN's map on ALL explained positives with masks: evaluate() scores only the images
-    # its classifier calls positive, which for the shuffled-label classifier is almost none
+    # per image both GANs explained: the similarity of the shuffled-label map to the real one, and each map's
+    # localisation on ALL explained positives with masks (evaluate() scores only the images its classifier calls
+    # positive, which for the shuffled-label classifier is almost none)
     from medxgan.data import load_image_tensor
     from medxgan.evaluate.localisation import iou_area_matched, pointing_game
 
-    loc_all: dict[str, Any] = {}
-    for name in ("real", "shuffled"):
-        scores = []
-        for r in evals["real"]["per_image"]:
-            f = out / f"eval-{name}" / "maps" / r["image_id"] / "medxgan-diff.npz"
-            mask_file = data / "masks" / r["image"]
-            if r["method"] != "medxgan-diff" or not (f.is_file() and mask_file.is_file()):
-                continue
-            a = np.abs(np.load(f)["map"]).reshape(64, 64)
-            m = load_image_tensor(mask_file, size=64, channels=1)[0, 0].numpy() > 0
+    rows, scores = [], {"real": [], "shuffled": []}
+    for r in evals["real"]["per_image"]:
+        if r["method"] != "medxgan-diff":  # one row per image (the twin rows share the image)
+            continue
+        files = {n: out / f"eval-{n}" / "maps" / r["image_id"] / "medxgan-diff.npz" for n in scores}
+        if not all(f.is_file() for f in files.values()):
+            continue
+        maps = {n: np.squeeze(np.load(f)["map"]) for n, f in files.items()}
+        rows.append({"ssim": ssim(maps["real"], maps["shuffled"]), "spearman": spearman(maps["real"], maps["shuffled"])})
+        mask_file = data / "masks" / r["image"]
+        if mask_file.is_file():
+            m = load_image_tensor(mask_file, size=maps["real"].shape[-1], channels=1)[0, 0].numpy() > 0
             if m.any():
-                scores.append({"pointing_game": pointing_game(a, m), "iou_area_matched": iou_area_matched(a, m)})
-        loc_all[name] = aggregate(scores) if scores else {}
+                for n, a in maps.items():
+                    scores[n].append({"pointing_game": pointing_game(np.abs(a), m), "iou_area_matched": iou_area_matched(np.abs(a), m)})
+    loc_all = {n: aggregate(v) if v else {} for n, v in scores.items()}
     loc = lambda res: {k: v for k, v in res["methods"]["medxgan-diff"]["metrics"].items() if k.startswith(("localisation.", "counterfactual."))}  # noqa: E731
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
               "python": platform.python_version(), "command": " ".join([sys.executable] + sys.argv), "quick": q, "settings": s,
               "shuffled_labels": shuffled, "timings_s": timings, "reused_trained_stages": reused,
-              "gan_steps_done": {n: _steps_done(out / f"gan-{n}") for n in ("real", "shuffled")}, "total_s": round(time.perf_counter() - t0, 1),
+              "gan_steps_done": {n: _run_config(out / f"gan-{n}").get("steps_done") for n in ("real", "shuffled")}, "total_s": round(time.perf_counter() - t0, 1),
               "real": loc(evals["real"]), "shuffled": loc(evals["shuffled"]), "localisation_all_positives": loc_all,
               "similarity_shuffled_vs_real": aggregate(rows) if rows else {}, "n_compared": len(rows)}
     (out / "results.json").write_text(json.dumps(result, indent=2, default=float) + "\n")

@@ -117,12 +117,12 @@ def _counterfactual_sets(maps_dir: Path, rows: Sequence[dict]) -> tuple[dict[str
                 if key not in z.files:
                     continue
                 cf = torch.from_numpy(z[key].astype(np.float32))
+            label = f"{r['method']}: {key}"
             if not torch.isfinite(cf).all():  # e.g. the twin row of an image that has no twin (a negative)
-                skipped[f"{r['method']}: {key}"] = skipped.get(f"{r['method']}: {key}", 0) + 1
+                skipped[label] = skipped.get(label, 0) + 1
                 continue
             with np.load(inp) as z:
                 x = torch.from_numpy(z["image"].astype(np.float32))
-            label = f"{r['method']}: {key}"
             s = sets.setdefault(label, {"ids": [], "x": [], "cf": [], "method": r["method"], "key": key})
             s["ids"].append(r["image_id"])
             s["x"].append(x)
