@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--restarts", type=int, help="GAN inversion: starting points per image")
     p.add_argument("--counterfactual", choices=["generator", "residual"], default=None,
                    help="GAN: which counterfactual the medXGAN maps explain (default: the GAN preset's)")
+    p.add_argument("--minimal-mask-steps", type=int, default=None, metavar="N",
+                   help="residual counterfactual of a masked generator: refine its mask per scan for N steps to the minimal one that keeps "
+                        "the counterfactual as negative (0 = the generator's own mask; default: the GAN preset's, 150 for the default preset)")
     p.add_argument("--seed", type=int, default=0, help="image order, noise and bootstrap seed")
     p.add_argument("--no-plots", action="store_true", help="do not write plots/")
     p.add_argument("--no-maps", action="store_true", help="do not save the maps under maps/")
@@ -79,13 +82,16 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.classifier is None and args.gan is None:
         raise MedxganError("--classifier is required without --gan (with --gan the run's classifier is the default)")
+    if args.minimal_mask_steps is not None and args.minimal_mask_steps < 0:
+        raise MedxganError(f"--minimal-mask-steps {args.minimal_mask_steps}: must be >= 0")
     if args.n is not None and args.n < 1:
         raise MedxganError(f"--n/--num-images {args.n}: must be >= 1")
     from medxgan.runtime.distributed import distributed
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun each rank evaluates a share; rank 0 merges
         clf = classifier_from_args(args, device=ctx.device) if args.classifier else None
-        inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual))
+        inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual),
+                                                   ("minimal_mask_steps", args.minimal_mask_steps))
                      if v is not None} or None
         res = evaluate(
             args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n,

@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--counterfactual", choices=["generator", "residual"], default=None,
                    help="which counterfactual the maps, frames and LIG explain: generator = G(z1*, 0) (the paper); residual = the scan "
                         "with the generator's pathology change removed (default: the GAN preset's; residual for the default preset)")
+    p.add_argument("--minimal-mask-steps", type=int, default=None, metavar="N",
+                   help="residual counterfactual of a masked generator: refine its mask per scan for N steps to the minimal one that keeps "
+                        "the counterfactual as negative (0 = the generator's own mask; default: the GAN preset's, 150 for the default preset)")
     p.add_argument("--tune", action="store_true", help="pivotal tuning: fine-tune a per-image copy of the generator around the inverted code")
     p.add_argument("--tune-steps", type=int, default=100, help="pivotal tuning steps")
     p.add_argument("--lig-form", choices=["path", "authors"], default="path",
@@ -64,7 +67,8 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.pipeline import MedXGAN
     from medxgan.runtime.errors import MedxganError
 
-    for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
+    for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
+                             ("--minimal-mask-steps", args.minimal_mask_steps, 0)):
         if value is not None and value < low:
             raise MedxganError(f"{flag} {value}: must be >= {low}")
     from medxgan.cli.common import classifier_from_args
@@ -73,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun: each rank explains a share of the files
         classifier = classifier_from_args(args, device=ctx.device) if args.classifier else None
-        schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual))
+        schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual),
+                                                   ("minimal_mask_steps", args.minimal_mask_steps))
                     if v is not None}
         mx = MedXGAN.load(
             args.gan, classifier=classifier, device=ctx.device, lr=args.lr, seed=args.seed, tune_generator=args.tune,

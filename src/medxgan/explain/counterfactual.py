@@ -25,6 +25,7 @@ the same engine never invert the same image twice.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medxgan.explain import minimal_mask as mm
 from medxgan.explain.base import Explainer, check_images
 from medxgan.gan.inversion import counterfactual_images, invert
 from medxgan.runtime.errors import MedxganError
@@ -102,6 +104,7 @@ class Counterfactuals:
     loss: Tensor
     steps_run: Tensor
     generators: list[nn.Module] = field(default_factory=list)  # per image (the shared G, or a tuned copy)
+    masks: Tensor | None = None  # N x 1 x H x W minimal masks of the residual counterfactual, when refined
 
     def __len__(self) -> int:
         return int(self.z1.shape[0])
@@ -124,7 +127,28 @@ class ResidualPath(nn.Module):
         return counterfactual_images(self.generator, z1, self.z2_full.expand(n, -1) - w, self.x.expand(n, -1, -1, -1))[2]
 
 
+class MaskPath(nn.Module):
+    """The path of a refined (minimal) mask M over one scan x: ``forward(z1, alpha z2*)`` is
+    ``x + (1 - alpha) M (B(z1) - x)``, so alpha = 0 gives the minimal-mask counterfactual and alpha = 1 the
+    scan. With z1 = z1* fixed this is the straight line between them: LIG along it is integrated
+    gradients with the counterfactual as the baseline (:mod:`medxgan.explain.minimal_mask`)."""
+
+    def __init__(self, generator: nn.Module, x: Tensor, z2: Tensor, mask: Tensor):
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("x", x.detach().reshape(1, *x.shape[-3:]))
+        self.register_buffer("z2_full", z2.detach().reshape(1, -1))
+        self.register_buffer("mask", mask.detach().reshape(1, 1, *x.shape[-2:]))
+
+    def forward(self, z1: Tensor, w: Tensor) -> Tensor:
+        n = z1.shape[0]
+        alpha = (w * self.z2_full).sum(1) / self.z2_full.pow(2).sum().clamp(min=1e-12)
+        base = self.generator(z1, torch.zeros_like(w), return_parts=True)[1]
+        return self.x + (1 - alpha).view(n, 1, 1, 1) * self.mask * (base - self.x)
+
+
 COUNTERFACTUAL_MODES = ("generator", "residual")
+MINIMAL_MASK_KEYS = ("minimal_mask_steps", "minimal_mask_area", "minimal_mask_tv")
 
 
 def image_key(image: Tensor) -> str:
@@ -146,6 +170,10 @@ class CounterfactualEngine:
         classifier: the classifier adapter (``.logit``/``.prob``).
         inversion: keyword arguments for :func:`medxgan.gan.inversion.invert` (steps, lr, restarts,
             tune_generator, ...).
+            Also ``minimal_mask_steps`` (0 = off), ``minimal_mask_area``, ``minimal_mask_tv``: for masked
+            generators with the residual counterfactual, refine the generator's mask per scan to the minimal
+            one that keeps the counterfactual as negative (:func:`medxgan.explain.minimal_mask.refine_mask`);
+            the maps, frames and LIG then explain that counterfactual.
         cache_size: inverted images kept (LRU). With pivotal tuning each entry holds a generator copy,
             so the cache is limited to 8 entries then.
         reduce: channel reduction of the difference maps (see :func:`reduce_channels`).
@@ -158,6 +186,14 @@ class CounterfactualEngine:
         self.counterfactual = self.inversion.get("counterfactual", "generator")
         if self.counterfactual not in COUNTERFACTUAL_MODES:
             raise MedxganError(f"counterfactual {self.counterfactual!r}: choose {' or '.join(COUNTERFACTUAL_MODES)}")
+        self.minimal_mask = {k: self.inversion[k] for k in MINIMAL_MASK_KEYS if k in self.inversion}
+        steps = self.minimal_mask.get("minimal_mask_steps", 0)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise MedxganError(f"minimal_mask_steps {steps!r}: must be an integer >= 0", arg="minimal_mask_steps")
+        for k in ("minimal_mask_area", "minimal_mask_tv"):
+            v = self.minimal_mask.get(k, 1.0)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise MedxganError(f"{k} {v!r}: must be a finite number >= 0", arg=k)
         self.reduce = reduce
         self.cache_size = min(cache_size, 8) if self.inversion.get("tune_generator") else cache_size
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -201,11 +237,12 @@ class CounterfactualEngine:
             x_res=stack("x_res"), prob_res=stack("prob_res"),
             psnr=stack("psnr"), prob_gap=stack("prob_gap"), loss=stack("loss"), steps_run=stack("steps_run"),
             generators=[e["generator"] for e in entries],
+            masks=stack("mask") if all(e.get("mask") is not None for e in entries) else None,
         )
 
     def _compute(self, keys: list[str], images: Tensor) -> None:
         dev = self.device
-        res = invert(self.generator, self.classifier, images.to(dev), **self.inversion)
+        res = invert(self.generator, self.classifier, images.to(dev), **{k: v for k, v in self.inversion.items() if k not in MINIMAL_MASK_KEYS})
         self.inversions_run += len(keys)
         gens = res.generators or [self.generator] * len(keys)
         with frozen(self.generator, self.classifier), torch.no_grad():
@@ -216,6 +253,9 @@ class CounterfactualEngine:
                 _, x_neg, x_res = (torch.cat(t) for t in zip(*parts))
             else:
                 _, x_neg, x_res = counterfactual_images(self.generator, z1, z2, x)
+            masks = self._minimal_masks(gens, z1, z2, x, x_neg)
+            if masks is not None:
+                x_res = x + masks * (x_neg - x)
             x_pos = res.reconstructions.to(dev)
             p_in = self.classifier.prob(x).float().cpu()
             p_pos = self.classifier.prob(x_pos).float().cpu()
@@ -226,8 +266,24 @@ class CounterfactualEngine:
             self._cache[k] = dict(
                 z1=res.z1[i], z2=res.z2[i], x_pos=res.reconstructions[i], x_neg=x_neg[i], prob_input=p_in[i],
                 prob_pos=p_pos[i], prob_neg=p_neg[i], x_res=x_res[i], prob_res=p_res[i], psnr=res.psnr[i], prob_gap=res.prob_gap[i], loss=res.loss[i],
-                steps_run=res.steps_run[i], generator=gens[i],
+                steps_run=res.steps_run[i], generator=gens[i], mask=None if masks is None else masks[i].cpu(),
             )
+
+    @property
+    def refines_mask(self) -> bool:
+        """Whether the residual counterfactual uses the minimal mask (masked generators only)."""
+        return (self.counterfactual == "residual" and bool(getattr(self.generator, "masked", False))
+                and int(self.minimal_mask.get("minimal_mask_steps", 0)) > 0)
+
+    def _minimal_masks(self, gens: list[nn.Module], z1: Tensor, z2: Tensor, x: Tensor, base: Tensor) -> Tensor | None:
+        """Per image, the minimal mask (N x 1 x H x W) started from each generator's own mask, or None."""
+        if not self.refines_mask:
+            return None
+        gm = torch.cat([g(z1[i : i + 1], z2[i : i + 1], return_parts=True)[2] for i, g in enumerate(gens)]) if len(set(map(id, gens))) > 1 \
+            else gens[0](z1, z2, return_parts=True)[2]
+        opts = dict(steps=int(self.minimal_mask.get("minimal_mask_steps", 0)), w_area=float(self.minimal_mask.get("minimal_mask_area", mm.DEFAULT_W_AREA)),
+                    w_tv=float(self.minimal_mask.get("minimal_mask_tv", mm.DEFAULT_W_TV)))
+        return mm.refine_mask(self.classifier, x, base, gm, **opts)
 
     def endpoints(self, cf: Counterfactuals) -> tuple[Tensor, Tensor]:
         """(positive end, counterfactual) that the maps compare: (x_pos, x_neg) or (x, x_res)."""
@@ -238,6 +294,8 @@ class CounterfactualEngine:
         if self.counterfactual != "residual":
             return list(cf.generators) if cf.generators else [self.generator] * len(cf)
         gens = cf.generators or [self.generator] * len(cf)
+        if cf.masks is not None:
+            return [MaskPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device), cf.masks[i].to(self.device)) for i, g in enumerate(gens)]
         return [ResidualPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device)) for i, g in enumerate(gens)]
 
     def interpolation(self, cf: Counterfactuals, frames: int = 11) -> tuple[Tensor, Tensor]:

@@ -15,7 +15,9 @@ Presets
                whose counterfactuals G(E1(x), 0) must also pass the discriminator as real negatives
                (cf_adv_weight 1), stabilised like ``joint`` (EMA of G, lazy R1, DiffAugment translation).
                Explanations use the residual counterfactual of the scan itself, (1 - gM) x + gM B(z1*), with
-               the inversion asked to make it negative (w_cf 1) and small (w_min 1).
+               the inversion asked to make it negative (w_cf 1) and small (w_min 1), and the generator's mask then
+               refined per scan to the minimal one that keeps the counterfactual as negative
+               (minimal_mask_steps 150; medxgan.explain.minimal_mask).
 ``joint``      the previous default (until 2026-12-01): one decoder of concat(z1, z2) (the paper's
                generator shape, DCGAN-sized) + class-conditional projection discriminator (with BatchNorm;
                spectral norm learned too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4
@@ -243,7 +245,7 @@ def _default(channels: int) -> Preset:
         "masked generator (anatomy B(z1) + gated pathology mask) + projection D + encoder anchor whose "
         "residual counterfactuals (1-gM)x + gM B(E1(x)) must pass the classifier and D as real negatives + EMA/R1/DiffAugment; "
         "explanations use the residual counterfactual of the scan",
-        inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0),
+        inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=150),
     )
 
 

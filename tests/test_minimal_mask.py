@@ -1,0 +1,108 @@
+"""The minimal mask of the residual counterfactual (medxgan.explain.minimal_mask): hand-checked
+objective terms, what the refinement finds on a classifier whose evidence is known, batch = one by one,
+the path and LIG completeness through the explainers, and option errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from medxgan.classifiers import wrap_classifier
+from medxgan.explain.minimal_mask import mask_objective, refine_mask, total_variation
+from medxgan.gan import get_preset
+from medxgan.gan.networks import build_generator
+from medxgan.runtime.errors import MedxganError
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+class _RegionLogit(nn.Module):
+    """logit = 4 * mean of the pixels in the top-left 2 x 2 block of an 8 x 8 image - 1: the evidence is there only."""
+
+    def forward(self, x):
+        return (4 * x[:, :, :2, :2].mean((1, 2, 3)) - 1).unsqueeze(1)
+
+
+def test_total_variation_and_objective_hand_values():
+    m = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    # rows: |0 - 1|, |0 - 0| -> mean 0.5; columns: the same -> 1.0
+    assert total_variation(m).tolist() == [1.0]
+    clf = wrap_classifier(_Lin(), output="logit1")
+    x = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]]])
+    fill = torch.zeros_like(x)
+    # x + m (fill - x) = [[0, 1], [1, 1]]: logit = sum - 1 = 2 > target 0 -> hinge 2; area 0.25; TV 1.0
+    obj = mask_objective(clf, x, fill, m, torch.tensor([0.0]), w_area=2.0, w_tv=0.5)
+    assert obj.tolist() == [pytest.approx(2.0 + 2.0 * 0.25 + 0.5 * 1.0)]
+    # below the target the hinge is 0: only the size terms are left
+    obj = mask_objective(clf, x, fill, torch.ones_like(m), torch.tensor([0.0]), w_area=1.0, w_tv=1.0)
+    assert obj.tolist() == [pytest.approx(1.0)]  # logit -1 <= 0, area 1, TV 0
+
+
+class _Lin(nn.Module):
+    def forward(self, x):
+        return (x.flatten(1).sum(1) - 1).unsqueeze(1)
+
+
+def test_refinement_keeps_the_evidence_region_and_drops_the_rest():
+    torch.manual_seed(0)
+    clf = wrap_classifier(_RegionLogit(), output="logit1")
+    x = torch.full((2, 1, 8, 8), 0.8)
+    fill = torch.full_like(x, -0.5)
+    gm = torch.full((2, 1, 8, 8), 0.9)  # the generator's mask covers everything
+    with torch.no_grad():
+        target = clf.logit(x + gm * (fill - x)).clamp(max=0)
+    m = refine_mask(clf, x, fill, gm, steps=300, lr=0.1)
+    with torch.no_grad():
+        refined = clf.logit(x + m * (fill - x))
+    assert bool((refined <= target + 0.05).all())  # as negative as the generator's counterfactual
+    inside, outside = m[:, :, :2, :2].mean(), m[:, :, 2:, 2:].mean()
+    assert float(inside) > 0.8 and float(outside) < 0.1  # only where the classifier looks
+    one = refine_mask(clf, x[:1], fill[:1], gm[:1], steps=300, lr=0.1)
+    assert torch.allclose(one, m[:1], atol=1e-6)  # a batch equals its images one by one
+    assert torch.equal(refine_mask(clf, x, fill, gm, steps=0), gm)
+
+
+def _masked_setup():
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, size=16, pathology="mask", nz1=8, nz2=4, g_width=8).net).eval()
+    clf = wrap_classifier(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 64, 1)), output="logit1")
+    return G, clf, torch.rand(2, 1, 16, 16) * 2 - 1
+
+
+def test_minimal_mask_path_runs_from_its_counterfactual_to_the_scan():
+    from medxgan import MedXGAN
+
+    G, clf, x = _masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=5, restarts=1, counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=20))
+    assert mx.engine.refines_mask
+    cf = mx.engine.counterfactuals(x)
+    assert cf.masks is not None and cf.masks.shape == (2, 1, 16, 16)
+    assert torch.allclose(cf.x_res, x + cf.masks * (cf.x_neg - x), atol=1e-6)  # x_neg = B(z1*) for a masked G
+    res = mx.explain(x, frames=5, lig_steps=64, lig_tol=None)
+    for i, r in enumerate(res):
+        assert torch.allclose(r.frames[0], r.residual, atol=1e-6) and torch.allclose(r.frames[-1], x[i], atol=1e-6)
+        assert torch.allclose(r.difference, (x[i] - r.residual).abs(), atol=1e-6)
+        with torch.no_grad():
+            delta = float(clf.logit(x[i : i + 1]) - clf.logit(r.residual[None]))
+        assert r.lig_delta == pytest.approx(delta, abs=1e-5)
+        assert float(r.lig.sum()) == pytest.approx(delta, abs=0.02 * abs(delta) + 1e-3)  # completeness on the straight path
+
+
+def test_minimal_mask_is_off_for_the_generator_counterfactual_and_options_are_checked():
+    from medxgan import MedXGAN
+
+    G, clf, x = _masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="generator", minimal_mask_steps=20))
+    assert not mx.engine.refines_mask and mx.engine.counterfactuals(x).masks is None
+    for bad in (dict(minimal_mask_steps=-1), dict(minimal_mask_steps=1.5), dict(minimal_mask_area=float("nan")), dict(minimal_mask_tv=-2.0)):
+        with pytest.raises(MedxganError):
+            MedXGAN(G, clf, inversion=dict(counterfactual="residual", **bad))
+
+
+def test_cli_rejects_a_negative_minimal_mask_steps(tmp_path, capsys):
+    from medxgan.cli import main
+
+    rc = main(["explain", str(tmp_path), "--gan", str(tmp_path), "--out", str(tmp_path / "o"), "--minimal-mask-steps", "-3"])
+    assert rc == 2
+    assert "--minimal-mask-steps -3" in capsys.readouterr().err
