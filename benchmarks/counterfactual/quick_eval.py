@@ -23,7 +23,7 @@ from medxgan.data import load_dataset, load_image_tensor
 from medxgan.evaluate.localisation import iou_area_matched, pointing_game, score_map
 from medxgan.explain.baselines import EXPLAINERS
 from medxgan.explain.lig import latent_integrated_gradients
-from medxgan.gan.inversion import counterfactual_images, invert, psnr
+from medxgan.gan.inversion import invert, psnr
 from medxgan.gan.run import load_gan_run
 
 
@@ -39,7 +39,6 @@ def main() -> None:
     ap.add_argument("--w-min", type=float, default=0.0)
     ap.add_argument("--counterfactual", default="generator")
     ap.add_argument("--w-real", type=float, default=0.0, help="inversion realism term: the counterfactual must pass the run's D as a real negative")
-    ap.add_argument("--fill", default="anatomy", help="residual counterfactual fill of masked generators: anatomy or corrected")
     ap.add_argument("--baselines", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--from-checkpoint", action="store_true", help="evaluate the run's latest checkpoint (training still going)")
@@ -60,7 +59,7 @@ def main() -> None:
     x, m = x[sel], m[sel]
     twins = torch.cat([load_image_tensor(_twin(a.data, paths[i]), size=G.size, channels=G.channels) for i in sel])
     res = invert(G, clf, x, steps=a.steps, restarts=a.restarts, w_cf=a.w_cf, w_prior=a.w_prior, w_min=a.w_min,
-                 counterfactual=a.counterfactual, w_real=a.w_real, fill=a.fill, discriminator=_discriminator(a.run, run.config) if a.w_real else None)
+                 counterfactual=a.counterfactual, w_real=a.w_real, discriminator=_discriminator(a.run, run.config) if a.w_real else None)
     with torch.no_grad():
         z1, z2 = res.z1, res.z2
         x_pos, x_neg = res.reconstructions, G(z1, torch.zeros_like(z2))
@@ -69,7 +68,7 @@ def main() -> None:
         extra_maps = {}
         if getattr(G, "masked", False):
             _, base, gm = G(z1, z2, return_parts=True)
-            x_inp = counterfactual_images(G, z1, z2, x, fill=a.fill)[2]  # the scan with the pathology mask filled
+            x_inp = (1 - gm) * x + gm * base  # the scan with the pathology mask filled by the anatomy
             cfs.append(("inpaint", x_inp))
             extra_maps = {"mask": gm, "inpaint": (x - x_inp).abs().mean(1, keepdim=True)}
         val = {}

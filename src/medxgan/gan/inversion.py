@@ -83,62 +83,28 @@ class InversionResult:
 COUNTERFACTUALS = ("generator", "residual")
 
 
-FILLS = ("anatomy", "corrected")
-
-
-def counterfactual_images(gen: nn.Module, z1: Tensor, z2: Tensor, x: Tensor, amp: str = "off", fill: str = "anatomy") -> tuple[Tensor, Tensor, Tensor]:
+def counterfactual_images(gen: nn.Module, z1: Tensor, z2: Tensor, x: Tensor, amp: str = "off") -> tuple[Tensor, Tensor, Tensor]:
     """(x_pos = G(z1, z2), x_neg = G(z1, 0), x_res) for codes of the scans x (all N x C x H x W).
 
     x_res is the counterfactual of the scan itself: the generator's pathology change applied to x,
     keeping every pixel the generator does not change. A masked generator (``pathology="mask"``,
-    G = B (1 - gM) + gM R) replaces x by an anatomy fill where the mask is on:
-    ``x_res = (1 - gM) x + gM F``, with ``fill`` "anatomy": F = B(z1); "corrected": F = B(z1) plus
-    the reconstruction error x - B that the scan shows around the mask (:func:`corrected_fill`), so the
-    fill matches the scan's local brightness instead of carrying B's own error into the counterfactual.
-    Any other generator subtracts its change: ``x_res = clamp(x - (x_pos - x_neg), -1, 1)``."""
-    if fill not in FILLS:
-        raise MedxganError(f"fill {fill!r}: choose {' or '.join(FILLS)}", arg="fill")
+    G = B (1 - gM) + gM R) replaces x by its anatomy B(z1) where the mask is on:
+    ``x_res = (1 - gM) x + gM B(z1)``; any other generator subtracts its change:
+    ``x_res = clamp(x - (x_pos - x_neg), -1, 1)``."""
     if getattr(gen, "masked", False):
         x_pos, base, gm = forward(amp, z1.device, lambda a, b: gen(a, b, return_parts=True), z1, z2)
-        filler = corrected_fill(x, base, gm) if fill == "corrected" else base
-        return x_pos, base, x + gm * (filler - x)
+        return x_pos, base, x + gm * (base - x)
     x_pos = forward(amp, z1.device, gen, z1, z2)
     x_neg = forward(amp, z1.device, gen, z1, torch.zeros_like(z2))
     return x_pos, x_neg, (x - (x_pos - x_neg)).clamp(-1.0, 1.0)
 
 
-def corrected_fill(x: Tensor, base: Tensor, mask: Tensor, sigma_frac: float = 1 / 16) -> Tensor:
-    """B + the scan's reconstruction error x - B interpolated into the mask from the pixels around it.
-
-    Normalised convolution (Knutsson & Westin 1993) with a Gaussian of sigma = sigma_frac x image size:
-    c = K * ((1 - M)(x - B)) / K * (1 - M), so each masked pixel gets the weighted mean error of its
-    unmasked neighbourhood and the pixels the mask covers (the pathology) never enter it. A generic
-    low-pass correction: the generator's anatomy has a smooth error (brightness, blur) against the scan
-    that the residual counterfactual would otherwise paste into the scan. Hand-written because it is a
-    few lines of separable convolution; differentiable in x, B and M."""
-    w = (1.0 - mask).clamp(0.0, 1.0)
-    sigma = max(float(sigma_frac) * x.shape[-1], 0.5)
-    r = int(math.ceil(3 * sigma))
-    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-
-    def blur(a: Tensor) -> Tensor:  # separable Gaussian, zero padding (normalised by the blurred weights)
-        c = a.shape[1]
-        a = F.conv2d(a, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, r), groups=c)
-        return F.conv2d(a, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(r, 0), groups=c)
-
-    num = blur(w * (x - base))
-    den = blur(w.expand_as(x))
-    return (base + num / den.clamp(min=1e-6)).clamp(-1.0, 1.0)
-
-
 def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float,
                     amp: str = "off", w_cf: float = 0.0, counterfactual: str = "generator", w_min: float = 0.0,
-                    w_real: float = 0.0, disc: nn.Module | None = None, fill: str = "anatomy") -> tuple[Tensor, Tensor]:
+                    w_real: float = 0.0, disc: nn.Module | None = None) -> tuple[Tensor, Tensor]:
     if w_cf or w_min or w_real:  # the counterfactual must be negative (keeps the pathology out of z1) and, for the
         # residual counterfactual, change as little of the scan as it can
-        out, x_neg, x_res = counterfactual_images(gen, z1, z2, x, amp, fill)
+        out, x_neg, x_res = counterfactual_images(gen, z1, z2, x, amp)
         x_cf = x_res if counterfactual == "residual" else x_neg
     else:
         out = forward(amp, z1.device, gen, z1, z2)  # amp: autocast forward, float32 output; the loss in float32
@@ -189,7 +155,6 @@ def invert(
     w_min: float = 0.0,
     w_real: float = 0.0,
     discriminator: nn.Module | None = None,
-    fill: str = "anatomy",
     early_stop_patience: int | None = DEFAULT_PATIENCE,
     min_rel_improvement: float = 1e-4,
     seed: int = 0,
@@ -222,8 +187,6 @@ def invert(
         w_real: weight of softplus(-D(x_cf, negative)): the counterfactual must look like a real healthy
             scan to the GAN's own discriminator, not only fall below the classifier's threshold (a few
             changed pixels can flip a classifier; D was trained on real negatives). 0 = off.
-        fill: the residual counterfactual's fill for masked generators, "anatomy" or "corrected"
-            (:func:`counterfactual_images`).
         discriminator: D for ``w_real``; default the generator's ``inversion_discriminator`` (set by
             :func:`medxgan.gan.run.load_generator` when the run's preset asks for ``w_real``).
         early_stop_patience: steps without relative improvement > ``min_rel_improvement`` after which
@@ -287,7 +250,7 @@ def invert(
         steps_run = torch.zeros(m, dtype=torch.long, device=device)
 
         for _ in range(steps + 1):  # the last pass only evaluates the final codes
-            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf, counterfactual, w_min, w_real, disc, fill)
+            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf, counterfactual, w_min, w_real, disc)
             with torch.no_grad():
                 lv = loss.detach()
                 thresh = torch.where(torch.isfinite(best_loss), best_loss - min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
@@ -334,7 +297,7 @@ def invert(
 
     settings = dict(
         steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior, w_cf=w_cf, counterfactual=counterfactual, w_min=w_min,
-        **({"w_real": w_real} if w_real else {}), **({"fill": fill} if fill != "anatomy" else {}), early_stop_patience=patience, seed=seed, tune_generator=tune_generator,
+        **({"w_real": w_real} if w_real else {}), early_stop_patience=patience, seed=seed, tune_generator=tune_generator,
         **({"tune_steps": tune_steps, "tune_lr": tune_lr, "tune_reg": tune_reg, "tune_cls": tune_cls} if tune_generator else {}),
     )
     return InversionResult(
