@@ -106,3 +106,20 @@ def test_cli_rejects_a_negative_minimal_mask_steps(tmp_path, capsys):
     rc = main(["explain", str(tmp_path), "--gan", str(tmp_path), "--out", str(tmp_path / "o"), "--minimal-mask-steps", "-3"])
     assert rc == 2
     assert "--minimal-mask-steps -3" in capsys.readouterr().err
+
+
+def test_sanity_check_re_refines_the_minimal_mask_under_the_randomised_classifier():
+    """With the minimal mask the difference map reads the classifier at explanation time, so the cascading
+    randomisation covers it: same inversion, the mask refined again under the randomised weights."""
+    from medxgan import MedXGAN
+    from medxgan.evaluate.sanity import classifier_based, model_randomisation
+
+    G, clf, x = _masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=10))
+    diff = mx.difference_explainer()
+    assert classifier_based(diff)
+    res = model_randomisation([diff], clf, x, n_resamples=50)
+    curve = res["methods"][diff.name]["curve"]
+    assert curve and all(c["ssim"]["n"] == 2 for c in curve)
+    off = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=0))
+    assert not classifier_based(off.difference_explainer())

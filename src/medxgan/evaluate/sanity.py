@@ -28,8 +28,10 @@ weights and buffers are restored bit for bit on exit, even after an error.
 Which methods: every explainer that reads the classifier's gradients or outputs (saliency, Grad-CAM,
 IG, SmoothGrad, occlusion, medXGAN-LIG). LIG is re-run along the *same* latent path (the inversion of
 the trained model, computed once before randomising) with the randomised classifier's gradients. The
-medXGAN difference map and the twin row do not depend on the classifier's weights at explanation time
-(the difference map depends on them through the generator's training only): they are skipped here; the
+medXGAN difference map with the minimal mask (:mod:`medxgan.explain.minimal_mask`) keeps the trained
+model's inversion and re-refines the mask with the randomised classifier. Without the minimal mask the
+difference map, and the twin row, do not depend on the classifier's weights at explanation time (the
+difference map depends on them through the generator's training only): they are skipped here; the
 data-randomisation benchmark (``benchmarks/sanity/data_randomisation.py``) covers them.
 
 Why not Quantus's ``ModelParameterRandomisation``: it randomises every *leaf* layer of a raw model and
@@ -117,7 +119,9 @@ def classifier_based(explainer: Any) -> bool:
     if getattr(explainer, "ground_truth", False):
         return False
     if hasattr(explainer, "engine") and not hasattr(explainer, "from_counterfactuals"):
-        return False  # the medXGAN difference map: G(z, pos) - G(z, neg), no classifier at explanation time
+        # the medXGAN difference map: no classifier at explanation time, unless its residual counterfactual's
+        # mask is refined per scan by the classifier (the minimal mask)
+        return bool(getattr(explainer.engine, "refines_mask", False))
     return True
 
 
@@ -126,7 +130,26 @@ def _map_function(ex: Any, images: torch.Tensor):
     if hasattr(ex, "from_counterfactuals") and hasattr(ex, "engine"):  # LIG: keep the trained model's latent path
         cf = ex.engine.counterfactuals(images.to(ex.engine.device))
         return lambda: ex.from_counterfactuals(cf).maps[:, 0].detach().float().cpu().numpy()
+    if hasattr(ex, "engine") and getattr(ex.engine, "refines_mask", False):  # difference map: same inversion, mask re-refined
+        cf = ex.engine.counterfactuals(images.to(ex.engine.device))
+        return lambda: _minimal_mask_difference(ex.engine, cf)
     return lambda: ex.explain(images).maps[:, 0].numpy()
+
+
+def _minimal_mask_difference(engine: Any, cf: Any) -> np.ndarray:
+    """|x - x_res| with the minimal mask refined under the classifier's current weights, from the inversion
+    of the trained model (N x H x W)."""
+    from medxgan.explain.counterfactual import reduce_channels
+    from medxgan.explain.minimal_mask import refine_mask
+
+    dev = engine.device
+    x, base = cf.images.to(dev), cf.x_neg.to(dev)
+    with torch.no_grad():
+        gm = torch.cat([g(cf.z1[i : i + 1].to(dev), cf.z2[i : i + 1].to(dev), return_parts=True)[2] for i, g in enumerate(cf.generators)])
+    opts = engine.minimal_mask
+    m = refine_mask(engine.classifier, x, base, gm, steps=int(opts["minimal_mask_steps"]), w_area=float(opts.get("minimal_mask_area", 1.0)),
+                    w_tv=float(opts.get("minimal_mask_tv", 1.0)))
+    return reduce_channels((m * (base - x)).abs(), engine.reduce)[:, 0].detach().float().cpu().numpy()
 
 
 def _safe(fn) -> np.ndarray | None:

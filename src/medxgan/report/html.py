@@ -435,7 +435,10 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
     rows = select_rows(results, max_rows)
     if not rows:
         return "<p class='muted'>no per-image rows in results.json</p>"
-    cf_mode = ((results.get("config") or {}).get("inversion") or {}).get("counterfactual") or "generator"
+    inv = (results.get("config") or {}).get("inversion") or {}
+    cf_mode = inv.get("counterfactual") or "generator"
+    cf_label = cf_mode + (f", within the minimal mask ({inv['minimal_mask_steps']} refinement steps per scan)"
+                          if cf_mode == "residual" and inv.get("minimal_mask_steps") else "")
     has_frames = False
     out = []
     for r in rows:
@@ -500,7 +503,7 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
             "each map scaled by its own 99.5th percentile) over the input; the green line is the lesion mask. Under each map: pointing-game "
             "hit/miss and area-matched IoU (true positives with a mask), deletion AUC (mean replacement, lower = more faithful). "
             "The slider beside a row walks the stored interpolation frames: drag α to see the frame, the classifier's p(pos) there "
-            f"and the change accumulated so far (counterfactual used by this run: <b>{_e(cf_mode)}</b>).")
+            f"and the change accumulated so far (counterfactual used by this run: <b>{_e(cf_label)}</b>).")
     if not has_frames and any((eval_dir / "maps" / str(r["image_id"]) / "medxgan-diff.npz").is_file() for r in rows):
         note += (" The evaluation runner stores x_pos / x_neg but no interpolation frames, and none were computed for this report "
                  "(<code>medxgan report DIR --frames</code> computes them with the GAN run), so the slider is omitted.")
