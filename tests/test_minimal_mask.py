@@ -123,3 +123,21 @@ def test_sanity_check_re_refines_the_minimal_mask_under_the_randomised_classifie
     assert curve and all(c["ssim"]["n"] == 2 for c in curve)
     off = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=0))
     assert not classifier_based(off.difference_explainer())
+
+
+def test_explain_files_saves_the_minimal_mask(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from medxgan import MedXGAN
+
+    G, clf, x = _masked_setup()
+    src = tmp_path / "scan.png"
+    Image.fromarray(((x[0, 0].numpy() + 1) * 127.5).round().astype(np.uint8)).save(src)
+    mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="residual", minimal_mask_steps=5))
+    mx.explain_files([src], tmp_path / "out", show_progress=False, frames=3)
+    maps = np.load(tmp_path / "out" / "scan" / "maps.npz")
+    m = maps["residual_mask"]
+    assert m.shape == (16, 16) and 0.0 <= m.min() and m.max() <= 1.0
+    r = mx.explain(x[:1], frames=3)[0]
+    assert r.residual_mask is not None and torch.allclose(r.residual, x[0] + r.residual_mask * (r.negative - x[0]), atol=1e-6)

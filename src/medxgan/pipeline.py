@@ -79,7 +79,7 @@ class MedXGAN(MedXGANModel):
                     lig_steps=int(lig.steps[i]), frames=fr[i], alphas=alphas, frame_probs=fp[i].tolist(), psnr=float(cf.psnr[i]),
                     prob_gap=float(cf.prob_gap[i]), inversion_loss=float(cf.loss[i]), inversion_steps=int(cf.steps_run[i]),
                     z1=cf.z1[i], z2=cf.z2[i], counterfactual=self.engine.counterfactual, residual=cf.x_res[i],
-                    prob_residual=float(cf.prob_res[i]), settings=settings,
+                    prob_residual=float(cf.prob_res[i]), residual_mask=None if cf.masks is None else cf.masks[i], settings=settings,
                 ))
         return out
 

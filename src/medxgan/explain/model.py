@@ -72,6 +72,7 @@ class ExplanationResult:
     counterfactual: str = "generator"
     residual: Tensor | None = None
     prob_residual: float = float("nan")
+    residual_mask: Tensor | None = None  # 1 x H x W: the minimal mask x_res replaced (None without the refinement)
     settings: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:

@@ -30,7 +30,8 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
     Files (see ``OUTPUT_FILES``): input / reconstruction / negative at native resolution; the difference
     heatmap; overlays of the difference, LIG (signed, blue-white-red) and accumulated change on the
     input; the interpolation strip with p(pos) under each frame and its GIF; a panel of all of these;
-    ``maps.npz`` (float arrays: difference, signed_difference, lig, accumulated_change); ``slider/``
+    ``maps.npz`` (float arrays: difference, signed_difference, lig, accumulated_change, and residual_mask
+    when the minimal mask was used); ``slider/``
     (each interpolation frame and its accumulated change map as PNG) and ``index.html``, a page with the
     figures and the interactive latent slider over those frames (:mod:`medxgan.report.slider`).
     """
@@ -71,7 +72,10 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
     panel = fig.captioned_strip(images, captions, min_size=display_size)
     fig.save_png(out / F["panel"], panel)
     buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: getattr(res, k).squeeze(0).numpy().astype(np.float32) for k in ("difference", "signed_difference", "lig", "accumulated_change")})
+    arrays = {k: getattr(res, k).squeeze(0).numpy().astype(np.float32) for k in ("difference", "signed_difference", "lig", "accumulated_change")}
+    if getattr(res, "residual_mask", None) is not None:  # the minimal mask the residual counterfactual replaced
+        arrays["residual_mask"] = res.residual_mask.squeeze(0).numpy().astype(np.float32)
+    np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out / F["maps"], buf.getvalue())
 
     slider = write_slider_images(res.frames, out / SLIDER_DIR, "frame")
