@@ -140,16 +140,9 @@ def _minimal_mask_difference(engine: Any, cf: Any) -> np.ndarray:
     """|x - x_res| with the minimal mask refined under the classifier's current weights, from the inversion
     of the trained model (N x H x W)."""
     from medxgan.explain.counterfactual import reduce_channels
-    from medxgan.explain.minimal_mask import refine_mask
 
-    dev = engine.device
-    x, base = cf.images.to(dev), cf.x_neg.to(dev)
-    with torch.no_grad():
-        gm = torch.cat([g(cf.z1[i : i + 1].to(dev), cf.z2[i : i + 1].to(dev), return_parts=True)[2] for i, g in enumerate(cf.generators)])
-    opts = engine.minimal_mask
-    m = refine_mask(engine.classifier, x, base, gm, steps=int(opts["minimal_mask_steps"]), w_area=float(opts.get("minimal_mask_area", 1.0)),
-                    w_tv=float(opts.get("minimal_mask_tv", 1.0)))
-    return reduce_channels((m * (base - x)).abs(), engine.reduce)[:, 0].detach().float().cpu().numpy()
+    m = engine.refine_masks(cf).cpu()
+    return reduce_channels((m * (cf.x_neg - cf.images.cpu())).abs(), engine.reduce)[:, 0].detach().float().numpy()
 
 
 def _safe(fn) -> np.ndarray | None:

@@ -279,11 +279,23 @@ class CounterfactualEngine:
         """Per image, the minimal mask (N x 1 x H x W) started from each generator's own mask, or None."""
         if not self.refines_mask:
             return None
-        gm = torch.cat([g(z1[i : i + 1], z2[i : i + 1], return_parts=True)[2] for i, g in enumerate(gens)]) if len(set(map(id, gens))) > 1 \
-            else gens[0](z1, z2, return_parts=True)[2]
+        with torch.no_grad():
+            gm = torch.cat([g(z1[i : i + 1], z2[i : i + 1], return_parts=True)[2] for i, g in enumerate(gens)]) if len(set(map(id, gens))) > 1 \
+                else gens[0](z1, z2, return_parts=True)[2]
         opts = dict(steps=int(self.minimal_mask.get("minimal_mask_steps", 0)), w_area=float(self.minimal_mask.get("minimal_mask_area", mm.DEFAULT_W_AREA)),
                     w_tv=float(self.minimal_mask.get("minimal_mask_tv", mm.DEFAULT_W_TV)))
         return mm.refine_mask(self.classifier, x, base, gm, **opts)
+
+    def refine_masks(self, cf: Counterfactuals) -> Tensor:
+        """The minimal masks of ``cf``'s images recomputed under the classifier's *current* weights, from the
+        same inversion (the sanity check re-refines them under a randomised classifier). N x 1 x H x W."""
+        if not self.refines_mask:
+            raise MedxganError("refine_masks: this engine does not use the minimal mask")
+        dev = self.device
+        gens = cf.generators or [self.generator] * len(cf)
+        masks = self._minimal_masks(gens, cf.z1.to(dev), cf.z2.to(dev), cf.images.to(dev), cf.x_neg.to(dev))
+        assert masks is not None
+        return masks
 
     def endpoints(self, cf: Counterfactuals) -> tuple[Tensor, Tensor]:
         """(positive end, counterfactual) that the maps compare: (x_pos, x_neg) or (x, x_res)."""
