@@ -139,10 +139,11 @@ def _map_function(ex: Any, images: torch.Tensor):
 def _minimal_mask_difference(engine: Any, cf: Any) -> np.ndarray:
     """|x - x_res| with the minimal mask refined under the classifier's current weights, from the inversion
     of the trained model (N x H x W)."""
-    from medxgan.explain.counterfactual import reduce_channels
+    from medxgan.explain.counterfactual import difference_maps
 
-    m = engine.refine_masks(cf).cpu()
-    return reduce_channels((m * (cf.x_neg - cf.images.cpu())).abs(), engine.reduce)[:, 0].detach().float().numpy()
+    x = cf.images.cpu()
+    x_res = x + engine.refine_masks(cf).cpu() * (cf.x_neg - x)
+    return difference_maps(x, x_res, engine.reduce)[0][:, 0].detach().float().numpy()
 
 
 def _safe(fn) -> np.ndarray | None:

@@ -142,7 +142,6 @@ class MedXGANModel:
               if self.engine.counterfactual == "residual" else "; counterfactual: G(z1*, 0)")
         if self.engine.refines_mask:
             cf += f", within the minimal mask ({self.engine.minimal_mask['minimal_mask_steps']} refinement steps per scan)"
-
         if info:
             what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
             return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image{cf}"

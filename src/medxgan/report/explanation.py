@@ -73,7 +73,7 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
     fig.save_png(out / F["panel"], panel)
     buf = io.BytesIO()
     arrays = {k: getattr(res, k).squeeze(0).numpy().astype(np.float32) for k in ("difference", "signed_difference", "lig", "accumulated_change")}
-    if getattr(res, "residual_mask", None) is not None:  # the minimal mask the residual counterfactual replaced
+    if res.residual_mask is not None:  # the minimal mask the residual counterfactual replaced
         arrays["residual_mask"] = res.residual_mask.squeeze(0).numpy().astype(np.float32)
     np.savez_compressed(buf, **arrays)
     atomic_write_bytes(out / F["maps"], buf.getvalue())
