@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
-from medxgan.explain.minimal_mask import mask_objective, refine_mask, total_variation
+from medxgan.classifiers.reference import negative_logit_reference
+from medxgan.explain.minimal_mask import mask_objective, refine_mask, target_logits, total_variation
 from medxgan.gan import get_preset
 from medxgan.gan.networks import build_generator
 from medxgan.runtime.errors import MedxganError
@@ -63,6 +64,55 @@ def test_refinement_keeps_the_evidence_region_and_drops_the_rest():
     assert torch.equal(refine_mask(clf, x, fill, gm, steps=0), gm)
 
 
+def test_target_floor_hand_values():
+    clf = wrap_classifier(_Lin(), output="logit1")
+    x = torch.ones(3, 1, 2, 2)  # logit of x + m (fill - x) with fill 0 and m = gM: sum(1 - gM) - 1
+    gm = torch.tensor([0.0, 0.5, 1.0]).view(3, 1, 1, 1).expand(3, 1, 2, 2)
+    fill = torch.zeros_like(x)
+    # generator counterfactual logits 3, 1, -1 -> match target min(., 0) = 0, 0, -1
+    assert target_logits(clf, x, fill, gm).tolist() == [0.0, 0.0, -1.0]
+    # a floor at -0.5 lifts the third (no more negative than the floor), a positive floor counts as 0
+    assert target_logits(clf, x, fill, gm, floor=-0.5).tolist() == [0.0, 0.0, -0.5]
+    assert target_logits(clf, x, fill, gm, floor=2.0).tolist() == [0.0, 0.0, 0.0]
+    assert target_logits(clf, x, fill, gm, floor=-5.0).tolist() == [0.0, 0.0, -1.0]
+
+
+def test_negative_logit_reference_hand_values():
+    clf = wrap_classifier(_Lin(), output="logit1")
+    negs = torch.arange(21, dtype=torch.float32).view(21, 1, 1, 1)  # logits -1, 0, ..., 19
+    ref = negative_logit_reference(clf, negs, batch_size=4)
+    assert ref == {"negative_logit_q05": pytest.approx(0.0), "negative_logit_median": pytest.approx(9.0), "n_negatives": 21}
+    assert negative_logit_reference(clf, negs[:0]) == {}
+
+
+def test_a_floor_above_the_generator_target_gives_a_smaller_mask():
+    clf = wrap_classifier(_RegionLogit(), output="logit1")
+    x = torch.full((1, 1, 8, 8), 0.8)
+    fill = torch.full_like(x, -0.5)
+    gm = torch.full((1, 1, 8, 8), 0.9)
+    full = refine_mask(clf, x, fill, gm, steps=300, lr=0.1)
+    floored = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, floor=-1.5)  # the generator's: 4 (0.8 - 0.9 * 1.3) - 1 = -2.48
+    with torch.no_grad():
+        assert float(clf.logit(x + floored * (fill - x))) <= -1.5 + 0.05
+    assert float(floored.sum()) < 0.8 * float(full.sum())
+
+
+def test_a_coarse_mask_is_the_upsampled_grid_and_keeps_the_evidence():
+    import torch.nn.functional as F
+
+    clf = wrap_classifier(_RegionLogit(), output="logit1")
+    x = torch.full((2, 1, 8, 8), 0.8)
+    fill = torch.full_like(x, -0.5)
+    gm = torch.full((2, 1, 8, 8), 0.9)
+    m = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, scale=2)
+    assert m.shape == (2, 1, 8, 8)
+    assert float(m[:, :, :2, :2].mean()) > 0.6 and float(m[:, :, 4:, 4:].mean()) < 0.1
+    coarse = F.adaptive_avg_pool2d(m, 4)  # not a free per-pixel mask: bilinear between 4 x 4 cells
+    assert torch.allclose(F.interpolate(coarse, size=8, mode="bilinear", align_corners=False), m, atol=0.15)
+    one = refine_mask(clf, x[:1], fill[:1], gm[:1], steps=300, lr=0.1, scale=2)
+    assert torch.allclose(one, m[:1], atol=1e-6)
+
+
 def _masked_setup():
     torch.manual_seed(0)
     G = build_generator(get_preset("default", channels=1, size=16, pathology="mask", nz1=8, nz2=4, g_width=8).net).eval()
@@ -95,7 +145,8 @@ def test_minimal_mask_is_off_for_the_generator_counterfactual_and_options_are_ch
     G, clf, x = _masked_setup()
     mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="generator", minimal_mask_steps=20))
     assert not mx.engine.refines_mask and mx.engine.counterfactuals(x).masks is None
-    for bad in (dict(minimal_mask_steps=-1), dict(minimal_mask_steps=1.5), dict(minimal_mask_area=float("nan")), dict(minimal_mask_tv=-2.0)):
+    for bad in (dict(minimal_mask_steps=-1), dict(minimal_mask_steps=1.5), dict(minimal_mask_area=float("nan")), dict(minimal_mask_tv=-2.0),
+                dict(minimal_mask_scale=0), dict(minimal_mask_scale=1.5), dict(minimal_mask_target="lowest"), dict(minimal_mask_floor=float("inf"))):
         with pytest.raises(MedxganError):
             MedXGAN(G, clf, inversion=dict(counterfactual="residual", **bad))
 
@@ -141,3 +192,22 @@ def test_explain_files_saves_the_minimal_mask(tmp_path):
     assert m.shape == (16, 16) and 0.0 <= m.min() and m.max() <= 1.0
     r = mx.explain(x[:1], frames=3)[0]
     assert r.residual_mask is not None and torch.allclose(r.residual, x[0] + r.residual_mask * (r.negative - x[0]), atol=1e-6)
+
+
+def test_the_healthy_target_takes_its_floor_from_the_run_and_only_for_the_runs_own_classifier():
+    from types import SimpleNamespace
+
+    from medxgan import MedXGAN
+
+    G, clf, x = _masked_setup()
+    inv = dict(counterfactual="residual", minimal_mask_steps=5, minimal_mask_target="healthy")
+    config = {"preset": {"inversion": inv}, "classifier_reference": {"negative_logit_q05": -1.25}}
+    run = SimpleNamespace(generator=G, classifier=clf, oracle=None, config=config, path=".")
+    mx = MedXGAN.from_run(run, steps=2, restarts=1)
+    assert mx.engine.mask_floor == -1.25 and "logit -1.25" in mx.inversion_note()
+    other = MedXGAN.from_run(run, classifier=clf, steps=2, restarts=1)  # another classifier: the run's reference does not apply
+    assert other.engine.mask_floor is None
+    old = MedXGAN.from_run(SimpleNamespace(**{**vars(run), "config": {"preset": {"inversion": inv}}}), steps=2, restarts=1)
+    assert old.engine.mask_floor is None  # a run trained before the reference existed: the "match" target
+    match = MedXGAN(G, clf, inversion=dict(inv, minimal_mask_target="match", minimal_mask_floor=-1.0))
+    assert match.engine.mask_floor is None

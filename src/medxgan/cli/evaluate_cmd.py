@@ -65,6 +65,12 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--minimal-mask-steps", type=int, default=None, metavar="N",
                    help="residual counterfactual of a masked generator: refine its mask per scan for N steps to the minimal one that keeps "
                         "the counterfactual as negative (0 = the generator's own mask; default: the GAN preset's, 150 for the default preset)")
+    p.add_argument("--minimal-mask-target", choices=["match", "healthy"], default=None,
+                   help="how negative the minimal mask's counterfactual must be: match = as negative as the generator's counterfactual; "
+                        "healthy = only as negative as 95%% of the classifier's real negatives (the run's classifier_reference) when that "
+                        "is less (default: the GAN preset's, healthy for the default preset)")
+    p.add_argument("--minimal-mask-scale", type=int, default=None, metavar="K",
+                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the preset's, 2)")
     p.add_argument("--seed", type=int, default=0, help="image order, noise and bootstrap seed")
     p.add_argument("--no-plots", action="store_true", help="do not write plots/")
     p.add_argument("--no-maps", action="store_true", help="do not save the maps under maps/")
@@ -84,6 +90,8 @@ def _run(args: argparse.Namespace) -> int:
         raise MedxganError("--classifier is required without --gan (with --gan the run's classifier is the default)")
     if args.minimal_mask_steps is not None and args.minimal_mask_steps < 0:
         raise MedxganError(f"--minimal-mask-steps {args.minimal_mask_steps}: must be >= 0")
+    if args.minimal_mask_scale is not None and args.minimal_mask_scale < 1:
+        raise MedxganError(f"--minimal-mask-scale {args.minimal_mask_scale}: must be >= 1")
     if args.n is not None and args.n < 1:
         raise MedxganError(f"--n/--num-images {args.n}: must be >= 1")
     from medxgan.runtime.distributed import distributed
@@ -91,7 +99,8 @@ def _run(args: argparse.Namespace) -> int:
     with distributed(pick_device(args.device)) as ctx:  # under torchrun each rank evaluates a share; rank 0 merges
         clf = classifier_from_args(args, device=ctx.device) if args.classifier else None
         inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual),
-                                                   ("minimal_mask_steps", args.minimal_mask_steps))
+                                                   ("minimal_mask_steps", args.minimal_mask_steps),
+                                                   ("minimal_mask_target", args.minimal_mask_target), ("minimal_mask_scale", args.minimal_mask_scale))
                      if v is not None} or None
         res = evaluate(
             args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n,

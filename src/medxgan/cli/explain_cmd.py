@@ -47,6 +47,12 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--minimal-mask-steps", type=int, default=None, metavar="N",
                    help="residual counterfactual of a masked generator: refine its mask per scan for N steps to the minimal one that keeps "
                         "the counterfactual as negative (0 = the generator's own mask; default: the GAN preset's, 150 for the default preset)")
+    p.add_argument("--minimal-mask-target", choices=["match", "healthy"], default=None,
+                   help="how negative the minimal mask's counterfactual must be: match = as negative as the generator's counterfactual; "
+                        "healthy = only as negative as 95%% of the classifier's real negatives (the run's classifier_reference) when that "
+                        "is less (default: the GAN preset's, healthy for the default preset)")
+    p.add_argument("--minimal-mask-scale", type=int, default=None, metavar="K",
+                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the preset's, 2)")
     p.add_argument("--tune", action="store_true", help="pivotal tuning: fine-tune a per-image copy of the generator around the inverted code")
     p.add_argument("--tune-steps", type=int, default=100, help="pivotal tuning steps")
     p.add_argument("--lig-form", choices=["path", "authors"], default="path",
@@ -68,7 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.runtime.errors import MedxganError
 
     for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
-                             ("--minimal-mask-steps", args.minimal_mask_steps, 0)):
+                             ("--minimal-mask-steps", args.minimal_mask_steps, 0), ("--minimal-mask-scale", args.minimal_mask_scale, 1)):
         if value is not None and value < low:
             raise MedxganError(f"{flag} {value}: must be >= {low}")
     from medxgan.cli.common import classifier_from_args
@@ -78,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
     with distributed(pick_device(args.device)) as ctx:  # under torchrun: each rank explains a share of the files
         classifier = classifier_from_args(args, device=ctx.device) if args.classifier else None
         schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual),
-                                                   ("minimal_mask_steps", args.minimal_mask_steps))
+                                                   ("minimal_mask_steps", args.minimal_mask_steps),
+                                                   ("minimal_mask_target", args.minimal_mask_target), ("minimal_mask_scale", args.minimal_mask_scale))
                     if v is not None}
         mx = MedXGAN.load(
             args.gan, classifier=classifier, device=ctx.device, lr=args.lr, seed=args.seed, tune_generator=args.tune,

@@ -148,7 +148,8 @@ class MaskPath(nn.Module):
 
 
 COUNTERFACTUAL_MODES = ("generator", "residual")
-MINIMAL_MASK_KEYS = ("minimal_mask_steps", "minimal_mask_area", "minimal_mask_tv")
+MINIMAL_MASK_KEYS = ("minimal_mask_steps", "minimal_mask_area", "minimal_mask_tv", "minimal_mask_floor", "minimal_mask_scale", "minimal_mask_target")
+MINIMAL_MASK_TARGETS = ("match", "healthy")
 
 
 def image_key(image: Tensor) -> str:
@@ -170,9 +171,13 @@ class CounterfactualEngine:
         classifier: the classifier adapter (``.logit``/``.prob``).
         inversion: keyword arguments for :func:`medxgan.gan.inversion.invert` (steps, lr, restarts,
             tune_generator, ...).
-            Also ``minimal_mask_steps`` (0 = off), ``minimal_mask_area``, ``minimal_mask_tv``: for masked
-            generators with the residual counterfactual, refine the generator's mask per scan to the minimal
-            one that keeps the counterfactual as negative (:func:`medxgan.explain.minimal_mask.refine_mask`);
+            Also ``minimal_mask_steps`` (0 = off), ``minimal_mask_area``, ``minimal_mask_tv``,
+            ``minimal_mask_scale`` (mask grid coarser by this factor), ``minimal_mask_floor`` (a logit or None)
+            and ``minimal_mask_target`` (``"match"``: as negative as the generator's counterfactual;
+            ``"healthy"``: no more negative than ``minimal_mask_floor`` requires, which
+            :meth:`medxgan.explain.model.MedXGANModel.from_run` sets from the run's classifier reference): for
+            masked generators with the residual counterfactual, refine the generator's mask per scan to the
+            minimal one that keeps the counterfactual negative (:func:`medxgan.explain.minimal_mask.refine_mask`);
             the maps, frames and LIG then explain that counterfactual.
         cache_size: inverted images kept (LRU). With pivotal tuning each entry holds a generator copy,
             so the cache is limited to 8 entries then.
@@ -194,6 +199,15 @@ class CounterfactualEngine:
             v = self.minimal_mask.get(k, 1.0)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise MedxganError(f"{k} {v!r}: must be a finite number >= 0", arg=k)
+        scale = self.minimal_mask.get("minimal_mask_scale", 1)
+        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+            raise MedxganError(f"minimal_mask_scale {scale!r}: must be an integer >= 1", arg="minimal_mask_scale")
+        target = self.minimal_mask.get("minimal_mask_target", "match")
+        if target not in MINIMAL_MASK_TARGETS:
+            raise MedxganError(f"minimal_mask_target {target!r}: choose {' or '.join(MINIMAL_MASK_TARGETS)}", arg="minimal_mask_target")
+        floor = self.minimal_mask.get("minimal_mask_floor")
+        if floor is not None and (not isinstance(floor, (int, float)) or isinstance(floor, bool) or not math.isfinite(floor)):
+            raise MedxganError(f"minimal_mask_floor {floor!r}: must be a finite logit or None", arg="minimal_mask_floor")
         self.reduce = reduce
         self.cache_size = min(cache_size, 8) if self.inversion.get("tune_generator") else cache_size
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -283,8 +297,18 @@ class CounterfactualEngine:
             gm = torch.cat([g(z1[i : i + 1], z2[i : i + 1], return_parts=True)[2] for i, g in enumerate(gens)]) if len(set(map(id, gens))) > 1 \
                 else gens[0](z1, z2, return_parts=True)[2]
         opts = dict(steps=int(self.minimal_mask.get("minimal_mask_steps", 0)), w_area=float(self.minimal_mask.get("minimal_mask_area", mm.DEFAULT_W_AREA)),
-                    w_tv=float(self.minimal_mask.get("minimal_mask_tv", mm.DEFAULT_W_TV)))
+                    w_tv=float(self.minimal_mask.get("minimal_mask_tv", mm.DEFAULT_W_TV)), scale=int(self.minimal_mask.get("minimal_mask_scale", 1)),
+                    floor=self.mask_floor)
         return mm.refine_mask(self.classifier, x, base, gm, **opts)
+
+    @property
+    def mask_floor(self) -> float | None:
+        """The logit floor of the minimal mask's target: ``minimal_mask_floor`` with the ``"healthy"``
+        target, None (match the generator's counterfactual) otherwise or when no floor is known."""
+        if self.minimal_mask.get("minimal_mask_target", "match") != "healthy":
+            return None
+        floor = self.minimal_mask.get("minimal_mask_floor")
+        return None if floor is None else float(floor)
 
     def refine_masks(self, cf: Counterfactuals) -> Tensor:
         """The minimal masks of ``cf``'s images recomputed under the classifier's *current* weights, from the

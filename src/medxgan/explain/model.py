@@ -128,6 +128,10 @@ class MedXGANModel:
                 inversion.setdefault(k, v)
         for k, v in ((loaded.config.get("preset") or {}).get("inversion") or {}).items():
             inversion.setdefault(k, v)  # the preset's inversion defaults (e.g. the residual counterfactual)
+        reference = loaded.config.get("classifier_reference") or {}
+        if inversion.get("minimal_mask_target") == "healthy" and "minimal_mask_floor" not in inversion and classifier is None:
+            # the floor is a property of the run's own classifier: another classifier gets the "match" target
+            inversion["minimal_mask_floor"] = reference.get("negative_logit_q05")
         mx = cls(loaded.generator, classifier if classifier is not None else loaded.classifier, inversion=inversion,
                  oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
@@ -141,7 +145,10 @@ class MedXGANModel:
         cf = ("; counterfactual: residual (the scan with the generator's pathology change removed)"
               if self.engine.counterfactual == "residual" else "; counterfactual: G(z1*, 0)")
         if self.engine.refines_mask:
-            cf += f", within the minimal mask ({self.engine.minimal_mask['minimal_mask_steps']} refinement steps per scan)"
+            floor = self.engine.mask_floor
+            target = "as negative as the generator's counterfactual" if floor is None else \
+                f"as negative as the generator's counterfactual or as 95 % of the classifier's real negatives (logit {floor:.2f}), whichever is less"
+            cf += f", within the minimal mask ({self.engine.minimal_mask['minimal_mask_steps']} refinement steps per scan; {target})"
         if info:
             what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
             return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image{cf}"

@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medxgan.classifiers import as_classifier, load_classifier, train_classifier
+from medxgan.classifiers.reference import negative_logit_reference
 from medxgan.data import load_dataset
 from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
@@ -708,6 +709,8 @@ def train_gan(
             classifier={"source": clf_source, "local": clf_local, "fingerprint": clf_fp, "arch": (clf_meta or {}).get("arch"),
                         "adapter": clf.describe() if hasattr(clf, "describe") else None},
             oracle=oracle_info,
+            # how negative real healthy scans are for this classifier: the floor of the minimal mask's target
+            classifier_reference=negative_logit_reference(clf, images[labels == 0].to(dev)),
             ema=preset_obj.train.ema_decay > 0,
             settings=settings,
             resumes=start_info.resumes,

@@ -1,0 +1,26 @@
+"""How a classifier scores real healthy scans: the reference that bounds how negative a counterfactual
+needs to be (the floor of :func:`medxgan.explain.minimal_mask.refine_mask`'s target). Computed by
+``medxgan train`` on the negatives of the GAN's training split and stored in the run's config.json
+(``classifier_reference``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from medxgan.runtime.tensors import frozen
+
+
+def negative_logit_reference(classifier: Any, negatives: Tensor, batch_size: int = 128) -> dict[str, float]:
+    """The classifier's logits on real negative scans, summarised for the ``floor`` of :func:`medxgan.explain.minimal_mask.refine_mask`:
+    ``{"negative_logit_q05", "negative_logit_median", "n_negatives"}`` (stored with a GAN run)."""
+    if len(negatives) == 0:
+        return {}
+    with frozen(classifier), torch.no_grad():
+        logits = torch.cat([classifier.logit(negatives[i : i + batch_size]).float().flatten().cpu() for i in range(0, len(negatives), batch_size)])
+    logits = logits[torch.isfinite(logits)]
+    if len(logits) == 0:
+        return {}
+    return {"negative_logit_q05": float(torch.quantile(logits, 0.05)), "negative_logit_median": float(logits.median()), "n_negatives": int(len(logits))}
