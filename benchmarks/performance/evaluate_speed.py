@@ -15,6 +15,12 @@ after the other (``--order`` alternates them over ``--rounds``), reporting wall 
 one run of this script; on the shared 2-core machine the load changes during a run, so read it with the
 load averages printed next to it.
 
+The encoder path (``--variants batched encoder --encoder-gan RUN2``, RUN2 a copy of the GAN run with an
+encoder from `medxgan train-encoder`): the batched evaluation on RUN2 with the encoder's own schedule (75 steps x
+1 start from E(x), ``--encoder-steps`` to change it) against the demo's schedule on the run without it. Every
+image, noisy copy and perturbed copy is inverted alike (from its own E(x)), so the metrics stay comparable in
+kind but are other numbers (another inversion); the differences are reported as measured, not as a tolerance.
+
 Profile (``--profile``): one reference run with timers around the pieces of
 :func:`medxgan.evaluate.pairs.evaluate_pairs_reference` (inclusive wall time per phase and method; the
 inversion and LIG time inside each phase separately).
@@ -60,14 +66,23 @@ def run_one(args: argparse.Namespace, implementation: str, out: Path) -> dict[st
     from medxgan.evaluate.runner import evaluate
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    extra = {}
+    extra: dict[str, Any] = {}
+    gan = args.gan
+    kw = _evaluate_kwargs(args)
     if implementation == "warm":  # the batched code with the explicit noisy-copy option (changes numbers)
         extra = {"implementation": "batched", "noisy_inversion": {"start": "clean", "steps": args.warm_steps}}
+    if implementation == "encoder":  # the encoder path: the run with a trained encoder, on the encoder's own schedule
+        if args.encoder_gan is None:
+            raise SystemExit("variant encoder: pass --encoder-gan (a copy of --gan with RUN/encoder from `medxgan train-encoder`)")
+        extra = {"implementation": "batched"}
+        gan = args.encoder_gan
+        kw["inversion"] = {"steps": args.encoder_steps, "restarts": 1} if args.encoder_steps else None
     t = time.perf_counter()
-    res = evaluate(args.data, out, gan=args.gan, methods=args.methods, n=args.n, split="test", seed=0, device="cpu",
-                   show_progress=False, overwrite=True, **{"implementation": implementation, **extra}, **_evaluate_kwargs(args))
+    res = evaluate(args.data, out, gan=gan, methods=args.methods, n=args.n, split="test", seed=0, device="cpu",
+                   show_progress=False, overwrite=True, **{"implementation": implementation, **extra}, **kw)
     wall = time.perf_counter() - t
-    return {"implementation": implementation, "wall_s": wall, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    return {"implementation": implementation, "wall_s": wall, "inversion": res["config"].get("inversion"),
+            "inversion_encoder": res["config"].get("inversion_encoder"), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "n_images": res["slices"]["evaluated"], "methods": res["config"]["methods"], "load_after": list(os.getloadavg())}
 
 
@@ -111,6 +126,21 @@ def compare_rows(a_dir: Path, b_dir: Path) -> dict[str, Any]:
             "max_abs_diff": dict(sorted(worst.items()))}
 
 
+def compare_aggregates(a_dir: Path, b_dir: Path) -> dict[str, dict[str, list]]:
+    """Per method, the metrics whose aggregated mean differs between two runs' results.json:
+    {method: {metric: [mean a, lo a, hi a, mean b, lo b, hi b]}} (cost.* excluded)."""
+    a = json.loads((a_dir / "results.json").read_text())["methods"]
+    b = json.loads((b_dir / "results.json").read_text())["methods"]
+    out: dict[str, dict[str, list]] = {}
+    for m in a.keys() & b.keys():
+        for k, x in a[m]["metrics"].items():
+            y = b[m]["metrics"].get(k)
+            if k.startswith("cost.") or y is None or x.get("mean") is None or y.get("mean") is None or x["mean"] == y["mean"]:
+                continue
+            out.setdefault(m, {})[k] = [x["mean"], x["lo"], x["hi"], y["mean"], y["lo"], y["hi"]]
+    return dict(sorted(out.items()))
+
+
 def compare(args: argparse.Namespace) -> None:
     tmp = Path(args.workdir or tempfile.mkdtemp(prefix="evaluate_speed_"))
     runs: list[dict[str, Any]] = []
@@ -130,11 +160,14 @@ def compare(args: argparse.Namespace) -> None:
             runs.append(res)
             print(f"{impl:9s} round {r}: {res['wall_s']:.1f} s evaluate, peak RSS {res['peak_rss_mb']:.0f} MB, load {res['load_after']}", flush=True)
     by = {impl: [x["wall_s"] for x in runs if x["implementation"] == impl] for impl in args.variants}
-    base = "reference" if "reference" in by else args.variants[0]
+    base = args.baseline or ("reference" if "reference" in by else args.variants[0])
     ratios = {f"{base}/{v}": sum(by[base]) / sum(by[v]) for v in args.variants if v != base}
     diffs = {f"{base} vs {v}": compare_rows(tmp / f"{base}-0", tmp / f"{v}-0") for v in args.variants if v != base}
+    aggregates = {f"{base} vs {v}": compare_aggregates(tmp / f"{base}-0", tmp / f"{v}-0") for v in args.variants if v != base}
     payload = {"machine": {**machine(), "load_before": load_before}, "settings": {**_evaluate_kwargs(args), "n": args.n, "methods": args.methods,
-               "data": str(args.data), "gan": str(args.gan), "warm_steps": args.warm_steps}, "runs": runs, "ratios": ratios, "differences": diffs}
+               "data": str(args.data), "gan": str(args.gan), "warm_steps": args.warm_steps,
+               "encoder_gan": str(args.encoder_gan) if args.encoder_gan else None, "encoder_steps": args.encoder_steps}, "runs": runs, "ratios": ratios, "differences": diffs,
+               "aggregate_differences": aggregates}
     if "reference/batched" in ratios:
         payload["ratio_reference_over_batched"] = ratios["reference/batched"]
     print(json.dumps({"ratios": {k: round(v, 2) for k, v in ratios.items()}, "differences": diffs}, indent=2))
@@ -166,6 +199,8 @@ def _passthrough(args: argparse.Namespace) -> list[str]:
            "--ms-n", str(args.ms_n), "--subset", args.subset, "--warm-steps", str(args.warm_steps), "--batch-size", str(args.batch_size), "--sigmas", *map(str, args.sigmas)]
     if args.methods:
         out += ["--methods", *args.methods]
+    if args.encoder_gan:
+        out += ["--encoder-gan", str(args.encoder_gan), "--encoder-steps", str(args.encoder_steps)]
     return out
 
 
@@ -298,8 +333,13 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--order", choices=["reference-first", "batched-first"], default="reference-first",
                     help="reference-first: --variants in the given order; batched-first: reversed")
-    ap.add_argument("--variants", nargs="+", choices=["reference", "batched", "warm"], default=["reference", "batched"],
-                    help="warm: batched with noisy_inversion={'start': 'clean', 'steps': --warm-steps} (changes the medXGAN noise numbers)")
+    ap.add_argument("--variants", nargs="+", choices=["reference", "batched", "warm", "encoder"], default=["reference", "batched"],
+                    help="warm: batched with noisy_inversion={'start': 'clean', 'steps': --warm-steps} (changes the medXGAN noise numbers); "
+                    "encoder: batched on --encoder-gan with the encoder's own schedule (the encoder path; other numbers)")
+    ap.add_argument("--baseline", default=None, help="the variant the ratios and differences are taken against (default reference, "
+                    "else the first variant)")
+    ap.add_argument("--encoder-gan", type=Path, default=None, help="the --gan run with an encoder from `medxgan train-encoder` (a copy)")
+    ap.add_argument("--encoder-steps", type=int, default=0, help="variant encoder: inversion steps from E(x) (0: the run's default, 75)")
     ap.add_argument("--warm-steps", type=int, default=50)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--memory", nargs="+", type=int, default=None, metavar="N", help="peak RSS of the batched run for these numbers of images")

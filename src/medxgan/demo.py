@@ -12,6 +12,8 @@ data           ``DIR/data``                ``dataset.json`` exists (phantoms are
 classifier     ``DIR/classifier``          ``config.json`` status "finished" (paper-cnn)
 gan            ``DIR/gan``                 ``config.json`` status "finished" and ``generator.safetensors``
                                            (default preset; it also trains its independent oracle)
+encoder        ``DIR/gan/encoder``         only with ``encoder_steps`` > 0: `train-encoder`'s ``config.json``
+                                           status "finished"
 eval           ``DIR/eval``                ``results.json`` covers the requested n and every method
 frames         ``DIR/eval/frames``         one ``<image_id>.npz`` per medXGAN row of the report
 report         ``DIR/report/index.html``   always rewritten (cheap)
@@ -46,8 +48,10 @@ from medxgan.runtime.loop import resume_or_restart
 
 __all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
 
-STAGES = ("data", "classifier", "gan", "eval", "frames", "report")
-_DOWNSTREAM = {"data": ("classifier", "gan", "eval"), "classifier": ("gan", "eval"), "gan": ("eval",)}
+STAGES = ("data", "classifier", "gan", "encoder", "eval", "frames", "report")  # "encoder" only with encoder_steps > 0
+_DOWNSTREAM = {"data": ("classifier", "gan", "eval"), "classifier": ("gan", "eval"), "gan": ("encoder", "eval"), "encoder": ("eval",)}
+#: settings added after demos were made, at the value that reproduces those demos (an older demo.json lacks them)
+_ADDED_SETTINGS = {"encoder_steps": 0, "encoder_max_minutes": None}
 DEMO_JSON = "demo.json"
 
 
@@ -102,8 +106,13 @@ class DemoConfig:
     methods: tuple[str, ...] | None = None  # None: every method (the baselines and both medXGAN methods)
     eval_n: int = 30
     eval_batch_size: int = 8
-    inversion_steps: int | None = 200  # None: the library's default (400)
-    inversion_restarts: int | None = 1  # None: the library's default (2)
+    inversion_steps: int | None = 200  # None: the library's default (400); ignored when the GAN run has a trained encoder
+    inversion_restarts: int | None = 1  # None: the library's default (2); ignored when the GAN run has a trained encoder
+    # > 0: train an inversion encoder (`medxgan train-encoder`) for this many steps after the GAN; the evaluation
+    # then inverts with the encoder's short schedule (the encoder path). Off by default: measured not to pay for
+    # itself within the demo (benchmarks/performance/RESULTS.md, issue 15).
+    encoder_steps: int = 0
+    encoder_max_minutes: float | None = None  # safety cap on the encoder's training time
     noise_sigmas: tuple[float, ...] = (0.02, 0.05, 0.1)
     max_sensitivity: bool = True
     max_sensitivity_n: int = 3
@@ -127,7 +136,11 @@ class DemoConfig:
         """JSON-normalised (tuples become lists), so that it compares equal to what demo.json holds."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
-    def inversion(self) -> dict[str, int] | None:
+    def inversion(self, encoder: bool = False) -> dict[str, int] | None:
+        """The evaluation's inversion schedule; ``encoder``: the GAN run has an encoder from `train-encoder`, whose
+        own short schedule (:data:`medxgan.gan.run.ENCODER_INVERSION_STEPS` x 1 start) is then used."""
+        if encoder:
+            return None
         inv = {k: v for k, v in (("steps", self.inversion_steps), ("restarts", self.inversion_restarts)) if v is not None}
         return inv or None
 
@@ -161,6 +174,12 @@ def _classifier_done(d: Path) -> bool:
 def _gan_done(d: Path) -> bool:
     cfg = _read_json(d / "config.json")
     return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "generator.safetensors").is_file()
+
+
+def _encoder_done(d: Path) -> bool:
+    """``d``: the GAN run's encoder sub-run (RUN/encoder/)."""
+    cfg = _read_json(d / "config.json")
+    return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "encoder.safetensors").is_file()
 
 
 def _all_methods() -> list[str]:
@@ -244,11 +263,11 @@ def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[
         if out.is_dir() and any(out.iterdir()) and not restart:
             raise MedxganError(f"out {out}: not empty and not a demo directory (no {DEMO_JSON}); choose another --out", arg="out")
         return None
-    if old.get("settings") != settings:
+    old_settings = {**_ADDED_SETTINGS, **(old.get("settings") or {})}
+    if old_settings != settings:
         if not restart:
-            was, now = (old.get("settings") or {}).get("mode", "?"), settings.get("mode")
-            diff = sorted(k for k in set(old.get("settings") or {}) | set(settings)
-                          if (old.get("settings") or {}).get(k) != settings.get(k))
+            was, now = old_settings.get("mode", "?"), settings.get("mode")
+            diff = sorted(k for k in set(old_settings) | set(settings) if old_settings.get(k) != settings.get(k))
             hint = f" (it was made in {was} mode, this call asks for {now} mode)" if was != now else ""
             raise MedxganError(f"out {out}: holds a demo with other settings{hint}: {', '.join(diff)} differ; its stages cannot be "
                                f"reused. Use another --out, or --restart to discard it and start afresh", arg="out")
@@ -283,6 +302,8 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     from medxgan.runtime.progress import Stage
 
     cfg = config or (DemoConfig.quick() if quick else DemoConfig.default())
+    if not isinstance(cfg.encoder_steps, int) or cfg.encoder_steps < 0:
+        raise MedxganError(f"encoder_steps {cfg.encoder_steps!r}: must be an integer >= 0 (0: no encoder stage)", arg="encoder_steps")
     out = Path(out)
     settings = {**cfg.to_dict(), "seed": int(seed)}
     old = _check_settings(out, settings, restart)
@@ -291,7 +312,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     dev = pick_device(device)
     t_all = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"data": out / "data", "classifier": out / "classifier", "gan": out / "gan", "eval": out / "eval",
+    paths = {"data": out / "data", "classifier": out / "classifier", "gan": out / "gan", "encoder": out / "gan" / "encoder", "eval": out / "eval",
              "frames": out / "eval" / "frames", "report": out / "report" / "index.html"}
     stages: dict[str, dict[str, Any]] = dict((old or {}).get("stages") or {})
     info: dict[str, Any] = {"settings": settings, "mode": cfg.mode, "device": str(dev), "machine": _machine(dev),
@@ -351,6 +372,18 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
     run_stage("gan", lambda: _gan_done(paths["gan"]), train, f"train medXGAN ({cfg.gan_preset} preset, {cfg.gan_steps} steps)")
 
+    # 3b. the inversion encoder (optional): the evaluation then runs the encoder's short schedule
+    if cfg.encoder_steps > 0:
+        def train_enc() -> None:
+            from medxgan.gan.encoder_train import train_encoder
+
+            train_encoder(paths["gan"], paths["data"], steps=cfg.encoder_steps, seed=seed, resume=resume_or_restart(paths["encoder"]),
+                          device=str(dev), max_minutes=cfg.encoder_max_minutes, quiet=quiet)
+
+        run_stage("encoder", lambda: _encoder_done(paths["encoder"]), train_enc, f"train the inversion encoder ({cfg.encoder_steps} steps)")
+    # the encoder path whenever the run has a trained encoder (also one trained by hand with `medxgan train-encoder`)
+    inversion = cfg.inversion(encoder=_encoder_done(paths["encoder"]))
+
     # 4. evaluation, 5. interpolation frames for the report (sharing the inversions of the evaluation)
     model_box: dict[str, Any] = {}
 
@@ -358,7 +391,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
         if "m" not in model_box:
             from medxgan.pipeline import MedXGAN
 
-            m = MedXGAN.load(paths["gan"], device=dev, **(cfg.inversion() or {}))
+            m = MedXGAN.load(paths["gan"], device=dev, **(inversion or {}))
             m.config["out"] = str(paths["gan"])  # how the evaluation names the GAN
             model_box["m"] = m
         return model_box["m"]
@@ -370,7 +403,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
         res = evaluate(paths["data"], paths["eval"], gan=model(), methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test", subset="pred-pos",
                  noise_sigmas=cfg.noise_sigmas, seed=seed, device=dev, batch_size=cfg.eval_batch_size,
                  max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
-                 n_resamples=cfg.n_resamples, inversion=cfg.inversion(), show_progress=show_progress,
+                 n_resamples=cfg.n_resamples, inversion=inversion, show_progress=show_progress,
                  sanity=True, sanity_n=min(10, cfg.eval_n))  # the cascading-randomisation check on 10 images
         write_plots(res, Path(paths["eval"]) / "plots")
 

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
                    "evaluated images (numbers are not the benchmark)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the evaluation")
     p.add_argument("--restart", action="store_true", help="discard an earlier demo in --out made with other settings and start afresh")
+    p.add_argument("--encoder-steps", type=int, default=None, metavar="N",
+                   help="also train an inversion encoder for N steps after the GAN (`medxgan train-encoder`); the evaluation then "
+                   "inverts from E(x) with the encoder's short schedule (default: off, it does not pay for itself in the demo)")
     add_device(p)
     p.set_defaults(func=_demo)
 
@@ -56,9 +59,14 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from medxgan.demo import run_demo
+    import dataclasses
 
-    run_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, restart=args.restart)
+    from medxgan.demo import DemoConfig, run_demo
+
+    config = None
+    if args.encoder_steps is not None:
+        config = dataclasses.replace(DemoConfig.quick() if args.quick else DemoConfig.default(), encoder_steps=args.encoder_steps)
+    run_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, restart=args.restart, config=config)
     return 0
 
 
