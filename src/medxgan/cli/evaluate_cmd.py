@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
                         "healthy = only as negative as 95%% of the classifier's real negatives (the run's classifier_reference) when that "
                         "is less (default: the GAN preset's, healthy for the default preset)")
     p.add_argument("--minimal-mask-scale", type=int, default=None, metavar="K",
-                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the preset's, 2)")
+                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the GAN preset's, 4 for the default preset)")
     p.add_argument("--seed", type=int, default=0, help="image order, noise and bootstrap seed")
     p.add_argument("--no-plots", action="store_true", help="do not write plots/")
     p.add_argument("--no-maps", action="store_true", help="do not save the maps under maps/")

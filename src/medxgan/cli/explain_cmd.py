@@ -52,7 +52,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
                         "healthy = only as negative as 95%% of the classifier's real negatives (the run's classifier_reference) when that "
                         "is less (default: the GAN preset's, healthy for the default preset)")
     p.add_argument("--minimal-mask-scale", type=int, default=None, metavar="K",
-                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the preset's, 2)")
+                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the GAN preset's, 4 for the default preset)")
     p.add_argument("--tune", action="store_true", help="pivotal tuning: fine-tune a per-image copy of the generator around the inverted code")
     p.add_argument("--tune-steps", type=int, default=100, help="pivotal tuning steps")
     p.add_argument("--lig-form", choices=["path", "authors"], default="path",

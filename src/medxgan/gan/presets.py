@@ -16,8 +16,10 @@ Presets
                (cf_adv_weight 1), stabilised like ``joint`` (EMA of G, lazy R1, DiffAugment translation).
                Explanations use the residual counterfactual of the scan itself, (1 - gM) x + gM B(z1*), with
                the inversion asked to make it negative (w_cf 1) and small (w_min 1), and the generator's mask then
-               refined per scan to the minimal one that keeps the counterfactual as negative
-               (minimal_mask_steps 150; medxgan.explain.minimal_mask).
+               refined per scan to the minimal one that keeps the counterfactual as negative as the generator's
+               or as 95 % of the classifier's real negatives, whichever is less, on a grid 4x coarser than the
+               image (minimal_mask_steps 150, minimal_mask_target "healthy", minimal_mask_scale 4;
+               medxgan.explain.minimal_mask).
 ``joint``      the previous default (until 2026-12-01): one decoder of concat(z1, z2) (the paper's
                generator shape, DCGAN-sized) + class-conditional projection discriminator (with BatchNorm;
                spectral norm learned too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4
@@ -245,7 +247,8 @@ def _default(channels: int) -> Preset:
         "masked generator (anatomy B(z1) + gated pathology mask) + projection D + encoder anchor whose "
         "residual counterfactuals (1-gM)x + gM B(E1(x)) must pass the classifier and D as real negatives + EMA/R1/DiffAugment; "
         "explanations use the residual counterfactual of the scan",
-        inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=150),
+        inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=150, minimal_mask_target="healthy",
+                       minimal_mask_scale=4),
     )
 
 

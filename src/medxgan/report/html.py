@@ -430,6 +430,17 @@ def _map_caption(row: dict | None) -> str:
     return " · ".join(bits)
 
 
+def _mask_target_label(inv: Mapping[str, Any]) -> str:
+    """How negative the minimal mask's counterfactual had to be, and its grid (empty for the old settings)."""
+    bits = []
+    floor = inv.get("minimal_mask_floor")
+    if inv.get("minimal_mask_target") == "healthy" and floor is not None:
+        bits.append(f"target: the generator's counterfactual or logit {float(floor):.2f} (95 % of real negatives), whichever is less negative")
+    if int(inv.get("minimal_mask_scale") or 1) > 1:
+        bits.append(f"mask grid {int(inv['minimal_mask_scale'])}x coarser")
+    return "; " + "; ".join(bits) if bits else ""
+
+
 def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, rel: str, max_rows: int) -> str:
     methods = _ordered_methods((results.get("methods") or {}).keys())
     rows = select_rows(results, max_rows)
@@ -437,7 +448,7 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
         return "<p class='muted'>no per-image rows in results.json</p>"
     inv = (results.get("config") or {}).get("inversion") or {}
     cf_mode = inv.get("counterfactual") or "generator"
-    cf_label = cf_mode + (f", within the minimal mask ({inv['minimal_mask_steps']} refinement steps per scan)"
+    cf_label = cf_mode + (f", within the minimal mask ({inv['minimal_mask_steps']} refinement steps per scan{_mask_target_label(inv)})"
                           if cf_mode == "residual" and inv.get("minimal_mask_steps") else "")
     has_frames = False
     out = []
