@@ -147,7 +147,7 @@ class MedXGANModel:
         if self.engine.refines_mask:
             floor = self.engine.mask_floor
             target = "as negative as the generator's counterfactual" if floor is None else \
-                f"as negative as the generator's counterfactual or as 95 % of the classifier's real negatives (logit {floor:.2f}), whichever is less"
+                f"as negative as the generator's counterfactual or as 95 % of the classifier's real negatives (logit {floor:.2f}), whichever is less negative"
             cf += f", within the minimal mask ({self.engine.minimal_mask['minimal_mask_steps']} refinement steps per scan; {target})"
         if info:
             what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
