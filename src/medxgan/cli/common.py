@@ -19,6 +19,19 @@ def add_speed_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, defa
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=default, help="torch.compile the networks")
 
 
+def add_minimal_mask_options(p: argparse.ArgumentParser) -> None:
+    """The minimal mask's options of the residual counterfactual (explain, evaluate); None = the GAN preset's."""
+    p.add_argument("--minimal-mask-steps", type=int, default=None, metavar="N",
+                   help="residual counterfactual of a masked generator: refine its mask per scan for N steps to the minimal one that keeps "
+                        "the counterfactual as negative (0 = the generator's own mask; default: the GAN preset's, 150 for the default preset)")
+    p.add_argument("--minimal-mask-target", choices=["match", "healthy"], default=None,
+                   help="how negative the minimal mask's counterfactual must be: match = as negative as the generator's counterfactual; "
+                        "healthy = only as negative as 95%% of the classifier's real negatives (the run's classifier_reference) when that "
+                        "is less (default: the GAN preset's, healthy for the default preset)")
+    p.add_argument("--minimal-mask-scale", type=int, default=None, metavar="K",
+                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the GAN preset's, 4 for the default preset)")
+
+
 def add_class_mapping(p: argparse.ArgumentParser) -> None:
     p.add_argument("--positive", nargs="+", metavar="CLASS", help="class folder name(s) that count as positive (default: from dataset.json or every class not listed as negative)")
     p.add_argument("--negative", nargs="+", metavar="CLASS", help="class folder name(s) that count as negative, e.g. notumor")

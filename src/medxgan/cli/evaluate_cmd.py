@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medxgan.cli.common import add_class_mapping, add_classifier_spec, add_device
+from medxgan.cli.common import add_minimal_mask_options, add_class_mapping, add_classifier_spec, add_device
 
 EXAMPLES = """examples:
   medxgan evaluate data/brain --gan runs/gan --out eval/                   # classifier: the GAN run's
@@ -62,15 +62,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--restarts", type=int, help="GAN inversion: starting points per image")
     p.add_argument("--counterfactual", choices=["generator", "residual"], default=None,
                    help="GAN: which counterfactual the medXGAN maps explain (default: the GAN preset's)")
-    p.add_argument("--minimal-mask-steps", type=int, default=None, metavar="N",
-                   help="residual counterfactual of a masked generator: refine its mask per scan for N steps to the minimal one that keeps "
-                        "the counterfactual as negative (0 = the generator's own mask; default: the GAN preset's, 150 for the default preset)")
-    p.add_argument("--minimal-mask-target", choices=["match", "healthy"], default=None,
-                   help="how negative the minimal mask's counterfactual must be: match = as negative as the generator's counterfactual; "
-                        "healthy = only as negative as 95%% of the classifier's real negatives (the run's classifier_reference) when that "
-                        "is less (default: the GAN preset's, healthy for the default preset)")
-    p.add_argument("--minimal-mask-scale", type=int, default=None, metavar="K",
-                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the GAN preset's, 4 for the default preset)")
+    add_minimal_mask_options(p)
     p.add_argument("--seed", type=int, default=0, help="image order, noise and bootstrap seed")
     p.add_argument("--no-plots", action="store_true", help="do not write plots/")
     p.add_argument("--no-maps", action="store_true", help="do not save the maps under maps/")

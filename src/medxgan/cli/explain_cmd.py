@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from medxgan.cli.common import add_classifier_spec, add_device
+from medxgan.cli.common import add_classifier_spec, add_device, add_minimal_mask_options
 
 EXAMPLES = """examples:
   medxgan explain scan.dcm more/*.png --gan runs/gan --out explanations/
@@ -44,15 +44,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--counterfactual", choices=["generator", "residual"], default=None,
                    help="which counterfactual the maps, frames and LIG explain: generator = G(z1*, 0) (the paper); residual = the scan "
                         "with the generator's pathology change removed (default: the GAN preset's; residual for the default preset)")
-    p.add_argument("--minimal-mask-steps", type=int, default=None, metavar="N",
-                   help="residual counterfactual of a masked generator: refine its mask per scan for N steps to the minimal one that keeps "
-                        "the counterfactual as negative (0 = the generator's own mask; default: the GAN preset's, 150 for the default preset)")
-    p.add_argument("--minimal-mask-target", choices=["match", "healthy"], default=None,
-                   help="how negative the minimal mask's counterfactual must be: match = as negative as the generator's counterfactual; "
-                        "healthy = only as negative as 95%% of the classifier's real negatives (the run's classifier_reference) when that "
-                        "is less (default: the GAN preset's, healthy for the default preset)")
-    p.add_argument("--minimal-mask-scale", type=int, default=None, metavar="K",
-                   help="optimise the minimal mask on a grid K times coarser than the image, upsampled bilinearly (default: the GAN preset's, 4 for the default preset)")
+    add_minimal_mask_options(p)
     p.add_argument("--tune", action="store_true", help="pivotal tuning: fine-tune a per-image copy of the generator around the inverted code")
     p.add_argument("--tune-steps", type=int, default=100, help="pivotal tuning steps")
     p.add_argument("--lig-form", choices=["path", "authors"], default="path",
