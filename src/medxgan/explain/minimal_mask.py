@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from medxgan.classifiers.reference import negative_logit_reference  # noqa: F401  (re-exported: the floor's source)
 from medxgan.runtime.tensors import frozen
 
 DEFAULT_STEPS = 150
