@@ -7,8 +7,7 @@ from helpers import small_conv_classifier, square_lesion_data
 from torch import nn
 
 from medxgan.gan import get_preset
-from medxgan.gan.networks import sample_latents
-from medxgan.gan.train import STANDING_STATS_BATCH_SIZE, STANDING_STATS_BATCHES, STANDING_STATS_SEED, GANTrainer
+from medxgan.gan.train import GANTrainer, standing_stats_latents
 from medxgan.runtime.batchnorm import standing_batchnorm_stats
 from medxgan.runtime.distributed import GlobalBatchNorm2d
 
@@ -89,12 +88,7 @@ def test_ema_generator_gets_standing_stats_without_changing_training():
     G = b.generator
     ref = _trainer()
     ref.G_ema.load_state_dict(b.G_ema.state_dict())
-    g = torch.Generator().manual_seed(STANDING_STATS_SEED)
-    batches = []
-    for _ in range(STANDING_STATS_BATCHES):
-        labels = torch.randint(0, 2, (STANDING_STATS_BATCH_SIZE,), generator=g)
-        batches.append(sample_latents(labels, 8, 4, generator=g))
-    standing_batchnorm_stats(ref.G_ema, batches)
+    standing_batchnorm_stats(ref.G_ema, standing_stats_latents(8, 4))
     bn_keys = [k for k in G.state_dict() if k.endswith(("running_mean", "running_var"))]
     assert bn_keys
     assert all(torch.equal(G.state_dict()[k], ref.G_ema.state_dict()[k]) for k in bn_keys)

@@ -76,6 +76,20 @@ from medxgan.runtime.seeding import seed_everything
 STANDING_STATS_BATCHES = 16
 STANDING_STATS_BATCH_SIZE = 64
 STANDING_STATS_SEED = 4321
+
+
+def standing_stats_latents(nz1: int, nz2: int, device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The fixed (z1, z2) batches over which the EMA generator's standing statistics are gathered: prior
+    latents (:func:`sample_latents`) with uniform classes, from a private seeded CPU generator."""
+    g = torch.Generator().manual_seed(STANDING_STATS_SEED)
+    batches = []
+    for _ in range(STANDING_STATS_BATCHES):
+        labels = torch.randint(0, 2, (STANDING_STATS_BATCH_SIZE,), generator=g)
+        z1, z2 = sample_latents(labels, nz1, nz2, generator=g)
+        batches.append((z1.to(device), z2.to(device)))
+    return batches
+
+
 ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
 
 
@@ -225,14 +239,7 @@ class GANTrainer:
         touched, and the next step's buffer copy overwrites the result, so training is unchanged."""
         if self.G_ema is None:
             return
-        g = torch.Generator().manual_seed(STANDING_STATS_SEED)
-        nz1, nz2 = self.preset.net.nz1, self.preset.net.nz2
-        batches = []
-        for _ in range(STANDING_STATS_BATCHES):
-            labels = torch.randint(0, 2, (STANDING_STATS_BATCH_SIZE,), generator=g)
-            z1, z2 = sample_latents(labels, nz1, nz2, generator=g)
-            batches.append((z1.to(self.device), z2.to(self.device)))
-        standing_batchnorm_stats(self.G_ema, batches)
+        standing_batchnorm_stats(self.G_ema, standing_stats_latents(self.preset.net.nz1, self.preset.net.nz2, self.device))
 
     def _fwd(self, fn: Any, *args: Any) -> Any:
         """A network forward pass under autocast (outputs back in float32); plain call when amp is off."""

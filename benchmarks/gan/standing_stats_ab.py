@@ -1,0 +1,66 @@
+"""A/B of the EMA generator's BatchNorm statistics on one finished demo: the same GAN weights, evaluated
+with the statistics the run saved (copied from the raw generator, before 2026-12-06) and with standing
+statistics (what `medxgan train` saves now).
+
+    python benchmarks/gan/standing_stats_ab.py DEMO_DIR OUT [--monitor-only]
+
+Copies DEMO_DIR's data, classifier, GAN and demo.json into OUT, replaces OUT/gan/generator.safetensors by
+the same weights with standing statistics (medxgan.runtime.batchnorm, the trainer's fixed prior
+latents), prints the GAN monitor's metrics of both generators, and (unless --monitor-only) re-runs the
+demo's evaluation and report in OUT with the demo's own settings: OUT/eval/results.md is then directly
+comparable with DEMO_DIR/eval/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from medxgan.classifiers.loading import load_classifier
+from medxgan.demo import DemoConfig, run_demo
+from medxgan.gan.monitor import Monitor
+from medxgan.gan.run import load_generator
+from medxgan.gan.train import standing_stats_latents
+from medxgan.runtime.batchnorm import standing_batchnorm_stats
+from medxgan.runtime.state import save_weights
+
+
+def monitor_row(G, run: Path, cfg: dict) -> dict:
+    mon = Monitor(load_classifier(str(run / "classifier")), cfg["nz1"], cfg["nz2"], oracle=load_classifier(str(run / "oracle")))
+    m = mon.evaluate(G)
+    return {k: round(m[k], 3) for k in ("disent", "cls_neg", "cls_pos", "oracle_neg", "oracle_pos", "delta")}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("demo", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--monitor-only", action="store_true")
+    args = ap.parse_args()
+    src, out = args.demo, args.out
+    out.mkdir(parents=True, exist_ok=False)
+    for name in ("data", "classifier", "gan"):
+        shutil.copytree(src / name, out / name)
+    shutil.copy(src / "demo.json", out / "demo.json")
+    cfg = json.loads((out / "gan" / "config.json").read_text())
+    G, _ = load_generator(out / "gan", attach_encoder=False)
+    before = monitor_row(G, out / "gan", cfg)
+    standing_batchnorm_stats(G, standing_stats_latents(cfg["nz1"], cfg["nz2"]))
+    after = monitor_row(G, out / "gan", cfg)
+    save_weights(out / "gan" / "generator.safetensors", G.state_dict())
+    print(json.dumps({"demo": str(src), "saved_statistics": before, "standing_statistics": after}), flush=True)
+    if args.monitor_only:
+        return
+    settings = json.loads((out / "demo.json").read_text())["settings"]
+    seed = settings.pop("seed")
+    fields = {f.name for f in dataclasses.fields(DemoConfig)}
+    conf = DemoConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in fields})
+    conf = dataclasses.replace(conf, gan_overrides=tuple(tuple(o) for o in conf.gan_overrides))
+    run_demo(out, config=conf, seed=seed, device="cpu")
+
+
+if __name__ == "__main__":
+    main()
