@@ -19,13 +19,25 @@ import json
 import shutil
 from pathlib import Path
 
+import torch
+
 from medxgan.classifiers.loading import load_classifier
 from medxgan.demo import DemoConfig, run_demo
 from medxgan.gan.monitor import Monitor
 from medxgan.gan.run import load_generator
-from medxgan.gan.train import standing_stats_latents
+from medxgan.gan.networks import sample_latents
 from medxgan.runtime.batchnorm import standing_batchnorm_stats
 from medxgan.runtime.state import save_weights
+
+
+def standing_stats_latents(nz1: int, nz2: int, batches: int = 16, batch_size: int = 64, seed: int = 4321) -> list:
+    """Prior latents (z1 ~ N(0, I); z2 = 0 or N(0, I) with uniform classes) from a private seeded generator."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(batches):
+        labels = torch.randint(0, 2, (batch_size,), generator=g)
+        out.append(sample_latents(labels, nz1, nz2, generator=g))
+    return out
 
 
 def monitor_row(G, run: Path, cfg: dict) -> dict:

@@ -59,7 +59,6 @@ from medxgan.gan.networks import build_discriminator, build_generator, sample_la
 from medxgan.gan.presets import Preset, get_preset
 from medxgan.gan.run import CLASSIFIER_DIR, GAN_KIND, ORACLE_DIR, classifier_meta, copy_into_run, write_gan_weights
 from medxgan.runtime.atomic import to_jsonable
-from medxgan.runtime.batchnorm import standing_batchnorm_stats
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.distributed import (
     all_reduce_sum, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
@@ -71,24 +70,6 @@ from medxgan.runtime.precision import backward_step, check_amp, compile_module, 
 from medxgan.runtime.loop import Cadence, check_start, open_run, resume_or_restart, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
-
-# standing BatchNorm statistics of the EMA generator (GANTrainer.refresh_ema_statistics): 16 x 64 prior latents
-STANDING_STATS_BATCHES = 16
-STANDING_STATS_BATCH_SIZE = 64
-STANDING_STATS_SEED = 4321
-
-
-def standing_stats_latents(nz1: int, nz2: int, device: torch.device | str = "cpu") -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The fixed (z1, z2) batches over which the EMA generator's standing statistics are gathered: prior
-    latents (:func:`sample_latents`) with uniform classes, from a private seeded CPU generator."""
-    g = torch.Generator().manual_seed(STANDING_STATS_SEED)
-    batches = []
-    for _ in range(STANDING_STATS_BATCHES):
-        labels = torch.randint(0, 2, (STANDING_STATS_BATCH_SIZE,), generator=g)
-        z1, z2 = sample_latents(labels, nz1, nz2, generator=g)
-        batches.append((z1.to(device), z2.to(device)))
-    return batches
-
 
 ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
 
@@ -223,23 +204,8 @@ class GANTrainer:
 
     @property
     def generator(self) -> nn.Module:
-        """The generator that is monitored and saved: the EMA copy when EMA is on, with standing
-        BatchNorm statistics (:meth:`refresh_ema_statistics`)."""
-        if self.G_ema is None:
-            return self.G
-        self.refresh_ema_statistics()
-        return self.G_ema
-
-    def refresh_ema_statistics(self) -> None:
-        """Give the EMA generator BatchNorm statistics of its own (BigGAN's standing statistics, see
-        :mod:`medxgan.runtime.batchnorm`): the raw generator's, which :meth:`_update_ema` copies every
-        step, describe other weights, and made the saved EMA generator lose its pathology path for
-        hundreds of steps (measured: disentanglement 0.33 where the raw G had 0.96). Prior latents with
-        uniform classes from a fixed private seed: deterministic, the training random stream is not
-        touched, and the next step's buffer copy overwrites the result, so training is unchanged."""
-        if self.G_ema is None:
-            return
-        standing_batchnorm_stats(self.G_ema, standing_stats_latents(self.preset.net.nz1, self.preset.net.nz2, self.device))
+        """The generator that is monitored and saved: the EMA copy when EMA is on."""
+        return self.G_ema if self.G_ema is not None else self.G
 
     def _fwd(self, fn: Any, *args: Any) -> Any:
         """A network forward pass under autocast (outputs back in float32); plain call when amp is off."""
@@ -464,8 +430,7 @@ class GANTrainer:
             "opt_d": self.opt_d.state_dict(),
             "step_count": self.step_count,
         }
-        if self.G_ema is not None:  # with standing statistics: an unfinished run's generator is this one
-            self.refresh_ema_statistics()
+        if self.G_ema is not None:
             st["G_ema"] = self.G_ema.state_dict()
         if self.E is not None:
             st["E"] = self.E.state_dict()

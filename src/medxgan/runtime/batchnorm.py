@@ -1,12 +1,17 @@
-"""Standing BatchNorm statistics for a weight-averaged (EMA) network.
+"""Standing BatchNorm statistics for a weight-averaged (EMA) network (a diagnostic; not used in training).
 
 An EMA copy of a network has *averaged weights* but, if its BatchNorm running statistics are copied
-from the raw network, statistics that describe the *raw* weights' activations. Where the two differ
-the EMA network normalises with the wrong mean and variance. Measured on the `default` medXGAN preset
-(benchmarks/counterfactual/RESULTS.md, sixth session): at step 1500 of a chest run the raw generator's
-disentanglement rate was 0.96 and its EMA copy's 0.33; the EMA copy with its own statistics had 1.00.
-The cure is BigGAN's "standing statistics" (Brock et al., ICLR 2019): run the EMA network in training
-mode over batches of its own inputs and keep the cumulative average of the batch statistics.
+from the raw network (as `medxgan train` does), statistics that describe the *raw* weights'
+activations. BigGAN's "standing statistics" (Brock et al., ICLR 2019) re-estimate them by running
+the EMA network in training mode over batches of its inputs and keeping the cumulative average.
+
+Measured (benchmarks/gan/standing_stats_ab.py, benchmarks/counterfactual/RESULTS.md, sixth session):
+on a chest demo GAN, standing statistics over *prior* latents fixed the GAN monitor (step 1500:
+disentanglement 0.33 with the copied statistics, 1.00 with standing ones; raw G 0.96) but made the
+explanations of real scans worse (area-matched IoU of the difference map 0.441 -> 0.375, oracle
+validity 0.87 -> 0.73): the copied statistics also cover the encoder's codes of real scans, which
+the explanations start from. So the trainer keeps the copied statistics; this function stays for
+the A/B and for users who monitor EMA generators on prior samples.
 
 Hand-written: torch.optim.swa_utils.update_bn does the same for a DataLoader of single tensors, but
 not for a generator called with several inputs, and it would call GlobalBatchNorm2d's collective
