@@ -183,3 +183,27 @@ def test_progress_on_a_non_terminal_writes_a_few_lines(monkeypatch, capsys):
     finally:
         pg.set_quiet(False)
     assert capsys.readouterr().err == ""
+
+
+def test_validity_verdict_cautions_when_the_judge_rejects_the_twins():
+    """A judge (classifier or oracle) that calls the ground-truth twins positive cannot certify a counterfactual:
+    the verdict says so instead of blaming the counterfactual (a demo oracle with specificity 0.18 did this)."""
+    from medxgan.report.html import _verdict_html
+
+    def st(m, lo, hi):
+        return {"mean": m, "lo": lo, "hi": hi, "n": 30}
+
+    res = {"config": {"inversion": {"counterfactual": "residual"}}, "methods": {
+        "medxgan-diff": {"metrics": {"counterfactual_residual.valid_classifier": st(1.0, 1.0, 1.0),
+                                     "counterfactual_residual.valid_oracle": st(0.067, 0.0, 0.167)}},
+        "twin": {"metrics": {"counterfactual.valid_classifier": st(1.0, 1.0, 1.0), "counterfactual.valid_oracle": st(0.2, 0.067, 0.367)}},
+    }}
+    v = {x["claim"]: x for x in verdicts(res)}
+    oracle = v["residual counterfactual x_res valid for the independent oracle"]
+    assert oracle["state"] == "no" and "0.20" in oracle["caution"] and "measures the independent oracle" in oracle["caution"]
+    assert "caution" not in v["residual counterfactual x_res valid for the classifier"]  # the twins pass the classifier
+    html = _verdict_html(res)
+    assert html.count("caution:") == 2  # in the headline row and in the details
+    # no twins (users' own data): no caution
+    del res["methods"]["twin"]
+    assert not any("caution" in x for x in verdicts(res))

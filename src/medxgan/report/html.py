@@ -278,8 +278,15 @@ def _counterfactual_verdicts(results: Mapping[str, Any]) -> list[dict]:
     inv = (results.get("config") or {}).get("inversion") or {}
     group, name = (("counterfactual_residual", "residual counterfactual x_res") if inv.get("counterfactual") == "residual"
                    else ("counterfactual", "negative realization G(z1*, 0)"))
-    out = [_threshold_item(f"{name} valid for the {who}", _stat(results, "medxgan-diff", f"{group}.{key}"), target)
-           for key, who, target in CF_TARGETS]
+    out = []
+    for key, who, target in CF_TARGETS:
+        it = _threshold_item(f"{name} valid for the {who}", _stat(results, "medxgan-diff", f"{group}.{key}"), target)
+        # the ground-truth twins judged by the same judge: if they miss the target too, the judge is what fails
+        twin = _stat(results, "twin", f"counterfactual.{key}")
+        if twin is not None and _num(twin["mean"]) < target:
+            it["caution"] = (f"the lesion-free twins themselves are judged negative only {_num(twin['mean']):.2f} of the time by the "
+                             f"{who}: it rejects the ground truth, so this figure measures the {who}, not the counterfactual")
+        out.append(it)
     fid = "twin_fidelity.residual.psnr_gain" if group == "counterfactual_residual" else "twin_fidelity.negative.psnr_gain"
     gain = _stat(results, "medxgan-diff", fid)
     if gain is not None:
@@ -301,13 +308,15 @@ def _verdict_html(results: Mapping[str, Any]) -> str:
                            + ", ".join(const) + " of the maps")
         if not v["vs"] and v.get("mine") is not None:
             detail = f"measured {_ci(v['mine'])}"
+        caution = f"<br><span class='nolead'>caution:</span> <span class='muted'>{_e(v['caution'])}</span>" if v.get("caution") else ""
+        detail += caution
         items.append(f"<li><b>{_e(v['claim'])}</b>: <span class='{_VERDICT_CLASS[v['state']]}'>{_e(v['text'])}</span>"
                      f"<br><span class='muted'>{detail}</span></li>")
         mine = v.get("mine") if not v["vs"] else (v["vs"][0]["mine"] if v["vs"] else None)
         rivals = [x for x in v["vs"] if x["theirs"] is not None]
         best = max(rivals, key=lambda x: _num(x["theirs"]["mean"])) if rivals else None
         rival = f"{_e(_label(best['method']))}<br>{_ci_cell(best['theirs'])}" if best else "<span class='na'>–</span>"
-        heads.append(f"<tr><td>{_e(v['claim'])}</td><td><span class='{_VERDICT_CLASS[v['state']]}'>{_e(v['text'])}</span></td>"
+        heads.append(f"<tr><td>{_e(v['claim'])}</td><td><span class='{_VERDICT_CLASS[v['state']]}'>{_e(v['text'])}</span>{caution}</td>"
                      f"<td class='num'>{_ci_cell(mine)}</td><td class='num'>{rival}</td></tr>")
     sl = results.get("slices") or {}
     n_loc = sl.get("localisation_images")
