@@ -9,7 +9,7 @@ over the input against the lesion-free twin, and the mask's area (> 0.5) over th
 of the "healthy" target is the classifier's 5th percentile on the train split's negatives, as
 `medxgan train` stores it.
 
-    python benchmarks/counterfactual/mask_grid.py DEMO_DIR [--scales 1 2 4] [--json out.jsonl]
+    python benchmarks/counterfactual/mask_grid.py DEMO_DIR [--targets match healthy] [--scales 1 2 4] [--areas 1] [--json out.jsonl]
 """
 
 from __future__ import annotations
@@ -33,13 +33,17 @@ from medxgan.gan.inversion import psnr
 
 
 def _mean(fn, maps: torch.Tensor, masks: torch.Tensor) -> float:
-    return round(float(np.mean([fn(maps[i, 0].abs().numpy(), masks[i, 0].numpy() > 0.5) for i in range(len(maps))])), 3)
+    """Mean over the images with a lesion (a classifier's false positives have an empty mask and are not scored)."""
+    idx = [i for i in range(len(maps)) if bool((masks[i, 0] > 0.5).any())]
+    return round(float(np.mean([fn(maps[i, 0].abs().numpy(), masks[i, 0].numpy() > 0.5) for i in idx])), 3)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("demo", type=Path, help="a `medxgan demo` output folder (data/, gan/)")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--targets", nargs="+", default=["match", "healthy"], choices=["match", "healthy"])
+    ap.add_argument("--areas", type=float, nargs="+", default=[1.0], help="minimal_mask_area weights (the default preset: 1)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -55,21 +59,22 @@ def main() -> None:
     with torch.no_grad():
         _, fill, gm = G(cf.z1, cf.z2, return_parts=True)
     rows = []
-    for target in ("match", "healthy"):
-        for scale in a.scales:
-            M = refine_mask(clf, x, fill, gm, floor=floor if target == "healthy" else None, scale=scale)
-            x_cf = x + M * (fill - x)
-            diff = M * (x - fill).abs().mean(1, keepdim=True)
-            lig = latent_integrated_gradients([MaskPath(G, x[i], cf.z2[i], M[i]) for i in range(len(x))], clf, cf.z1, cf.z2).maps
-            with torch.no_grad():
-                row = dict(target=target, scale=scale, floor=round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m), lig_iou=_mean(iou_area_matched, lig, m),
-                           diff_pointing=_mean(pointing_game, diff, m), lig_pointing=_mean(pointing_game, lig, m),
-                           valid_classifier=round(float((clf.prob(x_cf) < 0.5).float().mean()), 3),
-                           valid_oracle=round(float((oracle.prob(x_cf) < 0.5).float().mean()), 3),
-                           twin_gain_db=round(float((psnr(x_cf, twin) - psnr(x, twin)).mean()), 2),
-                           area_over_lesion=round(float((M > 0.5).float().sum() / m.sum()), 2))
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+    has_lesion = m.flatten(1).amax(1) > 0.5  # twins differ from the scan only where a lesion is
+    variants = [(t, sc, w) for t in a.targets for sc in a.scales for w in a.areas]
+    for target, scale, w_area in variants:
+        M = refine_mask(clf, x, fill, gm, floor=floor if target == "healthy" else None, scale=scale, w_area=w_area)
+        x_cf = x + M * (fill - x)
+        diff = M * (x - fill).abs().mean(1, keepdim=True)
+        lig = latent_integrated_gradients([MaskPath(G, x[i], cf.z2[i], M[i]) for i in range(len(x))], clf, cf.z1, cf.z2).maps
+        with torch.no_grad():
+            row = dict(target=target, scale=scale, w_area=w_area, floor=round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m), lig_iou=_mean(iou_area_matched, lig, m),
+                       diff_pointing=_mean(pointing_game, diff, m), lig_pointing=_mean(pointing_game, lig, m),
+                       valid_classifier=round(float((clf.prob(x_cf) < 0.5).float().mean()), 3),
+                       valid_oracle=round(float((oracle.prob(x_cf) < 0.5).float().mean()), 3),
+                       twin_gain_db=round(float((psnr(x_cf, twin) - psnr(x, twin))[has_lesion].mean()), 2),
+                       area_over_lesion=round(float((M > 0.5).float().sum() / m.sum()), 2))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     if a.json:
         a.json.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
