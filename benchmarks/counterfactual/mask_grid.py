@@ -32,9 +32,9 @@ from medxgan.explain.model import MedXGANModel
 from medxgan.gan.inversion import psnr
 
 
-def _mean(fn, maps: torch.Tensor, masks: torch.Tensor) -> float:
-    """Mean over the images with a lesion (a classifier's false positives have an empty mask and are not scored)."""
-    idx = [i for i in range(len(maps)) if bool((masks[i, 0] > 0.5).any())]
+def _mean(fn, maps: torch.Tensor, masks: torch.Tensor, scored: torch.Tensor) -> float:
+    """Mean of ``fn`` over the ``scored`` images (those with a lesion: a classifier's false positives have an empty mask)."""
+    idx = scored.nonzero().flatten().tolist()
     return round(float(np.mean([fn(maps[i, 0].abs().numpy(), masks[i, 0].numpy() > 0.5) for i in idx])), 3)
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     with torch.no_grad():
         _, fill, gm = G(cf.z1, cf.z2, return_parts=True)
     rows = []
-    has_lesion = m.flatten(1).amax(1) > 0.5  # twins differ from the scan only where a lesion is
+    has_lesion = m.flatten(1).amax(1) > 0.5  # localisation and twin gain: images with a lesion only
     variants = [(t, sc, w) for t in a.targets for sc in a.scales for w in a.areas]
     for target, scale, w_area in variants:
         M = refine_mask(clf, x, fill, gm, floor=floor if target == "healthy" else None, scale=scale, w_area=w_area)
@@ -67,8 +67,8 @@ def main() -> None:
         diff = M * (x - fill).abs().mean(1, keepdim=True)
         lig = latent_integrated_gradients([MaskPath(G, x[i], cf.z2[i], M[i]) for i in range(len(x))], clf, cf.z1, cf.z2).maps
         with torch.no_grad():
-            row = dict(target=target, scale=scale, w_area=w_area, floor=round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m), lig_iou=_mean(iou_area_matched, lig, m),
-                       diff_pointing=_mean(pointing_game, diff, m), lig_pointing=_mean(pointing_game, lig, m),
+            row = dict(target=target, scale=scale, w_area=w_area, floor=round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m, has_lesion), lig_iou=_mean(iou_area_matched, lig, m, has_lesion),
+                       diff_pointing=_mean(pointing_game, diff, m, has_lesion), lig_pointing=_mean(pointing_game, lig, m, has_lesion),
                        valid_classifier=round(float((clf.prob(x_cf) < 0.5).float().mean()), 3),
                        valid_oracle=round(float((oracle.prob(x_cf) < 0.5).float().mean()), 3),
                        twin_gain_db=round(float((psnr(x_cf, twin) - psnr(x, twin))[has_lesion].mean()), 2),
