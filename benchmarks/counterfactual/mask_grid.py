@@ -9,7 +9,14 @@ over the input against the lesion-free twin, and the mask's area (> 0.5) over th
 of the "healthy" target is the classifier's 5th percentile on the train split's negatives, as
 `medxgan train` stores it.
 
-    python benchmarks/counterfactual/mask_grid.py DEMO_DIR [--targets match healthy] [--scales 1 2 4] [--areas 1] [--json out.jsonl]
+    python benchmarks/counterfactual/mask_grid.py DEMO_DIR [--targets match healthy] [--scales 1 2 4] [--areas 1]
+        [--fills anatomy additive texture:0.7] [--w-min 1] [--json out.jsonl]
+
+``--fills`` (what the mask fills the scan with; the library uses ``anatomy``): ``anatomy`` -- B(z1*), the
+generator's anatomy; ``additive`` -- x + (B - G(z1*, z2*)), the scan minus the generator's pathology change
+(keeps the scan's noise and fine detail); ``texture:S`` -- B plus the fine detail of the reconstruction residual,
+B + hp_S(x - G(z1*, z2*)) with hp_S the residual minus its Gaussian blur of sigma S pixels (keeps the scan's
+noise, replaces the rest). ``--w-min``: the inversion's minimality weight (the `default` preset: 1).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from medxgan.classifiers.reference import negative_logit_reference
 from medxgan.data import load_dataset
@@ -38,36 +46,81 @@ def _mean(fn, maps: torch.Tensor, masks: torch.Tensor, scored: torch.Tensor) -> 
     return round(float(np.mean([fn(maps[i, 0].abs().numpy(), masks[i, 0].numpy() > 0.5) for i in idx])), 3)
 
 
+class FillPath(torch.nn.Module):
+    """The straight path x + (1 - alpha) M (fill - x) for one scan, in the (z1, alpha z2*) form LIG takes."""
+
+    def __init__(self, x: torch.Tensor, fill: torch.Tensor, mask: torch.Tensor, z2: torch.Tensor):
+        super().__init__()
+        self.x, self.fill, self.mask, self.z2 = x[None], fill[None], mask[None], z2.reshape(1, -1)
+
+    def forward(self, z1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        alpha = (w * self.z2).sum(1) / self.z2.pow(2).sum().clamp(min=1e-12)
+        return self.x + (1 - alpha).view(-1, 1, 1, 1) * self.mask * (self.fill - self.x)
+
+
+def gaussian_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (radius 3 sigma, reflect padding) of N x C x H x W."""
+    r = max(1, int(round(3 * sigma)))
+    k = torch.exp(-torch.arange(-r, r + 1, dtype=t.dtype) ** 2 / (2 * sigma**2))
+    k = k / k.sum()
+    c = t.shape[1]
+    t = F.pad(t, (r, r, r, r), mode="reflect")
+    t = F.conv2d(t, k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(t, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def make_fill(name: str, x: torch.Tensor, x_pos: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """The in-fill of ``--fills`` (see the module docstring)."""
+    if name == "anatomy":
+        return base
+    if name == "additive":
+        return (x + (base - x_pos)).clamp(-1, 1)
+    if name.startswith("texture:"):
+        res = x - x_pos
+        return (base + res - gaussian_blur(res, float(name.split(":", 1)[1]))).clamp(-1, 1)
+    raise SystemExit(f"--fills {name!r}: anatomy, additive or texture:SIGMA")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("demo", type=Path, help="a `medxgan demo` output folder (data/, gan/)")
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--targets", nargs="+", default=["match", "healthy"], choices=["match", "healthy"])
     ap.add_argument("--areas", type=float, nargs="+", default=[1.0], help="minimal_mask_area weights (the default preset: 1)")
+    ap.add_argument("--fills", nargs="+", default=["anatomy"], help="anatomy (the library's), additive, texture:SIGMA")
+    ap.add_argument("--floors", nargs="+", default=["q05"], choices=["q05", "median"],
+                    help="the healthy target's floor: the classifier's 5th percentile (the default preset) or median logit on the train negatives")
+    ap.add_argument("--w-min", type=float, default=None, help="the inversion's w_min (default: the run's preset)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
     torch.manual_seed(0)
-    mx = MedXGANModel.load(a.demo / "gan", device="cpu", steps=200, restarts=1, minimal_mask_steps=0)
+    extra = {} if a.w_min is None else {"w_min": a.w_min}
+    mx = MedXGANModel.load(a.demo / "gan", device="cpu", steps=200, restarts=1, minimal_mask_steps=0, **extra)
     clf, oracle, G = mx.classifier, mx.oracle, mx.engine.generator
     test = load_dataset(a.demo / "data", split="test", size=mx.size, channels=mx.channels)
     sel = select_images(test, clf, torch.device("cpu"), a.demo / "data", split="test", subset="pred-pos", n=30, seed=0)
     x, m, twin = sel.images[sel.selected], sel.masks[sel.selected].float(), sel.twins[sel.selected]
     train = load_dataset(a.demo / "data", split="train", size=mx.size, channels=mx.channels)
     xt, yt, _, _ = train.tensors()
-    floor = negative_logit_reference(clf, xt[yt == 0])["negative_logit_q05"]
+    reference = negative_logit_reference(clf, xt[yt == 0])
     cf = mx.engine.counterfactuals(x)
     with torch.no_grad():
-        _, fill, gm = G(cf.z1, cf.z2, return_parts=True)
+        x_pos, base, gm = G(cf.z1, cf.z2, return_parts=True)
     rows = []
     has_lesion = m.flatten(1).amax(1) > 0.5  # localisation and twin gain: images with a lesion only
-    variants = [(t, sc, w) for t in a.targets for sc in a.scales for w in a.areas]
-    for target, scale, w_area in variants:
-        M = refine_mask(clf, x, fill, gm, floor=floor if target == "healthy" else None, scale=scale, w_area=w_area)
+    variants = [(fl, t, q, sc, w) for fl in a.fills for t in a.targets for q in (a.floors if t == "healthy" else [None])
+                for sc in a.scales for w in a.areas]
+    for fill_name, target, quantile, scale, w_area in variants:
+        floor = reference[f"negative_logit_{quantile}"] if quantile else None
+        fill = make_fill(fill_name, x, x_pos, base)
+        M = refine_mask(clf, x, fill, gm, floor=floor, scale=scale, w_area=w_area)
         x_cf = x + M * (fill - x)
         diff = M * (x - fill).abs().mean(1, keepdim=True)
-        lig = latent_integrated_gradients([MaskPath(G, x[i], cf.z2[i], M[i]) for i in range(len(x))], clf, cf.z1, cf.z2).maps
+        paths = [MaskPath(G, x[i], cf.z2[i], M[i]) if fill_name == "anatomy" else FillPath(x[i], fill[i], M[i], cf.z2[i]) for i in range(len(x))]
+        lig = latent_integrated_gradients(paths, clf, cf.z1, cf.z2).maps
         with torch.no_grad():
-            row = dict(target=target, scale=scale, w_area=w_area, floor=round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m, has_lesion), lig_iou=_mean(iou_area_matched, lig, m, has_lesion),
+            row = dict(fill=fill_name, w_min=mx.engine.inversion.get("w_min"), target=target, floor_quantile=quantile, scale=scale, w_area=w_area,
+                       floor=None if floor is None else round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m, has_lesion), lig_iou=_mean(iou_area_matched, lig, m, has_lesion),
                        diff_pointing=_mean(pointing_game, diff, m, has_lesion), lig_pointing=_mean(pointing_game, lig, m, has_lesion),
                        valid_classifier=round(float((clf.prob(x_cf) < 0.5).float().mean()), 3),
                        valid_oracle=round(float((oracle.prob(x_cf) < 0.5).float().mean()), 3),
