@@ -211,3 +211,29 @@ def test_the_healthy_target_takes_its_floor_from_the_run_and_only_for_the_runs_o
     assert old.engine.mask_floor is None  # a run trained before the reference existed: the "match" target
     match = MedXGAN(G, clf, inversion=dict(inv, minimal_mask_target="match", minimal_mask_floor=-1.0))
     assert match.engine.mask_floor is None
+
+
+def test_cli_minimal_mask_floor_implies_the_healthy_target_and_reaches_the_engine(tmp_path, capsys):
+    import argparse
+    from types import SimpleNamespace
+
+    from medxgan import MedXGAN
+    from medxgan.cli import main
+    from medxgan.cli.common import add_minimal_mask_options, minimal_mask_options
+
+    p = argparse.ArgumentParser()
+    add_minimal_mask_options(p)
+    assert minimal_mask_options(p.parse_args([])) == {}  # nothing given: the preset decides
+    opts = minimal_mask_options(p.parse_args(["--minimal-mask-floor", "-1.5"]))
+    assert opts == {"minimal_mask_target": "healthy", "minimal_mask_floor": -1.5}
+    G, clf, _ = _masked_setup()
+    inv = dict(counterfactual="residual", minimal_mask_steps=5, minimal_mask_target="healthy")
+    run = SimpleNamespace(generator=G, classifier=clf, oracle=None, config={"preset": {"inversion": inv}, "classifier_reference": {"negative_logit_q05": -1.25}}, path=".")
+    assert MedXGAN.from_run(run, steps=2, restarts=1, **opts).engine.mask_floor == -1.5  # the user's floor wins over the run's
+    assert MedXGAN.from_run(run, classifier=clf, steps=2, restarts=1, **opts).engine.mask_floor == -1.5  # and serves another classifier
+    for cmd in ("explain", "evaluate"):  # contradictory or non-finite: one line, exit 2, before any work
+        rc = main([cmd, str(tmp_path), "--gan", str(tmp_path), "--out", str(tmp_path / "o"), "--minimal-mask-target", "match", "--minimal-mask-floor", "-2"])
+        assert rc == 2 and "--minimal-mask-floor -2.0: applies to --minimal-mask-target healthy" in capsys.readouterr().err
+        rc = main([cmd, str(tmp_path), "--gan", str(tmp_path), "--out", str(tmp_path / "o"), "--minimal-mask-floor", "nan"])
+        assert rc == 2 and "--minimal-mask-floor nan: must be a finite number" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

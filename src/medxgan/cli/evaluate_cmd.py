@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from medxgan.cli.common import add_minimal_mask_options, add_class_mapping, add_classifier_spec, add_device
+from medxgan.cli.common import add_class_mapping, add_classifier_spec, add_device, add_minimal_mask_options, minimal_mask_options
 
 EXAMPLES = """examples:
   medxgan evaluate data/brain --gan runs/gan --out eval/                   # classifier: the GAN run's
@@ -80,20 +80,15 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.classifier is None and args.gan is None:
         raise MedxganError("--classifier is required without --gan (with --gan the run's classifier is the default)")
-    if args.minimal_mask_steps is not None and args.minimal_mask_steps < 0:
-        raise MedxganError(f"--minimal-mask-steps {args.minimal_mask_steps}: must be >= 0")
-    if args.minimal_mask_scale is not None and args.minimal_mask_scale < 1:
-        raise MedxganError(f"--minimal-mask-scale {args.minimal_mask_scale}: must be >= 1")
+    mask_options = minimal_mask_options(args)
     if args.n is not None and args.n < 1:
         raise MedxganError(f"--n/--num-images {args.n}: must be >= 1")
     from medxgan.runtime.distributed import distributed
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun each rank evaluates a share; rank 0 merges
         clf = classifier_from_args(args, device=ctx.device) if args.classifier else None
-        inversion = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual),
-                                                   ("minimal_mask_steps", args.minimal_mask_steps),
-                                                   ("minimal_mask_target", args.minimal_mask_target), ("minimal_mask_scale", args.minimal_mask_scale))
-                     if v is not None} or None
+        inversion = {**{k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual)) if v is not None},
+                     **mask_options} or None
         res = evaluate(
             args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n,
             split=None if args.split == "all" else args.split, subset=args.subset, noise_sigmas=args.noise_sigmas,

@@ -65,20 +65,19 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.pipeline import MedXGAN
     from medxgan.runtime.errors import MedxganError
 
-    for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0),
-                             ("--minimal-mask-steps", args.minimal_mask_steps, 0), ("--minimal-mask-scale", args.minimal_mask_scale, 1)):
+    for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
         if value is not None and value < low:
             raise MedxganError(f"{flag} {value}: must be >= {low}")
-    from medxgan.cli.common import classifier_from_args
+    from medxgan.cli.common import classifier_from_args, minimal_mask_options
+
+    mask_options = minimal_mask_options(args)
     from medxgan.runtime.device import pick_device
     from medxgan.runtime.distributed import distributed
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun: each rank explains a share of the files
         classifier = classifier_from_args(args, device=ctx.device) if args.classifier else None
-        schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual),
-                                                   ("minimal_mask_steps", args.minimal_mask_steps),
-                                                   ("minimal_mask_target", args.minimal_mask_target), ("minimal_mask_scale", args.minimal_mask_scale))
-                    if v is not None}
+        schedule = {k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual)) if v is not None}
+        schedule.update(mask_options)
         mx = MedXGAN.load(
             args.gan, classifier=classifier, device=ctx.device, lr=args.lr, seed=args.seed, tune_generator=args.tune,
             tune_steps=args.tune_steps, **schedule, **({"amp": args.amp} if args.amp != "off" else {}),
