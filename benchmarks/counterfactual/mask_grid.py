@@ -1,7 +1,7 @@
 """The minimal mask's target and grid, side by side on one trained demo (a development tool).
 
 Inverts the 30 held-out predicted positives that `medxgan evaluate` explains in `medxgan demo` (same
-selection, seed 0; 200 Adam steps x 1 start as in the demo), once, then refines the generator's mask
+selection, seed 0; `--steps` Adam steps x 1 start, 200 by default as in the demo until 2026-12-06), once, then refines the generator's mask
 with each variant (:func:`medxgan.explain.minimal_mask.refine_mask`, 150 steps) and scores the
 difference map M |x - B| and LIG along the straight path from the counterfactual to the scan
 (area-matched IoU, pointing game), the counterfactual's validity (classifier, oracle), its PSNR gain
@@ -9,7 +9,7 @@ over the input against the lesion-free twin, and the mask's area (> 0.5) over th
 of the "healthy" target is the classifier's 5th percentile on the train split's negatives, as
 `medxgan train` stores it.
 
-    python benchmarks/counterfactual/mask_grid.py DEMO_DIR [--targets match healthy] [--scales 1 2 4] [--areas 1]
+    python benchmarks/counterfactual/mask_grid.py DEMO_DIR [--targets match healthy] [--scales 1 2 4] [--areas 1] [--tvs 1]
         [--fills anatomy additive texture:0.7] [--w-min 1] [--json out.jsonl]
 
 ``--fills`` (what the mask fills the scan with; the library uses ``anatomy``): ``anatomy`` -- B(z1*), the
@@ -87,6 +87,8 @@ def main() -> None:
     ap.add_argument("--scales", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--targets", nargs="+", default=["match", "healthy"], choices=["match", "healthy"])
     ap.add_argument("--areas", type=float, nargs="+", default=[1.0], help="minimal_mask_area weights (the default preset: 1)")
+    ap.add_argument("--steps", type=int, default=200, help="inversion Adam steps (200: the demo's schedule until 2026-12-06, 75 since)")
+    ap.add_argument("--tvs", type=float, nargs="+", default=[1.0], help="minimal_mask_tv weights (the default preset: 1)")
     ap.add_argument("--fills", nargs="+", default=["anatomy"], help="anatomy (the library's), additive, texture:SIGMA")
     ap.add_argument("--floors", nargs="+", default=["q05"], choices=["q05", "median"],
                     help="the healthy target's floor: the classifier's 5th percentile (the default preset) or median logit on the train negatives")
@@ -95,7 +97,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(0)
     extra = {} if a.w_min is None else {"w_min": a.w_min}
-    mx = MedXGANModel.load(a.demo / "gan", device="cpu", steps=200, restarts=1, minimal_mask_steps=0, **extra)
+    mx = MedXGANModel.load(a.demo / "gan", device="cpu", steps=a.steps, restarts=1, minimal_mask_steps=0, **extra)
     clf, oracle, G = mx.classifier, mx.oracle, mx.engine.generator
     test = load_dataset(a.demo / "data", split="test", size=mx.size, channels=mx.channels)
     sel = select_images(test, clf, torch.device("cpu"), a.demo / "data", split="test", subset="pred-pos", n=30, seed=0)
@@ -108,18 +110,18 @@ def main() -> None:
         x_pos, base, gm = G(cf.z1, cf.z2, return_parts=True)
     rows = []
     has_lesion = m.flatten(1).amax(1) > 0.5  # localisation and twin gain: images with a lesion only
-    variants = [(fl, t, q, sc, w) for fl in a.fills for t in a.targets for q in (a.floors if t == "healthy" else [None])
-                for sc in a.scales for w in a.areas]
-    for fill_name, target, quantile, scale, w_area in variants:
+    variants = [(fl, t, q, sc, w, tv) for fl in a.fills for t in a.targets for q in (a.floors if t == "healthy" else [None])
+                for sc in a.scales for w in a.areas for tv in a.tvs]
+    for fill_name, target, quantile, scale, w_area, w_tv in variants:
         floor = reference[f"negative_logit_{quantile}"] if quantile else None
         fill = make_fill(fill_name, x, x_pos, base)
-        M = refine_mask(clf, x, fill, gm, floor=floor, scale=scale, w_area=w_area)
+        M = refine_mask(clf, x, fill, gm, floor=floor, scale=scale, w_area=w_area, w_tv=w_tv)
         x_cf = x + M * (fill - x)
         diff = M * (x - fill).abs().mean(1, keepdim=True)
         paths = [MaskPath(G, x[i], cf.z2[i], M[i]) if fill_name == "anatomy" else FillPath(x[i], fill[i], M[i], cf.z2[i]) for i in range(len(x))]
         lig = latent_integrated_gradients(paths, clf, cf.z1, cf.z2).maps
         with torch.no_grad():
-            row = dict(fill=fill_name, w_min=mx.engine.inversion.get("w_min"), target=target, floor_quantile=quantile, scale=scale, w_area=w_area,
+            row = dict(fill=fill_name, w_min=mx.engine.inversion.get("w_min"), target=target, floor_quantile=quantile, scale=scale, w_area=w_area, w_tv=w_tv,
                        floor=None if floor is None else round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m, has_lesion), lig_iou=_mean(iou_area_matched, lig, m, has_lesion),
                        diff_pointing=_mean(pointing_game, diff, m, has_lesion), lig_pointing=_mean(pointing_game, lig, m, has_lesion),
                        valid_classifier=round(float((clf.prob(x_cf) < 0.5).float().mean()), 3),
