@@ -58,7 +58,7 @@ def test_train_encoder_writes_subrun_and_explain_uses_it(gan_run, tmp_path):
     assert "inversion_encoder" not in dict(gan.generator.named_modules())  # G's state_dict stays G's own
     mx = MedXGAN.load(run, device="cpu")
     # the encoder's short schedule, plus the preset's own inversion defaults (the default preset: residual counterfactual)
-    mask_opts = {"minimal_mask_steps": 150, "minimal_mask_target": "healthy", "minimal_mask_scale": 4}
+    mask_opts = {"minimal_mask_steps": 150, "minimal_mask_target": "healthy", "minimal_mask_scale": 4, "minimal_mask_tv": 4.0}
     floor = gan.config["classifier_reference"]["negative_logit_q05"]  # the run's classifier on its training negatives
     assert mx.engine.inversion == {"steps": ENCODER_INVERSION_STEPS, "restarts": 1, "counterfactual": "residual", "w_cf": 1.0, "w_min": 1.0,
                                    **mask_opts, "minimal_mask_floor": floor}

@@ -170,3 +170,21 @@ def test_cli_train_on_a_tiny_dataset(tmp_path, capsys):
     assert main(["train", str(data), "--classifier", str(clf), "--out", str(tmp_path / "g2"), "--preset", "paper-128",
                  "--no-oracle", "--quiet"]) == 2
     assert "preset paper-128 is for 128 px" in capsys.readouterr().err
+
+
+def test_a_run_resumes_with_the_inversion_defaults_it_was_trained_with(tmp_path):
+    """A preset's inversion defaults (explanation settings) may change between releases (the default preset's
+    minimal_mask_tv 1 -> 4 on 2026-12-06); a run trained before still resumes and keeps its own."""
+    out = tmp_path / "g"
+    kw = dict(preset="default", preset_overrides={**TINY, "size": 32}, batch_size=8, oracle=False, device="cpu", quiet=True, monitor_samples=8)
+    train_gan(_tiny_data(), _tiny_classifier(), out, steps=2, **kw)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["preset"]["inversion"]["minimal_mask_tv"] == 4.0
+    for preset in (cfg["preset"], cfg["settings"]["preset"]):  # as a run of the earlier preset recorded it
+        del preset["inversion"]["minimal_mask_tv"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    train_gan(_tiny_data(), _tiny_classifier(), out, steps=3, resume=True, **kw)
+    after = json.loads((out / "config.json").read_text())
+    assert after["steps_done"] == 3 and "minimal_mask_tv" not in after["preset"]["inversion"]
+    with pytest.raises(MedxganError, match="cannot resume with other settings"):  # what defines training is still checked
+        train_gan(_tiny_data(), _tiny_classifier(), out, steps=4, resume=True, **{**kw, "preset_overrides": {**TINY, "size": 32, "lr": 5e-4}})

@@ -18,7 +18,8 @@ Presets
                the inversion asked to make it negative (w_cf 1) and small (w_min 1), and the generator's mask then
                refined per scan to the minimal one that keeps the counterfactual as negative as the generator's
                or as 95 % of the classifier's real negatives, whichever is less, on a grid 4x coarser than the
-               image (minimal_mask_steps 150, minimal_mask_target "healthy", minimal_mask_scale 4;
+               image, with a total-variation weight of 4 (minimal_mask_steps 150, minimal_mask_target "healthy",
+               minimal_mask_scale 4, minimal_mask_tv 4 since 2026-12-06 (was 1; a run trained before keeps 1);
                medxgan.explain.minimal_mask).
 ``joint``      the previous default (until 2026-12-01): one decoder of concat(z1, z2) (the paper's
                generator shape, DCGAN-sized) + class-conditional projection discriminator (with BatchNorm;
@@ -248,7 +249,7 @@ def _default(channels: int) -> Preset:
         "residual counterfactuals (1-gM)x + gM B(E1(x)) must pass the classifier and D as real negatives + EMA/R1/DiffAugment; "
         "explanations use the residual counterfactual of the scan",
         inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=150, minimal_mask_target="healthy",
-                       minimal_mask_scale=4),
+                       minimal_mask_scale=4, minimal_mask_tv=4.0),
     )
 
 

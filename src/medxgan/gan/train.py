@@ -648,6 +648,11 @@ def train_gan(
             preset_obj = cfg.preset
         else:
             preset_obj = get_preset(cfg.preset, channels=channels, **(cfg.preset_overrides or {}))
+        old_preset = stored.get("preset") if stored else None
+        if isinstance(old_preset, dict) and old_preset.get("name") == preset_obj.name and "inversion" in old_preset:
+            # a preset's inversion defaults are explanation settings, not training ones: a run resumes (and is later
+            # explained) with those it started with, even where the preset's have changed since (minimal_mask_tv, 2026-12-06)
+            preset_obj = dataclasses.replace(preset_obj, inversion=dict(old_preset.get("inversion") or {}))
         if stored and cfg.batch_size % ctx.world_size:
             raise MedxganError(f"resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
                                f"{ctx.world_size} processes; resume with a number of processes that divides it", arg="resume")
