@@ -69,10 +69,10 @@ def _run(args: argparse.Namespace) -> int:
         if value is not None and value < low:
             raise MedxganError(f"{flag} {value}: must be >= {low}")
     from medxgan.cli.common import classifier_from_args, minimal_mask_options
-
-    mask_options = minimal_mask_options(args)
     from medxgan.runtime.device import pick_device
     from medxgan.runtime.distributed import distributed
+
+    mask_options = minimal_mask_options(args)  # checked before any work
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun: each rank explains a share of the files
         classifier = classifier_from_args(args, device=ctx.device) if args.classifier else None
