@@ -35,7 +35,7 @@ from medxgan.evaluate.localisation import iou_area_matched, pointing_game
 from medxgan.evaluate.selection import select_images
 from medxgan.explain.counterfactual import MaskPath
 from medxgan.explain.lig import latent_integrated_gradients
-from medxgan.explain.minimal_mask import refine_mask
+from medxgan.explain.minimal_mask import DEFAULT_W_TV, refine_mask
 from medxgan.explain.model import MedXGANModel
 from medxgan.gan.inversion import psnr
 
@@ -59,7 +59,8 @@ class FillPath(torch.nn.Module):
 
 
 def gaussian_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (radius 3 sigma, reflect padding) of N x C x H x W."""
+    """Separable Gaussian blur (radius 3 sigma, reflect padding) of N x C x H x W. In torch rather than
+    scipy.ndimage (other truncation and edge mode) so that the recorded texture rows reproduce exactly."""
     r = max(1, int(round(3 * sigma)))
     k = torch.exp(-torch.arange(-r, r + 1, dtype=t.dtype) ** 2 / (2 * sigma**2))
     k = k / k.sum()
@@ -88,7 +89,8 @@ def main() -> None:
     ap.add_argument("--targets", nargs="+", default=["match", "healthy"], choices=["match", "healthy"])
     ap.add_argument("--areas", type=float, nargs="+", default=[1.0], help="minimal_mask_area weights (the default preset: 1)")
     ap.add_argument("--steps", type=int, default=200, help="inversion Adam steps (200: the demo's schedule until 2026-12-06, 75 since)")
-    ap.add_argument("--tvs", type=float, nargs="+", default=[1.0], help="minimal_mask_tv weights (the default preset: 1)")
+    ap.add_argument("--tvs", type=float, nargs="+", default=None, help="minimal_mask_tv weights (default: the run's preset, 4 for "
+                    "the default preset since 2026-12-06, 1 before)")
     ap.add_argument("--fills", nargs="+", default=["anatomy"], help="anatomy (the library's), additive, texture:SIGMA")
     ap.add_argument("--floors", nargs="+", default=["q05"], choices=["q05", "median"],
                     help="the healthy target's floor: the classifier's 5th percentile (the default preset) or median logit on the train negatives")
@@ -108,13 +110,15 @@ def main() -> None:
     cf = mx.engine.counterfactuals(x)
     with torch.no_grad():
         x_pos, base, gm = G(cf.z1, cf.z2, return_parts=True)
+    tvs = a.tvs or [float(mx.engine.minimal_mask.get("minimal_mask_tv", DEFAULT_W_TV))]
+    fills = {name: make_fill(name, x, x_pos, base) for name in a.fills}
     rows = []
     has_lesion = m.flatten(1).amax(1) > 0.5  # localisation and twin gain: images with a lesion only
     variants = [(fl, t, q, sc, w, tv) for fl in a.fills for t in a.targets for q in (a.floors if t == "healthy" else [None])
-                for sc in a.scales for w in a.areas for tv in a.tvs]
+                for sc in a.scales for w in a.areas for tv in tvs]
     for fill_name, target, quantile, scale, w_area, w_tv in variants:
         floor = reference[f"negative_logit_{quantile}"] if quantile else None
-        fill = make_fill(fill_name, x, x_pos, base)
+        fill = fills[fill_name]
         M = refine_mask(clf, x, fill, gm, floor=floor, scale=scale, w_area=w_area, w_tv=w_tv)
         x_cf = x + M * (fill - x)
         diff = M * (x - fill).abs().mean(1, keepdim=True)
