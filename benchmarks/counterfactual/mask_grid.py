@@ -5,7 +5,8 @@ selection, seed 0; `--steps` Adam steps x 1 start, 200 by default as in the demo
 with each variant (:func:`medxgan.explain.minimal_mask.refine_mask`, 150 steps) and scores the
 difference map M |x - B| and LIG along the straight path from the counterfactual to the scan
 (area-matched IoU, pointing game), the counterfactual's validity (classifier, oracle), its PSNR gain
-over the input against the lesion-free twin, and the mask's area (> 0.5) over the lesion's. The floor
+over the input against the lesion-free twin, the mask's area (> 0.5) over the lesion's, the share of the lesion it
+covers and the mask itself scored as a map (area-matched IoU). The floor
 of the "healthy" target is the classifier's 5th percentile on the train split's negatives, as
 `medxgan train` stores it.
 
@@ -16,7 +17,10 @@ of the "healthy" target is the classifier's 5th percentile on the train split's 
 generator's anatomy; ``additive`` -- x + (B - G(z1*, z2*)), the scan minus the generator's pathology change
 (keeps the scan's noise and fine detail); ``texture:S`` -- B plus the fine detail of the reconstruction residual,
 B + hp_S(x - G(z1*, z2*)) with hp_S the residual minus its Gaussian blur of sigma S pixels (keeps the scan's
-noise, replaces the rest). ``--w-min``: the inversion's minimality weight (the `default` preset: 1).
+noise, replaces the rest); ``twin`` -- the phantom's lesion-free twin (a what-if bound: the in-fill of a
+generator that reproduced each scan exactly outside its lesion; not available for real data); ``blend:BETA`` --
+(1 - BETA) B + BETA twin, the way from today's anatomy to that bound. ``--w-min``: the inversion's minimality weight
+(the `default` preset: 1).
 """
 
 from __future__ import annotations
@@ -70,16 +74,21 @@ def gaussian_blur(t: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(t, k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def make_fill(name: str, x: torch.Tensor, x_pos: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+def make_fill(name: str, x: torch.Tensor, x_pos: torch.Tensor, base: torch.Tensor, twin: torch.Tensor | None = None) -> torch.Tensor:
     """The in-fill of ``--fills`` (see the module docstring)."""
     if name == "anatomy":
         return base
+    if name == "twin" or name.startswith("blend:"):  # what-if bounds: the phantom's lesion-free twin as (part of) the in-fill
+        if twin is None:
+            raise SystemExit(f"--fills {name}: the data has no twins/")
+        beta = 1.0 if name == "twin" else float(name.split(":", 1)[1])
+        return (1 - beta) * base + beta * twin
     if name == "additive":
         return (x + (base - x_pos)).clamp(-1, 1)
     if name.startswith("texture:"):
         res = x - x_pos
         return (base + res - gaussian_blur(res, float(name.split(":", 1)[1]))).clamp(-1, 1)
-    raise SystemExit(f"--fills {name!r}: anatomy, additive or texture:SIGMA")
+    raise SystemExit(f"--fills {name!r}: anatomy, additive, texture:SIGMA, twin or blend:BETA")
 
 
 def main() -> None:
@@ -91,7 +100,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200, help="inversion Adam steps (200: the demo's schedule until 2026-12-06, 75 since)")
     ap.add_argument("--tvs", type=float, nargs="+", default=None, help="minimal_mask_tv weights (default: the run's preset, 4 for "
                     "the default preset since 2026-12-06, 1 before)")
-    ap.add_argument("--fills", nargs="+", default=["anatomy"], help="anatomy (the library's), additive, texture:SIGMA")
+    ap.add_argument("--fills", nargs="+", default=["anatomy"], help="anatomy (the library's), additive, texture:SIGMA, twin, blend:BETA")
     ap.add_argument("--floors", nargs="+", default=["q05"], choices=["q05", "median"],
                     help="the healthy target's floor: the classifier's 5th percentile (the default preset) or median logit on the train negatives")
     ap.add_argument("--w-min", type=float, default=None, help="the inversion's w_min (default: the run's preset)")
@@ -111,7 +120,7 @@ def main() -> None:
     with torch.no_grad():
         x_pos, base, gm = G(cf.z1, cf.z2, return_parts=True)
     tvs = a.tvs or [float(mx.engine.minimal_mask.get("minimal_mask_tv", DEFAULT_W_TV))]
-    fills = {name: make_fill(name, x, x_pos, base) for name in a.fills}
+    fills = {name: make_fill(name, x, x_pos, base, twin) for name in a.fills}
     rows = []
     has_lesion = m.flatten(1).amax(1) > 0.5  # localisation and twin gain: images with a lesion only
     variants = [(fl, t, q, sc, w, tv) for fl in a.fills for t in a.targets for q in (a.floors if t == "healthy" else [None])
@@ -131,7 +140,9 @@ def main() -> None:
                        valid_classifier=round(float((clf.prob(x_cf) < 0.5).float().mean()), 3),
                        valid_oracle=round(float((oracle.prob(x_cf) < 0.5).float().mean()), 3),
                        twin_gain_db=round(float((psnr(x_cf, twin) - psnr(x, twin))[has_lesion].mean()), 2),
-                       area_over_lesion=round(float((M > 0.5).float().sum() / m.sum()), 2))
+                       area_over_lesion=round(float((M > 0.5).float().sum() / m.sum()), 2),
+                       mask_iou=_mean(iou_area_matched, M, m, has_lesion),  # the mask itself scored as a map
+                       lesion_covered=round(float(((M > 0.5) & (m > 0.5)).float().sum() / m.sum()), 3))
         print(json.dumps(row), flush=True)
         rows.append(row)
     if a.json:

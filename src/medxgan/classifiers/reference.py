@@ -24,3 +24,19 @@ def negative_logit_reference(classifier: Any, negatives: Tensor, batch_size: int
     if len(logits) == 0:
         return {}
     return {"negative_logit_q05": float(torch.quantile(logits, 0.05)), "negative_logit_median": float(logits.median()), "n_negatives": int(len(logits))}
+
+
+def class_logit_medians(classifier: Any, images: Tensor, labels: Tensor, batch_size: int = 128) -> tuple[float, float]:
+    """The classifier's median logit on the real negatives and on the real positives of (images, labels):
+    where real scans of each class sit for this classifier (the soft labels of the GAN's
+    ``cls_target="real-median"``). Raises ValueError when a class has no scan with a finite logit."""
+    medians = []
+    for cls in (0, 1):
+        part = images[labels == cls]
+        with frozen(classifier), torch.no_grad():
+            logits = torch.cat([classifier.logit(part[i : i + batch_size]).float().flatten().cpu() for i in range(0, len(part), batch_size)]) if len(part) else torch.zeros(0)
+        logits = logits[torch.isfinite(logits)]
+        if len(logits) == 0:
+            raise ValueError(f"no {'positive' if cls else 'negative'} scan with a finite classifier logit")
+        medians.append(float(logits.median()))
+    return medians[0], medians[1]

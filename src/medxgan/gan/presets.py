@@ -44,6 +44,7 @@ from medxgan.runtime.checks import check_override
 from medxgan.runtime.errors import MedxganError
 
 
+CLS_TARGETS = ("hard", "real-median")
 CF_MODES = ("generator", "residual")
 
 
@@ -130,6 +131,15 @@ class TrainOptions(_DictConfig):
     pathology mask filled by the anatomy, (1 - gM) x + gM B(E1(x)) -- the counterfactual explanations
     show, so training asks for exactly what inversion later needs: a mask over what the classifier sees,
     filled so that the scan passes D as a real healthy one).
+    cls_target: the labels of the classifier terms (lambda_cls on samples, cf_weight on counterfactuals).
+    "hard" (the paper): 0 / 1, so the loss keeps pushing G's classes past anything real scans show (measured
+    on the demo phantoms: the anatomy G(z1, 0) at logit -5.7 where real healthy chest scans sit at a median
+    of -1.8) and an in-fill by that anatomy heals healthy tissue "beyond healthy". "real-median": soft labels
+    sigmoid(the classifier's median logit on the training split's real negatives / positives), so each
+    class is pulled to where real scans of that class sit for this classifier, from either side. Measured
+    (benchmarks/counterfactual/RESULTS.md, 2026-12-06): it calibrates the anatomy (chest B at -1.95) but the
+    maps barely move (chest LIG 0.471 -> 0.482) and the one brain run fell (0.558 -> 0.479): not adopted, no
+    preset uses it.
     """
 
     _label = "training options"
@@ -151,16 +161,27 @@ class TrainOptions(_DictConfig):
     mask_weight: float = 0.0
     tv_weight: float = 0.0
     cf_mode: str = "generator"
+    cls_target: str = "hard"
     beta1: float = 0.5
     beta2: float = 0.999
 
+    # options added after runs were stored, with the value those runs trained with: written to a run's
+    # config only when set otherwise, so that an older run's stored preset still equals its preset on resume
+    LEGACY_VALUES = {"cls_target": "hard"}
+
     def __post_init__(self) -> None:
         self.validate()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if not (k in self.LEGACY_VALUES and v == self.LEGACY_VALUES[k])}
 
     def validate(self) -> None:
         """Value rules beyond the field types (also run after get_preset's overrides)."""
         if self.cf_mode not in CF_MODES:
             raise MedxganError(f"training options: cf_mode must be one of {', '.join(CF_MODES)}, got {self.cf_mode!r}", arg="cf_mode")
+        if self.cls_target not in CLS_TARGETS:
+            raise MedxganError(f"training options: cls_target must be one of {', '.join(CLS_TARGETS)}, got {self.cls_target!r}", arg="cls_target")
 
 
 

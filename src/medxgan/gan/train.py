@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medxgan.classifiers import as_classifier, load_classifier, train_classifier
-from medxgan.classifiers.reference import negative_logit_reference
+from medxgan.classifiers.reference import class_logit_medians, negative_logit_reference
 from medxgan.data import load_dataset
 from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
@@ -154,8 +155,10 @@ class GANTrainer:
     (not D's passes on R1 steps: compiled graphs have no double backward)."""
 
     def __init__(self, preset: Preset, classifier: nn.Module, device: torch.device | str = "cpu", lambda_cls: float | None = None,
-                 *, amp: str = "off", channels_last: bool = False, compile: bool = False):
+                 *, amp: str = "off", channels_last: bool = False, compile: bool = False, cls_labels: tuple[float, float] = (0.0, 1.0)):
         self.preset = preset
+        # the labels of the classifier terms, negative / positive: 0 / 1 (cls_target "hard") or soft (see TrainOptions)
+        self.cls_labels = (float(cls_labels[0]), float(cls_labels[1]))
         self.opts = preset.train
         self.lambda_cls = float(self.opts.lambda_cls if lambda_cls is None else lambda_cls)
         self.device = torch.device(device)
@@ -322,7 +325,7 @@ class GANTrainer:
         z1, z2 = self._latents(y)
         fake, loss_min = self._generate(z1, z2, y, stats, "g")
         logit = self._fwd(self.classifier.logit, fake)
-        loss_cls = F.binary_cross_entropy_with_logits(logit, y.float())  # == 2-class CE on softmax([0, logit])
+        loss_cls = F.binary_cross_entropy_with_logits(logit, self._cls_label(y))  # == 2-class CE on softmax([0, logit])
         lam = self.lambda_cls
         if self.opts.lambda_warmup > 0:
             lam *= min(1.0, self.step_count / self.opts.lambda_warmup)
@@ -340,6 +343,11 @@ class GANTrainer:
         stats["g_adv"] = loss_adv.detach()
         stats["g_cls"] = loss_cls.detach()
         stats["cls_agree"] = ((logit.detach() > 0).long() == y).float().mean()
+
+    def _cls_label(self, y: torch.Tensor) -> torch.Tensor:
+        """The classifier terms' target probability for class labels y (float, y's shape)."""
+        neg, pos = self.cls_labels
+        return torch.where(y == 1, torch.full_like(y, pos, dtype=torch.float32), torch.full_like(y, neg, dtype=torch.float32))
 
     def _encode_decode(self, real: torch.Tensor, labels: torch.Tensor, G: nn.Module | None = None,
                        E: nn.Module | None = None, stats: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
@@ -391,7 +399,7 @@ class GANTrainer:
         n_pos = all_reduce_sum(pos.sum().detach()).clamp(min=1.0)
         cf_img = self._counterfactuals(real, labels, z1, mu2)
         cf_logit = self._fwd(self.classifier.logit, cf_img)
-        loss_cf = (F.binary_cross_entropy_with_logits(cf_logit, torch.zeros_like(cf_logit), reduction="none") * pos.view(-1)).sum() / n_pos
+        loss_cf = (F.binary_cross_entropy_with_logits(cf_logit, self._cls_label(torch.zeros_like(labels)), reduction="none") * pos.view(-1)).sum() / n_pos
         if world_size() > 1:
             loss_cf = loss_cf * world_size()
         if o.cf_adv_weight > 0:  # the counterfactuals must pass D as real negatives (see TrainOptions)
@@ -690,7 +698,9 @@ def train_gan(
 
         # networks, optimisers, RNG streams: seeded identically on every rank
         seed_everything(cfg.seed)
-        trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam, **speed)
+        cls_medians = class_logit_medians(clf, images.to(dev), labels.to(dev)) if preset_obj.train.cls_target == "real-median" else None
+        cls_labels = tuple(1.0 / (1.0 + math.exp(-m)) for m in cls_medians) if cls_medians else (0.0, 1.0)
+        trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam, cls_labels=cls_labels, **speed)
         # the whole train split lives on the device: one gather per step, faster than a DataLoader
         steps_of = _BatchSteps(trainer, images.to(dev), labels.to(dev), cfg.batch_size, cfg.seed)
         monitor = Monitor(clf, preset_obj.net.nz1, preset_obj.net.nz2, real_negatives=images[labels == 0], oracle=oracle_adapter,
@@ -716,6 +726,7 @@ def train_gan(
             oracle=oracle_info,
             # how negative real healthy scans are for this classifier: the floor of the minimal mask's target
             classifier_reference=negative_logit_reference(clf, images[labels == 0].to(dev)),
+            cls_labels=list(cls_labels),
             ema=preset_obj.train.ema_decay > 0,
             settings=settings,
             resumes=start_info.resumes,
