@@ -138,8 +138,8 @@ class TrainOptions(_DictConfig):
     sigmoid(the classifier's median logit on the training split's real negatives / positives), so each
     class is pulled to where real scans of that class sit for this classifier, from either side. Measured
     (benchmarks/counterfactual/RESULTS.md, 2026-12-06): it calibrates the anatomy (chest B at -1.95) but the
-    maps barely move (chest LIG 0.471 -> 0.482) and the one brain run fell (0.558 -> 0.479): not adopted, no
-    preset uses it.
+    maps barely move (chest LIG 0.471 -> 0.482) and brain loses a little (alone, 2000 steps: 0.598 -> 0.564):
+    not adopted, no preset uses it.
     """
 
     _label = "training options"
