@@ -13,14 +13,19 @@ from torch import Tensor
 from medxgan.runtime.tensors import frozen
 
 
+def _finite_logits(classifier: Any, images: Tensor, batch_size: int) -> Tensor:
+    """The classifier's positive logits on ``images`` (in batches, on the CPU), non-finite ones dropped."""
+    if len(images) == 0:
+        return torch.zeros(0)
+    with frozen(classifier), torch.no_grad():
+        logits = torch.cat([classifier.logit(images[i : i + batch_size]).float().flatten().cpu() for i in range(0, len(images), batch_size)])
+    return logits[torch.isfinite(logits)]
+
+
 def negative_logit_reference(classifier: Any, negatives: Tensor, batch_size: int = 128) -> dict[str, float]:
     """The classifier's logits on real negative scans, summarised for the ``floor`` of :func:`medxgan.explain.minimal_mask.refine_mask`:
     ``{"negative_logit_q05", "negative_logit_median", "n_negatives"}`` (stored with a GAN run)."""
-    if len(negatives) == 0:
-        return {}
-    with frozen(classifier), torch.no_grad():
-        logits = torch.cat([classifier.logit(negatives[i : i + batch_size]).float().flatten().cpu() for i in range(0, len(negatives), batch_size)])
-    logits = logits[torch.isfinite(logits)]
+    logits = _finite_logits(classifier, negatives, batch_size)
     if len(logits) == 0:
         return {}
     return {"negative_logit_q05": float(torch.quantile(logits, 0.05)), "negative_logit_median": float(logits.median()), "n_negatives": int(len(logits))}
@@ -32,10 +37,7 @@ def class_logit_medians(classifier: Any, images: Tensor, labels: Tensor, batch_s
     ``cls_target="real-median"``). Raises ValueError when a class has no scan with a finite logit."""
     medians = []
     for cls in (0, 1):
-        part = images[labels == cls]
-        with frozen(classifier), torch.no_grad():
-            logits = torch.cat([classifier.logit(part[i : i + batch_size]).float().flatten().cpu() for i in range(0, len(part), batch_size)]) if len(part) else torch.zeros(0)
-        logits = logits[torch.isfinite(logits)]
+        logits = _finite_logits(classifier, images[labels == cls], batch_size)
         if len(logits) == 0:
             raise ValueError(f"no {'positive' if cls else 'negative'} scan with a finite classifier logit")
         medians.append(float(logits.median()))
