@@ -207,3 +207,17 @@ def test_validity_verdict_cautions_when_the_judge_rejects_the_twins():
     # no twins (users' own data): no caution
     del res["methods"]["twin"]
     assert not any("caution" in x for x in verdicts(res))
+
+
+def test_report_says_first_when_training_stopped_early(tiny_eval, tmp_path):
+    ev = tmp_path / "eval"
+    shutil.copytree(tiny_eval, ev)
+    gan = tmp_path / "gan"
+    gan.mkdir()
+    (gan / "config.json").write_text(json.dumps({"steps": 2000, "steps_done": 238, "stopped_early": True}))
+    res = json.loads((ev / "results.json").read_text())
+    res["config"]["gan"] = str(gan)
+    (ev / "results.json").write_text(json.dumps(res))
+    text = write_report(ev).read_text()
+    banner = text.index("the GAN stopped at its time limit after 238 of 2000 steps")
+    assert banner < text.index("<b>Verdict</b>")  # said first, above the verdict

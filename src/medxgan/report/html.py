@@ -47,7 +47,7 @@ from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_text
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.version import __version__
 
-__all__ = ["write_report", "find_dirs", "select_rows", "verdicts", "compare", "QUICK_BANNER", "FRAMES_DIR"]
+__all__ = ["write_report", "find_dirs", "select_rows", "verdicts", "compare", "early_stops", "QUICK_BANNER", "FRAMES_DIR"]
 
 QUICK_BANNER = "quick mode: quality traded for time; numbers are not the benchmark"
 FRAMES_DIR = "frames"
@@ -187,6 +187,25 @@ def select_rows(results: Mapping[str, Any], max_rows: int = 12) -> list[dict]:
     rows = list(first.values())
     rows.sort(key=lambda r: (0 if r.get("slice") == "TP" else 1))  # stable: keeps the runner's order within a group
     return rows[: max(0, int(max_rows))]
+
+
+def early_stops(dirs: Mapping[str, Any], results: Mapping[str, Any]) -> list[str]:
+    """One sentence per training stage that stopped before its budget (its time cap), read from the runs'
+    ``config.json``: the classifier (epochs), the GAN and its encoder (steps). A bare evaluation directory
+    finds its GAN run through ``results.json``'s config."""
+    gan = dirs.get("gan")
+    if gan is None:
+        g = (results.get("config") or {}).get("gan")
+        gan = Path(g) if isinstance(g, str) and (Path(g) / "config.json").is_file() else None
+    stages = [("classifier", dirs.get("classifier"), "epochs_done", "epochs", "epochs"),
+              ("GAN", gan, "steps_done", "steps", "steps"),
+              ("inversion encoder", Path(gan) / "encoder" if gan is not None else None, "steps_done", "steps", "steps")]
+    out = []
+    for name, run, done_key, total_key, unit in stages:
+        cfg = _read_json(Path(run) / "config.json") if run is not None and (Path(run) / "config.json").is_file() else None
+        if isinstance(cfg, dict) and cfg.get("stopped_early"):
+            out.append(f"the {name} stopped at its time limit after {cfg.get(done_key, '?')} of {cfg.get(total_key, '?')} {unit}")
+    return out
 
 
 # ---- the verdict -----------------------------------------------------------------------------
@@ -690,6 +709,10 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
                 f"GAN <code>{_e(cfg.get('gan') or 'none')}</code>; {_e((results.get('slices') or {}).get('evaluated', '?'))} image(s) explained "
                 f"by {_e(len(cfg.get('methods') or []))} method(s) on {_e(cfg.get('device', '?'))}.")
     h.append("<p>" + " ".join(what) + "</p>")
+    early = early_stops(dirs, results)
+    if early:  # first, before the verdict: the numbers below come from a stage that did not finish its budget
+        h.append("<div class='banner'>Stopped early — the figures below come from shorter training than planned: "
+                 + "; ".join(_e(e) for e in early) + ".</div>")
     h.append(_verdict_html(results))
     h.append("<p class='muted'>Sections: <a href='#metrics'>metrics</a> · <a href='#images'>images</a> · <a href='#plots'>plots</a> · "
              "<a href='#training'>training</a> · <a href='#config'>configuration</a></p>")
