@@ -102,8 +102,8 @@ class DemoConfig:
     gan_ckpt_every: int = 250
     # A runaway guard, not a budget: the GAN's budget is its step count, so a busy or slow machine gets the same generator,
     # only later (issue 32: a 16-minute cap stopped a fresh-clone demo after 238 of 2000 steps beside another job). 90 min
-    # is ~4x the slowest full run we measured (2000 steps at ~0.6 s/step beside a second demo); the report's first line
-    # says when it was hit.
+    # is 1.5x the slowest step rate in this docstring (1.8 s per step at load 5: 60 min for 2000 steps) and ~10x an idle
+    # machine's 8.5 min; the report's first line says when it was hit.
     gan_max_minutes: float | None = 90.0
     gan_monitor_samples: int = 256
     gan_overrides: tuple[tuple[str, Any], ...] = ()  # preset field overrides, e.g. (("g_width", 8),) for tests
