@@ -22,13 +22,12 @@ import torch
 from torch import Tensor
 
 from medxgan.data import collect_image_files, load_image_tensor
-from medxgan.explain.counterfactual import accumulated_change, difference_maps
-from medxgan.explain.lig import DEFAULT_TOL, latent_integrated_gradients
+from medxgan.explain.lig import DEFAULT_TOL
 from medxgan.explain.model import ExplanationResult, MedXGANModel, as_medxgan
 from medxgan.report.explanation import OUTPUT_FILES, write_explanation
 from medxgan.report.gallery import write_gallery
 from medxgan.runtime import distributed as dist
-from medxgan.runtime.atomic import atomic_write_json, to_jsonable
+from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json, to_jsonable
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import remove_temp_files
 from medxgan.runtime.progress import progress
@@ -59,28 +58,15 @@ class MedXGAN(MedXGANModel):
             self.classifier.check_finite(x_all[:batch_size].to(self.device), "the images to explain")
         tol = DEFAULT_TOL if lig_tol is None else lig_tol
         settings = dict(frames=frames, lig_form=lig_form, lig_output=lig_output, lig_rule=lig_rule, lig_tol=tol, inversion=self.engine.inversion)
+        # the same Explainer objects that `evaluate` scores, on the same engine (each image inverted once)
+        difference = self.difference_explainer(frames=frames, batch_size=batch_size)
+        lig = self.lig_explainer(steps=lig_steps, form=lig_form, output=lig_output, rule=lig_rule, tol=tol, batch_size=batch_size)
         out: list[ExplanationResult] = []
-        alphas = [i / (frames - 1) for i in range(frames)]
         for s in range(0, x_all.shape[0], batch_size):
             x = x_all[s : s + batch_size]
-            cf = self.engine.counterfactuals(x)
-            diff, signed = difference_maps(*self.engine.endpoints(cf), self.engine.reduce)
-            fr, fp = self.engine.interpolation(cf, frames)
-            acc = accumulated_change(fr, self.engine.reduce)
-            dev = self.device
-            lig = latent_integrated_gradients(self.engine.path_generators(cf), self.classifier, cf.z1.to(dev), cf.z2.to(dev), steps=lig_steps,
-                                              form=lig_form, output=lig_output, rule=lig_rule, tol=tol)
-            for i in range(len(cf)):
-                out.append(ExplanationResult(
-                    input=x[i].cpu(), reconstruction=cf.x_pos[i], negative=cf.x_neg[i], prob_input=float(cf.prob_input[i]),
-                    prob_reconstruction=float(cf.prob_pos[i]), prob_negative=float(cf.prob_neg[i]), difference=diff[i],
-                    signed_difference=signed[i], accumulated_change=acc[i], lig=lig.maps[i], lig_delta=float(lig.delta[i]),
-                    completeness_error=float(lig.completeness_error[i]), completeness_error_rel=float(lig.completeness_rel[i]),
-                    lig_steps=int(lig.steps[i]), frames=fr[i], alphas=alphas, frame_probs=fp[i].tolist(), psnr=float(cf.psnr[i]),
-                    prob_gap=float(cf.prob_gap[i]), inversion_loss=float(cf.loss[i]), inversion_steps=int(cf.steps_run[i]),
-                    z1=cf.z1[i], z2=cf.z2[i], counterfactual=self.engine.counterfactual, residual=cf.x_res[i],
-                    prob_residual=float(cf.prob_res[i]), residual_mask=None if cf.masks is None else cf.masks[i], settings=settings,
-                ))
+            d, g = difference.explain(x), lig.explain(x)
+            cf = self.engine.counterfactuals(x)  # cached by the explainers: codes, inversion loss, masks
+            out.extend(ExplanationResult.from_explanations(i, x[i], cf, d, g, self.engine.counterfactual, settings) for i in range(len(cf)))
         return out
 
     def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, workers: int = 0, **explain_kwargs: Any) -> dict[str, Any]:
@@ -172,7 +158,8 @@ def _source_id(path: Path) -> dict[str, Any]:
 
 def _write_whole(res: ExplanationResult, out_dir: Path, name: str, source: Path, key: dict[str, Any]) -> dict[str, Any]:
     """One image's folder, atomically: written into a temp folder, then renamed into place (an older
-    folder of the same name is replaced). The JSON record carries the resume key."""
+    folder of the same name is replaced, :func:`~medxgan.runtime.atomic.atomic_replace_dir`). The JSON record
+    carries the resume key."""
     import shutil
 
     final = out_dir / name
@@ -181,14 +168,7 @@ def _write_whole(res: ExplanationResult, out_dir: Path, name: str, source: Path,
     record = write_explanation(res, tmp, source=source, name=name)
     record.update(name=name, dir=str(final), resume={"key": key, "source": _source_id(source)})
     atomic_write_json(tmp / OUTPUT_FILES["json"], record)
-    if final.exists():
-        old = out_dir / f".tmp_explain_old_{name}"
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    atomic_replace_dir(tmp, final)
     return record
 
 

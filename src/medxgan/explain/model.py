@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from medxgan.classifiers.adapter import convert_channels
-from medxgan.explain.base import check_images
-from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer
+from medxgan.explain.base import Explanation, check_images
+from medxgan.explain.counterfactual import CounterfactualEngine, Counterfactuals, DifferenceExplainer
 from medxgan.explain.lig import LIGExplainer
 from medxgan.gan import inversion as inv
 from medxgan.gan.run import GanRun, load_gan_run
@@ -74,6 +74,26 @@ class ExplanationResult:
     prob_residual: float = float("nan")
     residual_mask: Tensor | None = None  # 1 x H x W: the minimal mask x_res replaced (None without the refinement)
     settings: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_explanations(cls, i: int, image: Tensor, cf: Counterfactuals, difference: Explanation, lig: Explanation,
+                          counterfactual: str, settings: dict[str, Any]) -> "ExplanationResult":
+        """Image ``i`` of a batch from what the explainers returned: ``difference`` from a
+        :class:`DifferenceExplainer` with frames, ``lig`` from a :class:`LIGExplainer` (both on the engine that
+        made ``cf``). Only gathers; every map is computed by the explainers."""
+        d, g = difference.extras, lig.extras
+        frames = int(settings["frames"])
+        return cls(
+            input=image.cpu(), reconstruction=cf.x_pos[i], negative=cf.x_neg[i], prob_input=float(cf.prob_input[i]),
+            prob_reconstruction=float(cf.prob_pos[i]), prob_negative=float(cf.prob_neg[i]), difference=difference.maps[i],
+            signed_difference=d["signed_difference"][i], accumulated_change=d["accumulated_change"][i], lig=lig.maps[i],
+            lig_delta=float(g["delta"][i]), completeness_error=float(g["completeness_error"][i]),
+            completeness_error_rel=float(g["completeness_rel"][i]), lig_steps=int(g["lig_steps"][i]), frames=d["frames"][i],
+            alphas=[k / (frames - 1) for k in range(frames)], frame_probs=d["frame_probs"][i].tolist(), psnr=float(cf.psnr[i]),
+            prob_gap=float(cf.prob_gap[i]), inversion_loss=float(cf.loss[i]), inversion_steps=int(cf.steps_run[i]),
+            z1=cf.z1[i], z2=cf.z2[i], counterfactual=counterfactual, residual=cf.x_res[i], prob_residual=float(cf.prob_res[i]),
+            residual_mask=None if cf.masks is None else cf.masks[i], settings=settings,
+        )
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers (no tensors)."""
