@@ -1,14 +1,16 @@
 """The classifier contract (adapter), built-in architectures, loading and training."""
 
-from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing, convert_channels, wrap_classifier
+from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing, Target, convert_channels, wrap_classifier
 from medxgan.classifiers.architectures import ARCHITECTURES, PaperCNN, SmallResNet, build_architecture, gradcam_layer, last_conv_layer
 from medxgan.classifiers.loading import as_classifier, load_classifier
+from medxgan.classifiers.storage import check_fingerprint, load_recorded_classifier, store_classifier
 from medxgan.classifiers.training import train_classifier
 
 
 __all__ = [
     "ClassifierAdapter",
     "Preprocessing",
+    "Target",
     "convert_channels",
     "wrap_classifier",
     "ARCHITECTURES",
@@ -19,5 +21,8 @@ __all__ = [
     "gradcam_layer",
     "as_classifier",
     "load_classifier",
+    "load_recorded_classifier",
+    "store_classifier",
+    "check_fingerprint",
     "train_classifier",
 ]

@@ -1,15 +1,21 @@
-"""The classifier contract: any PyTorch binary classifier -> positive-class logit and probability.
+"""The classifier contract: any PyTorch classifier -> the target's logit and probability.
 
 Explanation and GAN code only ever call `adapter.logit(x)` / `adapter.prob(x)` with images in the
 project's contract (N x C x H x W in [-1, 1], any size, C = 1 or 3). The adapter owns what the raw
 model needs: input size, channel count, value range and mean/std normalisation, and the decoding of
-its output (2 logits, 1 logit, 2 probabilities, or a tuple/dict holding one of those).
+its output (2 logits, 1 logit, 2 probabilities, K-class logits/probabilities, multi-label sigmoid
+outputs, or a tuple/dict holding one of those) into one logit for the *target* (see :class:`Target`).
+
+The decoding is never guessed silently: ``output="auto"`` decides once, from the first batch it sees
+(the commands pass real images first), by the rule in :meth:`ClassifierAdapter.decide_output`, says
+what it decided on stderr, and refuses outputs that could be either (one column whose values all lie in
+[0, 1] may be a probability or a logit).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+import sys
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch
@@ -19,8 +25,12 @@ from torch import nn
 from medxgan.runtime.errors import MedxganError, UserCodeError
 from medxgan.runtime.runs import fingerprint_module
 
-OUTPUT_KINDS = ("auto", "logits2", "logit1", "probs2", "prob1")
+OUTPUT_KINDS = ("auto", "logits2", "logit1", "probs2", "prob1", "logits", "probs")
+# "logits"/"probs": N x K scores of any K (softmax over the K classes, or per-column sigmoid with a
+# multi-label target); the 2/1 forms are the same with the column count checked.
+_LOGIT_KINDS = ("logits2", "logit1", "logits")
 _EPS = 1e-6
+_SUM_TOL = 1e-4  # rows of softmax probabilities sum to 1 within this
 
 
 @dataclass
@@ -49,20 +59,99 @@ class Preprocessing:
         return cls(**d)
 
 
+@dataclass
+class Target:
+    """Which decision of a multi-class or multi-label model is explained (one logit per image).
+
+    * ``positive`` (and optional ``negative``, default every other class): softmax outputs; the logit
+      is ``logsumexp(l[positive]) - logsumexp(l[negative])`` over the logits ``l`` (the log-odds of
+      "one of the positive classes" against "one of the negative ones"); for probabilities
+      ``log(sum p[positive]) - log(sum p[negative])``. ``positive=(K,)`` is class K against the rest.
+    * ``multilabel`` K: independent sigmoid outputs; the logit is column K (a probability column is
+      turned into its logit).
+    None of them: a binary model (1 or 2 columns; ``positive_index`` picks the positive column).
+    """
+
+    positive: tuple[int, ...] | None = None
+    negative: tuple[int, ...] | None = None
+    multilabel: int | None = None
+
+    def __post_init__(self) -> None:
+        self.positive = _class_tuple(self.positive, "positive_classes")
+        self.negative = _class_tuple(self.negative, "negative_classes")
+        if self.multilabel is not None:
+            if not isinstance(self.multilabel, int) or isinstance(self.multilabel, bool) or self.multilabel < 0:
+                raise MedxganError(f"multilabel {self.multilabel}: must be a class index >= 0", arg="multilabel")
+            if self.positive is not None or self.negative is not None:
+                raise MedxganError("multilabel: give either a multi-label class or positive/negative classes, not both", arg="multilabel")
+        if self.negative is not None and self.positive is None:
+            raise MedxganError("negative_classes: needs positive_classes (or target_class) too", arg="negative_classes")
+        if self.positive and self.negative and set(self.positive) & set(self.negative):
+            both = sorted(set(self.positive) & set(self.negative))
+            raise MedxganError(f"negative_classes {' '.join(map(str, both))}: also positive", arg="negative_classes")
+
+    @classmethod
+    def build(cls, target_class: int | None = None, positive_classes: Sequence[int] | None = None,
+              negative_classes: Sequence[int] | None = None, multilabel: int | None = None) -> "Target | None":
+        """The target from the user's options (None when none is given: a binary model)."""
+        if target_class is not None and positive_classes is not None:
+            raise MedxganError("target_class: give either target_class or positive_classes", arg="target_class")
+        if target_class is not None:
+            if not isinstance(target_class, int) or isinstance(target_class, bool) or target_class < 0:
+                raise MedxganError(f"target_class {target_class}: must be a class index >= 0", arg="target_class")
+            positive_classes = (target_class,)
+        if positive_classes is None and negative_classes is None and multilabel is None:
+            return None
+        return cls(positive_classes, negative_classes, multilabel)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"positive": list(self.positive) if self.positive is not None else None,
+                "negative": list(self.negative) if self.negative is not None else None, "multilabel": self.multilabel}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Target | None":
+        if not d:
+            return None
+        return cls(d.get("positive"), d.get("negative"), d.get("multilabel"))
+
+    def describe(self) -> str:
+        """For reports: ``class 2 vs rest``, ``classes 1,2 vs 0``, ``label 3 (multi-label)``."""
+        if self.multilabel is not None:
+            return f"label {self.multilabel} (multi-label, sigmoid)"
+        pos = ",".join(map(str, self.positive or ()))
+        neg = "rest" if self.negative is None else ",".join(map(str, self.negative))
+        return f"class{'es' if len(self.positive or ()) > 1 else ''} {pos} vs {neg}"
+
+
+def _class_tuple(v: Any, name: str) -> tuple[int, ...] | None:
+    if v is None:
+        return None
+    vals = (v,) if isinstance(v, int) else tuple(v)
+    if not vals or any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in vals):
+        raise MedxganError(f"{name} {' '.join(map(str, vals))}: must be one or more class indices >= 0", arg=name)
+    if len(set(vals)) != len(vals):
+        raise MedxganError(f"{name} {' '.join(map(str, vals))}: a class is listed twice", arg=name)
+    return tuple(int(c) for c in vals)
+
+
 class ClassifierAdapter(nn.Module):
-    """Wrap `model` so that `logit(x)` is the positive-class logit for x in [-1, 1].
+    """Wrap `model` so that `logit(x)` is the target's logit for x in [-1, 1].
 
     Args:
-        model: any nn.Module (or TorchScript module) mapping a preprocessed batch to its output.
+        model: any nn.Module (or TorchScript module / torch.export program's module) mapping a
+            preprocessed batch to its output.
         output: how to read the output: "logits2" (N x 2 logits; logit = l_pos - l_neg, i.e. the
             log-odds of the softmax), "logit1" (one logit for sigmoid), "probs2" (softmax already
             applied; logit = log p_pos - log p_neg with clamping), "prob1" (sigmoid already applied),
-            or "auto" (decided from the first output: 2 columns that are non-negative and sum to 1 ->
-            probs2, other 2 columns -> logits2, 1 column -> logit1).
+            "logits" / "probs" (N x K of any K: softmax, or per-column sigmoid with a multi-label
+            target), or "auto" (decided once from the first batch: see :meth:`decide_output`).
         output_key: index (tuple/list) or key (dict) of the element holding the scores; default the
             first element / the first key.
-        positive_index: column of the positive class for 2-column outputs.
+        positive_index: column of the positive class of a 2-column output (0 or 1; 0 flips the sign of
+            a 1-column output). For a K-class output an index >= 2 means ``target_class``.
         preprocessing: see `Preprocessing`.
+        target: the class(es) explained for a multi-class / multi-label model (see :class:`Target`);
+            an output of more than 2 columns needs one.
     """
 
     def __init__(
@@ -73,18 +162,28 @@ class ClassifierAdapter(nn.Module):
         positive_index: int = 1,
         preprocessing: Preprocessing | None = None,
         name: str = "classifier",
+        target: Target | None = None,
     ):
         super().__init__()
         if output not in OUTPUT_KINDS:
             raise MedxganError(f"output {output}: unknown (choose from {', '.join(OUTPUT_KINDS)})", arg="output")
-        if positive_index not in (0, 1):
-            raise MedxganError(f"positive_index {positive_index}: must be 0 or 1")
+        if not isinstance(positive_index, int) or isinstance(positive_index, bool) or positive_index < 0:
+            raise MedxganError(f"positive_index {positive_index}: must be a class index >= 0", arg="positive_index")
+        if positive_index >= 2:  # a K-class model's class: the one-vs-rest target
+            if target is not None:
+                raise MedxganError(f"positive_index {positive_index}: give either positive_index or a target, not both", arg="positive_index")
+            target, positive_index = Target(positive=(positive_index,)), 1
+        if target is not None and target.multilabel is not None and output not in ("auto", "logits", "probs", "logit1", "prob1"):
+            raise MedxganError(f"output {output}: a multi-label target reads independent sigmoid columns (output logits or probs)", arg="output")
         self.model = model
         self.output = output
+        self.output_decision: str | None = None  # what "auto" decided and why (None: the output was given)
         self.output_key = output_key
         self.positive_index = positive_index
+        self.target = target
         self.preprocessing = preprocessing or Preprocessing()
         self.name = name
+        self.source: dict[str, Any] | None = None  # where it was loaded from (classifiers.loading); None for an object
         pp = self.preprocessing
         self.register_buffer("_mean", torch.tensor(pp.mean, dtype=torch.float32).view(1, -1, 1, 1) if pp.mean is not None else torch.zeros(0), persistent=False)
         self.register_buffer("_std", torch.tensor(pp.std, dtype=torch.float32).view(1, -1, 1, 1) if pp.std is not None else torch.zeros(0), persistent=False)
@@ -145,39 +244,97 @@ class ClassifierAdapter(nn.Module):
     def _decode(self, out: torch.Tensor, n: int) -> torch.Tensor:
         if out.dim() == 1 and out.shape[0] == n:
             out = out.unsqueeze(1)
-        if out.dim() != 2 or out.shape[0] != n or out.shape[1] not in (1, 2):
+        if out.dim() != 2 or out.shape[0] != n:
+            raise MedxganError(f"classifier {self.name}: its output has shape {tuple(out.shape)} for a batch of {n} "
+                               "(expected N x K scores, or N)", arg="classifier")
+        k = out.shape[1]
+        if k > 2 and self.target is None:
             raise MedxganError(
-                f"classifier {self.name}: its output has shape {tuple(out.shape)} for a batch of {n}: not a binary classifier "
-                "(expected N x 2 logits/probabilities or N x 1 / N logits)", arg="classifier"
-            )
+                f"classifier {self.name}: returns {k} columns, not a binary classifier; choose what to explain: --target-class C "
+                "(class C vs the rest), --positive-classes/--negative-classes (softmax), or --multilabel C (sigmoid outputs) "
+                "(Python: target_class=, positive_classes=, negative_classes=, multilabel=)", arg="classifier")
+        self._check_target(k)
+        if self.output == "auto":
+            self.decide_output(out)
         kind = self.output
-        if kind == "auto":
-            kind = self._guess_kind(out)
-        if kind in ("logits2", "probs2") and out.shape[1] != 2:
-            raise MedxganError(f"output {kind}: the classifier returns {out.shape[1]} column(s), not 2", arg="output")
-        if kind in ("logit1", "prob1") and out.shape[1] != 1:
-            raise MedxganError(f"output {kind}: the classifier returns {out.shape[1]} columns, not 1", arg="output")
-        pos, neg = self.positive_index, 1 - self.positive_index
+        want = {"logits2": 2, "probs2": 2, "logit1": 1, "prob1": 1}.get(kind)
+        if want is not None and k != want:
+            raise MedxganError(f"output {kind}: the classifier returns {k} column(s), not {want}", arg="output")
         out = out.float()
-        if kind == "logits2":
-            return out[:, pos] - out[:, neg]
-        if kind == "logit1":
-            logit = out[:, 0]
-            return logit if pos == 1 else -logit
-        if kind == "probs2":
-            p = out.clamp(_EPS, 1.0)
-            return torch.log(p[:, pos]) - torch.log(p[:, neg])
-        p = out[:, 0].clamp(_EPS, 1 - _EPS)  # prob1
-        logit = torch.log(p) - torch.log1p(-p)
-        return logit if pos == 1 else -logit
+        logits = kind in _LOGIT_KINDS
+        t = self.target
+        if t is not None and t.multilabel is not None:
+            col = out[:, t.multilabel]
+            return col if logits else _prob_to_logit(col)
+        if k == 1:
+            logit = out[:, 0] if logits else _prob_to_logit(out[:, 0])
+            return logit if self.positive_index == 1 else -logit
+        pos, neg = self._classes(k)
+        if logits:  # log-odds of "one of pos" vs "one of neg" under the softmax
+            return torch.logsumexp(out[:, pos], 1) - torch.logsumexp(out[:, neg], 1)
+        p = out.clamp(min=0.0)
+        return torch.log(p[:, pos].sum(1).clamp(min=_EPS)) - torch.log(p[:, neg].sum(1).clamp(min=_EPS))
 
-    def _guess_kind(self, out: torch.Tensor) -> str:
-        if out.shape[1] == 1:
-            return "logit1"
+    def _classes(self, k: int) -> tuple[list[int], list[int]]:
+        """(positive, negative) class columns of a softmax output of k columns."""
+        if self.target is None:  # binary: 2 columns
+            return [self.positive_index], [1 - self.positive_index]
+        pos = list(self.target.positive or ())
+        neg = list(self.target.negative) if self.target.negative is not None else [c for c in range(k) if c not in pos]
+        if not neg:
+            raise MedxganError(f"target {self.target.describe()}: no negative class left among the classifier's {k} classes", arg="target_class")
+        return pos, neg
+
+    def _check_target(self, k: int) -> None:
+        t = self.target
+        if t is None:
+            if k == 2 and self.positive_index > 1:
+                raise MedxganError(f"positive_index {self.positive_index}: the classifier returns 2 columns", arg="positive_index")
+            return
+        if t.multilabel is not None:
+            used, what = [t.multilabel], "multilabel"
+        else:
+            used, what = list(t.positive or ()) + list(t.negative or ()), "target_class" if t.negative is None and len(t.positive or ()) == 1 else "positive_classes"
+            if k == 1:
+                raise MedxganError(f"target {t.describe()}: the classifier returns one column (a binary sigmoid output); leave the target out", arg=what)
+        bad = [c for c in used if c >= k]
+        if bad:
+            raise MedxganError(f"target {t.describe()}: class {bad[0]} does not exist, the classifier returns {k} column(s) (classes 0-{k - 1})", arg=what)
+
+    def decide_output(self, out: torch.Tensor) -> str:
+        """Decide what an "auto" output is from a probe batch ``out`` (N x K), once, and say so on stderr.
+
+        The rule: a multi-label target or a single column -> sigmoid; if every value lies in [0, 1] that
+        is ambiguous (a probability, or a logit that happens to be small) and is refused, asking for the
+        kind; otherwise logits. Two or more columns (softmax) -> probabilities when every value is >= 0
+        and each row sums to 1, logits otherwise (with a hint when every value lies in [0, 1]).
+        """
         with torch.no_grad():
-            looks_like_probs = bool((out >= 0).all() and torch.allclose(out.sum(1), torch.ones_like(out[:, 0]), atol=1e-4))
-        self.output = "probs2" if looks_like_probs else "logits2"  # fix the decision after the first call
-        return self.output
+            v = out.detach().float()
+            in01 = bool(((v >= 0) & (v <= 1)).all())
+            k = v.shape[1]
+            sigmoid = k == 1 or (self.target is not None and self.target.multilabel is not None)
+            if sigmoid:
+                if in01:
+                    ask = "--classifier-output prob1 or logit1 (Python: output='prob1' / 'logit1')" if k == 1 else \
+                        "--classifier-output probs or logits (Python: output='probs' / 'logits')"
+                    raise MedxganError(f"classifier {self.name}: its output is ambiguous: {'one column' if k == 1 else f'{k} sigmoid columns'} "
+                                       f"with every value in [0, 1] on a probe batch of {v.shape[0]} (a probability with a sigmoid inside, "
+                                       f"or a logit?); say which with {ask}", arg="output")
+                kind, why = ("logit1" if k == 1 else "logits"), "values outside [0, 1]"
+            else:
+                sums_to_1 = bool((v >= 0).all() and torch.allclose(v.sum(1), torch.ones_like(v[:, 0]), atol=_SUM_TOL))
+                if sums_to_1:
+                    kind, why = ("probs2" if k == 2 else "probs"), "every value >= 0 and each row sums to 1 (softmax probabilities)"
+                else:
+                    kind, why = ("logits2" if k == 2 else "logits"), "rows do not sum to 1 (softmax logits)"
+                    if in01:  # unusual for logits: say what to give if they are independent sigmoid probabilities
+                        why += ("; every value is in [0, 1]: if these are independent sigmoid probabilities, give --multilabel C "
+                                "with --classifier-output probs")
+        self.output = kind
+        self.output_decision = f"output auto -> {kind}: {why} on a probe batch of {v.shape[0]}"
+        print(f"[medxgan] classifier {self.name}: {self.output_decision}; give --classifier-output to override", file=sys.stderr, flush=True)
+        return kind
 
     # ---- public contract ----------------------------------------------------------------------
     def logit(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,9 +386,19 @@ class ClassifierAdapter(nn.Module):
             "output": self.output,
             "output_key": self.output_key,
             "positive_index": self.positive_index,
+            "target": self.target.to_dict() if self.target is not None else None,
+            "target_description": self.target_description(),
+            "output_decision": self.output_decision,
             "preprocessing": self.preprocessing.to_dict(),
             "fingerprint": self.fingerprint,
+            "source": self.source,
         }
+
+    def target_description(self) -> str:
+        """What the logit is the log-odds of, for reports: ``class 1 vs 0`` for a binary model."""
+        if self.target is not None:
+            return self.target.describe()
+        return f"class {self.positive_index} vs {1 - self.positive_index}"
 
     def check(self, channels: int, size: int | tuple[int, int], device: torch.device | str = "cpu") -> None:
         """Run a dummy batch once so that an unsupported output fails early with a clear message."""
@@ -255,6 +422,20 @@ def convert_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     raise MedxganError(f"cannot convert {c}-channel images to {channels} channels")
 
 
-def wrap_classifier(model: nn.Module, output: str = "auto", **kwargs: Any) -> ClassifierAdapter:
-    """Convenience: `wrap_classifier(my_model, output="probs2", preprocessing=Preprocessing(...))`."""
+def _prob_to_logit(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(_EPS, 1 - _EPS)
+    return torch.log(p) - torch.log1p(-p)
+
+
+def wrap_classifier(model: nn.Module, output: str = "auto", *, target_class: int | None = None, positive_classes: Sequence[int] | None = None,
+                    negative_classes: Sequence[int] | None = None, multilabel: int | None = None, **kwargs: Any) -> ClassifierAdapter:
+    """Convenience: ``wrap_classifier(my_model, output="probs2", preprocessing=Preprocessing(...))``.
+
+    Multi-class / multi-label models: ``target_class=2`` (class 2 vs the rest), ``positive_classes=[1, 2]``
+    (with ``negative_classes=[0]``, default every other class), or ``multilabel=3`` (sigmoid column 3).
+    Other keyword arguments go to :class:`ClassifierAdapter` (``output_key``, ``positive_index``,
+    ``preprocessing``, ``name``)."""
+    target = Target.build(target_class, positive_classes, negative_classes, multilabel)
+    if target is not None:
+        kwargs["target"] = target
     return ClassifierAdapter(model, output=output, **kwargs)

@@ -139,3 +139,73 @@ def gradcam_layer(model: nn.Module) -> nn.Module:
                 if any(m is conv for m in child.modules()) and child is not conv:
                     return child
     return conv
+
+
+# Modules whose output is not "a block's output" for Grad-CAM: pooling shrinks the map the head sees,
+# dropout and flatten only pass it on.
+_NOT_FEATURES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Dropout2d, nn.Flatten, nn.Identity)
+
+
+def is_scripted(model: nn.Module) -> bool:
+    return isinstance(model, torch.jit.ScriptModule)
+
+
+def find_gradcam_layer(model: nn.Module, run_probe: Callable[[], Any]) -> tuple[str, nn.Module]:
+    """(name, module) of the Grad-CAM target found by running ``run_probe()`` (one forward pass of the
+    model, e.g. the adapter on a probe batch) with a forward hook on every submodule.
+
+    The choice: a ``gradcam_layer`` attribute the model declares; otherwise the module that finishes
+    *last* among those whose output is a 4-D map with more than one spatial position, skipping
+    pooling / dropout / flatten. A block finishes after everything inside it, so this is the last
+    block's output (MONAI/torchvision ResNet ``layer4``; MONAI DenseNet the activated ``features``
+    output), never a shortcut BatchNorm or an inner conv, and it is the deepest map before the
+    global pooling. TorchScript modules cannot take forward hooks (a torch limitation), so neither
+    this search nor Captum's LayerGradCam works on them: refused in one line.
+    """
+    declared = getattr(model, "gradcam_layer", None)
+    if isinstance(declared, nn.Module):
+        name = next((n for n, m in model.named_modules() if m is declared), "gradcam_layer")
+        return name, declared
+    if is_scripted(model):
+        raise MedxganError("gradcam: the classifier is a TorchScript module, and TorchScript modules take no forward hooks (a torch "
+                           "limitation), which Grad-CAM needs; use a torch.export .pt2 file or package.module:factory, or leave gradcam "
+                           "out (--methods)", arg="gradcam_layer")
+    order: dict[str, int] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    counter = [0]
+
+    def hook_for(name: str) -> Callable[..., None]:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            counter[0] += 1
+            order[name] = counter[0]
+            shapes[name] = tuple(output.shape) if isinstance(output, torch.Tensor) else ()
+
+        return hook
+
+    named = [(n, m) for n, m in model.named_modules() if n]
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in named]
+    try:
+        with torch.no_grad():
+            run_probe()
+    finally:
+        for h in handles:
+            h.remove()
+    modules = dict(named)
+    spatial = [n for n in order if len(shapes[n]) == 4 and shapes[n][2] * shapes[n][3] > 1 and not isinstance(modules[n], _NOT_FEATURES)]
+    if not spatial:
+        raise MedxganError("gradcam: no submodule of the classifier outputs a spatial feature map (N x C x H x W with H x W > 1) "
+                           "on a probe batch; Grad-CAM needs a convolutional classifier", arg="gradcam_layer")
+    name = max(spatial, key=lambda n: order[n])
+    return name, modules[name]
+
+
+def get_layer(model: nn.Module, name: str) -> nn.Module:
+    """The submodule called ``name`` (as in ``model.named_modules()``), or a one-line refusal listing
+    the names that do exist near it."""
+    modules = dict(model.named_modules())
+    if name in modules and name:
+        return modules[name]
+    tops = [n for n in modules if n and "." not in n]
+    near = [n for n in modules if n and name and n.startswith(name.split(".")[0] + ".")][:12]
+    raise MedxganError(f"gradcam_layer {name}: the classifier has no such module (top-level modules: {', '.join(tops)}"
+                       + (f"; under {name.split('.')[0]}: {', '.join(near)}" if near else "") + ")", arg="gradcam_layer")

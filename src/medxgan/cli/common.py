@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from typing import Any
 
 from medxgan.runtime.errors import MedxganError
@@ -64,64 +65,105 @@ def add_class_mapping(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable image files (and report how many) instead of stopping")
 
 
+_RANGES = ("-1,1", "0,1")
+
+
+def _range(value: str) -> str:
+    """--classifier-range: "-1,1" or "0,1" (spaces allowed)."""
+    v = value.replace(" ", "")
+    if v not in _RANGES:
+        raise argparse.ArgumentTypeError(f"{value}: choose -1,1 or 0,1")
+    return v
+
+
+def _class_index(value: str) -> int:
+    try:
+        k = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value}: not a class index (an integer >= 0)") from None
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"{value}: a class index must be >= 0")
+    return k
+
+
+# "--classifier-range -1,1": argparse takes "-1,1" for an option (its negative-number pattern knows only
+# "-1" and "-1.5"); the parser's pattern is widened so that a value like -1,1 is a value.
+_NEGATIVE_VALUE = re.compile(r"^-\d+$|^-\d*\.\d+$|^-\d+(\.\d+)?,")
+
+
 def add_classifier_spec(p: argparse.ArgumentParser, required: bool = True, flag: str = "--classifier") -> None:
+    p._negative_number_matcher = _NEGATIVE_VALUE  # see _NEGATIVE_VALUE (tested: tests/test_classifier_cli.py)
     p.add_argument(flag, required=required, metavar="CLF",
-                   help="classifier run directory, TorchScript file, or package.module:factory (with --classifier-weights)")
-    p.add_argument("--classifier-weights", metavar="FILE", help="weights (.safetensors or torch state dict) for package.module:factory")
-    p.add_argument("--classifier-output", choices=["auto", "logits2", "logit1", "probs2", "prob1"], default=None,
-                   help="how to read the classifier's output (TorchScript/factory classifiers)")
+                   help="classifier run directory, TorchScript or torch.export .pt2 file, or package.module:factory (with "
+                        "--classifier-weights; the current folder is importable)")
+    p.add_argument("--classifier-weights", metavar="FILE", help="weights (.safetensors or a torch.save checkpoint; {'model'|'state_dict': ...} "
+                   "wrappers and module. prefixes are unwrapped) for package.module:factory")
+    p.add_argument("--classifier-output", choices=list(OUTPUT_CHOICES), default=None,
+                   help="how to read the classifier's output: logits2/probs2 (2 softmax columns), logit1/prob1 (one sigmoid column), "
+                        "logits/probs (K columns); default auto: decided from the first batch and printed, ambiguous ones refused")
     p.add_argument("--classifier-size", type=int, metavar="PX", help="the classifier's own input size (images are resized to it)")
     p.add_argument("--classifier-channels", type=int, choices=[1, 3], help="the classifier's own input channels")
-    p.add_argument("--classifier-range", choices=["-1,1", "0,1"], default="-1,1", help="value range the classifier expects before mean/std")
+    p.add_argument("--classifier-range", type=_range, default=None, metavar="-1,1|0,1",
+                   help="value range the classifier expects before mean/std (default -1,1)")
     p.add_argument("--classifier-mean", type=float, nargs="+", metavar="M", help="per-channel mean for normalisation")
     p.add_argument("--classifier-std", type=float, nargs="+", metavar="S", help="per-channel std for normalisation")
+    g = p.add_argument_group("multi-class / multi-label classifiers: what is explained (the GAN run records it)")
+    g.add_argument("--target-class", type=_class_index, metavar="C",
+                   help="softmax output: class C against the rest (logit = l_C - logsumexp of the others)")
+    g.add_argument("--positive-classes", type=_class_index, nargs="+", metavar="C",
+                   help="softmax output: these classes against --negative-classes (logit = logsumexp(positive) - logsumexp(negative))")
+    g.add_argument("--negative-classes", type=_class_index, nargs="+", metavar="C", help="with --positive-classes (default: every other class)")
+    g.add_argument("--multilabel", type=_class_index, metavar="C", help="independent sigmoid outputs: label C")
 
 
+OUTPUT_CHOICES = ("auto", "logits2", "logit1", "probs2", "prob1", "logits", "probs")
 _ADAPTER_FLAGS = {"classifier_output": "--classifier-output", "classifier_size": "--classifier-size",
-                  "classifier_channels": "--classifier-channels", "classifier_mean": "--classifier-mean",
-                  "classifier_std": "--classifier-std"}
+                  "classifier_channels": "--classifier-channels", "classifier_range": "--classifier-range",
+                  "classifier_mean": "--classifier-mean", "classifier_std": "--classifier-std", "target_class": "--target-class",
+                  "positive_classes": "--positive-classes", "negative_classes": "--negative-classes", "multilabel": "--multilabel",
+                  "classifier_weights": "--classifier-weights"}
 
 
 def check_classifier_flags(args: argparse.Namespace, attr: str = "classifier") -> None:
-    """Refuse --classifier-* flags that the kind of classifier given would silently ignore: a run directory
-    records its own weights and preprocessing, and only package.module:factory takes --classifier-weights."""
+    """Refuse --classifier-* flags that would be silently ignored: without --classifier (the GAN run records
+    its classifier's settings), with a run directory (it records its own), --classifier-weights with
+    anything but package.module:factory."""
     from pathlib import Path
 
-    from medxgan.runtime.errors import MedxganError
-
     spec = getattr(args, attr, None)
+    given = [flag for dest, flag in _ADAPTER_FLAGS.items() if getattr(args, dest, None) is not None]
     if spec is None:
+        if given:
+            raise MedxganError(f"{given[0]}: only with --classifier (the GAN run records its classifier's weights, output, target and "
+                               "preprocessing and reuses them)")
         return
     path = Path(str(spec))
     if getattr(args, "classifier_weights", None) is not None and (path.is_dir() or path.is_file()):
         raise MedxganError(f"--classifier-weights {args.classifier_weights}: only for a package.module:factory classifier; "
-                           f"{spec} is a {'run directory' if path.is_dir() else 'TorchScript file'} that holds its own weights")
-    if path.is_dir():
-        given = [flag for dest, flag in _ADAPTER_FLAGS.items() if getattr(args, dest, None) is not None]
-        if getattr(args, "classifier_range", "-1,1") != "-1,1":
-            given.append("--classifier-range")
-        if given:
-            raise MedxganError(f"{given[0]}: not for a classifier run directory ({spec} records its own input size, channels, "
-                               "normalisation and output); use it with a TorchScript file or package.module:factory")
+                           f"{spec} is a {'run directory' if path.is_dir() else 'model file'} that holds its own weights")
+    if path.is_dir() and given:
+        raise MedxganError(f"{given[0]}: not for a classifier run directory ({spec} records its own input size, channels, "
+                           "normalisation, output and target); use it with a TorchScript/.pt2 file or package.module:factory")
 
 
 def classifier_from_args(args: argparse.Namespace, attr: str = "classifier", device: str = "cpu"):
     """Build the adapter from the --classifier* flags."""
-    from medxgan.classifiers import Preprocessing, load_classifier
+    from medxgan.classifiers import Preprocessing, Target, load_classifier
 
     check_classifier_flags(args, attr)
-
     pp = None
-    if any(getattr(args, k, None) is not None for k in ("classifier_size", "classifier_channels", "classifier_mean", "classifier_std")) or getattr(args, "classifier_range", "-1,1") != "-1,1":
+    if any(getattr(args, k, None) is not None for k in ("classifier_size", "classifier_channels", "classifier_mean", "classifier_std", "classifier_range")):
         pp = Preprocessing(
             input_size=(args.classifier_size, args.classifier_size) if args.classifier_size else None,
             input_channels=args.classifier_channels,
-            input_range=args.classifier_range,
+            input_range=args.classifier_range or "-1,1",
             mean=args.classifier_mean,
             std=args.classifier_std,
         )
+    target = Target.build(getattr(args, "target_class", None), getattr(args, "positive_classes", None),
+                          getattr(args, "negative_classes", None), getattr(args, "multilabel", None))
     return load_classifier(getattr(args, attr), weights=getattr(args, "classifier_weights", None), device=device,
-                           output=getattr(args, "classifier_output", None), preprocessing=pp)
+                           output=getattr(args, "classifier_output", None), preprocessing=pp, target=target)
 
 
 def take_run_settings(args: argparse.Namespace, run_dir: str, dests: dict[str, str]) -> None:

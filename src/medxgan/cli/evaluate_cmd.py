@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (resumed if it holds the same evaluation)")
     p.add_argument("--gan", metavar="RUN", help="GAN run directory; without it the medXGAN methods are skipped")
     add_classifier_spec(p, required=False)
+    p.add_argument("--gradcam-layer", metavar="NAME", default=None,
+                   help="Grad-CAM's layer by module name (e.g. layer3, features.norm5; as in model.named_modules()); default: the last "
+                        "block's output before global pooling, found on a probe batch (printed and stored in results.json)")
     p.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), metavar="METHOD",
                    help=f"methods to evaluate (default: all; choices: {', '.join(EXPLAINERS)})")
     p.add_argument("--n", "--num-images", dest="n", type=int,
@@ -73,13 +76,14 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medxgan.cli.common import classifier_from_args
+    from medxgan.cli.common import check_classifier_flags, classifier_from_args
     from medxgan.evaluate.runner import evaluate
     from medxgan.runtime.device import pick_device
     from medxgan.runtime.errors import MedxganError
 
     if args.classifier is None and args.gan is None:
         raise MedxganError("--classifier is required without --gan (with --gan the run's classifier is the default)")
+    check_classifier_flags(args)  # --classifier-*/--target-* without --classifier: the GAN run records them
     mask_options = minimal_mask_options(args)
     if args.n is not None and args.n < 1:
         raise MedxganError(f"--n/--num-images {args.n}: must be >= 1")
@@ -96,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
             positive=args.positive, negative=args.negative, csv=args.csv, skip_bad=args.skip_bad, max_sensitivity=not args.no_max_sensitivity,
             max_sensitivity_n=args.max_sensitivity_n or None, inversion=inversion, save_maps=not args.no_maps,
             overwrite=args.overwrite, show_progress=ctx.is_main, sanity=args.sanity, sanity_n=args.sanity_n,
+            gradcam_layer=args.gradcam_layer,
         )
     if not ctx.is_main:
         return 0
@@ -116,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
     for m, r in (res.get("sanity") or {}).get("methods", {}).items():
         print(f"  sanity {m:14s} {r['verdict']}: {r['reason']}")
     for note in res.get("notes", []):
-        if "skipped" in note or note.startswith("inversion"):
+        if "skipped" in note or note.startswith(("inversion", "WARNING", "Grad-CAM layer")):
             print(f"note: {note}")
     print(f"results written to {args.out} (results.md, results.csv, results.json, plots/)")
     return 0

@@ -68,11 +68,12 @@ def _run(args: argparse.Namespace) -> int:
     for flag, value, low in (("--frames", args.frames, 2), ("--steps", args.steps, 0), ("--restarts", args.restarts, 1), ("--batch-size", args.batch_size, 1), ("--workers", args.workers, 0)):
         if value is not None and value < low:
             raise MedxganError(f"{flag} {value}: must be >= {low}")
-    from medxgan.cli.common import classifier_from_args, minimal_mask_options
+    from medxgan.cli.common import check_classifier_flags, classifier_from_args, minimal_mask_options
     from medxgan.runtime.device import pick_device
     from medxgan.runtime.distributed import distributed
 
     mask_options = minimal_mask_options(args)  # checked before any work
+    check_classifier_flags(args)  # --classifier-*/--target-* without --classifier: the GAN run records them
 
     with distributed(pick_device(args.device)) as ctx:  # under torchrun: each rank explains a share of the files
         classifier = classifier_from_args(args, device=ctx.device) if args.classifier else None

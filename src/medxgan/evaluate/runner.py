@@ -99,7 +99,8 @@ from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_
 from medxgan.evaluate.stats import aggregate
 from medxgan.evaluate.store import ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
-from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers
+from medxgan.classifiers.checks import prediction_check
+from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers, gradcam_unavailable
 from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
@@ -181,6 +182,7 @@ def evaluate(
     sanity_n: int = 10,
     implementation: str = "batched",
     noisy_inversion: dict[str, Any] | None = None,
+    gradcam_layer: str | None = None,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``out`` (see the module docstring). Returns the results dict
     (the content of ``results.json`` plus ``"run": {"computed", "skipped"}`` pair counts).
@@ -215,6 +217,9 @@ def evaluate(
             :data:`medxgan.evaluate.pairs.NOISY_INVERSION_KEYS`). Faster, but it CHANGES the medXGAN methods'
             robustness and sensitivity numbers (not a floating-point effect: it measures how stable the
             explanation is given the clean solution, which favours medXGAN); recorded in run.json and the notes.
+        gradcam_layer: Grad-CAM's target layer by name (``classifier.model.named_modules()``); default: the last
+            block's output (:func:`medxgan.classifiers.architectures.find_gradcam_layer`). The layer used is in
+            ``results["config"]["gradcam_layer"]`` and the notes.
     """
     t_start = time.perf_counter()
     check_args(n=n, batch_size=batch_size, seed=seed, size=size, fractions=list(fractions), noise_sigmas=list(noise_sigmas) or None,
@@ -240,18 +245,23 @@ def evaluate(
 
     clf, model, gan_desc = _load_models(classifier, gan, dev, inversion)
     size, channels, inversion_used, inversion_encoder = _gan_settings(model, size, channels, inversion, notes)
-    exps = _explainers(explainers, methods, clf, model, batch_size, notes)
+    exps = _explainers(explainers, methods, clf, model, batch_size, notes, gradcam_layer)
     oracle = getattr(model, "oracle", None) if model is not None else None
 
     ds = load_dataset(data_root, split=split, size=size, channels=channels, positive=positive, negative=negative, csv=csv,
                       skip_bad=skip_bad)
     sel = select_images(ds, clf, dev, data_root, split=split, subset=subset, n=n, seed=seed)
+    # a classifier that calls every scan of a mixed set one class is decoded or targeted wrongly: warn and record it
+    clf_check = prediction_check(sel.probs, sel.labels, f"the {len(sel.labels)} scans of {data_root}", getattr(clf, "name", "classifier"))
+    if clf_check["one_class"]:
+        notes.append(f"WARNING: {clf_check['warning']}")
     h, w = sel.images.shape[-2:]
     if sel.twins is not None and explainers is None:  # phantoms with lesion-free twins: the ground-truth row
         exps.append(TwinEffect(clf, sel.images, sel.twins, sel.has_twin))
         notes.append("twin: the ground truth, |x - twin| with the lesion-free twin of each positive (phantom data); "
                      "its counterfactual is the twin itself (validity of the true lesion-free scan).")
     method_names = [e.name for e in exps]
+    gradcam_used = _resolve_gradcam(exps, sel.images, notes)
     if hasattr(clf, "check_finite") and len(sel.images):  # before anything is written: NaN scores / no gradient in one line
         clf.check_finite(sel.images[:batch_size].to(dev), "the images to evaluate", grad=any(m not in ("occlusion", "twin") for m in method_names))
 
@@ -264,6 +274,7 @@ def evaluate(
         "max_sensitivity": {"on": bool(max_sensitivity), "radius": max_sensitivity_radius, "samples": max_sensitivity_samples},
         "inversion": inversion_used, "inversion_encoder": inversion_encoder,
         **({"noisy_inversion": noisy_inversion} if noisy_inversion else {}),
+        **({"gradcam_layer": gradcam_used} if gradcam_used else {}),
     })
     store = ResultStore(out).open(fixed, overwrite)
     config = clean_json({
@@ -278,6 +289,7 @@ def evaluate(
         "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": sel.markers is not None,
         "inversion": inversion_used, "inversion_encoder": inversion_encoder,
         "sanity": bool(sanity), "sanity_n": int(sanity_n), "noisy_inversion": noisy_inversion,
+        "classifier_check": clf_check, "gradcam_layer": gradcam_used, "classifier_target": clf.target_description() if hasattr(clf, "target_description") else None,
     })
 
     # -- the method loop: chunks of images, every method, only the missing pairs
@@ -318,23 +330,38 @@ def _gan_settings(model: Any, size: int | None, channels: int | None, inversion:
 
 
 def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None, clf: Any, model: Any, batch_size: int,
-                notes: list[str]) -> list[Any]:
+                notes: list[str], gradcam_layer: str | None = None) -> list[Any]:
     """The explainers to evaluate: given instances, or registry names (medXGAN ones only with a GAN)."""
     if explainers is not None:
         exps = list(explainers)
     else:
         names = list(methods) if methods else list(BASELINE_METHODS) + list(MEDXGAN_METHODS)
+        why_not = gradcam_unavailable(clf) if not methods and gradcam_layer is None else None
+        if why_not:  # the default set on a classifier Grad-CAM cannot hook: skip it (asked for by name: refused)
+            names.remove("gradcam")
+            notes.append(f"Grad-CAM skipped: {why_not}.")
         if model is None and any(m in MEDXGAN_METHODS for m in names):
             skipped = [m for m in names if m in MEDXGAN_METHODS]
             names = [m for m in names if m not in MEDXGAN_METHODS]
             notes.append(f"medXGAN methods skipped ({', '.join(skipped)}): no GAN run given (--gan).")
         if not names:
             raise MedxganError("methods: nothing to evaluate (the medXGAN methods need --gan)", arg="methods")
-        exps = build_explainers(names, clf, gan=model, batch_size=batch_size)
+        exps = build_explainers(names, clf, gan=model, batch_size=batch_size, gradcam_layer=gradcam_layer)
     names = [e.name for e in exps]
     if len(set(names)) != len(names):
         raise MedxganError(f"methods: duplicate names {names}")
     return exps
+
+
+def _resolve_gradcam(exps: list[Any], images: torch.Tensor, notes: list[str]) -> str | None:
+    """Grad-CAM's layer, found on the first images before any work (so that it is recorded and resuming
+    never mixes two layers); its name is noted."""
+    for e in exps:
+        if hasattr(e, "resolve_layer") and len(images):
+            name = e.resolve_layer(images[:2])
+            notes.append(f"Grad-CAM layer: {name} ({e.layer_choice}).")
+            return name
+    return None
 
 
 def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: Any, oracle: Any, dev: torch.device, batch_size: int,

@@ -14,7 +14,7 @@ Methods (registry names in :data:`EXPLAINERS`; medXGAN methods are built by :fun
 
 ===============  ==========================================================================================
 ``saliency``     ``captum.attr.Saliency``, ``abs=False``: the plain input gradient d logit / d x.
-``gradcam``      ``captum.attr.LayerGradCam`` on ``gradcam_layer(adapter.model)`` (the activated last conv layer), ``relu_attributions=True``,
+``gradcam``      ``captum.attr.LayerGradCam`` on the last block's output (``find_gradcam_layer``; ``layer=`` a name), ``relu_attributions=True``,
                  upsampled to the input size with ``LayerAttribution.interpolate(..., "bilinear")``.
 ``ig-black``     ``captum.attr.IntegratedGradients``, baseline -1 (black in [-1, 1] units), 50 steps (Gauss-Legendre).
 ``ig-grey``      the same with baseline 0 (mid-grey).
@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import Tensor
 
-from medxgan.classifiers import gradcam_layer
+from medxgan.classifiers.architectures import find_gradcam_layer, get_layer, is_scripted
 from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer
 from medxgan.explain.lig import LIGExplainer
@@ -52,6 +52,7 @@ __all__ = [
     "CaptumExplainer",
     "SaliencyExplainer",
     "GradCAMExplainer",
+    "gradcam_unavailable",
     "IntegratedGradientsExplainer",
     "SmoothGradExplainer",
     "OcclusionExplainer",
@@ -91,27 +92,59 @@ class GradCAMExplainer(CaptumExplainer):
     """Grad-CAM (Selvaraju et al. 2017) on a convolutional layer, ReLU'd and upsampled to the input size.
 
     Args:
-        layer: the target layer; default ``gradcam_layer(classifier.model)``: the activated output of the
-            last convolutional layer.
+        layer: the target layer: a module, or its name in ``classifier.model.named_modules()`` (e.g.
+            ``"layer3"``, ``"features.norm5"``); default (None): found automatically on the first batch
+            by :func:`~medxgan.classifiers.architectures.find_gradcam_layer` (the model's declared
+            ``gradcam_layer``, else the last block's output before global pooling).
+
+    ``layer_name`` / ``layer_choice`` say which layer was used and how it was chosen (after
+    :meth:`resolve_layer` or the first :meth:`attribute`).
     """
 
     name = "gradcam"
 
-    def __init__(self, classifier: Any, *, layer: torch.nn.Module | None = None, **kw: Any):
+    def __init__(self, classifier: Any, *, layer: torch.nn.Module | str | None = None, **kw: Any):
         super().__init__(classifier, **kw)
-        if layer is None:
-            model = getattr(classifier, "model", None)
-            if model is None:
-                raise MedxganError("gradcam: the classifier has no .model to find a convolutional layer in")
-            layer = gradcam_layer(model)
-        self.layer = layer
+        self.model = getattr(classifier, "model", None)
+        if self.model is None:
+            raise MedxganError("gradcam: the classifier has no .model to find a convolutional layer in")
+        self.layer: torch.nn.Module | None = None
+        self.layer_name: str | None = None
+        self.layer_choice: str | None = None
+        if isinstance(layer, str):
+            self.layer, self.layer_name, self.layer_choice = get_layer(self.model, layer), layer, "given"
+        elif isinstance(layer, torch.nn.Module):
+            self.layer, self.layer_choice = layer, "given"
+            self.layer_name = next((n for n, m in self.model.named_modules() if m is layer), type(layer).__name__)
+        elif is_scripted(self.model):  # refused now, not after the other methods ran
+            find_gradcam_layer(self.model, lambda: None)
+
+    def resolve_layer(self, images: Tensor) -> str:
+        """Find the automatic layer with a probe pass on ``images`` (first two used); returns its name."""
+        if self.layer is None:
+            probe = images[:2].to(self.device) if self.device is not None else images[:2]
+            self.layer_name, self.layer = find_gradcam_layer(self.model, lambda: self.classifier.logit(probe))
+            self.layer_choice = "automatic (the declared gradcam_layer)" if getattr(self.model, "gradcam_layer", None) is self.layer \
+                else "automatic (the last block's output before global pooling)"
+        return str(self.layer_name)
 
     def attribute(self, images: Tensor) -> Tensor:
         from captum.attr import LayerAttribution, LayerGradCam
 
+        self.resolve_layer(images)
         cam = LayerGradCam(self.score, self.layer).attribute(self.input(images), relu_attributions=True)
         cam = cam.sum(1, keepdim=True) if cam.shape[1] != 1 else cam
         return LayerAttribution.interpolate(cam, tuple(images.shape[-2:]), interpolate_mode="bilinear")
+
+
+def gradcam_unavailable(classifier: Any) -> str | None:
+    """Why Grad-CAM cannot run on ``classifier`` (a TorchScript model takes no hooks), or None."""
+    model = getattr(classifier, "model", None)
+    if model is None:
+        return "the classifier has no .model"
+    if is_scripted(model):
+        return "a TorchScript classifier takes no forward hooks (a torch limitation); use a .pt2 file or package.module:factory"
+    return None
 
 
 class IntegratedGradientsExplainer(CaptumExplainer):
@@ -286,7 +319,8 @@ def build_explainers(names: Iterable[str] | None, classifier: Any, gan: Any = No
     """Instantiate explainers by registry name (default: all baselines, plus the medXGAN methods if ``gan``).
 
     The medXGAN methods share one :class:`CounterfactualEngine` (each image is inverted once).
-    Keyword arguments common to every explainer (``batch_size``, ``device``) are passed on.
+    Keyword arguments common to every explainer (``batch_size``, ``device``) are passed on;
+    ``gradcam_layer`` (a module name) goes to Grad-CAM alone.
     Each returned explainer's ``name`` is its registry name.
     """
     if names is None:
@@ -302,8 +336,10 @@ def build_explainers(names: Iterable[str] | None, classifier: Any, gan: Any = No
             if engine is None:
                 engine = counterfactual_engine(gan, classifier)
             out.append(EXPLAINERS[n](classifier, gan=gan, engine=engine, **_only(kw, ("batch_size",))))
+        elif n == "gradcam":
+            out.append(EXPLAINERS[n](classifier, **_only(kw, ("batch_size", "device")), layer=kw.get("gradcam_layer")))
         else:
-            out.append(EXPLAINERS[n](classifier, **kw))
+            out.append(EXPLAINERS[n](classifier, **{k: v for k, v in kw.items() if k != "gradcam_layer"}))
     return out
 
 

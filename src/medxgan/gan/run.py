@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from medxgan.classifiers import Preprocessing, as_classifier, load_classifier
+from medxgan.classifiers import as_classifier, load_classifier, load_recorded_classifier
 from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.networks import Generator, build_discriminator, build_generator
 from medxgan.runtime.atomic import atomic_replace_dir
@@ -207,23 +207,8 @@ def load_gan_run(
     rd = RunDir(run)
     dev = next(G.parameters()).device
     rec = config.get("classifier") or {}
-    if classifier is None:
-        kw: dict[str, Any] = {}
-        ad = rec.get("adapter") or {}
-        local = rd.path / rec["local"] if rec.get("local") else None
-        if ad and not (local is not None and local.is_dir()):  # TorchScript/factory: re-apply the recorded adapter settings
-            kw = dict(output=ad.get("output"), positive_index=ad.get("positive_index"),
-                      preprocessing=Preprocessing.from_dict(ad.get("preprocessing")))
-        if local is not None and local.exists():
-            clf = load_classifier(local, device=dev, **kw)
-        elif rec.get("source"):
-            src = str(rec["source"])
-            if ":" not in src and not os.path.exists(src):  # moved or deleted since training: say whose classifier
-                raise MedxganError(f"{rd.path}: the classifier it was trained against, {src}, is not there and the run holds no copy "
-                                   "of it; pass the classifier with --classifier")
-            clf = load_classifier(src, device=dev, **kw)
-        else:
-            raise MedxganError(f"{rd.path}: the run holds no copy of its classifier; pass classifier=")
+    if classifier is None:  # the run's own copy (or source), its recorded adapter settings, its fingerprint checked
+        clf = load_recorded_classifier(rd.path, rec, dev)
     else:
         clf = as_classifier(classifier, device=dev)
         fp = getattr(clf, "fingerprint", None)

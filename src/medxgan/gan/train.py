@@ -51,7 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medxgan.classifiers import as_classifier, load_classifier, train_classifier
+from medxgan.classifiers import as_classifier, load_classifier, store_classifier, train_classifier
+from medxgan.classifiers.checks import prediction_check
 from medxgan.classifiers.reference import class_logit_medians, negative_logit_reference
 from medxgan.data import load_dataset
 from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
@@ -519,6 +520,14 @@ def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module
         raise MedxganError(str(exc).replace("classifier ", f"{what} ", 1), arg=what) from None
 
 
+def _classifier_check(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, dev: torch.device) -> dict[str, Any]:
+    """The classifier's calls on up to 256 training images of each class (classifiers.checks; warns on one class)."""
+    idx = torch.cat([torch.nonzero(labels == c).flatten()[:256] for c in (0, 1)])
+    with torch.no_grad():
+        probs = torch.cat([clf.prob(images[idx[i : i + 64]].to(dev)).cpu() for i in range(0, len(idx), 64)])
+    return prediction_check(probs, labels[idx], f"{len(idx)} training images", getattr(clf, "name", "classifier"))
+
+
 @dataclass
 class GanTrainConfig:
     """Everything that configures a `train_gan` run besides the data, the classifier and RUN (see
@@ -680,6 +689,7 @@ def train_gan(
         clf, clf_source = _load_adapter(classifier, dev, "classifier")
         if hasattr(clf, "check_finite"):  # a classifier that outputs NaN/inf would poison every loss
             clf.check_finite(images[:64].to(dev), f"the first {min(64, len(images))} training images")
+        clf_check = _classifier_check(clf, images, labels, dev)  # warns when it calls every training image one class
         clf_source = clf_source or (str(cfg.classifier_source) if cfg.classifier_source else None)
         clf_fp = getattr(clf, "fingerprint", None)
         # the one resume policy (runtime.loop): what defines the run must not change on --resume
@@ -690,7 +700,9 @@ def train_gan(
         clf_local = clf_meta = oracle_adapter = oracle_info = None
         if main:  # rank 0 writes the run; the oracle is only used by its monitor
             run.path.mkdir(parents=True, exist_ok=True)
-            clf_local = copy_into_run(clf_source, run.path / CLASSIFIER_DIR) if not stored else stored["classifier"].get("local")
+            # a factory / Python object: its weights + settings (classifiers.storage); a run dir, TorchScript or .pt2 file: copied as is
+            clf_local = (store_classifier(clf, run.path / CLASSIFIER_DIR) or copy_into_run(clf_source, run.path / CLASSIFIER_DIR)) \
+                if not stored else stored["classifier"].get("local")
             clf_meta = classifier_meta(clf_source)
             oracle_adapter, oracle_info = _prepare_oracle(cfg.oracle, cfg.oracle_arch, cfg.oracle_epochs, stored, run, dev, data_source,
                                                           clf_meta, cfg.seed, img_size, channels, mapping, quiet)
@@ -722,7 +734,7 @@ def train_gan(
             data=data_source,
             n_train=int(images.shape[0]),
             classifier={"source": clf_source, "local": clf_local, "fingerprint": clf_fp, "arch": (clf_meta or {}).get("arch"),
-                        "adapter": clf.describe() if hasattr(clf, "describe") else None},
+                        "adapter": clf.describe() if hasattr(clf, "describe") else None, "check": clf_check},
             oracle=oracle_info,
             # how negative real healthy scans are for this classifier: the floor of the minimal mask's target
             classifier_reference=negative_logit_reference(clf, images[labels == 0].to(dev)),
