@@ -10,7 +10,8 @@ import torch
 
 from medxgan.cli import main
 from medxgan.gan.encoder_train import ENCODER_INVERSION_STEPS, encoder_dir, train_encoder
-from medxgan.gan.inversion import invert
+from medxgan.explain.counterfactual import MinimalMaskConfig
+from medxgan.gan.inversion import InversionConfig, invert
 from medxgan.pipeline import MedXGAN
 from medxgan.gan.run import load_gan_run
 from medxgan.runtime.runs import RunDir
@@ -63,8 +64,11 @@ def test_train_encoder_writes_subrun_and_explain_uses_it(gan_run, tmp_path):
     assert mx.engine.inversion == {"steps": ENCODER_INVERSION_STEPS, "restarts": 1, "counterfactual": "residual", "w_cf": 1.0, "w_min": 1.0,
                                    **mask_opts, "minimal_mask_floor": floor}
     assert "encoder trained by train-encoder" in mx.inversion_note()
-    explicit = MedXGAN.load(run, device="cpu", steps=7, counterfactual="generator").engine.inversion  # explicit settings win
-    assert explicit == {"steps": 7, "counterfactual": "generator", "w_cf": 1.0, "w_min": 1.0, **mask_opts, "minimal_mask_floor": floor}  # off for "generator"
+    explicit = MedXGAN.load(run, device="cpu", steps=7, counterfactual="generator").engine  # explicit settings win
+    assert explicit.inversion_config == InversionConfig(steps=7, counterfactual="generator", w_cf=1.0, w_min=1.0)
+    assert explicit.minimal_mask == MinimalMaskConfig(steps=150, target="healthy", scale=4, tv=4.0, floor=floor)  # off for "generator"
+    # the stored record: what differs from the library defaults ("generator" is the default counterfactual)
+    assert explicit.inversion == {"steps": 7, "w_cf": 1.0, "w_min": 1.0, **mask_opts, "minimal_mask_floor": floor}
     # zero refinement steps: inversion returns exactly the encoder's codes
     x = torch.rand(3, 1, 64, 64) * 2 - 1
     r = invert(gan.generator, gan.classifier, x, steps=0, restarts=1)

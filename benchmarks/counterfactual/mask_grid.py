@@ -39,7 +39,7 @@ from medxgan.evaluate.localisation import iou_area_matched, pointing_game
 from medxgan.evaluate.selection import select_images
 from medxgan.explain.counterfactual import MaskPath
 from medxgan.explain.lig import latent_integrated_gradients
-from medxgan.explain.minimal_mask import DEFAULT_W_TV, refine_mask
+from medxgan.explain.minimal_mask import refine_mask
 from medxgan.explain.model import MedXGANModel
 from medxgan.gan.inversion import psnr
 
@@ -119,7 +119,7 @@ def main() -> None:
     cf = mx.engine.counterfactuals(x)
     with torch.no_grad():
         x_pos, base, gm = G(cf.z1, cf.z2, return_parts=True)
-    tvs = a.tvs or [float(mx.engine.minimal_mask.get("minimal_mask_tv", DEFAULT_W_TV))]
+    tvs = a.tvs or [float(mx.engine.minimal_mask.tv)]
     fills = {name: make_fill(name, x, x_pos, base, twin) for name in a.fills}
     rows = []
     has_lesion = m.flatten(1).amax(1) > 0.5  # localisation and twin gain: images with a lesion only

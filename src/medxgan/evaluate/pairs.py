@@ -289,17 +289,15 @@ def _noisy_inversion(ex: Any, x: torch.Tensor, sources: list[tuple[int, torch.Te
     if not opts or eng is None:
         yield
         return
-    saved = eng.inversion
-    new = dict(saved)
-    new.update({k: v for k, v in opts.items() if k != "start"})
+    saved = eng.inversion_config, eng.encoder
+    eng.inversion_config = saved[0].replace(**{k: v for k, v in opts.items() if k != "start"})
     if opts.get("start", "scratch") == "clean":
         cf = eng.counterfactuals(x)  # the clean images: already inverted, from the cache
-        new["encoder"] = _CleanCodes({image_key(c): (cf.z1[j], cf.z2[j]) for j, c in sources})
-    eng.inversion = new
+        eng.encoder = _CleanCodes({image_key(c): (cf.z1[j], cf.z2[j]) for j, c in sources})
     try:
         yield
     finally:
-        eng.inversion = saved
+        eng.inversion_config, eng.encoder = saved
 
 
 def _noisy_maps(ex: Any, x: torch.Tensor, todo: list[int], ids: list[str], sigmas: list[float], seed: int,

@@ -24,6 +24,7 @@ the same engine never invert the same image twice.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import OrderedDict
@@ -35,7 +36,7 @@ from torch import Tensor, nn
 
 from medxgan.explain import minimal_mask as mm
 from medxgan.explain.base import Explainer, check_images
-from medxgan.gan.inversion import counterfactual_images, invert
+from medxgan.gan.inversion import InversionConfig, counterfactual_images, invert
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.tensors import frozen
 
@@ -148,8 +149,75 @@ class MaskPath(nn.Module):
 
 
 COUNTERFACTUAL_MODES = ("generator", "residual")
-MINIMAL_MASK_KEYS = ("minimal_mask_steps", "minimal_mask_area", "minimal_mask_tv", "minimal_mask_floor", "minimal_mask_scale", "minimal_mask_target")
 MINIMAL_MASK_TARGETS = ("match", "healthy")
+MINIMAL_MASK_PREFIX = "minimal_mask_"  # the flat option names (CLI flags, GAN presets): minimal_mask_<field>
+
+
+@dataclass(frozen=True)
+class MinimalMaskConfig:
+    """The minimal-mask refinement of the residual counterfactual (:func:`medxgan.explain.minimal_mask.refine_mask`;
+    masked generators with ``counterfactual="residual"`` only). In flat option dicts (GAN presets, CLI) each
+    field is written ``minimal_mask_<field>``.
+
+    Attributes:
+        steps: Adam steps per scan (0 = the generator's own mask).
+        area, tv: weights of the mask's area and total variation.
+        scale: optimise the mask on a grid this many times coarser than the image.
+        floor: a logit or None: with ``target="healthy"`` the counterfactual need be no more negative than this
+            (:meth:`medxgan.explain.model.MedXGANModel.from_run` sets it from the run's classifier reference).
+        target: ``"match"`` (as negative as the generator's counterfactual) or ``"healthy"`` (see ``floor``).
+        infill: what fills the mask: ``"gan"`` (the scan's anatomy B(z1*) from the inversion; the only one today).
+    """
+
+    steps: int = 0
+    area: float = mm.DEFAULT_W_AREA
+    tv: float = mm.DEFAULT_W_TV
+    scale: int = 1
+    floor: float | None = None
+    target: str = "match"
+    infill: str = "gan"
+
+    def __post_init__(self) -> None:
+        _check_int(self.steps, "steps", 0)
+        _check_int(self.scale, "scale", 1)
+        for k in ("area", "tv"):
+            v = getattr(self, k)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+                raise MedxganError(f"minimal_mask_{k} {v!r}: must be a finite number >= 0", arg=f"minimal_mask_{k}")
+        if self.target not in MINIMAL_MASK_TARGETS:
+            raise MedxganError(f"minimal_mask_target {self.target!r}: choose {' or '.join(MINIMAL_MASK_TARGETS)}", arg="minimal_mask_target")
+        f = self.floor
+        if f is not None and (not isinstance(f, (int, float)) or isinstance(f, bool) or not math.isfinite(f)):
+            raise MedxganError(f"minimal_mask_floor {f!r}: must be a finite logit or None", arg="minimal_mask_floor")
+
+    @property
+    def effective_floor(self) -> float | None:
+        """The logit floor of the target: ``floor`` with the ``"healthy"`` target, else None (match the generator's)."""
+        return None if self.target != "healthy" or self.floor is None else float(self.floor)
+
+    def flat(self, changed_only: bool = True) -> dict[str, Any]:
+        """``{"minimal_mask_<field>": value}`` (by default only the fields that differ from the defaults)."""
+        default = MinimalMaskConfig()
+        return {MINIMAL_MASK_PREFIX + f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if not changed_only or getattr(self, f.name) != getattr(default, f.name)}
+
+
+def _check_int(v: Any, name: str, low: int) -> None:
+    if not isinstance(v, int) or isinstance(v, bool) or v < low:
+        raise MedxganError(f"minimal_mask_{name} {v!r}: must be an integer >= {low}", arg=f"minimal_mask_{name}")
+
+
+#: the flat option names of :class:`MinimalMaskConfig` (``minimal_mask_steps``, ...)
+MINIMAL_MASK_KEYS = tuple(MINIMAL_MASK_PREFIX + f.name for f in dataclasses.fields(MinimalMaskConfig))
+
+
+def split_options(options: dict[str, Any] | None) -> tuple[InversionConfig, MinimalMaskConfig]:
+    """A flat option dict (a GAN preset's ``inversion``, ``MedXGAN.load`` keywords, a stored record) ->
+    (:class:`~medxgan.gan.inversion.InversionConfig`, :class:`MinimalMaskConfig`); an unknown key is a
+    one-line MedxganError naming it."""
+    options = dict(options or {})
+    mask = {k[len(MINIMAL_MASK_PREFIX):]: options.pop(k) for k in list(options) if k in MINIMAL_MASK_KEYS}
+    return InversionConfig.from_dict(options), MinimalMaskConfig(**mask)
 
 
 def image_key(image: Tensor) -> str:
@@ -161,57 +229,54 @@ def image_key(image: Tensor) -> str:
 class CounterfactualEngine:
     """Inverts images once (cached) and produces counterfactuals, interpolations and LIG inputs.
 
-    ``counterfactual`` (the ``counterfactual`` inversion option, default ``"generator"``) says which
-    counterfactual the maps explain: ``"generator"`` -- the paper's x_neg = G(z1*, 0), path
-    G(z1*, alpha z2*) from x_neg to x_pos; ``"residual"`` -- the scan's own x_res, path
-    :class:`ResidualPath` from x_res to the scan x. Both counterfactuals are always computed.
+    ``inversion.counterfactual`` (default ``"generator"``) says which counterfactual the maps explain:
+    ``"generator"`` -- the paper's x_neg = G(z1*, 0), path G(z1*, alpha z2*) from x_neg to x_pos;
+    ``"residual"`` -- the scan's own x_res, path :class:`ResidualPath` from x_res to the scan x. Both
+    counterfactuals are always computed.
 
     Args:
         generator: G(z1, z2) (put in eval mode here; the authors' demo inverted in train mode, a bug).
         classifier: the classifier adapter (``.logit``/``.prob``).
-        inversion: keyword arguments for :func:`medxgan.gan.inversion.invert` (steps, lr, restarts,
-            tune_generator, ...).
-            Also ``minimal_mask_steps`` (0 = off), ``minimal_mask_area``, ``minimal_mask_tv``,
-            ``minimal_mask_scale`` (mask grid coarser by this factor), ``minimal_mask_floor`` (a logit or None)
-            and ``minimal_mask_target`` (``"match"``: as negative as the generator's counterfactual;
-            ``"healthy"``: no more negative than ``minimal_mask_floor`` requires, which
-            :meth:`medxgan.explain.model.MedXGANModel.from_run` sets from the run's classifier reference): for
-            masked generators with the residual counterfactual, refine the generator's mask per scan to the
-            minimal one that keeps the counterfactual negative (:func:`medxgan.explain.minimal_mask.refine_mask`);
-            the maps, frames and LIG then explain that counterfactual.
+        inversion: the :class:`~medxgan.gan.inversion.InversionConfig`, or a flat option dict (which may also
+            hold the ``minimal_mask_*`` options, see :func:`split_options`).
+        minimal_mask: the :class:`MinimalMaskConfig` (masked generators with the residual counterfactual:
+            refine the generator's mask per scan to the minimal one that keeps the counterfactual negative;
+            the maps, frames and LIG then explain that counterfactual). Taken from a dict ``inversion`` when None.
+        encoder: where restart 0 of the inversion starts (``invert(encoder=...)``), e.g. the run's encoder.
+        discriminator: the GAN's discriminator, for ``inversion.w_real``.
         cache_size: inverted images kept (LRU). With pivotal tuning each entry holds a generator copy,
             so the cache is limited to 8 entries then.
         reduce: channel reduction of the difference maps (see :func:`reduce_channels`).
     """
 
-    def __init__(self, generator: nn.Module, classifier: Any, *, inversion: dict[str, Any] | None = None, cache_size: int = 512, reduce: str = "luminance"):
+    def __init__(self, generator: nn.Module, classifier: Any, *, inversion: InversionConfig | dict[str, Any] | None = None,
+                 minimal_mask: MinimalMaskConfig | None = None, encoder: nn.Module | None = None, discriminator: nn.Module | None = None,
+                 cache_size: int = 512, reduce: str = "luminance"):
         self.generator = generator.eval()
         self.classifier = classifier
-        self.inversion = dict(inversion or {})
-        self.counterfactual = self.inversion.get("counterfactual", "generator")
+        if not isinstance(inversion, InversionConfig):
+            inversion, from_dict = split_options(inversion)
+            minimal_mask = minimal_mask or from_dict
+        self.inversion_config: InversionConfig = inversion
+        self.minimal_mask: MinimalMaskConfig = minimal_mask or MinimalMaskConfig()
         if self.counterfactual not in COUNTERFACTUAL_MODES:
             raise MedxganError(f"counterfactual {self.counterfactual!r}: choose {' or '.join(COUNTERFACTUAL_MODES)}")
-        self.minimal_mask = {k: self.inversion[k] for k in MINIMAL_MASK_KEYS if k in self.inversion}
-        steps = self.minimal_mask.get("minimal_mask_steps", 0)
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-            raise MedxganError(f"minimal_mask_steps {steps!r}: must be an integer >= 0", arg="minimal_mask_steps")
-        for k in ("minimal_mask_area", "minimal_mask_tv"):
-            v = self.minimal_mask.get(k, 1.0)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise MedxganError(f"{k} {v!r}: must be a finite number >= 0", arg=k)
-        scale = self.minimal_mask.get("minimal_mask_scale", 1)
-        if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-            raise MedxganError(f"minimal_mask_scale {scale!r}: must be an integer >= 1", arg="minimal_mask_scale")
-        target = self.minimal_mask.get("minimal_mask_target", "match")
-        if target not in MINIMAL_MASK_TARGETS:
-            raise MedxganError(f"minimal_mask_target {target!r}: choose {' or '.join(MINIMAL_MASK_TARGETS)}", arg="minimal_mask_target")
-        floor = self.minimal_mask.get("minimal_mask_floor")
-        if floor is not None and (not isinstance(floor, (int, float)) or isinstance(floor, bool) or not math.isfinite(floor)):
-            raise MedxganError(f"minimal_mask_floor {floor!r}: must be a finite logit or None", arg="minimal_mask_floor")
+        self.encoder = encoder
+        self.discriminator = discriminator
         self.reduce = reduce
-        self.cache_size = min(cache_size, 8) if self.inversion.get("tune_generator") else cache_size
+        self.cache_size = min(cache_size, 8) if inversion.tune_generator else cache_size
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.inversions_run = 0  # images actually inverted (for tests / cost accounting)
+
+    @property
+    def counterfactual(self) -> str:
+        return self.inversion_config.counterfactual
+
+    @property
+    def inversion(self) -> dict[str, Any]:
+        """The settings as one flat record (the options that differ from the defaults, minimal mask included):
+        what evaluations and explanations store and compare on resume."""
+        return {**self.inversion_config.changes(), **self.minimal_mask.flat()}
 
     @property
     def device(self) -> torch.device:
@@ -256,7 +321,7 @@ class CounterfactualEngine:
 
     def _compute(self, keys: list[str], images: Tensor) -> None:
         dev = self.device
-        res = invert(self.generator, self.classifier, images.to(dev), **{k: v for k, v in self.inversion.items() if k not in MINIMAL_MASK_KEYS})
+        res = invert(self.generator, self.classifier, images.to(dev), self.inversion_config, encoder=self.encoder, discriminator=self.discriminator)
         self.inversions_run += len(keys)
         gens = res.generators or [self.generator] * len(keys)
         with frozen(self.generator, self.classifier), torch.no_grad():
@@ -286,8 +351,7 @@ class CounterfactualEngine:
     @property
     def refines_mask(self) -> bool:
         """Whether the residual counterfactual uses the minimal mask (masked generators only)."""
-        return (self.counterfactual == "residual" and bool(getattr(self.generator, "masked", False))
-                and int(self.minimal_mask.get("minimal_mask_steps", 0)) > 0)
+        return self.counterfactual == "residual" and bool(getattr(self.generator, "masked", False)) and self.minimal_mask.steps > 0
 
     def _minimal_masks(self, gens: list[nn.Module], z1: Tensor, z2: Tensor, x: Tensor, base: Tensor) -> Tensor | None:
         """Per image, the minimal mask (N x 1 x H x W) started from each generator's own mask, or None."""
@@ -296,19 +360,14 @@ class CounterfactualEngine:
         with torch.no_grad():
             gm = torch.cat([g(z1[i : i + 1], z2[i : i + 1], return_parts=True)[2] for i, g in enumerate(gens)]) if len(set(map(id, gens))) > 1 \
                 else gens[0](z1, z2, return_parts=True)[2]
-        opts = dict(steps=int(self.minimal_mask.get("minimal_mask_steps", 0)), w_area=float(self.minimal_mask.get("minimal_mask_area", mm.DEFAULT_W_AREA)),
-                    w_tv=float(self.minimal_mask.get("minimal_mask_tv", mm.DEFAULT_W_TV)), scale=int(self.minimal_mask.get("minimal_mask_scale", 1)),
-                    floor=self.mask_floor)
-        return mm.refine_mask(self.classifier, x, base, gm, **opts)
+        m = self.minimal_mask
+        return mm.refine_mask(self.classifier, x, base, gm, steps=m.steps, w_area=float(m.area), w_tv=float(m.tv), scale=m.scale,
+                              floor=m.effective_floor)
 
     @property
     def mask_floor(self) -> float | None:
-        """The logit floor of the minimal mask's target: ``minimal_mask_floor`` with the ``"healthy"``
-        target, None (match the generator's counterfactual) otherwise or when no floor is known."""
-        if self.minimal_mask.get("minimal_mask_target", "match") != "healthy":
-            return None
-        floor = self.minimal_mask.get("minimal_mask_floor")
-        return None if floor is None else float(floor)
+        """The logit floor of the minimal mask's target (:attr:`MinimalMaskConfig.effective_floor`)."""
+        return self.minimal_mask.effective_floor
 
     def refine_masks(self, cf: Counterfactuals) -> Tensor:
         """The minimal masks of ``cf``'s images recomputed under the classifier's *current* weights, from the

@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from medxgan.classifiers.adapter import convert_channels
 from medxgan.explain.base import Explanation, check_images
-from medxgan.explain.counterfactual import CounterfactualEngine, Counterfactuals, DifferenceExplainer
+from medxgan.explain.counterfactual import CounterfactualEngine, Counterfactuals, DifferenceExplainer, MinimalMaskConfig, split_options
 from medxgan.explain.lig import LIGExplainer
-from medxgan.gan import inversion as inv
+from medxgan.gan.inversion import InversionConfig
 from medxgan.gan.run import GanRun, load_gan_run
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
@@ -121,46 +121,46 @@ class MedXGANModel:
         oracle, config: optional, kept for reference (from the run directory).
     """
 
-    def __init__(self, generator: nn.Module, classifier: Any, *, inversion: dict[str, Any] | None = None, oracle: Any = None, config: dict[str, Any] | None = None):
+    def __init__(self, generator: nn.Module, classifier: Any, *, inversion: InversionConfig | dict[str, Any] | None = None,
+                 minimal_mask: MinimalMaskConfig | None = None, oracle: Any = None, config: dict[str, Any] | None = None):
         self.generator = generator.eval()
         self.classifier = classifier
         self.oracle = oracle
         self.config = dict(config or {})
-        self.engine = CounterfactualEngine(self.generator, classifier, inversion=inversion)
+        self.engine = CounterfactualEngine(self.generator, classifier, inversion=inversion, minimal_mask=minimal_mask)
         self.run_path: Path | None = None
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, run: str | os.PathLike, classifier: Any = None, device: str | torch.device = "auto", **inversion: Any) -> "MedXGANModel":
+    def load(cls, run: str | os.PathLike, classifier: Any = None, device: str | torch.device = "auto", *,
+             inversion: InversionConfig | None = None, minimal_mask: MinimalMaskConfig | None = None, **options: Any) -> "MedXGANModel":
         """Load a GAN run directory (``medxgan train``). ``classifier``: None (the run's own), a
-        classifier spec (run dir / TorchScript / factory) or an adapter. Extra keyword arguments set
-        the inversion options."""
+        classifier spec (run dir / TorchScript / factory) or an adapter. ``inversion`` / ``minimal_mask``:
+        complete settings (used as given); otherwise keyword ``options`` (``steps=50``, ``counterfactual="generator"``,
+        ``minimal_mask_steps=0``, ...) override the run's own defaults (see :meth:`from_run`)."""
         dev = pick_device(device) if isinstance(device, str) else device
-        return cls.from_run(load_gan_run(run, classifier=classifier, device=dev), **inversion)
+        return cls.from_run(load_gan_run(run, classifier=classifier, device=dev), inversion=inversion, minimal_mask=minimal_mask, **options)
 
     @classmethod
-    def from_run(cls, loaded: GanRun, classifier: Any = None, **inversion: Any) -> "MedXGANModel":
-        """From a loaded :class:`~medxgan.gan.run.GanRun` (``classifier``: an adapter used instead of the run's)."""
-        info = getattr(loaded.generator, "inversion_encoder_info", None)
-        if info and "steps" not in inversion and "restarts" not in inversion:
-            # an encoder from `train-encoder` puts the start next to the optimum: its short schedule
-            for k, v in (info.get("inversion_defaults") or {}).items():
-                inversion.setdefault(k, v)
-        for k, v in ((loaded.config.get("preset") or {}).get("inversion") or {}).items():
-            inversion.setdefault(k, v)  # the preset's inversion defaults (e.g. the residual counterfactual)
-        reference = loaded.config.get("classifier_reference") or {}
-        if inversion.get("minimal_mask_target") == "healthy" and "minimal_mask_floor" not in inversion and classifier is None:
-            # the floor is a property of the run's own classifier: another classifier gets the "match" target
-            inversion["minimal_mask_floor"] = reference.get("negative_logit_q05")
-        mx = cls(loaded.generator, classifier if classifier is not None else loaded.classifier, inversion=inversion,
-                 oracle=loaded.oracle, config=loaded.config)
+    def from_run(cls, loaded: GanRun, classifier: Any = None, *, inversion: InversionConfig | None = None,
+                 minimal_mask: MinimalMaskConfig | None = None, **options: Any) -> "MedXGANModel":
+        """From a loaded :class:`~medxgan.gan.run.GanRun` (``classifier``: an adapter used instead of the run's).
+
+        The settings, lowest to highest priority: the library defaults, the short schedule of an encoder from
+        ``train-encoder`` (unless ``steps``/``restarts`` are given), the run preset's ``inversion`` defaults,
+        the keyword ``options``; a given ``inversion`` / ``minimal_mask`` config replaces all of them.
+        """
+        options = run_inversion_options(loaded, classifier_given=classifier is not None, **options)
+        inv_cfg, mask_cfg = split_options(options)
+        mx = cls(loaded.generator, classifier if classifier is not None else loaded.classifier, inversion=inversion or inv_cfg,
+                 minimal_mask=minimal_mask or mask_cfg, oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
         return mx
 
     def inversion_note(self) -> str:
         """One line saying where inversion starts and how long it runs (printed by the CLI)."""
-        opts = self.engine.inversion
-        steps, restarts = opts.get("steps", inv.DEFAULT_STEPS), opts.get("restarts", inv.DEFAULT_RESTARTS)
+        opts = self.engine.inversion_config
+        steps, restarts = opts.steps, opts.restarts
         info = getattr(self.generator, "inversion_encoder_info", None)
         cf = ("; counterfactual: residual (the scan with the generator's pathology change removed)"
               if self.engine.counterfactual == "residual" else "; counterfactual: G(z1*, 0)")
@@ -168,7 +168,7 @@ class MedXGANModel:
             floor = self.engine.mask_floor
             target = "as negative as the generator's counterfactual" if floor is None else \
                 f"as negative as the generator's counterfactual or as 95 % of the classifier's real negatives (logit {floor:.2f}), whichever is less negative"
-            cf += f", within the minimal mask ({self.engine.minimal_mask['minimal_mask_steps']} refinement steps per scan; {target})"
+            cf += f", within the minimal mask ({self.engine.minimal_mask.steps} refinement steps per scan; {target})"
         if info:
             what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
             return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image{cf}"
@@ -209,15 +209,38 @@ class MedXGANModel:
         return self.engine.counterfactuals(self._prepare(images))
 
 
-def as_medxgan(spec: Any, classifier: Any = None, device: str | torch.device = "auto", inversion: dict[str, Any] | None = None) -> MedXGANModel:
+def run_inversion_options(loaded: GanRun, classifier_given: bool = False, **options: Any) -> dict[str, Any]:
+    """The flat inversion + minimal-mask options a run is explained with: ``options`` over the run preset's
+    ``inversion`` defaults over an encoder's short schedule (see :meth:`MedXGANModel.from_run`)."""
+    options = dict(options)
+    info = getattr(loaded.generator, "inversion_encoder_info", None)
+    if info and "steps" not in options and "restarts" not in options:
+        # an encoder from `train-encoder` puts the start next to the optimum: its short schedule
+        for k, v in (info.get("inversion_defaults") or {}).items():
+            options.setdefault(k, v)
+    for k, v in ((loaded.config.get("preset") or {}).get("inversion") or {}).items():
+        options.setdefault(k, v)  # the preset's inversion defaults (e.g. the residual counterfactual)
+    reference = loaded.config.get("classifier_reference") or {}
+    if options.get("minimal_mask_target") == "healthy" and "minimal_mask_floor" not in options and not classifier_given:
+        # the floor is a property of the run's own classifier: another classifier gets the "match" target
+        options["minimal_mask_floor"] = reference.get("negative_logit_q05")
+    return options
+
+
+def as_medxgan(spec: Any, classifier: Any = None, device: str | torch.device = "auto",
+               inversion: InversionConfig | dict[str, Any] | None = None, minimal_mask: MinimalMaskConfig | None = None) -> MedXGANModel:
     """The one normaliser of a GAN argument: a :class:`MedXGANModel` (or its subclass
     :class:`medxgan.pipeline.MedXGAN`) is used as is; a :class:`~medxgan.gan.run.GanRun` (``load_gan_run``'s
     result) or a run directory is wrapped. ``classifier``: an adapter used instead of the run's own (a
-    run directory is loaded with it); ``inversion``: inversion options for a run that is loaded here."""
+    run directory is loaded with it); ``inversion``: an :class:`~medxgan.gan.inversion.InversionConfig` or flat
+    options over the run's defaults, ``minimal_mask``: a :class:`~medxgan.explain.counterfactual.MinimalMaskConfig`,
+    for a run that is loaded here."""
     if isinstance(spec, MedXGANModel):
         return spec
     if spec is None:
         raise MedxganError("gan: a trained GAN is needed (--gan RUN)")
+    config = inversion if isinstance(inversion, InversionConfig) else None
+    options = {} if config is not None else dict(inversion or {})
     if isinstance(spec, GanRun):
-        return MedXGANModel.from_run(spec, classifier=classifier, **(inversion or {}))
-    return MedXGANModel.load(spec, classifier=classifier, device=device, **(inversion or {}))
+        return MedXGANModel.from_run(spec, classifier=classifier, inversion=config, minimal_mask=minimal_mask, **options)
+    return MedXGANModel.load(spec, classifier=classifier, device=device, inversion=config, minimal_mask=minimal_mask, **options)

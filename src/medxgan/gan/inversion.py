@@ -25,6 +25,7 @@ counterfactual, p(G'(z1*, 0)) ~ p(G(z1*, 0)). Off by default.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,57 +139,26 @@ def _initial_codes(n: int, nz1: int, nz2: int, restarts: int, z1_init: str, seed
     return torch.cat(z1s).to(device).clone(), torch.cat(z2s).to(device).clone()
 
 
-def invert(
-    generator: nn.Module,
-    classifier: Any,
-    images: Tensor,
-    *,
-    steps: int = DEFAULT_STEPS,
-    lr: float = DEFAULT_LR,
-    z1_init: str = "zeros",
-    restarts: int = DEFAULT_RESTARTS,
-    w_pix: float = DEFAULT_W_PIX,
-    w_cls: float = DEFAULT_W_CLS,
-    w_prior: float = 0.0,
-    w_cf: float = 0.0,
-    counterfactual: str = "generator",
-    w_min: float = 0.0,
-    w_real: float = 0.0,
-    discriminator: nn.Module | None = None,
-    early_stop_patience: int | None = DEFAULT_PATIENCE,
-    min_rel_improvement: float = 1e-4,
-    seed: int = 0,
-    tune_generator: bool = False,
-    tune_steps: int = 100,
-    tune_lr: float = 3e-4,
-    tune_reg: float = 1.0,
-    tune_cls: float = 1.0,
-    tune_reg_codes: int = 8,
-    encoder: nn.Module | None = None,
-    amp: str = "off",
-) -> InversionResult:
-    """Invert ``images`` (N x C x H x W in [-1, 1]) into the generator's latent space.
+@dataclass(frozen=True)
+class InversionConfig:
+    """The options of :func:`invert` (stored with evaluations and explanations; a GAN preset's ``inversion``
+    dict and ``MedXGAN.load(..., steps=...)`` keywords become one of these).
 
-    Args:
-        generator: ``G(z1, z2) -> N x C x H x W`` with attributes ``nz1``, ``nz2``.
-        classifier: adapter with ``.logit(x) -> (N,)``.
-        steps: maximum Adam steps per restart.
-        lr: Adam learning rate (betas 0.5, 0.999).
+    Attributes:
+        steps: maximum Adam steps per restart. lr: Adam learning rate (betas 0.5, 0.999).
         z1_init: ``"zeros"`` (restart 0 starts at z1 = 0, the mean code; the others random) or
             ``"random"`` (all restarts random).
         restarts: number of starting points per image; the lowest final loss wins.
         w_pix, w_cls, w_prior: loss weights (pixel MSE, classifier BCE, optional Gaussian prior on z).
         w_cf: weight of BCE(p_pos(x_cf), 0): the counterfactual of the inverted codes must be
             negative, so the pathology cannot hide in z1 (0 = off).
-        counterfactual: which counterfactual ``w_cf`` and ``w_min`` act on: ``"generator"`` (x_neg =
-            G(z1, 0)) or ``"residual"`` (the scan with the generator's change removed; see
-            :func:`counterfactual_images`).
+        counterfactual: which counterfactual ``w_cf`` and ``w_min`` act on (and the explanations explain):
+            ``"generator"`` (x_neg = G(z1, 0)) or ``"residual"`` (the scan with the generator's change removed;
+            see :func:`counterfactual_images`).
         w_min: weight of mean|x_cf - x| (minimality: the counterfactual changes as little as it can).
         w_real: weight of softplus(-D(x_cf, negative)): the counterfactual must look like a real healthy
             scan to the GAN's own discriminator, not only fall below the classifier's threshold (a few
-            changed pixels can flip a classifier; D was trained on real negatives). 0 = off.
-        discriminator: D for ``w_real``; default the generator's ``inversion_discriminator`` (set by
-            :func:`medxgan.gan.run.load_generator` when the run's preset asks for ``w_real``).
+            changed pixels can flip a classifier; D was trained on real negatives). 0 = off; needs D.
         early_stop_patience: steps without relative improvement > ``min_rel_improvement`` after which
             an image is frozen; None or 0 disables early stopping.
         seed: seeds the random starting codes (independent of the global RNG).
@@ -197,114 +167,191 @@ def invert(
         tune_reg: weight of the locality regulariser (MSE between G' and G on random codes).
         tune_cls: weight of the term keeping p(G'(z1*, 0)) ~ p(G(z1*, 0)).
         tune_reg_codes: random codes per tuning step (half with z2 = 0).
-        encoder: a :class:`~medxgan.gan.encoder.LatentEncoder`; restart 0 then starts at its codes
-            (E1(x), E2(x)) instead of z1 = 0. Default: the generator's ``inversion_encoder`` (set by
-            :func:`medxgan.gan.run.load_generator` for runs trained with the encoder anchor), if any.
         amp: "off" (float32), "bf16" or "fp16" (CUDA): the generator and classifier forward passes run
             under autocast, the loss, the codes and Adam stay float32 (medxgan.runtime.precision). Not
             used by pivotal tuning.
+    """
+
+    steps: int = DEFAULT_STEPS
+    lr: float = DEFAULT_LR
+    z1_init: str = "zeros"
+    restarts: int = DEFAULT_RESTARTS
+    w_pix: float = DEFAULT_W_PIX
+    w_cls: float = DEFAULT_W_CLS
+    w_prior: float = 0.0
+    w_cf: float = 0.0
+    counterfactual: str = "generator"
+    w_min: float = 0.0
+    w_real: float = 0.0
+    early_stop_patience: int | None = DEFAULT_PATIENCE
+    min_rel_improvement: float = 1e-4
+    seed: int = 0
+    tune_generator: bool = False
+    tune_steps: int = 100
+    tune_lr: float = 3e-4
+    tune_reg: float = 1.0
+    tune_cls: float = 1.0
+    tune_reg_codes: int = 8
+    amp: str = "off"
+
+    def replace(self, **options: Any) -> "InversionConfig":
+        """A copy with ``options`` changed; an unknown name is a one-line MedxganError."""
+        bad = [k for k in options if k not in _INVERSION_FIELDS]
+        if bad:
+            raise MedxganError(f"inversion option {bad[0]!r}: unknown (choose from {', '.join(_INVERSION_FIELDS)})", arg=bad[0])
+        return dataclasses.replace(self, **options) if options else self
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any] | None) -> "InversionConfig":
+        return cls().replace(**dict(options or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def changes(self) -> dict[str, Any]:
+        """The options that differ from the defaults (what a record needs to say)."""
+        default = InversionConfig()
+        return {k: v for k, v in self.to_dict().items() if v != getattr(default, k)}
+
+
+_INVERSION_FIELDS = tuple(f.name for f in dataclasses.fields(InversionConfig))
+
+
+def invert(
+    generator: nn.Module,
+    classifier: Any,
+    images: Tensor,
+    config: InversionConfig | None = None,
+    *,
+    encoder: nn.Module | None = None,
+    discriminator: nn.Module | None = None,
+    **options: Any,
+) -> InversionResult:
+    """Invert ``images`` (N x C x H x W in [-1, 1]) into the generator's latent space.
+
+    Args:
+        generator: ``G(z1, z2) -> N x C x H x W`` with attributes ``nz1``, ``nz2``.
+        classifier: adapter with ``.logit(x) -> (N,)``.
+        config: the options (:class:`InversionConfig`; default its defaults); keyword ``options`` override
+            single fields (``invert(G, clf, x, steps=50)``).
+        encoder: a :class:`~medxgan.gan.encoder.LatentEncoder`; restart 0 then starts at its codes
+            (E1(x), E2(x)) instead of z1 = 0. Default: the generator's ``inversion_encoder`` (set by
+            :func:`medxgan.gan.run.load_generator` for runs trained with the encoder anchor), if any.
+        discriminator: D for ``w_real``; default the generator's ``inversion_discriminator`` (set by
+            :func:`medxgan.gan.run.load_generator` when the run's preset asks for ``w_real``).
     Returns:
         :class:`InversionResult`.
     """
-    if counterfactual not in COUNTERFACTUALS:
-        raise MedxganError(f"counterfactual {counterfactual!r}: choose {' or '.join(COUNTERFACTUALS)}")
-    if z1_init not in ("zeros", "random"):
-        raise MedxganError(f"z1_init {z1_init!r}: choose 'zeros' or 'random'")
-    if steps < 0 or restarts < 1:
-        raise MedxganError(f"steps must be >= 0 and restarts >= 1 (got {steps}, {restarts})")
+    cfg = (config or InversionConfig()).replace(**options)
+    if cfg.counterfactual not in COUNTERFACTUALS:
+        raise MedxganError(f"counterfactual {cfg.counterfactual!r}: choose {' or '.join(COUNTERFACTUALS)}")
+    if cfg.z1_init not in ("zeros", "random"):
+        raise MedxganError(f"z1_init {cfg.z1_init!r}: choose 'zeros' or 'random'")
+    if cfg.steps < 0 or cfg.restarts < 1:
+        raise MedxganError(f"steps must be >= 0 and restarts >= 1 (got {cfg.steps}, {cfg.restarts})")
     disc = discriminator if discriminator is not None else getattr(generator, "inversion_discriminator", None)
-    if w_real and disc is None:
+    if cfg.w_real and disc is None:
         raise MedxganError("w_real > 0 needs the GAN's discriminator (discriminator=, or a run loaded with it)", arg="w_real")
+    encoder = encoder if encoder is not None else getattr(generator, "inversion_encoder", None)
     device = next(generator.parameters()).device
-    amp = check_amp(amp, device)
+    amp = check_amp(cfg.amp, device)
     x = images.detach().float().to(device)
     if x.dim() == 3:
         x = x.unsqueeze(0)
     n = x.shape[0]
-    nz1, nz2 = int(generator.nz1), int(generator.nz2)
-    patience = int(early_stop_patience or 0)
 
-    with frozen(generator, classifier, disc if w_real else None), torch.enable_grad():  # works inside a caller's no_grad() too
+    with frozen(generator, classifier, disc if cfg.w_real else None), torch.enable_grad():  # works inside a caller's no_grad() too
         with torch.no_grad():
             p_x = forward(amp, device, classifier.prob, x).float()
-        xr = x.repeat(restarts, 1, 1, 1)
-        pr = p_x.repeat(restarts)
-        z1_0, z2_0 = _initial_codes(n, nz1, nz2, restarts, z1_init, seed, device)
-        encoder = encoder if encoder is not None else getattr(generator, "inversion_encoder", None)
-        if encoder is not None:  # restart 0 starts from the encoder's codes (restart-major layout)
-            was = encoder.training
-            encoder.eval()
-            with torch.no_grad():
-                mu1, _, mu2, _ = encoder(x)
-            encoder.train(was)
-            z1_0[:n], z2_0[:n] = mu1.to(z1_0), mu2.to(z2_0)
-        z1 = z1_0.clone().requires_grad_(True)
-        z2 = z2_0.clone().requires_grad_(True)
-        opt = torch.optim.Adam([z1, z2], lr=lr, betas=(0.5, 0.999))
-
-        m = n * restarts
-        best_loss = torch.full((m,), math.inf, device=device)
-        best_z1, best_z2 = z1_0.clone(), z2_0.clone()
-        since_best = torch.zeros(m, dtype=torch.long, device=device)
-        active = torch.ones(m, dtype=torch.bool, device=device)
-        steps_run = torch.zeros(m, dtype=torch.long, device=device)
-
-        for _ in range(steps + 1):  # the last pass only evaluates the final codes
-            loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, w_pix, w_cls, w_prior, amp, w_cf, counterfactual, w_min, w_real, disc)
-            with torch.no_grad():
-                lv = loss.detach()
-                thresh = torch.where(torch.isfinite(best_loss), best_loss - min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
-                improved = (lv < thresh) & active
-                best_loss = torch.where(improved, lv, best_loss)
-                best_z1[improved] = z1.detach()[improved]
-                best_z2[improved] = z2.detach()[improved]
-                since_best = torch.where(improved, torch.zeros_like(since_best), since_best + 1)
-                if patience:
-                    active &= since_best < patience
-            if not bool(active.any()) or int(steps_run.max()) >= steps:
-                break
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            keep1, keep2 = z1.detach()[~active].clone(), z2.detach()[~active].clone()
-            opt.step()
-            with torch.no_grad():
-                z1[~active] = keep1  # frozen images: undo Adam's momentum-driven update
-                z2[~active] = keep2
-            steps_run += active.long()
-
+        z1_0, z2_0 = _starting_codes(generator, x, cfg, encoder)
+        best_loss, best_z1, best_z2, steps_run = _optimise_codes(generator, classifier, disc, x, p_x, z1_0, z2_0, cfg, amp)
         # best restart per image
-        bl = best_loss.view(restarts, n)
-        win = bl.argmin(0)
+        win = best_loss.view(cfg.restarts, n).argmin(0)
         idx = win * n + torch.arange(n, device=device)
         z1f, z2f = best_z1[idx].detach(), best_z2[idx].detach()
-        loss_f = best_loss[idx]
-        steps_f = steps_run[idx]
-
         generators = None
         with torch.no_grad():
             rec = forward(amp, device, generator, z1f, z2f)
-        if tune_generator:
-            generators = []
-            recs = []
-            for i in range(n):
-                gi = pivotal_tune(generator, classifier, z1f[i : i + 1], z2f[i : i + 1], x[i : i + 1], steps=tune_steps, lr=tune_lr, reg=tune_reg, cls=tune_cls, reg_codes=tune_reg_codes, seed=seed + i)
-                with torch.no_grad():
-                    recs.append(gi(z1f[i : i + 1], z2f[i : i + 1]))
-                generators.append(gi)
-            rec = torch.cat(recs)
+        if cfg.tune_generator:
+            generators = [pivotal_tune(generator, classifier, z1f[i : i + 1], z2f[i : i + 1], x[i : i + 1], steps=cfg.tune_steps, lr=cfg.tune_lr,
+                                       reg=cfg.tune_reg, cls=cfg.tune_cls, reg_codes=cfg.tune_reg_codes, seed=cfg.seed + i) for i in range(n)]
+            with torch.no_grad():
+                rec = torch.cat([gi(z1f[i : i + 1], z2f[i : i + 1]) for i, gi in enumerate(generators)])
         with torch.no_grad():
             p_rec = forward(amp, device, classifier.prob, rec).float()
 
-    settings = dict(
-        steps=steps, lr=lr, z1_init=z1_init, restarts=restarts, w_pix=w_pix, w_cls=w_cls, w_prior=w_prior, w_cf=w_cf, counterfactual=counterfactual, w_min=w_min,
-        **({"w_real": w_real} if w_real else {}), early_stop_patience=patience, seed=seed, tune_generator=tune_generator,
-        **({"tune_steps": tune_steps, "tune_lr": tune_lr, "tune_reg": tune_reg, "tune_cls": tune_cls} if tune_generator else {}),
-    )
     return InversionResult(
         z1=z1f.cpu(), z2=z2f.cpu(), reconstructions=rec.detach().cpu(), psnr=psnr(rec, x).cpu(),
-        prob_gap=(p_rec - p_x).abs().cpu(), loss=loss_f.cpu(), steps_run=steps_f.cpu(), restart=win.cpu(),
-        generators=generators, settings=settings,
+        prob_gap=(p_rec - p_x).abs().cpu(), loss=best_loss[idx].cpu(), steps_run=steps_run[idx].cpu(), restart=win.cpu(),
+        generators=generators, settings=_settings_record(cfg),
     )
+
+
+def _settings_record(cfg: InversionConfig) -> dict[str, Any]:
+    """What :attr:`InversionResult.settings` has always said (the tuning options only when tuning)."""
+    return dict(
+        steps=cfg.steps, lr=cfg.lr, z1_init=cfg.z1_init, restarts=cfg.restarts, w_pix=cfg.w_pix, w_cls=cfg.w_cls, w_prior=cfg.w_prior,
+        w_cf=cfg.w_cf, counterfactual=cfg.counterfactual, w_min=cfg.w_min, **({"w_real": cfg.w_real} if cfg.w_real else {}),
+        early_stop_patience=int(cfg.early_stop_patience or 0), seed=cfg.seed, tune_generator=cfg.tune_generator,
+        **({"tune_steps": cfg.tune_steps, "tune_lr": cfg.tune_lr, "tune_reg": cfg.tune_reg, "tune_cls": cfg.tune_cls} if cfg.tune_generator else {}),
+    )
+
+
+def _starting_codes(generator: nn.Module, x: Tensor, cfg: InversionConfig, encoder: nn.Module | None) -> tuple[Tensor, Tensor]:
+    """(restarts * N) x nz starting codes, restart-major; restart 0 from the encoder's codes when there is one."""
+    n = x.shape[0]
+    z1_0, z2_0 = _initial_codes(n, int(generator.nz1), int(generator.nz2), cfg.restarts, cfg.z1_init, cfg.seed, x.device)
+    if encoder is not None:
+        was = encoder.training
+        encoder.eval()
+        with torch.no_grad():
+            mu1, _, mu2, _ = encoder(x)
+        encoder.train(was)
+        z1_0[:n], z2_0[:n] = mu1.to(z1_0), mu2.to(z2_0)
+    return z1_0, z2_0
+
+
+def _optimise_codes(generator: nn.Module, classifier: Any, disc: nn.Module | None, x: Tensor, p_x: Tensor, z1_0: Tensor, z2_0: Tensor,
+                    cfg: InversionConfig, amp: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Adam on every (restart, image) code pair at once with per-image early stopping. Returns
+    (best loss, best z1, best z2, steps run), each with first dim restarts * N."""
+    device = x.device
+    xr = x.repeat(cfg.restarts, 1, 1, 1)
+    pr = p_x.repeat(cfg.restarts)
+    patience = int(cfg.early_stop_patience or 0)
+    z1 = z1_0.clone().requires_grad_(True)
+    z2 = z2_0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([z1, z2], lr=cfg.lr, betas=(0.5, 0.999))
+    m = xr.shape[0]
+    best_loss = torch.full((m,), math.inf, device=device)
+    best_z1, best_z2 = z1_0.clone(), z2_0.clone()
+    since_best = torch.zeros(m, dtype=torch.long, device=device)
+    active = torch.ones(m, dtype=torch.bool, device=device)
+    steps_run = torch.zeros(m, dtype=torch.long, device=device)
+    for _ in range(cfg.steps + 1):  # the last pass only evaluates the final codes
+        loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, cfg.w_pix, cfg.w_cls, cfg.w_prior, amp, cfg.w_cf, cfg.counterfactual,
+                                  cfg.w_min, cfg.w_real, disc)
+        with torch.no_grad():
+            lv = loss.detach()
+            thresh = torch.where(torch.isfinite(best_loss), best_loss - cfg.min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
+            improved = (lv < thresh) & active
+            best_loss = torch.where(improved, lv, best_loss)
+            best_z1[improved] = z1.detach()[improved]
+            best_z2[improved] = z2.detach()[improved]
+            since_best = torch.where(improved, torch.zeros_like(since_best), since_best + 1)
+            if patience:
+                active &= since_best < patience
+        if not bool(active.any()) or int(steps_run.max()) >= cfg.steps:
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        keep1, keep2 = z1.detach()[~active].clone(), z2.detach()[~active].clone()
+        opt.step()
+        with torch.no_grad():
+            z1[~active] = keep1  # frozen images: undo Adam's momentum-driven update
+            z2[~active] = keep2
+        steps_run += active.long()
+    return best_loss, best_z1, best_z2, steps_run
 
 
 def pivotal_tune(
