@@ -24,7 +24,7 @@ from medxgan.classifiers.loading import load_classifier
 from medxgan.data import load_dataset
 from medxgan.demo import DemoConfig, run_demo
 from medxgan.gan.monitor import Monitor
-from medxgan.gan.run import load_generator
+from medxgan.gan.run import load_gan_run
 from medxgan.gan.networks import sample_latents
 from medxgan.runtime.batchnorm import standing_batchnorm_stats
 from medxgan.runtime.state import save_weights
@@ -40,11 +40,10 @@ def standing_stats_latents(nz1: int, nz2: int, batches: int = 16, batch_size: in
     return out
 
 
-def encoder_code_latents(G, data: Path, size: int, batches: int = 8, batch_size: int = 64, seed: int = 4321) -> list:
+def encoder_code_latents(E, data: Path, size: int, batches: int = 8, batch_size: int = 64, seed: int = 4321) -> list:
     """(z1, z2) as the trainer's reconstruction passes draw them: reparameterised codes of the encoder for training
     scans (z2 zeroed for negatives), from a private seeded generator."""
     images, labels = load_dataset(data, split="train", size=size).tensors()[:2]
-    E = G.inversion_encoder
     g = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():
@@ -77,10 +76,11 @@ def main() -> None:
         shutil.copytree(src / name, out / name)
     shutil.copy(src / "demo.json", out / "demo.json")
     cfg = json.loads((out / "gan" / "config.json").read_text())
-    G, _ = load_generator(out / "gan")
+    gan = load_gan_run(out / "gan", load_oracle=False)
+    G = gan.generator
     before = monitor_row(G, out / "gan", cfg)
     if args.with_encoder_codes:
-        batches = standing_stats_latents(cfg["nz1"], cfg["nz2"], batches=8) + encoder_code_latents(G, out / "data", cfg["size"])
+        batches = standing_stats_latents(cfg["nz1"], cfg["nz2"], batches=8) + encoder_code_latents(gan.encoder, out / "data", cfg["size"])
     else:
         batches = standing_stats_latents(cfg["nz1"], cfg["nz2"])
     standing_batchnorm_stats(G, batches)

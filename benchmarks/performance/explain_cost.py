@@ -90,7 +90,7 @@ def main() -> None:
     dev = torch.device(args.device)
 
     mx = MedXGAN.load(args.gan, device=dev)
-    info = getattr(mx.generator, "inversion_encoder_info", None)
+    info = mx.encoder_info
     if not info or info["kind"] != "trained":
         raise SystemExit(f"{args.gan}: no encoder from `medxgan train-encoder`; train one first")
     plain = load_gan_run(args.gan, device=dev, load_oracle=False, attach_encoder=False)
@@ -145,7 +145,7 @@ def main() -> None:
     for steps in args.sweep:
         sync(dev)
         t = time.perf_counter()
-        r = invert(G, clf, x, steps=steps, restarts=1, encoder=mx.generator.inversion_encoder)
+        r = invert(G, clf, x, steps=steps, restarts=1, encoder=mx.engine.encoder)
         sync(dev)
         q = quality(G, clf, x, r.z1.to(dev), r.z2.to(dev))
         sweep.append({"steps": steps, "psnr_mean": float(q["psnr"].mean()), "validity": float(q["valid"][q["called_positive"].astype(bool)].mean()),

@@ -324,7 +324,7 @@ def _gan_settings(model: Any, size: int | None, channels: int | None, inversion:
         raise MedxganError(f"size/channels: the GAN works on {model.size} px, {model.channels} channel(s); "
                            f"got size {size}, channels {channels} (leave them out)", arg=("size", "channels"))
     notes.append(model.inversion_note())
-    enc = getattr(model.generator, "inversion_encoder_info", None)
+    enc = model.encoder_info
     # the effective schedule (an encoder changes it), so that resuming never mixes two schedules
     return int(model.size), int(model.channels), clean_json(dict(model.engine.inversion)) or None, enc["kind"] if enc else None
 

@@ -116,18 +116,23 @@ class MedXGANModel:
     Args:
         generator: G(z1, z2) with attributes nz1, nz2, channels, size.
         classifier: a ClassifierAdapter (``.logit``, ``.prob``).
-        inversion: keyword arguments for :func:`medxgan.gan.inversion.invert` (steps, lr, restarts,
-            tune_generator, ...); defaults there.
+        inversion: the :class:`~medxgan.gan.inversion.InversionConfig` (or a flat option dict, see
+            :func:`~medxgan.explain.counterfactual.split_options`); defaults there.
+        minimal_mask: the :class:`~medxgan.explain.counterfactual.MinimalMaskConfig`.
+        encoder, encoder_info, discriminator: the run's inversion networks (:class:`~medxgan.gan.run.GanRun`).
         oracle, config: optional, kept for reference (from the run directory).
     """
 
     def __init__(self, generator: nn.Module, classifier: Any, *, inversion: InversionConfig | dict[str, Any] | None = None,
-                 minimal_mask: MinimalMaskConfig | None = None, oracle: Any = None, config: dict[str, Any] | None = None):
+                 minimal_mask: MinimalMaskConfig | None = None, encoder: nn.Module | None = None, encoder_info: dict[str, Any] | None = None,
+                 discriminator: nn.Module | None = None, oracle: Any = None, config: dict[str, Any] | None = None):
         self.generator = generator.eval()
         self.classifier = classifier
         self.oracle = oracle
         self.config = dict(config or {})
-        self.engine = CounterfactualEngine(self.generator, classifier, inversion=inversion, minimal_mask=minimal_mask)
+        self.encoder_info = encoder_info  # where the encoder came from (GanRun.encoder_info), for the notes
+        self.engine = CounterfactualEngine(self.generator, classifier, inversion=inversion, minimal_mask=minimal_mask, encoder=encoder,
+                                           discriminator=discriminator)
         self.run_path: Path | None = None
 
     # ---- construction ---------------------------------------------------------------------------
@@ -153,7 +158,8 @@ class MedXGANModel:
         options = run_inversion_options(loaded, classifier_given=classifier is not None, **options)
         inv_cfg, mask_cfg = split_options(options)
         mx = cls(loaded.generator, classifier if classifier is not None else loaded.classifier, inversion=inversion or inv_cfg,
-                 minimal_mask=minimal_mask or mask_cfg, oracle=loaded.oracle, config=loaded.config)
+                 minimal_mask=minimal_mask or mask_cfg, encoder=loaded.encoder, encoder_info=loaded.encoder_info,
+                 discriminator=loaded.discriminator, oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
         return mx
 
@@ -161,7 +167,7 @@ class MedXGANModel:
         """One line saying where inversion starts and how long it runs (printed by the CLI)."""
         opts = self.engine.inversion_config
         steps, restarts = opts.steps, opts.restarts
-        info = getattr(self.generator, "inversion_encoder_info", None)
+        info = self.encoder_info
         cf = ("; counterfactual: residual (the scan with the generator's pathology change removed)"
               if self.engine.counterfactual == "residual" else "; counterfactual: G(z1*, 0)")
         if self.engine.refines_mask:
@@ -213,7 +219,7 @@ def run_inversion_options(loaded: GanRun, classifier_given: bool = False, **opti
     """The flat inversion + minimal-mask options a run is explained with: ``options`` over the run preset's
     ``inversion`` defaults over an encoder's short schedule (see :meth:`MedXGANModel.from_run`)."""
     options = dict(options)
-    info = getattr(loaded.generator, "inversion_encoder_info", None)
+    info = loaded.encoder_info
     if info and "steps" not in options and "restarts" not in options:
         # an encoder from `train-encoder` puts the start next to the optimum: its short schedule
         for k, v in (info.get("inversion_defaults") or {}).items():

@@ -235,10 +235,8 @@ def invert(
         config: the options (:class:`InversionConfig`; default its defaults); keyword ``options`` override
             single fields (``invert(G, clf, x, steps=50)``).
         encoder: a :class:`~medxgan.gan.encoder.LatentEncoder`; restart 0 then starts at its codes
-            (E1(x), E2(x)) instead of z1 = 0. Default: the generator's ``inversion_encoder`` (set by
-            :func:`medxgan.gan.run.load_generator` for runs trained with the encoder anchor), if any.
-        discriminator: D for ``w_real``; default the generator's ``inversion_discriminator`` (set by
-            :func:`medxgan.gan.run.load_generator` when the run's preset asks for ``w_real``).
+            (E1(x), E2(x)) instead of z1 = 0 (a loaded run's :attr:`~medxgan.gan.run.GanRun.encoder`).
+        discriminator: D for ``w_real`` (a loaded run's :attr:`~medxgan.gan.run.GanRun.discriminator`).
     Returns:
         :class:`InversionResult`.
     """
@@ -249,10 +247,9 @@ def invert(
         raise MedxganError(f"z1_init {cfg.z1_init!r}: choose 'zeros' or 'random'")
     if cfg.steps < 0 or cfg.restarts < 1:
         raise MedxganError(f"steps must be >= 0 and restarts >= 1 (got {cfg.steps}, {cfg.restarts})")
-    disc = discriminator if discriminator is not None else getattr(generator, "inversion_discriminator", None)
+    disc = discriminator
     if cfg.w_real and disc is None:
         raise MedxganError("w_real > 0 needs the GAN's discriminator (discriminator=, or a run loaded with it)", arg="w_real")
-    encoder = encoder if encoder is not None else getattr(generator, "inversion_encoder", None)
     device = next(generator.parameters()).device
     amp = check_amp(cfg.amp, device)
     x = images.detach().float().to(device)

@@ -19,7 +19,8 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -113,21 +114,24 @@ def classifier_meta(path: str | None) -> dict[str, Any]:
         return {}
 
 
-class GanRun(NamedTuple):
+@dataclass
+class GanRun:
+    """A loaded medXGAN run: every network it holds as an explicit attribute (nothing rides on the generator)."""
+
     generator: Generator  # eval mode, frozen, on `device`
     classifier: nn.Module  # ClassifierAdapter
     oracle: nn.Module | None  # ClassifierAdapter of the independent oracle, if the run has one
     config: dict[str, Any]
     path: Path
+    encoder: nn.Module | None = None  # where inversion starts (`invert(encoder=...)`): RUN/encoder/ or the anchor encoder
+    encoder_info: dict[str, Any] | None = None  # {"kind": "trained" | "anchor", "path", "inversion_defaults"} of `encoder`
+    discriminator: nn.Module | None = None  # D, loaded when the run's preset asks inversion for realism (w_real)
 
 
-def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", attach_encoder: bool = True) -> tuple[Generator, dict[str, Any]]:
+def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Generator, dict[str, Any]]:
     """The run's generator in eval mode (weights: generator.safetensors, i.e. the EMA copy when EMA
-    was on; for an unfinished run, the latest checkpoint's, with a warning).
-
-    With ``attach_encoder``, an inversion encoder is attached as ``G.inversion_encoder`` (and described
-    in ``G.inversion_encoder_info``): the one trained by `medxgan train-encoder` (RUN/encoder/) if
-    present, else the anchor encoder of an ``anchored`` run. `invert` starts from its codes."""
+    was on; for an unfinished run, the latest checkpoint's, with a warning) and the run's config. The
+    encoder and discriminator that inversion uses are :func:`load_gan_run`'s (:class:`GanRun`)."""
     rd = RunDir(run)
     config = rd.read_config(expect_kind=GAN_KIND)
     dev = torch.device(device) if isinstance(device, torch.device) else pick_device(device)
@@ -151,43 +155,38 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu", a
     except RuntimeError as exc:
         raise MedxganError(f"{rd.path}: generator weights do not match config.json ({str(exc).splitlines()[0]})") from None
     G.to(dev).eval().requires_grad_(False)
-    if attach_encoder:
-        _attach_encoder(G, rd, config, dev)
-        _attach_discriminator(G, rd, config, dev)
     return G, config
 
 
-def _attach_discriminator(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch.device) -> None:
-    """D as ``G.inversion_discriminator`` when the run's preset asks inversion for realism (w_real):
-    the final discriminator weights, else the latest checkpoint's."""
+def load_inversion_discriminator(rd: RunDir, config: dict[str, Any], dev: torch.device) -> nn.Module | None:
+    """D (eval, frozen) when the run's preset asks inversion for realism (w_real): the final discriminator
+    weights, else the latest checkpoint's; None otherwise."""
     if not ((config.get("preset") or {}).get("inversion") or {}).get("w_real"):
-        return
+        return None
     if rd.has_weights(DISCRIMINATOR_NAME):
         state = rd.load_weights(DISCRIMINATOR_NAME)
     elif rd.latest_checkpoint() is not None:
         state = rd.load_checkpoint(rd.latest_checkpoint())["trainer"]["D"]
     else:
-        return
+        return None
     D = build_discriminator(config["net"])
     D.load_state_dict(state)
-    G.__dict__["inversion_discriminator"] = D.to(dev).eval().requires_grad_(False)  # not a registered submodule of G
+    return D.to(dev).eval().requires_grad_(False)
 
 
-def _attach_encoder(G: Generator, rd: RunDir, config: dict[str, Any], dev: torch.device) -> None:
+def load_inversion_encoder(rd: RunDir, config: dict[str, Any], dev: torch.device) -> tuple[nn.Module | None, dict[str, Any] | None]:
+    """(encoder, info) where inversion starts: the one trained by `medxgan train-encoder` (RUN/encoder/) if
+    present, else the anchor encoder of an ``anchored`` run; (None, None) without either."""
     E = load_trained_encoder(rd.path, config["net"], dev)
     if E is not None:
-        info = {"kind": "trained", "path": str(encoder_dir(rd.path)),
-                "inversion_defaults": {"steps": ENCODER_INVERSION_STEPS, "restarts": ENCODER_INVERSION_RESTARTS}}
-    elif rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor
+        return E, {"kind": "trained", "path": str(encoder_dir(rd.path)),
+                   "inversion_defaults": {"steps": ENCODER_INVERSION_STEPS, "restarts": ENCODER_INVERSION_RESTARTS}}
+    if rd.has_weights(ENCODER_NAME):  # runs trained with the encoder anchor
         E = LatentEncoder(config["net"])
         E.load_state_dict(rd.load_weights(ENCODER_NAME))
-        E = E.to(dev).eval().requires_grad_(False)
-        info = {"kind": "anchor", "path": str(rd.path / f"{ENCODER_NAME}.safetensors"), "inversion_defaults": {}}
-    else:
-        return
-    # kept out of G's registered submodules so that G's state_dict / fingerprint stay G's own
-    G.__dict__["inversion_encoder"] = E
-    G.__dict__["inversion_encoder_info"] = info
+        return E.to(dev).eval().requires_grad_(False), {"kind": "anchor", "path": str(rd.path / f"{ENCODER_NAME}.safetensors"),
+                                                        "inversion_defaults": {}}
+    return None, None
 
 
 def load_gan_run(
@@ -201,11 +200,14 @@ def load_gan_run(
 
     classifier: None -> the copy stored in RUN/classifier/ (or the original path if no copy exists);
     otherwise a classifier spec for `load_classifier` or an adapter, used instead (warning if its
-    fingerprint differs from the recorded one).
+    fingerprint differs from the recorded one). ``attach_encoder``: load the inversion's encoder (and the
+    discriminator a ``w_real`` preset needs) into :attr:`GanRun.encoder` / :attr:`GanRun.discriminator`.
     """
-    G, config = load_generator(run, device, attach_encoder=attach_encoder)
+    G, config = load_generator(run, device)
     rd = RunDir(run)
     dev = next(G.parameters()).device
+    encoder, encoder_info = load_inversion_encoder(rd, config, dev) if attach_encoder else (None, None)
+    discriminator = load_inversion_discriminator(rd, config, dev) if attach_encoder else None
     rec = config.get("classifier") or {}
     if classifier is None:  # the run's own copy (or source), its recorded adapter settings, its fingerprint checked
         clf = load_recorded_classifier(rd.path, rec, dev)
@@ -225,4 +227,4 @@ def load_gan_run(
     o = config.get("oracle") or {}
     if load_oracle and o.get("local") and (rd.path / o["local"]).exists():
         oracle = load_classifier(rd.path / o["local"], device=dev).eval()
-    return GanRun(G, clf, oracle, config, rd.path)
+    return GanRun(G, clf, oracle, config, rd.path, encoder=encoder, encoder_info=encoder_info, discriminator=discriminator)
