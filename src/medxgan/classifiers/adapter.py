@@ -8,13 +8,12 @@ outputs, or a tuple/dict holding one of those) into one logit for the *target* (
 
 The decoding is never guessed silently: ``output="auto"`` decides once, from the first batch it sees
 (the commands pass real images first), by the rule in :meth:`ClassifierAdapter.decide_output`, says
-what it decided on stderr, and refuses outputs that could be either (one column whose values all lie in
+what it decided (a stage line on stdout), and refuses outputs that could be either (one column whose values all lie in
 [0, 1] may be a probability or a logit).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
@@ -250,7 +249,8 @@ class ClassifierAdapter(nn.Module):
         k = out.shape[1]
         if k > 2 and self.target is None:
             raise MedxganError(
-                f"classifier {self.name}: returns {k} columns, not a binary classifier; choose what to explain: --target-class C "
+                f"classifier {self.name}: its output has shape {tuple(out.shape)} for a batch of {n}: {k} columns, not a binary classifier; "
+                "choose what to explain: --target-class C "
                 "(class C vs the rest), --positive-classes/--negative-classes (softmax), or --multilabel C (sigmoid outputs) "
                 "(Python: target_class=, positive_classes=, negative_classes=, multilabel=)", arg="classifier")
         self._check_target(k)
@@ -302,7 +302,7 @@ class ClassifierAdapter(nn.Module):
             raise MedxganError(f"target {t.describe()}: class {bad[0]} does not exist, the classifier returns {k} column(s) (classes 0-{k - 1})", arg=what)
 
     def decide_output(self, out: torch.Tensor) -> str:
-        """Decide what an "auto" output is from a probe batch ``out`` (N x K), once, and say so on stderr.
+        """Decide what an "auto" output is from a probe batch ``out`` (N x K), once, and say so (stdout).
 
         The rule: a multi-label target or a single column -> sigmoid; if every value lies in [0, 1] that
         is ambiguous (a probability, or a logit that happens to be small) and is refused, asking for the
@@ -333,7 +333,8 @@ class ClassifierAdapter(nn.Module):
                                 "with --classifier-output probs")
         self.output = kind
         self.output_decision = f"output auto -> {kind}: {why} on a probe batch of {v.shape[0]}"
-        print(f"[medxgan] classifier {self.name}: {self.output_decision}; give --classifier-output to override", file=sys.stderr, flush=True)
+        # a stage line (stdout, like the project's other stage lines): stderr carries only warnings and errors
+        print(f"[medxgan] classifier {self.name}: {self.output_decision}; give --classifier-output to override", flush=True)
         return kind
 
     # ---- public contract ----------------------------------------------------------------------

@@ -140,7 +140,8 @@ def check_classifier_flags(args: argparse.Namespace, attr: str = "classifier") -
     path = Path(str(spec))
     if getattr(args, "classifier_weights", None) is not None and (path.is_dir() or path.is_file()):
         raise MedxganError(f"--classifier-weights {args.classifier_weights}: only for a package.module:factory classifier; "
-                           f"{spec} is a {'run directory' if path.is_dir() else 'model file'} that holds its own weights")
+                           f"{spec} is a {'run directory' if path.is_dir() else 'torch.export file' if path.suffix == '.pt2' else 'TorchScript file'} "
+                           "that holds its own weights")
     if path.is_dir() and given:
         raise MedxganError(f"{given[0]}: not for a classifier run directory ({spec} records its own input size, channels, "
                            "normalisation, output and target); use it with a TorchScript/.pt2 file or package.module:factory")
