@@ -92,3 +92,30 @@ def test_a_run_with_a_flat_preset_inversion_dict_is_explained_with_it(tmp_path):
     # a complete config object is used as given
     given = InversionConfig(steps=3, restarts=1)
     assert MedXGAN.load(run, device="cpu", inversion=given).engine.inversion_config is given
+
+
+def test_every_stored_evaluation_record_loads_as_an_evaluate_config():
+    from medxgan.evaluate.runner import EvaluateConfig
+
+    records = [(w, d) for w, d in _records(("settings", "config")) if "n_resamples" in d and "noise_sigmas" in d
+               and "gan_preset" not in d]  # the demo's own settings are DemoConfig's (below)
+    assert len(records) >= 8  # the evaluation benchmarks of the earlier sessions
+    for where, d in records:
+        cfg = EvaluateConfig.from_record(d).checked(d.get("n"))
+        assert cfg.n_resamples == d["n_resamples"] and list(cfg.noise_sigmas) == [float(s) for s in d["noise_sigmas"]], where
+        if d.get("inversion"):  # the inversion it ran with comes back as the config objects
+            inv, mask = split_options(cfg.inversion)
+            assert {**inv.changes(), **mask.flat()} == {k: v for k, v in d["inversion"].items() if v != _default(k)}, where
+
+
+def test_every_stored_demo_settings_names_only_demo_config_fields():
+    import dataclasses
+
+    from medxgan.demo import DemoConfig
+
+    fields = {f.name for f in dataclasses.fields(DemoConfig)} | {"seed"}
+    demos = sorted(BENCHMARKS.glob("demo/*/demo.json"))
+    assert len(demos) >= 30
+    for p in demos:
+        settings = json.loads(p.read_text())["settings"]
+        assert set(settings) <= fields, (p, set(settings) - fields)  # a rerun compares them field by field

@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from medxgan.cli.common import check_classifier_flags, classifier_from_args
-    from medxgan.evaluate.runner import evaluate
+    from medxgan.evaluate.runner import EvaluateConfig, evaluate
     from medxgan.runtime.device import pick_device
     from medxgan.runtime.errors import MedxganError
 
@@ -93,15 +93,15 @@ def _run(args: argparse.Namespace) -> int:
         clf = classifier_from_args(args, device=ctx.device) if args.classifier else None
         inversion = {**{k: v for k, v in (("steps", args.steps), ("restarts", args.restarts), ("counterfactual", args.counterfactual)) if v is not None},
                      **mask_options} or None
-        res = evaluate(
-            args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n,
-            split=None if args.split == "all" else args.split, subset=args.subset, noise_sigmas=args.noise_sigmas,
-            fractions=args.fractions, seed=args.seed, device=ctx.device, batch_size=args.batch_size, size=args.size,
+        config = EvaluateConfig(
+            split=None if args.split == "all" else args.split, subset=args.subset, noise_sigmas=tuple(args.noise_sigmas),
+            fractions=tuple(args.fractions), seed=args.seed, device=ctx.device, batch_size=args.batch_size, size=args.size,
             positive=args.positive, negative=args.negative, csv=args.csv, skip_bad=args.skip_bad, max_sensitivity=not args.no_max_sensitivity,
             max_sensitivity_n=args.max_sensitivity_n or None, inversion=inversion, save_maps=not args.no_maps,
             overwrite=args.overwrite, show_progress=ctx.is_main, sanity=args.sanity, sanity_n=args.sanity_n,
             gradcam_layer=args.gradcam_layer,
         )
+        res = evaluate(args.data, args.out, classifier=clf, gan=args.gan, methods=args.methods, n=args.n, config=config)
     if not ctx.is_main:
         return 0
     if not args.no_plots:

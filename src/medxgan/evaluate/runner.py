@@ -2,6 +2,7 @@
 
     from medxgan.evaluate.runner import evaluate
     res = evaluate("data/brain", "eval/", gan="runs/gan", n=200)        # classifier: the GAN run's
+    res = evaluate("data/brain", "eval/", gan="runs/gan", config=EvaluateConfig(n_resamples=200, noise_sigmas=()))
     res["methods"]["gradcam"]["metrics"]["localisation.iou_area_matched"]  # {"mean", "lo", "hi", "n", "n_invalid"}
 
 Pieces: :mod:`medxgan.evaluate.selection` picks the images (``select_images``),
@@ -91,8 +92,8 @@ import torch
 
 from medxgan.classifiers import as_classifier
 from medxgan.data import load_dataset
-from medxgan.evaluate.faithfulness import DEFAULT_FRACTIONS
-from medxgan.evaluate.pairs import IMPLEMENTATIONS, check_noisy_inversion
+from medxgan.evaluate.config import DEFAULT_NOISE_SIGMAS, EvaluateConfig
+from medxgan.evaluate.pairs import IMPLEMENTATIONS
 from medxgan.evaluate.review import review_sections
 from medxgan.evaluate.twins import TwinEffect
 from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
@@ -105,15 +106,12 @@ from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
 from medxgan.runtime.device import pick_device
-from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import fingerprint_module
 from medxgan.runtime.version import __version__
 
-__all__ = ["evaluate", "DEFAULT_NOISE_SIGMAS", "SUBSETS", "image_id_for", "read_per_image"]
-
-DEFAULT_NOISE_SIGMAS = (0.02, 0.05, 0.1)
+__all__ = ["evaluate", "EvaluateConfig", "DEFAULT_NOISE_SIGMAS", "SUBSETS", "image_id_for", "read_per_image"]
 _GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness", "sensitivity", "counterfactual",
            "counterfactual_residual", "twin_agreement", "twin_fidelity", "shortcut", "cost")
 
@@ -131,12 +129,12 @@ def _versions() -> dict[str, str]:
 
 
 # ---- loading the models ----------------------------------------------------------------------
-def _load_models(classifier: Any, gan: Any, device: torch.device, inversion: dict | None) -> tuple[Any, Any, str | None]:
+def _load_models(classifier: Any, gan: Any, device: torch.device, inversion: Any, minimal_mask: Any = None) -> tuple[Any, Any, str | None]:
     """(classifier adapter, MedXGANModel or None, gan description)."""
     clf = as_classifier(classifier, device=device) if classifier is not None else None
     model = gan_desc = None
     if gan is not None:
-        model = as_medxgan(gan, classifier=clf, device=device, inversion=inversion)
+        model = as_medxgan(gan, classifier=clf, device=device, inversion=inversion, minimal_mask=minimal_mask)
         gan_desc = str(model.run_path) if model.run_path is not None else type(gan).__name__
         if clf is None:
             clf = model.classifier
@@ -154,35 +152,10 @@ def evaluate(
     gan: Any = None,
     methods: Sequence[str] | None = None,
     n: int | None = None,
+    config: EvaluateConfig | None = None,
     *,
-    split: str | None = "test",
-    subset: str = "pred-pos",
-    noise_sigmas: Sequence[float] = DEFAULT_NOISE_SIGMAS,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    seed: int = 0,
-    device: str | torch.device = "auto",
-    batch_size: int = 8,
-    size: int | None = None,
-    channels: int | None = None,
-    positive: Any = None,
-    negative: Any = None,
-    csv: str | os.PathLike | None = None,
-    skip_bad: bool = False,
-    max_sensitivity: bool = True,
-    max_sensitivity_n: int | None = 20,
-    max_sensitivity_radius: float = 0.02,
-    max_sensitivity_samples: int = 10,
-    n_resamples: int = 1000,
-    inversion: dict[str, Any] | None = None,
     explainers: Sequence[Any] | None = None,
-    save_maps: bool = True,
-    overwrite: bool = False,
-    show_progress: bool = True,
-    sanity: bool = False,
-    sanity_n: int = 10,
-    implementation: str = "batched",
-    noisy_inversion: dict[str, Any] | None = None,
-    gradcam_layer: str | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Run the benchmark and write ``out`` (see the module docstring). Returns the results dict
     (the content of ``results.json`` plus ``"run": {"computed", "skipped"}`` pair counts).
@@ -195,67 +168,37 @@ def evaluate(
         methods: registry names (:data:`medxgan.explain.baselines.EXPLAINERS`); default all
             (medXGAN ones only with ``gan``).
         n: at most this many images (after the seeded shuffle); None = all of ``subset``.
-        split: dataset split (None = every image). subset: one of :data:`SUBSETS`.
-        noise_sigmas: Gaussian noise levels for robustness ([-1, 1] units); empty = skip.
-        fractions: deletion fractions. seed: selection order, noise, bootstrap.
-        size / channels: load images at this size / channel count (default: the GAN's with ``gan``,
-            else the data's own).
-        positive / negative / csv / skip_bad: passed to :func:`medxgan.data.load_dataset`.
-        max_sensitivity*: Captum max-sensitivity on the first ``max_sensitivity_n`` images (None = all).
-        inversion: options for the GAN inversion (``medxgan.gan.inversion.invert``) when ``gan`` is a path.
+        config: the settings (:class:`~medxgan.evaluate.config.EvaluateConfig`: split, subset, noise levels,
+            deletion fractions, seed, device, batch size, max-sensitivity, bootstrap, inversion, sanity,
+            implementation, noisy_inversion, gradcam_layer, ...); keyword ``options`` override single fields
+            (``evaluate(data, out, gan=run, n_resamples=200)``).
         explainers: ready Explainer instances to use instead of ``methods`` (names must be unique).
-        overwrite: start afresh even if ``out`` holds a run with other settings.
-        sanity: add ``results["sanity"]``: cascading model-parameter randomisation of the classifier on the
-            first ``sanity_n`` evaluated images (:mod:`medxgan.evaluate.sanity`). ``results["realism"]``
-            (counterfactual realism / minimality, :mod:`medxgan.evaluate.realism`) is added whenever there are
-            saved counterfactuals and an oracle (:mod:`medxgan.evaluate.review`).
-        implementation: ``"batched"`` (default) or ``"reference"``: the per-image loops the batched code is
-            tested against (same rows within floating-point batching differences; :mod:`medxgan.evaluate.pairs`).
-        noisy_inversion: off by default (None: every noisy copy of the robustness metrics and every perturbed
-            copy of max-sensitivity is inverted like any image). ``{"start": "clean", "steps": 50}``: those copies
-            start from their clean image's codes and run the given inversion options instead (keys
-            :data:`medxgan.evaluate.pairs.NOISY_INVERSION_KEYS`). Faster, but it CHANGES the medXGAN methods'
-            robustness and sensitivity numbers (not a floating-point effect: it measures how stable the
-            explanation is given the clean solution, which favours medXGAN); recorded in run.json and the notes.
-        gradcam_layer: Grad-CAM's target layer by name (``classifier.model.named_modules()``); default: the last
-            block's output (:func:`medxgan.classifiers.architectures.find_gradcam_layer`). The layer used is in
-            ``results["config"]["gradcam_layer"]`` and the notes.
+
+    ``results["sanity"]`` (with ``sanity``): cascading model-parameter randomisation of the classifier on the
+    first ``sanity_n`` evaluated images (:mod:`medxgan.evaluate.sanity`). ``results["realism"]`` (counterfactual
+    realism / minimality, :mod:`medxgan.evaluate.realism`) is added whenever there are saved counterfactuals and
+    an oracle (:mod:`medxgan.evaluate.review`). ``noisy_inversion`` (off by default) CHANGES the medXGAN methods'
+    robustness and sensitivity numbers (it measures how stable the explanation is given the clean solution);
+    it is recorded in run.json and the notes.
     """
     t_start = time.perf_counter()
-    check_args(n=n, batch_size=batch_size, seed=seed, size=size, fractions=list(fractions), noise_sigmas=list(noise_sigmas) or None,
-               max_sensitivity_n=max_sensitivity_n, sanity_n=sanity_n)
-    if implementation not in IMPLEMENTATIONS:
-        raise MedxganError(f"implementation {implementation!r}: choose {' or '.join(IMPLEMENTATIONS)}", arg="implementation")
-    noisy_inversion = check_noisy_inversion(noisy_inversion)
-    if noisy_inversion and implementation == "reference":
-        raise MedxganError("noisy_inversion: the reference implementation has no such option (today's behaviour)", arg="noisy_inversion")
-    if subset not in SUBSETS:
-        raise MedxganError(f"subset {subset}: unknown (choose from {', '.join(SUBSETS)})", arg="subset")
-    sigmas = [float(s) for s in noise_sigmas]
-    if any(not (s > 0) for s in sigmas):
-        raise MedxganError(f"noise_sigmas {' '.join(map(str, noise_sigmas))}: every sigma must be > 0", arg="noise_sigmas")
-    if n is not None and n < 1:
-        raise MedxganError(f"n {n}: must be >= 1", arg="n")
-    if batch_size < 1:
-        raise MedxganError(f"batch_size {batch_size}: must be >= 1", arg="batch_size")
-    fractions = [float(f) for f in fractions]
-    dev = pick_device(device) if not isinstance(device, torch.device) else device
+    cfg = (config or EvaluateConfig()).replace(**options).checked(n)
+    dev = pick_device(cfg.device) if not isinstance(cfg.device, torch.device) else cfg.device
     data_root, out = Path(data), Path(out)
     notes: list[str] = []
 
-    clf, model, gan_desc = _load_models(classifier, gan, dev, inversion)
-    size, channels, inversion_used, inversion_encoder = _gan_settings(model, size, channels, inversion, notes)
-    exps = _explainers(explainers, methods, clf, model, batch_size, notes, gradcam_layer)
+    clf, model, gan_desc = _load_models(classifier, gan, dev, cfg.inversion, cfg.minimal_mask)
+    size, channels, inversion_used, inversion_encoder = _gan_settings(model, cfg.size, cfg.channels, cfg.inversion, notes)
+    exps = _explainers(explainers, methods, clf, model, cfg.batch_size, notes, cfg.gradcam_layer)
     oracle = getattr(model, "oracle", None) if model is not None else None
 
-    ds = load_dataset(data_root, split=split, size=size, channels=channels, positive=positive, negative=negative, csv=csv,
-                      skip_bad=skip_bad)
-    sel = select_images(ds, clf, dev, data_root, split=split, subset=subset, n=n, seed=seed)
+    ds = load_dataset(data_root, split=cfg.split, size=size, channels=channels, positive=cfg.positive, negative=cfg.negative,
+                      csv=cfg.csv, skip_bad=cfg.skip_bad)
+    sel = select_images(ds, clf, dev, data_root, split=cfg.split, subset=cfg.subset, n=n, seed=cfg.seed)
     # a classifier that calls every scan of a mixed set one class is decoded or targeted wrongly: warn and record it
     clf_check = prediction_check(sel.probs, sel.labels, f"the {len(sel.labels)} scans of {data_root}", getattr(clf, "name", "classifier"))
     if clf_check["one_class"]:
         notes.append(f"WARNING: {clf_check['warning']}")
-    h, w = sel.images.shape[-2:]
     if sel.twins is not None and explainers is None:  # phantoms with lesion-free twins: the ground-truth row
         exps.append(TwinEffect(clf, sel.images, sel.twins, sel.has_twin))
         notes.append("twin: the ground truth, |x - twin| with the lesion-free twin of each positive (phantom data); "
@@ -263,42 +206,18 @@ def evaluate(
     method_names = [e.name for e in exps]
     gradcam_used = _resolve_gradcam(exps, sel.images, notes)
     if hasattr(clf, "check_finite") and len(sel.images):  # before anything is written: NaN scores / no gradient in one line
-        clf.check_finite(sel.images[:batch_size].to(dev), "the images to evaluate", grad=any(m not in ("occlusion", "twin") for m in method_names))
+        clf.check_finite(sel.images[:cfg.batch_size].to(dev), "the images to evaluate", grad=any(m not in ("occlusion", "twin") for m in method_names))
 
     # -- the result store: settings that must not change between resumed runs, finished pairs
-    fixed = clean_json({
-        "data": str(data_root.resolve()), "split": split, "subset": subset, "size": [int(h), int(w)], "channels": int(sel.images.shape[1]),
-        "classifier_fingerprint": getattr(clf, "fingerprint", None),
-        "gan_fingerprint": fingerprint_module(model.generator) if model is not None else None,
-        "seed": int(seed), "noise_sigmas": sigmas, "fractions": fractions,
-        "max_sensitivity": {"on": bool(max_sensitivity), "radius": max_sensitivity_radius, "samples": max_sensitivity_samples},
-        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
-        **({"noisy_inversion": noisy_inversion} if noisy_inversion else {}),
-        **({"gradcam_layer": gradcam_used} if gradcam_used else {}),
-    })
-    store = ResultStore(out).open(fixed, overwrite)
-    config = clean_json({
-        "data": str(data_root), "split": split, "subset": subset, "n": n, "n_selected": len(sel.selected),
-        "classifier": str(classifier) if classifier is not None and not isinstance(classifier, torch.nn.Module) else getattr(clf, "name", "classifier"),
-        "classifier_fingerprint": getattr(clf, "fingerprint", None), "gan": gan_desc,
-        "oracle": oracle is not None, "methods": method_names, "noise_sigmas": sigmas, "fractions": fractions,
-        "seed": seed, "device": str(dev), "batch_size": batch_size, "image_size": [int(h), int(w)],
-        "channels": int(sel.images.shape[1]), "max_sensitivity": bool(max_sensitivity),
-        "max_sensitivity_n": max_sensitivity_n, "max_sensitivity_radius": max_sensitivity_radius,
-        "max_sensitivity_samples": max_sensitivity_samples, "n_resamples": n_resamples,
-        "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": sel.markers is not None,
-        "inversion": inversion_used, "inversion_encoder": inversion_encoder,
-        "sanity": bool(sanity), "sanity_n": int(sanity_n), "noisy_inversion": noisy_inversion,
-        "classifier_check": clf_check, "gradcam_layer": gradcam_used, "classifier_target": clf.target_description() if hasattr(clf, "target_description") else None,
-    })
+    models = dict(classifier=classifier, clf=clf, model=model, gan_desc=gan_desc, oracle=oracle, inversion=inversion_used,
+                  inversion_encoder=inversion_encoder, gradcam=gradcam_used)
+    store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite)
+    record = _config_record(cfg, data_root, n, sel, method_names, dev, models, clf_check)
 
     # -- the method loop: chunks of images, every method, only the missing pairs
-    ms_limit = len(sel.selected) if max_sensitivity_n is None else min(len(sel.selected), int(max_sensitivity_n))
-    computed = _run_methods(exps, sel, store, clf=clf, oracle=oracle, dev=dev, batch_size=batch_size, sigmas=sigmas,
-                            fractions=fractions, seed=seed, ms_positions=set(range(ms_limit)) if max_sensitivity else set(),
-                            ms_kw=dict(radius=max_sensitivity_radius, n_perturb=max_sensitivity_samples),
-                            maps_out=out if save_maps else None, show_progress=show_progress,
-                            pairs_fn=IMPLEMENTATIONS[implementation], pairs_kw={"noisy_inversion": noisy_inversion} if noisy_inversion else {})
+    ms_limit = len(sel.selected) if cfg.max_sensitivity_n is None else min(len(sel.selected), int(cfg.max_sensitivity_n))
+    computed = _run_methods(exps, sel, store, clf=clf, oracle=oracle, dev=dev, cfg=cfg, ms_positions=set(range(ms_limit)) if cfg.max_sensitivity else set(),
+                            maps_out=out if cfg.save_maps else None)
     if store.world > 1:  # merge the shards into one output on rank 0
         computed = int(sum(dist.all_gather_object(computed)))
         dist.barrier()
@@ -307,19 +226,57 @@ def evaluate(
         store.merge()
 
     # -- aggregation (always from the file's rows of the current selection) and the output files
-    results = _results(store.rows(), sel, exps, config, notes, n_resamples=n_resamples, seed=seed, ms_limit=ms_limit,
+    results = _results(store.rows(), sel, exps, record, notes, n_resamples=cfg.n_resamples, seed=cfg.seed, ms_limit=ms_limit,
                        computed=computed, wall_s=time.perf_counter() - t_start)
-    results.update(review_sections(out, results, sel, exps, clf, oracle, sanity=sanity, sanity_n=sanity_n, seed=seed,
-                                   n_resamples=n_resamples, save_maps=save_maps))
+    results.update(review_sections(out, results, sel, exps, clf, oracle, sanity=cfg.sanity, sanity_n=cfg.sanity_n, seed=cfg.seed,
+                                   n_resamples=cfg.n_resamples, save_maps=cfg.save_maps))
     _write_results(out, results)
     return results
+
+
+def _fixed_settings(cfg: EvaluateConfig, data_root: Path, sel: Selection, models: dict[str, Any]) -> dict[str, Any]:
+    """What run.json records: the settings that must not change between resumed runs."""
+    h, w = sel.images.shape[-2:]
+    model = models["model"]
+    return clean_json({
+        "data": str(data_root.resolve()), "split": cfg.split, "subset": cfg.subset, "size": [int(h), int(w)], "channels": int(sel.images.shape[1]),
+        "classifier_fingerprint": getattr(models["clf"], "fingerprint", None),
+        "gan_fingerprint": fingerprint_module(model.generator) if model is not None else None,
+        "seed": int(cfg.seed), "noise_sigmas": list(cfg.noise_sigmas), "fractions": list(cfg.fractions),
+        "max_sensitivity": {"on": bool(cfg.max_sensitivity), "radius": cfg.max_sensitivity_radius, "samples": cfg.max_sensitivity_samples},
+        "inversion": models["inversion"], "inversion_encoder": models["inversion_encoder"],
+        **({"noisy_inversion": cfg.noisy_inversion} if cfg.noisy_inversion else {}),
+        **({"gradcam_layer": models["gradcam"]} if models["gradcam"] else {}),
+    })
+
+
+def _config_record(cfg: EvaluateConfig, data_root: Path, n: int | None, sel: Selection, method_names: list[str], dev: torch.device,
+                   models: dict[str, Any], clf_check: dict[str, Any]) -> dict[str, Any]:
+    """What results.json records as ``config``."""
+    h, w = sel.images.shape[-2:]
+    classifier, clf = models["classifier"], models["clf"]
+    return clean_json({
+        "data": str(data_root), "split": cfg.split, "subset": cfg.subset, "n": n, "n_selected": len(sel.selected),
+        "classifier": str(classifier) if classifier is not None and not isinstance(classifier, torch.nn.Module) else getattr(clf, "name", "classifier"),
+        "classifier_fingerprint": getattr(clf, "fingerprint", None), "gan": models["gan_desc"],
+        "oracle": models["oracle"] is not None, "methods": method_names, "noise_sigmas": list(cfg.noise_sigmas), "fractions": list(cfg.fractions),
+        "seed": cfg.seed, "device": str(dev), "batch_size": cfg.batch_size, "image_size": [int(h), int(w)],
+        "channels": int(sel.images.shape[1]), "max_sensitivity": bool(cfg.max_sensitivity),
+        "max_sensitivity_n": cfg.max_sensitivity_n, "max_sensitivity_radius": cfg.max_sensitivity_radius,
+        "max_sensitivity_samples": cfg.max_sensitivity_samples, "n_resamples": cfg.n_resamples,
+        "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": sel.markers is not None,
+        "inversion": models["inversion"], "inversion_encoder": models["inversion_encoder"],
+        "sanity": bool(cfg.sanity), "sanity_n": int(cfg.sanity_n), "noisy_inversion": cfg.noisy_inversion,
+        "classifier_check": clf_check, "gradcam_layer": models["gradcam"],
+        "classifier_target": clf.target_description() if hasattr(clf, "target_description") else None,
+    })
 
 
 def _gan_settings(model: Any, size: int | None, channels: int | None, inversion: dict | None,
                   notes: list[str]) -> tuple[int | None, int | None, dict | None, str | None]:
     """(size, channels, effective inversion settings, encoder kind): the GAN's own size and channels."""
-    if model is None:
-        return size, channels, inversion, None
+    if model is None:  # nothing is inverted: the options given are recorded as given
+        return size, channels, inversion.changes() if hasattr(inversion, "changes") else inversion, None
     if (size is not None and int(size) != int(model.size)) or (channels is not None and int(channels) != int(model.channels)):
         raise MedxganError(f"size/channels: the GAN works on {model.size} px, {model.channels} channel(s); "
                            f"got size {size}, channels {channels} (leave them out)", arg=("size", "channels"))
@@ -364,14 +321,16 @@ def _resolve_gradcam(exps: list[Any], images: torch.Tensor, notes: list[str]) ->
     return None
 
 
-def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: Any, oracle: Any, dev: torch.device, batch_size: int,
-                 sigmas: list[float], fractions: list[float], seed: int, ms_positions: set[int], ms_kw: dict[str, Any],
-                 maps_out: Path | None, show_progress: bool, pairs_fn: Any = None, pairs_kw: dict[str, Any] | None = None) -> int:
+def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: Any, oracle: Any, dev: torch.device, cfg: EvaluateConfig,
+                 ms_positions: set[int], maps_out: Path | None) -> int:
     """Every method on every chunk of selected images whose (image, method) pair is not done yet; rows go
     to the store as soon as a chunk is explained. Under torchrun each rank takes every world-th chunk.
-    Returns the number of pairs computed here. ``pairs_fn``: the rows of one chunk for one method
-    (:func:`medxgan.evaluate.pairs.evaluate_pairs`, or its reference implementation)."""
-    pairs_fn = pairs_fn or IMPLEMENTATIONS["batched"]
+    Returns the number of pairs computed here. ``cfg.implementation`` picks the function that computes the rows
+    of one chunk for one method (:func:`medxgan.evaluate.pairs.evaluate_pairs`, or its reference implementation)."""
+    pairs_fn = IMPLEMENTATIONS[cfg.implementation]
+    pairs_kw = {"noisy_inversion": cfg.noisy_inversion} if cfg.noisy_inversion else {}
+    ms_kw = dict(radius=cfg.max_sensitivity_radius, n_perturb=cfg.max_sensitivity_samples)
+    batch_size = cfg.batch_size
     ids = sel.ids
     pos_of = {idx: k for k, idx in enumerate(sel.selected)}
     chunks = [sel.selected[i : i + batch_size] for i in range(0, len(sel.selected), batch_size)][store.rank :: store.world]
@@ -379,7 +338,7 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
     computed = 0
     prob_fn = lambda xb: clf.prob(xb.to(dev))  # noqa: E731
     written_inputs: set[str] = set()
-    bar = progress(total=total, desc="evaluate" if store.world == 1 else f"evaluate (rank {store.rank})", disable=not show_progress)
+    bar = progress(total=total, desc="evaluate" if store.world == 1 else f"evaluate (rank {store.rank})", disable=not cfg.show_progress)
     with store.writer() as writer:
         for chunk in chunks:
             for ex in exps:
@@ -389,9 +348,9 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
                 bar.set_postfix_str(ex.name)
                 rows = pairs_fn(
                     ex, todo, images=sel.images, masks=sel.masks, has_mask=sel.has_mask, slice_of=sel.slice_of, labels=sel.labels,
-                    probs=sel.probs, ids=ids, rels=sel.rels, markers=sel.markers, sigmas=sigmas, fractions=fractions, seed=seed,
+                    probs=sel.probs, ids=ids, rels=sel.rels, markers=sel.markers, sigmas=list(cfg.noise_sigmas), fractions=list(cfg.fractions), seed=cfg.seed,
                     prob_fn=prob_fn, oracle=oracle, dev=dev, ms_todo={i for i in todo if pos_of[i] in ms_positions}, ms_kw=ms_kw,
-                    out=maps_out, written_inputs=written_inputs, twins=sel.twins, has_twin=sel.has_twin, **(pairs_kw or {}),
+                    out=maps_out, written_inputs=written_inputs, twins=sel.twins, has_twin=sel.has_twin, **pairs_kw,
                 )
                 writer.write(rows)
                 computed += len(rows)
