@@ -96,12 +96,20 @@ def test_resume_with_other_settings_names_each_difference(tmp_path):
 def test_temp_files_of_a_killed_write_are_removed(tmp_path):
     _run(tmp_path / "r", 2)
     run = RunDir(tmp_path / "r")
-    junk = [run.path / ".config.json.abc123.tmp", run.checkpoint_root / ".tmp_step_xyz", run.path / ".classifier.k2j3"]
+    junk = [run.path / ".medxgan-tmp-config.json.abc123.tmp", run.checkpoint_root / ".medxgan-tmp-step_xyz",
+            run.path / ".medxgan-tmp-classifier.k2j3"]
     junk[0].write_text("half")
     junk[1].mkdir()
     junk[2].mkdir()
+    # names the project never writes (a user's backup, draft) are not temp files, whatever they look like (issue 33)
+    users = [run.path / ".config.json.abc123.tmp", run.path / ".backup.v2", run.path / ".draft.notes.tmp"]
+    users[0].write_text("mine")
+    users[1].mkdir()
+    (users[1] / "keep.txt").write_text("mine")
+    users[2].write_text("mine")
     _run(tmp_path / "r", 3, resume=True)
     assert not any(p.exists() for p in junk)
+    assert all(p.exists() for p in users) and (users[1] / "keep.txt").read_text() == "mine"
     assert remove_temp_files(run.path) == []
 
 

@@ -177,8 +177,15 @@ def test_existing_out_and_interrupted_runs(tmp_path, monkeypatch):
     with pytest.raises(MedxganError, match="out"):
         synthesize("brain-mri", out, n=4, show_progress=False)
     assert (out / "keep.txt").exists()
+    # --overwrite replaces only a data set medxgan made (its marker): the user's folder is refused, untouched (issue 33)
+    with pytest.raises(MedxganError, match="--overwrite only acts on a folder medxgan made"):
+        synthesize("brain-mri", out, n=4, overwrite=True, show_progress=False)
+    assert (out / "keep.txt").read_text() == "x"
+    (out / "keep.txt").unlink()
+    synthesize("brain-mri", out, n=4, show_progress=False)
+    (out / "extra.txt").write_text("x")  # a file the user added to a medxgan data set goes with it on --overwrite
     synthesize("brain-mri", out, n=4, overwrite=True, show_progress=False)
-    assert not (out / "keep.txt").exists() and (out / "dataset.json").exists()
+    assert not (out / "extra.txt").exists() and (out / "dataset.json").exists()
 
     calls = []
 

@@ -45,6 +45,7 @@ from typing import Any, Callable
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import resume_or_restart
+from medxgan.runtime.outdir import is_empty, mark, require_ours
 
 __all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
 
@@ -269,7 +270,7 @@ def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[
     dj = out / DEMO_JSON
     old = _read_json(dj) if dj.is_file() else None
     if old is None:
-        if out.is_dir() and any(out.iterdir()) and not restart:
+        if not is_empty(out) and not restart:
             raise MedxganError(f"out {out}: not empty and not a demo directory (no {DEMO_JSON}); choose another --out", arg="out")
         return None
     old_settings = {**_ADDED_SETTINGS, **(old.get("settings") or {})}
@@ -317,10 +318,12 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     settings = {**cfg.to_dict(), "seed": int(seed)}
     old = _check_settings(out, settings, restart)
     if old is None and restart:
+        require_ours(out, "out", "--restart", kind="demo")  # --restart discards only a demo medxgan made (its marker), never a user's folder
         _wipe(out)
     dev = pick_device(device)
     t_all = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
+    if is_empty(out):
+        mark(out, "demo")
     paths = {"data": out / "data", "classifier": out / "classifier", "gan": out / "gan", "encoder": out / "gan" / "encoder", "eval": out / "eval",
              "frames": out / "eval" / "frames", "report": out / "report" / "index.html"}
     stages: dict[str, dict[str, Any]] = dict((old or {}).get("stages") or {})

@@ -25,11 +25,12 @@ from medxgan.data import collect_image_files, load_image_tensor
 from medxgan.explain.lig import DEFAULT_TOL
 from medxgan.explain.model import ExplanationResult, MedXGANModel, as_medxgan
 from medxgan.report.explanation import OUTPUT_FILES, write_explanation
-from medxgan.report.gallery import write_gallery
+from medxgan.report.gallery import GALLERY_FILE, write_gallery
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json, to_jsonable
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import remove_temp_files
+from medxgan.runtime.outdir import is_empty, mark, temp_name
 from medxgan.runtime.progress import progress
 
 __all__ = ["MedXGAN", "ExplanationResult", "OUTPUT_FILES", "as_medxgan", "write_explanation"]
@@ -91,7 +92,9 @@ class MedXGAN(MedXGANModel):
         # resumable: each image folder is written whole or not at all (temp folder + rename); a batch whose
         # folders are all complete with the same settings is skipped (a killed run continues where it stopped)
         if rank == 0:
-            remove_temp_files(out_dir)
+            if is_empty(out_dir):  # a folder this call creates: medxgan's (runtime.outdir)
+                mark(out_dir, "explain")
+            remove_temp_files(out_dir)  # only the project's temp names, only in a marked folder
         dist.barrier()
         key = self._resume_key(batch_size, world, explain_kwargs)
         chunks = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
@@ -163,12 +166,16 @@ def _write_whole(res: ExplanationResult, out_dir: Path, name: str, source: Path,
     import shutil
 
     final = out_dir / name
-    tmp = out_dir / f".tmp_explain_{name}"
+    tmp = out_dir / temp_name(f"explain-{name}")
     shutil.rmtree(tmp, ignore_errors=True)
-    record = write_explanation(res, tmp, source=source, name=name)
-    record.update(name=name, dir=str(final), resume={"key": key, "source": _source_id(source)})
-    atomic_write_json(tmp / OUTPUT_FILES["json"], record)
-    atomic_replace_dir(tmp, final)
+    try:
+        record = write_explanation(res, tmp, source=source, name=name)
+        record.update(name=name, dir=str(final), resume={"key": key, "source": _source_id(source)})
+        atomic_write_json(tmp / OUTPUT_FILES["json"], record)
+        atomic_replace_dir(tmp, final)
+    except BaseException:  # a failed write leaves no temp folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return record
 
 
@@ -210,14 +217,25 @@ def _mean(values: list[float]) -> float | None:
     return float(sum(values) / len(values)) if values else None
 
 
+# names in an explain folder that are not an image's folder
+_RESERVED_NAMES = {"summary.json", GALLERY_FILE.lower()}
+
+
 def _unique_names(files: Sequence[Path]) -> list[str]:
-    """Output folder per input: the file stem (sanitised), with -2, -3, ... for repeated stems."""
-    names, seen = [], {}
+    """Output folder per input: the file stem (sanitised; leading dots dropped, so ``..png`` is "image" and
+    no name is hidden or a path step), with -2, -3, ... for repeated stems. Unique against every name
+    already given (``x``, ``x``, ``x-2`` -> ``x``, ``x-2``, ``x-2-2``), compared case-insensitively (a
+    case-insensitive file system would merge ``X`` and ``x``), never a name the folder uses itself."""
+    names: list[str] = []
+    taken = set(_RESERVED_NAMES)
     for f in files:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f).stem) or "image"
-        n = seen.get(stem, 0) + 1
-        seen[stem] = n
-        names.append(stem if n == 1 else f"{stem}-{n}")
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f).stem).lstrip(".") or "image"
+        name, n = stem, 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{stem}-{n}"
+        taken.add(name.lower())
+        names.append(name)
     return names
 
 

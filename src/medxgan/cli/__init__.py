@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.version import __version__
@@ -140,6 +140,40 @@ def check_options(args: argparse.Namespace) -> None:
         check_writable_dir(values["out"], "out")
 
 
+# files an older medxgan wrote in the --out of each command (its folders have no marker yet): such a folder is
+# still this command's to continue; any other non-empty folder without the marker is refused (runtime.outdir)
+_LEGACY_OUT = {"train-classifier": ("config.json",), "train": ("config.json",), "explain": ("summary.json",),
+               "evaluate": ("run.json",), "demo": ("demo.json",), "translate": ("config.json", "results.json")}
+_CLAIMED = ("train-classifier", "train", "explain", "evaluate", "demo", "synth", "translate")
+
+
+def _claim_out(args: argparse.Namespace) -> tuple[str, Any] | None:
+    """The command's --out as its output folder: marked when new, locked for the command's lifetime (one
+    writer per folder), refused when it is someone else's (runtime.outdir.claim_out). Rank 0 only."""
+    from medxgan.runtime.outdir import check_out_not_input, claim_out
+
+    out = getattr(args, "out", None)
+    if args.command not in _CLAIMED or not isinstance(out, str) or _rank() != 0:
+        return None
+    if isinstance(getattr(args, "inputs", None), list):  # explain, translate apply: outputs never overwrite inputs
+        check_out_not_input(out, args.inputs)
+    kind = " ".join(str(x) for x in (args.command, getattr(args, "kind", None) or getattr(args, "translate_command", None)) if x)
+    return out, claim_out(out, kind, "out", legacy=_LEGACY_OUT.get(args.command, ()))
+
+
+def _release(claim: tuple[str, Any] | None, failed: bool) -> None:
+    """Unlock the claimed --out; after a failure, a folder the claim created and nothing was written to goes again."""
+    from medxgan.runtime.outdir import release_claim, unlock_out
+
+    if claim is None:
+        return
+    try:
+        release_claim(*claim) if failed else unlock_out(claim[0])
+    except OSError:  # never hide the command's own error behind a failed clean-up
+        if not failed:
+            raise
+
+
 def _show_traceback(args: argparse.Namespace | None) -> bool:
     import os
 
@@ -168,10 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a warning is one line too (Python's default adds the source line that issued it)
     old_format = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *rest, **kw: f"medxgan: warning: {' '.join(str(message).split())}\n"
+    claim = None
     try:
         check_options(args)
+        claim = _claim_out(args)
         result = args.func(args)
+        _release(claim, failed=False)
     except (MedxganError, OSError, MemoryError) as exc:
+        _release(claim, failed=True)
         if _rank() == 0:  # under torchrun every rank hits the same mistake: say it once
             if _show_traceback(args):
                 import traceback
@@ -188,6 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"medxgan: error: {' '.join(line.split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _release(claim, failed=True)
         print("medxgan: interrupted", file=sys.stderr)
         return 130
     finally:

@@ -16,6 +16,7 @@ import torch
 
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
+from medxgan.runtime.outdir import is_empty, mark, require_ours
 from medxgan.runtime.errors import MedxganError
 
 PER_IMAGE = "per_image.jsonl"
@@ -97,6 +98,8 @@ class ResultStore:
         self.done: dict[tuple[str, str], dict] = {}
 
     def open(self, fixed: dict[str, Any], overwrite: bool) -> "ResultStore":
+        if self.rank == 0 and is_empty(self.out):  # a folder this evaluation creates: medxgan's (runtime.outdir)
+            mark(self.out, "evaluate")
         self.out.mkdir(parents=True, exist_ok=True)
         run_json = self.out / RUN_JSON
         if self.rank == 0:  # under torchrun only rank 0 touches the shared files; the others wait below
@@ -109,6 +112,7 @@ class ResultStore:
                     diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
                     raise MedxganError(f"{self.out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")
             if overwrite:
+                require_ours(self.out, "out", "--overwrite", kind="evaluate")  # never clears a folder medxgan did not make
                 for p in (self.per_path, self.out / "results.json", *_shard_files(self.out)):
                     if p.exists():
                         p.unlink()

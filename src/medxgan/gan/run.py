@@ -29,6 +29,7 @@ from medxgan.classifiers import as_classifier, load_classifier, load_recorded_cl
 from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.networks import Generator, build_discriminator, build_generator
 from medxgan.runtime.atomic import atomic_replace_dir
+from medxgan.runtime.outdir import TEMP_PREFIX
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir
@@ -93,7 +94,7 @@ def copy_into_run(src: str | None, dst: Path) -> str | None:
     if s.resolve() == dst.resolve():
         return dst.name
     if s.is_dir():
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", dir=dst.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{dst.name}.", dir=dst.parent))  # the project's temp name (runtime.outdir)
         shutil.rmtree(tmp)
         shutil.copytree(s, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*"))
         atomic_replace_dir(tmp, dst)

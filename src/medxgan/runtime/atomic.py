@@ -13,11 +13,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from medxgan.runtime.outdir import LOCK, TEMP_PREFIX
+
 
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # the project's temp prefix: a sweep after a kill removes it, and nothing of the user's (outdir)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             write(fh)
@@ -83,10 +86,14 @@ def atomic_save_image(path: str | os.PathLike, image: "Any", format: str | None 
 
 
 def atomic_replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike) -> Path:
-    """Move a fully written temporary directory into place (replacing an older one)."""
+    """Move a fully written temporary directory into place (replacing an older one). The lock file of
+    the folder being replaced is carried over as a hard link (the same inode, so the lock holds on)."""
     final_dir = Path(final_dir)
     if final_dir.exists():
-        old = final_dir.with_name(f".{final_dir.name}.old")
+        lock = final_dir / LOCK
+        if lock.exists() and not (Path(tmp_dir) / LOCK).exists():
+            os.link(lock, Path(tmp_dir) / LOCK)
+        old = final_dir.with_name(f"{TEMP_PREFIX}old-{final_dir.name}")
         if old.exists():
             shutil.rmtree(old)
         os.replace(final_dir, old)

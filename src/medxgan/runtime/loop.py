@@ -16,10 +16,12 @@ and the trainer function of each kind reads top to bottom::
     ...write the final weights; run.update_config(status="finished", ...)
 
 The policy (:func:`open_run`): ``resume`` without a checkpoint is an error; an existing run without
-``resume`` is an error (unfinished: how to continue it; finished: choose another --out); a resume whose
+``resume`` is an error (unfinished: how to continue it; finished: choose another --out), except a run
+killed before its first checkpoint (nothing to continue: it starts afresh in place); a resume whose
 recorded settings differ from the given ones is refused naming every difference, except the settings in
 ``may_change`` (steps, epochs, time budget), whose change is recorded in ``config.json`` under
-``resumes``; temp files left by a killed write are removed first.
+``resumes``; temp files left by a killed write are removed first (only the project's ``.medxgan-tmp-*``
+names, only in a folder with medxgan's marker: runtime.outdir).
 
 The loop (:func:`train_loop`) owns the step counter, training time (logging, sampling and checkpoints do
 not count), ``max_minutes`` (every rank stops at the same step), the metrics/sample/checkpoint cadence,
@@ -40,6 +42,7 @@ import torch
 
 from medxgan.runtime.distributed import any_rank
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.outdir import is_empty, is_marked, sweep_temp
 from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import get_rng_state, set_rng_state
@@ -97,18 +100,10 @@ def _due(step: int, every: int) -> bool:
 
 
 def remove_temp_files(path: Path) -> list[Path]:
-    """Delete what a killed atomic write leaves behind in a run directory: ``.NAME.XXXX.tmp`` files,
-    ``.tmp_step_*`` checkpoint folders and ``.NAME.old`` / ``.NAME.XXXX`` folders of a directory copy."""
-    removed: list[Path] = []
-    if not path.is_dir():
-        return removed
-    for p in list(path.rglob(".*")):
-        if not p.exists():
-            continue
-        if (p.is_file() and p.name.endswith(".tmp")) or (p.is_dir() and (p.name.startswith(".tmp_") or p.name.count(".") >= 2)):
-            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)  # ranks may race here
-            removed.append(p)
-    return removed
+    """Delete what a killed atomic write left behind in a run directory: the project's temp names
+    (``.medxgan-tmp-*``: files of an atomic write, checkpoint folders, directory copies), and only in a
+    folder medxgan made (runtime.outdir: nothing is removed from an unmarked folder)."""
+    return sweep_temp(path)
 
 
 def nonfinite_tensors(state: Any, prefix: str = "") -> list[str]:
@@ -143,6 +138,8 @@ def check_start(run: RunDir, *, resume: bool, kind: str, out_arg: str | None = "
         run.read_config(expect_kind=kind)
     elif run.exists() or run.latest_checkpoint() is not None:
         status = run.read_config().get("status") if run.exists() else "running"
+        if run.latest_checkpoint() is None and status != "finished":
+            return  # killed before its first checkpoint: nothing to continue, so the run starts afresh in place
         if status == "finished":
             raise MedxganError(f"{where}: already holds a run ({kind}, finished); {_elsewhere(out_arg)}", arg=out_arg)
         raise MedxganError(f"{where}: already holds a run ({kind}, {status}, not finished); continue it with --resume or "
@@ -208,6 +205,10 @@ def resume_or_restart(path: str | Path) -> bool:
     if run.latest_checkpoint() is not None:
         return True
     if run.path.exists():
+        # never delete a folder medxgan did not make: this one, or the run/demo folder it is a stage of, carries the marker
+        if not (is_marked(run.path) or is_marked(run.path.parent) or is_empty(run.path)):
+            raise MedxganError(f"{run.path}: holds files medxgan did not write (no marker); nothing in it was touched -- "
+                               "move them away to continue")
         shutil.rmtree(run.path)
     return False
 

@@ -24,6 +24,7 @@ import torch
 
 from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json, atomic_write_text
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.outdir import is_empty, mark, temp_name
 from medxgan.runtime.state import load_state, load_weights, save_state, save_weights
 from medxgan.runtime.version import __version__
 
@@ -66,6 +67,8 @@ class RunDir:
 
     def write_config(self, kind: str, **config: Any) -> dict[str, Any]:
         full = {"kind": kind, "medxgan_version": __version__, "torch_version": torch.__version__, **config}
+        if is_empty(self.path):  # a folder this run creates (or an empty one): marked as medxgan's (runtime.outdir)
+            mark(self.path, kind)
         atomic_write_json(self.config_path, full)
         return full
 
@@ -148,7 +151,7 @@ class RunDir:
         """Write the full training state for `step` into a temp dir, rename it into place, prune."""
         self.checkpoint_root.mkdir(parents=True, exist_ok=True)
         final = self.checkpoint_root / f"step_{step:09d}"
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp_step_", dir=self.checkpoint_root))
+        tmp = Path(tempfile.mkdtemp(prefix=temp_name("step_"), dir=self.checkpoint_root))
         try:
             save_state(tmp, {"step": step, **state})
             atomic_replace_dir(tmp, final)

@@ -20,6 +20,7 @@ from medxgan.data.imageio import collect_image_files, probe_image, read_image
 from medxgan.runtime.atomic import atomic_save_image
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.outdir import check_out_not_input
 from medxgan.runtime.progress import progress
 from medxgan.runtime.runs import RunDir
 from medxgan.translate.networks import ResnetGenerator
@@ -134,6 +135,24 @@ def translate(g: torch.nn.Module, x: torch.Tensor, tile: int | None = None, over
     return out / weight
 
 
+# the smallest side the generator takes: padded to a multiple of 4 and halved twice, the residual blocks'
+# reflection padding needs at least 2 pixels (measured: 4 px fails, 5 px -- padded to 8 -- works)
+MIN_SIDE = 5
+
+
+def _check_inputs(files: list[Path], in_ch: int, size: int | None) -> None:
+    """Decode every input once (a truncated file is found here, not after earlier outputs were written),
+    and refuse colour-less fundus photos and images below :data:`MIN_SIDE`."""
+    for f in files:
+        info = probe_image(f)
+        if in_ch == 3 and info.channels != 3:
+            raise MedxganError(f"expects 3-channel colour fundus, got 1 channel: {f}")
+        if size is None and min(info.height, info.width) < MIN_SIDE:
+            raise MedxganError(f"{f}: {info.width}x{info.height} pixels is too small to translate (at least {MIN_SIDE}x{MIN_SIDE}; "
+                               "or give --size to resize it)")
+        read_image(f)  # full decode: some damage only shows here
+
+
 def _out_names(files: list[Path], inputs: Iterable[str | Path]) -> list[str]:
     """Output file names: a file's stem; for files found in a folder, its path relative to that folder."""
     roots = [Path(p) for p in inputs if Path(p).is_dir()]
@@ -146,7 +165,10 @@ def _out_names(files: list[Path], inputs: Iterable[str | Path]) -> list[str]:
                 break
             except ValueError:
                 continue
-        names.append((rel.with_suffix("") if rel is not None else Path(f.stem)).as_posix() + ".png")
+        rel = rel if rel is not None else Path(f.name)
+        base = rel.name[: -len(rel.suffix)] if rel.suffix else rel.name  # by string: Path would fold "..png" into "."
+        folder = "" if rel.parent == Path(".") else rel.parent.as_posix() + "/"
+        names.append(f"{folder}{base}.png")
     return names
 
 
@@ -171,6 +193,7 @@ def apply_translation(
 
 
     inputs = list(inputs)
+    check_out_not_input(out, inputs)  # outputs never overwrite inputs (translate apply DIR --out DIR)
     check_weights(run, weights)  # before reading any image
     files = collect_image_files(inputs)
     if size is not None and (size < 16):
@@ -186,10 +209,7 @@ def apply_translation(
         if n in seen:
             raise MedxganError(f"{f}: would overwrite the output of {seen[n]} ({n}); translate them into separate --out folders")
         seen[n] = f
-    if in_ch == 3:  # fail before translating anything: every fundus photo must be colour
-        for f in files:
-            if probe_image(f).channels != 3:
-                raise MedxganError(f"expects 3-channel colour fundus, got 1 channel: {f}")
+    _check_inputs(files, in_ch, size)  # every input decoded and sized before the first output is written
     out = Path(out)
     written = []
     for f, n in progress(list(zip(files, names)), desc=f"translate {direction}", disable=quiet or None):

@@ -27,6 +27,7 @@ import numpy as np
 
 from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.checks import MAX_SEED, check_image_memory
+from medxgan.runtime.outdir import is_empty, mark, require_ours, temp_name
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.progress import progress
 
@@ -310,17 +311,24 @@ def check_disk_space(out: str | os.PathLike, n: int, size: int) -> None:
 def prepare_out(out: str | os.PathLike, overwrite: bool) -> tuple[Path, Path]:
     """Check ``out`` and create a fresh temporary directory next to it; returns (out, tmp)."""
     out = Path(out)
+    check_synth_out(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / temp_name(f"synth-{out.name}-{os.getpid()}")  # the project's temp name (runtime.outdir)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    mark(tmp, "synth")  # the data set is marked as medxgan's: a later --overwrite may replace it
+    return out, tmp
+
+
+def check_synth_out(out: Path, overwrite: bool) -> None:
+    """``out`` must be new or empty; ``overwrite`` replaces only a data set medxgan made (marked)."""
     if out.exists():
         if not out.is_dir():
             raise MedxganError(f"out: {out} exists and is not a directory")
-        if any(out.iterdir()) and not overwrite:
-            raise MedxganError(f"out: {out} exists and is not empty (pass --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.synth-{os.getpid()}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return out, tmp
+        if not is_empty(out):
+            if not overwrite:
+                raise MedxganError(f"out: {out} exists and is not empty (pass --overwrite to replace it)")
+            require_ours(out, "out", "--overwrite", kind="synth")
 
 
 def finish_out(tmp: Path, out: Path) -> None:

@@ -418,12 +418,15 @@ def _registry_synthesize(
 
     if float(shortcut) != 0.0:
         raise MedxganError("shortcut: not supported by fundus-angio (it has no classifier shortcut marker)", arg="shortcut")
+    from medxgan.data.phantoms.common import check_synth_out
+    from medxgan.runtime.outdir import mark, temp_name
+
     out = Path(out)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise MedxganError(f"out: {out} exists and is not an empty directory (pass --overwrite to replace it)")
+    check_synth_out(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.synth-{os.getpid()}.tmp"
+    tmp = out.parent / temp_name(f"synth-{out.name}-{os.getpid()}")  # the project's temp name (runtime.outdir)
     shutil.rmtree(tmp, ignore_errors=True)
+    mark(tmp, "synth")
     t0 = time.perf_counter()
     try:
         meta = synthesize_fundus_angio(tmp, n=n, size=size, seed=seed, abnormal_frac=abnormal_frac, preview=preview,
