@@ -81,7 +81,9 @@ def test_negative_logit_reference_hand_values():
     clf = wrap_classifier(_Lin(), output="logit1")
     negs = torch.arange(21, dtype=torch.float32).view(21, 1, 1, 1)  # logits -1, 0, ..., 19
     ref = negative_logit_reference(clf, negs, batch_size=4)
-    assert ref == {"negative_logit_q05": pytest.approx(0.0), "negative_logit_median": pytest.approx(9.0), "n_negatives": 21}
+    # float32 tolerances: the quantile of float32 logits lands 1.5e-8 off 0.0 on torch 2.14 (exactly 0.0 on 2.13)
+    f32 = dict(rel=1e-6, abs=1e-6)
+    assert ref == {"negative_logit_q05": pytest.approx(0.0, **f32), "negative_logit_median": pytest.approx(9.0, **f32), "n_negatives": 21}
     assert negative_logit_reference(clf, negs[:0]) == {}
 
 

@@ -109,7 +109,8 @@ def _load_torchscript(path: Path) -> InceptionFeatures:
 
     try:
         with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript; the StyleGAN2-ADA file is one
-            warnings.simplefilter("ignore", DeprecationWarning)
+            # matched by message: torch 2.13 says it as a DeprecationWarning, 2.14 as a FutureWarning
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
             net = torch.jit.load(str(path), map_location="cpu").eval()
     except Exception as exc:
         raise MedxganError(f"inception_weights {path}: not a loadable TorchScript file ({_first_line(exc)})",
