@@ -50,7 +50,11 @@ from medxgan.runtime.outdir import is_empty, mark, require_ours
 __all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
 
 STAGES = ("data", "classifier", "gan", "encoder", "eval", "frames", "report")  # "encoder" only with encoder_steps > 0
-_DOWNSTREAM = {"data": ("classifier", "gan", "eval"), "classifier": ("gan", "eval"), "gan": ("encoder", "eval"), "encoder": ("eval",)}
+_DOWNSTREAM = {"data": ("classifier", "gan", "eval", "cross"), "classifier": ("gan", "eval", "cross"), "gan": ("encoder", "eval", "cross"),
+               "encoder": ("eval", "cross")}
+#: ``DemoConfig.kind`` of the real-anatomy demo (`medxgan demo --real-brain`): Colin27 slices with inserted lesions, and the
+#: "cross" stage: the same classifier and GAN evaluated on ICBM152 slices with inserted lesions (another brain)
+REAL_BRAIN = "real-brain"
 #: settings added after demos were made, at the value that reproduces those demos (an older demo.json lacks them)
 _ADDED_SETTINGS = {"encoder_steps": 0, "encoder_max_minutes": None}
 DEMO_JSON = "demo.json"
@@ -264,6 +268,23 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
     return written
 
 
+# ---- the cross-brain stage of the real-anatomy demo --------------------------------------------
+def _cross_brain(cfg: DemoConfig, paths: dict[str, Path], gan: Any, seed: int, dev: Any, inversion: Any, show_progress: bool) -> None:
+    """ICBM152 slices with inserted lesions (all test; the same lesion and augmentation settings), evaluated with the
+    demo's classifier and GAN exactly as the demo's own test set, plus its own report page (eval-icbm152/report/)."""
+    from medxgan.data.real_anatomy import synth_cross_brain
+    from medxgan.evaluate.runner import evaluate
+    from medxgan.report.html import write_report
+
+    data = paths["cross"].parent / "data-icbm152"
+    if not (data / "dataset.json").is_file():
+        synth_cross_brain(data, n=max(300, 10 * cfg.eval_n), size=cfg.size, seed=seed, show_progress=show_progress)
+    evaluate(data, paths["cross"], gan=gan, methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test",
+             subset="pred-pos", noise_sigmas=cfg.noise_sigmas, seed=seed, device=dev, batch_size=cfg.eval_batch_size,
+             max_sensitivity=False, n_resamples=cfg.n_resamples, inversion=inversion, show_progress=show_progress)
+    write_report(paths["cross"], max_rows=cfg.report_rows)
+
+
 # ---- the demo --------------------------------------------------------------------------------
 def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[str, Any] | None:
     """The earlier demo.json (None for a fresh directory); refuse mismatching settings unless restart."""
@@ -286,7 +307,7 @@ def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[
 
 
 def _wipe(out: Path) -> None:
-    for name in ("data", "classifier", "gan", "eval", "report", DEMO_JSON):
+    for name in ("data", "classifier", "gan", "eval", "report", "data-icbm152", "eval-icbm152", DEMO_JSON):
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -314,6 +335,10 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     cfg = config or (DemoConfig.quick() if quick else DemoConfig.default())
     if not isinstance(cfg.encoder_steps, int) or cfg.encoder_steps < 0:
         raise MedxganError(f"encoder_steps {cfg.encoder_steps!r}: must be an integer >= 0 (0: no encoder stage)", arg="encoder_steps")
+    if cfg.kind == REAL_BRAIN:  # before anything is written: one line saying what to install
+        from medxgan.data.real_anatomy import colin27
+
+        colin27()
     out = Path(out)
     settings = {**cfg.to_dict(), "seed": int(seed)}
     old = _check_settings(out, settings, restart)
@@ -325,7 +350,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     if is_empty(out):
         mark(out, "demo")
     paths = {"data": out / "data", "classifier": out / "classifier", "gan": out / "gan", "encoder": out / "gan" / "encoder", "eval": out / "eval",
-             "frames": out / "eval" / "frames", "report": out / "report" / "index.html"}
+             "frames": out / "eval" / "frames", "report": out / "report" / "index.html", "cross": out / "eval-icbm152"}
     stages: dict[str, dict[str, Any]] = dict((old or {}).get("stages") or {})
     info: dict[str, Any] = {"settings": settings, "mode": cfg.mode, "device": str(dev), "machine": _machine(dev),
                             "paths": {k: str(v) for k, v in paths.items()}, "stages": stages, "total_s": None}
@@ -357,6 +382,11 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
     # 1. data
     def synth() -> None:
+        if cfg.kind == REAL_BRAIN:
+            from medxgan.data.real_anatomy import synth_real_brain
+
+            synth_real_brain(paths["data"], n=cfg.n_images, size=cfg.size, seed=seed, show_progress=show_progress)
+            return
         from medxgan.data.phantoms import synthesize
 
         synthesize(cfg.kind, paths["data"], n=cfg.n_images, size=cfg.size, seed=seed, overwrite=True, show_progress=show_progress)
@@ -421,6 +451,9 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
     run_stage("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), evaluate_all,
               f"explain and evaluate {cfg.eval_n} held-out predicted positives ({'all methods' if not cfg.methods else ', '.join(cfg.methods)})")
+    if cfg.kind == REAL_BRAIN:
+        run_stage("cross", lambda: _eval_done(paths["cross"], cfg.eval_n, cfg.methods), lambda: _cross_brain(cfg, paths, model(), seed, dev,
+                  inversion, show_progress), f"cross-brain: the same classifier and GAN on {cfg.eval_n} ICBM152 positives")
     run_stage("frames", lambda: not _frames_todo(paths["eval"], cfg.report_rows),
               lambda: interpolation_frames(paths["eval"], model(), frames=cfg.frames, rows=cfg.report_rows),
               "latent interpolation frames for the report")

@@ -10,6 +10,8 @@ DEMO_EXAMPLES = """examples:
   medxgan demo                                # ~30 min on 2 CPU cores (minutes on a GPU) -> medxgan-demo/report/index.html
   medxgan demo --quick --out /tmp/demo-quick  # ~5 min; quality traded for time, numbers are not the benchmark
   medxgan demo --out medxgan-demo             # run again: finished stages are reused, an interrupted one continues
+  medxgan demo --real-brain                   # real anatomy: Colin27 with inserted lesions (+ ICBM152 as another brain)
+                                              # -> medxgan-demo-real-brain/ (needs: apt-get install mricron-data)
 
 stages: data (phantoms) -> classifier (paper-cnn) -> gan (medXGAN + its oracle) -> eval (every method) -> report.
 """
@@ -31,7 +33,11 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
         "and write a self-contained HTML report. Re-running with the same --out reuses the finished stages.",
         epilog=DEMO_EXAMPLES, formatter_class=formatter_class,
     )
-    p.add_argument("--out", default="medxgan-demo", metavar="DIR", help="output directory")
+    p.add_argument("--out", default=None, metavar="DIR", help="output directory (default: medxgan-demo, or medxgan-demo-real-brain "
+                   "with --real-brain)")
+    p.add_argument("--real-brain", action="store_true", help="real anatomy instead of phantoms: axial slices of Colin27 (Debian "
+                   "package mricron-data) with inserted lesions, exact masks and lesion-free twins, the same settings as the phantom "
+                   "demo; then the same classifier and GAN evaluated on ICBM152 slices (another brain, from nilearn) with lesions")
     p.add_argument("--quick", action="store_true", help="about 5 minutes on 2 CPU cores: fewer images, epochs, GAN steps and "
                    "evaluated images (numbers are not the benchmark)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, the training and the evaluation")
@@ -66,7 +72,12 @@ def _demo(args: argparse.Namespace) -> int:
     config = None
     if args.encoder_steps is not None:
         config = dataclasses.replace(DemoConfig.quick() if args.quick else DemoConfig.default(), encoder_steps=args.encoder_steps)
-    run_demo(args.out, quick=args.quick, device=args.device, seed=args.seed, restart=args.restart, config=config)
+    if args.real_brain:
+        from medxgan.demo import REAL_BRAIN
+
+        config = dataclasses.replace(config or (DemoConfig.quick() if args.quick else DemoConfig.default()), kind=REAL_BRAIN)
+    out = args.out or ("medxgan-demo-real-brain" if args.real_brain else "medxgan-demo")
+    run_demo(out, quick=args.quick, device=args.device, seed=args.seed, restart=args.restart, config=config)
     return 0
 
 

@@ -13,6 +13,8 @@ Conventions (see also ``docs/CONTRACTS.md``):
   RescaleSlope/RescaleIntercept applied; window from WindowCenter/WindowWidth (first value when
   multi-valued; linear, ``[c - w/2, c + w/2] -> [0, 1]``), else the 0.5-99.5 percentile range;
   MONOCHROME1 inverted (``1 - v``) after windowing; colour DICOM scaled by ``2**BitsStored - 1``.
+* NIfTI (``.nii``/``.nii.gz``, read with nibabel, imported lazily; :mod:`medxgan.data.nifti`): a volume stands
+  for its slices, each addressed as ``file.nii.gz#z=42``; windowed by percentiles of the volume's foreground.
 * Model tensors (:func:`image_to_tensor`, :func:`load_image_tensor`) are ``C x H x W`` in ``[-1, 1]``.
   Resizing: antialiased bilinear (Pillow, per channel, float) for images, nearest neighbour for
   masks; ``size=int`` gives a square (aspect ratio not kept, no crop). ``channels=1`` from RGB uses
@@ -29,17 +31,20 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from medxgan.data.nifti import NIFTI_SUFFIXES, NiftiOptions, expand_volume, is_nifti_name, is_slice_ref
 from medxgan.runtime.errors import MedxganError
 
 PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DICOM_EXTENSIONS = (".dcm",)
-IMAGE_EXTENSIONS = PIL_EXTENSIONS + DICOM_EXTENSIONS
+NIFTI_EXTENSIONS = NIFTI_SUFFIXES
+IMAGE_EXTENSIONS = PIL_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS
 LUMA = np.array([0.2989, 0.5870, 0.1140], dtype=np.float32)
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
-    """True for a supported extension (case-insensitive); does not look inside the file."""
-    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+    """True for a supported extension (case-insensitive; NIfTI volumes and slice references included); does not
+    look inside the file."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS or is_nifti_name(path)
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
@@ -77,6 +82,11 @@ def probe_image(path: str | os.PathLike, verify: bool = True) -> ImageInfo:
     corrupt (truncated PNG, bad CRC). Some damage is only found at decode time by :func:`read_image`.
     """
     p = Path(path)
+    if is_nifti_name(p):
+        from medxgan.data.nifti import slice_shape
+
+        h, w = slice_shape(_single_slice(p))
+        return ImageInfo(h, w, 1)
     if not p.is_file():
         raise MedxganError(f"{p}: file not found")
     if is_dicom(p):
@@ -99,6 +109,25 @@ def probe_image(path: str | os.PathLike, verify: bool = True) -> ImageInfo:
     except Exception as e:
         raise MedxganError(f"{p}: corrupt image file ({type(e).__name__}: {e})") from None
     return ImageInfo(h, w, 1 if mode in _GRAY_MODES else 3)
+
+
+def probe_mask(path: str | os.PathLike, verify: bool = True) -> ImageInfo:
+    """:func:`probe_image` for a mask file (a NIfTI mask slice is read unwindowed, value > 0)."""
+    if is_nifti_name(path):
+        m = read_mask(path)
+        return ImageInfo(m.shape[0], m.shape[1], 1)
+    return probe_image(path, verify=verify)
+
+
+def _single_slice(p: Path) -> Path:
+    """A slice reference as is; a bare volume only when it has a single slice (a 2-D NIfTI image)."""
+    if is_slice_ref(p):
+        return p
+    refs = expand_volume(p, NiftiOptions(min_foreground=0.0))
+    if len(refs) != 1:
+        raise MedxganError(f"{p}: a NIfTI volume of {len(refs)} slices: name one slice ({p.name}#z=INDEX), or give the file to "
+                           "a command that takes folders and files (it then stands for its slices)")
+    return refs[0]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -211,6 +240,10 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     Raises MedxganError naming the file for a missing/unsupported/corrupt file.
     """
     p = Path(path)
+    if is_nifti_name(p):
+        from medxgan.data.nifti import read_slice
+
+        return read_slice(_single_slice(p))
     if not p.is_file():
         raise MedxganError(f"{p}: file not found")
     if is_dicom(p):
@@ -230,7 +263,11 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def read_mask(path: str | os.PathLike) -> np.ndarray:
-    """Read a mask file as ``bool`` ``H x W`` (any channel > 0.5 after scaling to [0, 1])."""
+    """Read a mask file as ``bool`` ``H x W`` (any channel > 0.5 after scaling to [0, 1]; a NIfTI slice: value > 0)."""
+    if is_nifti_name(path):
+        from medxgan.data.nifti import read_mask_slice
+
+        return read_mask_slice(_single_slice(Path(path)))
     a = read_image(path)
     return (a > 0.5).any(axis=2)
 
@@ -325,18 +362,26 @@ def collect_image_files(inputs: str | os.PathLike | Iterable[str | os.PathLike])
     for item in inputs:
         n_inputs += 1
         p = Path(item)
-        if not p.exists():
+        if is_slice_ref(p):
+            from medxgan.data.nifti import split_ref
+
+            if not split_ref(p)[0].is_file():
+                raise MedxganError(f"{p}: no such file ({split_ref(p)[0]})")
+            found = [p]
+        elif not p.exists():
             raise MedxganError(f"{p}: no such file or folder")
-        if p.is_dir():
+        elif p.is_dir():
             found = list_images(p)
             if not found:
                 raise MedxganError(f"{p}: folder contains no images ({', '.join(IMAGE_EXTENSIONS)})")
+        elif is_nifti_name(p):
+            found = expand_volume(p)
         elif is_image_file(p):
             found = [p]
         else:
             raise MedxganError(f"{p}: unsupported image type {p.suffix!r} (supported: {', '.join(IMAGE_EXTENSIONS)})")
         for f in found:
-            key = f.resolve()
+            key = Path(str(f.parent.resolve() / f.name))  # a slice reference's file need not exist as named
             if key not in seen:
                 seen.add(key)
                 out.append(f)
@@ -345,12 +390,16 @@ def collect_image_files(inputs: str | os.PathLike | Iterable[str | os.PathLike])
     return out
 
 
-def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursive, hidden files/folders skipped), sorted by relative path."""
+def list_images(folder: Path, nifti: NiftiOptions | None = None, expand: bool = True) -> list[Path]:
+    """Image files under ``folder`` (recursive, hidden files/folders skipped), sorted by relative path; a NIfTI
+    volume stands for its slice references (``nifti``: which slices; ``expand=False`` keeps the volume file)."""
     found = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in filenames:
             if not name.startswith(".") and is_image_file(name):
                 found.append(Path(dirpath) / name)
-    return sorted(found, key=lambda f: f.relative_to(folder).as_posix())
+    found = sorted(found, key=lambda f: f.relative_to(folder).as_posix())
+    if not expand or not any(is_nifti_name(f) for f in found):
+        return found
+    return [r for f in found for r in (expand_volume(f, nifti) if is_nifti_name(f) else [f])]

@@ -27,6 +27,11 @@ neither list are ignored. Names are matched exactly, then case-insensitively.
 Masks: ``ROOT/masks/<same relative path, any image extension>`` (same stem), checked at index time to
 have the image's size. In a flat layout the folders ``masks`` and ``markers`` (phantom marker masks) are
 not classes. An empty class folder is an error unless its class has images in another selected split.
+
+NIfTI volumes (``.nii``/``.nii.gz``) in a class folder stand for their slices (``vol.nii.gz#z=42``, see
+:mod:`medxgan.data.nifti`; ``dataset.json`` ``{"nifti": {"axis": ..., "frame": ..., "min_foreground": ...}}``
+chooses them); the hash split of a flat layout hashes the volume, so all slices of one volume share a split. A
+mask volume ``masks/<same relative path>.nii.gz`` gives the masks of its slices (voxels > 0).
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from medxgan.data.imageio import IMAGE_EXTENSIONS, ImageInfo, is_image_file, list_images, probe_image
+from medxgan.data.imageio import IMAGE_EXTENSIONS, ImageInfo, is_image_file, list_images, probe_image, probe_mask
+from medxgan.data.nifti import NiftiOptions, is_nifti_name, is_slice_ref, nifti_options_from_meta, nifti_stem, split_ref
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.progress import progress
 
@@ -93,7 +99,10 @@ class DatasetIndex:
 
 
 def hash_split(rel: str) -> str:
-    """Deterministic 70/15/15 train/val/test assignment from the posix path relative to ROOT."""
+    """Deterministic 70/15/15 train/val/test assignment from the posix path relative to ROOT (a NIfTI slice
+    reference hashes its volume: neighbouring slices never land in different splits)."""
+    if is_slice_ref(rel):
+        rel = rel.split("#", 1)[0]
     u = int(hashlib.sha1(rel.encode("utf-8")).hexdigest()[:8], 16) / 2**32
     if u < SPLIT_FRACTIONS[0]:
         return "train"
@@ -200,10 +209,25 @@ def _mask_table(root: Path, folder: str = "masks") -> dict[str, Path]:
     if not mroot.is_dir():
         return {}
     table: dict[str, Path] = {}
-    for f in list_images(mroot):
-        key = PurePosixPath(f.relative_to(mroot).as_posix()).with_suffix("").as_posix()
-        table.setdefault(key, f)
+    for f in list_images(mroot, expand=False):  # a mask volume is keyed by its stem; its slices are found in _lookup
+        table.setdefault(_key(f.relative_to(mroot).as_posix()), f)
     return table
+
+
+def _key(rel: str) -> str:
+    """The relative path without its image suffix (``a/b.png`` -> ``a/b``; ``a/v.nii.gz#z=3`` -> ``a/v#z=3``)."""
+    return nifti_stem(rel) if is_nifti_name(rel) else PurePosixPath(rel).with_suffix("").as_posix()
+
+
+def _lookup(table: dict[str, Path], rel: str) -> Path | None:
+    """The mirror file of ``rel`` (mask or twin); for a NIfTI slice also the same slice of a mirror volume."""
+    key = _key(rel)
+    hit = table.get(key)
+    if hit is None and is_slice_ref(rel):
+        vol = table.get(key.split("#", 1)[0])
+        if vol is not None and is_nifti_name(vol):
+            hit = Path(f"{vol}#{rel.split('#', 1)[1]}")
+    return hit
 
 
 class _Checker:
@@ -226,7 +250,7 @@ class _Checker:
             return False
         if s.mask_path is not None:
             try:
-                mi = probe_image(s.mask_path, verify=self.verify)
+                mi = probe_mask(s.mask_path, verify=self.verify)
                 if (mi.height, mi.width) != (s.info.height, s.info.width):
                     raise MedxganError(
                         f"{s.mask_path}: mask size {mi.height}x{mi.width} (HxW) differs from image {s.path} "
@@ -261,6 +285,30 @@ _NO_INFO = ImageInfo(0, 0, 0)
 
 # ----------------------------------------------------------------------------------------------
 # class-folder layout
+
+
+def _list_class(cdir: Path, nifti: NiftiOptions, skip_bad: bool) -> list[Path]:
+    """The images of a class folder, NIfTI volumes expanded to their slices (an unreadable volume raises, or with
+    ``skip_bad`` is left out with a warning naming it)."""
+    try:
+        return list_images(cdir, nifti)
+    except MedxganError:
+        if not skip_bad:
+            raise
+    from medxgan.data.nifti import expand_volume
+
+    out: list[Path] = []
+    for f in list_images(cdir, expand=False):
+        if not is_nifti_name(f):
+            out.append(f)
+            continue
+        try:
+            out.extend(expand_volume(f, nifti))
+        except MedxganError as e:
+            import warnings
+
+            warnings.warn(f"skipped {e}", stacklevel=4)
+    return out
 
 
 def _split_dirs(root: Path) -> dict[str, list[Path]]:
@@ -299,7 +347,9 @@ def index_folders(root: Path, split=None, positive=None, negative=None, skip_bad
         loose = [f for f in root.iterdir() if f.is_file() and is_image_file(f)]
         hint = " (images must be inside class folders: ROOT/[split/]<class>/...)" if loose else ""
         raise MedxganError(f"{root}: no class folders found{hint}; expected ROOT/[train|val|test/]<class>/*.png|jpg|dcm|...")
-    pos, neg = resolve_mapping(classes, positive, negative, where=str(root), defaults=read_dataset_json(root))
+    meta = read_dataset_json(root)
+    pos, neg = resolve_mapping(classes, positive, negative, where=str(root), defaults=meta)
+    nifti = nifti_options_from_meta(meta, str(root / "dataset.json"))
     masks, twins = _mask_table(root), _mask_table(root, "twins")
     samples: list[Sample] = []
     n_files: dict[str, int] = {}
@@ -308,7 +358,7 @@ def index_folders(root: Path, split=None, positive=None, negative=None, skip_bad
         for cname, cdir in cdirs.items():
             if cname not in pos and cname not in neg:
                 continue
-            files = list_images(cdir)
+            files = _list_class(cdir, nifti, skip_bad)
             n_files[cname] = n_files.get(cname, 0) + len(files)
             if not files:
                 empty.setdefault(cname, []).append(cdir)
@@ -317,10 +367,9 @@ def index_folders(root: Path, split=None, positive=None, negative=None, skip_bad
                 sp = split_name if split_name is not None else hash_split(rel)
                 if split is not None and sp != split:
                     continue
-                key = PurePosixPath(rel).with_suffix("").as_posix()
-                mp = masks.get(key)
+                mp = _lookup(masks, rel)
                 samples.append(Sample(f, rel, int(cname in pos), cname, sp, _NO_INFO, mask_path=mp, has_mask=mp is not None,
-                                      twin_path=twins.get(key)))
+                                      twin_path=_lookup(twins, rel)))
     for cname, dirs in empty.items():  # an empty folder is fine when its class has images in another split
         if n_files.get(cname, 0) == 0:
             raise MedxganError(f"{dirs[0]}: class folder contains no images ({', '.join(IMAGE_EXTENSIONS)})")
@@ -459,7 +508,9 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
         if split is not None and sp != split:
             continue
         f = root / rel
-        if not f.is_file() and not PurePosixPath(rel).suffix:
+        if is_slice_ref(rel) and split_ref(f)[0].is_file():
+            pass  # one slice of a volume: the reference itself is the sample
+        elif not f.is_file() and not PurePosixPath(rel).suffix:
             for ext in IMAGE_EXTENSIONS:
                 for cand in (root / (rel + ext), root / (rel + ext.upper())):
                     if cand.is_file():
@@ -467,14 +518,13 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
                         break
                 if f.is_file():
                     break
-        if not f.is_file():
+        if not f.is_file() and not (is_slice_ref(rel) and split_ref(f)[0].is_file()):
             checker.fail(f, MedxganError(f"{csv_path}, row {rec['row']}: {rel}: file not found under {root}"))
             continue
-        key = PurePosixPath(rel).with_suffix("").as_posix()
-        mp = masks.get(key)
+        mp = _lookup(masks, rel)
         has = bool(rec["boxes"]) or mp is not None or (bool(box_cols) and y == 0)
         samples.append(Sample(f, rel, y, str(lab), sp, _NO_INFO, mask_path=mp, boxes=list(rec["boxes"]), has_mask=has,
-                              twin_path=twins.get(key)))
+                              twin_path=_lookup(twins, rel)))
     samples = _probe_all(samples, checker, f"index {csv_path.name}")
     _finish(root, samples, split, str(csv_path), pos, neg)
     return DatasetIndex(root, samples, pos, neg, checker.skipped, "csv", csv_path, split)
