@@ -43,6 +43,7 @@ from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
 from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.evaluate.twins import twin_agreement, twin_fidelity
+from medxgan.explain.base import NonFiniteMapsError
 from medxgan.explain.counterfactual import image_key
 from medxgan.runtime.atomic import atomic_write_bytes
 
@@ -50,7 +51,7 @@ __all__ = ["evaluate_pairs", "evaluate_pairs_reference", "IMPLEMENTATIONS", "NOI
 
 
 def _is_nonfinite_error(exc: BaseException) -> bool:
-    return isinstance(exc, RuntimeError) and "non-finite" in str(exc)
+    return isinstance(exc, NonFiniteMapsError)
 
 
 def _seed_for(seed: int, image_id: str, salt: int) -> int:

@@ -53,6 +53,7 @@ from torch import nn
 from medxgan.evaluate.localisation import is_constant, score_map
 from medxgan.evaluate.robustness import spearman, ssim
 from medxgan.evaluate.stats import aggregate
+from medxgan.explain.base import NonFiniteMapsError
 from medxgan.runtime.errors import MedxganError
 
 __all__ = ["randomisation_blocks", "randomised", "classifier_based", "model_randomisation", "verdict", "SANITY_THRESHOLD"]
@@ -149,10 +150,8 @@ def _minimal_mask_difference(engine: Any, cf: Any) -> np.ndarray:
 def _safe(fn) -> np.ndarray | None:
     try:
         return fn()
-    except RuntimeError as exc:  # a randomised model may give non-finite maps: that step's maps count as invalid
-        if "non-finite" in str(exc):
-            return None
-        raise
+    except NonFiniteMapsError:  # a randomised model may give non-finite maps: that step's maps count as invalid
+        return None
 
 
 def verdict(curve: list[dict], verdict_blocks: int = 2, threshold: float = SANITY_THRESHOLD) -> tuple[str, str]:

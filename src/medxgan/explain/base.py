@@ -29,6 +29,11 @@ from medxgan.runtime.errors import MedxganError
 _RANGE_TOL = 1e-3
 
 
+class NonFiniteMapsError(RuntimeError):
+    """An explainer returned NaN/inf maps (the evaluation counts those images as invalid instead of stopping).
+    A RuntimeError: it is the method's failure on that input, not a user mistake."""
+
+
 @dataclass
 class Explanation:
     """What :meth:`Explainer.explain` returns.
@@ -133,7 +138,7 @@ class Explainer:
         m = m.detach().float().cpu()
         if not torch.isfinite(m).all():
             bad = int((~torch.isfinite(m)).flatten(1).any(1).sum())
-            raise RuntimeError(f"{self.name}: non-finite values (NaN/inf) in the maps of {bad} image(s)")
+            raise NonFiniteMapsError(f"{self.name}: non-finite values (NaN/inf) in the maps of {bad} image(s)")
         return m
 
     def __repr__(self) -> str:
