@@ -93,9 +93,6 @@ def flagged(exc: MedxganError) -> str:
     return msg
 
 
-_GIVEN: frozenset[str] = frozenset()  # the options written on the current command line (set by main)
-
-
 def _given_options(argv: Sequence[str] | None) -> frozenset[str]:
     """The ``dest`` of every option written on the command line (a default is not "given"): parsed again
     with every default suppressed, so that a resume can tell "left out" from "given, equal to the default"."""
@@ -117,9 +114,10 @@ def _given_options(argv: Sequence[str] | None) -> frozenset[str]:
     return frozenset(vars(ns))
 
 
-def was_given(dest: str) -> bool:
-    """True if option ``dest`` was written on the current command line (not just its default)."""
-    return dest in _GIVEN
+def was_given(args: argparse.Namespace, dest: str) -> bool:
+    """True if option ``dest`` was written on the command line ``args`` came from (not just its default):
+    :func:`main` stores the written options on the namespace itself (``args.given_options``)."""
+    return dest in getattr(args, "given_options", frozenset())
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -130,7 +128,7 @@ def check_options(args: argparse.Namespace) -> None:
 
     from medxgan.runtime.checks import check_args, check_writable_dir
 
-    values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "traceback")}
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "traceback", "given_options")}
     for k, v in values.items():  # no option of any command means anything with nan / inf
         for x in v if isinstance(v, (list, tuple)) else [v]:
             if isinstance(x, float) and not math.isfinite(x):
@@ -194,8 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from medxgan.runtime.progress import set_quiet
 
-    global _GIVEN
-    _GIVEN = _given_options(argv)
+    args.given_options = _given_options(argv)  # travels with args to the command (was_given)
     set_quiet(getattr(args, "quiet", False))
     import warnings
 

@@ -184,6 +184,6 @@ def take_run_settings(args: argparse.Namespace, run_dir: str, dests: dict[str, s
     if not isinstance(stored, dict):
         return
     for dest, key in dests.items():
-        if key in stored and not was_given(dest):
+        if key in stored and not was_given(args, dest):
             value = stored[key]
             setattr(args, dest, (not value) if dest.startswith("no_") else value)

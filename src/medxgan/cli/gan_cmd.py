@@ -119,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
 
         defaults = GanTrainConfig()
         dest = {"preset_overrides": "overrides", "classifier_source": "classifier", "oracle": "no_oracle"}
-        options = {k: v for k, v in options.items() if v != getattr(defaults, k) or was_given(dest.get(k, k))}
+        options = {k: v for k, v in options.items() if v != getattr(defaults, k) or was_given(args, dest.get(k, k))}
     result = train_gan(args.data, classifier, args.out, resume=args.resume, device=device, quiet=args.quiet, **options)
     if not context_from_env().is_main:  # under torchrun rank 0 alone reports
         return 0

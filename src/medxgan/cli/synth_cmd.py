@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-_COMMON = {"command", "func", "traceback", "kind", "out", "n", "size", "seed", "shortcut", "preview", "overwrite", "quiet"}
+_COMMON = {"command", "func", "traceback", "given_options", "kind", "out", "n", "size", "seed", "shortcut", "preview", "overwrite", "quiet"}
 
 _EPILOG = """\
 examples:
