@@ -136,6 +136,7 @@ def check_start(run: RunDir, *, resume: bool, kind: str, out_arg: str | None = "
         if run.latest_checkpoint() is None:
             raise MedxganError(f"resume {run.path}: nothing to resume (no checkpoint); drop --resume to start a new run", arg="resume")
         run.read_config(expect_kind=kind)
+        run.check_latest_checkpoint()  # a corrupt checkpoint is named (with the previous good one) before any data is loaded
     elif run.exists() or run.latest_checkpoint() is not None:
         status = run.read_config().get("status") if run.exists() else "running"
         if run.latest_checkpoint() is None and status != "finished":

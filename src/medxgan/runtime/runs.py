@@ -25,7 +25,7 @@ import torch
 from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json, atomic_write_text
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.outdir import is_empty, mark, temp_name
-from medxgan.runtime.state import load_state, load_weights, save_state, save_weights
+from medxgan.runtime.state import check_state, load_state, load_weights, save_state, save_weights
 from medxgan.runtime.version import __version__
 
 
@@ -163,9 +163,11 @@ class RunDir:
         return final
 
     def list_checkpoints(self) -> list[Path]:
+        """``checkpoints/step_<digits>`` folders, oldest first (other names are not the project's: ignored)."""
         if not self.checkpoint_root.is_dir():
             return []
-        return sorted(p for p in self.checkpoint_root.iterdir() if p.is_dir() and p.name.startswith("step_"))
+        found = [p for p in self.checkpoint_root.iterdir() if p.is_dir() and p.name.startswith("step_") and p.name[5:].isdigit()]
+        return sorted(found, key=lambda p: int(p.name[5:]))
 
     def latest_checkpoint(self) -> Path | None:
         ckpts = self.list_checkpoints()
@@ -176,7 +178,29 @@ class RunDir:
         latest = self.latest_checkpoint()
         return int(latest.name.split("_")[1]) if latest is not None else 0
 
+    def check_latest_checkpoint(self) -> None:
+        """Refuse (one line) a latest checkpoint that cannot be read, naming it and the previous one that can."""
+        ckpts = self.list_checkpoints()
+        if not ckpts:
+            return
+        try:
+            check_state(ckpts[-1])
+        except MedxganError as exc:
+            good = None
+            for older in reversed(ckpts[:-1]):
+                try:
+                    check_state(older)
+                    good = older
+                    break
+                except MedxganError:
+                    continue
+            hint = (f"the previous checkpoint {good} reads fine: move {ckpts[-1]} away to resume from step {int(good.name[5:])}"
+                    if good is not None else "no earlier checkpoint reads either: start the run afresh in another folder")
+            raise MedxganError(f"checkpoint {ckpts[-1]}: corrupt ({exc}); {hint}") from None
+
     def load_checkpoint(self, path: Path | None = None) -> dict[str, Any]:
+        if path is None:
+            self.check_latest_checkpoint()
         path = path or self.latest_checkpoint()
         if path is None:
             raise MedxganError(f"{self.path}: no checkpoint to resume from")

@@ -73,13 +73,48 @@ def save_state(directory: str | os.PathLike, state: dict[str, Any]) -> None:
     atomic_write_text(directory / "state.json", json.dumps(skeleton))
 
 
-def load_state(directory: str | os.PathLike) -> dict[str, Any]:
+def _referenced(obj: Any) -> list[str]:
+    """The tensor keys a skeleton refers to."""
+    if isinstance(obj, dict):
+        if _TENSOR in obj:
+            return [obj[_TENSOR]]
+        return [k for v in obj.values() for k in _referenced(v)]
+    if isinstance(obj, list):
+        return [k for v in obj for k in _referenced(v)]
+    return []
+
+
+def check_state(directory: str | os.PathLike) -> None:
+    """Cheap check of a checkpoint without loading its tensors: state.json is a JSON object, the safetensors
+    header is whole and the file as long as it says, every tensor state.json names is there. MedxganError
+    naming the file and what is wrong."""
+    from safetensors import safe_open
+
     directory = Path(directory)
     try:
         skeleton = json.loads((directory / "state.json").read_text())
-        tensors = load_file(str(directory / "state.safetensors"))
     except (OSError, ValueError) as exc:
-        raise MedxganError(f"{directory}: cannot read checkpoint ({exc})") from None
+        raise MedxganError(f"{directory / 'state.json'}: unreadable ({type(exc).__name__}: {exc})") from None
+    if not isinstance(skeleton, dict):
+        raise MedxganError(f"{directory / 'state.json'}: holds a JSON {type(skeleton).__name__}, not a checkpoint's object")
+    try:
+        with safe_open(str(directory / "state.safetensors"), framework="pt") as fh:
+            keys = set(fh.keys())
+    except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
+        raise MedxganError(f"{directory / 'state.safetensors'}: not a whole safetensors file ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in _referenced(skeleton) if k not in keys]
+    if missing:
+        raise MedxganError(f"{directory / 'state.json'}: names tensor(s) that state.safetensors lacks ({', '.join(missing[:3])})")
+
+
+def load_state(directory: str | os.PathLike) -> dict[str, Any]:
+    directory = Path(directory)
+    check_state(directory)
+    try:
+        skeleton = json.loads((directory / "state.json").read_text())
+        tensors = load_file(str(directory / "state.safetensors"))
+    except Exception as exc:  # OSError, ValueError, safetensors' own errors
+        raise MedxganError(f"{directory}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
     return _unflatten(skeleton, tensors)
 
 
@@ -100,4 +135,4 @@ def load_weights(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise MedxganError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
-__all__ = ["save_state", "load_state", "save_weights", "load_weights", "save_file"]
+__all__ = ["save_state", "load_state", "check_state", "save_weights", "load_weights", "save_file"]

@@ -1,0 +1,155 @@
+"""Reliability, second pass (issue 33), part 2: stored files read back are validated with one line naming
+the file; a corrupt checkpoint names itself and the previous good one; a run killed before its first
+checkpoint can be started again; translate apply checks every input before writing anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import write_dataset
+from PIL import Image
+
+from medxgan.cli import main
+from medxgan.runtime.runs import RunDir
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1 and all(ln in errors or ln.startswith("medxgan: warning:") for ln in lines), err
+    return errors[0]
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A tiny data set, a 2-epoch classifier run and a 2-step GAN run (checkpoints at steps 1 and 2)."""
+    root = tmp_path_factory.mktemp("rel3")
+    write_dataset(root / "data", n_per_class=4, size=64)
+    assert main(["train-classifier", str(root / "data"), "--out", str(root / "clf"), "--epochs", "2", "--batch-size", "4",
+                 "--no-augment"]) == 0
+    assert main(["train", str(root / "data"), "--classifier", str(root / "clf"), "--out", str(root / "gan"), "--preset", "fast",
+                 "--steps", "2", "--batch-size", "4", "--no-oracle", "--ckpt-every", "1", "--monitor-samples", "2", "--quiet"]) == 0
+    return root
+
+
+# ---- corrupt checkpoints on --resume: named, with the previous good one ----------------------------------
+
+
+def _corrupt(ckpt: Path, how: str) -> None:
+    if how == "list":
+        (ckpt / "state.json").write_text("[1, 2]")
+    elif how == "missing-tensor":
+        skel = json.loads((ckpt / "state.json").read_text())
+        skel["extra"] = {"__tensor__": "no.such.tensor"}
+        (ckpt / "state.json").write_text(json.dumps(skel))
+    elif how == "truncated":
+        data = (ckpt / "state.safetensors").read_bytes()
+        (ckpt / "state.safetensors").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["list", "missing-tensor", "truncated"])
+def test_corrupt_latest_checkpoint_names_itself_and_the_previous_good_one(runs, tmp_path, capsys, how):
+    run = tmp_path / "gan"
+    shutil.copytree(runs / "gan", run)
+    ckpts = RunDir(run).list_checkpoints()
+    assert len(ckpts) == 2
+    _corrupt(ckpts[-1], how)
+    before = _snapshot(run)
+    argv = ["train", str(runs / "data"), "--classifier", str(runs / "clf"), "--out", str(run), "--resume", "--steps", "3", "--quiet"]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert f"checkpoint {ckpts[-1]}: corrupt" in line and f"the previous checkpoint {ckpts[0]} reads fine" in line, line
+    assert _snapshot(run) == before
+    shutil.move(str(ckpts[-1]), str(tmp_path / "bad"))  # as the message says: resume from the previous one
+    assert main(argv) == 0
+    assert RunDir(run).load_checkpoint_step() == 3
+
+
+def test_a_step_folder_that_is_not_a_step_is_ignored(runs, tmp_path):
+    run = tmp_path / "clf"
+    shutil.copytree(runs / "clf", run)
+    (run / "checkpoints" / "step_final").mkdir()
+    assert RunDir(run).latest_checkpoint().name == RunDir(runs / "clf").latest_checkpoint().name
+    assert RunDir(run).load_checkpoint_step() == RunDir(runs / "clf").load_checkpoint_step()
+
+
+# ---- a GAN run killed after config.json, before its first checkpoint ----------------------------------
+
+
+def test_gan_run_killed_before_its_first_checkpoint_is_restartable(runs, tmp_path, capsys):
+    run = tmp_path / "gan"
+    shutil.copytree(runs / "gan", run)
+    shutil.rmtree(run / "checkpoints")
+    for f in run.glob("*.safetensors"):
+        f.unlink()
+    RunDir(run).update_config(status="running")
+    argv = ["train", str(runs / "data"), "--classifier", str(runs / "clf"), "--out", str(run), "--preset", "fast", "--steps", "2",
+            "--batch-size", "4", "--no-oracle", "--monitor-samples", "2", "--quiet"]
+    assert main(argv + ["--resume"]) == 2
+    assert "nothing to resume (no checkpoint); drop --resume" in _one_error_line(capsys)
+    assert main(argv) == 0  # nothing to continue: it starts afresh in place
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["status"] == "finished" and (run / "generator.safetensors").is_file()
+
+
+# ---- translate apply: every input checked before the first output is written -------------------------
+
+
+@pytest.fixture(scope="module")
+def fa_run(tmp_path_factory):
+    from medxgan.data.phantoms.fundus import synthesize_fundus_angio
+
+    root = tmp_path_factory.mktemp("fa")
+    synthesize_fundus_angio(root / "data", n=6, size=32, seed=3, abnormal_frac=0.5, test_frac=0.2, preview=False)
+    assert main(["translate", "train", str(root / "data"), "--out", str(root / "run"), "--size", "32", "--ngf", "4", "--ndf", "4",
+                 "--blocks", "1", "--pool-size", "2", "--epochs", "1", "--epochs-decay", "0", "--device", "cpu"]) == 0
+    return root / "run"
+
+
+def _gray(path: Path, side: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((side, side), 90, np.uint8), "L").save(path, format="PNG")
+    return path
+
+
+@pytest.mark.parametrize("side", [1, 4])
+def test_translate_apply_refuses_too_small_inputs_before_writing(fa_run, tmp_path, capsys, side):
+    good, small = _gray(tmp_path / "in" / "good.png", 16), _gray(tmp_path / "in" / "small.png", side)
+    out = tmp_path / "out"
+    assert main(["translate", "apply", str(good), str(small), "--run", str(fa_run), "--direction", "angio2fundus", "--out", str(out),
+                 "--device", "cpu"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{small}: {side}x{side} pixels is too small to translate (at least 5x5" in line
+    assert not out.exists()
+
+
+def test_translate_apply_validates_every_input_before_writing(fa_run, tmp_path, capsys):
+    good = _gray(tmp_path / "in" / "good.png", 16)
+    data = _gray(tmp_path / "in" / "trunc.png", 64).read_bytes()
+    (tmp_path / "in" / "trunc.png").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert main(["translate", "apply", str(good), str(tmp_path / "in" / "trunc.png"), "--run", str(fa_run), "--direction",
+                 "angio2fundus", "--out", str(out), "--device", "cpu"]) == 2
+    assert "trunc.png" in _one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_translate_apply_accepts_dot_names(fa_run, tmp_path):
+    files = [_gray(tmp_path / "in" / n, 16) for n in ("..png", "...png")]
+    out = tmp_path / "out"
+    assert main(["translate", "apply", *map(str, files), "--run", str(fa_run), "--direction", "angio2fundus", "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == ["...png", "..png"]
+    assert Image.open(out / "..png").size == (16, 16)
