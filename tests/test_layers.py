@@ -105,3 +105,18 @@ def test_upward_imports_are_caught(tmp_path):
     assert any("medxgan.translate (translate) imports medxgan.gan" in b for b in bad)
     assert any("medxgan.data (data) imports medxgan.classifiers" in b for b in bad)
     assert any("medxgan.classifiers (classifiers) imports medxgan (__init__)" in b for b in bad)
+
+
+def test_deprecated_gan_alias_needs_no_upward_import_or_patch():
+    """``medxgan.gan.MedXGAN`` (0.1) still resolves, with a DeprecationWarning, to the pipeline's class; the package
+    root no longer sets it on the gan package (no monkey-patch) and gan/ imports nothing above it."""
+    import warnings
+
+    import medxgan.gan as gan_pkg
+    from medxgan.pipeline import MedXGAN
+
+    assert "MedXGAN" not in vars(gan_pkg)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from medxgan.gan import MedXGAN as alias
+    assert alias is MedXGAN and any("deprecated" in str(w.message) for w in caught)

@@ -7,8 +7,11 @@
 
 Latent inversion lives in `medxgan.gan.inversion`. The explanation pipeline sits above this package, in
 `medxgan.pipeline` (`from medxgan import MedXGAN`); gan/ never imports it. `medxgan.gan.MedXGAN` is a
-deprecated alias that the package root sets when `medxgan` is imported.
+deprecated alias (0.1), resolved on use by the module ``__getattr__`` below.
 """
+
+import sys as _sys
+import warnings as _warnings
 
 from medxgan.gan.encoder_train import train_encoder
 from medxgan.gan.networks import Discriminator, Generator, build_discriminator, build_generator, count_parameters, sample_latents
@@ -37,3 +40,14 @@ __all__ = [
     "train_encoder",
 ]
 
+
+
+def __getattr__(name: str):
+    """The deprecated alias ``medxgan.gan.MedXGAN`` (0.1). Not an import (gan/ sits below the pipeline): importing
+    ``medxgan.gan`` runs the package root first, which loads ``medxgan.pipeline``, so the class is already in
+    ``sys.modules`` when the alias is used."""
+    pipeline = _sys.modules.get("medxgan.pipeline") if name == "MedXGAN" else None
+    if pipeline is None or not hasattr(pipeline, "MedXGAN"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    _warnings.warn("medxgan.gan.MedXGAN is deprecated; use `from medxgan import MedXGAN`", DeprecationWarning, stacklevel=2)
+    return pipeline.MedXGAN
