@@ -153,3 +153,29 @@ def test_translate_apply_accepts_dot_names(fa_run, tmp_path):
                  "--device", "cpu"]) == 0
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == ["...png", "..png"]
     assert Image.open(out / "..png").size == (16, 16)
+
+
+# ---- absurd sizes: one line naming the option, before anything is read or written -------------------------
+
+SIZE_CASES = [
+    (["explain", "x.png", "--gan", "RUN", "--out", "OUT", "--frames", "100000000"], "--frames 100000000: needs about"),
+    (["explain", "x.png", "--gan", "RUN", "--out", "OUT", "--lig-steps", "1000000000"], "--lig-steps 1000000000: needs about"),
+    (["evaluate", "DATA", "--gan", "RUN", "--out", "OUT", "--batch-size", "1000000000"], "--batch-size 1000000000: needs about"),
+    (["train-classifier", "DATA", "--out", "OUT", "--batch-size", str(10**20)], f"--batch-size {10**20}: needs about"),
+    (["train", "DATA", "--classifier", "CLF", "--out", "OUT", "--monitor-samples", "1000000000"], "--monitor-samples 1000000000: needs"),
+    (["translate", "train", "DATA", "--out", "OUT", "--ngf", "1000000"], "--ngf 1000000: needs about"),
+    (["train-encoder", "RUN", "--width", "1000000"], "--width 1000000: needs about"),
+    (["train-classifier", "DATA", "--out", "OUT", "--arch", "resnet-small", "--size", "1"],
+     "--size 1: architecture resnet-small needs inputs of at least 16x16 pixels"),
+    (["train", "DATA", "--classifier", "CLF", "--out", "OUT", "--preset", "fast", "--no-oracle", "--set", "g_width=1000000"],
+     "--set g_width=1000000: needs about"),
+]
+
+
+@pytest.mark.parametrize("argv, named", SIZE_CASES, ids=[n.split(":")[0] for _, n in SIZE_CASES])
+def test_absurd_size_is_one_line_naming_the_option(runs, tmp_path, capsys, argv, named):
+    names = {"DATA": str(runs / "data"), "CLF": str(runs / "clf"), "RUN": str(tmp_path / "run"), "OUT": str(tmp_path / "out")}
+    assert main([names.get(a, a) for a in argv]) == 2
+    line = _one_error_line(capsys)
+    assert named in line, line
+    assert not (tmp_path / "out").exists()

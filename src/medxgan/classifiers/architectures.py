@@ -56,6 +56,9 @@ class _BasicBlock(nn.Module):
         return torch.relu(self.bn2(self.conv2(out)) + self.skip(x))
 
 
+SMALL_RESNET_MIN_SIZE = 16
+
+
 class SmallResNet(nn.Module):
     """A small ResNet-style network for 64-256 px: a 3x3 stem (stride 2 from 64 px, plus a max-pool
     from 160 px), four stages of one basic block
@@ -66,6 +69,9 @@ class SmallResNet(nn.Module):
     def __init__(self, in_channels: int = 1, image_size: int = 128, width: int = 16):
         super().__init__()
         # Downsample early so that the cost stays small at 64-256 px (laptop CPUs).
+        if image_size < SMALL_RESNET_MIN_SIZE:  # three stride-2 stages leave less than 2x2 pixels: nothing left to classify
+            raise MedxganError(f"size {image_size}: architecture resnet-small needs inputs of at least {SMALL_RESNET_MIN_SIZE}x"
+                               f"{SMALL_RESNET_MIN_SIZE} pixels", arg="size")
         stem_stride = 2 if image_size >= 64 else 1
         stem = [nn.Conv2d(in_channels, width, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
         if image_size >= 160:

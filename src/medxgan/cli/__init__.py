@@ -126,7 +126,7 @@ def check_options(args: argparse.Namespace) -> None:
     non-finite float option, and a writable ``--out``."""
     import math
 
-    from medxgan.runtime.checks import check_args, check_writable_dir
+    from medxgan.runtime.checks import check_args, check_option_memory, check_writable_dir
 
     values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "traceback", "given_options")}
     for k, v in values.items():  # no option of any command means anything with nan / inf
@@ -134,6 +134,7 @@ def check_options(args: argparse.Namespace) -> None:
             if isinstance(x, float) and not math.isfinite(x):
                 raise MedxganError(f"{k} {x}: must be a finite number", arg=k)
     check_args(**values)
+    check_option_memory(**values)  # absurd sizes (frames 1e8, ngf 1e6): one line naming the option, before any work
     if isinstance(values.get("out"), str):
         check_writable_dir(values["out"], "out")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from medxgan.runtime.errors import MedxganError
 
-__all__ = ["Rule", "RULES", "PRESET_RULES", "check_override", "check_args", "check_value", "check_writable_dir", "check_image_memory", "available_memory"]
+__all__ = ["Rule", "RULES", "PRESET_RULES", "check_override", "check_args", "check_value", "check_writable_dir", "check_image_memory", "available_memory", "check_option_memory", "check_memory"]
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 MAX_SIZE = 8192  # image side in pixels
@@ -180,6 +180,11 @@ def check_override(key: str, value: Any, current: Any, arg: str = "preset_overri
             check_value(key, value, rule)
         except MedxganError:
             raise MedxganError(f"preset_overrides {key}={value!r}: {key} must be {rule.describe()}", arg=arg) from None
+    if key in _OPTION_NEED and isinstance(value, (int, float)):
+        try:
+            check_option_memory(**{key: value})
+        except MedxganError as exc:
+            raise MedxganError(f"preset_overrides {key}={value!r}: {str(exc).split(': ', 1)[1]}", arg=arg) from None
     return value
 
 
@@ -207,3 +212,49 @@ def _typed_override(key: str, value: Any, current: Any, bad: Any) -> Any:
             raise bad("a list")
         return type(current)(value)
     return value
+
+
+def check_memory(name: str, value: Any, need: float, what: str = "") -> None:
+    """Refuse option ``name`` = ``value`` when its estimated ``need`` (bytes) exceeds 80% of the memory available."""
+    avail = available_memory()
+    if avail is not None and need > 0.8 * avail:
+        raise MedxganError(f"{name} {value}: needs about {need / 2**30:.3g} GiB of memory{(' ' + what) if what else ''}, "
+                           f"{avail / 2**30:.1f} GiB available; choose a smaller value", arg=name)
+
+
+# Lower-bound estimates (bytes per unit of the option) of what each size option makes the commands hold at once; meant
+# to turn an absurd value (frames 1e8, lig_steps 1e9, ngf 1e6) into one line before any work, never to refuse a
+# plausible one, so each counts only the tensors that must exist (an image per frame, per LIG step, ...), not peaks.
+def _image_bytes(v: dict[str, Any]) -> float:
+    size = v.get("size") if isinstance(v.get("size"), int) else 64
+    return 3.0 * size * size * 4  # one float32 image (colour at worst)
+
+
+def _batch(v: dict[str, Any]) -> int:
+    b = v.get("batch_size")
+    return b if isinstance(b, int) and b > 0 else 1
+
+
+def _conv_params_bytes(width: float, layers: int = 8) -> float:
+    return 16.0 * 9 * layers * float(width) ** 2  # 3x3 convolutions width->width: weights, gradients, 2 Adam moments
+
+
+_OPTION_NEED = {
+    "frames": (lambda x, v: x * _batch(v) * _image_bytes(v), "for the interpolation frames"),
+    "lig_steps": (lambda x, v: x * _batch(v) * _image_bytes(v), "for the LIG path images"),
+    "batch_size": (lambda x, v: x * 16 * _image_bytes(v), "for one batch and its activations"),
+    "monitor_samples": (lambda x, v: x * _image_bytes(v), "for the monitor images"),
+    "width": (lambda x, v: _conv_params_bytes(x), "for the encoder's weights and optimiser state"),
+    "ngf": (lambda x, v: _conv_params_bytes(4 * x, 10), "for the generators' weights and optimiser state"),
+    "ndf": (lambda x, v: _conv_params_bytes(8 * x, 4), "for the discriminators' weights and optimiser state"),
+    "g_width": (lambda x, v: _conv_params_bytes(x), "for the generator's weights and optimiser state"),
+    "d_width": (lambda x, v: _conv_params_bytes(x), "for the discriminator's weights and optimiser state"),
+}
+
+
+def check_option_memory(**values: Any) -> None:
+    """The memory each size option given would need (rough lower bound), against what the machine has."""
+    for name, (need, what) in _OPTION_NEED.items():
+        x = values.get(name)
+        if isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0:
+            check_memory(name, x, need(float(x), values), what)

@@ -220,11 +220,11 @@ def unlock_out(path: str | os.PathLike) -> None:
 
 
 def check_out_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike], arg: str = "out") -> None:
-    """Refuse an output folder that is one of the inputs, holds an input file, or lies inside an input folder:
-    outputs never overwrite inputs."""
+    """Refuse an output folder that is one of the input folders or holds an input file (its outputs could
+    replace them): outputs never overwrite inputs. A new folder inside an input folder is fine."""
     out_r = Path(out).resolve()
     for item in inputs:
         p = Path(item).resolve()
-        if p == out_r or (p.is_dir() and out_r.is_relative_to(p)) or (p.is_file() and p.parent == out_r):
+        if p == out_r or (p.is_file() and p.parent == out_r):
             raise MedxganError(f"{arg} {out}: would write among the inputs ({item}); outputs never overwrite inputs -- "
                                f"choose another {arg}", arg=arg)
