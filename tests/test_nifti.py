@@ -6,6 +6,8 @@ foreground is a block of the values 100..147.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -135,3 +137,10 @@ def test_bad_volumes_give_one_line_naming_the_file(tmp_path):
         read_image(f"{tmp_path / 'four.nii.gz'}#t=0,z=9")
     with pytest.raises(MedxganError, match="slice reference"):
         read_image(f"{tmp_path / 'four.nii.gz'}#slice=2")
+
+
+def test_output_names_and_source_files_of_slice_references(tmp_path):
+    from medxgan.data.imageio import image_stem, source_file
+
+    assert image_stem("/a/brain.nii.gz#z=42") == "brain#z=42" and image_stem("/a/b.png") == "b"
+    assert source_file("/a/brain.nii.gz#t=0,z=42") == Path("/a/brain.nii.gz") and source_file("/a/b.png") == Path("/a/b.png")

@@ -155,7 +155,9 @@ def _fingerprint(module: Any) -> str | None:
 
 
 def _source_id(path: Path) -> dict[str, Any]:
-    st = Path(path).stat()
+    from medxgan.data.imageio import source_file
+
+    st = source_file(path).stat()  # a NIfTI slice reference (v.nii.gz#z=4): its volume's file
     return {"path": str(Path(path).resolve()), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -226,10 +228,12 @@ def _unique_names(files: Sequence[Path]) -> list[str]:
     no name is hidden or a path step), with -2, -3, ... for repeated stems. Unique against every name
     already given (``x``, ``x``, ``x-2`` -> ``x``, ``x-2``, ``x-2-2``), compared case-insensitively (a
     case-insensitive file system would merge ``X`` and ``x``), never a name the folder uses itself."""
+    from medxgan.data.imageio import image_stem  # a NIfTI slice v.nii.gz#z=4 -> v_z_4
+
     names: list[str] = []
     taken = set(_RESERVED_NAMES)
     for f in files:
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f).stem).lstrip(".") or "image"
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image_stem(f)).lstrip(".") or "image"
         name, n = stem, 1
         while name.lower() in taken:
             n += 1

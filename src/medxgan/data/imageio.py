@@ -348,6 +348,18 @@ def load_image_tensor(path: str | os.PathLike, size=None, channels: int | None =
     return image_to_tensor(read_image(path), size=size, channels=channels).unsqueeze(0)
 
 
+def source_file(path: str | os.PathLike) -> Path:
+    """The file behind an input: itself, or the volume of a NIfTI slice reference (``v.nii.gz#z=4`` -> ``v.nii.gz``)."""
+    return Path(str(path).split("#", 1)[0]) if is_slice_ref(path) else Path(path)
+
+
+def image_stem(path: str | os.PathLike) -> str:
+    """A name for outputs about one input: the file stem, or for a NIfTI slice ``v#z=4`` (``v.nii.gz#z=4``)."""
+    from medxgan.data.nifti import nifti_stem
+
+    return Path(nifti_stem(Path(path).name)).name if is_nifti_name(path) else Path(path).stem
+
+
 def collect_image_files(inputs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
     """Files and folders (searched recursively, sorted) -> image files, first occurrence order, no duplicates.
 
