@@ -46,6 +46,7 @@ from medxgan.explain.base import Explainer, Explanation
 from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer
 from medxgan.explain.lig import LIGExplainer
 from medxgan.explain.model import as_medxgan
+from medxgan.explain.perturbation import PERTURBATION_METHODS
 from medxgan.runtime.errors import MedxganError
 
 __all__ = [
@@ -271,7 +272,7 @@ EXPLAINERS: dict[str, Callable[..., Explainer]] = {}
 
 def _baseline_factory(name: str) -> Callable[..., Explainer]:
     def make(classifier: Any, gan: Any = None, **kw: Any) -> Explainer:
-        ex = BASELINE_METHODS[name](classifier, **kw)
+        ex = (BASELINE_METHODS.get(name) or PERTURBATION_METHODS[name])(classifier, **kw)
         ex.name = name
         return ex
 
@@ -279,6 +280,10 @@ def _baseline_factory(name: str) -> Callable[..., Explainer]:
 
 
 for _n in BASELINE_METHODS:
+    EXPLAINERS[_n] = _baseline_factory(_n)
+# the perturbation baselines (explain/perturbation.py): by name only (``--methods rise ...``), not in the default set: each
+# costs hundreds of classifier passes per image (seconds per image, benchmarks/perturbation/RESULTS.md)
+for _n in PERTURBATION_METHODS:
     EXPLAINERS[_n] = _baseline_factory(_n)
 
 
