@@ -72,7 +72,7 @@ def gaussian_smooth(x: Tensor, sigma: float, padding_mode: str = "constant") -> 
     ``"replicate"``."""
     if sigma <= 0:
         return x.clone()
-    r = int(math.ceil(4 * sigma))
+    r = math.ceil(4 * sigma)
     t = torch.arange(-r, r + 1, dtype=torch.float32, device=x.device) / (math.sqrt(2.0) * sigma)
     g = torch.exp(-t * t)
     g = (g / g.sum()).to(x.dtype)

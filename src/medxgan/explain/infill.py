@@ -1,0 +1,125 @@
+"""In-fills for the minimal mask: what the removed region of a scan is replaced with.
+
+medXGAN's counterfactual is ``x_cf = x + M (F - x)``: the scan x with the minimal mask M
+(:mod:`medxgan.explain.minimal_mask`) filled by an in-fill F. Today F is the generator's anatomy B(z1*), the
+FIDO idea (Chang et al., ICLR 2019: a generative in-fill beats blur and mean in-fills). This module gives the
+in-fills of the ablation that asks what the generator adds, each computed once per scan before the mask search:
+
+=========  =================================================================================================
+``gan``      B(z1*), the generator's anatomy of the inverted scan (the default).
+``blur``     a Gaussian blur of the scan, sigma = H / 16 px (4 px at 64 px: the evaluation's deletion-blur
+             sigma), Meaningful Perturbation's in-fill.
+``mean``     the pixel-wise mean of the classifier's healthy (negative) training scans.
+``inpaint``  classical inpainting of the generator's mask region (gM > 0.5, grown by one pixel) from the scan
+             around it (``skimage.restoration.inpaint_biharmonic``); slow: seconds per 64 px scan.
+``twin``     the phantom's lesion-free twin of the scan: the ceiling, for the evaluation's ``twin`` ablation only.
+=========  =================================================================================================
+
+Every in-fill gets the same inputs (:class:`InfillInputs`); only ``twin`` reads ``twins``, a lookup by the
+scan's exact pixels that the caller builds from the phantom's ground truth (tests/test_infill.py passes a lookup
+that fails when read to every other in-fill). The generator's mask gM stays the mask search's start for every
+in-fill, so the ablation changes the in-fill alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from medxgan.explain.perturbation import gaussian_smooth
+from medxgan.runtime.errors import MedxganError
+
+__all__ = ["INFILLS", "InfillInputs", "make_infill", "blur_infill", "mean_infill", "inpaint_infill", "healthy_mean"]
+
+INFILLS = ("gan", "blur", "mean", "inpaint", "twin")
+
+
+@dataclass
+class InfillInputs:
+    """What an in-fill may use, for a batch of N scans.
+
+    Attributes:
+        images: N x C x H x W scans in [-1, 1].
+        gan_fill: N x C x H x W, the generator's anatomy B(z1*).
+        gan_mask: N x 1 x H x W, the generator's pathology mask gM (the mask search's start).
+        healthy_mean: C x H x W mean of the classifier's negative training scans (``mean`` only).
+        twins: scan digest (:func:`medxgan.explain.counterfactual.image_key`) -> C x H x W lesion-free twin (``twin``
+            only); ``key``: the digest function.
+    """
+
+    images: Tensor
+    gan_fill: Tensor
+    gan_mask: Tensor
+    healthy_mean: Tensor | None = None
+    twins: Mapping[str, Tensor] | None = None
+    key: Callable[[Tensor], str] | None = None
+
+
+def blur_infill(images: Tensor, sigma: float | None = None) -> Tensor:
+    """The scan blurred with a Gaussian of ``sigma`` px (default H / 16), replicate padding."""
+    s = float(sigma) if sigma is not None else images.shape[-2] / 16.0
+    return gaussian_smooth(images, s, padding_mode="replicate")
+
+
+def mean_infill(images: Tensor, healthy_mean: Tensor | None) -> Tensor:
+    """The mean healthy scan, once per scan."""
+    if healthy_mean is None:
+        raise MedxganError("infill 'mean': needs the mean of the classifier's healthy training scans", arg="infill")
+    if tuple(healthy_mean.shape) != tuple(images.shape[1:]):
+        raise MedxganError(f"infill 'mean': mean scan {tuple(healthy_mean.shape)} does not match the scans' {tuple(images.shape[1:])}", arg="infill")
+    return healthy_mean.to(images.device, images.dtype).expand_as(images).clone()
+
+
+def inpaint_infill(images: Tensor, gan_mask: Tensor, threshold: float = 0.5) -> Tensor:
+    """Biharmonic inpainting (scikit-image) of each scan's region gM > ``threshold``, grown by one pixel so that the
+    region's soft edge is filled from outside it; a scan with an empty region is returned as is."""
+    from scipy.ndimage import binary_dilation
+    from skimage.restoration import inpaint_biharmonic
+
+    out = images.detach().clone()
+    for i in range(images.shape[0]):
+        region = binary_dilation((gan_mask[i, 0] > threshold).cpu().numpy(), iterations=1)
+        if not region.any():
+            continue
+        img = images[i].detach().cpu().double().numpy().transpose(1, 2, 0)  # H x W x C
+        filled = inpaint_biharmonic(img, region, channel_axis=-1)
+        out[i] = torch.from_numpy(np.clip(filled, -1.0, 1.0).transpose(2, 0, 1)).to(out.dtype)
+    return out
+
+
+def _twin_infill(inputs: InfillInputs) -> Tensor:
+    if inputs.twins is None or inputs.key is None:
+        raise MedxganError("infill 'twin': needs the lesion-free twins (phantom data, evaluate only)", arg="infill")
+    rows = []
+    for x in inputs.images:
+        t = inputs.twins.get(inputs.key(x))
+        if t is None:
+            raise MedxganError("infill 'twin': a scan has no lesion-free twin", arg="infill")
+        rows.append(t.to(x.device, x.dtype))
+    return torch.stack(rows)
+
+
+def make_infill(name: str, inputs: InfillInputs) -> Tensor:
+    """The in-fill ``name`` (one of :data:`INFILLS`) for the scans in ``inputs``: N x C x H x W in [-1, 1]."""
+    if name == "gan":
+        return inputs.gan_fill
+    if name == "blur":
+        return blur_infill(inputs.images)
+    if name == "mean":
+        return mean_infill(inputs.images, inputs.healthy_mean)
+    if name == "inpaint":
+        return inpaint_infill(inputs.images, inputs.gan_mask)
+    if name == "twin":
+        return _twin_infill(inputs)
+    raise MedxganError(f"infill {name!r}: choose {', '.join(INFILLS)}", arg="infill")
+
+
+def healthy_mean(negatives: Tensor) -> Tensor:
+    """C x H x W pixel-wise mean of the classifier's negative training scans (N x C x H x W)."""
+    if negatives.dim() != 4 or negatives.shape[0] == 0:
+        raise MedxganError("infill 'mean': no negative training scans to average", arg="infill")
+    return negatives.float().mean(0)

@@ -1,0 +1,104 @@
+"""In-fills of the minimal mask (explain/infill.py): each against a hand-checkable answer, and no in-fill but ``twin``
+ever reads the lesion-free twins."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pytest
+import torch
+
+from medxgan.explain.counterfactual import image_key
+from medxgan.explain.infill import INFILLS, InfillInputs, blur_infill, healthy_mean, inpaint_infill, make_infill
+from medxgan.explain.minimal_mask import refine_mask
+from medxgan.runtime.errors import MedxganError
+
+
+class TwinTrap(Mapping):
+    """A twin lookup that fails the test when anything reads it."""
+
+    def __getitem__(self, key):
+        raise AssertionError("an in-fill other than 'twin' read the twins")
+
+    def __iter__(self):
+        raise AssertionError("an in-fill other than 'twin' read the twins")
+
+    def __len__(self):
+        raise AssertionError("an in-fill other than 'twin' read the twins")
+
+    def get(self, key, default=None):
+        raise AssertionError("an in-fill other than 'twin' read the twins")
+
+    def __contains__(self, key):
+        raise AssertionError("an in-fill other than 'twin' read the twins")
+
+
+def _inputs(twins=None) -> InfillInputs:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 1, 16, 16, generator=g) * 2 - 1
+    gm = torch.zeros(2, 1, 16, 16)
+    gm[:, :, 5:9, 6:10] = 1.0
+    return InfillInputs(images=x, gan_fill=torch.zeros_like(x) - 0.5, gan_mask=gm, healthy_mean=torch.full((1, 16, 16), 0.25),
+                        twins=twins, key=image_key)
+
+
+def test_no_infill_but_twin_reads_the_twins():
+    inputs = _inputs(TwinTrap())
+    for name in INFILLS:
+        if name == "twin":
+            with pytest.raises(AssertionError, match="read the twins"):  # the trap works: 'twin' does read it
+                make_infill(name, inputs)
+        else:
+            out = make_infill(name, inputs)
+            assert out.shape == inputs.images.shape and torch.isfinite(out).all()
+
+
+def test_each_infill_by_hand():
+    inputs = _inputs()
+    assert torch.equal(make_infill("gan", inputs), inputs.gan_fill)
+    assert torch.equal(make_infill("mean", inputs), torch.full((2, 1, 16, 16), 0.25))
+    const = torch.full((1, 1, 12, 12), 0.3)
+    assert torch.allclose(blur_infill(const), const, atol=1e-6)  # a constant scan blurs to itself (replicate padding)
+    # a linear ramp is biharmonic: inpainting any hole in it gives the ramp back; outside the hole nothing changes
+    ramp = torch.linspace(-0.8, 0.8, 16).view(1, 1, 1, 16).expand(1, 1, 16, 16).clone()
+    holed = ramp.clone()
+    holed[:, :, 5:9, 6:10] = 1.0  # a "lesion"
+    filled = inpaint_infill(holed, inputs.gan_mask[:1])
+    assert torch.allclose(filled, ramp, atol=1e-4)
+    twins = {image_key(x): x * 0 + i for i, x in enumerate(inputs.images)}
+    out = make_infill("twin", _inputs(twins))
+    assert float(out[0].abs().max()) == 0.0 and float(out[1].min()) == 1.0
+    assert torch.allclose(healthy_mean(torch.stack([torch.zeros(1, 4, 4), torch.ones(1, 4, 4)])), torch.full((1, 4, 4), 0.5))
+
+
+def test_missing_inputs_are_one_line_errors():
+    inputs = _inputs()
+    with pytest.raises(MedxganError, match="twin"):
+        make_infill("twin", inputs)
+    with pytest.raises(MedxganError, match="choose"):
+        make_infill("noise", inputs)
+    inputs.healthy_mean = None
+    with pytest.raises(MedxganError, match="mean"):
+        make_infill("mean", inputs)
+
+
+def test_minimal_mask_with_a_plain_infill_finds_the_region():
+    """The minimal-mask search with the blur in-fill on a classifier that reads one bright square: the mask covers
+    the square and little else."""
+
+    class Reader(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.s = torch.nn.Parameter(torch.tensor(6.0))
+
+        def logit(self, x):
+            return self.s * (x[:, :, 4:8, 4:8].mean((1, 2, 3)) - 0.0)
+
+    x = torch.full((1, 1, 16, 16), -0.6)
+    x[:, :, 4:8, 4:8] = 0.9
+    inputs = InfillInputs(images=x, gan_fill=x, gan_mask=torch.full((1, 1, 16, 16), 0.6))
+    fill = make_infill("inpaint", InfillInputs(images=x, gan_fill=x, gan_mask=(torch.arange(16).view(1, 1, 16, 1) < 10).float().expand(1, 1, 16, 16)))
+    assert float(fill[0, 0, 4:8, 4:8].mean()) < 0.0  # the square inpainted from its dark surroundings
+    m = refine_mask(Reader(), x, fill, inputs.gan_mask, steps=150, w_tv=0.1, floor=None)
+    inside, outside = float(m[0, 0, 4:8, 4:8].mean()), float(m[0, 0, 10:, :].mean())
+    assert inside > 0.5 > outside
