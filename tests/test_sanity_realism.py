@@ -134,6 +134,7 @@ def test_non_finite_counterfactuals_are_left_out_not_fed_to_eigvals(tmp_path):
     # A counterfactual with NaN (the twin row of a negative image, which has no twin) used to reach
     # torch.linalg.eigvals inside torchmetrics' FID, where MKL segfaults: it must be left out with a note.
     from medxgan.evaluate.realism import _counterfactual_sets
+    from medxgan.evaluate.store import input_maps_file
 
     g = torch.Generator().manual_seed(2)
     a = torch.randn(20, 4, generator=g, dtype=torch.float64)
@@ -142,8 +143,8 @@ def test_non_finite_counterfactuals_are_left_out_not_fed_to_eigvals(tmp_path):
     assert all(math.isnan(v) for v in feature_distances(a, bad).values())
     rows = []
     for i, twin_ok in enumerate((True, False, True)):
-        d = tmp_path / f"img{i}"
-        d.mkdir()
+        d = input_maps_file(tmp_path, f"img{i}").parent  # the evaluation folder's layout (medxgan.evaluate.store)
+        d.mkdir(parents=True)
         x = np.zeros((1, 4, 4), np.float32)
         np.savez(d / "input.npz", image=x)
         np.savez(d / "twin.npz", x_neg=x + 0.5 if twin_ok else np.full_like(x, np.nan))

@@ -203,7 +203,9 @@ def _all_methods() -> list[str]:
 
 
 def _eval_done(d: Path, n: int, methods: Any = None) -> bool:
-    res = _read_json(d / "results.json")
+    from medxgan.evaluate.store import RESULTS_JSON
+
+    res = _read_json(d / RESULTS_JSON)
     if not isinstance(res, dict):
         return False
     cfg = res.get("config") or {}
@@ -215,12 +217,13 @@ def _eval_done(d: Path, n: int, methods: Any = None) -> bool:
 
 
 def _frames_todo(eval_dir: Path, rows: int) -> list[str]:
-    from medxgan.report.html import FRAMES_DIR, select_rows
+    from medxgan.evaluate.store import RESULTS_JSON, frames_file, input_maps_file, method_maps_file
+    from medxgan.report.html import select_rows
 
-    res = _read_json(eval_dir / "results.json") or {}
+    res = _read_json(eval_dir / RESULTS_JSON) or {}
     ids = [str(r["image_id"]) for r in select_rows(res, rows)]
-    ids = [i for i in ids if (eval_dir / "maps" / i / "medxgan-diff.npz").is_file() and (eval_dir / "maps" / i / "input.npz").is_file()]
-    return [i for i in ids if not (eval_dir / FRAMES_DIR / f"{i}.npz").is_file()]
+    ids = [i for i in ids if method_maps_file(eval_dir, i, "medxgan-diff").is_file() and input_maps_file(eval_dir, i).is_file()]
+    return [i for i in ids if not frames_file(eval_dir, i).is_file()]
 
 
 # ---- interpolation frames (the runner does not store them) -----------------------------------
@@ -241,7 +244,7 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
     import numpy as np
     import torch
 
-    from medxgan.report.html import FRAMES_DIR
+    from medxgan.evaluate.store import RESULTS_JSON, frames_file, input_maps_file
 
     ev = Path(eval_dir)
     ids = _frames_todo(ev, rows) if image_ids is None else list(image_ids)
@@ -250,12 +253,12 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
     if isinstance(gan, (str, os.PathLike)):
         from medxgan.pipeline import MedXGAN
 
-        ecfg = (_read_json(ev / "results.json") or {}).get("config") or {}
+        ecfg = (_read_json(ev / RESULTS_JSON) or {}).get("config") or {}
         inv = inversion if inversion is not None else (ecfg.get("inversion") or {})
         clf = ecfg.get("classifier")  # the evaluated classifier when it was a run directory, else the GAN run's own
         gan = MedXGAN.load(gan, classifier=clf if isinstance(clf, str) and Path(clf).is_dir() else None, device=device, **inv)
     engine = gan.engine
-    images = torch.stack([torch.from_numpy(np.load(ev / "maps" / i / "input.npz")["image"]) for i in ids])
+    images = torch.stack([torch.from_numpy(np.load(input_maps_file(ev, i))["image"]) for i in ids])
     written = []
     for k in range(0, len(ids), 8):
         cf = engine.counterfactuals(images[k : k + 8])
@@ -264,7 +267,7 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
             buf = io.BytesIO()
             np.savez_compressed(buf, frames=fr[j].numpy().astype(np.float32), frame_probs=probs[j].numpy().astype(np.float32),
                                 alphas=np.linspace(0.0, 1.0, frames, dtype=np.float32))
-            written.append(atomic_write_bytes(ev / FRAMES_DIR / f"{iid}.npz", buf.getvalue()))
+            written.append(atomic_write_bytes(frames_file(ev, iid), buf.getvalue()))
     return written
 
 
@@ -440,6 +443,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
     def evaluate_all() -> None:
         from medxgan.evaluate.runner import evaluate
+        from medxgan.evaluate.store import PLOTS_DIR
         from medxgan.report.plots import write_plots
 
         res = evaluate(paths["data"], paths["eval"], gan=model(), methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test", subset="pred-pos",
@@ -447,7 +451,7 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
                  max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
                  n_resamples=cfg.n_resamples, inversion=inversion, show_progress=show_progress,
                  sanity=True, sanity_n=min(10, cfg.eval_n))  # the cascading-randomisation check on 10 images
-        write_plots(res, Path(paths["eval"]) / "plots")
+        write_plots(res, Path(paths["eval"]) / PLOTS_DIR)
 
     run_stage("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), evaluate_all,
               f"explain and evaluate {cfg.eval_n} held-out predicted positives ({'all methods' if not cfg.methods else ', '.join(cfg.methods)})")

@@ -105,9 +105,10 @@ def _run(args: argparse.Namespace) -> int:
     if not ctx.is_main:
         return 0
     if not args.no_plots:
+        from medxgan.evaluate.store import PLOTS_DIR
         from medxgan.report.plots import write_plots
 
-        write_plots(res, Path(args.out) / "plots")
+        write_plots(res, Path(args.out) / PLOTS_DIR)
     sl = res["slices"]
     print(f"slices: TP {sl['TP']}  FN {sl['FN']}  FP {sl['FP']}  TN {sl['TN']}; evaluated {sl['evaluated']} image(s) "
           f"x {len(res['config']['methods'])} method(s) ({res['run']['computed']} computed, {res['run']['skipped']} resumed)")

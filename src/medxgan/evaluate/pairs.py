@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import re
 import time
 import zlib
 from pathlib import Path
@@ -42,6 +41,7 @@ from medxgan.evaluate.localisation import is_constant, localisation_metrics
 from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
 from medxgan.evaluate.shortcut import shortcut_metrics
+from medxgan.evaluate.store import input_maps_file, method_maps_file
 from medxgan.evaluate.twins import twin_agreement, twin_fidelity
 from medxgan.explain.base import NonFiniteMapsError
 from medxgan.explain.counterfactual import image_key
@@ -62,10 +62,6 @@ def _npz_bytes(**arrays: Any) -> bytes:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return buf.getvalue()
-
-
-def _safe_method(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 def _explain_safe(ex: Any, x: torch.Tensor) -> tuple[list[np.ndarray | None], list[dict], float]:
@@ -223,8 +219,7 @@ def _max_sens(ex: Any, x1: torch.Tensor, seed: int, radius: float, n_perturb: in
 
 def _save_maps(out: Path, image_id: str, method: str, a: np.ndarray, extras: dict, x: torch.Tensor, mask: np.ndarray,
                marker: np.ndarray | None, row: dict, written_inputs: set[str]) -> None:
-    d = out / "maps" / image_id
-    inp = d / "input.npz"
+    inp = input_maps_file(out, image_id)
     if image_id not in written_inputs and not inp.exists():
         atomic_write_bytes(inp, _npz_bytes(
             image=x.numpy().astype(np.float32), mask=mask.astype(np.uint8),
@@ -236,7 +231,7 @@ def _save_maps(out: Path, image_id: str, method: str, a: np.ndarray, extras: dic
     for key, v in extras.items():
         if isinstance(v, torch.Tensor) and v.dim() == 3 and tuple(v.shape[-2:]) == a.shape:
             arrays[key] = v.numpy().astype(np.float32)
-    atomic_write_bytes(d / f"{_safe_method(method)}.npz", _npz_bytes(**arrays))
+    atomic_write_bytes(method_maps_file(out, image_id, method), _npz_bytes(**arrays))
 
 
 # ---- the batched implementation -----------------------------------------------------------------

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from medxgan.evaluate.stats import aggregate
+from medxgan.evaluate.store import input_maps_file, method_maps_file
 from medxgan.runtime import quality
 from medxgan.runtime.errors import MedxganError
 
@@ -97,7 +98,7 @@ def _subsample(t: Tensor, n: int, rng: np.random.Generator) -> Tensor:
     return t[torch.from_numpy(np.sort(rng.choice(len(t), n, replace=False)))]
 
 
-def _counterfactual_sets(maps_dir: Path, rows: Sequence[dict]) -> tuple[dict[str, dict[str, list]], list[str]]:
+def _counterfactual_sets(out: Path, rows: Sequence[dict]) -> tuple[dict[str, dict[str, list]], list[str]]:
     """{label: {"ids", "x", "cf"}} from the saved maps (x_neg of every method, x_res), duplicates dropped
     (medXGAN's two methods share one inversion, hence one x_neg)."""
     sets: dict[str, dict[str, list]] = {}
@@ -109,8 +110,8 @@ def _counterfactual_sets(maps_dir: Path, rows: Sequence[dict]) -> tuple[dict[str
         for key, group in kinds:
             if group not in met:
                 continue
-            f = maps_dir / r["image_id"] / f"{r['method']}.npz"
-            inp = maps_dir / r["image_id"] / "input.npz"
+            f = method_maps_file(out, r["image_id"], r["method"])
+            inp = input_maps_file(out, r["image_id"])
             if not (f.is_file() and inp.is_file()):
                 continue
             with np.load(f) as z:
@@ -151,8 +152,7 @@ def counterfactual_realism(maps_dir: str | Path, rows: Sequence[dict], real_nega
     Returns ``{"feature_space", "n", "n_reference", "rows": [{"label", "role", "n", "fd", "kid", "kid_std",
     "minimality": {...aggregates} (counterfactual rows)}], "notes"}``.
     """
-    maps_dir = Path(maps_dir) / "maps"
-    sets, notes = _counterfactual_sets(maps_dir, rows)
+    sets, notes = _counterfactual_sets(Path(maps_dir), rows)
     if not sets:
         return {"rows": [], "notes": ["no saved counterfactuals (medXGAN methods with saved maps) to compare"]}
     if len(real_negatives) < 4:

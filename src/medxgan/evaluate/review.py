@@ -15,12 +15,11 @@ from typing import Any, Sequence
 
 from medxgan.evaluate.realism import counterfactual_realism
 from medxgan.evaluate.sanity import model_randomisation
-from medxgan.evaluate.store import clean_json
+from medxgan.evaluate.store import SANITY_JSON, clean_json
 from medxgan.runtime.atomic import atomic_write_json
 
 __all__ = ["review_sections", "SANITY_JSON"]
 
-SANITY_JSON = "sanity.json"
 
 
 def _sanity(out: Path, sel: Any, exps: Sequence[Any], clf: Any, *, n: int, seed: int, n_resamples: int) -> dict[str, Any]:

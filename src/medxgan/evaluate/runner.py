@@ -48,7 +48,7 @@ What is evaluated
    (:func:`medxgan.evaluate.stats.aggregate`). A method whose map is NaN/inf for an image does not stop
    the run: the image is counted in ``n_invalid_maps`` and its metrics are NaN.
 
-Output directory
+Output directory (the layout is spelled in :mod:`medxgan.evaluate.store`)
 ----------------
 ::
 
@@ -95,10 +95,10 @@ from medxgan.data import load_dataset
 from medxgan.evaluate.config import DEFAULT_NOISE_SIGMAS, EvaluateConfig
 from medxgan.evaluate.pairs import IMPLEMENTATIONS
 from medxgan.evaluate.review import review_sections
-from medxgan.evaluate.twins import TwinEffect
+from medxgan.evaluate.twins import TwinEffect, prepare_twin_infill
 from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
 from medxgan.evaluate.stats import aggregate
-from medxgan.evaluate.store import ResultStore, clean_json, read_per_image
+from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.classifiers.checks import prediction_check
 from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers, gradcam_unavailable
@@ -195,6 +195,7 @@ def evaluate(
     ds = load_dataset(data_root, split=cfg.split, size=size, channels=channels, positive=cfg.positive, negative=cfg.negative,
                       csv=cfg.csv, skip_bad=cfg.skip_bad)
     sel = select_images(ds, clf, dev, data_root, split=cfg.split, subset=cfg.subset, n=n, seed=cfg.seed)
+    prepare_twin_infill(getattr(model, "engine", None), sel.images, sel.twins, sel.has_twin)  # --infill twin only (issue 31)
     # a classifier that calls every scan of a mixed set one class is decoded or targeted wrongly: warn and record it
     clf_check = prediction_check(sel.probs, sel.labels, f"the {len(sel.labels)} scans of {data_root}", getattr(clf, "name", "classifier"))
     if clf_check["one_class"]:
@@ -386,9 +387,9 @@ def _results(all_rows: dict[tuple[str, str], dict], sel: Selection, exps: list[A
 
 def _write_results(out: Path, results: dict[str, Any]) -> None:
     """results.json, results.csv, results.md (the plots are the caller's: ``report.plots.write_plots``)."""
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "results.csv", results_csv(results["methods"]))
-    atomic_write_text(out / "results.md", results_markdown(results))
+    atomic_write_json(out / RESULTS_JSON, results)
+    atomic_write_text(out / RESULTS_CSV, results_csv(results["methods"]))
+    atomic_write_text(out / RESULTS_MD, results_markdown(results))
 
 
 def _aggregate_method(rows: list[dict], n_resamples: int, seed: int) -> dict[str, Any]:

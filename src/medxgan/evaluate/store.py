@@ -1,12 +1,21 @@
-"""The benchmark's result store: ``run.json`` (the settings a resumed evaluation must share),
-``per_image.jsonl`` (one row per finished (image, method), appended and flushed at once) and, under
-torchrun, one ``per_image.jsonl.rank<r>`` shard per rank, merged into the main file by rank 0."""
+"""The evaluation folder's layout and its result store.
+
+Layout (every file name of an evaluation folder is spelled here and only here; the runner, the pairs, the
+realism review, the report and the demo build their paths with these names and helpers)::
+
+    OUT/run.json  per_image.jsonl[.rank<r>]  results.json  results.csv  results.md  sanity.json  plots/
+    OUT/maps/<image_id>/input.npz  OUT/maps/<image_id>/<method>.npz  OUT/frames/<image_id>.npz
+
+The store: ``run.json`` (the settings a resumed evaluation must share), ``per_image.jsonl`` (one row per
+finished (image, method), appended and flushed at once) and, under torchrun, one ``per_image.jsonl.rank<r>``
+shard per rank, merged into the main file by rank 0."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,6 +30,39 @@ from medxgan.runtime.errors import MedxganError
 
 PER_IMAGE = "per_image.jsonl"
 RUN_JSON = "run.json"
+RESULTS_JSON = "results.json"
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+SANITY_JSON = "sanity.json"
+PLOTS_DIR = "plots"
+MAPS_DIR = "maps"
+FRAMES_DIR = "frames"  # the latent-slider frames of the report's rows (written by the demo), OUT/frames/<image_id>.npz
+INPUT_MAPS = "input.npz"
+
+
+def safe_method(name: str) -> str:
+    """A method name as a file name (``<method>.npz``, the report's PNGs): unusual characters become ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def image_maps_dir(out: str | os.PathLike, image_id: str) -> Path:
+    """``OUT/maps/<image_id>/``: one image's saved input and maps."""
+    return Path(out) / MAPS_DIR / image_id
+
+
+def input_maps_file(out: str | os.PathLike, image_id: str) -> Path:
+    """``OUT/maps/<image_id>/input.npz``: the image, its masks, label, probability, slice and path."""
+    return image_maps_dir(out, image_id) / INPUT_MAPS
+
+
+def method_maps_file(out: str | os.PathLike, image_id: str, method: str) -> Path:
+    """``OUT/maps/<image_id>/<method>.npz``: one method's map and its image-shaped extras."""
+    return image_maps_dir(out, image_id) / f"{safe_method(method)}.npz"
+
+
+def frames_file(out: str | os.PathLike, image_id: str) -> Path:
+    """``OUT/frames/<image_id>.npz``: the interpolation frames of one image (the report's latent slider)."""
+    return Path(out) / FRAMES_DIR / f"{image_id}.npz"
 
 
 def clean_json(obj: Any) -> Any:
@@ -113,11 +155,11 @@ class ResultStore:
                     raise MedxganError(f"{self.out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")
             if overwrite:
                 require_ours(self.out, "out", "--overwrite", kind="evaluate")  # never clears a folder medxgan did not make
-                for p in (self.per_path, self.out / "results.json", *_shard_files(self.out)):
+                for p in (self.per_path, self.out / RESULTS_JSON, *_shard_files(self.out)):
                     if p.exists():
                         p.unlink()
-                if (self.out / "maps").exists():
-                    shutil.rmtree(self.out / "maps")
+                if (self.out / MAPS_DIR).exists():
+                    shutil.rmtree(self.out / MAPS_DIR)
             atomic_write_json(run_json, fixed)
             _merge_shards(self.out, self.per_path)  # rows of an interrupted sharded run count as done
             self.done, clean = read_per_image(self.per_path)

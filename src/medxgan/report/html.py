@@ -39,6 +39,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from medxgan.evaluate.store import FRAMES_DIR, PLOTS_DIR, RESULTS_JSON, frames_file, input_maps_file, method_maps_file, safe_method
 from medxgan.evaluate.tables import (COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, TWIN_AGREEMENT_COLUMNS, finite, format_number,
                                      TWIN_COLUMNS, main_columns)
 from medxgan.report.figures import draw_mask_outline, overlay_heatmap, save_png, tensor_to_pil
@@ -50,7 +51,6 @@ from medxgan.runtime.version import __version__
 __all__ = ["write_report", "find_dirs", "select_rows", "verdicts", "compare", "early_stops", "QUICK_BANNER", "FRAMES_DIR"]
 
 QUICK_BANNER = "quick mode: quality traded for time; numbers are not the benchmark"
-FRAMES_DIR = "frames"
 COMPETITORS = ("gradcam", "ig-black", "ig-grey", "smoothgrad", "saliency", "occlusion")
 VERDICT_METRICS = (("localisation.pointing_game", "pointing game"), ("localisation.iou_area_matched", "area-matched IoU"))
 METHOD_ORDER = ("medxgan-diff", "medxgan-lig", "gradcam", "ig-black", "ig-grey", "smoothgrad", "occlusion", "saliency", "twin")
@@ -164,10 +164,10 @@ def find_dirs(path: str | os.PathLike) -> dict[str, Path | None]:
     """{"root", "eval", "classifier", "gan", "demo_json", "report"} for a demo directory (holding
     ``eval/results.json`` or ``demo.json``) or a bare evaluation directory (``results.json``)."""
     p = Path(path)
-    if (p / "results.json").is_file():
+    if (p / RESULTS_JSON).is_file():
         return {"root": p, "eval": p, "classifier": None, "gan": None, "demo_json": None, "report": p / "report"}
-    if (p / "demo.json").is_file() or (p / "eval" / "results.json").is_file():
-        if not (p / "eval" / "results.json").is_file():
+    if (p / "demo.json").is_file() or (p / "eval" / RESULTS_JSON).is_file():
+        if not (p / "eval" / RESULTS_JSON).is_file():
             raise MedxganError(f"{p}: the demo has not been evaluated yet (no eval/results.json); run `medxgan demo --out {p}`")
         return {"root": p, "eval": p / "eval",
                 "classifier": p / "classifier" if (p / "classifier" / "config.json").is_file() else None,
@@ -482,8 +482,7 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
     out = []
     for r in rows:
         iid = str(r["image_id"])
-        d = eval_dir / "maps" / iid
-        inp = _npz(d / "input.npz")
+        inp = _npz(input_maps_file(eval_dir, iid))
         per = _row_metrics(results, iid)
         safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in iid)
         figs = []
@@ -502,9 +501,9 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
 
         save_png(img_dir / f"{safe}__input.png", outline(tensor_to_pil(image)))
         figs.append(_fig(f"{rel}/{safe}__input.png", f"input ({_e(sl)})<br>p(pos) {_fmt(prob_in, 2)}", "input"))
-        fr = _npz(eval_dir / FRAMES_DIR / f"{iid}.npz")
+        fr = _npz(frames_file(eval_dir, iid))
         fprobs = fr.get("frame_probs") if fr is not None else None
-        diff = _npz(d / "medxgan-diff.npz") or _npz(d / "medxgan-lig.npz")
+        diff = _npz(method_maps_file(eval_dir, iid, "medxgan-diff")) or _npz(method_maps_file(eval_dir, iid, "medxgan-lig"))
         cfm = ((per.get("medxgan-diff") or {}).get("metrics") or {})
         if diff is not None and "x_pos" in diff:
             save_png(img_dir / f"{safe}__xpos.png", tensor_to_pil(diff["x_pos"]))
@@ -524,12 +523,12 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
                 p = ""
             figs.append(_fig(f"{rel}/{safe}__{key}.png", f"{label}{' (used)' if used else ''}<br>{p}", label))
         for m in methods:
-            z = _npz(d / f"{_safe_method(m)}.npz")
+            z = _npz(method_maps_file(eval_dir, iid, m))
             if z is None or "map" not in z:
                 figs.append(_fig(None, f"{_e(_label(m))}<br>–", m))
                 continue
             a = np.nan_to_num(np.abs(z["map"].astype(np.float32)))
-            name = f"{safe}__{_safe_method(m)}.png"
+            name = f"{safe}__{safe_method(m)}.png"
             save_png(img_dir / name, outline(overlay_heatmap(image, a, signed=False, alpha=0.6)))
             figs.append(_fig(f"{rel}/{name}", f"{_e(_label(m))}<br>{_e(_map_caption(per.get(m)))}", m))
         slider = ""
@@ -543,16 +542,10 @@ def _image_rows_html(results: Mapping[str, Any], eval_dir: Path, img_dir: Path, 
             "hit/miss and area-matched IoU (true positives with a mask), deletion AUC (mean replacement, lower = more faithful). "
             "The slider beside a row walks the stored interpolation frames: drag α to see the frame, the classifier's p(pos) there "
             f"and the change accumulated so far (counterfactual used by this run: <b>{_e(cf_label)}</b>).")
-    if not has_frames and any((eval_dir / "maps" / str(r["image_id"]) / "medxgan-diff.npz").is_file() for r in rows):
+    if not has_frames and any(method_maps_file(eval_dir, str(r["image_id"]), "medxgan-diff").is_file() for r in rows):
         note += (" The evaluation runner stores x_pos / x_neg but no interpolation frames, and none were computed for this report "
                  "(<code>medxgan report DIR --frames</code> computes them with the GAN run), so the slider is omitted.")
     return note + "</p>" + "".join(out)
-
-
-def _safe_method(name: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
 # ---- training curves -------------------------------------------------------------------------
@@ -678,9 +671,9 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     module docstring) into ``out_dir`` (default: ``PATH/report``). Returns the path of index.html."""
     dirs = find_dirs(path)
     ev = dirs["eval"]
-    results = _read_json(ev / "results.json")
+    results = _read_json(ev / RESULTS_JSON)
     if not isinstance(results, dict):
-        raise MedxganError(f"{ev / 'results.json'}: unreadable or not a JSON object")
+        raise MedxganError(f"{ev / RESULTS_JSON}: unreadable or not a JSON object")
     if not isinstance(results.get("methods"), dict) or not all(isinstance(r, dict) for r in results["methods"].values()):
         # an empty or foreign JSON object would make an empty page that looks like a report
         raise MedxganError(f"{ev / 'results.json'}: not the results of `medxgan evaluate` (no 'methods' object of per-method results)")
@@ -731,7 +724,7 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
 
     h.append(review_html(results, img_dir, rel))
     h.append("<h2 id='plots'>Benchmark plots</h2>")
-    plots = sorted((ev / "plots").glob("*.png")) if (ev / "plots").is_dir() else []
+    plots = sorted((ev / PLOTS_DIR).glob("*.png")) if (ev / PLOTS_DIR).is_dir() else []
     order = {"deletion_mean.png": 0, "deletion_blur.png": 1, "noise_ssim.png": 2, "noise_spearman.png": 3, "noise_top10.png": 4}
     plots.sort(key=lambda p: (order.get(p.name, 10), p.name))
     if plots:
