@@ -102,3 +102,69 @@ def test_minimal_mask_with_a_plain_infill_finds_the_region():
     m = refine_mask(Reader(), x, fill, inputs.gan_mask, steps=150, w_tv=0.1, floor=None)
     inside, outside = float(m[0, 0, 4:8, 4:8].mean()), float(m[0, 0, 10:, :].mean())
     assert inside > 0.5 > outside
+
+
+def _masked_setup():
+    from torch import nn
+
+    from medxgan.classifiers import wrap_classifier
+    from medxgan.gan import get_preset
+    from medxgan.gan.networks import build_generator
+
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, size=16, pathology="mask", nz1=8, nz2=4, g_width=8).net).eval()
+    clf = wrap_classifier(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 64, 1)), output="logit1")
+    return G, clf, torch.rand(2, 1, 16, 16) * 2 - 1
+
+
+def test_engine_searches_and_explains_with_the_chosen_infill():
+    """--infill blur: the counterfactual is x + M (blur(x) - x), the LIG path runs from it to the scan (completeness)."""
+    from medxgan import MedXGAN
+
+    G, clf, x = _masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=10, minimal_mask_infill="blur"))
+    cf = mx.engine.counterfactuals(x)
+    assert cf.fills is not None and torch.allclose(cf.fills, blur_infill(x), atol=1e-6)
+    assert torch.allclose(cf.x_res, x + cf.masks * (blur_infill(x) - x), atol=1e-6)
+    res = mx.explain(x, frames=3, lig_steps=64, lig_tol=None)
+    for i, r in enumerate(res):
+        assert torch.allclose(r.frames[0], r.residual, atol=1e-6) and torch.allclose(r.frames[-1], x[i], atol=1e-6)
+        with torch.no_grad():
+            delta = float(clf.logit(x[i : i + 1]) - clf.logit(r.residual[None]))
+        assert float(r.lig.sum()) == pytest.approx(delta, abs=0.02 * abs(delta) + 1e-3)
+    gan = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=10))
+    assert gan.engine.counterfactuals(x).fills is None  # the default in-fill: B(z1*), nothing extra stored
+    with pytest.raises(MedxganError, match="minimal_mask_infill"):
+        MedXGAN(G, clf, inversion=dict(counterfactual="residual", minimal_mask_infill="noise"))
+
+
+def test_engine_twin_infill_only_with_twins_and_no_other_reads_them():
+    from medxgan import MedXGAN
+    from medxgan.evaluate.twins import prepare_twin_infill
+
+    G, clf, x = _masked_setup()
+    twins = x.clamp(max=0.0)
+    for name in ("gan", "blur", "inpaint"):
+        mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="residual", minimal_mask_steps=3, minimal_mask_infill=name))
+        prepare_twin_infill(mx.engine, x, twins, torch.ones(2, dtype=torch.bool))
+        assert mx.engine.infill_twins is None  # evaluate hands the twins to the twin in-fill only
+        mx.engine.infill_twins = TwinTrap()  # and the engine does not pass them to any other in-fill
+        mx.engine.counterfactuals(x)
+    mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="residual", minimal_mask_steps=3, minimal_mask_infill="twin"))
+    with pytest.raises(MedxganError, match="no lesion-free twins"):
+        prepare_twin_infill(mx.engine, x, None, None)
+    prepare_twin_infill(mx.engine, x, twins, torch.ones(2, dtype=torch.bool))
+    cf = mx.engine.counterfactuals(x)
+    assert torch.allclose(cf.x_res, x + cf.masks * (twins - x), atol=1e-6)
+
+
+def test_cli_infill_option_reaches_the_options():
+    import argparse
+
+    from medxgan.cli.common import add_minimal_mask_options, minimal_mask_options
+
+    p = argparse.ArgumentParser()
+    add_minimal_mask_options(p)
+    assert minimal_mask_options(p.parse_args(["--infill", "inpaint"])) == {"minimal_mask_infill": "inpaint"}
+    with pytest.raises(SystemExit):
+        p.parse_args(["--infill", "noise"])

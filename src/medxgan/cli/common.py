@@ -39,6 +39,11 @@ def add_minimal_mask_options(p: argparse.ArgumentParser) -> None:
                         "less negative); implies --minimal-mask-target healthy. Default: the run's classifier_reference (5th percentile of "
                         "the classifier's logits on real negatives); needed for the healthy target with your own --classifier. A looser "
                         "(less negative) floor localises better and convinces an independent judge less (benchmarks/counterfactual/RESULTS.md)")
+    p.add_argument("--infill", choices=["gan", "blur", "mean", "inpaint", "twin"], default=None,
+                   help="what fills the minimal mask (the in-fill ablation, benchmarks/perturbation/RESULTS.md): gan = the generator's "
+                        "anatomy of the scan (default), blur = a Gaussian blur of the scan, mean = the mean healthy training scan of the "
+                        "GAN run's data, inpaint = biharmonic inpainting of the generator's mask region (slow), twin = the phantom's "
+                        "lesion-free twin (the ceiling; evaluate on phantom data only)")
 
 
 def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,7 +59,7 @@ def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
                                arg="minimal_mask_floor")
         target = "healthy"
     opts = {"minimal_mask_steps": args.minimal_mask_steps, "minimal_mask_target": target, "minimal_mask_scale": args.minimal_mask_scale,
-            "minimal_mask_floor": args.minimal_mask_floor}
+            "minimal_mask_floor": args.minimal_mask_floor, "minimal_mask_infill": getattr(args, "infill", None)}
     return {k: v for k, v in opts.items() if v is not None}
 
 

@@ -24,9 +24,10 @@ import torch
 from medxgan.evaluate.robustness import spearman
 from medxgan.explain.base import Explanation
 from medxgan.explain.counterfactual import image_key
+from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.quality import psnr
 
-__all__ = ["twin_fidelity", "twin_agreement", "twin_effect_map", "normalised_cross_correlation", "TwinEffect"]
+__all__ = ["twin_fidelity", "twin_agreement", "twin_effect_map", "normalised_cross_correlation", "TwinEffect", "prepare_twin_infill"]
 
 
 def _img(t) -> torch.Tensor:
@@ -98,3 +99,14 @@ class TwinEffect:
             p = self.classifier.prob(x_neg.nan_to_num(0.0).to(dev)).float().cpu()
         return Explanation(maps=torch.stack(maps), extras={"x_neg": x_neg, "prob_neg": p})
 
+
+
+def prepare_twin_infill(engine: Any, images: torch.Tensor, twins: torch.Tensor | None, has_twin: torch.Tensor | None) -> None:
+    """For the in-fill ablation's ceiling (``--infill twin``): hand the engine the lesion-free twin of each evaluated scan,
+    looked up by its exact pixels. Every other in-fill is left without them (explain/infill.py never passes them on);
+    without twins in the data the ``twin`` in-fill is a one-line error."""
+    if engine is None or getattr(getattr(engine, "minimal_mask", None), "infill", "gan") != "twin":
+        return
+    if twins is None or has_twin is None or not bool(has_twin.any()):
+        raise MedxganError("--infill twin: the data has no lesion-free twins (DATA/twins/, phantom data only)", arg="infill")
+    engine.infill_twins = {image_key(images[i]): twins[i] for i in range(len(images)) if bool(has_twin[i])}

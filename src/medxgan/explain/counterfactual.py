@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from medxgan.explain import minimal_mask as mm
+from medxgan.explain.infill import INFILLS, InfillInputs, make_infill
 from medxgan.explain.base import Explainer, check_images
 from medxgan.gan.inversion import InversionConfig, counterfactual_images, invert
 from medxgan.runtime.errors import MedxganError
@@ -106,6 +107,7 @@ class Counterfactuals:
     steps_run: Tensor
     generators: list[nn.Module] = field(default_factory=list)  # per image (the shared G, or a tuned copy)
     masks: Tensor | None = None  # N x 1 x H x W minimal masks of the residual counterfactual, when refined
+    fills: Tensor | None = None  # N x C x H x W in-fills of the minimal mask when not the generator's anatomy (explain/infill.py)
 
     def __len__(self) -> int:
         return int(self.z1.shape[0])
@@ -132,19 +134,21 @@ class MaskPath(nn.Module):
     """The path of a refined (minimal) mask M over one scan x: ``forward(z1, alpha z2*)`` is
     ``x + (1 - alpha) M (B(z1) - x)``, so alpha = 0 gives the minimal-mask counterfactual and alpha = 1 the
     scan. With z1 = z1* fixed this is the straight line between them: LIG along it is integrated
-    gradients with the counterfactual as the baseline (:mod:`medxgan.explain.minimal_mask`)."""
+    gradients with the counterfactual as the baseline (:mod:`medxgan.explain.minimal_mask`). ``fill``: an in-fill
+    other than B(z1) (:mod:`medxgan.explain.infill`), used in place of B."""
 
-    def __init__(self, generator: nn.Module, x: Tensor, z2: Tensor, mask: Tensor):
+    def __init__(self, generator: nn.Module, x: Tensor, z2: Tensor, mask: Tensor, fill: Tensor | None = None):
         super().__init__()
         self.generator = generator
         self.register_buffer("x", x.detach().reshape(1, *x.shape[-3:]))
         self.register_buffer("z2_full", z2.detach().reshape(1, -1))
         self.register_buffer("mask", mask.detach().reshape(1, 1, *x.shape[-2:]))
+        self.register_buffer("fill", None if fill is None else fill.detach().reshape(1, *x.shape[-3:]))
 
     def forward(self, z1: Tensor, w: Tensor) -> Tensor:
         n = z1.shape[0]
         alpha = (w * self.z2_full).sum(1) / self.z2_full.pow(2).sum().clamp(min=1e-12)
-        base = self.generator(z1, torch.zeros_like(w), return_parts=True)[1]
+        base = self.generator(z1, torch.zeros_like(w), return_parts=True)[1] if self.fill is None else self.fill
         return self.x + (1 - alpha).view(n, 1, 1, 1) * self.mask * (base - self.x)
 
 
@@ -166,7 +170,9 @@ class MinimalMaskConfig:
         floor: a logit or None: with ``target="healthy"`` the counterfactual need be no more negative than this
             (:meth:`medxgan.explain.model.MedXGANModel.from_run` sets it from the run's classifier reference).
         target: ``"match"`` (as negative as the generator's counterfactual) or ``"healthy"`` (see ``floor``).
-        infill: what fills the mask: ``"gan"`` (the scan's anatomy B(z1*) from the inversion; the only one today).
+        infill: what fills the mask (:mod:`medxgan.explain.infill`): ``"gan"`` (the scan's anatomy B(z1*) from the
+            inversion, the default), ``"blur"``, ``"mean"`` (needs :attr:`CounterfactualEngine.infill_healthy_mean`),
+            ``"inpaint"`` or ``"twin"`` (the ceiling; needs :attr:`CounterfactualEngine.infill_twins`, evaluate only).
     """
 
     steps: int = 0
@@ -184,6 +190,8 @@ class MinimalMaskConfig:
             v = getattr(self, k)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise MedxganError(f"minimal_mask_{k} {v!r}: must be a finite number >= 0", arg=f"minimal_mask_{k}")
+        if self.infill not in INFILLS:
+            raise MedxganError(f"minimal_mask_infill {self.infill!r}: choose {', '.join(INFILLS)}", arg="minimal_mask_infill")
         if self.target not in MINIMAL_MASK_TARGETS:
             raise MedxganError(f"minimal_mask_target {self.target!r}: choose {' or '.join(MINIMAL_MASK_TARGETS)}", arg="minimal_mask_target")
         f = self.floor
@@ -266,6 +274,10 @@ class CounterfactualEngine:
         self.reduce = reduce
         self.cache_size = min(cache_size, 8) if inversion.tune_generator else cache_size
         self._cache: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # what the in-fills other than "gan" need (explain/infill.py): the mean healthy training scan (C x H x W), and the
+        # lesion-free twins by image_key (the "twin" ceiling of evaluate only); set by the caller
+        self.infill_healthy_mean: Tensor | None = None
+        self.infill_twins: dict[str, Tensor] | None = None
         self.inversions_run = 0  # images actually inverted (for tests / cost accounting)
 
     @property
@@ -317,6 +329,7 @@ class CounterfactualEngine:
             psnr=stack("psnr"), prob_gap=stack("prob_gap"), loss=stack("loss"), steps_run=stack("steps_run"),
             generators=[e["generator"] for e in entries],
             masks=stack("mask") if all(e.get("mask") is not None for e in entries) else None,
+            fills=stack("fill") if all(e.get("fill") is not None for e in entries) else None,
         )
 
     def _compute(self, keys: list[str], images: Tensor) -> None:
@@ -332,9 +345,9 @@ class CounterfactualEngine:
                 _, x_neg, x_res = (torch.cat(t) for t in zip(*parts))
             else:
                 _, x_neg, x_res = counterfactual_images(self.generator, z1, z2, x)
-            masks = self._minimal_masks(gens, z1, z2, x, x_neg)
+            masks, fill = self._minimal_masks(gens, z1, z2, x, x_neg)
             if masks is not None:
-                x_res = x + masks * (x_neg - x)
+                x_res = x + masks * (fill - x)
             x_pos = res.reconstructions.to(dev)
             p_in = self.classifier.prob(x).float().cpu()
             p_pos = self.classifier.prob(x_pos).float().cpu()
@@ -346,6 +359,7 @@ class CounterfactualEngine:
                 z1=res.z1[i], z2=res.z2[i], x_pos=res.reconstructions[i], x_neg=x_neg[i], prob_input=p_in[i],
                 prob_pos=p_pos[i], prob_neg=p_neg[i], x_res=x_res[i], prob_res=p_res[i], psnr=res.psnr[i], prob_gap=res.prob_gap[i], loss=res.loss[i],
                 steps_run=res.steps_run[i], generator=gens[i], mask=None if masks is None else masks[i].cpu(),
+                fill=None if masks is None or self.minimal_mask.infill == "gan" else fill[i].cpu(),
             )
 
     @property
@@ -353,16 +367,20 @@ class CounterfactualEngine:
         """Whether the residual counterfactual uses the minimal mask (masked generators only)."""
         return self.counterfactual == "residual" and bool(getattr(self.generator, "masked", False)) and self.minimal_mask.steps > 0
 
-    def _minimal_masks(self, gens: list[nn.Module], z1: Tensor, z2: Tensor, x: Tensor, base: Tensor) -> Tensor | None:
-        """Per image, the minimal mask (N x 1 x H x W) started from each generator's own mask, or None."""
+    def _minimal_masks(self, gens: list[nn.Module], z1: Tensor, z2: Tensor, x: Tensor, base: Tensor) -> tuple[Tensor | None, Tensor]:
+        """Per image, the minimal mask (N x 1 x H x W) started from each generator's own mask (or None), and the in-fill it
+        was searched with (``base`` = B(z1*) for the "gan" in-fill)."""
         if not self.refines_mask:
-            return None
+            return None, base
         with torch.no_grad():
             gm = torch.cat([g(z1[i : i + 1], z2[i : i + 1], return_parts=True)[2] for i, g in enumerate(gens)]) if len(set(map(id, gens))) > 1 \
                 else gens[0](z1, z2, return_parts=True)[2]
         m = self.minimal_mask
-        return mm.refine_mask(self.classifier, x, base, gm, steps=m.steps, w_area=float(m.area), w_tv=float(m.tv), scale=m.scale,
-                              floor=m.effective_floor)
+        fill = make_infill(m.infill, InfillInputs(images=x, gan_fill=base, gan_mask=gm, healthy_mean=self.infill_healthy_mean,
+                                                  twins=self.infill_twins if m.infill == "twin" else None, key=image_key))
+        masks = mm.refine_mask(self.classifier, x, fill, gm, steps=m.steps, w_area=float(m.area), w_tv=float(m.tv), scale=m.scale,
+                               floor=m.effective_floor)
+        return masks, fill
 
     @property
     def mask_floor(self) -> float | None:
@@ -376,7 +394,7 @@ class CounterfactualEngine:
             raise MedxganError("refine_masks: this engine does not use the minimal mask")
         dev = self.device
         gens = cf.generators or [self.generator] * len(cf)
-        masks = self._minimal_masks(gens, cf.z1.to(dev), cf.z2.to(dev), cf.images.to(dev), cf.x_neg.to(dev))
+        masks = self._minimal_masks(gens, cf.z1.to(dev), cf.z2.to(dev), cf.images.to(dev), cf.x_neg.to(dev))[0]
         assert masks is not None
         return masks
 
@@ -390,7 +408,8 @@ class CounterfactualEngine:
             return list(cf.generators) if cf.generators else [self.generator] * len(cf)
         gens = cf.generators or [self.generator] * len(cf)
         if cf.masks is not None:
-            return [MaskPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device), cf.masks[i].to(self.device)) for i, g in enumerate(gens)]
+            return [MaskPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device), cf.masks[i].to(self.device),
+                             None if cf.fills is None else cf.fills[i].to(self.device)) for i, g in enumerate(gens)]
         return [ResidualPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device)) for i, g in enumerate(gens)]
 
     def interpolation(self, cf: Counterfactuals, frames: int = 11) -> tuple[Tensor, Tensor]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -33,7 +34,7 @@ from torch import Tensor
 from medxgan.explain.perturbation import gaussian_smooth
 from medxgan.runtime.errors import MedxganError
 
-__all__ = ["INFILLS", "InfillInputs", "make_infill", "blur_infill", "mean_infill", "inpaint_infill", "healthy_mean"]
+__all__ = ["INFILLS", "InfillInputs", "make_infill", "blur_infill", "mean_infill", "inpaint_infill", "healthy_mean", "healthy_mean_from_data"]
 
 INFILLS = ("gan", "blur", "mean", "inpaint", "twin")
 
@@ -116,6 +117,17 @@ def make_infill(name: str, inputs: InfillInputs) -> Tensor:
     if name == "twin":
         return _twin_infill(inputs)
     raise MedxganError(f"infill {name!r}: choose {', '.join(INFILLS)}", arg="infill")
+
+
+def healthy_mean_from_data(root: str | Path, size: int, channels: int) -> Tensor:
+    """The mean of the negative scans of ``root``'s train split (the classifier's healthy training scans) at the GAN's
+    size and channels; a missing folder is a one-line error."""
+    from medxgan.data import load_dataset
+
+    if not Path(root).is_dir():
+        raise MedxganError(f"infill 'mean': the training data {root} is not there (the mean healthy scan is computed from it)", arg="infill")
+    x, y, _, _ = load_dataset(root, split="train", size=size, channels=channels).tensors()
+    return healthy_mean(x[y == 0])
 
 
 def healthy_mean(negatives: Tensor) -> Tensor:

@@ -161,6 +161,10 @@ class MedXGANModel:
                  minimal_mask=minimal_mask or mask_cfg, encoder=loaded.encoder, encoder_info=loaded.encoder_info,
                  discriminator=loaded.discriminator, oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
+        if mx.engine.minimal_mask.infill == "mean":  # the mean healthy scan of the run's training data, once, before any work
+            from medxgan.explain.infill import healthy_mean_from_data
+
+            mx.engine.infill_healthy_mean = healthy_mean_from_data(loaded.config.get("data") or "", mx.size, mx.channels)
         return mx
 
     def inversion_note(self) -> str:
@@ -175,6 +179,8 @@ class MedXGANModel:
             target = "as negative as the generator's counterfactual" if floor is None else \
                 f"as negative as the generator's counterfactual or as 95 % of the classifier's real negatives (logit {floor:.2f}), whichever is less negative"
             cf += f", within the minimal mask ({self.engine.minimal_mask.steps} refinement steps per scan; {target})"
+            if self.engine.minimal_mask.infill != "gan":
+                cf += f"; in-fill: {self.engine.minimal_mask.infill} (not the generator's anatomy)"
         if info:
             what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"
             return f"inversion starts from the {what} ({info['path']}): up to {steps} Adam steps; {restarts} start(s) per image{cf}"
