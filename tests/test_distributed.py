@@ -26,7 +26,6 @@ import torch
 from torch import nn
 
 from helpers import small_conv_classifier, square_lesion_data
-from medxgan.classifiers import wrap_classifier
 from medxgan.gan import get_preset, train_gan
 from medxgan.gan.train import GANTrainer
 from medxgan.runtime.distributed import GlobalBatchNorm2d, convert_global_batchnorm, shard

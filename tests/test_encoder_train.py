@@ -8,7 +8,6 @@ import shutil
 import pytest
 import torch
 
-from medxgan.cli import main
 from medxgan.gan.encoder_train import ENCODER_INVERSION_STEPS, encoder_dir, train_encoder
 from medxgan.explain.counterfactual import MinimalMaskConfig
 from medxgan.gan.inversion import InversionConfig, invert

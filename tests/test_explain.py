@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from medxgan.cli import main
 from medxgan.explain import CounterfactualEngine, DifferenceExplainer, Explainer, difference_maps, reduce_channels

@@ -9,9 +9,7 @@ import warnings
 import pytest
 import torch
 from helpers import write_dataset, small_conv_classifier, square_lesion_data
-from torch import nn
 
-from medxgan.classifiers import wrap_classifier
 from medxgan.gan import GanTrainConfig, get_preset, load_gan_run, train_gan
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir

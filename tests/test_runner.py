@@ -12,7 +12,6 @@ from helpers import EVAL_SIZE, make_eval_data, strip_cost, tiny_eval_clf, tiny_e
 
 from medxgan.evaluate.runner import evaluate, image_id_for, read_per_image
 from medxgan.evaluate.shortcut import shortcut_metrics
-from medxgan.explain.base import Explainer
 from medxgan.explain.baselines import SaliencyExplainer
 from medxgan.report.plots import write_plots
 
@@ -52,7 +51,8 @@ def test_runner_outputs_and_resume(tmp_path):
     for f in ("results.json", "results.csv", "results.md", "per_image.jsonl", "run.json"):
         assert (out / f).is_file(), f
     plots = {p.name for p in (out / "plots").iterdir()}
-    assert {"deletion_mean.png", "deletion_blur.png", "noise_ssim.png", "bars_localisation.png", "bars_faithfulness_robustness_cost.png", "bars_shortcut.png"} <= plots
+    assert {"deletion_mean.png", "deletion_blur.png", "noise_ssim.png", "bars_localisation.png", "bars_faithfulness_robustness_cost.png",
+            "bars_shortcut.png"} <= plots
     md = (out / "results.md").read_text()
     assert "Pointing game" in md and "`gradcam`" in md and "[" in md
     csv_lines = (out / "results.csv").read_text().splitlines()

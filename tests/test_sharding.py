@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers import known_images, make_eval_data, strip_cost, tiny_eval_clf, write_gan_run, write_png
 from spawn_helpers import in_group, spawn_workers
 

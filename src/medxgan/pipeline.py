@@ -41,7 +41,8 @@ class MedXGAN(MedXGANModel):
     the explainers) plus ``explain`` (inversion -> counterfactual -> maps -> LIG) and ``explain_files``
     (files in, figures + JSON out)."""
 
-    def explain(self, images: Tensor, *, frames: int = 11, lig_steps: int | None = None, lig_form: str = "path", lig_output: str = "logit", lig_rule: str = "trapezoid", lig_tol: float | None = None, batch_size: int = 16) -> list[ExplanationResult]:
+    def explain(self, images: Tensor, *, frames: int = 11, lig_steps: int | None = None, lig_form: str = "path", lig_output: str = "logit",
+                lig_rule: str = "trapezoid", lig_tol: float | None = None, batch_size: int = 16) -> list[ExplanationResult]:
         """Explain N images (N x C x H x W in [-1, 1]; other sizes/channel counts are converted to the GAN's).
 
         Args:
@@ -70,7 +71,8 @@ class MedXGAN(MedXGANModel):
             out.extend(ExplanationResult.from_explanations(i, x[i], cf, d, g, self.engine.counterfactual, settings) for i in range(len(cf)))
         return out
 
-    def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8, show_progress: bool = True, workers: int = 0, **explain_kwargs: Any) -> dict[str, Any]:
+    def explain_files(self, inputs: str | os.PathLike | Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, batch_size: int = 8,
+                      show_progress: bool = True, workers: int = 0, **explain_kwargs: Any) -> dict[str, Any]:
         """Explain image files/folders and write figures + JSON per image into ``out_dir/<name>/``,
         ``out_dir/summary.json`` and the gallery page ``out_dir/index.html``. Inputs of another size/channel count are converted to the GAN's.
         Returns the summary dict.

@@ -45,7 +45,8 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("data", help="data root with trainA/ (fundus) and trainB/ (angiograms)")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--size", type=int, default=argparse.SUPPRESS, help="images are resized to SIZE x SIZE (default 256; multiple of 4)")
-    t.add_argument("--crop", type=int, default=argparse.SUPPRESS, help="random crop size for training (default SIZE); smaller = cheaper, the nets are fully convolutional")
+    t.add_argument("--crop", type=int, default=argparse.SUPPRESS,
+                   help="random crop size for training (default SIZE); smaller = cheaper, the nets are fully convolutional")
     t.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="epochs at constant learning rate (default 100)")
     t.add_argument("--epochs-decay", type=int, default=argparse.SUPPRESS, help="further epochs with linear decay to 0 (default: = --epochs)")
     t.add_argument("--ngf", type=int, default=argparse.SUPPRESS, help="generator base width (default 64)")
@@ -54,7 +55,8 @@ def register(subparsers, formatter_class) -> None:
     t.add_argument("--upsample", choices=["resize", "transpose"], default=argparse.SUPPRESS,
                    help="decoder upsampling: transpose = the paper's transposed conv (default; black surround, higher PSNR in the "
                         "benchmark), resize = nearest x2 + conv (no checkerboard artefacts; the default before 2026-12-02)")
-    t.add_argument("--batch-size", type=int, default=argparse.SUPPRESS, help="global batch size, default 1 (as in the paper); under torchrun a multiple of the number of processes")
+    t.add_argument("--batch-size", type=int, default=argparse.SUPPRESS,
+                   help="global batch size, default 1 (as in the paper); under torchrun a multiple of the number of processes")
     t.add_argument("--lr", type=float, default=argparse.SUPPRESS, help="Adam learning rate (default 2e-4)")
     t.add_argument("--lambda-cycle", type=float, default=argparse.SUPPRESS, help="cycle-consistency weight (default 10)")
     t.add_argument("--pool-size", type=int, default=argparse.SUPPRESS, help="fake-image history per discriminator (default 50 unpaired, 0 paired; 0 = none)")
@@ -67,7 +69,8 @@ def register(subparsers, formatter_class) -> None:
                    help="paired: keep the cycle-consistency terms (weight --lambda-cycle) as well")
     t.add_argument("--rotations", action="store_true", default=argparse.SUPPRESS, help="add copies rotated by 90/180/270 degrees (4x data, as in the paper)")
     t.add_argument("--no-flip", dest="flip", action="store_false", default=argparse.SUPPRESS, help="no random horizontal flips")
-    t.add_argument("--checkpoint-every", type=int, default=argparse.SUPPRESS, metavar="STEPS", help="also checkpoint every STEPS steps inside an epoch (default 0 = epoch ends only)")
+    t.add_argument("--checkpoint-every", type=int, default=argparse.SUPPRESS, metavar="STEPS",
+                   help="also checkpoint every STEPS steps inside an epoch (default 0 = epoch ends only)")
     t.add_argument("--ema-decay", type=float, default=argparse.SUPPRESS,
                    help="decay of the moving average of the generators' weights kept as RUN/G_*_ema.safetensors (default 0.999, "
                         "with a warm-up; 0 = none)")
@@ -131,8 +134,8 @@ def _train(args: argparse.Namespace) -> int:
     from medxgan.translate.train import train_cyclegan
 
     keys = ("size", "crop", "epochs", "epochs_decay", "ngf", "ndf", "blocks", "upsample", "batch_size", "lr",
-            "lambda_cycle", "pool_size", "paired", "pairs", "lambda_l1", "paired_cycle", "rotations", "flip", "checkpoint_every", "seed", "amp", "channels_last", "compile",
-            "ema_decay")
+            "lambda_cycle", "pool_size", "paired", "pairs", "lambda_l1", "paired_cycle", "rotations", "flip", "checkpoint_every", "seed", "amp",
+            "channels_last", "compile", "ema_decay")
     train_cyclegan(args.data, args.out, resume=args.resume, device=args.device, max_minutes=args.max_minutes,
                    **{k: getattr(args, k, None) for k in keys})
     return 0

@@ -14,6 +14,7 @@ listed in ``ds.skipped`` as ``(path, reason)``; ``tensors()`` then also drops th
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 import torch

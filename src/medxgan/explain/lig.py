@@ -88,7 +88,8 @@ def _path_grads(generator: nn.Module, classifier: Any, z1: Tensor, z2: Tensor, a
     return torch.cat(frames), torch.cat(grads), torch.cat(vals)
 
 
-def lig_single(generator: nn.Module, classifier: Any, z1: Tensor, z2: Tensor, *, steps: int, form: str = "path", output: str = "logit", rule: str = "trapezoid", chunk: int = 64) -> tuple[Tensor, Tensor, Tensor]:
+def lig_single(generator: nn.Module, classifier: Any, z1: Tensor, z2: Tensor, *, steps: int, form: str = "path", output: str = "logit",
+               rule: str = "trapezoid", chunk: int = 64) -> tuple[Tensor, Tensor, Tensor]:
     """LIG for one image (z1: 1 x nz1, z2: 1 x nz2). Returns (map C x H x W, delta, total of the reduced map)."""
     alphas = torch.linspace(0.0, 1.0, steps + 1, device=z2.device)
     if form == "authors":
@@ -150,7 +151,8 @@ def latent_integrated_gradients(
         for i in range(n):
             s = steps
             while True:
-                m, d, t = lig_single(gens[i], classifier, z1[i : i + 1].to(dev), z2[i : i + 1].to(dev), steps=s, form=form, output=output, rule=rule, chunk=chunk)
+                m, d, t = lig_single(gens[i], classifier, z1[i : i + 1].to(dev), z2[i : i + 1].to(dev), steps=s, form=form, output=output,
+                                     rule=rule, chunk=chunk)
                 rel = float((t - d).abs() / d.abs().clamp_min(1e-12))
                 if form != "path" or tol is None or rel <= tol or s * 2 > max_steps:
                     break
@@ -180,7 +182,8 @@ class LIGExplainer(Explainer):
 
     name = "medxgan-lig"
 
-    def __init__(self, engine: CounterfactualEngine, *, steps: int | None = None, form: str = "path", output: str = "logit", rule: str = "trapezoid", tol: float | None = DEFAULT_TOL, max_steps: int = DEFAULT_MAX_STEPS, batch_size: int = 16):
+    def __init__(self, engine: CounterfactualEngine, *, steps: int | None = None, form: str = "path", output: str = "logit", rule: str = "trapezoid",
+                 tol: float | None = DEFAULT_TOL, max_steps: int = DEFAULT_MAX_STEPS, batch_size: int = 16):
         super().__init__(engine.classifier, batch_size=batch_size, device=engine.device, output=output)
         self.engine = engine
         self.kw = dict(steps=steps, form=form, output=output, rule=rule, tol=tol, max_steps=max_steps)

@@ -376,7 +376,8 @@ def pivotal_tune(
         return _pivotal_tune(generator, classifier, z1, z2, x, steps=steps, lr=lr, reg=reg, cls=cls, reg_codes=reg_codes, seed=seed)
 
 
-def _pivotal_tune(generator: nn.Module, classifier: Any, z1: Tensor, z2: Tensor, x: Tensor, *, steps: int, lr: float, reg: float, cls: float, reg_codes: int, seed: int) -> nn.Module:
+def _pivotal_tune(generator: nn.Module, classifier: Any, z1: Tensor, z2: Tensor, x: Tensor, *, steps: int, lr: float, reg: float, cls: float,
+                  reg_codes: int, seed: int) -> nn.Module:
     device = z1.device
     tuned = copy.deepcopy(generator).eval()
     for p in tuned.parameters():

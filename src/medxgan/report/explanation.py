@@ -24,7 +24,8 @@ OUTPUT_FILES = dict(
 SLIDER_DIR = "slider"  # the frames and accumulated-change maps of the latent slider (index.html and the gallery)
 
 
-def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, source: str | os.PathLike | None = None, display_size: int = 192, name: str | None = None) -> dict[str, Any]:
+def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, source: str | os.PathLike | None = None, display_size: int = 192,
+                      name: str | None = None) -> dict[str, Any]:
     """Write one image's figures, maps and JSON into ``out_dir`` (atomically) and return the JSON record.
 
     Files (see ``OUTPUT_FILES``): input / reconstruction / negative at native resolution; the difference

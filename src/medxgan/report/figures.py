@@ -98,7 +98,8 @@ def colorize(m, cmap: str | None = None, *, signed: bool | None = None, percenti
     return Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
 
 
-def overlay_heatmap(image, m, *, alpha: float = 0.5, cmap: str | None = None, signed: bool | None = None, percentile: float = 99.5, weight_by_magnitude: bool = True) -> Image.Image:
+def overlay_heatmap(image, m, *, alpha: float = 0.5, cmap: str | None = None, signed: bool | None = None, percentile: float = 99.5,
+                    weight_by_magnitude: bool = True) -> Image.Image:
     """Blend a colorized map over an image (tensor in [-1, 1] or PIL, gray or RGB) -> RGB PIL.
 
     With ``weight_by_magnitude`` the opacity at a pixel is ``alpha * |normalised map|`` so that
@@ -146,13 +147,17 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     return r - l, b - t
 
 
-def captioned_strip(images: Sequence[Image.Image], captions: Sequence[str] | None = None, *, min_size: int = 96, pad: int = 4, background: tuple[int, int, int] = (255, 255, 255), title: str | None = None) -> Image.Image:
+def captioned_strip(images: Sequence[Image.Image], captions: Sequence[str] | None = None, *, min_size: int = 96, pad: int = 4,
+                    background: tuple[int, int, int] = (255, 255, 255), title: str | None = None) -> Image.Image:
     """Images side by side (enlarged to at least ``min_size`` px) with a caption under each -> RGB PIL.
     Captions may contain newlines."""
-    return image_grid([list(images)], captions=[list(captions)] if captions is not None else None, min_size=min_size, pad=pad, background=background, title=title)
+    return image_grid([list(images)], captions=[list(captions)] if captions is not None else None, min_size=min_size, pad=pad,
+                      background=background, title=title)
 
 
-def image_grid(rows: Sequence[Sequence[Image.Image | None]], *, captions: Sequence[Sequence[str]] | None = None, row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None, min_size: int = 96, pad: int = 4, background: tuple[int, int, int] = (255, 255, 255), title: str | None = None) -> Image.Image:
+def image_grid(rows: Sequence[Sequence[Image.Image | None]], *, captions: Sequence[Sequence[str]] | None = None, row_labels: Sequence[str] | None = None,
+               col_labels: Sequence[str] | None = None, min_size: int = 96, pad: int = 4, background: tuple[int, int, int] = (255, 255, 255),
+               title: str | None = None) -> Image.Image:
     """A grid of images (None leaves a blank cell) with optional per-cell captions, row labels (left),
     column labels (top) and a title -> RGB PIL. All cells are scaled to the size of the largest."""
     font = _font()

@@ -752,12 +752,15 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
                         f"<td>{'reused from an earlier run' if st.get('reused') else ''}</td></tr>")
         total = demo.get("total_s")
         h.append("<h3>Run times per stage (s)</h3><div class='scroll'><table><tr><th>stage</th><th>seconds</th><th></th></tr>"
-                 + "".join(rows) + (f"<tr><th>total of the last call (before the report)</th><td class='num'>{_fmt(total, 1)}</td><td></td></tr>" if total is not None else "")
+                 + "".join(rows)
+                 + (f"<tr><th>total of the last call (before the report)</th><td class='num'>{_fmt(total, 1)}</td><td></td></tr>"
+                    if total is not None else "")
                  + "</table></div>")
     tm = results.get("timings") or {}
     if tm:
         h.append("<h3>Evaluation time per method</h3><div class='scroll'><table><tr><th>method</th><th>s / image</th><th>total s</th></tr>"
-                 + "".join(f"<tr><td>{_e(m)}</td><td class='num'>{_fmt((t or {}).get('s_per_image'))}</td><td class='num'>{_fmt((t or {}).get('total_s'), 1)}</td></tr>"
+                 + "".join(f"<tr><td>{_e(m)}</td><td class='num'>{_fmt((t or {}).get('s_per_image'))}</td>"
+                           f"<td class='num'>{_fmt((t or {}).get('total_s'), 1)}</td></tr>"
                            for m, t in tm.items()) + "</table></div>")
     h.append("<h3>Package versions</h3>" + _kv_table(_versions(results)))
     h.append("<h3>Machine</h3>" + _kv_table(_machine(results, demo)))

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from medxgan.data.imageio import list_images, read_image
 from medxgan.runtime.atomic import atomic_save_image, atomic_write_json, atomic_write_text
 from medxgan.runtime import quality
 from medxgan.runtime.device import pick_device
@@ -155,8 +154,8 @@ def results_markdown(results: dict[str, Any]) -> str:
         "",
         "| direction | SSIM | PSNR (dB) | MAE | SSIM inside FoV |",
         "|---|---|---|---|---|",
-        f"| fundus -> angiogram | {f(m['fundus2angio']['ssim'])} | {f(m['fundus2angio']['psnr'], 2)} | {f(m['fundus2angio']['mae'])} | {f(m['fundus2angio']['ssim_fov'])} |",
-        f"| angiogram -> fundus | {f(m['angio2fundus']['ssim'])} | {f(m['angio2fundus']['psnr'], 2)} | {f(m['angio2fundus']['mae'])} | {f(m['angio2fundus']['ssim_fov'])} |",
+        *(f"| {name} | {f(m[d]['ssim'])} | {f(m[d]['psnr'], 2)} | {f(m[d]['mae'])} | {f(m[d]['ssim_fov'])} |"
+          for name, d in (("fundus -> angiogram", "fundus2angio"), ("angiogram -> fundus", "angio2fundus"))),
         "",
         "| cycle | L1 | PSNR (dB) |",
         "|---|---|---|",
