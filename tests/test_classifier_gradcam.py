@@ -68,6 +68,9 @@ def _auto_layer(model, size=64):
 def test_torchvision_style_resnet_takes_layer4_not_the_shortcut_batchnorm():
     # the earlier rule (last Conv2d, extended over BN/ReLU) gave layer4.0.downsample.1 -- the same defect as on MONAI
     assert _auto_layer(TVResNet()) == "layer4"
+    ex = GradCAMExplainer(wrap_classifier(TVResNet().eval(), output="logits2"))
+    ex.resolve_layer(torch.zeros(1, 1, 64, 64))
+    assert "a 2 x 2 map at this input" in ex.layer_choice  # a coarse map is said, with the way to a finer one
 
 
 def test_a_named_layer_and_a_missing_one():

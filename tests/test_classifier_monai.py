@@ -171,8 +171,11 @@ def test_four_class_model_one_vs_rest_from_cli_and_python(user_folder):
     assert _train_cli("gan4", "--classifier", "myclf:four", "--classifier-weights", "four.pt", "--target-class", "2", *FLAGS) == 0
     cfg = json.loads((user_folder / "gan4" / "config.json").read_text())
     assert cfg["classifier"]["adapter"]["target_description"] == "class 2 vs rest"
-    rc, summary = _explain_cli("gan4", "expl4")
+    with pytest.warns(UserWarning, match="below its training gates"):  # a 1-step GAN: said in the terminal ...
+        rc, summary = _explain_cli("gan4", "expl4")
     assert rc == 0
+    page = (user_folder / "expl4" / "index.html").read_text()  # ... and on the gallery, which names classifier, target and GAN run
+    assert "myclf:four" in page and "class 2 vs rest" in page and "1 training steps" in page and "Quality warning" in page
     x = _data_images()
     with torch.no_grad():
         l = _trained("four")(_own_input(x))

@@ -7,7 +7,7 @@ The classifier is what a MONAI user brings: a 2-D `monai.networks.nets.ResNet` w
 and ImageNet normalisation of [0, 1] inputs at its own size (the adapter resizes and repeats the gray
 channel), trained briefly here (seeded) on the phantoms' train split.
 
-    OMP_NUM_THREADS=1 python benchmarks/classifier/gradcam_layers.py [OUT]   # ~10 min on a busy 2-core CPU
+    OMP_NUM_THREADS=1 python benchmarks/classifier/gradcam_layers.py [OUT] [EPOCHS=10]   # ~10 min on a busy 2-core CPU
 
 Writes OUT/gradcam_layers.json and prints one line per layer.
 """
@@ -37,7 +37,7 @@ def train_monai_resnet(data: Path, epochs: int, seed: int = 0) -> torch.nn.Modul
     torch.manual_seed(seed)
     model = ResNet(block="basic", layers=[1, 1, 1, 1], block_inplanes=[16, 32, 64, 128], spatial_dims=2, n_input_channels=3, num_classes=2)
     pp = Preprocessing(input_size=(PX, PX), input_channels=3, input_range="0,1", mean=MEAN, std=STD)
-    adapter = wrap_classifier(model, output="logits2", preprocessing=pp)
+    pre = wrap_classifier(torch.nn.Identity(), output="logits2", preprocessing=pp)  # the adapter's resize/channels/normalisation alone
     x, y, _, _ = load_dataset(data, split="train", size=64).tensors()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(seed)
@@ -46,7 +46,7 @@ def train_monai_resnet(data: Path, epochs: int, seed: int = 0) -> torch.nn.Modul
         order = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 32):
             idx = order[i : i + 32]
-            inp = adapter.preprocess(x[idx])
+            inp = pre.preprocess(x[idx])
             loss = F.cross_entropy(model(inp), y[idx])
             opt.zero_grad()
             loss.backward()
@@ -62,13 +62,13 @@ def train_monai_resnet(data: Path, epochs: int, seed: int = 0) -> torch.nn.Modul
     return adapter
 
 
-def main(out: Path) -> None:
+def main(out: Path, epochs: int = 10) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = out / "brain"
     t0 = time.time()
     if not (data / "dataset.json").is_file():
         synthesize("brain-mri", data, n=800, size=64, seed=0, show_progress=False)
-    adapter = train_monai_resnet(data, epochs=3)
+    adapter = train_monai_resnet(data, epochs=epochs)
     earlier = next(n for n, m in adapter.model.named_modules() if m is gradcam_layer(adapter.model))
     rows = {}
     for label, layer in (("automatic", None), ("earlier rule", earlier), ("layer3", "layer3")):
@@ -80,11 +80,11 @@ def main(out: Path) -> None:
         rows[label] = {"layer": res["config"]["gradcam_layer"], "iou_area_matched": iou, "pointing_game": pointing}
         print(f"{label:13s} {res['config']['gradcam_layer']:24s} IoU {iou['mean']:.3f} [{iou['lo']:.3f}, {iou['hi']:.3f}]  "
               f"pointing {pointing['mean']:.3f}  (n {iou['n']})", flush=True)
-    record = {"test_accuracy": adapter.test_accuracy, "rows": rows, "wall_s": round(time.time() - t0, 1),
+    record = {"test_accuracy": adapter.test_accuracy, "epochs": epochs, "rows": rows, "wall_s": round(time.time() - t0, 1),
               "torch": torch.__version__, "date_utc": time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())}
     (out / "gradcam_layers.json").write_text(json.dumps(record, indent=2))
     print(f"written {out / 'gradcam_layers.json'} ({record['wall_s']} s)")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/medxgan-bench-gradcam"))
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/medxgan-bench-gradcam"), int(sys.argv[2]) if len(sys.argv) > 2 else 10)

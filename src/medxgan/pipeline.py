@@ -126,6 +126,8 @@ class MedXGAN(MedXGANModel):
         summary = dict(
             gan=str(self.run_path) if self.run_path else None, size=self.size, channels=self.channels,
             classifier=getattr(self.classifier, "fingerprint", None), n_images=len(records),
+            classifier_name=getattr(self.classifier, "name", None),  # the gallery names the classifier and its target
+            classifier_target=self.classifier.target_description() if hasattr(self.classifier, "target_description") else None,
             inversion=self.inversion_note(),
             settings=to_jsonable(records[0]["settings"]) if records else {},
             mean_psnr=_mean([r["psnr"] for r in records]),

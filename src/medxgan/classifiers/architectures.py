@@ -156,7 +156,7 @@ def is_scripted(model: nn.Module) -> bool:
     return isinstance(model, torch.jit.ScriptModule)
 
 
-def find_gradcam_layer(model: nn.Module, run_probe: Callable[[], Any]) -> tuple[str, nn.Module]:
+def find_gradcam_layer(model: nn.Module, run_probe: Callable[[], Any], shapes: dict[str, tuple[int, ...]] | None = None) -> tuple[str, nn.Module]:
     """(name, module) of the Grad-CAM target found by running ``run_probe()`` (one forward pass of the
     model, e.g. the adapter on a probe batch) with a forward hook on every submodule.
 
@@ -166,7 +166,8 @@ def find_gradcam_layer(model: nn.Module, run_probe: Callable[[], Any]) -> tuple[
     block's output (MONAI/torchvision ResNet ``layer4``; MONAI DenseNet the activated ``features``
     output), never a shortcut BatchNorm or an inner conv, and it is the deepest map before the
     global pooling. TorchScript modules cannot take forward hooks (a torch limitation), so neither
-    this search nor Captum's LayerGradCam works on them: refused in one line.
+    this search nor Captum's LayerGradCam works on them: refused in one line. ``shapes`` (a dict) receives
+    every hooked module's output shape on the probe.
     """
     declared = getattr(model, "gradcam_layer", None)
     if isinstance(declared, nn.Module):
@@ -177,7 +178,7 @@ def find_gradcam_layer(model: nn.Module, run_probe: Callable[[], Any]) -> tuple[
                            "limitation), which Grad-CAM needs; use a torch.export .pt2 file or package.module:factory, or leave gradcam "
                            "out (--methods)", arg="gradcam_layer")
     order: dict[str, int] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
+    shapes = {} if shapes is None else shapes
     counter = [0]
 
     def hook_for(name: str) -> Callable[..., None]:

@@ -85,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         if ctx.is_main:
             print(mx.inversion_note(), flush=True)
+            _warn_monitor(args.gan)
         summary = mx.explain_files(args.inputs, args.out, batch_size=args.batch_size, frames=args.frames, lig_form=args.lig_form,
                                    lig_steps=args.lig_steps, lig_output=args.lig_output, show_progress=ctx.is_main and not args.quiet,
                                    workers=args.workers)
@@ -94,8 +95,34 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{r['name']}: p(input) {r['prob_input']:.3f}  p(reconstruction) {r['prob_reconstruction']:.3f}  "
               f"p(negative) {r['prob_negative']:.3f}  p(residual) {r['prob_residual']:.3f}  PSNR {r['psnr']:.1f} dB  "
               f"LIG completeness error {100 * r['completeness_error_rel']:.1f}%")
+    _warn_low_psnr(args.gan, summary)
     if summary.get("resumed"):
         print(f"{summary['resumed']} of {summary['n_images']} explanation(s) were already complete in {args.out} with these settings "
               "and were kept (an explain run continues where it stopped; other settings recompute)")
     print(f"{summary['n_images']} explanation(s) written to {args.out} (summary.json)")
     return 0
+
+
+def _warn_monitor(gan: str) -> None:
+    """A GAN below its training gates (gan.gates) explains badly however convincing the pictures look: say so first."""
+    import warnings
+
+    from medxgan.gan.gates import run_quality
+
+    q = run_quality(gan)
+    if q["monitor_shortfalls"]:
+        warnings.warn(f"{gan}: the GAN is below its training gates ({', '.join(q['monitor_shortfalls'])}; {q['steps_done']} steps): its "
+                      "counterfactuals may change other things than what the classifier uses; train longer (the gallery is flagged)")
+
+
+def _warn_low_psnr(gan: str, summary: dict) -> None:
+    import warnings
+
+    from medxgan.gan.gates import run_quality
+
+    q = run_quality(gan)
+    low = [f"{r['name']} {r['psnr']:.1f} dB" for r in summary["images"] if r.get("psnr") is not None and r["psnr"] < q["psnr_floor_db"]]
+    if low:
+        warnings.warn(f"{len(low)} reconstruction(s) below {q['psnr_floor_db']:.1f} dB ({q['psnr_floor_reason']}): {', '.join(low[:8])}"
+                      f"{' ...' if len(low) > 8 else ''}; their counterfactuals explain a different image (more --steps/--restarts, "
+                      "train-encoder, or --tune)")

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from medxgan.runtime.progress import progress
 from medxgan.runtime.tensors import frozen
 
 DEFAULT_STEPS = 150
@@ -93,7 +94,7 @@ def refine_mask(classifier: Any, x: Tensor, fill: Tensor, mask: Tensor, *, steps
     logits = torch.logit(start.clamp(1e-3, 1 - 1e-3)).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
     with frozen(classifier), torch.enable_grad():
-        for _ in range(steps):
+        for _ in progress(range(steps), desc=f"minimal mask of {x.shape[0]} scan(s)"):  # never silent for long (runtime.progress)
             loss = mask_objective(classifier, x, fill, _upsample(logits, size), target, w_area, w_tv)
             opt.zero_grad(set_to_none=True)
             loss.sum().backward()

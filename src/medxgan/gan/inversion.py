@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import check_amp, forward
+from medxgan.runtime.progress import progress
 from medxgan.runtime.tensors import frozen, psnr
 
 # Defaults. Measured (CPU, 8 images, known-code targets G(z) and real phantom scans) only on a 16 px toy
@@ -325,6 +326,8 @@ def _optimise_codes(generator: nn.Module, classifier: Any, disc: nn.Module | Non
     since_best = torch.zeros(m, dtype=torch.long, device=device)
     active = torch.ones(m, dtype=torch.bool, device=device)
     steps_run = torch.zeros(m, dtype=torch.long, device=device)
+    # a line at least every few seconds in a log (runtime.progress): long inversions are never silent
+    bar = progress(total=cfg.steps, desc=f"invert {x.shape[0]} scan(s) x {cfg.restarts} start(s)")
     for _ in range(cfg.steps + 1):  # the last pass only evaluates the final codes
         loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, cfg.w_pix, cfg.w_cls, cfg.w_prior, amp, cfg.w_cf, cfg.counterfactual,
                                   cfg.w_min, cfg.w_real, disc)
@@ -348,6 +351,8 @@ def _optimise_codes(generator: nn.Module, classifier: Any, disc: nn.Module | Non
             z1[~active] = keep1  # frozen images: undo Adam's momentum-driven update
             z2[~active] = keep2
         steps_run += active.long()
+        bar.update(1)
+    bar.close()
     return best_loss, best_z1, best_z2, steps_run
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from medxgan.evaluate.tables import finite
+from medxgan.gan.gates import read_run_config, run_quality
 from medxgan.report.explanation import OUTPUT_FILES
 from medxgan.report.slider import PAGE_CSS, SLIDER_CSS, SLIDER_JS, slider_html
 from medxgan.runtime.atomic import atomic_write_text
@@ -77,6 +78,9 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
             raise MedxganError(f"{out / 'summary.json'}: no readable summary of an explained batch ({exc})") from None
     e = html.escape
     F = OUTPUT_FILES
+    quality = run_quality(summary.get("gan"))
+    floor = quality["psnr_floor_db"]
+    low_psnr: list[str] = []
     rows = []
     cfs = set()
     for item in summary.get("images") or []:
@@ -100,7 +104,7 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
             f"<td><img class='th' src='{e(q + F['difference_overlay'])}' alt='difference'></td>"
             f"<td><img class='th' src='{e(q + F['lig_overlay'])}' alt='LIG'></td>"
             f"<td>{sl}</td>"
-            + _cell(r.get("prob_input"), ".3f") + _cell(p_cf, ".3f") + _cell(r.get("psnr"), ".1f", " dB")
+            + _cell(r.get("prob_input"), ".3f") + _cell(p_cf, ".3f") + _psnr_cell(r.get("psnr"), floor, name, low_psnr)
             + _cell(100 * (_num((r.get("lig") or {}).get("completeness_error_rel")) or float("nan")), ".1f", " %") + "</tr>")
     used = ", ".join(sorted(cfs)) or str(summary.get("counterfactual", "generator"))
     n = len(summary.get("images") or [])
@@ -111,7 +115,8 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
             f"<title>medXGAN explanations ({n})</title><style>{PAGE_CSS}{SLIDER_CSS}"
             ".gal td:nth-child(6){min-width:240px}.gal td img.th{width:84px;height:84px}.gal .slider{--s:100px}</style></head><body><div class='wrap'>"
             f"<h1>medXGAN explanations: {n} scan(s)</h1>"
-            f"<p class='muted'>GAN <code>{e(str(summary.get('gan')))}</code> · {e(str(summary.get('inversion', '')))} · counterfactual used: "
+            f"{_provenance(summary, quality)}{_flags(quality, low_psnr)}"
+            f"<p class='muted'>{e(str(summary.get('inversion', '')))} · counterfactual used: "
             f"<b>{e(used)}</b> · mean PSNR {_fmt(summary.get('mean_psnr'), '.1f')} dB · mean LIG completeness error "
             f"{_fmt(100 * (_num(summary.get('mean_completeness_error_rel')) or float('nan')), '.1f')} %</p>"
             "<p class='muted'>Click a numeric column header to sort by it; drag a slider to move along the explained path "
@@ -119,6 +124,48 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
             f"<div style='overflow-x:auto'><table class='sortable gal'>{head}<tbody>{''.join(rows)}</tbody></table></div>"
             f"</div><script>{SLIDER_JS}{_SORT_JS}</script></body></html>")
     return atomic_write_text(out / GALLERY_FILE, page)
+
+
+def _psnr_cell(v: Any, floor: float, name: str, low: list[str]) -> str:
+    """The PSNR cell, flagged when the reconstruction is far below the run's validation figure (gan.gates)."""
+    f = _num(v)
+    if f is None or f >= floor:
+        return _cell(v, ".1f", " dB")
+    low.append(name)
+    return (f"<td class='num flag' data-v='{f!r}' title='below {floor:.1f} dB: the counterfactual explains a different image'>"
+            f"<b>⚠ {f:.1f} dB</b></td>")
+
+
+def _provenance(summary: Mapping[str, Any], quality: Mapping[str, Any]) -> str:
+    """Which classifier (source, target, fingerprint) and which GAN run (steps) made these explanations."""
+    e = html.escape
+    rec = read_run_config(summary.get("gan")).get("classifier") or {}
+    used_fp = summary.get("classifier")
+    name = summary.get("classifier_name") or rec.get("source") or rec.get("local") or "?"
+    target = summary.get("classifier_target") or ((rec.get("adapter") or {}).get("target_description"))
+    other = rec.get("fingerprint") and used_fp and used_fp != rec.get("fingerprint")
+    steps = quality.get("steps_done") if quality.get("steps_done") is not None else quality.get("steps")
+    return (f"<p>Classifier <code>{e(str(name))}</code>" + (f" · target <b>{e(str(target))}</b>" if target else "")
+            + f" · fingerprint <code>{e(str(used_fp))}</code>"
+            + (f" <b>(not the classifier the GAN was trained against, {e(str(rec.get('fingerprint')))})</b>" if other else "")
+            + f"<br>GAN run <code>{e(str(summary.get('gan')))}</code> · {e(str(steps if steps is not None else '?'))} training steps"
+            + (f" · status {e(str(quality.get('status')))}" if quality.get("status") not in (None, "finished") else "") + "</p>")
+
+
+def _flags(quality: Mapping[str, Any], low_psnr: list[str]) -> str:
+    """Warnings that the pictures alone would not show (gan.gates): a GAN below its monitor gates, poor reconstructions."""
+    e = html.escape
+    items = []
+    if quality.get("monitor_shortfalls"):
+        items.append("the GAN is below its training gates (" + e(", ".join(quality["monitor_shortfalls"])) + "): its counterfactuals may "
+                     "change other things than what the classifier uses, or not look like scans")
+    if low_psnr:
+        items.append(f"{len(low_psnr)} reconstruction(s) below {quality['psnr_floor_db']:.1f} dB ({e(quality['psnr_floor_reason'])}): "
+                     + e(", ".join(low_psnr[:12])) + (" ..." if len(low_psnr) > 12 else "") + "; their counterfactuals explain a different image")
+    if not items:
+        return ""
+    return ("<div class='flag' style='border:2px solid #c33;padding:6px 10px;margin:8px 0;background:#fff4f4'><b>⚠ Quality warning</b><ul>"
+            + "".join(f"<li>{i}</li>" for i in items) + "</ul></div>")
 
 
 def _fmt(v: Any, fmt: str) -> str:

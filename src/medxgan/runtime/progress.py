@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 _QUIET = False
 LINE_PERCENT = 10.0
-LINE_SECONDS = 60.0
+LINE_SECONDS = 10.0  # issue 28: no command runs more than 10 s without a progress line in a log
 
 
 def set_quiet(quiet: bool) -> None:
