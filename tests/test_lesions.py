@@ -172,3 +172,24 @@ def test_region_labels_confine_the_lesions(tmp_path):
     for r in rows:
         m = read_png(tmp_path / "out" / "masks" / r["path"]) > 0
         assert np.nonzero(m)[1].mean() < 32 * 0.55, r["path"]
+
+
+def test_folders_of_2d_images_are_subjects(tmp_path):
+    """Folders of PNG slices: one subject each (three -> split by subject); twins still equal outside the masks."""
+    srcs = []
+    for k in range(3):
+        d = tmp_path / f"subject{k}"
+        d.mkdir()
+        for j in range(4):
+            a = (textured_base(seed=10 * k + j) * 255).astype(np.uint8)
+            Image.fromarray(a).save(d / f"slice{j}.png")
+        srcs.append(d)
+    s = synthesize_lesions(srcs, tmp_path / "out", LesionDatasetConfig(n=24, size=32, seed=1), show_progress=False)
+    assert s["split_by"] == "subject" and s["n_sources"] == 12
+    with open(tmp_path / "out" / "sources.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        if r["class"] == "positive":
+            img, twin = read_png(tmp_path / "out" / r["path"]), read_png(tmp_path / "out" / "twins" / r["path"])
+            mask = read_png(tmp_path / "out" / "masks" / r["path"]) > 0
+            assert mask.any() and np.array_equal(img[~mask], twin[~mask])
