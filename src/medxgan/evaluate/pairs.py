@@ -30,8 +30,9 @@ import contextlib
 import io
 import time
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ from medxgan.evaluate.faithfulness import counterfactual_metrics, deletion_curve
 from medxgan.evaluate.localisation import is_constant, localisation_metrics
 from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
+from medxgan.evaluate.selection import Selection
 from medxgan.evaluate.shortcut import shortcut_metrics
 from medxgan.evaluate.store import input_maps_file, method_maps_file
 from medxgan.evaluate.twins import twin_agreement, twin_fidelity
@@ -47,7 +49,7 @@ from medxgan.explain.base import NonFiniteMapsError
 from medxgan.explain.counterfactual import image_key
 from medxgan.runtime.atomic import atomic_write_bytes
 
-__all__ = ["evaluate_pairs", "evaluate_pairs_reference", "IMPLEMENTATIONS", "NOISY_INVERSION_KEYS", "check_noisy_inversion"]
+__all__ = ["ChunkInputs", "evaluate_pairs", "evaluate_pairs_reference", "IMPLEMENTATIONS", "NOISY_INVERSION_KEYS", "check_noisy_inversion"]
 
 
 def _is_nonfinite_error(exc: BaseException) -> bool:
@@ -56,6 +58,31 @@ def _is_nonfinite_error(exc: BaseException) -> bool:
 
 def _seed_for(seed: int, image_id: str, salt: int) -> int:
     return (zlib.crc32(image_id.encode()) * 1_000_003 + int(seed) * 7919 + salt) % (2**63 - 1)
+
+
+@dataclass
+class ChunkInputs:
+    """What the rows of every chunk share: the selection (per-image tensors and lists, indexed by the data set's
+    image index ``i``) and the evaluation's settings.
+
+    Attributes:
+        sel: the :class:`~medxgan.evaluate.selection.Selection` (images, masks, labels, probs, ids, slices, markers, twins).
+        sigmas, fractions, seed: noise levels, deletion fractions, seed (``EvaluateConfig``).
+        prob_fn: images -> the classifier's p(pos) (on ``dev``). oracle: the GAN run's oracle adapter or None.
+        ms_kw: max-sensitivity's ``{"radius", "n_perturb"}``. out: the evaluation folder to save maps in, or None.
+        written_inputs: image ids whose ``input.npz`` is written (shared across chunks and methods).
+    """
+
+    sel: Selection
+    sigmas: list[float]
+    fractions: list[float]
+    seed: int
+    prob_fn: Callable[[torch.Tensor], torch.Tensor]
+    oracle: Any
+    dev: torch.device
+    ms_kw: dict[str, Any]
+    out: Path | None = None
+    written_inputs: set[str] = field(default_factory=set)
 
 
 def _npz_bytes(**arrays: Any) -> bytes:
@@ -129,9 +156,10 @@ def _twin_metrics(a: np.ndarray, x: torch.Tensor, twin: torch.Tensor, ex_j: dict
     return met
 
 
-def evaluate_pairs_reference(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
-                    fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None) -> list[dict]:
-    x = images[todo]
+def evaluate_pairs_reference(ex: Any, todo: list[int], inputs: ChunkInputs, ms_todo: set[int]) -> list[dict]:
+    """The rows of the images ``todo`` for explainer ``ex``, with the per-image loops (see the module docstring)."""
+    c, sel = inputs, inputs.sel
+    x = sel.images[todo]
     k = len(todo)
     h, w = x.shape[-2:]
     maps, extras, secs = _explain_safe(ex, x)
@@ -139,39 +167,39 @@ def evaluate_pairs_reference(ex: Any, todo: list[int], *, images, masks, has_mas
 
     # robustness: the same images with seeded noise, explained together per sigma
     noisy_maps: dict[float, list[np.ndarray | None]] = {}
-    for si, s in enumerate(sigmas):
+    for si, s in enumerate(c.sigmas):
         noise = torch.stack([
-            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(_seed_for(seed, ids[i], si + 1))) for i in todo
+            torch.randn(x.shape[1:], generator=torch.Generator().manual_seed(_seed_for(c.seed, sel.ids[i], si + 1))) for i in todo
         ])
         noisy_maps[s], _, _ = _explain_safe(ex, (x + s * noise).clamp(-1.0, 1.0))
 
     # oracle probabilities of the counterfactuals, batched
-    oracle_p = _oracle_probs(oracle, extras, "x_neg", dev)
-    oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
+    oracle_p = {key: _oracle_probs(c.oracle, extras, key, c.dev) for key in ("x_neg", "x_res")}
 
     rows = []
-    ctx = dict(prob_fn=prob_fn, oracle_p=oracle_p, oracle_res=oracle_res, twins=twins, has_twin=has_twin, markers=markers, ids=ids,
-               rels=rels, slice_of=slice_of, labels=labels, probs=probs, has_mask=has_mask, per_image_s=per_image_s)
     for j, i in enumerate(todo):
         m = maps[j]
         invalid = m is None
         a = np.full((h, w), np.nan, dtype=np.float32) if invalid else m
-        met: dict[str, Any] = {}
-        mask_i = masks[i, 0].numpy() > 0.5
-        met["map"] = {"constant": None if invalid else bool(is_constant(np.abs(a)))}
-        if slice_of[i] == "TP" and bool(has_mask[i]) and mask_i.any():
-            met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
+        met, mask_i = _map_metrics(a, invalid, i, sel)
         for rep in ("mean", "blur"):
-            d = deletion_curve(prob_fn, x[j], a, fractions=fractions, replacement=rep)
+            d = deletion_curve(c.prob_fn, x[j], a, fractions=c.fractions, replacement=rep)
             met[f"deletion_{rep}"] = {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]}
-        if sigmas:
-            met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in sigmas], sigmas)
+        if c.sigmas:
+            met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in c.sigmas], c.sigmas)
         if i in ms_todo and not getattr(ex, "ground_truth", False):
-            met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(seed, ids[i], 0), **ms_kw)}
-        rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, ctx))
-        if out is not None:
-            _save_maps(out, ids[i], ex.name, a, extras[j], x[j], mask_i, markers[i] if markers is not None else None, rows[-1], written_inputs)
+            met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(c.seed, sel.ids[i], 0), **c.ms_kw)}
+        rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, c, oracle_p, per_image_s))
     return rows
+
+
+def _map_metrics(a: np.ndarray, invalid: bool, i: int, sel: Selection) -> tuple[dict[str, Any], np.ndarray]:
+    """(the metrics of the map itself: constant, localisation on true positives with a mask; image i's lesion mask)."""
+    mask_i = sel.masks[i, 0].numpy() > 0.5
+    met: dict[str, Any] = {"map": {"constant": None if invalid else bool(is_constant(np.abs(a)))}}
+    if sel.slice_of[i] == "TP" and bool(sel.has_mask[i]) and mask_i.any():
+        met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
+    return met, mask_i
 
 
 def _robustness(a: np.ndarray, invalid: bool, noisy: list[np.ndarray | None], sigmas: list[float]) -> dict[str, dict]:
@@ -182,28 +210,31 @@ def _robustness(a: np.ndarray, invalid: bool, noisy: list[np.ndarray | None], si
 
 
 def _finish_row(met: dict[str, Any], ex: Any, i: int, j: int, a: np.ndarray, invalid: bool, mask_i: np.ndarray, ex_j: dict,
-                x: torch.Tensor, ctx: dict[str, Any]) -> dict[str, Any]:
-    """The metrics both implementations share (counterfactuals, twins, shortcut, cost) and the row itself.
-    ctx: the per-chunk values (prob_fn, oracle_p, oracle_res, twins, has_twin, markers, ids, rels, slice_of,
-    labels, probs, has_mask, per_image_s)."""
-    c = ctx
+                x: torch.Tensor, c: ChunkInputs, oracle_p: dict[str, list], per_image_s: float) -> dict[str, Any]:
+    """The metrics both implementations share (counterfactuals, twins, shortcut, cost) and the row itself; the maps
+    are saved when ``c.out`` is set. ``oracle_p``: the oracle's p(pos) of each image's ``x_neg`` / ``x_res``."""
+    sel = c.sel
     if "x_neg" in ex_j:
         p_neg = ex_j.get("prob_neg")
         if p_neg is None:
             with torch.no_grad():
-                p_neg = float(c["prob_fn"](ex_j["x_neg"][None]).item())
-        met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, c["oracle_p"][j])
+                p_neg = float(c.prob_fn(ex_j["x_neg"][None]).item())
+        met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p["x_neg"][j])
     if "x_res" in ex_j:  # the residual counterfactual of the scan itself
-        met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), c["oracle_res"][j])
-    if c["twins"] is not None and bool(c["has_twin"][i]):
-        met.update(_twin_metrics(a, x[j], c["twins"][i], ex_j, localise="localisation" in met and not invalid,
+        met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_p["x_res"][j])
+    if sel.twins is not None and bool(sel.has_twin[i]):
+        met.update(_twin_metrics(a, x[j], sel.twins[i], ex_j, localise="localisation" in met and not invalid,
                                  ground_truth=getattr(ex, "ground_truth", False)))
-    if c["markers"] is not None:
-        met["shortcut"] = shortcut_metrics(a, c["markers"][i], mask_i if mask_i.any() else None)
-    met["cost"] = {"time_s": c["per_image_s"]}
-    return {"image_id": c["ids"][i], "image": c["rels"][i], "index": int(i), "method": ex.name, "slice": c["slice_of"][i],
-            "label": int(c["labels"][i]), "prob": float(c["probs"][i]), "has_mask": bool(c["has_mask"][i]), "invalid_map": invalid,
-            "time_s": c["per_image_s"], "metrics": met}
+    if sel.markers is not None:
+        met["shortcut"] = shortcut_metrics(a, sel.markers[i], mask_i if mask_i.any() else None)
+    met["cost"] = {"time_s": per_image_s}
+    row = {"image_id": sel.ids[i], "image": sel.rels[i], "index": int(i), "method": ex.name, "slice": sel.slice_of[i],
+           "label": int(sel.labels[i]), "prob": float(sel.probs[i]), "has_mask": bool(sel.has_mask[i]), "invalid_map": invalid,
+           "time_s": per_image_s, "metrics": met}
+    if c.out is not None:
+        _save_maps(c.out, sel.ids[i], ex.name, a, ex_j, x[j], mask_i, sel.markers[i] if sel.markers is not None else None, row,
+                   c.written_inputs)
+    return row
 
 
 def _max_sens(ex: Any, x1: torch.Tensor, seed: int, radius: float, n_perturb: int) -> float | None:
@@ -393,46 +424,36 @@ def _deletion_curves(prob_fn: Any, x: torch.Tensor, maps: list[np.ndarray], frac
     return out
 
 
-def evaluate_pairs(ex: Any, todo: list[int], *, images, masks, has_mask, slice_of, labels, probs, ids, rels, markers, sigmas,
-                   fractions, seed, prob_fn, oracle, dev, ms_todo, ms_kw, out, written_inputs, twins=None, has_twin=None,
-                   noisy_inversion: dict[str, Any] | None = None) -> list[dict]:
+def evaluate_pairs(ex: Any, todo: list[int], inputs: ChunkInputs, ms_todo: set[int], noisy_inversion: dict[str, Any] | None = None) -> list[dict]:
     """The rows of the images ``todo`` (a chunk) for explainer ``ex``, batched (see the module docstring);
     the same rows as :func:`evaluate_pairs_reference` within floating-point batching differences unless
     ``noisy_inversion`` is set (see :data:`NOISY_INVERSION_KEYS`; it changes the medXGAN methods' robustness
     and sensitivity numbers)."""
-    x = images[todo]
+    c, sel = inputs, inputs.sel
+    x = sel.images[todo]
     k = len(todo)
     h, w = x.shape[-2:]
     maps, extras, secs = _explain_safe(ex, x)
     per_image_s = secs / k
     a_all = [np.full((h, w), np.nan, dtype=np.float32) if m is None else m for m in maps]
 
-    noisy_maps = _noisy_maps(ex, x, todo, ids, sigmas, seed, noisy_inversion)
-    sens = {} if getattr(ex, "ground_truth", False) else _max_sensitivities(ex, x, todo, maps, ids, seed, set(ms_todo), **_ms_args(ms_kw),
-                                                                           noisy_inversion=noisy_inversion)
-    deletions = _deletion_curves(prob_fn, x, a_all, fractions)
-    oracle_p = _oracle_probs(oracle, extras, "x_neg", dev)
-    oracle_res = _oracle_probs(oracle, extras, "x_res", dev)
+    noisy_maps = _noisy_maps(ex, x, todo, sel.ids, c.sigmas, c.seed, noisy_inversion)
+    sens = {} if getattr(ex, "ground_truth", False) else _max_sensitivities(ex, x, todo, maps, sel.ids, c.seed, set(ms_todo),
+                                                                           **_ms_args(c.ms_kw), noisy_inversion=noisy_inversion)
+    deletions = _deletion_curves(c.prob_fn, x, a_all, c.fractions)
+    oracle_p = {key: _oracle_probs(c.oracle, extras, key, c.dev) for key in ("x_neg", "x_res")}
 
     rows = []
-    ctx = dict(prob_fn=prob_fn, oracle_p=oracle_p, oracle_res=oracle_res, twins=twins, has_twin=has_twin, markers=markers, ids=ids,
-               rels=rels, slice_of=slice_of, labels=labels, probs=probs, has_mask=has_mask, per_image_s=per_image_s)
     for j, i in enumerate(todo):
         invalid = maps[j] is None
         a = a_all[j]
-        met: dict[str, Any] = {}
-        mask_i = masks[i, 0].numpy() > 0.5
-        met["map"] = {"constant": None if invalid else bool(is_constant(np.abs(a)))}
-        if slice_of[i] == "TP" and bool(has_mask[i]) and mask_i.any():
-            met["localisation"] = localisation_metrics(a, mask_i, mode="abs")
+        met, mask_i = _map_metrics(a, invalid, i, sel)
         met.update(deletions[j])
-        if sigmas:
-            met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in sigmas], sigmas)
+        if c.sigmas:
+            met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in c.sigmas], c.sigmas)
         if j in sens:
             met["sensitivity"] = {"max": sens[j]}
-        rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, ctx))
-        if out is not None:
-            _save_maps(out, ids[i], ex.name, a, extras[j], x[j], mask_i, markers[i] if markers is not None else None, rows[-1], written_inputs)
+        rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, c, oracle_p, per_image_s))
     return rows
 
 

@@ -93,7 +93,7 @@ import torch
 from medxgan.classifiers import as_classifier
 from medxgan.data import load_dataset
 from medxgan.evaluate.config import DEFAULT_NOISE_SIGMAS, EvaluateConfig
-from medxgan.evaluate.pairs import IMPLEMENTATIONS
+from medxgan.evaluate.pairs import IMPLEMENTATIONS, ChunkInputs
 from medxgan.evaluate.review import review_sections
 from medxgan.evaluate.twins import TwinEffect, prepare_twin_infill
 from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
@@ -330,15 +330,15 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
     of one chunk for one method (:func:`medxgan.evaluate.pairs.evaluate_pairs`, or its reference implementation)."""
     pairs_fn = IMPLEMENTATIONS[cfg.implementation]
     pairs_kw = {"noisy_inversion": cfg.noisy_inversion} if cfg.noisy_inversion else {}
-    ms_kw = dict(radius=cfg.max_sensitivity_radius, n_perturb=cfg.max_sensitivity_samples)
+    inputs = ChunkInputs(sel, sigmas=list(cfg.noise_sigmas), fractions=list(cfg.fractions), seed=cfg.seed,
+                         prob_fn=lambda xb: clf.prob(xb.to(dev)), oracle=oracle, dev=dev,
+                         ms_kw=dict(radius=cfg.max_sensitivity_radius, n_perturb=cfg.max_sensitivity_samples), out=maps_out)
     batch_size = cfg.batch_size
     ids = sel.ids
     pos_of = {idx: k for k, idx in enumerate(sel.selected)}
     chunks = [sel.selected[i : i + batch_size] for i in range(0, len(sel.selected), batch_size)][store.rank :: store.world]
     total = sum(1 for c in chunks for e in exps if any(not store.is_done(ids[i], e.name) for i in c))
     computed = 0
-    prob_fn = lambda xb: clf.prob(xb.to(dev))  # noqa: E731
-    written_inputs: set[str] = set()
     bar = progress(total=total, desc="evaluate" if store.world == 1 else f"evaluate (rank {store.rank})", disable=not cfg.show_progress)
     with store.writer() as writer:
         for chunk in chunks:
@@ -347,12 +347,7 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
                 if not todo:
                     continue
                 bar.set_postfix_str(ex.name)
-                rows = pairs_fn(
-                    ex, todo, images=sel.images, masks=sel.masks, has_mask=sel.has_mask, slice_of=sel.slice_of, labels=sel.labels,
-                    probs=sel.probs, ids=ids, rels=sel.rels, markers=sel.markers, sigmas=list(cfg.noise_sigmas), fractions=list(cfg.fractions), seed=cfg.seed,
-                    prob_fn=prob_fn, oracle=oracle, dev=dev, ms_todo={i for i in todo if pos_of[i] in ms_positions}, ms_kw=ms_kw,
-                    out=maps_out, written_inputs=written_inputs, twins=sel.twins, has_twin=sel.has_twin, **pairs_kw,
-                )
+                rows = pairs_fn(ex, todo, inputs, {i for i in todo if pos_of[i] in ms_positions}, **pairs_kw)
                 writer.write(rows)
                 computed += len(rows)
                 bar.update(1)
