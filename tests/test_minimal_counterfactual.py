@@ -16,7 +16,7 @@ from medxgan.classifiers import wrap_classifier
 from medxgan.data import load_dataset
 from medxgan.data.phantoms import synthesize
 from medxgan.gan import get_preset, train_gan
-from medxgan.gan.inversion import _per_image_loss
+from medxgan.gan.inversion import InversionConfig, _per_image_loss
 from medxgan.gan.networks import build_generator
 from medxgan.gan.train import minimality_terms
 from medxgan.runtime.runs import RunDir
@@ -113,8 +113,8 @@ def test_inversion_counterfactual_term_hand_computed():
     z1, z2, x = torch.randn(3, 8), torch.randn(3, 4), torch.rand(3, 1, 32, 32) * 2 - 1
     p = torch.full((3,), 0.7)
     with torch.no_grad():
-        plain, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0)
-        with_cf, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0, w_cf=2.5)
+        plain, _ = _per_image_loss(G, clf, z1, z2, x, p, InversionConfig(w_pix=10.0, w_cls=1.0))
+        with_cf, _ = _per_image_loss(G, clf, z1, z2, x, p, InversionConfig(w_pix=10.0, w_cls=1.0, w_cf=2.5))
         logit_cf = clf.logit(G(z1, torch.zeros_like(z2)))
         expected = 2.5 * torch.log1p(torch.exp(logit_cf))  # BCE(sigmoid(l), 0) = log(1 + e^l)
     assert torch.allclose(with_cf - plain, expected, atol=1e-5)
@@ -132,8 +132,9 @@ def test_inversion_realism_term_hand_computed():
     z1, z2, x = torch.randn(3, 8), torch.randn(3, 4), torch.rand(3, 1, 32, 32) * 2 - 1
     p = torch.full((3,), 0.7)
     with torch.no_grad():
-        plain, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0, counterfactual="residual")
-        with_real, _ = _per_image_loss(G, clf, z1, z2, x, p, 10.0, 1.0, 0.0, counterfactual="residual", w_real=0.5, disc=D)
+        plain, _ = _per_image_loss(G, clf, z1, z2, x, p, InversionConfig(w_pix=10.0, w_cls=1.0, counterfactual="residual"))
+        with_real, _ = _per_image_loss(G, clf, z1, z2, x, p, InversionConfig(w_pix=10.0, w_cls=1.0, counterfactual="residual", w_real=0.5),
+                                       disc=D)
         d = D(counterfactual_images(G, z1, z2, x)[2], torch.zeros(3, dtype=torch.long))  # the negative class
         expected = 0.5 * torch.log1p(torch.exp(-d))  # BCE(sigmoid(d), 1) = log(1 + e^-d)
     assert torch.allclose(with_real - plain, expected, atol=1e-5)

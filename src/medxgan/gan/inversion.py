@@ -101,9 +101,11 @@ def counterfactual_images(gen: nn.Module, z1: Tensor, z2: Tensor, x: Tensor, amp
     return x_pos, x_neg, (x - (x_pos - x_neg)).clamp(-1.0, 1.0)
 
 
-def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, w_pix: float, w_cls: float, w_prior: float,
-                    amp: str = "off", w_cf: float = 0.0, counterfactual: str = "generator", w_min: float = 0.0,
-                    w_real: float = 0.0, disc: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+def _per_image_loss(gen: nn.Module, clf: Any, z1: Tensor, z2: Tensor, x: Tensor, p_x: Tensor, cfg: InversionConfig, amp: str = "off",
+                    disc: nn.Module | None = None) -> tuple[Tensor, Tensor]:
+    """(loss per image (N,), G(z1, z2)) with the weights of ``cfg`` (see the module docstring)."""
+    w_pix, w_cls, w_prior, w_cf, w_min, w_real = cfg.w_pix, cfg.w_cls, cfg.w_prior, cfg.w_cf, cfg.w_min, cfg.w_real
+    counterfactual = cfg.counterfactual
     if w_cf or w_min or w_real:  # the counterfactual must be negative (keeps the pathology out of z1) and, for the
         # residual counterfactual, change as little of the scan as it can
         out, x_neg, x_res = counterfactual_images(gen, z1, z2, x, amp)
@@ -329,8 +331,7 @@ def _optimise_codes(generator: nn.Module, classifier: Any, disc: nn.Module | Non
     # a line at least every few seconds in a log (runtime.progress): long inversions are never silent
     bar = progress(total=cfg.steps, desc=f"invert {x.shape[0]} scan(s) x {cfg.restarts} start(s)")
     for _ in range(cfg.steps + 1):  # the last pass only evaluates the final codes
-        loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, cfg.w_pix, cfg.w_cls, cfg.w_prior, amp, cfg.w_cf, cfg.counterfactual,
-                                  cfg.w_min, cfg.w_real, disc)
+        loss, _ = _per_image_loss(generator, classifier, z1, z2, xr, pr, cfg, amp, disc)
         with torch.no_grad():
             lv = loss.detach()
             thresh = torch.where(torch.isfinite(best_loss), best_loss - cfg.min_rel_improvement * best_loss.abs(), torch.full_like(best_loss, math.inf))
