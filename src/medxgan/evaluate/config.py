@@ -25,6 +25,7 @@ from medxgan.explain.counterfactual import MinimalMaskConfig
 from medxgan.gan.inversion import InversionConfig
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.settings import replace_fields
 
 DEFAULT_NOISE_SIGMAS = (0.02, 0.05, 0.1)
 
@@ -83,10 +84,7 @@ class EvaluateConfig:
 
     def replace(self, **options: Any) -> "EvaluateConfig":
         """A copy with ``options`` changed; an unknown name is a one-line MedxganError."""
-        bad = [k for k in options if k not in _FIELDS]
-        if bad:
-            raise MedxganError(f"evaluate: unknown option {bad[0]!r}", arg=bad[0])
-        return dataclasses.replace(self, **options) if options else self
+        return replace_fields(self, "evaluate option", **options)
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "EvaluateConfig":

@@ -160,10 +160,7 @@ def evaluate_pairs_reference(ex: Any, todo: list[int], inputs: ChunkInputs, ms_t
     """The rows of the images ``todo`` for explainer ``ex``, with the per-image loops (see the module docstring)."""
     c, sel = inputs, inputs.sel
     x = sel.images[todo]
-    k = len(todo)
-    h, w = x.shape[-2:]
-    maps, extras, secs = _explain_safe(ex, x)
-    per_image_s = secs / k
+    maps, a_all, extras, per_image_s = _clean_maps(ex, x)
 
     # robustness: the same images with seeded noise, explained together per sigma
     noisy_maps: dict[float, list[np.ndarray | None]] = {}
@@ -178,9 +175,8 @@ def evaluate_pairs_reference(ex: Any, todo: list[int], inputs: ChunkInputs, ms_t
 
     rows = []
     for j, i in enumerate(todo):
-        m = maps[j]
-        invalid = m is None
-        a = np.full((h, w), np.nan, dtype=np.float32) if invalid else m
+        invalid = maps[j] is None
+        a = a_all[j]
         met, mask_i = _map_metrics(a, invalid, i, sel)
         for rep in ("mean", "blur"):
             d = deletion_curve(c.prob_fn, x[j], a, fractions=c.fractions, replacement=rep)
@@ -191,6 +187,14 @@ def evaluate_pairs_reference(ex: Any, todo: list[int], inputs: ChunkInputs, ms_t
             met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(c.seed, sel.ids[i], 0), **c.ms_kw)}
         rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, c, oracle_p, per_image_s))
     return rows
+
+
+def _clean_maps(ex: Any, x: torch.Tensor) -> tuple[list[np.ndarray | None], list[np.ndarray], list[dict], float]:
+    """The chunk's clean explanation: (maps, None where non-finite; the maps with an all-NaN map in those places;
+    per-image extras; seconds per image)."""
+    maps, extras, secs = _explain_safe(ex, x)
+    h, w = x.shape[-2:]
+    return maps, [np.full((h, w), np.nan, dtype=np.float32) if m is None else m for m in maps], extras, secs / x.shape[0]
 
 
 def _map_metrics(a: np.ndarray, invalid: bool, i: int, sel: Selection) -> tuple[dict[str, Any], np.ndarray]:
@@ -431,11 +435,7 @@ def evaluate_pairs(ex: Any, todo: list[int], inputs: ChunkInputs, ms_todo: set[i
     and sensitivity numbers)."""
     c, sel = inputs, inputs.sel
     x = sel.images[todo]
-    k = len(todo)
-    h, w = x.shape[-2:]
-    maps, extras, secs = _explain_safe(ex, x)
-    per_image_s = secs / k
-    a_all = [np.full((h, w), np.nan, dtype=np.float32) if m is None else m for m in maps]
+    maps, a_all, extras, per_image_s = _clean_maps(ex, x)
 
     noisy_maps = _noisy_maps(ex, x, todo, sel.ids, c.sigmas, c.seed, noisy_inversion)
     sens = {} if getattr(ex, "ground_truth", False) else _max_sensitivities(ex, x, todo, maps, sel.ids, c.seed, set(ms_todo),

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import check_amp, forward
+from medxgan.runtime.settings import replace_fields
 from medxgan.runtime.progress import progress
 from medxgan.runtime.tensors import frozen, psnr
 
@@ -199,10 +200,7 @@ class InversionConfig:
 
     def replace(self, **options: Any) -> "InversionConfig":
         """A copy with ``options`` changed; an unknown name is a one-line MedxganError."""
-        bad = [k for k in options if k not in _INVERSION_FIELDS]
-        if bad:
-            raise MedxganError(f"inversion option {bad[0]!r}: unknown (choose from {', '.join(_INVERSION_FIELDS)})", arg=bad[0])
-        return dataclasses.replace(self, **options) if options else self
+        return replace_fields(self, "inversion option", **options)
 
     @classmethod
     def from_dict(cls, options: dict[str, Any] | None) -> "InversionConfig":
@@ -216,8 +214,6 @@ class InversionConfig:
         default = InversionConfig()
         return {k: v for k, v in self.to_dict().items() if v != getattr(default, k)}
 
-
-_INVERSION_FIELDS = tuple(f.name for f in dataclasses.fields(InversionConfig))
 
 
 def invert(
