@@ -190,7 +190,7 @@ def evaluate(
     clf, model, gan_desc = _load_models(classifier, gan, dev, cfg.inversion, cfg.minimal_mask)
     size, channels, inversion_used, inversion_encoder = _gan_settings(model, cfg.size, cfg.channels, cfg.inversion, notes)
     exps = _explainers(explainers, methods, clf, model, cfg.batch_size, notes, cfg.gradcam_layer)
-    oracle = getattr(model, "oracle", None) if model is not None else None
+    oracle = model.oracle if model is not None else None
 
     ds = load_dataset(data_root, split=cfg.split, size=size, channels=channels, positive=cfg.positive, negative=cfg.negative,
                       csv=cfg.csv, skip_bad=cfg.skip_bad)
