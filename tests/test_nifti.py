@@ -144,3 +144,16 @@ def test_output_names_and_source_files_of_slice_references(tmp_path):
 
     assert image_stem("/a/brain.nii.gz#z=42") == "brain#z=42" and image_stem("/a/b.png") == "b"
     assert source_file("/a/brain.nii.gz#t=0,z=42") == Path("/a/brain.nii.gz") and source_file("/a/b.png") == Path("/a/b.png")
+
+
+def test_a_2d_nifti_is_one_slice(tmp_path):
+    from medxgan.data import load_image_tensor
+
+    plane = block_volume()[:, :, 2]
+    p = tmp_path / "flat.nii"
+    nib.save(nib.Nifti1Image(plane, np.diag([1.0, 2.0, 1.0, 1.0])), str(p))
+    assert [r.name for r in collect_image_files(p)] == ["flat.nii#z=0"]
+    x = load_image_tensor(p)  # a bare file with one slice is that slice
+    assert x.shape == (1, 1, 8, 6)
+    with pytest.raises(MedxganError, match=r"a NIfTI volume of 5 slices: name one slice"):
+        load_image_tensor(save(tmp_path / "vol.nii.gz", block_volume()))

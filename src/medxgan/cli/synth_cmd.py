@@ -106,6 +106,7 @@ def _register_lesions(kind_parsers, formatter_class) -> None:
                    "lesions may go (once for all sources, or once per source; default: the scan's foreground)")
     p.add_argument("--region-labels", metavar="V,V,...", help="label values of --region that count (default: every value > 0)")
     p.add_argument("--axis", default="z", choices=("x", "y", "z", "sagittal", "coronal", "axial"), help="slicing axis of volumes")
+    p.add_argument("--frame", type=_int, default=None, metavar="T", help="4-D volumes: the frame to use")
     p.add_argument("--min-foreground", type=float, default=0.1, metavar="F", help="skip slices whose foreground covers less "
                    "than this fraction")
     p.add_argument("--slab", type=_int, default=10, help="slices per slab when splitting one or two subjects by slab")
@@ -138,7 +139,7 @@ def _run_lesions(args: argparse.Namespace) -> int:
     if not math.isfinite(args.min_foreground):
         raise MedxganError(f"--min-foreground {args.min_foreground}: must be a finite fraction")
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
-    cfg = LesionDatasetConfig(n=args.n, size=args.size, seed=args.seed, axis=args.axis, min_foreground=args.min_foreground,
+    cfg = LesionDatasetConfig(n=args.n, size=args.size, seed=args.seed, axis=args.axis, frame=args.frame, min_foreground=args.min_foreground,
                               slab=args.slab, gap=args.gap, split=args.split, lesions=LesionConfig(models=models))
     s = synthesize_lesions(args.sources, args.out, cfg, regions=args.region, region_labels=labels, preview=args.preview,
                            overwrite=args.overwrite, show_progress=not args.quiet)

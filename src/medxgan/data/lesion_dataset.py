@@ -59,6 +59,7 @@ class LesionDatasetConfig:
     size: int = 64
     seed: int = 0
     axis: str = "z"
+    frame: int | None = None  # 4-D volumes: which frame
     min_foreground: float = 0.1
     min_region: float = 0.03  # a slice is a positive only when its region covers this fraction of the image
     slab: int = 10
@@ -125,7 +126,7 @@ def _volume_source(path: Path, cfg: LesionDatasetConfig, region: str | None, lab
         square_pixels,
     )
 
-    opts = NiftiOptions(axis=cfg.axis, min_foreground=cfg.min_foreground)
+    opts = NiftiOptions(axis=cfg.axis, frame=cfg.frame, min_foreground=cfg.min_foreground)
     refs = expand_volume(path, opts)
     vol = load_volume(path, opts)
     regions = _region_planes(region, labels, refs)
@@ -344,7 +345,7 @@ def _check(cfg: LesionDatasetConfig) -> None:
     if not 0.0 <= cfg.min_region < 1.0:
         raise MedxganError(f"min_region {cfg.min_region!r}: must be a fraction in [0, 1)", arg="min_region")
     canonical_split(cfg.split)
-    NiftiOptions(axis=cfg.axis, min_foreground=cfg.min_foreground).checked("synth lesions")
+    NiftiOptions(axis=cfg.axis, frame=cfg.frame, min_foreground=cfg.min_foreground).checked("synth lesions")
     cfg.lesions.checked()
 
 

@@ -134,6 +134,8 @@ def _load_canonical(path: Path, frame: int | None) -> tuple[np.ndarray, tuple[fl
         img = nib.load(str(path))
         if not hasattr(img, "affine") or img.affine is None:
             raise ValueError("no affine")
+        if len(img.shape) == 2 and all(img.shape):  # a 2-D image stored as NIfTI: one axial slice
+            img = nib.Nifti1Image(np.asanyarray(img.dataobj)[:, :, None], img.affine, img.header)
         img = nib.as_closest_canonical(img)
         shape = tuple(int(s) for s in img.shape)
         zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
@@ -145,7 +147,7 @@ def _load_canonical(path: Path, frame: int | None) -> tuple[np.ndarray, tuple[fl
         raise MedxganError(f"{path}: NIfTI volume of shape {shape}: need a non-empty 3-D volume (or 4-D with a frame)")
     if len(shape) > 4 or (len(shape) == 4 and shape[3] > 1 and frame is None):
         raise MedxganError(f"{path}: NIfTI volume of shape {shape} has {int(np.prod(shape[3:]))} frames: choose one "
-                           f"(dataset.json {{\"nifti\": {{\"frame\": 0}}}}, --frame, or {path.name}#t=0,z=INDEX)")
+                           f"({path.name}#t=0,z=INDEX; dataset.json {{\"nifti\": {{\"frame\": 0}}}}; synth lesions --frame 0)")
     if len(shape) == 4 and frame is not None and frame >= shape[3]:
         raise MedxganError(f"{path}: frame {frame} out of range (the volume has {shape[3]} frames)")
     if not all(np.isfinite(z) and z > 0 for z in zooms):
