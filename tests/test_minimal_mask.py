@@ -197,19 +197,21 @@ def test_explain_files_saves_the_minimal_mask(tmp_path):
 
 
 def test_the_healthy_target_takes_its_floor_from_the_run_and_only_for_the_runs_own_classifier():
-    from types import SimpleNamespace
+    import dataclasses
+    from pathlib import Path
 
     from medxgan import MedXGAN
+    from medxgan.gan.run import GanRun
 
     G, clf, x = _masked_setup()
     inv = dict(counterfactual="residual", minimal_mask_steps=5, minimal_mask_target="healthy")
     config = {"preset": {"inversion": inv}, "classifier_reference": {"negative_logit_q05": -1.25}}
-    run = SimpleNamespace(generator=G, classifier=clf, oracle=None, config=config, path=".")
+    run = GanRun(G, clf, None, config, Path("."))
     mx = MedXGAN.from_run(run, steps=2, restarts=1)
     assert mx.engine.mask_floor == -1.25 and "logit -1.25" in mx.inversion_note()
     other = MedXGAN.from_run(run, classifier=clf, steps=2, restarts=1)  # another classifier: the run's reference does not apply
     assert other.engine.mask_floor is None
-    old = MedXGAN.from_run(SimpleNamespace(**{**vars(run), "config": {"preset": {"inversion": inv}}}), steps=2, restarts=1)
+    old = MedXGAN.from_run(dataclasses.replace(run, config={"preset": {"inversion": inv}}), steps=2, restarts=1)
     assert old.engine.mask_floor is None  # a run trained before the reference existed: the "match" target
     match = MedXGAN(G, clf, inversion=dict(inv, minimal_mask_target="match", minimal_mask_floor=-1.0))
     assert match.engine.mask_floor is None
@@ -217,9 +219,10 @@ def test_the_healthy_target_takes_its_floor_from_the_run_and_only_for_the_runs_o
 
 def test_cli_minimal_mask_floor_implies_the_healthy_target_and_reaches_the_engine(tmp_path, capsys):
     import argparse
-    from types import SimpleNamespace
+    from pathlib import Path
 
     from medxgan import MedXGAN
+    from medxgan.gan.run import GanRun
     from medxgan.cli import main
     from medxgan.cli.common import add_minimal_mask_options, minimal_mask_options
 
@@ -230,7 +233,7 @@ def test_cli_minimal_mask_floor_implies_the_healthy_target_and_reaches_the_engin
     assert opts == {"minimal_mask_target": "healthy", "minimal_mask_floor": -1.5}
     G, clf, _ = _masked_setup()
     inv = dict(counterfactual="residual", minimal_mask_steps=5, minimal_mask_target="healthy")
-    run = SimpleNamespace(generator=G, classifier=clf, oracle=None, config={"preset": {"inversion": inv}, "classifier_reference": {"negative_logit_q05": -1.25}}, path=".")
+    run = GanRun(G, clf, None, {"preset": {"inversion": inv}, "classifier_reference": {"negative_logit_q05": -1.25}}, Path("."))
     assert MedXGAN.from_run(run, steps=2, restarts=1, **opts).engine.mask_floor == -1.5  # the user's floor wins over the run's
     assert MedXGAN.from_run(run, classifier=clf, steps=2, restarts=1, **opts).engine.mask_floor == -1.5  # and serves another classifier
     for cmd in ("explain", "evaluate"):  # contradictory or non-finite: one line, exit 2, before any work
