@@ -134,7 +134,7 @@ def main() -> None:
         paths = [MaskPath(G, x[i], cf.z2[i], M[i]) if fill_name == "anatomy" else FillPath(x[i], fill[i], M[i], cf.z2[i]) for i in range(len(x))]
         lig = latent_integrated_gradients(paths, clf, cf.z1, cf.z2).maps
         with torch.no_grad():
-            row = dict(fill=fill_name, w_min=mx.engine.inversion.get("w_min"), target=target, floor_quantile=quantile, scale=scale, w_area=w_area, w_tv=w_tv,
+            row = dict(fill=fill_name, w_min=mx.engine.inversion_config.w_min, target=target, floor_quantile=quantile, scale=scale, w_area=w_area, w_tv=w_tv,
                        floor=None if floor is None else round(floor, 3), diff_iou=_mean(iou_area_matched, diff, m, has_lesion), lig_iou=_mean(iou_area_matched, lig, m, has_lesion),
                        diff_pointing=_mean(pointing_game, diff, m, has_lesion), lig_pointing=_mean(pointing_game, lig, m, has_lesion),
                        valid_classifier=round(float((clf.prob(x_cf) < 0.5).float().mean()), 3),
