@@ -666,6 +666,58 @@ def _trim_config(cfg: Mapping[str, Any] | None) -> dict:
 
 
 # ---- the page --------------------------------------------------------------------------------
+def _plots_html(ev: Path, img_dir: Path, rel: str) -> str:
+    """The evaluation's plots (OUT/plots/*.png), copied beside the page."""
+    h: list[str] = []
+    h.append("<h2 id='plots'>Benchmark plots</h2>")
+    plots = sorted((ev / PLOTS_DIR).glob("*.png")) if (ev / PLOTS_DIR).is_dir() else []
+    order = {"deletion_mean.png": 0, "deletion_blur.png": 1, "noise_ssim.png": 2, "noise_spearman.png": 3, "noise_top10.png": 4}
+    plots.sort(key=lambda p: (order.get(p.name, 10), p.name))
+    if plots:
+        (img_dir / "plots").mkdir(exist_ok=True)
+        h.append("<div class='grid'>")
+        for p in plots:
+            shutil.copyfile(p, img_dir / "plots" / p.name)
+            h.append(f"<div><img class='plot' src='{rel}/plots/{_e(p.name)}' alt='{_e(p.stem)}'></div>")
+        h.append("</div>")
+    else:
+        h.append("<p class='muted'>no plots in the evaluation directory (run with plots on).</p>")
+    return "\n".join(h)
+
+
+def _config_html(results: Mapping[str, Any], demo: Mapping[str, Any] | None, dirs: Mapping[str, Any]) -> str:
+    """Run times, versions, machine and the configurations behind the page."""
+    cfg = results.get("config") or {}
+    h: list[str] = ["<h2 id='config'>Configuration, versions, machine</h2>"]
+    if demo is not None and demo.get("stages"):
+        rows = []
+        for name, st in demo["stages"].items():
+            rows.append(f"<tr><td>{_e(name)}</td><td class='num'>{_fmt(st.get('seconds'), 1)}</td>"
+                        f"<td>{'reused from an earlier run' if st.get('reused') else ''}</td></tr>")
+        total = demo.get("total_s")
+        h.append("<h3>Run times per stage (s)</h3><div class='scroll'><table><tr><th>stage</th><th>seconds</th><th></th></tr>"
+                 + "".join(rows)
+                 + (f"<tr><th>total of the last call (before the report)</th><td class='num'>{_fmt(total, 1)}</td><td></td></tr>"
+                    if total is not None else "")
+                 + "</table></div>")
+    tm = results.get("timings") or {}
+    if tm:
+        h.append("<h3>Evaluation time per method</h3><div class='scroll'><table><tr><th>method</th><th>s / image</th><th>total s</th></tr>"
+                 + "".join(f"<tr><td>{_e(m)}</td><td class='num'>{_fmt((t or {}).get('s_per_image'))}</td>"
+                           f"<td class='num'>{_fmt((t or {}).get('total_s'), 1)}</td></tr>"
+                           for m, t in tm.items()) + "</table></div>")
+    h.append("<h3>Package versions</h3>" + _kv_table(_versions(results)))
+    h.append("<h3>Machine</h3>" + _kv_table(_machine(results, demo)))
+    if demo is not None:
+        h.append(_json_block("demo.json", demo))
+    h.append(_json_block("evaluation config (results.json)", cfg))
+    for key in ("classifier", "gan"):
+        d = dirs.get(key)
+        if d is not None:
+            h.append(_json_block(f"{key} run config ({d.name}/config.json)", _trim_config(_read_json(d / "config.json"))))
+    return "\n".join(h)
+
+
 def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, max_rows: int = 12) -> Path:
     """Write ``index.html`` (+ ``img/``) for a demo directory or an evaluation directory (see the
     module docstring) into ``out_dir`` (default: ``PATH/report``). Returns the path of index.html."""
@@ -676,7 +728,7 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
         raise MedxganError(f"{ev / RESULTS_JSON}: unreadable or not a JSON object")
     if not isinstance(results.get("methods"), dict) or not all(isinstance(r, dict) for r in results["methods"].values()):
         # an empty or foreign JSON object would make an empty page that looks like a report
-        raise MedxganError(f"{ev / 'results.json'}: not the results of `medxgan evaluate` (no 'methods' object of per-method results)")
+        raise MedxganError(f"{ev / RESULTS_JSON}: not the results of `medxgan evaluate` (no 'methods' object of per-method results)")
     report = Path(out_dir) if out_dir is not None else dirs["report"]
     img_dir = report / "img"  # files are overwritten, never deleted (out_dir may be a folder of the user's)
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -723,19 +775,7 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     from medxgan.report.review import review_html  # sanity checks, counterfactual realism (results['sanity'/'realism'])
 
     h.append(review_html(results, img_dir, rel))
-    h.append("<h2 id='plots'>Benchmark plots</h2>")
-    plots = sorted((ev / PLOTS_DIR).glob("*.png")) if (ev / PLOTS_DIR).is_dir() else []
-    order = {"deletion_mean.png": 0, "deletion_blur.png": 1, "noise_ssim.png": 2, "noise_spearman.png": 3, "noise_top10.png": 4}
-    plots.sort(key=lambda p: (order.get(p.name, 10), p.name))
-    if plots:
-        (img_dir / "plots").mkdir(exist_ok=True)
-        h.append("<div class='grid'>")
-        for p in plots:
-            shutil.copyfile(p, img_dir / "plots" / p.name)
-            h.append(f"<div><img class='plot' src='{rel}/plots/{_e(p.name)}' alt='{_e(p.stem)}'></div>")
-        h.append("</div>")
-    else:
-        h.append("<p class='muted'>no plots in the evaluation directory (run with plots on).</p>")
+    h.append(_plots_html(ev, img_dir, rel))
 
     h.append("<h2 id='training'>Training</h2>")
     if dirs.get("classifier") is None and dirs.get("gan") is None:
@@ -744,33 +784,7 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     else:
         h.append(_training_html(dirs, img_dir, rel))
 
-    h.append("<h2 id='config'>Configuration, versions, machine</h2>")
-    if demo is not None and demo.get("stages"):
-        rows = []
-        for name, st in demo["stages"].items():
-            rows.append(f"<tr><td>{_e(name)}</td><td class='num'>{_fmt(st.get('seconds'), 1)}</td>"
-                        f"<td>{'reused from an earlier run' if st.get('reused') else ''}</td></tr>")
-        total = demo.get("total_s")
-        h.append("<h3>Run times per stage (s)</h3><div class='scroll'><table><tr><th>stage</th><th>seconds</th><th></th></tr>"
-                 + "".join(rows)
-                 + (f"<tr><th>total of the last call (before the report)</th><td class='num'>{_fmt(total, 1)}</td><td></td></tr>"
-                    if total is not None else "")
-                 + "</table></div>")
-    tm = results.get("timings") or {}
-    if tm:
-        h.append("<h3>Evaluation time per method</h3><div class='scroll'><table><tr><th>method</th><th>s / image</th><th>total s</th></tr>"
-                 + "".join(f"<tr><td>{_e(m)}</td><td class='num'>{_fmt((t or {}).get('s_per_image'))}</td>"
-                           f"<td class='num'>{_fmt((t or {}).get('total_s'), 1)}</td></tr>"
-                           for m, t in tm.items()) + "</table></div>")
-    h.append("<h3>Package versions</h3>" + _kv_table(_versions(results)))
-    h.append("<h3>Machine</h3>" + _kv_table(_machine(results, demo)))
-    if demo is not None:
-        h.append(_json_block("demo.json", demo))
-    h.append(_json_block("evaluation config (results.json)", cfg))
-    for key in ("classifier", "gan"):
-        d = dirs.get(key)
-        if d is not None:
-            h.append(_json_block(f"{key} run config ({d.name}/config.json)", _trim_config(_read_json(d / "config.json"))))
+    h.append(_config_html(results, demo, dirs))
     h.append("<p class='muted'>Generated by medxgan; self-contained (images in img/ beside this file, no network access needed).</p>")
     h.append(f"</div><script>{SLIDER_JS}</script></body></html>")
     return atomic_write_text(report / "index.html", "\n".join(h))
