@@ -170,21 +170,32 @@ def evaluate_pairs_reference(ex: Any, todo: list[int], inputs: ChunkInputs, ms_t
         ])
         noisy_maps[s], _, _ = _explain_safe(ex, (x + s * noise).clamp(-1.0, 1.0))
 
-    # oracle probabilities of the counterfactuals, batched
-    oracle_p = {key: _oracle_probs(c.oracle, extras, key, c.dev) for key in ("x_neg", "x_res")}
+    # per image: both deletion curves, Captum's max-sensitivity
+    deletions = []
+    for j in range(len(todo)):
+        curves = {rep: deletion_curve(c.prob_fn, x[j], a_all[j], fractions=c.fractions, replacement=rep) for rep in ("mean", "blur")}
+        deletions.append({f"deletion_{rep}": {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]} for rep, d in curves.items()})
+    sens = {j: None if maps[j] is None else _max_sens(ex, x[j : j + 1], seed=_seed_for(c.seed, sel.ids[i], 0), **c.ms_kw)
+            for j, i in enumerate(todo) if i in ms_todo and not getattr(ex, "ground_truth", False)}
+    return _rows(ex, todo, x, (maps, a_all, extras, per_image_s), c, deletions, noisy_maps, sens)
 
+
+def _rows(ex: Any, todo: list[int], x: torch.Tensor, clean: tuple, c: ChunkInputs, deletions: list[dict], noisy_maps: dict[float, list],
+          sens: dict[int, float | None]) -> list[dict]:
+    """The chunk's rows from what both implementations compute: ``clean`` (:func:`_clean_maps`), the deletion curves
+    per image, the noisy copies' maps per sigma and max-sensitivity per chunk position."""
+    maps, a_all, extras, per_image_s = clean
+    oracle_p = {key: _oracle_probs(c.oracle, extras, key, c.dev) for key in ("x_neg", "x_res")}  # batched
     rows = []
     for j, i in enumerate(todo):
         invalid = maps[j] is None
         a = a_all[j]
-        met, mask_i = _map_metrics(a, invalid, i, sel)
-        for rep in ("mean", "blur"):
-            d = deletion_curve(c.prob_fn, x[j], a, fractions=c.fractions, replacement=rep)
-            met[f"deletion_{rep}"] = {"auc": d["auc"], "probs": d["probs"], "flipped": d["flipped"]}
+        met, mask_i = _map_metrics(a, invalid, i, c.sel)
+        met.update(deletions[j])
         if c.sigmas:
             met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in c.sigmas], c.sigmas)
-        if i in ms_todo and not getattr(ex, "ground_truth", False):
-            met["sensitivity"] = {"max": None if invalid else _max_sens(ex, x[j : j + 1], seed=_seed_for(c.seed, sel.ids[i], 0), **c.ms_kw)}
+        if j in sens:
+            met["sensitivity"] = {"max": sens[j]}
         rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, c, oracle_p, per_image_s))
     return rows
 
@@ -441,20 +452,7 @@ def evaluate_pairs(ex: Any, todo: list[int], inputs: ChunkInputs, ms_todo: set[i
     sens = {} if getattr(ex, "ground_truth", False) else _max_sensitivities(ex, x, todo, maps, sel.ids, c.seed, set(ms_todo),
                                                                            **_ms_args(c.ms_kw), noisy_inversion=noisy_inversion)
     deletions = _deletion_curves(c.prob_fn, x, a_all, c.fractions)
-    oracle_p = {key: _oracle_probs(c.oracle, extras, key, c.dev) for key in ("x_neg", "x_res")}
-
-    rows = []
-    for j, i in enumerate(todo):
-        invalid = maps[j] is None
-        a = a_all[j]
-        met, mask_i = _map_metrics(a, invalid, i, sel)
-        met.update(deletions[j])
-        if c.sigmas:
-            met["robustness"] = _robustness(a, invalid, [noisy_maps[s][j] for s in c.sigmas], c.sigmas)
-        if j in sens:
-            met["sensitivity"] = {"max": sens[j]}
-        rows.append(_finish_row(met, ex, i, j, a, invalid, mask_i, extras[j], x, c, oracle_p, per_image_s))
-    return rows
+    return _rows(ex, todo, x, (maps, a_all, extras, per_image_s), c, deletions, noisy_maps, sens)
 
 
 def _ms_args(ms_kw: dict[str, Any]) -> dict[str, Any]:
