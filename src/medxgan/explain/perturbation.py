@@ -118,13 +118,14 @@ class SmoothMaskGenerator:
         self.shape_out = [z - self.step + 1 for z in self.shape_up]
         k = 2 * self.radius + 1
         self.weight = torch.zeros((1, k * k, *self.shape_out))
-        step_inv = [zm / zo for zm, zo in zip(self.shape_mid, self.shape_up)]
+        # float32 ratios as TorchRay computes them (a double ratio moves the floor below at a few cell borders)
+        step_inv = [torch.tensor(zm, dtype=torch.float32) / torch.tensor(zo, dtype=torch.float32) for zm, zo in zip(self.shape_mid, self.shape_up)]
         uy, ux = torch.meshgrid(torch.arange(self.shape_out[0], dtype=torch.float32),
                                 torch.arange(self.shape_out[1], dtype=torch.float32), indexing="ij")
         for ky in range(k):
             for kx in range(k):
-                iy = torch.floor(torch.tensor(step_inv[0], dtype=torch.float32) * uy) + ky - self.padding
-                ix = torch.floor(torch.tensor(step_inv[1], dtype=torch.float32) * ux) + kx - self.padding
+                iy = torch.floor(step_inv[0] * uy) + ky - self.padding
+                ix = torch.floor(step_inv[1] * ux) + kx - self.padding
                 delta = torch.sqrt((uy - (self.margin + self.step * iy)) ** 2 + (ux - (self.margin + self.step * ix)) ** 2)
                 self.weight[0, ky * k + kx] = torch.exp(-2 * ((delta / self.sigma - 0.5).clamp(min=0) ** 2))
 
@@ -156,7 +157,7 @@ class ExtremalPerturbationExplainer(Explainer):
         step, sigma, max_blur: mask grid step, bump radius and largest blur in px; default TorchRay's 7 / 21 / 20
             at 224 px scaled with the image height (at least 1 / 1 / 1).
         levels: blur pyramid levels (8). regul_weight: area-constraint weight at the start (300), grown by
-            to x 1.0035^800 as in TorchRay. jitter: mirror the perturbed image every other iteration (TorchRay's default;
+            to x 1.0035^800 as in TorchRay (``regul_growth``: a fixed factor per iteration instead; TorchRay's is 1.0035). jitter: mirror the perturbed image every other iteration (TorchRay's default;
             off here: it assumes a mirror-invariant classifier, and a medical classifier may read the side of the body).
 
     Extras: ``masks`` (N x K x H x W, one per area), ``areas``.
@@ -166,7 +167,7 @@ class ExtremalPerturbationExplainer(Explainer):
 
     def __init__(self, classifier: Any, *, areas: Sequence[float] = (0.025, 0.05, 0.1), max_iter: int = 300, step: int | None = None,
                  sigma: float | None = None, max_blur: float | None = None, levels: int = 8, regul_weight: float = 300.0,
-                 jitter: bool = False, **kw: Any):
+                 jitter: bool = False, regul_growth: float | None = None, **kw: Any):
         super().__init__(classifier, **kw)
         areas = tuple(float(a) for a in areas)
         if not areas or any(not (0 < a < 1) for a in areas):
@@ -176,6 +177,7 @@ class ExtremalPerturbationExplainer(Explainer):
         self.areas, self.max_iter, self.levels = areas, int(max_iter), int(levels)
         self.step, self.sigma, self.max_blur = step, sigma, max_blur
         self.regul_weight, self.jitter = float(regul_weight), bool(jitter)
+        self.regul_growth = regul_growth
 
     def settings_for(self, size: int) -> tuple[int, float, float]:
         """(step, sigma, max_blur) in px for images of height ``size``."""
@@ -196,11 +198,12 @@ class ExtremalPerturbationExplainer(Explainer):
             reference[j::k, : int(max_area * (1 - a))] = 0
         opt = torch.optim.SGD([params], lr=0.01, momentum=0.9, dampening=0.9)
         regul_weight = self.regul_weight
-        growth = 1.0035 ** (800.0 / self.max_iter)  # TorchRay's 800-iteration schedule, compressed to max_iter
+        growth = self.regul_growth or 1.0035 ** (800.0 / self.max_iter)  # TorchRay's 800-iteration schedule, compressed to max_iter
         with frozen(self.classifier), torch.enable_grad():
             for t in range(self.max_iter):
                 params.requires_grad_(True)
                 mask, full = gen.generate(params)
+                last = mask.detach()  # TorchRay returns the mask of the last iteration's forward pass
                 x = apply_pyramid(pyramid, mask)
                 if self.jitter and t % 2 == 0:
                     x = torch.flip(x, dims=(3,))
@@ -211,8 +214,7 @@ class ExtremalPerturbationExplainer(Explainer):
                 opt.step()
                 params.data.clamp_(0, 1)
                 regul_weight *= growth
-        with torch.no_grad():
-            masks = gen.generate(params.detach())[0].reshape(n, k, *images.shape[-2:])
+        masks = last.reshape(n, k, *images.shape[-2:])
         return masks.sum(1, keepdim=True), {"masks": masks.cpu(), "areas": list(self.areas)}
 
 
