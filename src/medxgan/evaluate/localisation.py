@@ -39,20 +39,6 @@ import numpy as np
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.ranking import average_precision, roc_auc
 
-__all__ = [
-    "score_map",
-    "pointing_game",
-    "pointing_game_frac",
-    "iou_area_matched",
-    "iou_otsu",
-    "relevance_mass",
-    "relevance_rank",
-    "pixel_auroc",
-    "pixel_auprc",
-    "localisation_metrics",
-    "LOCALISATION_KEYS",
-]
-
 LOCALISATION_KEYS = (
     "pointing_game",
     "pointing_game_frac",
@@ -63,6 +49,8 @@ LOCALISATION_KEYS = (
     "pixel_auroc",
     "pixel_auprc",
 )
+
+__all__ = ["score_map", *LOCALISATION_KEYS, "localisation_metrics", "LOCALISATION_KEYS"]  # each key is its metric's function
 
 _MODES = ("abs", "positive", "raw")
 
