@@ -157,7 +157,8 @@ class ExtremalPerturbationExplainer(Explainer):
         step, sigma, max_blur: mask grid step, bump radius and largest blur in px; default TorchRay's 7 / 21 / 20
             at 224 px scaled with the image height (at least 1 / 1 / 1).
         levels: blur pyramid levels (8). regul_weight: area-constraint weight at the start (300), grown by
-            to x 1.0035^800 as in TorchRay (``regul_growth``: a fixed factor per iteration instead; TorchRay's is 1.0035). jitter: mirror the perturbed image every other iteration (TorchRay's default;
+            to x 1.0035^800 as in TorchRay (``regul_growth``: a fixed factor per iteration instead; TorchRay's is 1.0035).
+            jitter: mirror the perturbed image every other iteration (TorchRay's default;
             off here: it assumes a mirror-invariant classifier, and a medical classifier may read the side of the body).
 
     Extras: ``masks`` (N x K x H x W, one per area), ``areas``.
