@@ -168,3 +168,17 @@ def test_cli_infill_option_reaches_the_options():
     assert minimal_mask_options(p.parse_args(["--infill", "inpaint"])) == {"minimal_mask_infill": "inpaint"}
     with pytest.raises(SystemExit):
         p.parse_args(["--infill", "noise"])
+
+
+def test_results_report_the_oracles_specificity_on_the_twins_next_to_validity():
+    from medxgan.evaluate.tables import results_markdown
+    from medxgan.evaluate.twins import oracle_twin_specificity
+
+    cell = lambda v: {"mean": v, "lo": v - 0.1, "hi": v + 0.1, "n": 30, "n_invalid": 0}  # noqa: E731
+    methods = {"medxgan-diff": {"metrics": {"counterfactual.valid_oracle": cell(0.9), "counterfactual.valid_classifier": cell(1.0)}},
+               "twin": {"metrics": {"counterfactual.valid_oracle": cell(0.2), "counterfactual.valid_classifier": cell(1.0)}}}
+    assert oracle_twin_specificity(methods) == {"mean": 0.2, "lo": pytest.approx(0.1), "hi": pytest.approx(0.3), "n": 30}
+    md = results_markdown({"config": {}, "methods": methods})
+    assert "specificity on the lesion-free twins" in md and "0.200 [0.100, 0.300], n 30" in md
+    del methods["twin"]  # no twins (users' data): nothing is claimed
+    assert oracle_twin_specificity(methods) is None and "specificity on the lesion-free twins" not in results_markdown({"config": {}, "methods": methods})

@@ -27,7 +27,8 @@ from medxgan.explain.counterfactual import image_key
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.quality import psnr
 
-__all__ = ["twin_fidelity", "twin_agreement", "twin_effect_map", "normalised_cross_correlation", "TwinEffect", "prepare_twin_infill"]
+__all__ = ["twin_fidelity", "twin_agreement", "twin_effect_map", "normalised_cross_correlation", "TwinEffect", "prepare_twin_infill",
+           "oracle_twin_specificity"]
 
 
 def _img(t) -> torch.Tensor:
@@ -110,3 +111,14 @@ def prepare_twin_infill(engine: Any, images: torch.Tensor, twins: torch.Tensor |
     if twins is None or has_twin is None or not bool(has_twin.any()):
         raise MedxganError("--infill twin: the data has no lesion-free twins (DATA/twins/, phantom data only)", arg="infill")
     engine.infill_twins = {image_key(images[i]): twins[i] for i in range(len(images)) if bool(has_twin[i])}
+
+
+def oracle_twin_specificity(methods: dict[str, Any]) -> dict[str, Any] | None:
+    """The independent oracle's specificity on the lesion-free twins: the share of true healthy twins it calls negative
+    (the ``twin`` row's oracle validity), ``{"mean", "lo", "hi", "n"}``; None without twins or without an oracle. Every
+    oracle-validity figure is only as meaningful as this (on a held-out phantom family an oracle called 17 % of the
+    twins negative, issue 31)."""
+    st = ((methods.get("twin") or {}).get("metrics") or {}).get("counterfactual.valid_oracle")
+    if not st or st.get("mean") is None or st.get("n", 0) == 0:
+        return None
+    return {k: st.get(k) for k in ("mean", "lo", "hi", "n")}
