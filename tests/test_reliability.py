@@ -464,10 +464,10 @@ def test_killed_explain_continues_and_equals_an_uninterrupted_run(tmp_path, gan_
 
 
 @pytest.mark.parametrize("config, named", [("[1, 2]", "holds a JSON list, not an object"),
-                                           ('{"kind": "classifier"}', "no classifier architecture"),
+                                           ('{"kind": "classifier"}', "field arch: missing (expected a string)"),
                                            ('{"kind": "classifier", "arch": "nope"}', "cannot build classifier architecture 'nope'"),
                                            ('{"kind": "classifier", "arch": "paper-cnn", "arch_kwargs": {"bogus": 1}}',
-                                            "cannot build classifier architecture 'paper-cnn' (PaperCNN.__init__() got an unexpected keyword")])
+                                            "field arch_kwargs.bogus: unknown key")])
 def test_malformed_classifier_run_is_one_line(tmp_path, capsys, config, named):
     (tmp_path / "clf").mkdir()
     (tmp_path / "clf" / "config.json").write_text(config)
@@ -620,8 +620,8 @@ CAMPAIGN_CASES = [
     (TRAIN[:-2] + ["--quiet", "--oracle", "nope"], ["--oracle nope: not found"]),
     (["evaluate", "data", "--classifier", "TS", "--out", "OUT", "--split", "nope", "--methods", "saliency"], ["--split: unknown split 'nope'"]),
     # GAN runs with a malformed config / a classifier that is gone (were a bare 'network config: unknown keys [a, c, ...]')
-    ([*EXPLAIN[:3], "gan_netstr", *EXPLAIN[4:]], ["gan_netstr/config.json: bad network config"]),
-    ([*EXPLAIN[:3], "gan_badnet", *EXPLAIN[4:]], ["gan_badnet/config.json: bad network config", "power-of-two size"]),
+    ([*EXPLAIN[:3], "gan_netstr", *EXPLAIN[4:]], ['gan_netstr/config.json: field net: "dcgan" is a string, expected an object']),
+    ([*EXPLAIN[:3], "gan_badnet", *EXPLAIN[4:]], ["gan_badnet/config.json: field net.size: -4 is too small (at least 4)"]),
     ([*EXPLAIN[:3], "gan_noclf", *EXPLAIN[4:]], ["gan_noclf: the classifier it was trained against", "gone.pt", "pass the classifier with --classifier"]),
     # user classifiers of the wrong shape: the line names the classifier
     (EXPLAIN + ["--classifier", "rel12mods:five"], ["--classifier rel12mods:five: its output has shape (1, 5) for a batch of 1"]),

@@ -18,7 +18,9 @@ import torch
 
 from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing, Target
 from medxgan.classifiers.architectures import build_architecture
+from medxgan.classifiers.records import CLASSIFIER_RUN_FIELDS
 from medxgan.runtime.errors import MedxganError, UserCodeError
+from medxgan.runtime.records import check_record
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.state import load_weights
 
@@ -94,17 +96,15 @@ def _adapter(model: torch.nn.Module, name: str, output: str | None, pp: Preproce
 
 def _load_run(path: Path, device: str | torch.device) -> ClassifierAdapter:
     run = RunDir(path)
-    config = run.read_config(expect_kind=CLASSIFIER_KIND)
-    if not isinstance(config.get("arch"), str) or not isinstance(config.get("arch_kwargs", {}), dict):
-        raise MedxganError(f"{run.config_path}: no classifier architecture ('arch' missing or not a name, or 'arch_kwargs' not an object)")
+    config = check_record(run.read_config(expect_kind=CLASSIFIER_KIND), CLASSIFIER_RUN_FIELDS, run.config_path)
     try:
-        model = build_architecture(config["arch"], **config.get("arch_kwargs", {}))
+        model = build_architecture(config["arch"], **(config.get("arch_kwargs") or {}))
     except (MedxganError, TypeError, ValueError) as exc:  # the run's config names an architecture or arguments that do not exist
         raise MedxganError(f"{run.config_path}: cannot build classifier architecture {config['arch']!r} ({_first(exc)})") from None
     load_state_into(model, run.load_weights(WEIGHTS_NAME), f"{path}: weights", f"architecture {config['arch']}")
-    ad = config.get("adapter", {})
+    ad = config.get("adapter") or {}
     return _adapter(model, str(path), ad.get("output", "logits2"), Preprocessing.from_dict(ad.get("preprocessing")),
-                    int(ad.get("positive_index", 1)), Target.from_dict(ad.get("target")), {"kind": "run", "path": str(path)}).to(device)
+                    ad.get("positive_index", 1), Target.from_dict(ad.get("target")), {"kind": "run", "path": str(path)}).to(device)
 
 
 def _load_torchscript(path: Path, device: Any, output: str | None, preprocessing: Preprocessing | None, positive_index: int | None,

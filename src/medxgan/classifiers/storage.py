@@ -29,8 +29,10 @@ import torch
 from medxgan.classifiers.adapter import ClassifierAdapter, Preprocessing, Target
 from medxgan.classifiers.checks import warn_recorded
 from medxgan.classifiers.loading import build_from_factory, load_classifier, load_state_into
+from medxgan.classifiers.records import COPY_RECORD_FIELDS
 from medxgan.runtime.atomic import atomic_write_json
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.records import check_record
 from medxgan.runtime.state import load_weights, save_weights
 
 COPY_FILE = "classifier.json"
@@ -81,6 +83,7 @@ def load_stored_classifier(folder: Path, device: str | torch.device = "cpu") -> 
         raise MedxganError(f"{folder / COPY_FILE}: unreadable ({exc})") from None
     if not isinstance(record, dict) or record.get("kind") != COPY_KIND:
         raise MedxganError(f"{folder / COPY_FILE}: not a medxgan classifier record")
+    check_record(record, COPY_RECORD_FIELDS, folder / COPY_FILE)
     if record.get("format") != "factory" or not record.get("spec"):
         raise MedxganError(f"{folder}: the run holds no copy of its classifier that medxgan can rebuild: it was trained with a Python "
                            f"object ({record.get('class')}) whose weights and settings are kept here; pass it again (Python classifier=) "

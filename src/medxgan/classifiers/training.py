@@ -200,11 +200,29 @@ def train_classifier(
     test = binary_metrics(predict_probs(adapter, x_test, device=dev), y_test.numpy())
     result = {"test": test, "best_epoch": best["epoch"], "best_val_auc": best["auc"], "train_seconds": time.perf_counter() - t0,
               "fingerprint": fingerprint_module(model)}
+    nothing = learned_nothing(out, roc_auc(predict_probs(adapter, x_val, device=dev), y_val.numpy()))
+    if nothing:
+        result["warnings"] = [nothing]
     atomic_write_json(Path(out) / "test_metrics.json", result)
     run.write_config(CLASSIFIER_KIND, **{**config, "status": "finished", "fingerprint": result["fingerprint"],
                                           "best_epoch": best["epoch"], "best_val_auc": best["auc"], "test": test,
-                                          "epochs_done": loop.step, "stopped_early": loop.stopped_early})
+                                          "epochs_done": loop.step, "stopped_early": loop.stopped_early,
+                                          **({"warnings": [nothing]} if nothing else {})})
     return result
+
+
+def learned_nothing(out: str | os.PathLike, val_auc: float) -> str | None:
+    """The warning (issued, and returned to be recorded in config.json) for a trained classifier whose
+    validation AUC is no better than chance (<= 0.5: e.g. one output for every image); None otherwise."""
+    import warnings
+
+    if not np.isfinite(val_auc) or val_auc > 0.5:  # NaN: a one-class validation split, reported elsewhere
+        return None
+    text = (f"classifier {out}: validation AUC {val_auc:.3f} at the end of training, no better than chance: it learned "
+            "nothing, and every explanation built on it would be meaningless; check the labels (--positive/--negative), "
+            "the image size (--size) and the number of epochs")
+    warnings.warn(text, stacklevel=3)
+    return text
 
 
 def format_test_report(result: dict[str, Any]) -> str:

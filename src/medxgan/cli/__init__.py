@@ -128,7 +128,7 @@ def check_options(args: argparse.Namespace) -> None:
 
     from medxgan.runtime.checks import check_args, check_option_memory, check_writable_dir
 
-    values = {k: v for k, v in vars(args).items() if k not in ("func", "command", "traceback", "given_options")}
+    values = {k: v for k, v in vars(args).items() if k not in ("func", "precheck", "command", "traceback", "given_options")}
     for k, v in values.items():  # no option of any command means anything with nan / inf
         for x in v if isinstance(v, (list, tuple)) else [v]:
             if isinstance(x, float) and not math.isfinite(x):
@@ -203,6 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     claim = None
     try:
         check_options(args)
+        if getattr(args, "precheck", None) is not None:  # a command's own checks that must come before --out exists
+            args.precheck(args)
         claim = _claim_out(args)
         result = args.func(args)
         _release(claim, failed=False)

@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     add_class_mapping(p)
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, precheck=_check_oracle)
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -82,6 +82,26 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
         except ValueError:
             out[key.strip()] = value
     return out
+
+
+def _check_oracle(args: argparse.Namespace) -> None:
+    """A given --oracle is loaded once before --out is created (cli.main's precheck): a file that is no
+    classifier is refused in one line naming --oracle, with nothing written."""
+    from medxgan.classifiers import load_classifier
+    from medxgan.runtime.errors import MedxganError
+
+    if args.no_oracle or not args.oracle:
+        return
+    spec = str(args.oracle)
+    try:
+        load_classifier(spec)
+    except MedxganError as exc:
+        msg = str(exc)
+        for prefix in (f"classifier {spec}", spec):  # the loader names the file (or "classifier SPEC"): say --oracle
+            if msg.startswith(prefix + ":"):
+                msg = msg[len(prefix) + 1:].strip()
+                break
+        raise MedxganError(f"oracle {spec}: {msg}", arg="oracle") from None
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ from medxgan.data.imageio import IMAGE_EXTENSIONS, ImageInfo, is_image_file, lis
 from medxgan.data.nifti import NiftiOptions, is_nifti_name, is_slice_ref, nifti_options_from_meta, nifti_stem, split_ref
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.progress import progress
+from medxgan.runtime.records import Field, check_record, obj, text
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -143,9 +144,12 @@ def read_dataset_json(root: Path) -> dict:
         meta = json.loads(p.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise MedxganError(f"{p}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict):
-        raise MedxganError(f"{p}: expected a JSON object")
-    return meta
+    return check_record(meta, _DATASET_JSON_FIELDS, p)
+
+
+# dataset.json's class mapping (runtime.records): a class name, a comma-separated string or a list of names
+_CLASS_NAMES = Field(("str", "list"), null=True, item=text())
+_DATASET_JSON_FIELDS = {"positive": _CLASS_NAMES, "negative": _CLASS_NAMES, "nifti": obj(null=True)}
 
 
 def resolve_mapping(classes: list[str], positive=None, negative=None, *, where: str, defaults: dict | None = None,

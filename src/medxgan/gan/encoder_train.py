@@ -40,6 +40,7 @@ from medxgan.runtime.device import pick_device
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
+from medxgan.runtime.outdir import claimed
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 from medxgan.runtime.tensors import frozen, psnr
@@ -183,56 +184,58 @@ def train_encoder(
     gan = load_gan_run(gan_run, device=dev, load_oracle=False, attach_encoder=False)
     G, clf, gcfg = gan.generator, gan.classifier, gan.config
     rd = RunDir(encoder_dir(gan_run))
-    check_start(rd, resume=resume, kind=ENCODER_KIND, out_arg=None)  # the directory half of the policy, before loading data
-    lr_decay_steps = int(lr_decay_steps or (rd.read_config().get("lr_decay_steps") if resume else None) or steps)
-    data_src = str(data) if data is not None else (gcfg.get("data") if not resume else rd.read_config().get("data"))
-    if not data_src:
-        raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
-    mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
-    size = int(G.size)
-    x_train = _real_images(data_src, size, G.channels, "train", mapping)
-    try:
-        x_eval = _real_images(data_src, size, G.channels, "val", mapping)
-    except MedxganError:
-        x_eval = _real_images(data_src, size, G.channels, "test", mapping)
-    x_eval = x_eval[torch.randperm(x_eval.shape[0], generator=torch.Generator().manual_seed(seed))[:eval_images]].to(dev)
-    settings = dict(data=fingerprint_state_dict({"images": x_train}), gan=fingerprint_module(G), classifier=getattr(clf, "fingerprint", None),
-                    seed=seed, batch_size=batch_size, lr=lr, width=width, w_code=w_code, w_pix=w_pix, w_cls=w_cls,
-                    w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, steps=steps)
-    start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_arg=None)
+    # one writer on RUN/encoder/ (an OS lock, as every command's --out: runtime.outdir), a second one refused naming its PID
+    with claimed(rd.path, ENCODER_KIND, arg=None, legacy=("config.json",)):
+        check_start(rd, resume=resume, kind=ENCODER_KIND, out_arg=None)  # the directory half of the policy, before loading data
+        lr_decay_steps = int(lr_decay_steps or (rd.read_config().get("lr_decay_steps") if resume else None) or steps)
+        data_src = str(data) if data is not None else (gcfg.get("data") if not resume else rd.read_config().get("data"))
+        if not data_src:
+            raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
+        mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
+        size = int(G.size)
+        x_train = _real_images(data_src, size, G.channels, "train", mapping)
+        try:
+            x_eval = _real_images(data_src, size, G.channels, "val", mapping)
+        except MedxganError:
+            x_eval = _real_images(data_src, size, G.channels, "test", mapping)
+        x_eval = x_eval[torch.randperm(x_eval.shape[0], generator=torch.Generator().manual_seed(seed))[:eval_images]].to(dev)
+        settings = dict(data=fingerprint_state_dict({"images": x_train}), gan=fingerprint_module(G), classifier=getattr(clf, "fingerprint", None),
+                        seed=seed, batch_size=batch_size, lr=lr, width=width, w_code=w_code, w_pix=w_pix, w_cls=w_cls,
+                        w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, steps=steps)
+        start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_arg=None)
 
-    seed_everything(seed)
-    E = LatentEncoder(gcfg["net"], width=width).to(dev).train()
-    trainer = EncoderTrainer(E, G, clf, x_train.to(dev), batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps, seed=seed,
-                             w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix)
-    config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
-                  w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
-                  classifier_fingerprint=getattr(clf, "fingerprint", None), settings=settings, resumes=start.resumes,
-                  status="running")
-    rd.path.mkdir(parents=True, exist_ok=True)
-    rd.write_config(ENCODER_KIND, **config)
+        seed_everything(seed)
+        E = LatentEncoder(gcfg["net"], width=width).to(dev).train()
+        trainer = EncoderTrainer(E, G, clf, x_train.to(dev), batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps, seed=seed,
+                                 w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix)
+        config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
+                      w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
+                      classifier_fingerprint=getattr(clf, "fingerprint", None), settings=settings, resumes=start.resumes,
+                      status="running")
+        rd.path.mkdir(parents=True, exist_ok=True)
+        rd.write_config(ENCODER_KIND, **config)
 
-    eval_gen_seed = seed + 12345
+        eval_gen_seed = seed + 12345
 
-    def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
-        return _quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))
+        def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
+            return _quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))
 
-    with frozen(G, clf):
-        loop = train_loop(trainer, rd, total=steps, cadence=Cadence(log_every, 0, ckpt_every, keep_last), resume=start.resumed,
-                          max_minutes=max_minutes, on_log=on_log, desc="train encoder", quiet=quiet, device=dev,
-                          postfix=lambda r: f"PSNR(G(E(x))) {r['psnr_encoder']:.1f} dB  code MSE {r['code_mse_z1']:.3f}/{r['code_mse_z2']:.3f}")
-    step, elapsed, rec = loop.step, loop.elapsed, loop.last_record
+        with frozen(G, clf):
+            loop = train_loop(trainer, rd, total=steps, cadence=Cadence(log_every, 0, ckpt_every, keep_last), resume=start.resumed,
+                              max_minutes=max_minutes, on_log=on_log, desc="train encoder", quiet=quiet, device=dev,
+                              postfix=lambda r: f"PSNR(G(E(x))) {r['psnr_encoder']:.1f} dB  code MSE {r['code_mse_z1']:.3f}/{r['code_mse_z2']:.3f}")
+        step, elapsed, rec = loop.step, loop.elapsed, loop.last_record
 
-    E.eval().requires_grad_(False)
-    if not rec:
-        rec = {"step": step, **_quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))}
-    inv = invert(G, clf, x_eval, steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS, encoder=E, seed=seed)
-    final = {**rec, "psnr_inversion": float(inv.psnr.mean()), "prob_gap_inversion": float(inv.prob_gap.mean()),
-             "inversion_steps": ENCODER_INVERSION_STEPS, "n_eval": int(x_eval.shape[0])}
-    write_trained_encoder(gan_run, E)
-    config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final, stopped_early=step < steps)
-    rd.write_config(ENCODER_KIND, **config)
-    if not quiet:
-        print(f"[medxgan] encoder trained: {step} steps in {elapsed / 60:.1f} min; PSNR G(E(x)) {final['psnr_encoder']:.1f} dB, "
-              f"after {ENCODER_INVERSION_STEPS} inversion steps {final['psnr_inversion']:.1f} dB -> {rd.path}", flush=True)
-    return {"steps": step, "train_seconds": elapsed, "metrics": final, "out": str(rd.path)}
+        E.eval().requires_grad_(False)
+        if not rec:
+            rec = {"step": step, **_quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))}
+        inv = invert(G, clf, x_eval, steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS, encoder=E, seed=seed)
+        final = {**rec, "psnr_inversion": float(inv.psnr.mean()), "prob_gap_inversion": float(inv.prob_gap.mean()),
+                 "inversion_steps": ENCODER_INVERSION_STEPS, "n_eval": int(x_eval.shape[0])}
+        write_trained_encoder(gan_run, E)
+        config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final, stopped_early=step < steps)
+        rd.write_config(ENCODER_KIND, **config)
+        if not quiet:
+            print(f"[medxgan] encoder trained: {step} steps in {elapsed / 60:.1f} min; PSNR G(E(x)) {final['psnr_encoder']:.1f} dB, "
+                  f"after {ENCODER_INVERSION_STEPS} inversion steps {final['psnr_inversion']:.1f} dB -> {rd.path}", flush=True)
+        return {"steps": step, "train_seconds": elapsed, "metrics": final, "out": str(rd.path)}

@@ -26,12 +26,14 @@ import torch
 from torch import nn
 
 from medxgan.classifiers import as_classifier, load_classifier, load_recorded_classifier
+from medxgan.classifiers.records import RECORDED_CLASSIFIER
 from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.networks import Generator, build_discriminator, build_generator
 from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.outdir import TEMP_PREFIX
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.records import array, check_record, flag, integer, number, obj, text
 from medxgan.runtime.runs import RunDir
 
 
@@ -52,6 +54,26 @@ ENCODER_INVERSION_STEPS = 75
 ENCODER_INVERSION_RESTARTS = 1
 
 
+# what is read back from a GAN run's config.json (runtime.records): the networks' settings (NetConfig's
+# fields, its keyword arguments: no others), the classifier/oracle records, the preset's inversion settings
+NET_FIELDS = {
+    "arch": text(required=True), "size": integer(min=4, max=4096), "channels": integer(min=1, max=4),
+    "nz1": integer(min=1), "nz2": integer(min=1), "g_width": integer(min=1), "d_width": integer(min=1),
+    "d_spectral_norm": flag(), "d_projection": flag(), "d_dropout": number(min=0, max=1), "d_batchnorm": flag(),
+    "d_mbstd": flag(), "pathology": text(("joint", "mask")), "mask_scale": integer(min=1),
+}
+GAN_RUN_FIELDS = {
+    "net": obj(NET_FIELDS, closed=True, required=True),
+    "classifier": RECORDED_CLASSIFIER,
+    "oracle": RECORDED_CLASSIFIER,
+    "preset": obj({"net": obj(null=True), "train": obj(null=True), "inversion": obj(null=True)}, null=True),
+    "classifier_reference": obj(null=True),
+    "cls_labels": array(number(), length=2, null=True),
+}
+# the encoder sub-run RUN/encoder/config.json of `train-encoder`
+ENCODER_RUN_FIELDS = {"width": integer(min=1, required=True)}
+
+
 def encoder_dir(gan_run: str | os.PathLike) -> Path:
     return Path(gan_run) / ENCODER_SUBDIR
 
@@ -62,8 +84,8 @@ def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any],
     rd = RunDir(encoder_dir(gan_run))
     if not rd.exists() or not rd.has_weights(ENCODER_WEIGHTS):
         return None
-    cfg = rd.read_config(expect_kind=ENCODER_KIND)
-    E = LatentEncoder(net_config, width=int(cfg["width"]))
+    cfg = check_record(rd.read_config(expect_kind=ENCODER_KIND), ENCODER_RUN_FIELDS, rd.config_path)
+    E = LatentEncoder(net_config, width=cfg["width"])
     try:
         E.load_state_dict(rd.load_weights(ENCODER_WEIGHTS))
     except RuntimeError as exc:
@@ -134,11 +156,9 @@ def load_generator(run: str | os.PathLike, device: str | torch.device = "cpu") -
     was on; for an unfinished run, the latest checkpoint's, with a warning) and the run's config. The
     encoder and discriminator that inversion uses are :func:`load_gan_run`'s (:class:`GanRun`)."""
     rd = RunDir(run)
-    config = rd.read_config(expect_kind=GAN_KIND)
+    config = check_record(rd.read_config(expect_kind=GAN_KIND), GAN_RUN_FIELDS, rd.config_path)  # hand-edited or foreign: one line
     dev = torch.device(device) if isinstance(device, torch.device) else pick_device(device)
-    try:  # a hand-edited or foreign config.json: one line naming it
-        if not isinstance(config.get("net"), dict):
-            raise MedxganError("'net' missing or not an object")
+    try:
         G = build_generator(config["net"])
     except (MedxganError, TypeError, ValueError) as exc:
         raise MedxganError(f"{rd.config_path}: bad network config ({' '.join(str(exc).split())})") from None

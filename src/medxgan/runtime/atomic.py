@@ -13,23 +13,30 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from medxgan.runtime.errors import StorageError
 from medxgan.runtime.outdir import LOCK, TEMP_PREFIX
 
 
 def _atomic(path: str | os.PathLike, write: Callable[[Any], None], mode: str) -> Path:
+    """Every OSError (a full disk, a read-only folder) becomes a StorageError naming the operation and the
+    path, ``writing runs/gan/config.json: No space left on device``; the temp file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # the project's temp prefix: a sweep after a kill removes it, and nothing of the user's (outdir)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
+    operation, tmp = "creating folder", None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        operation = "writing"
+        # the project's temp prefix: a sweep after a kill removes it, and nothing of the user's (outdir)
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        os.replace(tmp, path)  # the last step of writing: still "writing PATH" to the user
+    except BaseException as exc:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, StorageError):
+            raise StorageError.of(operation, path.parent if operation == "creating folder" else path, exc) from exc
         raise
     return path
 
@@ -89,16 +96,19 @@ def atomic_replace_dir(tmp_dir: str | os.PathLike, final_dir: str | os.PathLike)
     """Move a fully written temporary directory into place (replacing an older one). The lock file of
     the folder being replaced is carried over as a hard link (the same inode, so the lock holds on)."""
     final_dir = Path(final_dir)
-    if final_dir.exists():
-        lock = final_dir / LOCK
-        if lock.exists() and not (Path(tmp_dir) / LOCK).exists():
-            os.link(lock, Path(tmp_dir) / LOCK)
-        old = final_dir.with_name(f"{TEMP_PREFIX}old-{final_dir.name}")
-        if old.exists():
+    try:
+        if final_dir.exists():
+            lock = final_dir / LOCK
+            if lock.exists() and not (Path(tmp_dir) / LOCK).exists():
+                os.link(lock, Path(tmp_dir) / LOCK)
+            old = final_dir.with_name(f"{TEMP_PREFIX}old-{final_dir.name}")
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(final_dir, old)
+            os.replace(tmp_dir, final_dir)
             shutil.rmtree(old)
-        os.replace(final_dir, old)
-        os.replace(tmp_dir, final_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp_dir, final_dir)
+        else:
+            os.replace(tmp_dir, final_dir)
+    except OSError as exc:  # the operation and the folder, one line (StorageError)
+        raise StorageError.of("writing folder", final_dir, exc) from exc
     return final_dir

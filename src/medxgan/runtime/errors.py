@@ -25,3 +25,15 @@ class UserCodeError(MedxganError):
     The CLI prints one line (naming the classifier and the exception) and offers ``--traceback``."""
 
     user_code = True
+
+
+class StorageError(MedxganError, OSError):
+    """The disk refused a write (full, read-only, permissions): one line naming the operation and the path,
+    ``writing runs/gan/config.json: No space left on device``. Also an OSError (``errno`` kept), so code
+    that handles OSError around a write still does."""
+
+    @classmethod
+    def of(cls, operation: str, path: object, exc: OSError) -> "StorageError":
+        err = cls(f"{operation} {path}: {exc.strerror or exc}")
+        err.errno = exc.errno  # not filename/strerror: OSError's str() would then replace the message
+        return err

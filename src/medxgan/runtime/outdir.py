@@ -21,12 +21,13 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 from medxgan.runtime.errors import MedxganError
 
 __all__ = ["MARKER", "LOCK", "TEMP_PREFIX", "OWN_FILES", "temp_name", "is_marked", "mark", "user_entries", "is_empty",
-           "require_ours", "marked_kind", "claim_out", "sweep_temp", "lock_out", "unlock_out", "holder_pid", "check_out_not_input", "release_claim"]
+           "require_ours", "marked_kind", "claim_out", "claimed", "sweep_temp", "lock_out", "unlock_out", "holder_pid", "check_out_not_input", "release_claim"]
 
 MARKER = ".medxgan-output.json"
 LOCK = ".medxgan-lock"
@@ -95,7 +96,7 @@ def require_ours(path: str | os.PathLike, arg: str | None, action: str, kind: st
                            f"`medxgan {made_by}`; nothing in it was touched", arg=arg)
 
 
-def claim_out(path: str | os.PathLike, kind: str, arg: str = "out", legacy: Iterable[str] = ()) -> Path | None:
+def claim_out(path: str | os.PathLike, kind: str, arg: str | None = "out", legacy: Iterable[str] = ()) -> Path | None:
     """Make ``path`` this command's output folder: refuse a non-empty folder that medxgan did not make
     (no marker, none of the ``legacy`` files an older medxgan wrote there), create and mark a new or
     empty one, take the lock. Returns the topmost folder this call created (None: ``path`` existed)."""
@@ -104,7 +105,7 @@ def claim_out(path: str | os.PathLike, kind: str, arg: str = "out", legacy: Iter
     def refuse_foreign(ignore_temp: bool) -> None:
         entries = [p for p in user_entries(path) if not (ignore_temp and p.name.startswith(TEMP_PREFIX))]
         if entries and not is_marked(path) and not any((path / n).exists() for n in legacy):
-            raise MedxganError(f"{arg} {path}: not empty and not made by medxgan (no {MARKER} marker); nothing in it was "
+            raise MedxganError(f"{f'{arg} ' if arg else ''}{path}: not empty and not made by medxgan (no {MARKER} marker); nothing in it was "
                                f"touched -- choose a new or empty folder", arg=arg)
 
     refuse_foreign(ignore_temp=True)  # before writing anything (a marker being written by a concurrent claim is no user file)
@@ -122,6 +123,21 @@ def claim_out(path: str | os.PathLike, kind: str, arg: str = "out", legacy: Iter
         release_claim(path, top)
         raise
     return top
+
+
+@contextmanager
+def claimed(path: str | os.PathLike, kind: str, arg: str | None = "out", legacy: Iterable[str] = ()) -> Iterator[Path]:
+    """:func:`claim_out` for the length of a ``with`` block (for a folder a library function derives itself,
+    such as RUN/encoder/): unlocked at the end; after a failure, removed again if the claim created it and
+    nothing was written."""
+    path = Path(path)
+    created = claim_out(path, kind, arg, legacy)
+    try:
+        yield path
+    except BaseException:
+        release_claim(path, created)
+        raise
+    unlock_out(path)
 
 
 def release_claim(path: str | os.PathLike, created: Path | None) -> None:

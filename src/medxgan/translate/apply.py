@@ -22,8 +22,10 @@ from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.outdir import check_out_not_input
 from medxgan.runtime.progress import progress
+from medxgan.runtime.records import check_record
 from medxgan.runtime.runs import RunDir
 from medxgan.translate.networks import ResnetGenerator
+from medxgan.translate.records import TRANSLATE_RUN_FIELDS
 from medxgan.translate.train import RUN_KIND, build_generators, tensor_to_u8, to_domain_array, u8_to_tensor
 
 DIRECTIONS = {"fundus2angio": "G_fa", "angio2fundus": "G_fundus"}
@@ -53,7 +55,7 @@ def check_weights(run: str | Path, weights: str) -> dict[str, Any]:
     if weights not in WEIGHTS:
         raise MedxganError(f"weights {weights}: use last, ema or best", arg="weights")
     rd = RunDir(run)
-    cfg = rd.read_config(RUN_KIND)
+    cfg = check_record(rd.read_config(RUN_KIND), TRANSLATE_RUN_FIELDS, rd.config_path)
     for name in DIRECTIONS.values():
         file = f"{name}{_SUFFIX[weights]}"
         if rd.has_weights(file):

@@ -85,12 +85,14 @@ from medxgan.runtime.distributed import (
 )
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.records import check_record
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
 from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 from medxgan.translate.networks import PatchDiscriminator, ResnetGenerator, init_weights
 from medxgan.translate.pool import ImagePool
+from medxgan.translate.records import TRANSLATE_RUN_FIELDS
 from medxgan.runtime import quality
 
 RUN_KIND = "cyclegan"
@@ -251,21 +253,27 @@ def find_pairs(data: Path, pairs_csv: str | None = None) -> list[tuple[Path, Pat
         path = Path(pairs_csv)
         if not path.is_file():
             raise MedxganError(f"pairs {path}: file not found (a CSV of fundus,angiogram rows)", arg="pairs")
+        try:  # a binary or non-UTF-8 file (an image given by mistake): one line, not a UnicodeDecodeError
+            text = path.read_text(encoding="utf-8-sig")
+            if "\x00" in text:
+                raise csv.Error("it holds NUL bytes: a binary file")
+            rows = list(csv.reader(text.splitlines()))
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise MedxganError(f"pairs {path}: not a text CSV of fundus,angiogram rows ({exc})", arg="pairs") from None
         pairs: list[tuple[Path, Path]] = []
-        with path.open(newline="") as fh:
-            for n, row in enumerate(csv.reader(fh), 1):
-                cells = [c.strip() for c in row]
-                if not any(cells):
-                    continue
-                if n == 1 and [c.lower() for c in cells] == ["fundus", "angiogram"]:
-                    continue
-                if len(cells) != 2 or not all(cells):
-                    raise MedxganError(f"{path} row {n}: expected 2 columns fundus,angiogram, got {len(cells)}: {','.join(row)}")
-                pa, pb = (Path(c) if Path(c).is_absolute() else data / c for c in cells)
-                for what, f in (("fundus", pa), ("angiogram", pb)):
-                    if not f.is_file():
-                        raise MedxganError(f"{path} row {n}: {what} file not found: {f}")
-                pairs.append((pa, pb))
+        for n, row in enumerate(rows, 1):
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                continue
+            if n == 1 and [c.lower() for c in cells] == ["fundus", "angiogram"]:
+                continue
+            if len(cells) != 2 or not all(cells):
+                raise MedxganError(f"{path} row {n}: expected 2 columns fundus,angiogram, got {len(cells)}: {','.join(row)}")
+            pa, pb = (Path(c) if Path(c).is_absolute() else data / c for c in cells)
+            for what, f in (("fundus", pa), ("angiogram", pb)):
+                if not f.is_file():
+                    raise MedxganError(f"{path} row {n}: {what} file not found: {f}")
+            pairs.append((pa, pb))
         if not pairs:
             raise MedxganError(f"{path}: no pairs (expected rows fundus,angiogram)", arg="pairs")
         return pairs
@@ -724,7 +732,7 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
     main = ctx.is_main
     check_start(run, resume=resume, kind=RUN_KIND)  # the directory half of the policy, before loading data
     if resume:
-        stored = run.read_config(RUN_KIND)
+        stored = check_record(run.read_config(RUN_KIND), TRANSLATE_RUN_FIELDS, run.config_path)
         base = {k: v for k, v in stored["train"].items() if k in {f.name for f in fields(TranslateConfig)}}
         base.update(overrides)
         base.pop("load_size", None)
