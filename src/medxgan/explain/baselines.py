@@ -132,7 +132,7 @@ class GradCAMExplainer(CaptumExplainer):
                 hw = shapes.get(self.layer_name, ())[2:]
                 self.layer_choice = "automatic (the last block's output before global pooling" + (
                     f"; a {hw[0]} x {hw[1]} map at this input: coarse for small lesions, --gradcam-layer NAME picks an earlier, finer "
-                    "block, which localised better on the MONAI phantom benchmark)" if len(hw) == 2 and hw[0] * hw[1] <= 16 else ")")
+                    "block, which localised better on the MONAI phantom benchmark)" if len(hw) == 2 and min(hw) < 8 else ")")
         return str(self.layer_name)
 
     def attribute(self, images: Tensor) -> Tensor:
