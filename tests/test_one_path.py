@@ -46,3 +46,24 @@ def test_explain_and_evaluate_write_identical_maps(gan_run, tmp_path):
         assert np.abs(explained["difference"]).max() > 0 and np.abs(explained["lig"]).max() > 0  # not trivially equal
         compared += 1
     assert compared == 4
+
+
+def test_explain_with_non_finite_maps_is_one_line_error():
+    """The maps come from the Explainers, which refuse NaN/inf maps: `explain` reports that as a MedxganError."""
+    import torch
+    from helpers import tiny_models
+
+    from medxgan.classifiers import ClassifierAdapter
+    from medxgan.pipeline import MedXGAN
+    from medxgan.runtime.errors import MedxganError
+
+    g, clf = tiny_models()
+
+    class NaNGradient(torch.nn.Module):  # finite scores, NaN gradients: LIG's maps are NaN
+        def forward(self, x):
+            return clf.logit(x) + 0.0 * torch.sqrt(-(x.abs() + 1)).sum((1, 2, 3)).nan_to_num(0.0)
+
+    nan_clf = ClassifierAdapter(NaNGradient(), output="logit1")
+    x, _, _ = known_images(2, seed=3)
+    with pytest.raises(MedxganError, match="images 0-1: .*non-finite"):
+        MedXGAN(g, nan_clf, inversion={"steps": 2, "restarts": 1}).explain(x, frames=2)

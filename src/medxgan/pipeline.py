@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from medxgan.data import collect_image_files, load_image_tensor
+from medxgan.explain.base import NonFiniteMapsError
 from medxgan.explain.lig import DEFAULT_TOL
 from medxgan.explain.model import ExplanationResult, MedXGANModel, as_medxgan
 from medxgan.report.explanation import OUTPUT_FILES, write_explanation
@@ -66,7 +67,10 @@ class MedXGAN(MedXGANModel):
         out: list[ExplanationResult] = []
         for s in range(0, x_all.shape[0], batch_size):
             x = x_all[s : s + batch_size]
-            d, g = difference.explain(x), lig.explain(x)
+            try:
+                d, g = difference.explain(x), lig.explain(x)
+            except NonFiniteMapsError as exc:  # explain has no "invalid map" row (evaluate counts them): one line, no traceback
+                raise MedxganError(f"images {s}-{s + len(x) - 1}: {exc}; the classifier's output or gradient is not finite there") from None
             cf = self.engine.counterfactuals(x)  # cached by the explainers: codes, inversion loss, masks
             out.extend(ExplanationResult.from_explanations(i, x[i], cf, d, g, self.engine.counterfactual, settings) for i in range(len(cf)))
         return out
