@@ -152,6 +152,26 @@ def test_a_wrong_gan_run_config_is_one_line_naming_file_and_field(runs, tmp_path
     assert not out.exists()
 
 
+RESUME_EDITS = {
+    "train_config a list": (lambda c: c.update(train_config=[1]), "field train_config: [1] is a list, expected an object or null"),
+    "string steps": (lambda c: c["train_config"].update(steps="x"), 'field train_config.steps: "x" is a string, expected an integer'),
+    "preset without name": (lambda c: c["train_config"].update(preset={"foo": 1}), "field train_config.preset.name: missing"),
+    "settings a list": (lambda c: c.update(settings=[1]), "field settings: [1] is a list, expected an object or null"),
+    "resumes a number": (lambda c: c.update(resumes=5), "field resumes: 5 is an integer, expected a list or null"),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_EDITS))
+def test_a_wrong_gan_run_config_on_resume_is_one_line_and_touches_nothing(runs, tmp_path, capsys, case):
+    edit, says = RESUME_EDITS[case]
+    gan = _edited(runs / "gan", tmp_path / "gan", "config.json", edit)
+    before = {str(p): p.read_bytes() for p in sorted(gan.rglob("*")) if p.is_file()}
+    assert main(["train", str(runs / "data"), "--classifier", str(runs / "clf"), "--out", str(gan), "--resume", "--quiet"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{gan / 'config.json'}: {says}" in line, line
+    assert {str(p): p.read_bytes() for p in sorted(gan.rglob("*")) if p.is_file()} == before
+
+
 def _with_encoder(runs: Path, dst: Path, **config) -> Path:
     """A copy of the GAN run with an encoder sub-run (RUN/encoder/: config.json + weights, as train-encoder writes)."""
     from medxgan.gan.encoder import LatentEncoder
@@ -196,7 +216,7 @@ def translate_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("tr4")
     cfg = TranslateConfig(size=32, ngf=4, ndf=4, blocks=1, epochs=1, epochs_decay=0).finalise()
     rd = RunDir(root / "run")
-    rd.write_config(RUN_KIND, train=asdict(cfg), status="finished")
+    rd.write_config(RUN_KIND, size=cfg.size, train=asdict(cfg), status="finished")
     for name, g in zip((DIRECTIONS["fundus2angio"], DIRECTIONS["angio2fundus"]), build_generators(cfg)):
         rd.save_weights(name, g)
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(root / "fundus.png")
@@ -213,6 +233,7 @@ def test_the_translate_run_fixture_applies(translate_run, tmp_path):
 
 
 @pytest.mark.parametrize("edit, says", [(lambda c: c.pop("train"), "field train: missing (expected an object)"),
+                                        (lambda c: c.pop("size"), "field size: missing (expected an integer)"),
                                         (lambda c: c.update(train=[1]), "field train: [1] is a list, expected an object"),
                                         (lambda c: c["train"].update(ngf=-4), "field train.ngf: -4 is too small (at least 1)"),
                                         (lambda c: c["train"].update(upsample="magic"), 'field train.upsample: "magic" is not one of')])

@@ -33,7 +33,7 @@ from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.outdir import TEMP_PREFIX
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.records import array, check_record, flag, integer, number, obj, text
+from medxgan.runtime.records import Field, array, check_record, flag, integer, number, obj, text
 from medxgan.runtime.runs import RunDir
 
 
@@ -62,8 +62,23 @@ NET_FIELDS = {
     "d_spectral_norm": flag(), "d_projection": flag(), "d_dropout": number(min=0, max=1), "d_batchnorm": flag(),
     "d_mbstd": flag(), "pathology": text(("joint", "mask")), "mask_scale": integer(min=1),
 }
+_CLASS_NAMES = Field(("str", "list"), null=True, item=text())
+# GanTrainConfig as stored (``train_config``, read back by GanTrainConfig.from_run on --resume); the preset is
+# a name or the whole preset
+TRAIN_CONFIG_FIELDS = {
+    "preset": Field(("str", "object"), fields={"name": text(required=True), "net": obj(NET_FIELDS, closed=True, required=True),
+                                               "train": obj(required=True), "inversion": obj(null=True)}),
+    "steps": integer(min=1), "batch_size": integer(min=2), "lambda_cls": number(null=True), "seed": integer(),
+    "log_every": integer(min=1), "sample_every": integer(min=1, null=True), "ckpt_every": integer(min=1),
+    "keep_last": integer(min=0), "oracle": Field(("str", "bool"), null=True), "oracle_arch": text(null=True),
+    "oracle_epochs": integer(min=0), "size": integer(min=4, null=True), "max_minutes": number(min=0, null=True),
+    "positive": _CLASS_NAMES, "negative": _CLASS_NAMES, "csv": text(null=True), "skip_bad": flag(),
+    "classifier_source": text(null=True), "monitor_samples": integer(min=0), "preset_overrides": obj(null=True),
+    "amp": text(null=True), "channels_last": flag(null=True), "compile": flag(null=True),
+}
 GAN_RUN_FIELDS = {
     "net": obj(NET_FIELDS, closed=True, required=True),
+    "train_config": obj(TRAIN_CONFIG_FIELDS, null=True),
     "classifier": RECORDED_CLASSIFIER,
     "oracle": RECORDED_CLASSIFIER,
     "preset": obj({"net": obj(null=True), "train": obj(null=True), "inversion": obj(null=True)}, null=True),

@@ -59,9 +59,10 @@ from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
 from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
 from medxgan.gan.presets import Preset, get_preset
-from medxgan.gan.run import CLASSIFIER_DIR, GAN_KIND, ORACLE_DIR, classifier_meta, copy_into_run, write_gan_weights
+from medxgan.gan.run import CLASSIFIER_DIR, GAN_KIND, GAN_RUN_FIELDS, ORACLE_DIR, classifier_meta, copy_into_run, write_gan_weights
 from medxgan.runtime.atomic import to_jsonable
 from medxgan.runtime.device import pick_device
+from medxgan.runtime.records import check_record
 from medxgan.runtime.distributed import (
     all_reduce_sum, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
     shard, world_size, wrap_ddp,
@@ -592,7 +593,8 @@ class GanTrainConfig:
     @classmethod
     def from_run(cls, run: str | os.PathLike) -> "GanTrainConfig":
         """The configuration a run was trained with (RUN/config.json, ``train_config``)."""
-        stored = RunDir(run).read_config(expect_kind=GAN_KIND).get("train_config")
+        rd = RunDir(run)
+        stored = check_record(rd.read_config(expect_kind=GAN_KIND), GAN_RUN_FIELDS, rd.config_path).get("train_config")
         if stored is None:
             raise MedxganError(f"{run}: the run records no train_config (trained by an older medxgan)")
         return cls.from_dict(stored)

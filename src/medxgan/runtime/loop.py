@@ -44,6 +44,7 @@ from medxgan.runtime.distributed import any_rank
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.outdir import is_empty, is_marked, sweep_temp
 from medxgan.runtime.progress import progress
+from medxgan.runtime.records import array, check_record, obj, text
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import get_rng_state, set_rng_state
 
@@ -125,6 +126,10 @@ def _fmt(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
+# what every trainer's config.json holds for a resume (runtime.records): the settings compared, the resumes so far
+RUN_FIELDS = {"settings": obj(null=True), "resumes": array(obj(), null=True), "status": text(null=True)}
+
+
 def check_start(run: RunDir, *, resume: bool, kind: str, out_arg: str | None = "out") -> None:
     """The directory half of the resume policy, cheap enough to run before any data is loaded: removes
     temp files of a killed write; refuses ``resume`` without a checkpoint, and an existing run without
@@ -135,7 +140,7 @@ def check_start(run: RunDir, *, resume: bool, kind: str, out_arg: str | None = "
     if resume:
         if run.latest_checkpoint() is None:
             raise MedxganError(f"resume {run.path}: nothing to resume (no checkpoint); drop --resume to start a new run", arg="resume")
-        run.read_config(expect_kind=kind)
+        check_record(run.read_config(expect_kind=kind), RUN_FIELDS, run.config_path)
         run.check_latest_checkpoint()  # a corrupt checkpoint is named (with the previous good one) before any data is loaded
     elif run.exists() or run.latest_checkpoint() is not None:
         status = run.read_config().get("status") if run.exists() else "running"
@@ -184,7 +189,7 @@ def open_run(run: RunDir, *, resume: bool, kind: str, settings: Mapping[str, Any
     check_start(run, resume=resume, kind=kind, out_arg=out_arg)
     settings = dict(settings)
     if resume:
-        stored = run.read_config(expect_kind=kind)
+        stored = check_record(run.read_config(expect_kind=kind), RUN_FIELDS, run.config_path)
         before = stored.get("settings") or {}
         differ = [k for k in settings if k not in may_change and k in before and _norm(before[k]) != _norm(settings[k])]
         if differ:

@@ -20,4 +20,4 @@ _TRAIN_FIELDS = {
     "amp": text(), "channels_last": flag(), "compile": flag(), "ema_decay": number(min=0, max=1),
 }
 
-TRANSLATE_RUN_FIELDS = {"train": obj(_TRAIN_FIELDS, required=True)}
+TRANSLATE_RUN_FIELDS = {"size": integer(min=4, required=True), "train": obj(_TRAIN_FIELDS, required=True)}  # size: evaluate's
