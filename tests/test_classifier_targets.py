@@ -198,3 +198,34 @@ def test_classifier_range_minus_one_parses_and_flags_without_classifier_are_refu
     args = parser.parse_args(["explain", "x.png", "--gan", "g", "--out", "o", "--classifier-range=0,1", "--multilabel", "1"])
     with pytest.raises(MedxganError, match="--classifier-range: only with --classifier"):
         check_classifier_flags(args)
+
+
+def test_recorded_file_classifiers_come_back_with_their_settings_and_fingerprint(tmp_path):
+    """A GAN run's record of a TorchScript / .pt2 classifier (copied as is into RUN/classifier/) re-applies the
+    recorded output kind, target and preprocessing, and refuses a replaced file naming both fingerprints."""
+    import shutil
+
+    from medxgan.classifiers import Preprocessing, load_recorded_classifier
+
+    torch.manual_seed(0)
+    model = Tiny().eval()
+    pp = Preprocessing(input_size=(8, 8))
+    x = torch.randn(3, 1, 16, 16)
+    (tmp_path / "classifier").mkdir()
+    torch.jit.save(torch.jit.script(model), str(tmp_path / "classifier" / "m.pt"))
+    program = torch.export.export(model, (torch.zeros(2, 1, 8, 8),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.export.save(program, str(tmp_path / "classifier" / "m.pt2"))
+    original = wrap_classifier(model).fingerprint
+    for name in ("m.pt", "m.pt2"):
+        ad = load_classifier(tmp_path / "classifier" / name, output="logits2", preprocessing=pp, target=Target(positive=(0,)))
+        assert ad.fingerprint == original
+        record = {"local": f"classifier/{name}", "fingerprint": ad.fingerprint, "adapter": ad.describe()}
+        back = load_recorded_classifier(tmp_path, record)
+        torch.testing.assert_close(back.logit(x), ad.logit(x))
+        assert back.target_description() == "class 0 vs rest" and back.preprocessing.input_size == (8, 8)
+    torch.manual_seed(1)
+    torch.jit.save(torch.jit.script(Tiny().eval()), str(tmp_path / "other.pt"))
+    shutil.copy(tmp_path / "other.pt", tmp_path / "classifier" / "m.pt")  # the run's copy replaced by another model's file
+    with pytest.raises(MedxganError, match=rf"has fingerprint \w+ but the GAN was trained against fingerprint {original}") as e:
+        load_recorded_classifier(tmp_path, {"local": "classifier/m.pt", "fingerprint": original, "adapter": {"output": "logits2"}})
+    assert "\n" not in str(e.value)
