@@ -134,7 +134,7 @@ def check_options(args: argparse.Namespace) -> None:
             if isinstance(x, float) and not math.isfinite(x):
                 raise MedxganError(f"{k} {x}: must be a finite number", arg=k)
     check_args(**values)
-    check_option_memory(**values)  # absurd sizes (frames 1e8, ngf 1e6): one line naming the option, before any work
+    check_option_memory(getattr(args, "given_options", ()), **values)  # absurd sizes (frames 1e8, ngf 1e6): one line naming the option, before any work
     if isinstance(values.get("out"), str):
         check_writable_dir(values["out"], "out")
 

@@ -16,7 +16,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from medxgan.runtime.errors import MedxganError
 
@@ -252,9 +252,15 @@ _OPTION_NEED = {
 }
 
 
-def check_option_memory(**values: Any) -> None:
-    """The memory each size option given would need (rough lower bound), against what the machine has."""
+def check_option_memory(given: Iterable[str] = (), **values: Any) -> None:
+    """The memory each size option given would need (rough lower bound), against what the machine has.
+    ``given``: the options written on the command line; a batch too large for memory is blamed on ``size``
+    when only the image size was given (``--size 8000`` with the default batch), else on ``batch_size``."""
+    given = set(given)
     for name, (need, what) in _OPTION_NEED.items():
         x = values.get(name)
         if isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0:
+            if name == "batch_size" and "size" in given and "batch_size" not in given and isinstance(values.get("size"), int):
+                check_memory("size", values["size"], need(float(x), values), f"{what} (batches of {x})")
+                continue
             check_memory(name, x, need(float(x), values), what)
