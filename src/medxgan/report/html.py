@@ -42,6 +42,7 @@ import numpy as np
 from medxgan.evaluate.store import FRAMES_DIR, PLOTS_DIR, RESULTS_JSON, frames_file, input_maps_file, method_maps_file, safe_method
 from medxgan.evaluate.tables import (COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, TWIN_AGREEMENT_COLUMNS, finite, format_number,
                                      TWIN_COLUMNS, main_columns)
+from medxgan.gan.gates import monitor_shortfalls
 from medxgan.report.figures import draw_mask_outline, overlay_heatmap, save_png, tensor_to_pil
 from medxgan.report.slider import SLIDER_CSS, SLIDER_JS, slider_html, write_slider_images
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_text
@@ -621,6 +622,10 @@ def _training_html(dirs: Mapping[str, Path | None], img_dir: Path, rel: str) -> 
                      f"status {_e(cfg.get('status', '?'))}. Final: disentanglement {_fmt(fm.get('disent'))}, oracle neg/pos "
                      f"{_fmt(fm.get('oracle_neg'))} / {_fmt(fm.get('oracle_pos'))}, diversity {_fmt(fm.get('diversity'))} "
                      f"(1 = as diverse as the data). Oracle: {_e(o.get('arch', 'none'))}.</p>")
+        short = monitor_shortfalls(cfg)  # gan.gates: a GAN below its training gates explains badly however good its pictures look
+        if short:
+            parts.append(f"<p class='flag' style='border:2px solid #c33;padding:6px 10px;background:#fff4f4'><b>⚠ Below the training "
+                         f"gates</b>: {_e(', '.join(short))}; its counterfactuals may change other things than what the classifier uses.</p>")
         if p is not None:
             parts.append(f"<img class='plot' src='{rel}/train_gan.png' alt='GAN training curves'>")
         samples = sorted((gan / "samples").glob("*.png")) if (gan / "samples").is_dir() else []
