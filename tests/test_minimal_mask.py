@@ -242,3 +242,45 @@ def test_cli_minimal_mask_floor_implies_the_healthy_target_and_reaches_the_engin
         rc = main([cmd, str(tmp_path), "--gan", str(tmp_path), "--out", str(tmp_path / "o"), "--minimal-mask-floor", "nan"])
         assert rc == 2 and "--minimal-mask-floor nan: must be a finite number" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_early_stop_meets_the_target_and_batch_equals_one_by_one():
+    clf = wrap_classifier(_RegionLogit(), output="logit1")
+    x = torch.full((2, 1, 8, 8), 0.8)
+    x[1] = 0.6  # a second scan that converges at another step
+    fill = torch.full_like(x, -0.5)
+    gm = torch.full((2, 1, 8, 8), 0.9)
+    target = target_logits(clf, x, fill, gm)
+    full = refine_mask(clf, x, fill, gm, steps=300, lr=0.1)
+    # stop_tol 0 never stops: the same steps on the same numbers as without the option
+    assert torch.allclose(refine_mask(clf, x, fill, gm, steps=300, lr=0.1, stop_tol=0.0), full, atol=1e-6)
+    early = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, stop_tol=1e-3)
+    with torch.no_grad():
+        assert bool((clf.logit(x + early * (fill - x)) <= target + 1e-6).all())  # frozen only where the target is met
+    assert float(early[:, :, :2, :2].mean()) > 0.8 and float(early[:, :, 2:, 2:].mean()) < 0.1
+    for i in range(2):  # freezing one image leaves the other's steps unchanged
+        one = refine_mask(clf, x[i : i + 1], fill[i : i + 1], gm[i : i + 1], steps=300, lr=0.1, stop_tol=1e-3)
+        assert torch.allclose(one, early[i : i + 1], atol=1e-6)
+
+
+def test_frozen_restores_each_submodule_mode():
+    from medxgan.runtime.tensors import frozen
+
+    inner = nn.BatchNorm2d(1).eval()
+    outer = nn.Sequential(inner)  # a wrapper in train mode around an eval-mode module (MaskPath around the generator)
+    assert outer.training and not inner.training
+    with frozen(outer, inner):
+        assert not outer.training and not inner.training
+    assert outer.training and not inner.training  # the old restore, outer.train(True), put inner in train mode
+
+
+def test_lig_on_the_mask_path_leaves_the_generator_in_eval_mode():
+    from medxgan import MedXGAN
+
+    G, clf, x = _masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=5, restarts=1, counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=10))
+    before = mx.engine.counterfactuals(x).x_res
+    mx.lig_explainer(steps=8, tol=None).explain(x)  # LIG runs through MaskPath wrappers (train mode when built)
+    assert not any(m.training for m in G.modules())  # train-mode BatchNorm would change every later inversion
+    mx.engine.clear_cache()
+    assert torch.equal(mx.engine.counterfactuals(x).x_res, before)  # the same image explained again: the same numbers

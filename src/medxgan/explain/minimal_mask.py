@@ -80,11 +80,14 @@ def _upsample(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def refine_mask(classifier: Any, x: Tensor, fill: Tensor, mask: Tensor, *, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
-                w_area: float = DEFAULT_W_AREA, w_tv: float = DEFAULT_W_TV, floor: float | None = None, scale: int = 1) -> Tensor:
+                w_area: float = DEFAULT_W_AREA, w_tv: float = DEFAULT_W_TV, floor: float | None = None, scale: int = 1,
+                stop_tol: float | None = None) -> Tensor:
     """The minimal mask (N x 1 x H x W in (0, 1)) for scans x, in-fill ``fill`` (both N x C x H x W) and
     the generator's mask ``mask`` (the start and the reference for the target logit). ``floor``: the
     least negative logit that suffices (see the module docstring); ``scale``: optimise the mask on a grid
-    ``scale`` times coarser than the image (1 = per pixel)."""
+    ``scale`` times coarser than the image (1 = per pixel). ``stop_tol``: early stop per image: an image
+    whose counterfactual meets its target and whose mask moved by less than ``stop_tol`` (max over pixels)
+    in a step is frozen at the mask that met the target and leaves the batch (None = all ``steps``)."""
     x, fill, mask = x.detach(), fill.detach(), mask.detach()
     target = target_logits(classifier, x, fill, mask, floor)
     if steps <= 0:
@@ -93,10 +96,41 @@ def refine_mask(classifier: Any, x: Tensor, fill: Tensor, mask: Tensor, *, steps
     start = mask if scale <= 1 else F.adaptive_avg_pool2d(mask, (max(1, -(-size[0] // scale)), max(1, -(-size[1] // scale))))
     logits = torch.logit(start.clamp(1e-3, 1 - 1e-3)).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
+    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     with frozen(classifier), torch.enable_grad():
         for _ in progress(range(steps), desc=f"minimal mask of {x.shape[0]} scan(s)"):  # never silent for long (runtime.progress)
-            loss = mask_objective(classifier, x, fill, _upsample(logits, size), target, w_area, w_tv)
-            opt.zero_grad(set_to_none=True)
-            loss.sum().backward()
-            opt.step()
+            if stop_tol is None:
+                loss = mask_objective(classifier, x, fill, _upsample(logits, size), target, w_area, w_tv)
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+                continue
+            if not _early_stop_step(classifier, (x, fill, target), logits, opt, active, (size, w_area, w_tv, stop_tol)):
+                break
     return _upsample(logits, size).detach()
+
+
+def _early_stop_step(classifier: Any, data: tuple[Tensor, Tensor, Tensor], logits: Tensor, opt: torch.optim.Optimizer, active: Tensor,
+                     opts: tuple[tuple[int, int], float, float, float]) -> bool:
+    """One Adam step of :func:`refine_mask` on the images still ``active`` (updated in place); False when none is left.
+    Each image's loss involves only its own mask, so leaving the batch changes nothing for the others; a frozen image's
+    logits are restored after every step (Adam's momentum would otherwise still move them)."""
+    x, fill, target = data
+    size, w_area, w_tv, stop_tol = opts
+    idx = active.nonzero().flatten()
+    before = logits.detach().clone()
+    m = _upsample(logits[idx], size)
+    xa, fa = x[idx], fill[idx]
+    logit = classifier.logit(xa + m * (fa - xa)).float()
+    loss = F.relu(logit - target[idx]) + w_area * m.flatten(1).mean(1) + w_tv * total_variation(m)
+    opt.zero_grad(set_to_none=True)
+    loss.sum().backward()
+    opt.step()
+    with torch.no_grad():
+        moved = (_upsample(logits[idx], size) - m.detach()).abs().flatten(1).amax(1)
+        done = (logit.detach() <= target[idx]) & (moved < stop_tol)
+        frozen_now = ~active.clone()
+        frozen_now[idx[done]] = True  # met the target at ``before``: keep that mask
+        logits.data[frozen_now] = before[frozen_now]
+        active[idx[done]] = False
+    return bool(active.any())

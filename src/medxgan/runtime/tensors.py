@@ -13,20 +13,23 @@ from medxgan.runtime import quality
 
 @contextlib.contextmanager
 def frozen(*modules: nn.Module) -> Iterator[None]:
-    """Eval mode and no parameter gradients for the duration; restores both afterwards."""
+    """Eval mode and no parameter gradients for the duration; restores both afterwards, per submodule: a
+    wrapper built in train mode (nn.Module's default) around an eval-mode generator must not leave the
+    generator in train mode (``m.train(flag)`` would set every submodule to ``flag``)."""
     saved = []
     for m in modules:
         if m is None:
             continue
-        saved.append((m, m.training, [(p, p.requires_grad) for p in m.parameters()]))
+        saved.append(([(sub, sub.training) for sub in m.modules()], [(p, p.requires_grad) for p in m.parameters()]))
         m.eval()
         for p in m.parameters():
             p.requires_grad_(False)
     try:
         yield
     finally:
-        for m, training, flags in saved:
-            m.train(training)
+        for modes, flags in reversed(saved):
+            for sub, training in modes:
+                sub.training = training
             for p, rg in flags:
                 p.requires_grad_(rg)
 
