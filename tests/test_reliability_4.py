@@ -196,6 +196,32 @@ def test_a_wrong_encoder_sub_run_is_one_line_naming_file_and_field(runs, tmp_pat
     assert not (tmp_path / "ex").exists()
 
 
+@pytest.mark.parametrize("edit, says", [(lambda c: c["settings"].update(width="wide"), 'field settings.width: "wide" is a string'),
+                                        (lambda c: c["settings"].update(batch_size=-1), "field settings.batch_size: -1 is too small"),
+                                        (lambda c: c.update(lr_decay_steps="x"), 'field lr_decay_steps: "x" is a string'),
+                                        (lambda c: c.update(data=5), "field data: 5 is an integer, expected a string or null")])
+def test_a_wrong_encoder_sub_run_on_resume_is_named_in_its_file_not_as_a_flag(runs, tmp_path, capsys, edit, says):
+    gan = _with_encoder(runs, tmp_path / "gan", width=4, data=str(runs / "data"), lr_decay_steps=2,
+                        settings={"width": 4, "batch_size": 4, "lr": 1e-3, "seed": 0, "steps": 2, "lr_decay_steps": 2})
+    RunDir(gan / "encoder").save_checkpoint(1, {"note": "a checkpoint to resume from"})
+    _edited(gan, tmp_path / "gan2", "encoder/config.json", edit)
+    assert main(["train-encoder", str(tmp_path / "gan2"), "--resume", "--quiet"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{tmp_path / 'gan2' / 'encoder' / 'config.json'}: {says}" in line, line
+
+
+@pytest.mark.parametrize("edit, says", [(lambda c: c["settings"].update(batch_size="x"), 'field settings.batch_size: "x" is a string'),
+                                        (lambda c: c["settings"].update(arch=5), "field settings.arch: 5 is an integer"),
+                                        (lambda c: c.update(resumes=5), "field resumes: 5 is an integer")])
+def test_a_wrong_classifier_run_on_resume_is_named_in_its_file_not_as_a_flag(runs, tmp_path, capsys, edit, says):
+    clf = _edited(runs / "clf", tmp_path / "clf", "config.json", edit)
+    before = {str(p): p.read_bytes() for p in sorted(clf.rglob("*")) if p.is_file()}
+    assert main(["train-classifier", str(runs / "data"), "--out", str(clf), "--resume", "--epochs", "2"]) == 2
+    line = _one_error_line(capsys)
+    assert f"{clf / 'config.json'}: {says}" in line, line
+    assert {str(p): p.read_bytes() for p in sorted(clf.rglob("*")) if p.is_file()} == before
+
+
 def test_a_good_encoder_sub_run_loads(runs, tmp_path):
     from medxgan.gan.run import load_gan_run
 

@@ -42,6 +42,10 @@ CLASSIFIER_RUN_FIELDS = {
     "adapter": ADAPTER_RECORD,
     "epochs": integer(min=0, null=True),
     "augment": flag(null=True),
+    # what a --resume compares and takes back (cli.common.take_run_settings)
+    "settings": obj({"arch": text(), "size": integer(min=1), "channels": integer(min=1, max=4, null=True), "seed": integer(),
+                     "batch_size": integer(min=2), "lr": number(min=0), "weight_decay": number(min=0), "augment": flag(),
+                     "epochs": integer(min=1)}, null=True),
 }
 
 # a factory classifier's classifier.json copy (classifiers.storage.store_classifier)

@@ -38,10 +38,11 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.classifiers.training import format_test_report, train_classifier
 
     if args.resume:  # options left out: the run's own (a plain --resume continues the run as started)
+        from medxgan.classifiers.records import CLASSIFIER_RUN_FIELDS
         from medxgan.cli.common import take_run_settings
 
         take_run_settings(args, args.out, {k: k for k in ("arch", "size", "channels", "seed", "batch_size", "lr", "epochs")}
-                          | {"no_augment": "augment"})
+                          | {"no_augment": "augment"}, CLASSIFIER_RUN_FIELDS)
     result = train_classifier(
         args.data, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         size=args.size, channels=args.channels, positive=args.positive, negative=args.negative, csv=args.csv,

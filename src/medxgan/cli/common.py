@@ -172,11 +172,12 @@ def classifier_from_args(args: argparse.Namespace, attr: str = "classifier", dev
                            output=getattr(args, "classifier_output", None), preprocessing=pp, target=target)
 
 
-def take_run_settings(args: argparse.Namespace, run_dir: str, dests: dict[str, str]) -> None:
+def take_run_settings(args: argparse.Namespace, run_dir: str, dests: dict[str, str], fields: dict[str, Any] | None = None) -> None:
     """On ``--resume``: every option in ``dests`` (parser dest -> key in the run's ``config.json``
     ``settings``) that was left off the command line takes the run's own value, so that a plain
     ``--resume`` continues the run as it was started; a given option is kept and checked by the resume
-    policy (runtime.loop.open_run), which refuses a change. ``no_X`` dests are the negation of ``X``."""
+    policy (runtime.loop.open_run), which refuses a change. ``no_X`` dests are the negation of ``X``. ``fields``: the
+    run config's schema (runtime.records), checked first, so a bad stored value is named in its file, not as a flag."""
     from pathlib import Path
 
     from medxgan.cli import was_given
@@ -185,7 +186,12 @@ def take_run_settings(args: argparse.Namespace, run_dir: str, dests: dict[str, s
     run = RunDir(Path(run_dir))
     if not run.config_path.is_file():
         return  # nothing to resume: the resume policy says so
-    stored = run.read_config().get("settings")
+    config = run.read_config()
+    if fields is not None:
+        from medxgan.runtime.records import check_record
+
+        check_record(config, fields, run.config_path)
+    stored = config.get("settings")
     if not isinstance(stored, dict):
         return
     for dest, key in dests.items():

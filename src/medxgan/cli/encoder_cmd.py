@@ -45,12 +45,13 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from medxgan.gan.encoder_train import train_encoder
-    from medxgan.gan.run import encoder_dir
+    from medxgan.gan.run import ENCODER_RUN_FIELDS, encoder_dir
 
     if args.resume:  # options left out: the run's own (a plain --resume continues the run as started)
         from medxgan.cli.common import take_run_settings
 
-        take_run_settings(args, str(encoder_dir(args.gan)), {k: k for k in ("seed", "batch_size", "lr", "width", "steps")})
+        take_run_settings(args, str(encoder_dir(args.gan)), {k: k for k in ("seed", "batch_size", "lr", "width", "steps")},
+                          ENCODER_RUN_FIELDS)
     res = train_encoder(
         args.gan, args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, seed=args.seed,
         log_every=args.log_every, ckpt_every=args.ckpt_every, resume=args.resume, device=args.device,

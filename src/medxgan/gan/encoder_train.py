@@ -34,13 +34,14 @@ from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.inversion import invert
 from medxgan.gan.networks import sample_latents
 from medxgan.gan.run import (
-    ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, encoder_dir, load_gan_run, write_trained_encoder,
+    ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, ENCODER_RUN_FIELDS, encoder_dir, load_gan_run, write_trained_encoder,
 )
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
 from medxgan.runtime.outdir import claimed
+from medxgan.runtime.records import check_record
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 from medxgan.runtime.tensors import frozen, psnr
@@ -187,8 +188,9 @@ def train_encoder(
     # one writer on RUN/encoder/ (an OS lock, as every command's --out: runtime.outdir), a second one refused naming its PID
     with claimed(rd.path, ENCODER_KIND, arg=None, legacy=("config.json",)):
         check_start(rd, resume=resume, kind=ENCODER_KIND, out_arg=None)  # the directory half of the policy, before loading data
-        lr_decay_steps = int(lr_decay_steps or (rd.read_config().get("lr_decay_steps") if resume else None) or steps)
-        data_src = str(data) if data is not None else (gcfg.get("data") if not resume else rd.read_config().get("data"))
+        stored = check_record(rd.read_config(), ENCODER_RUN_FIELDS, rd.config_path) if resume else {}  # one line naming a bad field
+        lr_decay_steps = int(lr_decay_steps or stored.get("lr_decay_steps") or steps)
+        data_src = str(data) if data is not None else (gcfg.get("data") if not resume else stored.get("data"))
         if not data_src:
             raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
         mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}

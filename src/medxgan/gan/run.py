@@ -86,7 +86,11 @@ GAN_RUN_FIELDS = {
     "cls_labels": array(number(), length=2, null=True),
 }
 # the encoder sub-run RUN/encoder/config.json of `train-encoder`
-ENCODER_RUN_FIELDS = {"width": integer(min=1, required=True)}
+ENCODER_RUN_FIELDS = {
+    "width": integer(min=1, required=True), "lr_decay_steps": integer(min=1, null=True), "data": text(null=True),
+    "settings": obj({"width": integer(min=1), "batch_size": integer(min=2), "lr": number(min=0), "seed": integer(),
+                     "steps": integer(min=1), "lr_decay_steps": integer(min=1)}, null=True),
+}
 
 
 def encoder_dir(gan_run: str | os.PathLike) -> Path:
