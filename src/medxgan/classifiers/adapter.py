@@ -320,7 +320,7 @@ class ClassifierAdapter(nn.Module):
                         "--classifier-output probs or logits (Python: output='probs' / 'logits')"
                     raise MedxganError(f"classifier {self.name}: its output is ambiguous: {'one column' if k == 1 else f'{k} sigmoid columns'} "
                                        f"with every value in [0, 1] on a probe batch of {v.shape[0]} (a probability with a sigmoid inside, "
-                                       f"or a logit?); say which with {ask}", arg="output")
+                                       f"or a logit?); say which with {ask}", arg="classifier")
                 kind, why = ("logit1" if k == 1 else "logits"), "values outside [0, 1]"
             else:
                 sums_to_1 = bool((v >= 0).all() and torch.allclose(v.sum(1), torch.ones_like(v[:, 0]), atol=_SUM_TOL))
