@@ -17,7 +17,7 @@ from helpers import write_dataset
 
 monai = pytest.importorskip("monai", reason="MONAI is not installed (pip install '.[monai]'); the MONAI scenario needs it")
 
-from medxgan.classifiers import Preprocessing, load_classifier, wrap_classifier  # noqa: E402
+from medxgan.classifiers import Preprocessing, Target, load_classifier, wrap_classifier  # noqa: E402
 from medxgan.runtime.errors import MedxganError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -189,3 +189,12 @@ def test_four_class_model_one_vs_rest_from_cli_and_python(user_folder):
     ad = wrap_classifier(_trained("four"), target_class=2, preprocessing=PRE)
     torch.testing.assert_close(ad.prob(x), by_hand, atol=1e-5, rtol=1e-4)
     assert load_classifier("myclf:four", weights="four.pt", preprocessing=PRE, target=ad.target).prob(x).shape == (2,)
+
+
+def test_another_target_than_the_runs_is_warned_about(user_folder):
+    from medxgan.gan import load_gan_run
+
+    assert _train_cli("gan4b", "--classifier", "myclf:four", "--classifier-weights", "four.pt", "--target-class", "2", *FLAGS) == 0
+    other = load_classifier("myclf:four", weights="four.pt", preprocessing=PRE, target=Target(positive=(1,)))
+    with pytest.warns(UserWarning, match="trained for the target class 2 vs rest but is used for class 1 vs rest"):
+        load_gan_run("gan4b", classifier=other)

@@ -32,7 +32,7 @@ from medxgan.gan.networks import Generator, build_discriminator, build_generator
 from medxgan.runtime.atomic import atomic_replace_dir
 from medxgan.runtime.outdir import TEMP_PREFIX
 from medxgan.runtime.device import pick_device
-from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.errors import MedxganError, StorageError
 from medxgan.runtime.records import Field, array, check_record, flag, integer, number, obj, text
 from medxgan.runtime.runs import RunDir
 
@@ -137,7 +137,11 @@ def copy_into_run(src: str | None, dst: Path) -> str | None:
     if s.is_dir():
         tmp = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{dst.name}.", dir=dst.parent))  # the project's temp name (runtime.outdir)
         shutil.rmtree(tmp)
-        shutil.copytree(s, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+        try:
+            shutil.copytree(s, tmp, ignore=shutil.ignore_patterns("checkpoints", ".*"))
+        except OSError as exc:  # a full disk: the operation and the folders, one line (and no temp folder left)
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise StorageError.of(f"copying {s} into", dst, exc) from exc
         atomic_replace_dir(tmp, dst)
         return dst.name
     if s.is_file():
@@ -262,6 +266,10 @@ def load_gan_run(
                 "encodes what the training classifier saw, so explanations may not reflect this classifier",
                 stacklevel=2,
             )
+        trained_for = (rec.get("adapter") or {}).get("target_description")
+        if trained_for and hasattr(clf, "target_description") and clf.target_description() != trained_for:
+            warnings.warn(f"{rd.path}: the GAN was trained for the target {trained_for} but is used for {clf.target_description()}; its "
+                          "latent space encodes the trained target's evidence", stacklevel=2)
     clf.eval()
     oracle = None
     o = config.get("oracle") or {}
