@@ -341,6 +341,21 @@ def test_a_full_disk_while_moving_a_folder_into_place_names_it(tmp_path, monkeyp
         atomic.atomic_replace_dir(tmp_path / "tmp", tmp_path / "final")
 
 
+def test_appending_metrics_or_copying_a_classifier_on_a_full_disk_names_operation_and_path(tmp_path, monkeypatch):
+    from medxgan.gan import run as gan_run
+
+    rd = RunDir(tmp_path / "run")
+    (rd.path / "metrics.jsonl").mkdir(parents=True)  # a folder where the file should be: open() refuses like a full disk
+    with pytest.raises(StorageError, match=f"^appending to {rd.metrics_path}: Is a directory$"):
+        rd.log_metrics({"step": 1})
+    (tmp_path / "clf").mkdir()
+    (tmp_path / "clf" / "config.json").write_text("{}")
+    monkeypatch.setattr(gan_run.shutil, "copyfile", _enospc)  # copytree collects it into a shutil.Error
+    with pytest.raises(StorageError, match=f"^copying {tmp_path / 'clf'} into {rd.path / 'classifier'}: No space left on device$"):
+        gan_run.copy_into_run(str(tmp_path / "clf"), rd.path / "classifier")
+    assert not list(rd.path.glob(outdir.TEMP_PREFIX + "*"))  # the half-made copy is gone
+
+
 # ---- refused before --out exists; train-encoder's lock ---------------------------------------------------
 
 

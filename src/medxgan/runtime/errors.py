@@ -8,6 +8,8 @@ at least 2``) and names it in ``arg``; the CLI turns those names into its flags 
 
 from __future__ import annotations
 
+import re
+
 
 class MedxganError(Exception):
     """A user mistake (bad path, corrupt file, wrong shape, ...). The message names the culprit;
@@ -34,6 +36,9 @@ class StorageError(MedxganError, OSError):
 
     @classmethod
     def of(cls, operation: str, path: object, exc: OSError) -> "StorageError":
-        err = cls(f"{operation} {path}: {exc.strerror or exc}")
+        why = exc.strerror or str(exc)
+        if exc.strerror is None and exc.args and isinstance(exc.args[0], list) and exc.args[0]:  # shutil.Error: [(src, dst, why)]
+            why = re.sub(r"^\[Errno \d+\] ", "", str(exc.args[0][0][-1]))
+        err = cls(f"{operation} {path}: {why}")
         err.errno = exc.errno  # not filename/strerror: OSError's str() would then replace the message
         return err

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from medxgan.runtime.atomic import atomic_replace_dir, atomic_write_json, atomic_write_text
-from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.errors import MedxganError, StorageError
 from medxgan.runtime.outdir import is_empty, mark, temp_name
 from medxgan.runtime.state import check_state, load_state, load_weights, save_state, save_weights
 from medxgan.runtime.version import __version__
@@ -107,11 +107,14 @@ class RunDir:
     def log_metrics(self, record: dict[str, Any]) -> None:
         """Append one line. A line is written with a single write() call and flushed, so a crash
         leaves at most a partial last line, which read_metrics skips."""
-        self.path.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, default=float) + "\n"
-        with open(self.metrics_path, "a") as fh:
-            fh.write(line)
-            fh.flush()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            with open(self.metrics_path, "a") as fh:
+                fh.write(line)
+                fh.flush()
+        except OSError as exc:  # a full disk: the operation and the file, one line
+            raise StorageError.of("appending to", self.metrics_path, exc) from exc
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():
