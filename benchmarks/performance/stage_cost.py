@@ -54,6 +54,9 @@ BASELINES = ("ig-black", "smoothgrad", "gradcam")
 # name -> refine_mask overrides (on top of the run's minimal-mask settings)
 DEFAULT_VARIANTS = {
     "steps150_lr0.1_stop": dict(stop_tol=0.01),
+    "steps150_lr0.3_stop": dict(lr=0.3, stop_tol=0.01),
+    "steps150_lr0.2": dict(lr=0.2),
+    "steps100_lr0.15": dict(steps=100, lr=0.15),
     "steps75_lr0.2": dict(steps=75, lr=0.2),
     "steps50_lr0.3": dict(steps=50, lr=0.3),
     "steps50_lr0.3_stop": dict(steps=50, lr=0.3, stop_tol=0.01),
