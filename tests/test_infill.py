@@ -182,3 +182,11 @@ def test_results_report_the_oracles_specificity_on_the_twins_next_to_validity():
     assert "specificity on the lesion-free twins" in md and "0.200 [0.100, 0.300], n 30" in md
     del methods["twin"]  # no twins (users' data): nothing is claimed
     assert oracle_twin_specificity(methods) is None and "specificity on the lesion-free twins" not in results_markdown({"config": {}, "methods": methods})
+
+
+def test_cli_explain_refuses_the_twin_infill_before_any_work(tmp_path, capsys):
+    from medxgan.cli import main
+
+    rc = main(["explain", str(tmp_path), "--gan", str(tmp_path), "--out", str(tmp_path / "o"), "--infill", "twin"])
+    assert rc == 2 and "--infill twin: the lesion-free twin is ground truth of phantom data, for evaluate only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

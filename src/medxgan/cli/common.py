@@ -58,6 +58,9 @@ def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
             raise MedxganError(f"--minimal-mask-floor {args.minimal_mask_floor}: applies to --minimal-mask-target healthy, not match",
                                arg="minimal_mask_floor")
         target = "healthy"
+    if getattr(args, "infill", None) == "twin" and getattr(args, "command", None) != "evaluate":
+        raise MedxganError("--infill twin: the lesion-free twin is ground truth of phantom data, for evaluate only "
+                           "(explain takes gan, blur, mean or inpaint)", arg="infill")
     opts = {"minimal_mask_steps": args.minimal_mask_steps, "minimal_mask_target": target, "minimal_mask_scale": args.minimal_mask_scale,
             "minimal_mask_floor": args.minimal_mask_floor, "minimal_mask_infill": getattr(args, "infill", None)}
     return {k: v for k, v in opts.items() if v is not None}
