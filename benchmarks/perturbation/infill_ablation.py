@@ -96,19 +96,20 @@ def _infill_rows(a, mx, x, masks, twins, has_lesion, cal) -> list[dict]:
     twin_table = {image_key(x[i]): twins[i] for i in range(len(x))}
     scored = has_lesion.nonzero().flatten().tolist()
     rows = []
-    for name in a.infills:
+    for start, name in [(st, nm) for st in a.starts for nm in a.infills]:
+        m0 = gm if start == "gm" else torch.ones_like(gm)  # ones: no generator in the mask search at all (FIDO-style from the full scan)
         t0 = time.perf_counter()
         fill = make_infill(name, InfillInputs(images=x, gan_fill=base, gan_mask=gm, healthy_mean=mean_scan,
                                               twins=twin_table if name == "twin" else None, key=image_key))
         infill_s = (time.perf_counter() - t0) / len(x)
-        M = refine_mask(clf, x, fill, gm, steps=steps, w_area=float(m_cfg.area), w_tv=float(m_cfg.tv), scale=m_cfg.scale, floor=m_cfg.effective_floor)
+        M = refine_mask(clf, x, fill, m0, steps=steps, w_area=float(m_cfg.area), w_tv=float(m_cfg.tv), scale=m_cfg.scale, floor=m_cfg.effective_floor)
         mask_s = (time.perf_counter() - t0) / len(x) - infill_s
         x_cf = x + M * (fill - x)
         diff = M * (x - fill).abs().mean(1, keepdim=True)
         paths = [MaskPath(G, x[i], cf.z2[i], M[i], None if name == "gan" else fill[i]) for i in range(len(x))]
         lig = latent_integrated_gradients(paths, clf, cf.z1, cf.z2).maps
         gain = (psnr(x_cf, twins) - psnr(x, twins))[has_lesion].tolist()
-        row = {"method": f"medxgan-{name}", "infill": name, "diff": _loc(diff, masks, scored), "lig": _loc(lig, masks, scored),
+        row = {"method": f"medxgan-{name}" + ("" if start == "gm" else "-start-ones"), "infill": name, "start": start, "diff": _loc(diff, masks, scored), "lig": _loc(lig, masks, scored),
                **_validity(clf, oracle, x_cf, cal["threshold_logit"]), "twin_gain_db": _ci(gain),
                "mask_area_over_lesion": round(float((M > 0.5).float().sum() / masks.sum()), 2),
                "s_per_image": round(infill_s + mask_s, 3), "s_infill": round(infill_s, 3), "s_inversion_shared": round(inversion_s, 3)}
@@ -138,6 +139,8 @@ def main() -> None:
     ap.add_argument("--infills", nargs="+", default=["gan", "blur", "mean", "inpaint", "twin"])
     ap.add_argument("--baselines", nargs="*", default=["ig-black", "smoothgrad", "saliency", "occlusion", "gradcam",
                                                        "extremal-perturbation", "meaningful-perturbation", "rise"])
+    ap.add_argument("--starts", nargs="+", default=["gm"], choices=["gm", "ones"],
+                    help="the mask search's start: gm = the generator's mask (the library's), ones = the whole scan (no generator)")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--steps", type=int, default=75, help="inversion Adam steps (the demo's 75)")
     ap.add_argument("--json", type=Path)
