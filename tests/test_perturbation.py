@@ -174,3 +174,15 @@ def test_batch_equals_one_by_one():
         whole = ex.explain(x).maps
         ex.batch_size = 1
         assert torch.allclose(whole, ex.explain(x).maps, atol=1e-5)
+
+
+def test_report_verdict_counts_an_evaluated_perturbation_baseline():
+    from medxgan.report.html import verdicts
+
+    cell = lambda v: {"mean": v, "lo": v - 0.02, "hi": v + 0.02, "n": 30}  # noqa: E731
+    res = {"methods": {"medxgan-lig": {"metrics": {"localisation.iou_area_matched": cell(0.46)}},
+                       "smoothgrad": {"metrics": {"localisation.iou_area_matched": cell(0.38)}},
+                       "extremal-perturbation": {"metrics": {"localisation.iou_area_matched": cell(0.47)}}}}
+    v = next(x for x in verdicts(res) if x["method"] == "medxgan-lig" and x["key"] == "localisation.iou_area_matched")
+    assert v["state"] == "no" and "Extremal Perturbation" in v["claim"]  # ahead of SmoothGrad, not of Extremal Perturbation
+    assert {c["method"] for c in v["vs"]} == {"smoothgrad", "extremal-perturbation"}
