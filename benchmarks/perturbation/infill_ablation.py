@@ -102,7 +102,8 @@ def _infill_rows(a, mx, x, masks, twins, has_lesion, cal) -> list[dict]:
         fill = make_infill(name, InfillInputs(images=x, gan_fill=base, gan_mask=gm, healthy_mean=mean_scan,
                                               twins=twin_table if name == "twin" else None, key=image_key))
         infill_s = (time.perf_counter() - t0) / len(x)
-        M = refine_mask(clf, x, fill, m0, steps=steps, w_area=float(m_cfg.area), w_tv=float(m_cfg.tv), scale=m_cfg.scale, floor=m_cfg.effective_floor)
+        M = refine_mask(clf, x, fill, m0, steps=steps, w_area=float(m_cfg.area), w_tv=float(m_cfg.tv), scale=m_cfg.scale,
+                        floor=m_cfg.effective_floor)
         mask_s = (time.perf_counter() - t0) / len(x) - infill_s
         x_cf = x + M * (fill - x)
         diff = M * (x - fill).abs().mean(1, keepdim=True)
