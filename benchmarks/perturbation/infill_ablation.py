@@ -110,7 +110,8 @@ def _infill_rows(a, mx, x, masks, twins, has_lesion, cal) -> list[dict]:
         paths = [MaskPath(G, x[i], cf.z2[i], M[i], None if name == "gan" else fill[i]) for i in range(len(x))]
         lig = latent_integrated_gradients(paths, clf, cf.z1, cf.z2).maps
         gain = (psnr(x_cf, twins) - psnr(x, twins))[has_lesion].tolist()
-        row = {"method": f"medxgan-{name}" + ("" if start == "gm" else "-start-ones"), "infill": name, "start": start, "diff": _loc(diff, masks, scored), "lig": _loc(lig, masks, scored),
+        row = {"method": f"medxgan-{name}" + ("" if start == "gm" else "-start-ones"), "infill": name, "start": start,
+               "diff": _loc(diff, masks, scored), "lig": _loc(lig, masks, scored),
                **_validity(clf, oracle, x_cf, cal["threshold_logit"]), "twin_gain_db": _ci(gain),
                "mask_area_over_lesion": round(float((M > 0.5).float().sum() / masks.sum()), 2),
                "s_per_image": round(infill_s + mask_s, 3), "s_infill": round(infill_s, 3), "s_inversion_shared": round(inversion_s, 3)}
