@@ -397,7 +397,8 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
 
         synthesize(cfg.kind, paths["data"], n=cfg.n_images, size=cfg.size, seed=seed, overwrite=True, show_progress=show_progress)
 
-    run_stage("data", lambda: (paths["data"] / "dataset.json").is_file(), synth, f"synthesise {cfg.n_images} {cfg.kind} phantoms")
+    what = f"insert lesions into Colin27 slices ({cfg.n_images} images)" if cfg.kind == REAL_BRAIN else f"synthesise {cfg.n_images} {cfg.kind} phantoms"
+    run_stage("data", lambda: (paths["data"] / "dataset.json").is_file(), synth, what)
 
     # 2. classifier
     def train_clf() -> None:
