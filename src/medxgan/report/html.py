@@ -756,8 +756,12 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
         h.append(f"<div class='banner'>{_e(QUICK_BANNER)}</div>")
     what = []
     if demo is not None:
-        what.append(f"<code>medxgan demo{' --quick' if quick else ''}</code> in <code>{_e(Path(dirs['root']).resolve())}</code>: "
-                    f"brain-MRI phantoms ({_e(settings.get('n_images', '?'))} images), classifier {_e(settings.get('classifier_arch', '?'))}, "
+        kind = settings.get("kind", "brain-mri")
+        data_what = {"brain-mri": "brain-MRI phantoms", "chest-xray": "chest X-ray phantoms",
+                     "real-brain": "real MRI: Colin27 slices with inserted lesions"}.get(kind, f"{kind} data")
+        flags = (" --quick" if quick else "") + (" --real-brain" if kind == "real-brain" else "")
+        what.append(f"<code>medxgan demo{flags}</code> in <code>{_e(Path(dirs['root']).resolve())}</code>: "
+                    f"{_e(data_what)} ({_e(settings.get('n_images', '?'))} images), classifier {_e(settings.get('classifier_arch', '?'))}, "
                     f"medXGAN preset {_e(settings.get('gan_preset', '?'))}, explanations evaluated on held-out predicted positives.")
     what.append(f"Data <code>{_e(cfg.get('data', '?'))}</code> (split {_e(cfg.get('split'))}), classifier <code>{_e(cfg.get('classifier', '?'))}</code>, "
                 f"GAN <code>{_e(cfg.get('gan') or 'none')}</code>; {_e((results.get('slices') or {}).get('evaluated', '?'))} image(s) explained "
