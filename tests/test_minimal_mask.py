@@ -53,13 +53,13 @@ def test_refinement_keeps_the_evidence_region_and_drops_the_rest():
     gm = torch.full((2, 1, 8, 8), 0.9)  # the generator's mask covers everything
     with torch.no_grad():
         target = clf.logit(x + gm * (fill - x)).clamp(max=0)
-    m = refine_mask(clf, x, fill, gm, steps=300, lr=0.1)
+    m = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, stop_tol=None)  # the optimum of the full search (no early stop)
     with torch.no_grad():
         refined = clf.logit(x + m * (fill - x))
     assert bool((refined <= target + 0.05).all())  # as negative as the generator's counterfactual
     inside, outside = m[:, :, :2, :2].mean(), m[:, :, 2:, 2:].mean()
     assert float(inside) > 0.8 and float(outside) < 0.1  # only where the classifier looks
-    one = refine_mask(clf, x[:1], fill[:1], gm[:1], steps=300, lr=0.1)
+    one = refine_mask(clf, x[:1], fill[:1], gm[:1], steps=300, lr=0.1, stop_tol=None)
     assert torch.allclose(one, m[:1], atol=1e-6)  # a batch equals its images one by one
     assert torch.equal(refine_mask(clf, x, fill, gm, steps=0), gm)
 
@@ -92,8 +92,8 @@ def test_a_floor_above_the_generator_target_gives_a_smaller_mask():
     x = torch.full((1, 1, 8, 8), 0.8)
     fill = torch.full_like(x, -0.5)
     gm = torch.full((1, 1, 8, 8), 0.9)
-    full = refine_mask(clf, x, fill, gm, steps=300, lr=0.1)
-    floored = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, floor=-1.5)  # the generator's: 4 (0.8 - 0.9 * 1.3) - 1 = -2.48
+    full = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, stop_tol=None)  # the optimum of the full search (no early stop)
+    floored = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, floor=-1.5, stop_tol=None)  # the generator's: 4 (0.8 - 0.9 * 1.3) - 1 = -2.48
     with torch.no_grad():
         assert float(clf.logit(x + floored * (fill - x))) <= -1.5 + 0.05
     assert float(floored.sum()) < 0.8 * float(full.sum())
@@ -251,7 +251,7 @@ def test_early_stop_meets_the_target_and_batch_equals_one_by_one():
     fill = torch.full_like(x, -0.5)
     gm = torch.full((2, 1, 8, 8), 0.9)
     target = target_logits(clf, x, fill, gm)
-    full = refine_mask(clf, x, fill, gm, steps=300, lr=0.1)
+    full = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, stop_tol=None)
     # stop_tol 0 never stops: the same steps on the same numbers as without the option
     assert torch.allclose(refine_mask(clf, x, fill, gm, steps=300, lr=0.1, stop_tol=0.0), full, atol=1e-6)
     early = refine_mask(clf, x, fill, gm, steps=300, lr=0.1, stop_tol=1e-3)

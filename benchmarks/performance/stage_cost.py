@@ -53,6 +53,7 @@ from medxgan.pipeline import MedXGAN  # noqa: E402
 BASELINES = ("ig-black", "smoothgrad", "gradcam")
 # name -> refine_mask overrides (on top of the run's minimal-mask settings)
 DEFAULT_VARIANTS = {
+    "steps150_lr0.1_nostop": dict(lr=0.1, stop_tol=None),  # the default before issue 32
     "steps150_lr0.1_stop": dict(stop_tol=0.01),
     "steps150_lr0.3_stop": dict(lr=0.3, stop_tol=0.01),
     "steps150_lr0.2": dict(lr=0.2),
