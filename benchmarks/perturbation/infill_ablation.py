@@ -138,7 +138,7 @@ def main() -> None:
     ap.add_argument("run", help="a `medxgan train` run (the demo's gan/)")
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--checkpoint-step", type=int, help="use this checkpoint's generator (a run still training)")
-    ap.add_argument("--infills", nargs="+", default=["gan", "blur", "mean", "inpaint", "twin"])
+    ap.add_argument("--infills", nargs="*", default=["gan", "blur", "mean", "inpaint", "twin"])
     ap.add_argument("--baselines", nargs="*", default=["ig-black", "smoothgrad", "saliency", "occlusion", "gradcam",
                                                        "extremal-perturbation", "meaningful-perturbation", "rise"])
     ap.add_argument("--starts", nargs="+", default=["gm"], choices=["gm", "ones"],
