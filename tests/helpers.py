@@ -169,3 +169,21 @@ def small_conv_classifier(channels: int = 1, seed: int = 0) -> ClassifierAdapter
     torch.manual_seed(seed)
     m = nn.Sequential(nn.Conv2d(channels, 4, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 2))
     return ClassifierAdapter(m, output="logits2")
+
+
+def one_error_line(capsys) -> str:
+    """The stderr of a failed command: no traceback, exactly one error line (warnings, one line each, allowed)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "error:" in ln]
+    assert len(errors) == 1 and all(ln in errors or ln.startswith("medxgan: warning:") for ln in lines), err
+    return errors[0]
+
+
+def snapshot_files(root) -> dict:
+    """Every file under ``root`` (relative path -> bytes): compare before/after to prove nothing was touched."""
+    from pathlib import Path
+
+    root = Path(root)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}

@@ -13,6 +13,7 @@ import pytest
 import torch
 from helpers import write_dataset
 
+from helpers import one_error_line as _one_error_line
 from medxgan.cli import main
 from medxgan.runtime.errors import MedxganError, UserCodeError
 
@@ -115,16 +116,6 @@ def user_module(tmp_path, monkeypatch):
     yield "rel12mods"
     for m in ("rel12mods", "rel12broken"):
         sys.modules.pop(m, None)
-
-
-def _one_error_line(capsys) -> str:
-    """The stderr of a failed command: no traceback, exactly one error line (warnings, one line each, allowed)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error:" in ln]
-    assert len(errors) == 1 and all(ln in errors or ln.startswith("medxgan: warning:") for ln in lines), err
-    return errors[0]
 
 
 # ---- options: ranges, finiteness, sizes, seeds (checked before anything is read or written) -------

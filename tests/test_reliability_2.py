@@ -18,25 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import one_error_line as _one_error_line, snapshot_files as _snapshot
 from medxgan.cli import main
 from medxgan.runtime import outdir
 from medxgan.runtime.errors import MedxganError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _one_error_line(capsys) -> str:
-    """The stderr of a failed command: no traceback, exactly one error line (warnings, one line each, allowed)."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error:" in ln]
-    assert len(errors) == 1 and all(ln in errors or ln.startswith("medxgan: warning:") for ln in lines), err
-    return errors[0]
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _user_folder(root: Path) -> Path:

@@ -20,6 +20,7 @@ import pytest
 from helpers import write_dataset
 from PIL import Image
 
+from helpers import one_error_line as _one_error_line
 from medxgan.cli import main
 from medxgan.runtime import atomic, outdir
 from medxgan.runtime.errors import MedxganError, StorageError
@@ -27,15 +28,6 @@ from medxgan.runtime.records import check_record, integer, obj, text
 from medxgan.runtime.runs import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "error:" in ln]
-    assert len(errors) == 1 and all(ln in errors or ln.startswith("medxgan: warning:") for ln in lines), err
-    return errors[0]
 
 
 def _edited(src: Path, dst: Path, rel: str, edit) -> Path:
