@@ -33,7 +33,7 @@ def test_gates_by_hand(tmp_path):
 
 def test_gallery_and_report_flag_a_poor_run(tmp_path):
     from medxgan.report.gallery import write_gallery
-    from medxgan.report.html import _training_html
+    from medxgan.report.training import training_html as _training_html
 
     run = _run(tmp_path, {"disent": 0.16, "diversity": 0.9})
     out = tmp_path / "expl"

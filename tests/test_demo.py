@@ -108,7 +108,7 @@ def test_quick_banner_and_restart(tmp_path, monkeypatch):
 
     from medxgan.report import html
 
-    monkeypatch.setattr(html, "_read_json", lambda p: {"settings": {"mode": "quick"}} if p.name == "demo.json" else json.loads(p.read_text()))
+    monkeypatch.setattr(html, "read_json", lambda p: {"settings": {"mode": "quick"}} if p.name == "demo.json" else json.loads(p.read_text()))
     ev = out / "eval"
     ev.mkdir()
     (ev / "results.json").write_text(json.dumps({"config": {}, "methods": {}, "per_image": []}))

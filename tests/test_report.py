@@ -188,7 +188,7 @@ def test_progress_on_a_non_terminal_writes_a_few_lines(monkeypatch, capsys):
 def test_validity_verdict_cautions_when_the_judge_rejects_the_twins():
     """A judge (classifier or oracle) that calls the ground-truth twins positive cannot certify a counterfactual:
     the verdict says so instead of blaming the counterfactual (a demo oracle with specificity 0.18 did this)."""
-    from medxgan.report.html import _verdict_html
+    from medxgan.report.verdict import verdict_html as _verdict_html
 
     def st(m, lo, hi):
         return {"mean": m, "lo": lo, "hi": hi, "n": 30}

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from medxgan.evaluate.tables import bar_groups as default_bar_groups
 from medxgan.runtime.atomic import atomic_write_bytes
 
-__all__ = ["metric_bars", "metric_bar_grid", "deletion_curves", "noise_curves", "write_plots", "safe_name"]
+__all__ = ["metric_bars", "metric_bar_grid", "deletion_curves", "noise_curves", "write_plots", "safe_name", "new_figure", "save_figure"]
 
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
@@ -27,16 +27,18 @@ def safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", key).strip("_")
 
 
-def _figure(w: float = 6.0, h: float = 3.6):
+def new_figure(w: float = 6.0, h: float = 3.6, dpi: int = 110):
+    """A matplotlib Figure on the Agg canvas, without pyplot's global state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(w, h), dpi=110)
+    fig = Figure(figsize=(w, h), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig, path: str | os.PathLike) -> Path:
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """The figure as a PNG, written atomically."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -80,10 +82,10 @@ def _bars_on(ax, methods: Mapping[str, Any], key: str, title: str, lower_is_bett
 
 def metric_bars(methods: Mapping[str, Any], key: str, path: str | os.PathLike, title: str | None = None, lower_is_better: bool = False) -> Path | None:
     """One bar per method (mean) with its 95% bootstrap interval as an error bar; n under each label."""
-    fig = _figure(max(4.0, 0.9 * len(methods) + 1.5), 3.4)
+    fig = new_figure(max(4.0, 0.9 * len(methods) + 1.5), 3.4)
     if not _bars_on(fig.add_subplot(1, 1, 1), methods, key, title or key, lower_is_better):
         return None
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def metric_bar_grid(methods: Mapping[str, Any], keys: Sequence[tuple[str, str, bool]], path: str | os.PathLike, title: str | None = None) -> Path | None:
@@ -94,19 +96,19 @@ def metric_bar_grid(methods: Mapping[str, Any], keys: Sequence[tuple[str, str, b
         return None
     ncol = min(4, len(keys))
     nrow = math.ceil(len(keys) / ncol)
-    fig = _figure(ncol * max(2.6, 0.45 * len(methods) + 1.0), nrow * 2.9 + (0.3 if title else 0))
+    fig = new_figure(ncol * max(2.6, 0.45 * len(methods) + 1.0), nrow * 2.9 + (0.3 if title else 0))
     for j, (key, t, lower) in enumerate(keys):
         _bars_on(fig.add_subplot(nrow, ncol, j + 1), methods, key, t, lower)
     if title:
         fig.suptitle(title + " (mean, 95% bootstrap CI)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def deletion_curves(methods: Mapping[str, Any], fractions: Sequence[float], replacement: str, path: str | os.PathLike) -> Path | None:
     """Mean p(pos) after deleting the top-k fraction of pixels (k = 0 first), per method, with the
     95% interval as a band. ``replacement``: "mean" or "blur" (the ``deletion_<replacement>`` keys)."""
     ks = [0.0] + [float(f) for f in fractions]
-    fig = _figure(6.0, 3.8)
+    fig = new_figure(6.0, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     drawn = 0
     for i, m in enumerate(methods):
@@ -132,13 +134,13 @@ def deletion_curves(methods: Mapping[str, Any], fractions: Sequence[float], repl
     ax.set_title(f"Deletion curves ({replacement} replacement; lower = more faithful)", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def noise_curves(methods: Mapping[str, Any], sigmas: Sequence[float], path: str | os.PathLike, metric: str = "ssim") -> Path | None:
     """Similarity between the clean and the noisy map (``metric``: ssim, spearman or top10) against
     the noise sigma ([-1, 1] units), per method, with 95% intervals."""
-    fig = _figure(6.0, 3.8)
+    fig = new_figure(6.0, 3.8)
     ax = fig.add_subplot(1, 1, 1)
     drawn = 0
     for i, m in enumerate(methods):
@@ -158,7 +160,7 @@ def noise_curves(methods: Mapping[str, Any], sigmas: Sequence[float], path: str 
     ax.set_title(f"Robustness to input noise: {metric} (higher = more stable)", fontsize=10)
     ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(results: Mapping[str, Any], out_dir: str | os.PathLike, bar_groups: Mapping[str, Sequence[tuple[str, str, bool]]] | None = None) -> list[Path]:

@@ -4,17 +4,13 @@ counterfactual realism / minimality table (``results["realism"]``), both compute
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any, Mapping
 
 from medxgan.evaluate.tables import format_number
+from medxgan.report.markup import esc
 
 __all__ = ["review_html", "sanity_plot"]
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x), quote=True)
 
 
 _f = format_number
@@ -62,31 +58,31 @@ def review_html(results: Mapping[str, Any], img_dir: Path, rel: str) -> str:
     h = ["<h2 id='sanity'>Sanity checks and counterfactual realism</h2>"]
     if sanity and sanity.get("methods"):
         h.append(f"<p>Cascading model-parameter randomisation (Adebayo et al. 2018): the classifier's blocks "
-                 f"({_e(', '.join(sanity.get('blocks') or []))}) are re-initialised from the top, one more per step, on "
-                 f"{_e(sanity.get('n_images'))} images; a method passes when SSIM and Spearman of |A| against the trained "
-                 f"model's map fall below {_e(sanity.get('threshold', 0.5))} (95 % interval too) once the top "
-                 f"{_e(sanity.get('verdict_blocks', 2))} block(s) are randomised. A map that stays the same explains the image, "
+                 f"({esc(', '.join(sanity.get('blocks') or []))}) are re-initialised from the top, one more per step, on "
+                 f"{esc(sanity.get('n_images'))} images; a method passes when SSIM and Spearman of |A| against the trained "
+                 f"model's map fall below {esc(sanity.get('threshold', 0.5))} (95 % interval too) once the top "
+                 f"{esc(sanity.get('verdict_blocks', 2))} block(s) are randomised. A map that stays the same explains the image, "
                  f"not the classifier.</p>")
         p = sanity_plot(sanity, img_dir / "sanity.png")
         if p is not None:
             h.append(f"<div><img class='plot' src='{rel}/sanity.png' alt='sanity-check curves'></div>")
         h.append("<table class='metrics'><thead><tr><th>Method</th><th>Verdict</th><th>Why</th></tr></thead><tbody>")
         for m, r in sanity["methods"].items():
-            h.append(f"<tr><td><code>{_e(m)}</code></td><td><b>{_e(r.get('verdict'))}</b></td><td>{_e(r.get('reason'))}</td></tr>")
+            h.append(f"<tr><td><code>{esc(m)}</code></td><td><b>{esc(r.get('verdict'))}</b></td><td>{esc(r.get('reason'))}</td></tr>")
         h.append("</tbody></table>")
         if sanity.get("skipped"):
-            h.append(f"<p class='muted'>Not applicable (no classifier at explanation time): {_e(', '.join(sanity['skipped']))}; "
+            h.append(f"<p class='muted'>Not applicable (no classifier at explanation time): {esc(', '.join(sanity['skipped']))}; "
                      "see the data-randomisation benchmark (benchmarks/sanity/).</p>")
     if realism and realism.get("rows"):
-        h.append(f"<p>Counterfactual realism: Fréchet distance and KID against {_e(realism.get('n_reference'))} real negatives in the "
-                 f"{_e(realism.get('feature_space'))}, a domain feature space, not Inception (compare the rows, not with published FIDs); "
-                 f"n = {_e(realism.get('n'))} per row. Minimality: means over the images (intervals in results.md); changed = "
-                 f"|x - x_cf| &gt; {_e(realism.get('threshold', 0.1))}.</p>")
+        h.append(f"<p>Counterfactual realism: Fréchet distance and KID against {esc(realism.get('n_reference'))} real negatives in the "
+                 f"{esc(realism.get('feature_space'))}, a domain feature space, not Inception (compare the rows, not with published FIDs); "
+                 f"n = {esc(realism.get('n'))} per row. Minimality: means over the images (intervals in results.md); changed = "
+                 f"|x - x_cf| &gt; {esc(realism.get('threshold', 0.1))}.</p>")
         h.append("<table class='metrics'><thead><tr><th>Compared set</th><th>Role</th><th>FD</th><th>KID</th>"
                  "<th>Mean |change|</th><th>Changed</th><th>Regions</th></tr></thead><tbody>")
         for r in realism["rows"]:
             mn = r.get("minimality") or {}
-            h.append(f"<tr><td>{_e(r.get('label'))}</td><td>{_e(r.get('role'))}</td><td>{_f(r.get('fd'))}</td><td>{_f(r.get('kid'), 4)}</td>"
+            h.append(f"<tr><td>{esc(r.get('label'))}</td><td>{esc(r.get('role'))}</td><td>{_f(r.get('fd'))}</td><td>{_f(r.get('kid'), 4)}</td>"
                      f"<td>{_f((mn.get('mean_abs_change') or {}).get('mean'))}</td><td>{_f((mn.get('frac_changed') or {}).get('mean'))}</td>"
                      f"<td>{_f((mn.get('regions') or {}).get('mean'), 1)}</td></tr>")
         h.append("</tbody></table>")

@@ -1,0 +1,76 @@
+"""The metric tables of the HTML report: one row per method, a mean over its 95 % bootstrap interval per
+cell, the best mean of each column highlighted; and the table of slice counts (TP / FN / FP / TN)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from medxgan.evaluate.tables import (COUNTERFACTUAL_COLUMNS, LOCALISATION_COLUMNS, SHORTCUT_COLUMNS, TWIN_AGREEMENT_COLUMNS, TWIN_COLUMNS,
+                                     finite, main_columns)
+from medxgan.report.markup import ci_cell, esc, method_label, method_stat, ordered_methods
+
+__all__ = ["metric_tables_html", "slices_html"]
+
+_num = finite
+
+
+def _metric_table(results: Mapping[str, Any], cols: Sequence[tuple[str, str, bool]], methods: Sequence[str]) -> str:
+    cols = [c for c in cols if any(method_stat(results, m, c[1]) is not None for m in methods)]
+    if not cols:
+        return "<p class='muted'>no values</p>"
+    best: dict[str, str] = {}
+    for label, key, lower in cols:
+        vals = [(m, _num(method_stat(results, m, key)["mean"])) for m in methods if method_stat(results, m, key) is not None]
+        if len(vals) > 1:
+            best[key] = (min if lower else max)(vals, key=lambda t: t[1])[0]
+    head = "<thead><tr><th class='m'>method</th><th>images</th>" + "".join(f"<th>{esc(label)}</th>" for label, _, _ in cols) + "</tr></thead>"
+    body = []
+    for m in methods:
+        r = (results.get("methods") or {}).get(m) or {}
+        inv = r.get("n_invalid_maps") or 0
+        cells = [f"<th class='m'>{esc(method_label(m))}<br><span class='muted'>{esc(m)}</span></th>",
+                 f"<td class='num'>{esc(r.get('n_images', '–'))}{f' ({inv} invalid)' if inv else ''}</td>"]
+        for _, key, _ in cols:
+            s = method_stat(results, m, key)
+            n = f" <span class='ci'>n={esc(s.get('n'))}</span>" if s is not None else ""
+            cls = "num best" if best.get(key) == m else "num"
+            cells.append(f"<td class='{cls}'>{ci_cell(s)}{n}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return "<div class='scroll'><table class='metrics'>" + head + "<tbody>" + "".join(body) + "</tbody></table></div>"
+
+
+def metric_tables_html(results: Mapping[str, Any]) -> str:
+    methods = ordered_methods((results.get("methods") or {}).keys())
+    if not methods:
+        return "<p class='muted'>results.json holds no methods.</p>"
+    cfg = results.get("config") or {}
+    parts = ["<h3>Localisation (true positives with a mask; |A| scored)</h3>", _metric_table(results, LOCALISATION_COLUMNS, methods),
+             "<h3>Faithfulness, robustness, cost</h3>", _metric_table(results, main_columns(cfg), methods)]
+    cf = [m for m in methods if any(k.startswith("counterfactual.") for k in ((results["methods"][m] or {}).get("metrics") or {}))]
+    if cf:
+        parts += ["<h3>Counterfactuals (medXGAN)</h3>", _metric_table(results, COUNTERFACTUAL_COLUMNS, cf)]
+    tw = [m for m in methods if any(k.startswith("twin_") for k in ((results["methods"][m] or {}).get("metrics") or {}))]
+    if tw:
+        parts += ["<h3>Counterfactuals vs the lesion-free twins (gain = PSNR(cf, twin) − PSNR(x, twin))</h3>",
+                  _metric_table(results, TWIN_COLUMNS, [m for m in tw if m.startswith("medxgan")]),
+                  "<h3>Agreement of |A| with the true lesion effect |x − twin|</h3>", _metric_table(results, TWIN_AGREEMENT_COLUMNS, tw)]
+    if cfg.get("markers"):
+        parts += ["<h3>Shortcut marker</h3>", _metric_table(results, SHORTCUT_COLUMNS, methods)]
+    parts.append("<p class='muted'>Cells: mean [95 % bootstrap interval], n = images with a valid value; best mean per column "
+                 "highlighted (lower is better where marked ↓).</p>")
+    return "".join(parts)
+
+
+def slices_html(results: Mapping[str, Any]) -> str:
+    sl = results.get("slices") or {}
+    ev = sl.get("evaluated_by_slice") or {}
+    head = "<tr><th></th>" + "".join(f"<th>{k}</th>" for k in ("TP", "FN", "FP", "TN")) + "<th>total</th></tr>"
+    r1 = "<tr><td>classifier on the split (threshold 0.5)</td>" + "".join(
+        f"<td class='num'>{esc(sl.get(k, '–'))}</td>" for k in ("TP", "FN", "FP", "TN")) + f"<td class='num'>{esc(sl.get('total', '–'))}</td></tr>"
+    r2 = "<tr><td>explained and scored</td>" + "".join(
+        f"<td class='num'>{esc(ev.get(k, '–'))}</td>" for k in ("TP", "FN", "FP", "TN")) + f"<td class='num'>{esc(sl.get('evaluated', '–'))}</td></tr>"
+    cfg = results.get("config") or {}
+    extra = (f"<p class='muted'>subset <code>{esc(cfg.get('subset'))}</code> of split <code>{esc(cfg.get('split'))}</code>; "
+             f"{esc(sl.get('localisation_images', '–'))} image(s) scored for localisation (true positives with a lesion mask); "
+             f"methods: {esc(', '.join(cfg.get('methods') or []))}.</p>")
+    return "<div class='scroll'><table>" + head + r1 + r2 + "</table></div>" + extra
