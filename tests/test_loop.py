@@ -13,7 +13,7 @@ import torch
 
 from medxgan.cli import flagged
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.loop import Cadence, TrainingFailed, open_run, remove_temp_files, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions, TrainingFailed, open_run, remove_temp_files, train_loop
 from medxgan.runtime.runs import RunDir
 
 KIND = "toy"
@@ -50,8 +50,8 @@ def _run(path, steps, resume=False, settings=None, **kw):
     toy = Toy(blow_up_at=kw.pop("blow_up_at", None))
     run.path.mkdir(parents=True, exist_ok=True)
     run.write_config(KIND, settings=settings, resumes=start.resumes, status="running")
-    res = train_loop(toy, run, total=steps, cadence=Cadence(log_every=2, ckpt_every=kw.pop("ckpt_every", 3)),
-                     resume=start.resumed, quiet=True, **kw)
+    res = train_loop(toy, run, LoopOptions(total=steps, cadence=Cadence(log_every=2, ckpt_every=kw.pop("ckpt_every", 3)),
+                                           resume=start.resumed, quiet=True, **kw))
     run.update_config(status="finished")
     return toy, res
 

@@ -336,7 +336,7 @@ def test_classifier_training_that_diverges_is_failed_with_its_last_checkpoint(tm
 
 def test_loop_refuses_to_checkpoint_non_finite_weights(tmp_path):
     """A step whose own stats are finite but which poisoned the weights: failed, the last good checkpoint kept."""
-    from medxgan.runtime.loop import Cadence, TrainingFailed, train_loop
+    from medxgan.runtime.loop import Cadence, LoopOptions, TrainingFailed, train_loop
     from medxgan.runtime.runs import RunDir
 
     class Poisoned:
@@ -359,7 +359,7 @@ def test_loop_refuses_to_checkpoint_non_finite_weights(tmp_path):
     run.path.mkdir()
     run.write_config("toy", status="running")
     with pytest.raises(TrainingFailed, match=r"non-finite weights/state \(w\) at step 4"):
-        train_loop(Poisoned(), run, total=6, cadence=Cadence(log_every=2, ckpt_every=2), quiet=True)
+        train_loop(Poisoned(), run, LoopOptions(total=6, cadence=Cadence(log_every=2, ckpt_every=2), quiet=True))
     assert run.read_config()["status"] == "failed"
     assert run.load_checkpoint_step() == 2 and torch.isfinite(run.load_checkpoint()["trainer"]["w"]).all()
 

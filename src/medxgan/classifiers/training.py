@@ -27,7 +27,7 @@ from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.ranking import roc_auc
 from medxgan.runtime.checks import check_args, check_image_memory
-from medxgan.runtime.loop import Cadence, check_start, nonfinite_tensors, open_run, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions, check_start, nonfinite_tensors, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
@@ -188,9 +188,9 @@ def train_classifier(
         n_train=len(train_ds), n_val=len(val_ds), n_test=len(test_ds), settings=settings, resumes=start.resumes, status="running",
     )
     run.write_config(CLASSIFIER_KIND, **config)
-    loop = train_loop(trainer, run, total=epochs, cadence=Cadence(log_every=1, ckpt_every=1, keep_last=1), resume=start.resumed,
-                      max_minutes=max_minutes, desc=f"train {arch}", quiet=quiet, device=dev, unit="epoch",
-                      postfix=lambda r: f"loss={r['train_loss']:.3f} val_auc={r['val_auc']:.3f}")
+    loop = train_loop(trainer, run, LoopOptions(total=epochs, cadence=Cadence(log_every=1, ckpt_every=1, keep_last=1), resume=start.resumed,
+                                                max_minutes=max_minutes, desc=f"train {arch}", quiet=quiet, device=dev, unit="epoch",
+                                                postfix=lambda r: f"loss={r['train_loss']:.3f} val_auc={r['val_auc']:.3f}"))
     best = trainer.best
 
     model.load_state_dict(best["state"])

@@ -39,7 +39,7 @@ from medxgan.gan.run import (
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions, check_start, open_run, train_loop
 from medxgan.runtime.outdir import claimed
 from medxgan.runtime.records import check_record
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
@@ -223,9 +223,10 @@ def train_encoder(
             return _quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))
 
         with frozen(G, clf):
-            loop = train_loop(trainer, rd, total=steps, cadence=Cadence(log_every, 0, ckpt_every, keep_last), resume=start.resumed,
-                              max_minutes=max_minutes, on_log=on_log, desc="train encoder", quiet=quiet, device=dev,
-                              postfix=lambda r: f"PSNR(G(E(x))) {r['psnr_encoder']:.1f} dB  code MSE {r['code_mse_z1']:.3f}/{r['code_mse_z2']:.3f}")
+            loop = train_loop(trainer, rd, LoopOptions(
+                total=steps, cadence=Cadence(log_every, 0, ckpt_every, keep_last), resume=start.resumed, max_minutes=max_minutes,
+                on_log=on_log, desc="train encoder", quiet=quiet, device=dev,
+                postfix=lambda r: f"PSNR(G(E(x))) {r['psnr_encoder']:.1f} dB  code MSE {r['code_mse_z1']:.3f}/{r['code_mse_z2']:.3f}"))
         step, elapsed, rec = loop.step, loop.elapsed, loop.last_record
 
         E.eval().requires_grad_(False)

@@ -70,7 +70,7 @@ from medxgan.runtime.distributed import (
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
-from medxgan.runtime.loop import Cadence, check_start, open_run, resume_or_restart, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions, check_start, open_run, resume_or_restart, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
@@ -761,9 +761,10 @@ def train_gan(
             return (f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
                     f"agree={rec['cls_agree']:.2f} {summarize(rec)}")
 
-        loop = train_loop(steps_of, run, total=cfg.steps, cadence=Cadence(cfg.log_every, cfg.sample_every, cfg.ckpt_every, cfg.keep_last),
-                          resume=resuming, max_minutes=cfg.max_minutes, on_log=on_log, on_sample=on_sample, postfix=postfix,
-                          desc=f"train medXGAN ({preset_obj.name})", quiet=quiet, is_main=main, device=dev)
+        loop = train_loop(steps_of, run, LoopOptions(
+            total=cfg.steps, cadence=Cadence(cfg.log_every, cfg.sample_every, cfg.ckpt_every, cfg.keep_last), resume=resuming,
+            max_minutes=cfg.max_minutes, on_log=on_log, on_sample=on_sample, postfix=postfix,
+            desc=f"train medXGAN ({preset_obj.name})", quiet=quiet, is_main=main, device=dev))
         step, elapsed, last_metrics = loop.step, loop.elapsed, loop.last_record
 
         if main:

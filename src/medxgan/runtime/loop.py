@@ -11,8 +11,8 @@ and the trainer function of each kind reads top to bottom::
 
     start = open_run(run, resume=resume, kind=KIND, settings={...}, may_change=("steps", "max_minutes"))
     ...build the trainer (from start.stored when resuming)...
-    result = train_loop(trainer, run, total=steps, cadence=Cadence(log_every=..., ckpt_every=...),
-                        resume=start.resumed, max_minutes=max_minutes, on_log=..., on_sample=...)
+    result = train_loop(trainer, run, LoopOptions(total=steps, cadence=Cadence(log_every=..., ckpt_every=...),
+                                                  resume=start.resumed, max_minutes=max_minutes, on_log=..., on_sample=...))
     ...write the final weights; run.update_config(status="finished", ...)
 
 The policy (:func:`open_run`): ``resume`` without a checkpoint is an error; an existing run without
@@ -48,7 +48,7 @@ from medxgan.runtime.records import array, check_record, obj, text
 from medxgan.runtime.runs import RunDir
 from medxgan.runtime.seeding import get_rng_state, set_rng_state
 
-__all__ = ["nonfinite_tensors", "Trainer", "Cadence", "RunStart", "LoopResult", "check_start", "open_run", "remove_temp_files", "resume_or_restart", "train_loop", "TrainingFailed"]
+__all__ = ["nonfinite_tensors", "Trainer", "Cadence", "LoopOptions", "RunStart", "LoopResult", "check_start", "open_run", "remove_temp_files", "resume_or_restart", "train_loop", "TrainingFailed"]
 
 
 class Trainer(Protocol):
@@ -228,107 +228,144 @@ def _norm(v: Any) -> Any:
     return v
 
 
-def train_loop(
-    trainer: Trainer,
-    run: RunDir,
-    *,
-    total: int,
-    cadence: Cadence,
-    resume: bool = False,
-    max_minutes: float | None = None,
-    on_log: Callable[[int, dict[str, float]], dict[str, Any]] | None = None,
-    on_sample: Callable[[int], None] | None = None,
-    postfix: Callable[[dict[str, Any]], str] | None = None,
-    desc: str = "train",
-    quiet: bool = False,
-    is_main: bool = True,
-    device: torch.device | None = None,
-    unit: str = "step",
-) -> LoopResult:
-    """Run ``trainer.step()`` until ``total`` steps are done (or ``max_minutes`` of training time).
+@dataclass
+class LoopOptions:
+    """How :func:`train_loop` runs a trainer (one object instead of a long keyword list).
 
-    Resume (``resume=True``): the latest checkpoint's ``trainer`` state, global RNG state, step, training
-    time and running sums are restored and ``metrics.jsonl`` is cut back to that step. Every logged
-    record is ``{"step", <mean of each stat since the last log>, **on_log(step, means), "seconds"}``.
+    ``total``: steps (or epochs, ``unit``) to reach; ``cadence``: log/sample/checkpoint every N steps;
+    ``resume``: continue from the run's latest checkpoint; ``max_minutes``: stop (every rank at the same
+    step) after this much training time. Hooks (rank 0 only): ``on_log(step, means) -> extra fields`` of
+    the logged record, ``on_sample(step)`` writes samples, ``postfix(record) -> text`` for the progress
+    bar. ``is_main``: rank 0, the only one that writes; ``device``: the device whose RNG stream is
+    checkpointed (CUDA) and over which ``max_minutes`` is agreed."""
+
+    total: int
+    cadence: Cadence = field(default_factory=Cadence)
+    resume: bool = False
+    max_minutes: float | None = None
+    on_log: Callable[[int, dict[str, float]], dict[str, Any]] | None = None
+    on_sample: Callable[[int], None] | None = None
+    postfix: Callable[[dict[str, Any]], str] | None = None
+    desc: str = "train"
+    quiet: bool = False
+    is_main: bool = True
+    device: torch.device | None = None
+    unit: str = "step"
+
+    def out_of_time(self, elapsed: float) -> bool:
+        return self.max_minutes is not None and elapsed >= 60.0 * self.max_minutes
+
+
+def train_loop(trainer: Trainer, run: RunDir, options: LoopOptions) -> LoopResult:
+    """Run ``trainer.step()`` until ``options.total`` steps are done (or ``max_minutes`` of training time).
+
+    Resume (``options.resume``): the latest checkpoint's ``trainer`` state, global RNG state, step,
+    training time and running sums are restored and ``metrics.jsonl`` is cut back to that step. Every
+    logged record is ``{"step", <mean of each stat since the last log>, **on_log(step, means), "seconds"}``.
     ``on_sample(step)`` writes samples. Checkpoints hold ``{"trainer", "rng", "elapsed", "acc"}``. A
     trainer whose ``period_done`` attribute is true after a step (an epoch ended) gets a log record, a
     sample call and a checkpoint at that step as well, as at the last step.
     Only ``is_main`` (rank 0) writes; every rank steps, and ``max_minutes`` stops all ranks at one step.
     """
-    cadence.check()
-    finite_keys = getattr(trainer, "finite_keys", None)  # default: every stat must be finite
-    dev = device or torch.device("cpu")
-    step, elapsed, acc = 0, 0.0, {}
-    if resume:
-        st = run.load_checkpoint()
-        trainer.load_state_dict(st["trainer"])
-        set_rng_state(st["rng"])
-        if dev.type == "cuda" and "rng_device" in st:  # rank 0's device stream, onto this rank's device
-            torch.cuda.set_rng_state(st["rng_device"].to(torch.uint8), dev)
-        step, elapsed, acc = int(st["step"]), float(st["elapsed"]), dict(st.get("acc") or {})
-        if is_main:
-            run.truncate_metrics(step)
-    elif is_main:
-        run.metrics_path.unlink(missing_ok=True)
+    o = options
+    cadence = o.cadence.check()
+    dev = o.device or torch.device("cpu")
+    step, elapsed, acc = _restore(trainer, run, o, dev)
     last_record: dict[str, Any] = {}
-    bar = progress(total=total, initial=min(step, total), desc=desc, disable=quiet or None, unit=unit)
+    bar = progress(total=o.total, initial=min(step, o.total), desc=o.desc, disable=o.quiet or None, unit=o.unit)
     t_last = time.perf_counter()
     stop = False
     try:
-        while step < total:
+        while step < o.total:
             stats = trainer.step()
             step += 1
             now = time.perf_counter()
             elapsed += now - t_last
             t_last = now
-            bad = sorted(k for k in finite_keys or stats if not math.isfinite(float(stats[k])))
-            boundary = step == total or bool(getattr(trainer, "period_done", False))
-            if not bad and (boundary or _due(step, cadence.log_every) or _due(step, cadence.ckpt_every)
-                            or (max_minutes is not None and elapsed >= 60.0 * max_minutes)):
-                # before anything is measured or checkpointed: the weights/optimiser state must be finite
-                # (a step can poison the weights while its own loss, computed before the update, was finite)
-                bad_state = nonfinite_tensors(trainer.state_dict())
-                if bad_state:
-                    bad = [f"weights/state ({', '.join(bad_state[:3])}{', ...' if len(bad_state) > 3 else ''})"]
-            if bad:
-                if is_main:
-                    run.update_config(status="failed", failed_at_step=step, failure=f"non-finite {', '.join(bad)}")
-                raise TrainingFailed(f"{run.path}: non-finite {', '.join(bad)} at {unit} {step}; the run is marked failed, "
-                                     "its last checkpoint is kept (lower the learning rate, or resume from an earlier checkpoint)")
+            _refuse_nonfinite(trainer, run, o, stats, step, elapsed)
             last_stats = dict(stats)  # logged as they are when one step is logged (ints, flags)
             for k, v in stats.items():
                 acc[k] = acc.get(k, 0.0) + float(v)
             acc["_n"] = acc.get("_n", 0.0) + 1
-            if max_minutes is not None:  # every rank must stop at the same step
-                stop = any_rank(elapsed >= 60.0 * max_minutes, dev)
-            last = step == total or stop
+            if o.max_minutes is not None:  # every rank must stop at the same step
+                stop = any_rank(o.out_of_time(elapsed), dev)
             # a trainer with periods (epochs) says when one ended: log, samples and a checkpoint then too
-            boundary = last or bool(getattr(trainer, "period_done", False))
+            boundary = step == o.total or stop or bool(getattr(trainer, "period_done", False))
             if _due(step, cadence.log_every) or boundary:
-                if is_main:
-                    rec: dict[str, Any] = {"step": step}
-                    rec.update(last_stats if acc["_n"] == 1 else {k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
-                    if on_log is not None:
-                        rec.update(on_log(step, dict(rec)))
-                    rec["seconds"] = round(elapsed, 1)
-                    run.log_metrics(rec)
-                    last_record = rec
-                    if postfix is not None:
-                        bar.set_postfix_str(postfix(rec))
+                if o.is_main:
+                    last_record = _log_record(run, o, step, last_stats, acc, elapsed)
+                    if o.postfix is not None:
+                        bar.set_postfix_str(o.postfix(last_record))
                     t_last = time.perf_counter()  # monitoring time does not count as training time
                 acc = {}
-            if is_main and on_sample is not None and (_due(step, cadence.sample_every) or boundary):
-                on_sample(step)
+            if o.is_main and o.on_sample is not None and (_due(step, cadence.sample_every) or boundary):
+                o.on_sample(step)
                 t_last = time.perf_counter()
-            if is_main and (_due(step, cadence.ckpt_every) or boundary):
-                ckpt = {"trainer": trainer.state_dict(), "rng": get_rng_state(), "elapsed": elapsed, "acc": acc}
-                if dev.type == "cuda":  # the stream of the device in use (get_rng_state has all devices')
-                    ckpt["rng_device"] = torch.cuda.get_rng_state(dev)
-                run.save_checkpoint(step, ckpt, keep_last=cadence.keep_last)
+            if o.is_main and (_due(step, cadence.ckpt_every) or boundary):
+                _checkpoint(trainer, run, cadence, dev, step, {"elapsed": elapsed, "acc": acc})
                 t_last = time.perf_counter()
             bar.update(1)
             if stop:
                 break
     finally:
         bar.close()
-    return LoopResult(step, elapsed, last_record, stopped_early=step < total)
+    return LoopResult(step, elapsed, last_record, stopped_early=step < o.total)
+
+
+def _restore(trainer: Trainer, run: RunDir, o: LoopOptions, dev: torch.device) -> tuple[int, float, dict[str, float]]:
+    """(step, training time, running sums) to start from: the latest checkpoint's on resume (the trainer
+    and the RNG states restored, metrics.jsonl cut back to its step), else zero (metrics.jsonl removed)."""
+    if not o.resume:
+        if o.is_main:
+            run.metrics_path.unlink(missing_ok=True)
+        return 0, 0.0, {}
+    st = run.load_checkpoint()
+    trainer.load_state_dict(st["trainer"])
+    set_rng_state(st["rng"])
+    if dev.type == "cuda" and "rng_device" in st:  # rank 0's device stream, onto this rank's device
+        torch.cuda.set_rng_state(st["rng_device"].to(torch.uint8), dev)
+    step = int(st["step"])
+    if o.is_main:
+        run.truncate_metrics(step)
+    return step, float(st["elapsed"]), dict(st.get("acc") or {})
+
+
+def _refuse_nonfinite(trainer: Trainer, run: RunDir, o: LoopOptions, stats: Mapping[str, float], step: int, elapsed: float) -> None:
+    """The non-finite stop: NaN/inf stats (the trainer's ``finite_keys``, default all), or, before anything
+    is measured or checkpointed, NaN/inf weights or optimiser state (a step can poison the weights while its
+    own loss, computed before the update, was finite) mark the run failed (rank 0) and raise TrainingFailed."""
+    finite_keys = getattr(trainer, "finite_keys", None)  # default: every stat must be finite
+    bad = sorted(k for k in finite_keys or stats if not math.isfinite(float(stats[k])))
+    boundary = step == o.total or bool(getattr(trainer, "period_done", False))
+    if not bad and (boundary or _due(step, o.cadence.log_every) or _due(step, o.cadence.ckpt_every) or o.out_of_time(elapsed)):
+        bad_state = nonfinite_tensors(trainer.state_dict())
+        if bad_state:
+            bad = [f"weights/state ({', '.join(bad_state[:3])}{', ...' if len(bad_state) > 3 else ''})"]
+    if not bad:
+        return
+    if o.is_main:
+        run.update_config(status="failed", failed_at_step=step, failure=f"non-finite {', '.join(bad)}")
+    raise TrainingFailed(f"{run.path}: non-finite {', '.join(bad)} at {o.unit} {step}; the run is marked failed, "
+                         "its last checkpoint is kept (lower the learning rate, or resume from an earlier checkpoint)")
+
+
+def _log_record(run: RunDir, o: LoopOptions, step: int, last_stats: dict[str, Any], acc: dict[str, float],
+                elapsed: float) -> dict[str, Any]:
+    """One metrics.jsonl record: the step, the stats' means since the last record (one step's stats as they
+    are), the ``on_log`` fields and the training time so far."""
+    rec: dict[str, Any] = {"step": step}
+    rec.update(last_stats if acc["_n"] == 1 else {k: v / acc["_n"] for k, v in acc.items() if k != "_n"})
+    if o.on_log is not None:
+        rec.update(o.on_log(step, dict(rec)))
+    rec["seconds"] = round(elapsed, 1)
+    run.log_metrics(rec)
+    return rec
+
+
+def _checkpoint(trainer: Trainer, run: RunDir, cadence: Cadence, dev: torch.device, step: int, clock: dict[str, Any]) -> None:
+    """A checkpoint: the trainer's state, the global RNG states (and the CUDA stream in use), ``clock``
+    (training time, running sums)."""
+    ckpt = {"trainer": trainer.state_dict(), "rng": get_rng_state(), **clock}
+    if dev.type == "cuda":  # the stream of the device in use (get_rng_state has all devices')
+        ckpt["rng_device"] = torch.cuda.get_rng_state(dev)
+    run.save_checkpoint(step, ckpt, keep_last=cadence.keep_last)

@@ -87,7 +87,7 @@ from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.records import check_record
 from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
-from medxgan.runtime.loop import Cadence, check_start, open_run, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions, check_start, open_run, train_loop
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 from medxgan.translate.networks import PatchDiscriminator, ResnetGenerator, init_weights
@@ -834,10 +834,11 @@ def _train(data: Path, run: RunDir, ctx: DistContext, *, resume: bool, quiet: bo
                              trainer.nets["G_fundus"], sample_a, sample_b)
 
     total = trainer.total_steps if stop_after_steps is None else min(trainer.total_steps, int(stop_after_steps))
-    loop = train_loop(trainer, run, total=total, cadence=Cadence(cfg.log_every, 0, cfg.checkpoint_every, cfg.keep_checkpoints),
-                      resume=start.resumed, max_minutes=max_minutes, on_log=on_log, on_sample=on_sample,
-                      postfix=lambda r: f"G={r['loss_G']:.2f} D={r['loss_D_fa'] + r['loss_D_fundus']:.3f}",
-                      desc=f"train {'paired (pix2pix)' if cfg.paired else 'CycleGAN'} ({cfg.total_epochs} epochs)", quiet=quiet, is_main=main, device=dev)
+    loop = train_loop(trainer, run, LoopOptions(
+        total=total, cadence=Cadence(cfg.log_every, 0, cfg.checkpoint_every, cfg.keep_checkpoints), resume=start.resumed,
+        max_minutes=max_minutes, on_log=on_log, on_sample=on_sample,
+        postfix=lambda r: f"G={r['loss_G']:.2f} D={r['loss_D_fa'] + r['loss_D_fundus']:.3f}",
+        desc=f"train {'paired (pix2pix)' if cfg.paired else 'CycleGAN'} ({cfg.total_epochs} epochs)", quiet=quiet, is_main=main, device=dev))
     step, secs = loop.step, loop.elapsed
     last = {k: v for k, v in loop.last_record.items() if k.startswith("loss_")}
     epochs_done = trainer.epoch - 1
