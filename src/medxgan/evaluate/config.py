@@ -51,6 +51,8 @@ class EvaluateConfig:
         implementation: ``"batched"`` or ``"reference"`` (:mod:`medxgan.evaluate.pairs`).
         noisy_inversion: None, or how the noisy / perturbed copies are inverted (:data:`medxgan.evaluate.pairs.NOISY_INVERSION_KEYS`).
         gradcam_layer: Grad-CAM's target layer by name (default: the last block's output).
+        oracle_twin_target: the share of the validation split's lesion-free twins the oracle must accept; its threshold
+            is chosen on them (:mod:`medxgan.evaluate.oracle_calibration`); None keeps the oracle's own (p 0.5).
     """
 
     split: str | None = "test"
@@ -81,6 +83,7 @@ class EvaluateConfig:
     implementation: str = "batched"
     noisy_inversion: dict[str, Any] | None = None
     gradcam_layer: str | None = None
+    oracle_twin_target: float | None = 0.9
 
     def replace(self, **options: Any) -> "EvaluateConfig":
         """A copy with ``options`` changed; an unknown name is a one-line MedxganError."""

@@ -39,6 +39,7 @@ import torch
 
 from medxgan.evaluate.faithfulness import counterfactual_metrics, deletion_curve, deletion_inputs, deletion_scores
 from medxgan.evaluate.localisation import is_constant, localisation_metrics
+from medxgan.evaluate.oracle_calibration import calibrated_oracle_prob, oracle_logits
 from medxgan.evaluate.robustness import max_sensitivity as _max_sensitivity
 from medxgan.evaluate.robustness import spearman, ssim, topk_overlap
 from medxgan.evaluate.selection import Selection
@@ -68,7 +69,8 @@ class ChunkInputs:
     Attributes:
         sel: the :class:`~medxgan.evaluate.selection.Selection` (images, masks, labels, probs, ids, slices, markers, twins).
         sigmas, fractions, seed: noise levels, deletion fractions, seed (``EvaluateConfig``).
-        prob_fn: images -> the classifier's p(pos) (on ``dev``). oracle: the GAN run's oracle adapter or None.
+        prob_fn: images -> the classifier's p(pos) (on ``dev``). oracle: the GAN run's oracle adapter or None;
+            ``oracle_threshold_logit``: its calibrated decision level (:mod:`medxgan.evaluate.oracle_calibration`).
         ms_kw: max-sensitivity's ``{"radius", "n_perturb"}``. out: the evaluation folder to save maps in, or None.
         written_inputs: image ids whose ``input.npz`` is written (shared across chunks and methods).
     """
@@ -83,6 +85,7 @@ class ChunkInputs:
     ms_kw: dict[str, Any]
     out: Path | None = None
     written_inputs: set[str] = field(default_factory=set)
+    oracle_threshold_logit: float = 0.0
 
 
 def _npz_bytes(**arrays: Any) -> bytes:
@@ -129,14 +132,15 @@ def _split_extras(extras: dict, k: int) -> list[dict]:
     return out
 
 
-def _oracle_probs(oracle: Any, extras: list[dict], key: str, dev: torch.device) -> list[float | None]:
-    """The oracle's p(pos) for the image-shaped extra ``key`` (a counterfactual) of each image, batched."""
+def _oracle_probs(oracle: Any, extras: list[dict], key: str, dev: torch.device, threshold_logit: float = 0.0) -> list[float | None]:
+    """The oracle's p(pos) for the image-shaped extra ``key`` (a counterfactual) of each image, batched, re-centred at its
+    calibrated threshold (sigmoid(logit - t): "p < 0.5" reads "logit < t", :mod:`medxgan.evaluate.oracle_calibration`)."""
     out: list[float | None] = [None] * len(extras)
     idx = [j for j, e in enumerate(extras) if key in e]
     if oracle is None or not idx:
         return out
     with torch.no_grad():
-        po = oracle.prob(torch.stack([extras[j][key] for j in idx]).to(dev)).float().cpu()
+        po = calibrated_oracle_prob(oracle_logits(oracle, torch.stack([extras[j][key] for j in idx]), dev), threshold_logit)
     for j, p in zip(idx, po.tolist()):
         out[j] = p
     return out
@@ -185,7 +189,7 @@ def _rows(ex: Any, todo: list[int], x: torch.Tensor, clean: tuple, c: ChunkInput
     """The chunk's rows from what both implementations compute: ``clean`` (:func:`_clean_maps`), the deletion curves
     per image, the noisy copies' maps per sigma and max-sensitivity per chunk position."""
     maps, a_all, extras, per_image_s = clean
-    oracle_p = {key: _oracle_probs(c.oracle, extras, key, c.dev) for key in ("x_neg", "x_res")}  # batched
+    oracle_p = {key: _oracle_probs(c.oracle, extras, key, c.dev, c.oracle_threshold_logit) for key in ("x_neg", "x_res")}  # batched
     rows = []
     for j, i in enumerate(todo):
         invalid = maps[j] is None

@@ -93,6 +93,7 @@ import torch
 from medxgan.classifiers import as_classifier
 from medxgan.data import load_dataset
 from medxgan.evaluate.config import DEFAULT_NOISE_SIGMAS, EvaluateConfig
+from medxgan.evaluate.oracle_calibration import calibrate_oracle, twin_specificity
 from medxgan.evaluate.pairs import IMPLEMENTATIONS, ChunkInputs
 from medxgan.evaluate.review import review_sections
 from medxgan.evaluate.twins import TwinEffect, prepare_twin_infill
@@ -196,6 +197,7 @@ def evaluate(
                       csv=cfg.csv, skip_bad=cfg.skip_bad)
     sel = select_images(ds, clf, dev, data_root, split=cfg.split, subset=cfg.subset, n=n, seed=cfg.seed)
     prepare_twin_infill(getattr(model, "engine", None), sel.images, sel.twins, sel.has_twin)  # --infill twin only (issue 31)
+    calibration = _calibrate_oracle(oracle, data_root, cfg, sel, dev, notes)  # the judge's threshold, on the validation twins
     # a classifier that calls every scan of a mixed set one class is decoded or targeted wrongly: warn and record it
     clf_check = prediction_check(sel.probs, sel.labels, f"the {len(sel.labels)} scans of {data_root}", getattr(clf, "name", "classifier"))
     if clf_check["one_class"]:
@@ -211,14 +213,15 @@ def evaluate(
 
     # -- the result store: settings that must not change between resumed runs, finished pairs
     models = dict(classifier=classifier, clf=clf, model=model, gan_desc=gan_desc, oracle=oracle, inversion=inversion_used,
-                  inversion_encoder=inversion_encoder, gradcam=gradcam_used)
+                  inversion_encoder=inversion_encoder, gradcam=gradcam_used,
+                  oracle_threshold_logit=calibration["threshold_logit"] if calibration else 0.0)
     store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite)
     record = _config_record(cfg, data_root, n, sel, method_names, dev, models, clf_check)
 
     # -- the method loop: chunks of images, every method, only the missing pairs
     ms_limit = len(sel.selected) if cfg.max_sensitivity_n is None else min(len(sel.selected), int(cfg.max_sensitivity_n))
     computed = _run_methods(exps, sel, store, clf=clf, oracle=oracle, dev=dev, cfg=cfg, ms_positions=set(range(ms_limit)) if cfg.max_sensitivity else set(),
-                            maps_out=out if cfg.save_maps else None)
+                            maps_out=out if cfg.save_maps else None, oracle_threshold_logit=models["oracle_threshold_logit"])
     if store.world > 1:  # merge the shards into one output on rank 0
         computed = int(sum(dist.all_gather_object(computed)))
         dist.barrier()
@@ -229,6 +232,9 @@ def evaluate(
     # -- aggregation (always from the file's rows of the current selection) and the output files
     results = _results(store.rows(), sel, exps, record, notes, n_resamples=cfg.n_resamples, seed=cfg.seed, ms_limit=ms_limit,
                        computed=computed, wall_s=time.perf_counter() - t_start)
+    if calibration is not None:  # the judge's threshold and its specificity on the evaluated split's twins (issue 31)
+        results["oracle_calibration"] = clean_json({**calibration, "test_split": cfg.split, "test_twins": twin_specificity(
+            oracle, sel.twins, sel.has_twin, calibration["threshold_logit"], device=dev, n_resamples=cfg.n_resamples, seed=cfg.seed)})
     results.update(review_sections(out, results, sel, exps, clf, oracle, sanity=cfg.sanity, sanity_n=cfg.sanity_n, seed=cfg.seed,
                                    n_resamples=cfg.n_resamples, save_maps=cfg.save_maps))
     _write_results(out, results)
@@ -248,6 +254,8 @@ def _fixed_settings(cfg: EvaluateConfig, data_root: Path, sel: Selection, models
         "inversion": models["inversion"], "inversion_encoder": models["inversion_encoder"],
         **({"noisy_inversion": cfg.noisy_inversion} if cfg.noisy_inversion else {}),
         **({"gradcam_layer": models["gradcam"]} if models["gradcam"] else {}),
+        # only when calibrated away from the oracle's own level: older folders (no key) resume unchanged
+        **({"oracle_threshold_logit": models["oracle_threshold_logit"]} if models["oracle_threshold_logit"] != 0.0 else {}),
     })
 
 
@@ -268,7 +276,8 @@ def _config_record(cfg: EvaluateConfig, data_root: Path, n: int | None, sel: Sel
         "score": "abs", "blur_sigma_px": max(int(h), int(w)) / 16.0, "markers": sel.markers is not None,
         "inversion": models["inversion"], "inversion_encoder": models["inversion_encoder"],
         "sanity": bool(cfg.sanity), "sanity_n": int(cfg.sanity_n), "noisy_inversion": cfg.noisy_inversion,
-        "classifier_check": clf_check, "gradcam_layer": models["gradcam"],
+        "classifier_check": clf_check, "gradcam_layer": models["gradcam"], "oracle_threshold_logit": models["oracle_threshold_logit"],
+        "oracle_twin_target": cfg.oracle_twin_target,
         "classifier_target": clf.target_description() if hasattr(clf, "target_description") else None,
     })
 
@@ -323,7 +332,7 @@ def _resolve_gradcam(exps: list[Any], images: torch.Tensor, notes: list[str]) ->
 
 
 def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: Any, oracle: Any, dev: torch.device, cfg: EvaluateConfig,
-                 ms_positions: set[int], maps_out: Path | None) -> int:
+                 ms_positions: set[int], maps_out: Path | None, oracle_threshold_logit: float = 0.0) -> int:
     """Every method on every chunk of selected images whose (image, method) pair is not done yet; rows go
     to the store as soon as a chunk is explained. Under torchrun each rank takes every world-th chunk.
     Returns the number of pairs computed here. ``cfg.implementation`` picks the function that computes the rows
@@ -332,7 +341,8 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
     pairs_kw = {"noisy_inversion": cfg.noisy_inversion} if cfg.noisy_inversion else {}
     inputs = ChunkInputs(sel, sigmas=list(cfg.noise_sigmas), fractions=list(cfg.fractions), seed=cfg.seed,
                          prob_fn=lambda xb: clf.prob(xb.to(dev)), oracle=oracle, dev=dev,
-                         ms_kw=dict(radius=cfg.max_sensitivity_radius, n_perturb=cfg.max_sensitivity_samples), out=maps_out)
+                         ms_kw=dict(radius=cfg.max_sensitivity_radius, n_perturb=cfg.max_sensitivity_samples), out=maps_out,
+                         oracle_threshold_logit=oracle_threshold_logit)
     batch_size = cfg.batch_size
     ids = sel.ids
     pos_of = {idx: k for k, idx in enumerate(sel.selected)}
@@ -380,10 +390,26 @@ def _results(all_rows: dict[tuple[str, str], dict], sel: Selection, exps: list[A
     })
 
 
+def _calibrate_oracle(oracle: Any, data_root: Path, cfg: EvaluateConfig, sel: Selection, dev: torch.device, notes: list[str]) -> dict[str, Any] | None:
+    """The oracle's threshold chosen on the validation split's lesion-free twins (:mod:`medxgan.evaluate.oracle_calibration`),
+    or None without an oracle; its status sentence goes into the notes."""
+    if oracle is None:
+        return None
+    if cfg.oracle_twin_target is None:
+        rec = {"threshold_logit": 0.0, "threshold_prob": 0.5, "calibrated": False, "target": None, "split": None,
+               "status": "not calibrated (oracle_twin_target None): the oracle's own threshold (p 0.5) is used"}
+    else:
+        h, w = sel.images.shape[-2:]
+        rec = calibrate_oracle(oracle, data_root, size=int(h), channels=int(sel.images.shape[1]), device=dev, target=cfg.oracle_twin_target,
+                               positive=cfg.positive, negative=cfg.negative, csv=cfg.csv, skip_bad=cfg.skip_bad)
+    notes.append(f"Oracle threshold: {rec['status']}.")
+    return rec
+
+
 def _write_results(out: Path, results: dict[str, Any]) -> None:
     """results.json, results.csv, results.md (the plots are the caller's: ``report.plots.write_plots``)."""
     atomic_write_json(out / RESULTS_JSON, results)
-    atomic_write_text(out / RESULTS_CSV, results_csv(results["methods"]))
+    atomic_write_text(out / RESULTS_CSV, results_csv(results["methods"], results.get("oracle_calibration")))
     atomic_write_text(out / RESULTS_MD, results_markdown(results))
 
 

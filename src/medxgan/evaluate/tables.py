@@ -8,6 +8,7 @@ import io
 import math
 from typing import Any, Mapping, Sequence
 
+from medxgan.evaluate.oracle_calibration import judge_summary
 from medxgan.evaluate.twins import oracle_twin_specificity
 
 __all__ = ["LOCALISATION_COLUMNS", "FAITHFULNESS_COLUMNS", "COUNTERFACTUAL_COLUMNS", "SHORTCUT_COLUMNS", "TWIN_COLUMNS",
@@ -116,14 +117,19 @@ def bar_groups(config: Mapping[str, Any]) -> dict[str, list[tuple[str, str, bool
             "shortcut": conv(SHORTCUT_COLUMNS)}
 
 
-def results_csv(methods: Mapping[str, Any]) -> str:
-    """CSV text: method,metric,mean,lo,hi,n,n_invalid (every aggregated metric of every method)."""
+def results_csv(methods: Mapping[str, Any], calibration: Mapping[str, Any] | None = None) -> str:
+    """CSV text: method,metric,mean,lo,hi,n,n_invalid (every aggregated metric of every method); after every oracle
+    validity row, the oracle's specificity on the lesion-free twins (``<group>.oracle_twin_specificity``, issue 31)."""
+    spec = oracle_twin_specificity(dict(methods), dict(calibration) if calibration else None)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["method", "metric", "mean", "lo", "hi", "n", "n_invalid"])
     for m, res in methods.items():
         for key, s in res.get("metrics", {}).items():
             w.writerow([m, key, _csv_num(s.get("mean")), _csv_num(s.get("lo")), _csv_num(s.get("hi")), s.get("n", 0), s.get("n_invalid", 0)])
+            if spec is not None and key.endswith(".valid_oracle") and s.get("n", 0):
+                w.writerow([m, key[: -len("valid_oracle")] + "oracle_twin_specificity", _csv_num(spec.get("mean")), _csv_num(spec.get("lo")),
+                            _csv_num(spec.get("hi")), spec.get("n", 0), 0])
     return buf.getvalue()
 
 
@@ -177,11 +183,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     cf = _table(methods, COUNTERFACTUAL_COLUMNS)
     if cf:
         out.append("\n## Counterfactuals (medXGAN)\n\n" + cf)
-        spec = oracle_twin_specificity(methods)
-        if spec is not None:  # the judge's own error rate next to its verdicts (issue 31)
-            out.append(f"\nThe oracle's specificity on the lesion-free twins (share of the true healthy twins it calls negative, "
-                       f"the `twin` row's Valid (oracle)): {spec['mean']:.3f} [{spec['lo']:.3f}, {spec['hi']:.3f}], n {spec['n']}. "
-                       "Oracle validity is only as meaningful as this (wanted: >= 0.9).\n")
+        judge = judge_summary(results.get("oracle_calibration"), oracle_twin_specificity(methods))
+        if judge:  # the judge's own error rate next to its verdicts (issue 31)
+            out.append(f"\n{judge}\n")
     tw = _table(methods, TWIN_COLUMNS)
     if tw:
         out.append("\n## Counterfactuals vs the lesion-free twins (phantoms; gain = PSNR(cf, twin) - PSNR(x, twin))\n\n" + tw)

@@ -113,11 +113,14 @@ def prepare_twin_infill(engine: Any, images: torch.Tensor, twins: torch.Tensor |
     engine.infill_twins = {image_key(images[i]): twins[i] for i in range(len(images)) if bool(has_twin[i])}
 
 
-def oracle_twin_specificity(methods: dict[str, Any]) -> dict[str, Any] | None:
+def oracle_twin_specificity(methods: dict[str, Any], calibration: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The independent oracle's specificity on the lesion-free twins: the share of true healthy twins it calls negative
     (the ``twin`` row's oracle validity), ``{"mean", "lo", "hi", "n"}``; None without twins or without an oracle. Every
     oracle-validity figure is only as meaningful as this (on a held-out phantom family an oracle called 17 % of the
-    twins negative, issue 31)."""
+    twins negative, issue 31). With ``calibration`` (results.json ``oracle_calibration``) its ``test_twins`` figure (every twin of
+    the evaluated split, at the calibrated threshold, :mod:`medxgan.evaluate.oracle_calibration`) is returned instead."""
+    if calibration and (calibration.get("test_twins") or {}).get("mean") is not None:
+        return {k: calibration["test_twins"].get(k) for k in ("mean", "lo", "hi", "n")}
     st = ((methods.get("twin") or {}).get("metrics") or {}).get("counterfactual.valid_oracle")
     if not st or st.get("mean") is None or st.get("n", 0) == 0:
         return None

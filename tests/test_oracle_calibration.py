@@ -1,0 +1,114 @@
+"""The judge calibrated on validation data (issue 31): the oracle's threshold chosen on the validation twins, applied to
+oracle validity, and its specificity on the evaluated split's twins reported next to every validity figure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medxgan.evaluate.oracle_calibration import calibrate_oracle, judge_summary, select_threshold, twin_specificity
+from medxgan.evaluate.pairs import _oracle_probs
+from medxgan.evaluate.tables import results_csv, results_markdown
+from medxgan.runtime.errors import MedxganError
+
+
+class GrayLevelOracle(torch.nn.Module):
+    """An oracle whose logit is the scan's mean 8-bit gray level minus 100: a PNG of constant level v has logit v - 100."""
+
+    def logit(self, x):
+        return ((x + 1.0) * 127.5).flatten(1).mean(1) - 100.0
+
+    def prob(self, x):
+        return torch.sigmoid(self.logit(x))
+
+
+def _png(path, level: int, size: int = 8) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((size, size), level, dtype=np.uint8)).save(path)
+
+
+def _data(root, val_twin_levels, test_twin_levels=(95, 99, 103)):
+    """Split folders; each positive has a twin (DATA/twins/<split>/positive/...) at the given gray level."""
+    for split, levels in (("val", val_twin_levels), ("test", test_twin_levels)):
+        for i, lv in enumerate(levels):
+            _png(root / split / "positive" / f"p{i}.png", 200)  # lesioned scans: logit 100, always positive
+            _png(root / "twins" / split / "positive" / f"p{i}.png", lv)
+            _png(root / split / "negative" / f"n{i}.png", 90)
+    for i in range(2):
+        _png(root / "train" / "positive" / f"p{i}.png", 200)
+        _png(root / "train" / "negative" / f"n{i}.png", 90)
+    return root
+
+
+def test_threshold_by_hand():
+    # 10 twin logits -3..6: at logit 0 the oracle accepts 3 of 10; the 9 smallest must be accepted: half way 5 -> 6
+    assert select_threshold([-3, -2, -1, 0.5, 1, 2, 3, 4, 5, 6]) == 5.5
+    assert select_threshold([-5] * 9 + [3]) == 0.0  # already 0.9 at the oracle's own level: kept, never made stricter
+    t = select_threshold([1.0, 1.0, 1.0])  # ties at the top: just above them
+    assert t > 1.0 and t - 1.0 < 1e-12
+    assert select_threshold([-1.0, 2.0, 4.0, 8.0], target=0.5) == 3.0
+    with pytest.raises(MedxganError, match="oracle twin target"):
+        select_threshold([0.0], target=1.5)
+
+
+def test_calibration_on_the_validation_twins(tmp_path):
+    data = _data(tmp_path / "d", val_twin_levels=list(range(97, 107)))  # logits -3..6
+    rec = calibrate_oracle(GrayLevelOracle(), data, size=8, channels=1)
+    assert rec["calibrated"] and rec["n_twins"] == 10 and rec["n_positives"] == 10
+    assert rec["threshold_logit"] == pytest.approx(5.5, abs=1e-4)
+    assert rec["threshold_prob"] == pytest.approx(1 / (1 + math.exp(-5.5)), abs=1e-6)
+    assert rec["twin_specificity"] == pytest.approx(0.9) and rec["twin_specificity_default"] == pytest.approx(0.3)
+    assert rec["sensitivity"] == 1.0 and "raised to logit 5.500" in rec["status"]
+    # the test split's twins at that threshold: logits -5, -1, 3, all below 5.5 (at 0: 2 of 3)
+    x_twins = torch.stack([torch.full((1, 8, 8), lv / 127.5 - 1.0) for lv in (95, 99, 103)])
+    spec = twin_specificity(GrayLevelOracle(), x_twins, torch.ones(3, dtype=torch.bool), rec["threshold_logit"], n_resamples=50)
+    assert spec["mean"] == 1.0 and spec["n"] == 3
+    assert twin_specificity(GrayLevelOracle(), x_twins, torch.ones(3, dtype=torch.bool), 0.0, n_resamples=50)["mean"] == pytest.approx(2 / 3)
+
+
+def test_no_twins_or_no_validation_split_says_so(tmp_path):
+    data = _data(tmp_path / "d", val_twin_levels=[97, 98])
+    import shutil
+
+    shutil.rmtree(data / "twins" / "val")
+    rec = calibrate_oracle(GrayLevelOracle(), data, size=8, channels=1)
+    assert not rec["calibrated"] and rec["threshold_logit"] == 0.0 and "no lesion-free twins" in rec["status"]
+    shutil.rmtree(data / "val")
+    rec = calibrate_oracle(GrayLevelOracle(), data, size=8, channels=1)
+    assert not rec["calibrated"] and "no 'val' split" in rec["status"]
+
+
+def test_validity_uses_the_calibrated_threshold():
+    # counterfactuals at logits 2 and 7: at the oracle's own level neither is valid; at 5.5 the first is
+    extras = [{"x_neg": torch.full((1, 8, 8), lv / 127.5 - 1.0)} for lv in (102, 107)] + [{}]
+    p0 = _oracle_probs(GrayLevelOracle(), extras, "x_neg", torch.device("cpu"))
+    p1 = _oracle_probs(GrayLevelOracle(), extras, "x_neg", torch.device("cpu"), 5.5)
+    assert [p < 0.5 for p in p0[:2]] == [False, False] and [p < 0.5 for p in p1[:2]] == [True, False] and p1[2] is None
+    assert p1[0] == pytest.approx(1 / (1 + math.exp(3.5)), abs=1e-5)
+
+
+def _cell(v):
+    return {"mean": v, "lo": v - 0.1, "hi": min(1.0, v + 0.1), "n": 30, "n_invalid": 0}
+
+
+def test_every_validity_figure_has_the_judges_specificity_next_to_it():
+    methods = {"medxgan-diff": {"metrics": {"counterfactual.valid_oracle": _cell(0.8), "counterfactual_residual.valid_oracle": _cell(0.7),
+                                            "counterfactual.valid_classifier": _cell(1.0)}}}
+    cal = {"threshold_logit": 5.5, "threshold_prob": 0.9959, "calibrated": True, "target": 0.9, "split": "val", "n_twins": 10,
+           "twin_specificity": 0.9, "sensitivity": 1.0, "test_split": "test", "test_twins": {"mean": 0.93, "lo": 0.83, "hi": 1.0, "n": 30}}
+    rows = results_csv(methods, cal).splitlines()
+    i = rows.index(next(r for r in rows if r.startswith("medxgan-diff,counterfactual.valid_oracle,")))
+    assert rows[i + 1].startswith("medxgan-diff,counterfactual.oracle_twin_specificity,0.93,0.83,1.0,30")
+    assert any(r.startswith("medxgan-diff,counterfactual_residual.oracle_twin_specificity,0.93") for r in rows)
+    md = results_markdown({"config": {}, "methods": methods, "oracle_calibration": cal})
+    assert "Oracle specificity on the test split's lesion-free twins: 0.930 [0.830, 1.000], n 30; oracle threshold logit 5.500" in md
+    assert "accepting 0.900 of them" in md
+    # an evaluation older than the calibration: the twin row's figure, said to be uncalibrated; none at all: no sentence
+    old = dict(methods, twin={"metrics": {"counterfactual.valid_oracle": _cell(0.2)}})
+    assert "not calibrated" in judge_summary(None, {"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 30})
+    assert "0.200 [0.100, 0.300]" in results_markdown({"config": {}, "methods": old})
+    assert judge_summary(None, None) is None and "oracle_twin_specificity" not in results_csv(methods)
