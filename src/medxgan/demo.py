@@ -321,6 +321,157 @@ def _wipe(out: Path) -> None:
             p.unlink()
 
 
+class _StageBook:
+    """The bookkeeping of one call: runs or reuses each stage, removes the stages built on one that is redone, and
+    rewrites ``demo.json`` after every stage (so that an interrupted demo says how far it got)."""
+
+    def __init__(self, out: Path, paths: dict[str, Path], info: dict[str, Any], hook: Callable[[str], None] | None) -> None:
+        self.out, self.paths, self.info, self.hook = out, paths, info, hook
+        self.stages: dict[str, dict[str, Any]] = info["stages"]
+        self.timings: dict[str, float] = {}
+        self.reused: list[str] = []
+
+    def save(self) -> None:
+        atomic_write_json(self.out / DEMO_JSON, self.info)
+
+    def run(self, name: str, done: Callable[[], bool], work: Callable[[], Any], label: str) -> None:
+        from medxgan.runtime.progress import Stage
+
+        if done():
+            self.timings[name] = 0.0
+            self.reused.append(name)
+            self.stages.setdefault(name, {"seconds": None})["reused"] = True
+            print(f"[medxgan] {label}: reusing {self.paths[name]} (finished earlier)", flush=True)
+        else:
+            # a stage that has to run makes everything built on it stale (e.g. data/ deleted by hand)
+            for later in _DOWNSTREAM.get(name, ()):
+                if self.paths[later].exists():
+                    print(f"[medxgan] removing {self.paths[later]}: it was built on the {name} stage, which is being redone", flush=True)
+                    shutil.rmtree(self.paths[later])
+                    self.stages.pop(later, None)
+            if self.hook is not None:
+                self.hook(name)
+            with Stage(label) as st:
+                work()
+            self.timings[name] = st.seconds
+            self.stages[name] = {"seconds": round(st.seconds, 2), "reused": False}
+        self.save()
+
+    def record_totals(self, total_s: float) -> None:
+        self.info.update(total_s=round(total_s, 2), timings={k: round(v, 2) for k, v in self.timings.items()}, reused=self.reused)
+        self.save()
+
+
+class _StageWork:
+    """The work of each stage, with the demo's settings; the MedXGAN model is loaded once, when a stage first needs it,
+    and shared by the evaluation, the cross-brain stage and the interpolation frames (their inversions are cached)."""
+
+    def __init__(self, cfg: DemoConfig, paths: dict[str, Path], seed: int, dev: Any, show_progress: bool) -> None:
+        self.cfg, self.paths, self.seed, self.dev, self.show_progress = cfg, paths, seed, dev, show_progress
+        self.inversion: dict[str, int] | None = None  # set once the encoder stage is settled
+        self._model: Any = None
+
+    def synth(self) -> None:
+        cfg, data = self.cfg, self.paths["data"]
+        if cfg.kind == REAL_BRAIN:
+            from medxgan.data.real_anatomy import synth_real_brain
+
+            synth_real_brain(data, n=cfg.n_images, size=cfg.size, seed=self.seed, show_progress=self.show_progress)
+            return
+        from medxgan.data.phantoms import synthesize
+
+        synthesize(cfg.kind, data, n=cfg.n_images, size=cfg.size, seed=self.seed, overwrite=True, show_progress=self.show_progress)
+
+    def train_classifier(self) -> None:
+        from medxgan.classifiers.training import format_test_report, train_classifier
+
+        cfg, clf = self.cfg, self.paths["classifier"]
+        r = train_classifier(self.paths["data"], clf, arch=cfg.classifier_arch, epochs=cfg.classifier_epochs, seed=self.seed,
+                             size=cfg.size, device=str(self.dev), resume=resume_or_restart(clf), quiet=not self.show_progress)
+        print(format_test_report(r), flush=True)
+
+    def train_gan(self) -> None:
+        from medxgan.gan.train import train_gan
+
+        cfg, gan = self.cfg, self.paths["gan"]
+        train_gan(self.paths["data"], str(self.paths["classifier"]), gan, preset=cfg.gan_preset, steps=cfg.gan_steps,
+                  batch_size=cfg.gan_batch_size, seed=self.seed, log_every=cfg.gan_log_every, ckpt_every=cfg.gan_ckpt_every,
+                  resume=resume_or_restart(gan), oracle_epochs=cfg.oracle_epochs, size=cfg.size, device=str(self.dev),
+                  max_minutes=cfg.gan_max_minutes, monitor_samples=cfg.gan_monitor_samples,
+                  preset_overrides=dict(cfg.gan_overrides) or None, quiet=not self.show_progress)
+
+    def train_encoder(self) -> None:
+        from medxgan.gan.encoder_train import train_encoder
+
+        cfg, enc = self.cfg, self.paths["encoder"]
+        train_encoder(self.paths["gan"], self.paths["data"], steps=cfg.encoder_steps, seed=self.seed, resume=resume_or_restart(enc),
+                      device=str(self.dev), max_minutes=cfg.encoder_max_minutes, quiet=not self.show_progress)
+
+    def model(self) -> Any:
+        if self._model is None:
+            from medxgan.pipeline import MedXGAN
+
+            m = MedXGAN.load(self.paths["gan"], device=self.dev, **(self.inversion or {}))
+            m.config["out"] = str(self.paths["gan"])  # how the evaluation names the GAN
+            self._model = m
+        return self._model
+
+    def evaluate(self) -> None:
+        from medxgan.evaluate.runner import evaluate
+        from medxgan.evaluate.store import PLOTS_DIR
+        from medxgan.report.plots import write_plots
+
+        cfg = self.cfg
+        res = evaluate(self.paths["data"], self.paths["eval"], gan=self.model(), methods=list(cfg.methods) if cfg.methods else None,
+                       n=cfg.eval_n, split="test", subset="pred-pos", noise_sigmas=cfg.noise_sigmas, seed=self.seed, device=self.dev,
+                       batch_size=cfg.eval_batch_size, max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
+                       n_resamples=cfg.n_resamples, inversion=self.inversion, show_progress=self.show_progress,
+                       sanity=True, sanity_n=min(10, cfg.eval_n))  # the cascading-randomisation check on 10 images
+        write_plots(res, Path(self.paths["eval"]) / PLOTS_DIR)
+
+    def cross_brain(self) -> None:
+        _cross_brain(self.cfg, self.paths, self.model(), self.seed, self.dev, self.inversion, self.show_progress)
+
+    def frames(self) -> None:
+        interpolation_frames(self.paths["eval"], self.model(), frames=self.cfg.frames, rows=self.cfg.report_rows)
+
+
+def _run_stages(book: _StageBook, work: _StageWork) -> None:
+    """data -> classifier -> GAN (+ oracle) -> [encoder] -> evaluation -> [cross-brain] -> interpolation frames."""
+    cfg, paths = work.cfg, work.paths
+    what = f"insert lesions into Colin27 slices ({cfg.n_images} images)" if cfg.kind == REAL_BRAIN else f"synthesise {cfg.n_images} {cfg.kind} phantoms"
+    book.run("data", lambda: (paths["data"] / "dataset.json").is_file(), work.synth, what)
+    book.run("classifier", lambda: _classifier_done(paths["classifier"]), work.train_classifier, f"train the classifier ({cfg.classifier_arch})")
+    book.run("gan", lambda: _gan_done(paths["gan"]), work.train_gan, f"train medXGAN ({cfg.gan_preset} preset, {cfg.gan_steps} steps)")
+    # the inversion encoder (optional): the evaluation then runs the encoder's short schedule
+    if cfg.encoder_steps > 0:
+        book.run("encoder", lambda: _encoder_done(paths["encoder"]), work.train_encoder, f"train the inversion encoder ({cfg.encoder_steps} steps)")
+    # the encoder path whenever the run has a trained encoder (also one trained by hand with `medxgan train-encoder`)
+    work.inversion = cfg.inversion(encoder=_encoder_done(paths["encoder"]))
+    # evaluation, then interpolation frames for the report (sharing the inversions of the evaluation)
+    book.run("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), work.evaluate,
+             f"explain and evaluate {cfg.eval_n} held-out predicted positives ({'all methods' if not cfg.methods else ', '.join(cfg.methods)})")
+    if cfg.kind == REAL_BRAIN:
+        book.run("cross", lambda: _eval_done(paths["cross"], cfg.eval_n, cfg.methods), work.cross_brain,
+                 f"cross-brain: the same classifier and GAN on {cfg.eval_n} ICBM152 positives")
+    book.run("frames", lambda: not _frames_todo(paths["eval"], cfg.report_rows), work.frames, "latent interpolation frames for the report")
+
+
+def _write_final_report(book: _StageBook, cfg: DemoConfig, t_all: float) -> float:
+    """The report (always rewritten) and the call's totals in demo.json; returns the call's seconds."""
+    from medxgan.report.html import write_report
+    from medxgan.runtime.progress import Stage
+
+    book.record_totals(time.perf_counter() - t_all)  # what the report shows (the report's own time is not in it)
+    with Stage("write the report") as st:
+        write_report(book.out, max_rows=cfg.report_rows)
+    book.timings["report"] = st.seconds
+    book.stages["report"] = {"seconds": round(st.seconds, 2), "reused": False}
+    total = time.perf_counter() - t_all
+    book.record_totals(total)
+    return total
+
+
 def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, device: str = "auto", seed: int = 0, *,
              config: DemoConfig | None = None, restart: bool = False, show_progress: bool = True,
              _stage_hook: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -336,7 +487,6 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     "reused": [stages reused], "total_s", "settings"}; the same is stored in ``out/demo.json``.
     """
     from medxgan.runtime.device import pick_device
-    from medxgan.runtime.progress import Stage
 
     cfg = config or (DemoConfig.quick() if quick else DemoConfig.default())
     if not isinstance(cfg.encoder_steps, int) or cfg.encoder_steps < 0:
@@ -357,135 +507,17 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
         mark(out, "demo")
     paths = {"data": out / "data", "classifier": out / "classifier", "gan": out / "gan", "encoder": out / "gan" / "encoder", "eval": out / "eval",
              "frames": out / "eval" / "frames", "report": out / "report" / "index.html", "cross": out / "eval-icbm152"}
-    stages: dict[str, dict[str, Any]] = dict((old or {}).get("stages") or {})
     info: dict[str, Any] = {"settings": settings, "mode": cfg.mode, "device": str(dev), "machine": _machine(dev),
-                            "paths": {k: str(v) for k, v in paths.items()}, "stages": stages, "total_s": None}
-    atomic_write_json(out / DEMO_JSON, info)
-    timings: dict[str, float] = {}
-    reused: list[str] = []
-    quiet = not show_progress
-
-    def run_stage(name: str, done: Callable[[], bool], work: Callable[[], Any], label: str) -> None:
-        if done():
-            timings[name] = 0.0
-            reused.append(name)
-            stages.setdefault(name, {"seconds": None})["reused"] = True
-            print(f"[medxgan] {label}: reusing {paths[name]} (finished earlier)", flush=True)
-        else:
-            # a stage that has to run makes everything built on it stale (e.g. data/ deleted by hand)
-            for later in _DOWNSTREAM.get(name, ()):
-                if paths[later].exists():
-                    print(f"[medxgan] removing {paths[later]}: it was built on the {name} stage, which is being redone", flush=True)
-                    shutil.rmtree(paths[later])
-                    stages.pop(later, None)
-            if _stage_hook is not None:
-                _stage_hook(name)
-            with Stage(label) as st:
-                work()
-            timings[name] = st.seconds
-            stages[name] = {"seconds": round(st.seconds, 2), "reused": False}
-        atomic_write_json(out / DEMO_JSON, info)
-
-    # 1. data
-    def synth() -> None:
-        if cfg.kind == REAL_BRAIN:
-            from medxgan.data.real_anatomy import synth_real_brain
-
-            synth_real_brain(paths["data"], n=cfg.n_images, size=cfg.size, seed=seed, show_progress=show_progress)
-            return
-        from medxgan.data.phantoms import synthesize
-
-        synthesize(cfg.kind, paths["data"], n=cfg.n_images, size=cfg.size, seed=seed, overwrite=True, show_progress=show_progress)
-
-    what = f"insert lesions into Colin27 slices ({cfg.n_images} images)" if cfg.kind == REAL_BRAIN else f"synthesise {cfg.n_images} {cfg.kind} phantoms"
-    run_stage("data", lambda: (paths["data"] / "dataset.json").is_file(), synth, what)
-
-    # 2. classifier
-    def train_clf() -> None:
-        from medxgan.classifiers.training import format_test_report, train_classifier
-
-        r = train_classifier(paths["data"], paths["classifier"], arch=cfg.classifier_arch, epochs=cfg.classifier_epochs, seed=seed,
-                             size=cfg.size, device=str(dev), resume=resume_or_restart(paths["classifier"]), quiet=quiet)
-        print(format_test_report(r), flush=True)
-
-    run_stage("classifier", lambda: _classifier_done(paths["classifier"]), train_clf, f"train the classifier ({cfg.classifier_arch})")
-
-    # 3. GAN (+ oracle)
-    def train() -> None:
-        from medxgan.gan.train import train_gan
-
-        train_gan(paths["data"], str(paths["classifier"]), paths["gan"], preset=cfg.gan_preset, steps=cfg.gan_steps,
-                  batch_size=cfg.gan_batch_size, seed=seed, log_every=cfg.gan_log_every, ckpt_every=cfg.gan_ckpt_every,
-                  resume=resume_or_restart(paths["gan"]), oracle_epochs=cfg.oracle_epochs, size=cfg.size, device=str(dev), max_minutes=cfg.gan_max_minutes,
-                  monitor_samples=cfg.gan_monitor_samples, preset_overrides=dict(cfg.gan_overrides) or None, quiet=quiet)
-
-    run_stage("gan", lambda: _gan_done(paths["gan"]), train, f"train medXGAN ({cfg.gan_preset} preset, {cfg.gan_steps} steps)")
-
-    # 3b. the inversion encoder (optional): the evaluation then runs the encoder's short schedule
-    if cfg.encoder_steps > 0:
-        def train_enc() -> None:
-            from medxgan.gan.encoder_train import train_encoder
-
-            train_encoder(paths["gan"], paths["data"], steps=cfg.encoder_steps, seed=seed, resume=resume_or_restart(paths["encoder"]),
-                          device=str(dev), max_minutes=cfg.encoder_max_minutes, quiet=quiet)
-
-        run_stage("encoder", lambda: _encoder_done(paths["encoder"]), train_enc, f"train the inversion encoder ({cfg.encoder_steps} steps)")
-    # the encoder path whenever the run has a trained encoder (also one trained by hand with `medxgan train-encoder`)
-    inversion = cfg.inversion(encoder=_encoder_done(paths["encoder"]))
-
-    # 4. evaluation, 5. interpolation frames for the report (sharing the inversions of the evaluation)
-    model_box: dict[str, Any] = {}
-
-    def model() -> Any:
-        if "m" not in model_box:
-            from medxgan.pipeline import MedXGAN
-
-            m = MedXGAN.load(paths["gan"], device=dev, **(inversion or {}))
-            m.config["out"] = str(paths["gan"])  # how the evaluation names the GAN
-            model_box["m"] = m
-        return model_box["m"]
-
-    def evaluate_all() -> None:
-        from medxgan.evaluate.runner import evaluate
-        from medxgan.evaluate.store import PLOTS_DIR
-        from medxgan.report.plots import write_plots
-
-        res = evaluate(paths["data"], paths["eval"], gan=model(), methods=list(cfg.methods) if cfg.methods else None, n=cfg.eval_n, split="test", subset="pred-pos",
-                 noise_sigmas=cfg.noise_sigmas, seed=seed, device=dev, batch_size=cfg.eval_batch_size,
-                 max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
-                 n_resamples=cfg.n_resamples, inversion=inversion, show_progress=show_progress,
-                 sanity=True, sanity_n=min(10, cfg.eval_n))  # the cascading-randomisation check on 10 images
-        write_plots(res, Path(paths["eval"]) / PLOTS_DIR)
-
-    run_stage("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), evaluate_all,
-              f"explain and evaluate {cfg.eval_n} held-out predicted positives ({'all methods' if not cfg.methods else ', '.join(cfg.methods)})")
-    if cfg.kind == REAL_BRAIN:
-        run_stage("cross", lambda: _eval_done(paths["cross"], cfg.eval_n, cfg.methods), lambda: _cross_brain(cfg, paths, model(), seed, dev,
-                  inversion, show_progress), f"cross-brain: the same classifier and GAN on {cfg.eval_n} ICBM152 positives")
-    run_stage("frames", lambda: not _frames_todo(paths["eval"], cfg.report_rows),
-              lambda: interpolation_frames(paths["eval"], model(), frames=cfg.frames, rows=cfg.report_rows),
-              "latent interpolation frames for the report")
-
-    # 6. report (always rewritten)
-    def report() -> None:
-        from medxgan.report.html import write_report
-
-        write_report(out, max_rows=cfg.report_rows)
-
-    info.update(total_s=round(time.perf_counter() - t_all, 2), timings={k: round(v, 2) for k, v in timings.items()}, reused=reused)
-    atomic_write_json(out / DEMO_JSON, info)  # what the report shows (the report's own time is not in it)
-    with Stage("write the report") as st:
-        report()
-    timings["report"] = st.seconds
-    stages["report"] = {"seconds": round(st.seconds, 2), "reused": False}
-    total = time.perf_counter() - t_all
-    info.update(total_s=round(total, 2), timings={k: round(v, 2) for k, v in timings.items()}, reused=reused)
-    atomic_write_json(out / DEMO_JSON, info)
+                            "paths": {k: str(v) for k, v in paths.items()}, "stages": dict((old or {}).get("stages") or {}), "total_s": None}
+    book = _StageBook(out, paths, info, _stage_hook)
+    book.save()
+    _run_stages(book, _StageWork(cfg, paths, seed, dev, show_progress))
+    total = _write_final_report(book, cfg, t_all)
     report_path = paths["report"]
     print(f"[medxgan] demo finished in {total / 60:.1f} min ({total:.0f} s)"
-          + (f"; reused: {', '.join(reused)}" if reused else ""), flush=True)
+          + (f"; reused: {', '.join(book.reused)}" if book.reused else ""), flush=True)
     print(f"[medxgan] report: {report_path.resolve()}", flush=True)
     if cfg.mode == "quick":
         print("[medxgan] quick mode: quality traded for time; numbers are not the benchmark", flush=True)
-    return {"out": str(out), "report": str(report_path), "paths": {k: str(v) for k, v in paths.items()}, "timings": timings,
-            "reused": reused, "total_s": total, "settings": settings, "stages": stages}
+    return {"out": str(out), "report": str(report_path), "paths": {k: str(v) for k, v in paths.items()}, "timings": book.timings,
+            "reused": book.reused, "total_s": total, "settings": settings, "stages": book.stages}
