@@ -139,7 +139,9 @@ class MedXGAN(MedXGANModel):
             counterfactual=self.engine.counterfactual,
             resumed=int(sum(dist.all_gather_object(self.resumed)) if world > 1 else self.resumed),
             images=[{k: r[k] for k in ("name", "input", "dir", "prob_input", "prob_reconstruction", "prob_negative", "prob_residual", "psnr")}
-                    | {"completeness_error_rel": r["lig"]["completeness_error_rel"], "json": r["files"]["json"]} for r in records],
+                    | {"completeness_error_rel": r["lig"]["completeness_error_rel"], "json": r["files"]["json"]}
+                    | {k: r.get(k) for k in ("flipped", "logit_counterfactual", "prior_note")} for r in records],
+            n_not_flipped=sum(1 for r in records if r.get("flipped") is False),  # maps that show the generator's prior (issue 31)
         )
         if self.device.type == "cuda":
             summary["peak_gpu_memory_mb"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)

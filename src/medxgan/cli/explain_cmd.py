@@ -94,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     for r in summary["images"]:
         print(f"{r['name']}: p(input) {r['prob_input']:.3f}  p(reconstruction) {r['prob_reconstruction']:.3f}  "
               f"p(negative) {r['prob_negative']:.3f}  p(residual) {r['prob_residual']:.3f}  PSNR {r['psnr']:.1f} dB  "
-              f"LIG completeness error {100 * r['completeness_error_rel']:.1f}%")
+              f"LIG completeness error {100 * r['completeness_error_rel']:.1f}%" + (f"  NOTE {r['prior_note']}" if r.get("prior_note") else ""))
     _warn_low_psnr(args.gan, summary)
     if summary.get("resumed"):
         print(f"{summary['resumed']} of {summary['n_images']} explanation(s) were already complete in {args.out} with these settings "

@@ -239,6 +239,8 @@ def _finish_row(met: dict[str, Any], ex: Any, i: int, j: int, a: np.ndarray, inv
             with torch.no_grad():
                 p_neg = float(c.prob_fn(ex_j["x_neg"][None]).item())
         met["counterfactual"] = counterfactual_metrics(x[j], ex_j["x_neg"], p_neg, oracle_p["x_neg"][j])
+    if "flipped" in ex_j:  # medXGAN: did the explained counterfactual cross the classifier's decision level within the mask (issue 31)
+        met["flip"] = {"flipped": float(ex_j["flipped"]), "logit": float(ex_j["logit_cf"])}
     if "x_res" in ex_j:  # the residual counterfactual of the scan itself
         met["counterfactual_residual"] = counterfactual_metrics(x[j], ex_j["x_res"], ex_j.get("prob_res"), oracle_p["x_res"][j])
     if sel.twins is not None and bool(sel.has_twin[i]):

@@ -113,7 +113,7 @@ from medxgan.runtime.runs import fingerprint_module
 from medxgan.runtime.version import __version__
 
 __all__ = ["evaluate", "EvaluateConfig", "DEFAULT_NOISE_SIGMAS", "SUBSETS", "image_id_for", "read_per_image"]
-_GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness", "sensitivity", "counterfactual",
+_GROUPS = ("map", "localisation", "deletion_mean", "deletion_blur", "robustness", "sensitivity", "counterfactual", "flip",
            "counterfactual_residual", "twin_agreement", "twin_fidelity", "shortcut", "cost")
 
 
@@ -455,6 +455,10 @@ def _notes(config: dict, n_loc: int, n_sel: int, ms_limit: int, exps: Iterable[A
         notes.append(f"medXGAN robustness / max-sensitivity: the noisy copies were inverted with {config['noisy_inversion']} "
                      "(start 'clean' = from the clean image's codes), not like any other image: those numbers measure the "
                      "explanation's stability given the clean solution and are not comparable with a default run.")
+    if "medxgan-diff" in names:
+        notes.append("Flipped (medxgan-diff row): the share of scans whose explained counterfactual crossed the classifier's decision "
+                     "level (logit < 0) within the (minimal) mask; where it did not, the map shows the generator's prior, not what "
+                     "the classifier needs.")
     if any(n.startswith("medxgan") for n in names) and not config["oracle"]:
         notes.append("No independent oracle in the GAN run: counterfactual validity for the oracle is not reported.")
     if markers:

@@ -38,6 +38,7 @@ COUNTERFACTUAL_COLUMNS = [
     ("Valid (oracle)", "counterfactual.valid_oracle", False),
     ("Mean abs(x - x_neg)", "counterfactual.proximity_l1", True),
     ("Pixels changed > 0.1", "counterfactual.frac_changed", True),
+    ("Flipped within the mask", "flip.flipped", False),
 ]
 COUNTERFACTUAL_COLUMNS += [
     ("Residual valid (classifier)", "counterfactual_residual.valid_classifier", False),

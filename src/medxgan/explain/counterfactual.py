@@ -108,6 +108,15 @@ class Counterfactuals:
     generators: list[nn.Module] = field(default_factory=list)  # per image (the shared G, or a tuned copy)
     masks: Tensor | None = None  # N x 1 x H x W minimal masks of the residual counterfactual, when refined
     fills: Tensor | None = None  # N x C x H x W in-fills of the minimal mask when not the generator's anatomy (explain/infill.py)
+    # the classifier's final logit of the counterfactual the maps explain (x_res, or x_neg for counterfactual="generator"), N;
+    # flipped = it crossed the decision level (logit < 0): if not, the classifier was not flipped within the (minimal) mask and
+    # the map shows the generator's prior, not what the classifier needs (issue 31)
+    logit_cf: Tensor | None = None
+
+    @property
+    def flipped(self) -> Tensor | None:
+        """Per image (bool, N): the explained counterfactual crossed the classifier's decision level (logit < 0)."""
+        return None if self.logit_cf is None else self.logit_cf < 0
 
     def __len__(self) -> int:
         return int(self.z1.shape[0])
@@ -330,6 +339,7 @@ class CounterfactualEngine:
             generators=[e["generator"] for e in entries],
             masks=stack("mask") if all(e.get("mask") is not None for e in entries) else None,
             fills=stack("fill") if all(e.get("fill") is not None for e in entries) else None,
+            logit_cf=stack("logit_cf"),
         )
 
     def _compute(self, keys: list[str], images: Tensor) -> None:
@@ -353,13 +363,14 @@ class CounterfactualEngine:
             p_pos = self.classifier.prob(x_pos).float().cpu()
             p_neg = self.classifier.prob(x_neg).float().cpu()
             p_res = self.classifier.prob(x_res).float().cpu()
+            logit_cf = self.classifier.logit(x_res if self.counterfactual == "residual" else x_neg).float().cpu()
         x_neg, x_res = x_neg.cpu(), x_res.cpu()
         for i, k in enumerate(keys):
             self._cache[k] = dict(
                 z1=res.z1[i], z2=res.z2[i], x_pos=res.reconstructions[i], x_neg=x_neg[i], prob_input=p_in[i],
                 prob_pos=p_pos[i], prob_neg=p_neg[i], x_res=x_res[i], prob_res=p_res[i], psnr=res.psnr[i], prob_gap=res.prob_gap[i], loss=res.loss[i],
                 steps_run=res.steps_run[i], generator=gens[i], mask=None if masks is None else masks[i].cpu(),
-                fill=None if masks is None or self.minimal_mask.infill == "gan" else fill[i].cpu(),
+                fill=None if masks is None or self.minimal_mask.infill == "gan" else fill[i].cpu(), logit_cf=logit_cf[i],
             )
 
     @property
@@ -446,7 +457,8 @@ class DifferenceExplainer(Explainer):
     """medXGAN's difference map |G(z1*, z2*) - G(z1*, 0)| (channel-reduced, see module docstring), or
     with the residual counterfactual |x - x_res| (the change it makes to the scan).
 
-    Extras: ``x_pos``, ``x_neg``, ``x_res`` (residual counterfactual) (N x C x H x W), ``prob_res``, ``signed_difference`` (N x 1 x H x W), ``prob_input``,
+    Extras: ``x_pos``, ``x_neg``, ``x_res`` (residual counterfactual) (N x C x H x W), ``prob_res``, ``logit_cf`` / ``flipped`` (N,: the
+    explained counterfactual's logit, and 1.0 when it is below 0), ``signed_difference`` (N x 1 x H x W), ``prob_input``,
     ``prob_pos``, ``prob_neg``, ``psnr``, ``prob_gap`` (N,), and with ``frames`` > 0 also ``frames``
     (N x F x C x H x W), ``frame_probs`` (N x F) and ``accumulated_change`` (N x 1 x H x W).
     """
@@ -465,6 +477,8 @@ class DifferenceExplainer(Explainer):
             x_pos=cf.x_pos, x_neg=cf.x_neg, signed_difference=signed, prob_input=cf.prob_input, prob_pos=cf.prob_pos,
             prob_neg=cf.prob_neg, psnr=cf.psnr, prob_gap=cf.prob_gap, x_res=cf.x_res, prob_res=cf.prob_res,
         )
+        if cf.logit_cf is not None:  # was the classifier flipped within the mask (else the map shows the generator's prior)
+            extras.update(logit_cf=cf.logit_cf, flipped=cf.flipped.float())
         if self.frames:
             frames, probs = self.engine.interpolation(cf, self.frames)
             extras.update(frames=frames, frame_probs=probs, accumulated_change=accumulated_change(frames, self.engine.reduce))

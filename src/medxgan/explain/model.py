@@ -73,6 +73,10 @@ class ExplanationResult:
     residual: Tensor | None = None
     prob_residual: float = float("nan")
     residual_mask: Tensor | None = None  # 1 x H x W: the minimal mask x_res replaced (None without the refinement)
+    # the classifier's logit of the explained counterfactual, and whether it crossed the decision level (logit < 0): when not,
+    # the classifier could not be flipped within the mask and the map shows the generator's prior (issue 31)
+    logit_counterfactual: float = float("nan")
+    flipped: bool | None = None
     settings: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -93,7 +97,17 @@ class ExplanationResult:
             prob_gap=float(cf.prob_gap[i]), inversion_loss=float(cf.loss[i]), inversion_steps=int(cf.steps_run[i]),
             z1=cf.z1[i], z2=cf.z2[i], counterfactual=counterfactual, residual=cf.x_res[i], prob_residual=float(cf.prob_res[i]),
             residual_mask=None if cf.masks is None else cf.masks[i], settings=settings,
+            logit_counterfactual=float(cf.logit_cf[i]) if cf.logit_cf is not None else float("nan"),
+            flipped=bool(cf.flipped[i]) if cf.flipped is not None else None,
         )
+
+    @property
+    def prior_note(self) -> str | None:
+        """The sentence every output shows when the classifier was not flipped within the mask; None when it was."""
+        if self.flipped is not False:
+            return None
+        return (f"not flipped: the classifier still calls the counterfactual positive (logit {self.logit_counterfactual:.2f} >= 0) within "
+                "the mask, so the map shows the generator's prior, not what the classifier needs")
 
     def summary(self) -> dict[str, Any]:
         """JSON-able numbers (no tensors)."""
@@ -101,6 +115,7 @@ class ExplanationResult:
             prob_input=self.prob_input, prob_reconstruction=self.prob_reconstruction, prob_negative=self.prob_negative,
             psnr=self.psnr, prob_gap=self.prob_gap, inversion_loss=self.inversion_loss, inversion_steps=self.inversion_steps,
             counterfactual=self.counterfactual, prob_residual=self.prob_residual,
+            flipped=self.flipped, logit_counterfactual=self.logit_counterfactual, prior_note=self.prior_note,
             alphas=self.alphas, frame_probs=self.frame_probs,
             lig=dict(form=self.settings.get("lig_form", "path"), output=self.settings.get("lig_output", "logit"),
                      delta=self.lig_delta, sum=float(self.lig.sum()), completeness_error=self.completeness_error,

@@ -17,7 +17,7 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from medxgan.evaluate.tables import finite
 from medxgan.gan.gates import read_run_config, run_quality
@@ -81,6 +81,7 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
     quality = run_quality(summary.get("gan"))
     floor = quality["psnr_floor_db"]
     low_psnr: list[str] = []
+    not_flipped: list[str] = []  # the classifier was not flipped within the mask: the map shows the generator's prior (issue 31)
     rows = []
     cfs = set()
     for item in summary.get("images") or []:
@@ -104,7 +105,7 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
             f"<td><img class='th' src='{e(q + F['difference_overlay'])}' alt='difference'></td>"
             f"<td><img class='th' src='{e(q + F['lig_overlay'])}' alt='LIG'></td>"
             f"<td>{sl}</td>"
-            + _cell(r.get("prob_input"), ".3f") + _cell(p_cf, ".3f") + _psnr_cell(r.get("psnr"), floor, name, low_psnr)
+            + _cell(r.get("prob_input"), ".3f") + _cf_cell(p_cf, r, name, not_flipped) + _psnr_cell(r.get("psnr"), floor, name, low_psnr)
             + _cell(100 * (_num((r.get("lig") or {}).get("completeness_error_rel")) or float("nan")), ".1f", " %") + "</tr>")
     used = ", ".join(sorted(cfs)) or str(summary.get("counterfactual", "generator"))
     n = len(summary.get("images") or [])
@@ -115,7 +116,7 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
             f"<title>medXGAN explanations ({n})</title><style>{PAGE_CSS}{SLIDER_CSS}"
             ".gal td:nth-child(6){min-width:240px}.gal td img.th{width:84px;height:84px}.gal .slider{--s:100px}</style></head><body><div class='wrap'>"
             f"<h1>medXGAN explanations: {n} scan(s)</h1>"
-            f"{_provenance(summary, quality)}{_flags(quality, low_psnr)}"
+            f"{_provenance(summary, quality)}{_flags(quality, low_psnr, not_flipped)}"
             f"<p class='muted'>{e(str(summary.get('inversion', '')))} · counterfactual used: "
             f"<b>{e(used)}</b> · mean PSNR {_fmt(summary.get('mean_psnr'), '.1f')} dB · mean LIG completeness error "
             f"{_fmt(100 * (_num(summary.get('mean_completeness_error_rel')) or float('nan')), '.1f')} %</p>"
@@ -124,6 +125,16 @@ def write_gallery(out_dir: str | os.PathLike, summary: Mapping[str, Any] | None 
             f"<div style='overflow-x:auto'><table class='sortable gal'>{head}<tbody>{''.join(rows)}</tbody></table></div>"
             f"</div><script>{SLIDER_JS}{_SORT_JS}</script></body></html>")
     return atomic_write_text(out / GALLERY_FILE, page)
+
+
+def _cf_cell(p_cf: Any, record: Mapping[str, Any], name: str, not_flipped: list[str]) -> str:
+    """The counterfactual's p(pos), flagged when the classifier was not flipped within the mask (record ``flipped`` False)."""
+    if record.get("flipped") is not False:
+        return _cell(p_cf, ".3f")
+    not_flipped.append(name)
+    f = _num(p_cf)
+    return (f"<td class='num flag' data-v='{f!r}' title='{html.escape(str(record.get('prior_note') or 'not flipped'))}'>"
+            f"<b>⚠ {_fmt(p_cf, '.3f')}</b><br><span class='muted'>not flipped: the map shows the generator's prior</span></td>")
 
 
 def _psnr_cell(v: Any, floor: float, name: str, low: list[str]) -> str:
@@ -152,7 +163,7 @@ def _provenance(summary: Mapping[str, Any], quality: Mapping[str, Any]) -> str:
             + (f" · status {e(str(quality.get('status')))}" if quality.get("status") not in (None, "finished") else "") + "</p>")
 
 
-def _flags(quality: Mapping[str, Any], low_psnr: list[str]) -> str:
+def _flags(quality: Mapping[str, Any], low_psnr: list[str], not_flipped: Sequence[str] = ()) -> str:
     """Warnings that the pictures alone would not show (gan.gates): a GAN below its monitor gates, poor reconstructions."""
     e = html.escape
     items = []
@@ -162,6 +173,10 @@ def _flags(quality: Mapping[str, Any], low_psnr: list[str]) -> str:
     if low_psnr:
         items.append(f"{len(low_psnr)} reconstruction(s) below {quality['psnr_floor_db']:.1f} dB ({e(quality['psnr_floor_reason'])}): "
                      + e(", ".join(low_psnr[:12])) + (" ..." if len(low_psnr) > 12 else "") + "; their counterfactuals explain a different image")
+    if not_flipped:
+        items.append(f"{len(not_flipped)} scan(s) where the classifier could not be flipped within the mask (it still calls the "
+                     "counterfactual positive): their maps show the generator's prior, not what the classifier needs: "
+                     + e(", ".join(not_flipped[:12])) + (" ..." if len(not_flipped) > 12 else ""))
     if not items:
         return ""
     return ("<div class='flag' style='border:2px solid #c33;padding:6px 10px;margin:8px 0;background:#fff4f4'><b>⚠ Quality warning</b><ul>"
