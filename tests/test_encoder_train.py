@@ -8,14 +8,15 @@ import shutil
 import pytest
 import torch
 
-from medxgan.gan.encoder_train import ENCODER_INVERSION_STEPS, encoder_dir, train_encoder
+from medxgan.gan.encoder_train import ENCODER_INVERSION_STEPS, EncoderTrainConfig, encoder_dir, train_encoder
 from medxgan.explain.counterfactual import MinimalMaskConfig
 from medxgan.gan.inversion import InversionConfig, invert
 from medxgan.pipeline import MedXGAN
 from medxgan.gan.run import load_gan_run
-from medxgan.runtime.runs import RunDir
+from medxgan.runtime.runs import RunDir, fingerprint_state_dict
 
 from helpers import write_dataset, write_gan_run
+from test_run_lifecycle import assert_common_shape
 
 TINY = dict(batch_size=4, width=4, log_every=3, ckpt_every=3, eval_images=4, device="cpu", quiet=True)
 
@@ -50,6 +51,10 @@ def test_train_encoder_writes_subrun_and_explain_uses_it(gan_run, tmp_path):
     rd = RunDir(encoder_dir(run))
     cfg = rd.read_config()
     assert cfg["status"] == "finished" and cfg["steps_done"] == 4 and rd.has_weights("encoder")
+    assert_common_shape(cfg, "medxgan-encoder")  # runtime.run's config.json shape
+    assert cfg["fingerprints"]["encoder"] == fingerprint_state_dict(rd.load_weights("encoder"))
+    assert EncoderTrainConfig(**cfg["train_config"]) == EncoderTrainConfig(steps=4, batch_size=4, width=4, log_every=3, ckpt_every=3,
+                                                                           eval_images=4)
     assert [r["step"] for r in rd.read_metrics()] == [3, 4]
     m = res["metrics"]
     assert {"psnr_encoder", "psnr_inversion", "code_mse_z1", "code_mse_z2", "prob_gap_inversion"} <= set(m)

@@ -8,8 +8,10 @@ continues an interrupted run exactly.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +24,15 @@ from medxgan.classifiers.architectures import build_architecture
 from medxgan.classifiers.augment import augment_batch
 from medxgan.classifiers.loading import CLASSIFIER_KIND, WEIGHTS_NAME
 from medxgan.data import load_dataset
-from medxgan.runtime.atomic import atomic_write_json
+from medxgan.runtime.atomic import atomic_write_json, to_jsonable
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.ranking import roc_auc
 from medxgan.runtime.checks import check_args, check_image_memory
-from medxgan.runtime.loop import Cadence, LoopOptions, check_start, nonfinite_tensors, open_run, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions, nonfinite_tensors
+from medxgan.runtime.run import TrainingRun
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
+from medxgan.runtime.settings import replace_fields
 from medxgan.runtime.seeding import seed_everything
 
 DEFAULT_SIZE = {"paper-cnn": 64, "resnet-small": 128}
@@ -119,83 +123,101 @@ class ClassifierTrainer:
         self.best = {"auc": float(st["best_auc"]), "epoch": int(st["best_epoch"]), "state": st["best_state"]}
 
 
-def train_classifier(
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    arch: str = "paper-cnn",
-    epochs: int = 12,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    seed: int = 0,
-    size: int | None = None,
-    channels: int | None = None,
-    positive: list[str] | None = None,
-    negative: list[str] | None = None,
-    csv: str | os.PathLike | None = None,
-    augment: bool = True,
-    device: str = "auto",
-    resume: bool = False,
-    skip_bad: bool = False,
-    quiet: bool = False,
-    max_minutes: float | None = None,
-) -> dict[str, Any]:
-    """Train `arch` on DATA/train, select the epoch with the best validation AUC, report test metrics.
+@dataclass
+class ClassifierTrainConfig:
+    """Everything that configures a `train_classifier` run besides the data, RUN and the device (the CLI
+    builds it, RUN/config.json stores it under ``train_config``, :meth:`from_run` reads it back).
 
-    ``max_minutes``: stop after the epoch that exceeds this much training time and finish with the best
-    epoch so far (like `train_gan`). Returns a dict with the test metrics, the best epoch and validation
-    AUC, and timing.
+    ``arch``: "paper-cnn" or "resnet-small"; ``epochs`` of Adam(``lr``, ``weight_decay``) on batches of
+    ``batch_size`` (model selection on validation AUC); ``size``: input size in pixels (None: 64 for
+    paper-cnn, 128 for resnet-small); ``channels``: convert the images to 1 or 3 (None: as the data);
+    ``positive``/``negative``/``csv``/``skip_bad``: the class mapping of data.load_dataset; ``augment``:
+    flips/affine/intensity; ``max_minutes``: stop after the epoch that exceeds this much training time
+    and finish with the best epoch so far."""
+
+    arch: str = "paper-cnn"
+    epochs: int = 12
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    size: int | None = None
+    channels: int | None = None
+    positive: list[str] | None = None
+    negative: list[str] | None = None
+    csv: str | None = None
+    augment: bool = True
+    skip_bad: bool = False
+    max_minutes: float | None = None
+
+    def check(self) -> "ClassifierTrainConfig":
+        """Out-of-range values refused in one line naming the option (runtime.checks' shared rules first)."""
+        check_args(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay, seed=self.seed,
+                   size=self.size, max_minutes=self.max_minutes)
+        if self.epochs < 1:
+            raise MedxganError(f"epochs {self.epochs}: must be at least 1", arg="epochs")
+        if self.batch_size < 2:
+            raise MedxganError(f"batch_size {self.batch_size}: must be at least 2", arg="batch_size")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_run(cls, run: str | os.PathLike) -> "ClassifierTrainConfig":
+        """The configuration a classifier run was trained with: its ``train_config``, or for a run written
+        before there was one, the fields it stored at the top level."""
+        stored = RunDir(run).read_config(expect_kind=CLASSIFIER_KIND)
+        record = stored.get("train_config") if isinstance(stored.get("train_config"), dict) else stored
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls) if f.name in record})
+
+
+def train_classifier(data: str | os.PathLike, out: str | os.PathLike, config: ClassifierTrainConfig | None = None, *,
+                     device: str = "auto", resume: bool = False, quiet: bool = False, **options: Any) -> dict[str, Any]:
+    """Train ``config.arch`` on DATA/train, select the epoch with the best validation AUC, report test metrics.
+
+    ``config``: a :class:`ClassifierTrainConfig` (default: its defaults); keyword ``options`` set or
+    override its fields (``train_classifier(data, out, arch="resnet-small", epochs=30)``). ``resume``:
+    continue RUN's latest checkpoint (the same weights as an uninterrupted run on CPU; only ``epochs``
+    may change). Returns a dict with the test metrics, the best epoch and validation AUC, and timing.
     """
-    check_args(epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, size=size, max_minutes=max_minutes)
-    if epochs < 1:
-        raise MedxganError(f"epochs {epochs}: must be at least 1", arg="epochs")
-    if batch_size < 2:
-        raise MedxganError(f"batch_size {batch_size}: must be at least 2", arg="batch_size")
+    cfg = replace_fields(config or ClassifierTrainConfig(), "train_classifier option", **options).check()
     dev = pick_device(device)
-    size = size or DEFAULT_SIZE.get(arch, 64)
-    run = RunDir(out)
-    check_start(run, resume=resume, kind=CLASSIFIER_KIND)  # the directory half of the policy, before loading data
+    size = cfg.size or DEFAULT_SIZE.get(cfg.arch, 64)
+    run = TrainingRun(out, CLASSIFIER_KIND)
+    run.check_start(resume)  # the directory half of the policy, before loading data
     # a training batch holds about 20 full-size float maps per image (stem activations kept for backward)
-    check_image_memory("size", size, arrays=20 * batch_size + 64, channels=channels or 1, what=f"to train {arch} on batches of {batch_size}")
-    seed_everything(seed)
+    check_image_memory("size", size, arrays=20 * cfg.batch_size + 64, channels=cfg.channels or 1,
+                       what=f"to train {cfg.arch} on batches of {cfg.batch_size}")
+    seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    kw = dict(size=size, channels=channels, positive=positive, negative=negative, csv=csv, skip_bad=skip_bad)
-    train_ds = load_dataset(data, split="train", **kw)
-    channels = train_ds.channels
-    kw["channels"] = channels
-    val_ds = load_dataset(data, split="val", **kw)
-    test_ds = load_dataset(data, split="test", **kw)
-    x_train, y_train, _, _ = train_ds.tensors()
-    x_val, y_val, _, _ = val_ds.tensors()
-    x_test, y_test, _, _ = test_ds.tensors()
+    splits = _load_splits(data, cfg, size)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = (ds.tensors()[:2] for ds in splits)
+    channels = splits[0].channels
     settings = dict(data=fingerprint_state_dict({"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}),
-                    arch=arch, size=size, channels=channels, seed=seed, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                    augment=augment, epochs=epochs)
-    start = open_run(run, resume=resume, kind=CLASSIFIER_KIND, settings=settings, may_change=("epochs",))
+                    arch=cfg.arch, size=size, channels=channels, seed=cfg.seed, batch_size=cfg.batch_size, lr=cfg.lr,
+                    weight_decay=cfg.weight_decay, augment=cfg.augment, epochs=cfg.epochs)
+    run.open(resume, settings, may_change=("epochs",))
 
-    model = build_architecture(arch, in_channels=channels, image_size=size).to(dev)
+    model = build_architecture(cfg.arch, in_channels=channels, image_size=size).to(dev)
     pp = Preprocessing(input_size=(size, size), input_channels=channels)
-    trainer = ClassifierTrainer(model, pp, x_train, y_train, x_val, y_val, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                                seed=seed, augment=augment, device=dev)
-    config = dict(
-        arch=arch,
-        arch_kwargs={"in_channels": channels, "image_size": size},
+    trainer = ClassifierTrainer(model, pp, x_train, y_train, x_val, y_val, batch_size=cfg.batch_size, lr=cfg.lr,
+                                weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment, device=dev)
+    names = getattr(splits[0], "class_names", None) or {"positive": cfg.positive, "negative": cfg.negative}
+    run.begin(dict(
+        arch=cfg.arch, arch_kwargs={"in_channels": channels, "image_size": size},
         adapter={"output": "logits2", "positive_index": 1, "preprocessing": pp.to_dict()},
-        data=str(data),
-        classes={"positive": train_ds.class_names.get("positive") if hasattr(train_ds, "class_names") else positive,
-                 "negative": train_ds.class_names.get("negative") if hasattr(train_ds, "class_names") else negative},
-        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, seed=seed, augment=augment,
-        n_train=len(train_ds), n_val=len(val_ds), n_test=len(test_ds), settings=settings, resumes=start.resumes, status="running",
-    )
-    run.write_config(CLASSIFIER_KIND, **config)
-    loop = train_loop(trainer, run, LoopOptions(total=epochs, cadence=Cadence(log_every=1, ckpt_every=1, keep_last=1), resume=start.resumed,
-                                                max_minutes=max_minutes, desc=f"train {arch}", quiet=quiet, device=dev, unit="epoch",
-                                                postfix=lambda r: f"loss={r['train_loss']:.3f} val_auc={r['val_auc']:.3f}"))
+        data=str(data), classes={"positive": names.get("positive"), "negative": names.get("negative")},
+        epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, seed=cfg.seed, augment=cfg.augment,
+        n_train=len(splits[0]), n_val=len(splits[1]), n_test=len(splits[2]), train_config=cfg.to_dict(),
+    ))
+    loop = run.train(trainer, LoopOptions(total=cfg.epochs, cadence=Cadence(log_every=1, ckpt_every=1, keep_last=1),
+                                          max_minutes=cfg.max_minutes, desc=f"train {cfg.arch}", quiet=quiet, device=dev, unit="epoch",
+                                          postfix=lambda r: f"loss={r['train_loss']:.3f} val_auc={r['val_auc']:.3f}"))
     best = trainer.best
 
     model.load_state_dict(best["state"])
     model.eval()
-    run.save_weights(WEIGHTS_NAME, model)
     adapter = ClassifierAdapter(model, output="logits2", preprocessing=pp)
     test = binary_metrics(predict_probs(adapter, x_test, device=dev), y_test.numpy())
     result = {"test": test, "best_epoch": best["epoch"], "best_val_auc": best["auc"], "train_seconds": time.perf_counter() - t0,
@@ -204,11 +226,18 @@ def train_classifier(
     if nothing:
         result["warnings"] = [nothing]
     atomic_write_json(Path(out) / "test_metrics.json", result)
-    run.write_config(CLASSIFIER_KIND, **{**config, "status": "finished", "fingerprint": result["fingerprint"],
-                                          "best_epoch": best["epoch"], "best_val_auc": best["auc"], "test": test,
-                                          "epochs_done": loop.step, "stopped_early": loop.stopped_early,
-                                          **({"warnings": [nothing]} if nothing else {})})
+    run.finish(loop, weights={WEIGHTS_NAME: model}, metrics={"test": test, "best_epoch": best["epoch"], "best_val_auc": best["auc"]},
+               fingerprint=result["fingerprint"], best_epoch=best["epoch"], best_val_auc=best["auc"], test=test,
+               epochs_done=loop.step, **({"warnings": [nothing]} if nothing else {}))
     return result
+
+
+def _load_splits(data: str | os.PathLike, cfg: ClassifierTrainConfig, size: int) -> tuple[Any, Any, Any]:
+    """The train, val and test splits at ``size`` (val and test converted to the channels of train)."""
+    kw = dict(size=size, channels=cfg.channels, positive=cfg.positive, negative=cfg.negative, csv=cfg.csv, skip_bad=cfg.skip_bad)
+    train_ds = load_dataset(data, split="train", **kw)
+    kw["channels"] = train_ds.channels
+    return train_ds, load_dataset(data, split="val", **kw), load_dataset(data, split="test", **kw)
 
 
 def learned_nothing(out: str | os.PathLike, val_auc: float) -> str | None:

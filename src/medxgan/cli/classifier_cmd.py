@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medxgan.classifiers.training import format_test_report, train_classifier
+    from medxgan.classifiers.training import ClassifierTrainConfig, format_test_report, train_classifier
 
     if args.resume:  # options left out: the run's own (a plain --resume continues the run as started)
         from medxgan.classifiers.records import CLASSIFIER_RUN_FIELDS
@@ -43,11 +43,10 @@ def _run(args: argparse.Namespace) -> int:
 
         take_run_settings(args, args.out, {k: k for k in ("arch", "size", "channels", "seed", "batch_size", "lr", "epochs")}
                           | {"no_augment": "augment"}, CLASSIFIER_RUN_FIELDS)
-    result = train_classifier(
-        args.data, args.out, arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        size=args.size, channels=args.channels, positive=args.positive, negative=args.negative, csv=args.csv,
-        augment=not args.no_augment, device=args.device, resume=args.resume, skip_bad=args.skip_bad, max_minutes=args.max_minutes,
-    )
+    config = ClassifierTrainConfig(arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                                   size=args.size, channels=args.channels, positive=args.positive, negative=args.negative,
+                                   csv=args.csv, augment=not args.no_augment, skip_bad=args.skip_bad, max_minutes=args.max_minutes)
+    result = train_classifier(args.data, args.out, config, device=args.device, resume=args.resume)
     print(format_test_report(result))
     print(f"classifier written to {args.out}")
     return 0

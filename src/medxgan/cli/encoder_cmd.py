@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medxgan.gan.encoder_train import train_encoder
+    from medxgan.gan.encoder_train import EncoderTrainConfig, train_encoder
     from medxgan.gan.run import ENCODER_RUN_FIELDS, encoder_dir
 
     if args.resume:  # options left out: the run's own (a plain --resume continues the run as started)
@@ -52,12 +52,11 @@ def _run(args: argparse.Namespace) -> int:
 
         take_run_settings(args, str(encoder_dir(args.gan)), {k: k for k in ("seed", "batch_size", "lr", "width", "steps")},
                           ENCODER_RUN_FIELDS)
-    res = train_encoder(
-        args.gan, args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, seed=args.seed,
-        log_every=args.log_every, ckpt_every=args.ckpt_every, resume=args.resume, device=args.device,
-        max_minutes=args.max_minutes, eval_images=args.eval_images, positive=args.positive, negative=args.negative,
-        csv=args.csv, skip_bad=args.skip_bad, quiet=args.quiet,
-    )
+    config = EncoderTrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, seed=args.seed,
+                                log_every=args.log_every, ckpt_every=args.ckpt_every, max_minutes=args.max_minutes,
+                                eval_images=args.eval_images, positive=args.positive, negative=args.negative, csv=args.csv,
+                                skip_bad=args.skip_bad)
+    res = train_encoder(args.gan, args.data, config, resume=args.resume, device=args.device, quiet=args.quiet)
     m = res["metrics"]
     print(f"final: psnr_encoder={m['psnr_encoder']:.2f} dB  psnr_after_{m['inversion_steps']}_steps={m['psnr_inversion']:.2f} dB  "
           f"prob_gap={m['prob_gap_inversion']:.3f}  (on {m['n_eval']} validation images)")

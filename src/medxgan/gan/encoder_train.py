@@ -22,8 +22,10 @@ steps from E(x), one start) unless steps/restarts are given explicitly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,16 +36,19 @@ from medxgan.gan.encoder import LatentEncoder
 from medxgan.gan.inversion import invert
 from medxgan.gan.networks import sample_latents
 from medxgan.gan.run import (
-    ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, ENCODER_RUN_FIELDS, encoder_dir, load_gan_run, write_trained_encoder,
+    ENCODER_INVERSION_RESTARTS, ENCODER_INVERSION_STEPS, ENCODER_KIND, ENCODER_RUN_FIELDS, ENCODER_WEIGHTS, encoder_dir, load_gan_run,
 )
+from medxgan.runtime.atomic import to_jsonable
 from medxgan.runtime.device import pick_device
 from medxgan.runtime.checks import check_args
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.loop import Cadence, LoopOptions, check_start, open_run, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions
 from medxgan.runtime.outdir import claimed
 from medxgan.runtime.records import check_record
-from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
+from medxgan.runtime.run import TrainingRun
+from medxgan.runtime.runs import fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
+from medxgan.runtime.settings import replace_fields
 from medxgan.runtime.tensors import frozen, psnr
 
 def cosine_lr(step: int, steps: int, lr: float, floor: float = 0.1) -> float:
@@ -129,102 +134,109 @@ class EncoderTrainer:
         self.steps_done = int(st["steps_done"])
 
 
-def train_encoder(
-    gan_run: str | os.PathLike,
-    data: str | os.PathLike | None = None,
-    *,
-    steps: int = 8000,
-    batch_size: int = 32,
-    lr: float = 1e-3,
-    width: int = 32,
-    w_code: float = 1.0,
-    w_pix: float = 10.0,
-    w_cls: float = 1.0,
-    w_gen_pix: float = 0.0,
-    lr_decay_steps: int | None = None,
-    seed: int = 0,
-    log_every: int = 250,
-    ckpt_every: int = 500,
-    keep_last: int = 2,
-    resume: bool = False,
-    device: str = "auto",
-    max_minutes: float | None = None,
-    eval_images: int = 64,
-    positive: list[str] | None = None,
-    negative: list[str] | None = None,
-    csv: str | os.PathLike | None = None,
-    skip_bad: bool = False,
-    quiet: bool = False,
-) -> dict[str, Any]:
+@dataclass
+class EncoderTrainConfig:
+    """Everything that configures a `train_encoder` run besides the GAN run, the data and the device (the
+    CLI builds it, RUN/encoder/config.json stores it under ``train_config``).
+
+    ``steps``, ``batch_size``, ``lr``: Adam(lr, betas 0.5/0.999) steps; each batch is half generated, half
+    real. The rate follows a cosine from lr down to lr / 10 over ``lr_decay_steps`` (None: the ``steps`` of
+    the first invocation, stored, so that an interrupted run resumed with the same steps ends with the same
+    weights; continuing beyond it keeps lr / 10). ``width``: encoder width (channels of its first conv
+    layer; doubled per stage up to 8x). ``w_code``, ``w_pix``, ``w_cls``: weights of the code loss
+    (generated half) and of the inversion loss (pixel MSE, classifier BCE; real half). ``w_gen_pix``: a
+    pixel loss MSE(G(E(x)), x) on the generated half too; off by default: with 10 it cost 20 % more time
+    and changed nothing (PSNR after 75 refinement steps 24.17 vs 24.18 dB on 32 held-out brain positives).
+    ``eval_images``: validation images (test split without a val split) for the metrics logged every
+    ``log_every`` steps; checkpoints every ``ckpt_every`` steps, the last ``keep_last`` kept;
+    ``max_minutes``: stop (and finish normally) after this much training time; ``positive``/``negative``/
+    ``csv``/``skip_bad``: the class mapping of data.load_dataset."""
+
+    steps: int = 8000
+    batch_size: int = 32
+    lr: float = 1e-3
+    width: int = 32
+    w_code: float = 1.0
+    w_pix: float = 10.0
+    w_cls: float = 1.0
+    w_gen_pix: float = 0.0
+    lr_decay_steps: int | None = None
+    seed: int = 0
+    log_every: int = 250
+    ckpt_every: int = 500
+    keep_last: int = 2
+    max_minutes: float | None = None
+    eval_images: int = 64
+    positive: list[str] | None = None
+    negative: list[str] | None = None
+    csv: str | None = None
+    skip_bad: bool = False
+
+    def check(self) -> "EncoderTrainConfig":
+        """Out-of-range values refused in one line naming the option (runtime.checks' shared rules first)."""
+        check_args(steps=self.steps, batch_size=self.batch_size, lr=self.lr, width=self.width, seed=self.seed, log_every=self.log_every,
+                   ckpt_every=self.ckpt_every, max_minutes=self.max_minutes, eval_images=self.eval_images)
+        if self.steps < 1 or self.batch_size < 2:
+            raise MedxganError(f"steps {self.steps} / batch_size {self.batch_size}: need steps >= 1 and batch size >= 2",
+                               arg=("steps", "batch_size"))
+        return self
+
+    def mapping(self) -> dict[str, Any]:
+        """The class-mapping options given (data.load_dataset's keywords)."""
+        return {k: v for k, v in dict(positive=self.positive, negative=self.negative, csv=self.csv, skip_bad=self.skip_bad).items() if v}
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(dataclasses.asdict(self))
+
+
+def train_encoder(gan_run: str | os.PathLike, data: str | os.PathLike | None = None, config: EncoderTrainConfig | None = None, *,
+                  resume: bool = False, device: str = "auto", quiet: bool = False, **options: Any) -> dict[str, Any]:
     """Train the inversion encoder of GAN run ``gan_run`` and store it in ``gan_run/encoder/``.
 
-    Args:
-        data: dataset root (default: the one the GAN was trained on, from its config.json); its train
-            split trains E, up to ``eval_images`` images of its val split (test split if there is no
-            val split) are used for the metrics logged every ``log_every`` steps and at the end.
-        steps, batch_size, lr: Adam(lr, betas 0.5/0.999) steps; each batch is half generated, half real.
-            The rate follows a cosine from lr down to lr / 10 over ``lr_decay_steps`` (default: the
-            ``steps`` of the first invocation, stored, so that an interrupted run resumed with the same
-            --steps ends with the same weights; continuing beyond it keeps lr / 10).
-        width: encoder width (channels of its first conv layer; doubled per stage up to 8x).
-        w_code, w_pix, w_cls: weights of the code loss (generated half) and of the inversion loss
-            (pixel MSE, classifier BCE; real half).
-        w_gen_pix: weight of a pixel loss MSE(G(E(x)), x) on the generated half too (unlimited
-            reconstruction data). Off by default: with 10 it cost 20 % more time and changed nothing
-            (PSNR after 75 refinement steps 24.17 vs 24.18 dB on 32 held-out brain positives).
-        resume: continue from the latest checkpoint in ``gan_run/encoder/`` (same weights on CPU as an
-            uninterrupted run).
+    ``data``: dataset root (default: the one the GAN was trained on, from its config.json); its train split
+    trains E, up to ``eval_images`` images of its val split (test split if there is none) give the logged
+    metrics. ``config``: an :class:`EncoderTrainConfig` (default: its defaults); keyword ``options`` set or
+    override its fields (``train_encoder(run, steps=6000)``). ``resume``: continue from the latest
+    checkpoint in ``gan_run/encoder/`` (same weights on CPU as an uninterrupted run; only ``steps`` may change).
     Returns the final metrics, including those of the short inversion started from E
     (``ENCODER_INVERSION_STEPS`` steps x 1 start) on the evaluation images.
     """
-    check_args(steps=steps, batch_size=batch_size, lr=lr, width=width, seed=seed, log_every=log_every, ckpt_every=ckpt_every,
-               max_minutes=max_minutes, eval_images=eval_images)
-    if steps < 1 or batch_size < 2:
-        raise MedxganError(f"steps {steps} / batch_size {batch_size}: need steps >= 1 and batch size >= 2", arg=("steps", "batch_size"))
+    cfg = replace_fields(config or EncoderTrainConfig(), "train_encoder option", **options).check()
     dev = pick_device(device)
     gan = load_gan_run(gan_run, device=dev, load_oracle=False, attach_encoder=False)
     G, clf, gcfg = gan.generator, gan.classifier, gan.config
-    rd = RunDir(encoder_dir(gan_run))
+    run = TrainingRun(encoder_dir(gan_run), ENCODER_KIND, out_arg=None)
     # one writer on RUN/encoder/ (an OS lock, as every command's --out: runtime.outdir), a second one refused naming its PID
-    with claimed(rd.path, ENCODER_KIND, arg=None, legacy=("config.json",)):
-        check_start(rd, resume=resume, kind=ENCODER_KIND, out_arg=None)  # the directory half of the policy, before loading data
-        stored = check_record(rd.read_config(), ENCODER_RUN_FIELDS, rd.config_path) if resume else {}  # one line naming a bad field
-        lr_decay_steps = int(lr_decay_steps or stored.get("lr_decay_steps") or steps)
+    with claimed(run.path, ENCODER_KIND, arg=None, legacy=("config.json",)):
+        run.check_start(resume)  # the directory half of the policy, before loading data
+        stored = check_record(run.dir.read_config(), ENCODER_RUN_FIELDS, run.dir.config_path) if resume else {}  # a bad field: one line
+        lr_decay_steps = int(cfg.lr_decay_steps or stored.get("lr_decay_steps") or cfg.steps)
         data_src = str(data) if data is not None else (gcfg.get("data") if not resume else stored.get("data"))
         if not data_src:
             raise MedxganError(f"{gan.path}: the GAN run does not record its data set; pass DATA")
-        mapping = {k: v for k, v in dict(positive=positive, negative=negative, csv=csv, skip_bad=skip_bad).items() if v}
-        size = int(G.size)
-        x_train = _real_images(data_src, size, G.channels, "train", mapping)
-        try:
-            x_eval = _real_images(data_src, size, G.channels, "val", mapping)
-        except MedxganError:
-            x_eval = _real_images(data_src, size, G.channels, "test", mapping)
-        x_eval = x_eval[torch.randperm(x_eval.shape[0], generator=torch.Generator().manual_seed(seed))[:eval_images]].to(dev)
+        x_train, x_eval = _train_and_eval_images(data_src, G, cfg)
+        x_eval = x_eval.to(dev)
         settings = dict(data=fingerprint_state_dict({"images": x_train}), gan=fingerprint_module(G), classifier=getattr(clf, "fingerprint", None),
-                        seed=seed, batch_size=batch_size, lr=lr, width=width, w_code=w_code, w_pix=w_pix, w_cls=w_cls,
-                        w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, steps=steps)
-        start = open_run(rd, resume=resume, kind=ENCODER_KIND, settings=settings, may_change=("steps",), out_arg=None)
+                        seed=cfg.seed, batch_size=cfg.batch_size, lr=cfg.lr, width=cfg.width, w_code=cfg.w_code, w_pix=cfg.w_pix,
+                        w_cls=cfg.w_cls, w_gen_pix=cfg.w_gen_pix, lr_decay_steps=lr_decay_steps, steps=cfg.steps)
+        run.open(resume, settings, may_change=("steps",))
 
-        seed_everything(seed)
-        E = LatentEncoder(gcfg["net"], width=width).to(dev).train()
-        trainer = EncoderTrainer(E, G, clf, x_train.to(dev), batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps, seed=seed,
-                                 w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix)
-        config = dict(gan=str(gan.path), data=data_src, steps=steps, batch_size=batch_size, lr=lr, width=width,
-                      w_code=w_code, w_pix=w_pix, w_cls=w_cls, w_gen_pix=w_gen_pix, lr_decay_steps=lr_decay_steps, seed=seed, n_train=int(x_train.shape[0]),
-                      classifier_fingerprint=getattr(clf, "fingerprint", None), settings=settings, resumes=start.resumes,
-                      status="running")
-        rd.path.mkdir(parents=True, exist_ok=True)
-        rd.write_config(ENCODER_KIND, **config)
-
-        eval_gen_seed = seed + 12345
+        seed_everything(cfg.seed)
+        E = LatentEncoder(gcfg["net"], width=cfg.width).to(dev).train()
+        trainer = EncoderTrainer(E, G, clf, x_train.to(dev), batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=lr_decay_steps,
+                                 seed=cfg.seed, w_code=cfg.w_code, w_pix=cfg.w_pix, w_cls=cfg.w_cls, w_gen_pix=cfg.w_gen_pix)
+        run.begin(dict(gan=str(gan.path), data=data_src, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, width=cfg.width,
+                       w_code=cfg.w_code, w_pix=cfg.w_pix, w_cls=cfg.w_cls, w_gen_pix=cfg.w_gen_pix, lr_decay_steps=lr_decay_steps,
+                       seed=cfg.seed, n_train=int(x_train.shape[0]), classifier_fingerprint=getattr(clf, "fingerprint", None),
+                       train_config=cfg.to_dict()))
+        eval_gen_seed = cfg.seed + 12345
 
         def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
             return _quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))
 
         with frozen(G, clf):
-            loop = train_loop(trainer, rd, LoopOptions(
-                total=steps, cadence=Cadence(log_every, 0, ckpt_every, keep_last), resume=start.resumed, max_minutes=max_minutes,
+            loop = run.train(trainer, LoopOptions(
+                total=cfg.steps, cadence=Cadence(cfg.log_every, 0, cfg.ckpt_every, cfg.keep_last), max_minutes=cfg.max_minutes,
                 on_log=on_log, desc="train encoder", quiet=quiet, device=dev,
                 postfix=lambda r: f"PSNR(G(E(x))) {r['psnr_encoder']:.1f} dB  code MSE {r['code_mse_z1']:.3f}/{r['code_mse_z2']:.3f}"))
         step, elapsed, rec = loop.step, loop.elapsed, loop.last_record
@@ -232,13 +244,24 @@ def train_encoder(
         E.eval().requires_grad_(False)
         if not rec:
             rec = {"step": step, **_quick_eval(E, G, clf, x_eval, torch.Generator().manual_seed(eval_gen_seed))}
-        inv = invert(G, clf, x_eval, steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS, encoder=E, seed=seed)
+        inv = invert(G, clf, x_eval, steps=ENCODER_INVERSION_STEPS, restarts=ENCODER_INVERSION_RESTARTS, encoder=E, seed=cfg.seed)
         final = {**rec, "psnr_inversion": float(inv.psnr.mean()), "prob_gap_inversion": float(inv.prob_gap.mean()),
                  "inversion_steps": ENCODER_INVERSION_STEPS, "n_eval": int(x_eval.shape[0])}
-        write_trained_encoder(gan_run, E)
-        config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final, stopped_early=step < steps)
-        rd.write_config(ENCODER_KIND, **config)
+        run.finish(loop, weights={ENCODER_WEIGHTS: E}, metrics=final,
+                   fingerprints={"gan": settings["gan"], "classifier": settings["classifier"], "data": settings["data"]})
         if not quiet:
             print(f"[medxgan] encoder trained: {step} steps in {elapsed / 60:.1f} min; PSNR G(E(x)) {final['psnr_encoder']:.1f} dB, "
-                  f"after {ENCODER_INVERSION_STEPS} inversion steps {final['psnr_inversion']:.1f} dB -> {rd.path}", flush=True)
-        return {"steps": step, "train_seconds": elapsed, "metrics": final, "out": str(rd.path)}
+                  f"after {ENCODER_INVERSION_STEPS} inversion steps {final['psnr_inversion']:.1f} dB -> {run.path}", flush=True)
+        return {"steps": step, "train_seconds": elapsed, "metrics": final, "out": str(run.path)}
+
+
+def _train_and_eval_images(data: str, G: torch.nn.Module, cfg: EncoderTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The train split, and up to ``eval_images`` seeded picks of the val split (test split without one), at
+    the generator's size and channel count."""
+    size, mapping = int(G.size), cfg.mapping()
+    x_train = _real_images(data, size, G.channels, "train", mapping)
+    try:
+        x_eval = _real_images(data, size, G.channels, "val", mapping)
+    except MedxganError:
+        x_eval = _real_images(data, size, G.channels, "test", mapping)
+    return x_train, x_eval[torch.randperm(x_eval.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[: cfg.eval_images]]

@@ -121,11 +121,6 @@ def write_gan_weights(rd: RunDir, generator: nn.Module, discriminator: nn.Module
         rd.save_weights(ENCODER_NAME, encoder)
 
 
-def write_trained_encoder(gan_run: str | os.PathLike, encoder: nn.Module) -> Path:
-    """(Writing the run.) The encoder of `train_encoder` into ``RUN/encoder/`` (read by load_trained_encoder)."""
-    return RunDir(encoder_dir(gan_run)).save_weights(ENCODER_WEIGHTS, encoder)
-
-
 def copy_into_run(src: str | None, dst: Path) -> str | None:
     """(Writing the run.) Copy a classifier run directory (or a single model file) into the GAN run; returns the path
     relative to the run, or None when there is nothing on disk to copy."""
