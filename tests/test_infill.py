@@ -42,9 +42,22 @@ def _inputs(twins=None) -> InfillInputs:
                         twins=twins, key=image_key)
 
 
+def _inpainter(name: str):
+    """An untrained inpainter of the variant in-fill ``name`` needs (the learned in-fills, gan/inpainter.py)."""
+    from pathlib import Path
+
+    from medxgan.explain.infill import LEARNED_INFILLS
+    from medxgan.gan.inpainter import Inpainter, InpaintNet
+
+    variant = LEARNED_INFILLS.get(name, "context")
+    torch.manual_seed(0)
+    return Inpainter(InpaintNet(1, width=4, gan_channel=variant == "context+gan").eval(), variant, 16, 1, None, Path("mem"))
+
+
 def test_no_infill_but_twin_reads_the_twins():
     inputs = _inputs(TwinTrap())
     for name in INFILLS:
+        inputs.inpainter = _inpainter(name)  # the learned in-fills get their network; it is given no twin either
         if name == "twin":
             with pytest.raises(AssertionError, match="read the twins"):  # the trap works: 'twin' does read it
                 make_infill(name, inputs)

@@ -21,6 +21,7 @@ _AREAS = [
     "medxgan.cli.classifier_cmd",
     "medxgan.cli.gan_cmd",
     "medxgan.cli.encoder_cmd",
+    "medxgan.cli.inpainter_cmd",
     "medxgan.cli.explain_cmd",
     "medxgan.cli.evaluate_cmd",
     "medxgan.cli.translate_cmd",

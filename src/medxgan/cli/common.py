@@ -39,11 +39,14 @@ def add_minimal_mask_options(p: argparse.ArgumentParser) -> None:
                         "less negative); implies --minimal-mask-target healthy. Default: the run's classifier_reference (5th percentile of "
                         "the classifier's logits on real negatives); needed for the healthy target with your own --classifier. A looser "
                         "(less negative) floor localises better and convinces an independent judge less (benchmarks/counterfactual/RESULTS.md)")
-    p.add_argument("--infill", choices=["gan", "blur", "mean", "inpaint", "twin"], default=None,
+    p.add_argument("--infill", choices=["gan", "blur", "mean", "inpaint", "learned", "learned-gan", "twin"], default=None,
                    help="what fills the minimal mask (the in-fill ablation, benchmarks/perturbation/RESULTS.md): gan = the generator's "
                         "anatomy of the scan (default), blur = a Gaussian blur of the scan, mean = the mean healthy training scan of the "
-                        "GAN run's data, inpaint = biharmonic inpainting of the generator's mask region (slow), twin = the phantom's "
-                        "lesion-free twin (the ceiling; evaluate on phantom data only)")
+                        "GAN run's data, inpaint = biharmonic inpainting of the generator's mask region (slow), learned / learned-gan = a "
+                        "trained inpainter's fill of that region from the scan around it (--inpainter; learned-gan also sees the "
+                        "generator's anatomy), twin = the phantom's lesion-free twin (the ceiling; evaluate on phantom data only)")
+    p.add_argument("--inpainter", metavar="RUN", default=None,
+                   help="the inpainter run of --infill learned / learned-gan (`medxgan train-inpainter`; with --gan for learned-gan)")
 
 
 def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -60,9 +63,19 @@ def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
         target = "healthy"
     if getattr(args, "infill", None) == "twin" and getattr(args, "command", None) != "evaluate":
         raise MedxganError("--infill twin: the lesion-free twin is ground truth of phantom data, for evaluate only "
-                           "(explain takes gan, blur, mean or inpaint)", arg="infill")
+                           "(explain takes gan, blur, mean, inpaint, learned or learned-gan)", arg="infill")
+    infill, inpainter = getattr(args, "infill", None), getattr(args, "inpainter", None)
+    if infill in ("learned", "learned-gan"):
+        if not inpainter:
+            raise MedxganError(f"--infill {infill}: needs --inpainter RUN (an inpainter trained by `medxgan train-inpainter`"
+                               f"{' --gan' if infill == 'learned-gan' else ''})", arg="inpainter")
+        from medxgan.gan.inpainter import check_inpainter_run
+
+        check_inpainter_run(inpainter)  # a missing or foreign folder: one line, before any work
+    elif inpainter:
+        raise MedxganError(f"--inpainter {inpainter}: applies to --infill learned or learned-gan only", arg="inpainter")
     opts = {"minimal_mask_steps": args.minimal_mask_steps, "minimal_mask_target": target, "minimal_mask_scale": args.minimal_mask_scale,
-            "minimal_mask_floor": args.minimal_mask_floor, "minimal_mask_infill": getattr(args, "infill", None)}
+            "minimal_mask_floor": args.minimal_mask_floor, "minimal_mask_infill": infill, "minimal_mask_inpainter": inpainter}
     return {k: v for k, v in opts.items() if v is not None}
 
 

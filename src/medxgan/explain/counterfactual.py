@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from medxgan.explain import minimal_mask as mm
-from medxgan.explain.infill import INFILLS, InfillInputs, make_infill
+from medxgan.explain.infill import INFILLS, LEARNED_INFILLS, InfillInputs, make_infill
 from medxgan.explain.base import Explainer, check_images
 from medxgan.gan.inversion import InversionConfig, counterfactual_images, invert
 from medxgan.runtime.errors import MedxganError
@@ -181,7 +181,9 @@ class MinimalMaskConfig:
         target: ``"match"`` (as negative as the generator's counterfactual) or ``"healthy"`` (see ``floor``).
         infill: what fills the mask (:mod:`medxgan.explain.infill`): ``"gan"`` (the scan's anatomy B(z1*) from the
             inversion, the default), ``"blur"``, ``"mean"`` (needs :attr:`CounterfactualEngine.infill_healthy_mean`),
-            ``"inpaint"`` or ``"twin"`` (the ceiling; needs :attr:`CounterfactualEngine.infill_twins`, evaluate only).
+            ``"inpaint"``, ``"learned"`` / ``"learned-gan"`` (a trained inpainter: ``inpainter``), or ``"twin"`` (the ceiling;
+            needs :attr:`CounterfactualEngine.infill_twins`, evaluate only).
+        inpainter: the run directory of a trained inpainter (``medxgan train-inpainter``) for ``infill="learned*"``.
     """
 
     steps: int = 0
@@ -191,6 +193,7 @@ class MinimalMaskConfig:
     floor: float | None = None
     target: str = "match"
     infill: str = "gan"
+    inpainter: str | None = None
 
     def __post_init__(self) -> None:
         _check_int(self.steps, "steps", 0)
@@ -201,6 +204,9 @@ class MinimalMaskConfig:
                 raise MedxganError(f"minimal_mask_{k} {v!r}: must be a finite number >= 0", arg=f"minimal_mask_{k}")
         if self.infill not in INFILLS:
             raise MedxganError(f"minimal_mask_infill {self.infill!r}: choose {', '.join(INFILLS)}", arg="minimal_mask_infill")
+        if self.infill in LEARNED_INFILLS and not self.inpainter:
+            raise MedxganError(f"minimal_mask_infill {self.infill!r}: needs an inpainter run (--inpainter RUN, from `medxgan train-inpainter`)",
+                               arg="inpainter")
         if self.target not in MINIMAL_MASK_TARGETS:
             raise MedxganError(f"minimal_mask_target {self.target!r}: choose {' or '.join(MINIMAL_MASK_TARGETS)}", arg="minimal_mask_target")
         f = self.floor
@@ -287,6 +293,7 @@ class CounterfactualEngine:
         # lesion-free twins by image_key (the "twin" ceiling of evaluate only); set by the caller
         self.infill_healthy_mean: Tensor | None = None
         self.infill_twins: dict[str, Tensor] | None = None
+        self.infill_inpainter: Any = None  # the loaded inpainter of the "learned*" in-fills (gan/inpainter.py)
         self.inversions_run = 0  # images actually inverted (for tests / cost accounting)
 
     @property
@@ -388,7 +395,8 @@ class CounterfactualEngine:
                 else gens[0](z1, z2, return_parts=True)[2]
         m = self.minimal_mask
         fill = make_infill(m.infill, InfillInputs(images=x, gan_fill=base, gan_mask=gm, healthy_mean=self.infill_healthy_mean,
-                                                  twins=self.infill_twins if m.infill == "twin" else None, key=image_key))
+                                                  twins=self.infill_twins if m.infill == "twin" else None, key=image_key,
+                                                  inpainter=self.infill_inpainter))
         masks = mm.refine_mask(self.classifier, x, fill, gm, steps=m.steps, w_area=float(m.area), w_tv=float(m.tv), scale=m.scale,
                                floor=m.effective_floor)
         return masks, fill

@@ -12,8 +12,20 @@ in-fills of the ablation that asks what the generator adds, each computed once p
 ``mean``     the pixel-wise mean of the classifier's healthy (negative) training scans.
 ``inpaint``  classical inpainting of the generator's mask region (gM > 0.5, grown by one pixel) from the scan
              around it (``skimage.restoration.inpaint_biharmonic``); slow: seconds per 64 px scan.
+``learned``  a small U-Net trained on the classifier's negative training scans to fill random holes
+             (:mod:`medxgan.gan.inpainter`, ``medxgan train-inpainter``), filling the same region as ``inpaint``
+             from the scan around it.
+``learned-gan``  the same network with the generator's anatomy B(z1*) as an extra input channel
+             (an inpainter trained with ``--gan``): the generator's structure, the context's texture.
 ``twin``     the phantom's lesion-free twin of the scan: the ceiling, for the evaluation's ``twin`` ablation only.
 =========  =================================================================================================
+
+The region the context in-fills (``inpaint``, ``learned*``) fill is the generator's mask gM > 0.5 grown by one pixel
+(:func:`infill_region`), computed once before the mask search, not the search's current mask M: the in-fill then sees
+the scan outside a region that holds the lesion (gM is where the generator puts the pathology), F equals the scan
+outside it (so the search cannot change a pixel there), and the search, the ablation's one fixed part, stays a search
+over one fixed in-fill as for every other in-fill (re-filling the current M at each of its steps would change the
+search itself and cost one network pass per step).
 
 Every in-fill gets the same inputs (:class:`InfillInputs`); only ``twin`` reads ``twins``, a lookup by the
 scan's exact pixels that the caller builds from the phantom's ground truth (tests/test_infill.py passes a lookup
@@ -32,11 +44,14 @@ import torch
 from torch import Tensor
 
 from medxgan.explain.perturbation import gaussian_smooth
+from medxgan.gan.inpainter import Inpainter
 from medxgan.runtime.errors import MedxganError
 
-__all__ = ["INFILLS", "InfillInputs", "make_infill", "blur_infill", "mean_infill", "inpaint_infill", "healthy_mean", "healthy_mean_from_data"]
+__all__ = ["INFILLS", "LEARNED_INFILLS", "InfillInputs", "make_infill", "blur_infill", "mean_infill", "inpaint_infill", "infill_region",
+           "learned_infill", "check_inpainter_for", "healthy_mean", "healthy_mean_from_data"]
 
-INFILLS = ("gan", "blur", "mean", "inpaint", "twin")
+INFILLS = ("gan", "blur", "mean", "inpaint", "learned", "learned-gan", "twin")
+LEARNED_INFILLS = {"learned": "context", "learned-gan": "context+gan"}  # in-fill -> the inpainter variant it needs
 
 
 @dataclass
@@ -50,6 +65,8 @@ class InfillInputs:
         healthy_mean: C x H x W mean of the classifier's negative training scans (``mean`` only).
         twins: scan digest (:func:`medxgan.explain.counterfactual.image_key`) -> C x H x W lesion-free twin (``twin``
             only); ``key``: the digest function.
+        inpainter: a trained :class:`~medxgan.gan.inpainter.Inpainter` (``learned``: variant ``context``;
+            ``learned-gan``: variant ``context+gan``).
     """
 
     images: Tensor
@@ -58,6 +75,7 @@ class InfillInputs:
     healthy_mean: Tensor | None = None
     twins: Mapping[str, Tensor] | None = None
     key: Callable[[Tensor], str] | None = None
+    inpainter: Inpainter | None = None
 
 
 def blur_infill(images: Tensor, sigma: float | None = None) -> Tensor:
@@ -75,21 +93,54 @@ def mean_infill(images: Tensor, healthy_mean: Tensor | None) -> Tensor:
     return healthy_mean.to(images.device, images.dtype).expand_as(images).clone()
 
 
-def inpaint_infill(images: Tensor, gan_mask: Tensor, threshold: float = 0.5) -> Tensor:
-    """Biharmonic inpainting (scikit-image) of each scan's region gM > ``threshold``, grown by one pixel so that the
-    region's soft edge is filled from outside it; a scan with an empty region is returned as is."""
+def infill_region(gan_mask: Tensor, threshold: float = 0.5) -> Tensor:
+    """N x 1 x H x W region the context in-fills fill: gM > ``threshold`` grown by one pixel (so that the mask's soft edge
+    is filled from outside it)."""
     from scipy.ndimage import binary_dilation
+
+    rows = [binary_dilation((m[0] > threshold).cpu().numpy(), iterations=1) for m in gan_mask]
+    return torch.from_numpy(np.stack(rows)[:, None]).to(gan_mask.device, torch.float32)
+
+
+def inpaint_infill(images: Tensor, gan_mask: Tensor, threshold: float = 0.5) -> Tensor:
+    """Biharmonic inpainting (scikit-image) of each scan's region (:func:`infill_region`); a scan with an empty region
+    is returned as is."""
     from skimage.restoration import inpaint_biharmonic
 
     out = images.detach().clone()
+    regions = infill_region(gan_mask, threshold)
     for i in range(images.shape[0]):
-        region = binary_dilation((gan_mask[i, 0] > threshold).cpu().numpy(), iterations=1)
+        region = regions[i, 0].cpu().numpy() > 0.5
         if not region.any():
             continue
         img = images[i].detach().cpu().double().numpy().transpose(1, 2, 0)  # H x W x C
         filled = inpaint_biharmonic(img, region, channel_axis=-1)
         out[i] = torch.from_numpy(np.clip(filled, -1.0, 1.0).transpose(2, 0, 1)).to(out.dtype)
     return out
+
+
+def check_inpainter_for(name: str, inpainter: Inpainter | None, generator_fingerprint: str | None = None) -> Inpainter:
+    """The inpainter in-fill ``name`` needs, checked: present, of the variant ``name`` uses, and for ``learned-gan``
+    trained on this generator's anatomy (``generator_fingerprint``, when known): one-line errors."""
+    if inpainter is None:
+        raise MedxganError(f"infill {name!r}: needs a trained inpainter (`medxgan train-inpainter`, then --inpainter RUN)", arg="inpainter")
+    want = LEARNED_INFILLS[name]
+    if inpainter.variant != want:
+        how = "trained with --gan" if want == "context+gan" else "trained without --gan"
+        raise MedxganError(f"--inpainter {inpainter.path}: a {inpainter.variant!r} inpainter; --infill {name} needs a {want!r} one "
+                           f"({how})", arg="inpainter")
+    if name == "learned-gan" and generator_fingerprint and inpainter.gan_fingerprint != generator_fingerprint:
+        raise MedxganError(f"--inpainter {inpainter.path}: trained on another generator's anatomy (fingerprint {inpainter.gan_fingerprint}, "
+                           f"this GAN's {generator_fingerprint}); train one with --gan on this GAN run", arg="inpainter")
+    return inpainter
+
+
+def learned_infill(name: str, inputs: InfillInputs) -> Tensor:
+    """The learned inpainter's fill of each scan's region (:func:`infill_region`) from the scan around it (and, for
+    ``learned-gan``, the generator's anatomy B(z1*)); the scan itself outside the region."""
+    inpainter = check_inpainter_for(name, inputs.inpainter)
+    region = infill_region(inputs.gan_mask)
+    return inpainter.fill(inputs.images.detach(), region, inputs.gan_fill.detach() if inpainter.uses_gan else None)
 
 
 def _twin_infill(inputs: InfillInputs) -> Tensor:
@@ -114,6 +165,8 @@ def make_infill(name: str, inputs: InfillInputs) -> Tensor:
         return mean_infill(inputs.images, inputs.healthy_mean)
     if name == "inpaint":
         return inpaint_infill(inputs.images, inputs.gan_mask)
+    if name in LEARNED_INFILLS:
+        return learned_infill(name, inputs)
     if name == "twin":
         return _twin_infill(inputs)
     raise MedxganError(f"infill {name!r}: choose {', '.join(INFILLS)}", arg="infill")

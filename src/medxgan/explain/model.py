@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from medxgan.classifiers.adapter import convert_channels
 from medxgan.explain.base import Explanation, check_images
 from medxgan.explain.counterfactual import CounterfactualEngine, Counterfactuals, DifferenceExplainer, MinimalMaskConfig, split_options
+from medxgan.explain.infill import LEARNED_INFILLS
 from medxgan.explain.lig import LIGExplainer
 from medxgan.gan.inversion import InversionConfig
 from medxgan.gan.run import GanRun, load_gan_run
@@ -180,6 +181,17 @@ class MedXGANModel:
             from medxgan.explain.infill import healthy_mean_from_data
 
             mx.engine.infill_healthy_mean = healthy_mean_from_data(loaded.config.get("data") or "", mx.size, mx.channels)
+        name = mx.engine.minimal_mask.infill
+        if name in LEARNED_INFILLS:  # the trained inpainter, checked against this generator, once, before any work
+            from medxgan.explain.infill import check_inpainter_for
+            from medxgan.gan.inpainter import load_inpainter
+            from medxgan.runtime.runs import fingerprint_module
+
+            inp = load_inpainter(mx.engine.minimal_mask.inpainter or "", device=mx.device)
+            if (inp.size, inp.channels) != (mx.size, mx.channels):
+                raise MedxganError(f"--inpainter {inp.path}: trained on {inp.channels} x {inp.size} px scans, the GAN makes {mx.channels} x "
+                                   f"{mx.size} px", arg="inpainter")
+            mx.engine.infill_inpainter = check_inpainter_for(name, inp, fingerprint_module(mx.generator) if name == "learned-gan" else None)
         return mx
 
     def inversion_note(self) -> str:
