@@ -112,3 +112,20 @@ def test_every_validity_figure_has_the_judges_specificity_next_to_it():
     assert "not calibrated" in judge_summary(None, {"mean": 0.2, "lo": 0.1, "hi": 0.3, "n": 30})
     assert "0.200 [0.100, 0.300]" in results_markdown({"config": {}, "methods": old})
     assert judge_summary(None, None) is None and "oracle_twin_specificity" not in results_csv(methods)
+
+
+def test_the_report_shows_the_judge_next_to_its_verdict_and_tables():
+    from medxgan.report.metric_tables import metric_tables_html
+    from medxgan.report.verdict import verdict_html, verdicts
+
+    cal = {"threshold_logit": 0.0, "threshold_prob": 0.5, "calibrated": True, "target": 0.9, "split": "val", "n_twins": 150,
+           "twin_specificity": 1.0, "sensitivity": 0.973, "test_split": "test", "test_twins": {"mean": 0.96, "lo": 0.93, "hi": 0.99, "n": 150}}
+    res = {"config": {"inversion": {"counterfactual": "residual"}}, "oracle_calibration": cal,
+           "methods": {"medxgan-diff": {"n_images": 30, "metrics": {"counterfactual_residual.valid_oracle": _cell(0.8),
+                                                                    "counterfactual_residual.valid_classifier": _cell(1.0),
+                                                                    "counterfactual.valid_oracle": _cell(0.5)}}}}
+    v = {x["claim"]: x for x in verdicts(res)}
+    judge = v["residual counterfactual x_res valid for the independent oracle"]["judge"]
+    assert judge.startswith("Oracle specificity on the test split's lesion-free twins: 0.960 [0.930, 0.990], n 150")
+    assert "judge" not in v["residual counterfactual x_res valid for the classifier"]
+    assert "0.960 [0.930, 0.990]" in verdict_html(res) and "0.960 [0.930, 0.990]" in metric_tables_html(res)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from medxgan.evaluate.oracle_calibration import judge_summary
 from medxgan.evaluate.tables import finite, format_number
+from medxgan.evaluate.twins import oracle_twin_specificity
 from medxgan.report.markup import ci_cell, ci_text, esc, method_label, method_stat
 
 __all__ = ["compare", "verdicts", "verdict_html", "COMPETITORS", "VERDICT_METRICS", "CF_TARGETS", "TWIN_GAIN_TARGET"]
@@ -117,6 +119,8 @@ def _counterfactual_verdicts(results: Mapping[str, Any]) -> list[dict]:
         if twin is not None and _num(twin["mean"]) < target:
             it["caution"] = (f"the lesion-free twins themselves are judged negative only {_num(twin['mean']):.2f} of the time by the "
                              f"{who}: it rejects the ground truth, so this figure measures the {who}, not the counterfactual")
+        if key == "valid_oracle":  # the judge's own specificity next to its verdict (issue 31)
+            it["judge"] = judge_summary(results.get("oracle_calibration"), oracle_twin_specificity(dict(results.get("methods") or {})))
         out.append(it)
     fid = "twin_fidelity.residual.psnr_gain" if group == "counterfactual_residual" else "twin_fidelity.negative.psnr_gain"
     gain = method_stat(results, "medxgan-diff", fid)
@@ -140,6 +144,8 @@ def verdict_html(results: Mapping[str, Any]) -> str:
         if not v["vs"] and v.get("mine") is not None:
             detail = f"measured {ci_text(v['mine'])}"
         caution = f"<br><span class='nolead'>caution:</span> <span class='muted'>{esc(v['caution'])}</span>" if v.get("caution") else ""
+        if v.get("judge"):
+            caution += f"<br><span class='muted'>{esc(v['judge'])}</span>"
         detail += caution
         items.append(f"<li><b>{esc(v['claim'])}</b>: <span class='{_VERDICT_CLASS[v['state']]}'>{esc(v['text'])}</span>"
                      f"<br><span class='muted'>{detail}</span></li>")
