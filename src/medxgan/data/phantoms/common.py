@@ -335,6 +335,83 @@ def finish_out(tmp: Path, out: Path) -> None:
     atomic_replace_dir(tmp, out)
 
 
+class _DatasetWriter:
+    """Renders the phantoms of one dataset into the temporary directory ``tmp`` and keeps the tallies
+    (images and markers per split and class, box rows) that dataset.json and boxes.csv report."""
+
+    def __init__(self, spec: PhantomKind, tmp: Path, size: int, seed: int, shortcut: float, extra: dict) -> None:
+        self.spec, self.tmp, self.size, self.seed, self.shortcut, self.extra = spec, tmp, size, seed, shortcut, extra
+        self.with_markers = shortcut > 0  # markers/ only for shortcut data sets (evaluate looks for it)
+        self.counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
+        self.marker_counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
+        self.box_rows: list[list[Any]] = []
+        self.empty_png = _png_bytes(np.zeros((size, size), dtype=np.uint8))
+
+    def make_dirs(self) -> None:
+        for s, _ in SPLIT_FRACTIONS:
+            for c in CLASS_NAMES:
+                tops = ("", "masks") + (("markers",) if self.with_markers else ()) + (("twins",) if self.spec.twins and c == "positive" else ())
+                for top in tops:
+                    (self.tmp / top / s / c).mkdir(parents=True, exist_ok=True)
+
+    def write(self, i: int, label: int, split: str, rel: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Render image ``i`` (and a positive's twin), write it at ``rel`` with its masks; (image, mask, marker)."""
+        spec, tmp, size, shortcut, extra = self.spec, self.tmp, self.size, self.shortcut, self.extra
+        cls = CLASS_NAMES[label]
+        rng = np.random.default_rng([self.seed, i])
+        res = spec.render(rng, size, bool(label), shortcut, **extra)
+        img, mask, marker = res[0], res[1], res[2]
+        _write(tmp / rel, _png_bytes(to_uint8(img)))
+        if spec.twins and label == 1:
+            # the same subject from the same seed with its lesion left unpainted: anatomy, intensity
+            # variation, noise and marker come from random streams the lesion does not touch
+            twin = spec.render(np.random.default_rng([self.seed, i]), size, True, shortcut, lesion=False, **extra)[0]
+            _write(tmp / "twins" / rel, _png_bytes(to_uint8(twin)))
+        _write(tmp / "masks" / rel, _png_bytes(mask.astype(np.uint8) * 255) if mask.any() else self.empty_png)
+        if self.with_markers:
+            _write(tmp / "markers" / rel, _png_bytes(marker.astype(np.uint8) * 255) if marker.any() else self.empty_png)
+        self.counts[split][cls] += 1
+        self.marker_counts[split][cls] += int(marker.any())
+        if spec.boxes:
+            boxes = res[3] if len(res) > 3 else []
+            if boxes:
+                for x, y, w, h in boxes:
+                    self.box_rows.append([rel, cls, split, x, y, w, h])
+            else:
+                self.box_rows.append([rel, cls, split, "", "", "", ""])
+        return img, mask, marker
+
+    def write_boxes(self) -> None:
+        buf = io.StringIO()
+        wr = csv.writer(buf, lineterminator="\n")
+        wr.writerow(["path", "label", "split", "x", "y", "w", "h"])
+        wr.writerows(self.box_rows)
+        _write(self.tmp / "boxes.csv", buf.getvalue().encode())
+
+    def meta(self, n: int) -> dict[str, Any]:
+        """dataset.json."""
+        spec, extra = self.spec, self.extra
+        return {
+            "kind": spec.name,
+            "positive": ["positive"],
+            "negative": ["negative"],
+            "n": int(n),
+            "size": int(self.size),
+            "seed": int(self.seed),
+            "shortcut": float(self.shortcut),
+            "negative_marker_rate": NEGATIVE_MARKER_RATE * float(self.shortcut),
+            "splits": {s: sum(self.counts[s].values()) for s, _ in SPLIT_FRACTIONS},
+            "counts": self.counts,
+            "markers": self.marker_counts,
+            "masks": "masks",
+            "marker_masks": "markers" if self.with_markers else None,
+            "twins": "twins" if spec.twins else None,
+            "boxes": "boxes.csv" if spec.boxes else None,
+            "options": {k: extra[k] for k in sorted(extra)},
+            "generator": "medxgan synth",
+        }
+
+
 def write_dataset(
     spec: PhantomKind,
     out: str | os.PathLike,
@@ -358,81 +435,26 @@ def write_dataset(
     try:
         labels = assign(n)
         width = max(5, len(str(n - 1)))
-        counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
-        marker_counts = {s: {c: 0 for c in CLASS_NAMES} for s, _ in SPLIT_FRACTIONS}
-        with_markers = shortcut > 0  # markers/ only for shortcut data sets (evaluate looks for it)
-        with_twins = spec.twins
-        for s, _ in SPLIT_FRACTIONS:
-            for c in CLASS_NAMES:
-                tops = ("", "masks") + (("markers",) if with_markers else ()) + (("twins",) if with_twins and c == "positive" else ())
-                for top in tops:
-                    (tmp / top / s / c).mkdir(parents=True, exist_ok=True)
-        box_rows: list[list[Any]] = []
+        writer = _DatasetWriter(spec, tmp, size, seed, shortcut, extra)
+        writer.make_dirs()
         previews: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
         n_preview = min(n, 32) if preview else 0
-        empty_png = _png_bytes(np.zeros((size, size), dtype=np.uint8))
         iterator: Any = range(n)
         if show_progress:
             iterator = progress(range(n), total=n, desc=f"synth {spec.name}")
         for i in iterator:
             label, split = labels[i]
-            cls = CLASS_NAMES[label]
-            rng = np.random.default_rng([seed, i])
-            res = spec.render(rng, size, bool(label), shortcut, **extra)
-            img, mask, marker = res[0], res[1], res[2]
-            name = f"{spec.prefix}_{i:0{width}d}.png"
-            rel = f"{split}/{cls}/{name}"
-            _write(tmp / rel, _png_bytes(to_uint8(img)))
-            if with_twins and label == 1:
-                # the same subject from the same seed with its lesion left unpainted: anatomy, intensity
-                # variation, noise and marker come from random streams the lesion does not touch
-                twin = spec.render(np.random.default_rng([seed, i]), size, True, shortcut, lesion=False, **extra)[0]
-                _write(tmp / "twins" / rel, _png_bytes(to_uint8(twin)))
-            _write(tmp / "masks" / rel, _png_bytes(mask.astype(np.uint8) * 255) if mask.any() else empty_png)
-            if with_markers:
-                _write(tmp / "markers" / rel, _png_bytes(marker.astype(np.uint8) * 255) if marker.any() else empty_png)
-            counts[split][cls] += 1
-            marker_counts[split][cls] += int(marker.any())
-            if spec.boxes:
-                boxes = res[3] if len(res) > 3 else []
-                if boxes:
-                    for x, y, w, h in boxes:
-                        box_rows.append([rel, cls, split, x, y, w, h])
-                else:
-                    box_rows.append([rel, cls, split, "", "", "", ""])
+            img, mask, marker = writer.write(i, label, split, f"{split}/{CLASS_NAMES[label]}/{spec.prefix}_{i:0{width}d}.png")
             if i < n_preview:
                 previews.append((img, mask, marker, label))
         if spec.boxes:
-            buf = io.StringIO()
-            wr = csv.writer(buf, lineterminator="\n")
-            wr.writerow(["path", "label", "split", "x", "y", "w", "h"])
-            wr.writerows(box_rows)
-            _write(tmp / "boxes.csv", buf.getvalue().encode())
+            writer.write_boxes()
         preview_path = None
         if preview:
             preview_grid([p[0] for p in previews], [p[1] for p in previews], [p[2] for p in previews],
                          [p[3] for p in previews]).save(tmp / "preview.png", format="PNG")
             preview_path = str(out / "preview.png")
-        meta = {
-            "kind": spec.name,
-            "positive": ["positive"],
-            "negative": ["negative"],
-            "n": int(n),
-            "size": int(size),
-            "seed": int(seed),
-            "shortcut": float(shortcut),
-            "negative_marker_rate": NEGATIVE_MARKER_RATE * float(shortcut),
-            "splits": {s: sum(counts[s].values()) for s, _ in SPLIT_FRACTIONS},
-            "counts": counts,
-            "markers": marker_counts,
-            "masks": "masks",
-            "marker_masks": "markers" if with_markers else None,
-            "twins": "twins" if with_twins else None,
-            "boxes": "boxes.csv" if spec.boxes else None,
-            "options": {k: extra[k] for k in sorted(extra)},
-            "generator": "medxgan synth",
-        }
-        _write(tmp / "dataset.json", (json.dumps(meta, indent=2) + "\n").encode())
+        _write(tmp / "dataset.json", (json.dumps(writer.meta(n), indent=2) + "\n").encode())
         finish_out(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -445,8 +467,8 @@ def write_dataset(
         "size": int(size),
         "seed": int(seed),
         "shortcut": float(shortcut),
-        "counts": counts,
-        "markers": marker_counts,
+        "counts": writer.counts,
+        "markers": writer.marker_counts,
         "preview": preview_path,
         "seconds": seconds,
     }

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,19 @@ class _Vessel:
         self.pts, self.widths, self.artery = pts, widths, artery
 
 
+@dataclass(frozen=True)
+class _Retina:
+    """What every vessel of one eye grows within (shared by the whole recursion): the fovea and its avascular zone
+    (radius ``faz``), the field of view (radius ``fov``), the step and the narrowest width; grown vessels go to ``out``."""
+
+    fovea: np.ndarray
+    faz: float
+    fov: float
+    out: list[_Vessel]
+    step: float = 0.025
+    min_width: float = 0.0035
+
+
 def _grow(
     rng: np.random.Generator,
     start: np.ndarray,
@@ -65,15 +79,11 @@ def _grow(
     *,
     bend: float,
     bend_decay: float,
-    fovea: np.ndarray,
-    faz: float,
-    fov: float,
     depth: int,
-    out: list[_Vessel],
-    step: float = 0.025,
-    min_width: float = 0.0035,
+    retina: _Retina,
 ) -> None:
     """Grow one vessel from `start` heading `angle`, tapering, and spawn branches recursively."""
+    step, min_width, fovea = retina.step, retina.min_width, retina.fovea
     pts = [start.copy()]
     widths = [width]
     p = start.copy()
@@ -91,9 +101,9 @@ def _grow(
         w *= 0.992  # gentle taper along the vessel
         pts.append(p.copy())
         widths.append(w)
-        if np.hypot(*p) > fov * 1.02 or w < min_width:
+        if np.hypot(*p) > retina.fov * 1.02 or w < min_width:
             break
-        if np.hypot(*(p - fovea)) < faz:  # foveal avascular zone: vessels stop short of it
+        if np.hypot(*(p - fovea)) < retina.faz:  # foveal avascular zone: vessels stop short of it
             break
         if travelled >= next_branch and depth < 3 and w > 2.2 * min_width:
             # Murray's law: w^3 = w1^3 + w2^3; the child takes fraction f of the cube
@@ -102,14 +112,11 @@ def _grow(
             w = w * (1 - f) ** (1 / 3)
             side = rng.choice([-1.0, 1.0])
             child_a = a + side * rng.uniform(0.5, 1.1)
-            _grow(
-                rng, p, child_a, child_w, artery, bend=side * rng.uniform(0.0, 1.5), bend_decay=0.97,
-                fovea=fovea, faz=faz, fov=fov, depth=depth + 1, out=out, step=step, min_width=min_width,
-            )
+            _grow(rng, p, child_a, child_w, artery, bend=side * rng.uniform(0.0, 1.5), bend_decay=0.97, depth=depth + 1, retina=retina)
             a -= side * rng.uniform(0.05, 0.25)  # the parent deflects away from its child
             next_branch = travelled + rng.uniform(0.22, 0.45) * (1.0 + 0.5 * depth)
     if len(pts) >= 2:
-        out.append(_Vessel(np.array(pts), np.array(widths), artery))
+        retina.out.append(_Vessel(np.array(pts), np.array(widths), artery))
 
 
 def _anatomy(rng: np.random.Generator) -> dict[str, Any]:
@@ -121,7 +128,7 @@ def _anatomy(rng: np.random.Generator) -> dict[str, Any]:
     fovea = disc + np.array([-0.52, rng.normal(0.06, 0.03)]) * zoom
     faz = rng.uniform(0.05, 0.07) * zoom
     vessels: list[_Vessel] = []
-    common = dict(fovea=fovea, faz=faz, fov=fov, out=vessels)
+    retina = _Retina(fovea=fovea, faz=faz, fov=fov, out=vessels)
     for superior in (True, False):
         sgn = -1.0 if superior else 1.0  # y down: superior = negative y
         for artery in (True, False):
@@ -130,17 +137,17 @@ def _anatomy(rng: np.random.Generator) -> dict[str, Any]:
             # leave the disc upwards/downwards, leaning temporally, then bend round the macula
             angle = sgn * math.pi / 2 + sgn * rng.uniform(0.15, 0.45) * (1 if artery else 0.7)
             bend = sgn * rng.uniform(1.3, 1.9)  # rotates the heading towards -x (temporal)
-            _grow(rng, disc + offset, angle, w0, artery, bend=bend, bend_decay=0.985, depth=0, **common)
+            _grow(rng, disc + offset, angle, w0, artery, bend=bend, bend_decay=0.985, depth=0, retina=retina)
         # nasal vessels: smaller, towards +x
         for artery in (True, False):
             w0 = (rng.uniform(0.011, 0.014) if artery else rng.uniform(0.014, 0.018)) * zoom
             angle = sgn * rng.uniform(0.25, 0.9)
-            _grow(rng, disc.copy(), angle, w0, artery, bend=-sgn * rng.uniform(0.0, 0.8), bend_decay=0.98, depth=1, **common)
+            _grow(rng, disc.copy(), angle, w0, artery, bend=-sgn * rng.uniform(0.0, 0.8), bend_decay=0.98, depth=1, retina=retina)
     # small macular branches from the disc towards the fovea (they stop at the FAZ)
     for _ in range(rng.integers(1, 3)):
         artery = bool(rng.integers(0, 2))
         angle = math.pi + rng.normal(0.0, 0.15)
-        _grow(rng, disc.copy(), angle, rng.uniform(0.007, 0.01) * zoom, artery, bend=0.0, bend_decay=1.0, depth=2, **common)
+        _grow(rng, disc.copy(), angle, rng.uniform(0.007, 0.01) * zoom, artery, bend=0.0, bend_decay=1.0, depth=2, retina=retina)
     return {
         "fov": fov, "fov_center": rng.normal(0.0, 0.02, size=2), "zoom": zoom, "disc": disc, "disc_r": disc_r,
         "fovea": fovea, "faz": faz, "vessels": vessels, "left_eye": bool(rng.integers(0, 2)),
