@@ -284,3 +284,21 @@ def test_lig_on_the_mask_path_leaves_the_generator_in_eval_mode():
     assert not any(m.training for m in G.modules())  # train-mode BatchNorm would change every later inversion
     mx.engine.clear_cache()
     assert torch.equal(mx.engine.counterfactuals(x).x_res, before)  # the same image explained again: the same numbers
+
+
+def test_a_given_start_replaces_the_generators_mask_as_start_but_not_as_target():
+    clf = wrap_classifier(_RegionLogit(), output="logit1")
+    x = torch.full((2, 1, 8, 8), 0.8)
+    fill = torch.full_like(x, -0.5)
+    gm = torch.full((2, 1, 8, 8), 0.9)
+    # start = the generator's mask itself, at full resolution or on the grid: the same search
+    assert torch.equal(refine_mask(clf, x, fill, gm, steps=20, scale=2, start=gm), refine_mask(clf, x, fill, gm, steps=20, scale=2))
+    assert torch.equal(refine_mask(clf, x, fill, gm, steps=20, scale=2, start=torch.full((2, 1, 4, 4), 0.9)),
+                       refine_mask(clf, x, fill, gm, steps=20, scale=2))
+    # no steps: the start, upsampled to the image (a 4 x 4 grid of 0.3 -> 0.3 everywhere)
+    assert torch.allclose(refine_mask(clf, x, fill, gm, steps=0, start=torch.full((2, 1, 4, 4), 0.3)), torch.full_like(x, 0.3))
+    # a start that already is the answer (the evidence block only) stays near it; the target is still gM's (<= 0)
+    good = torch.zeros(2, 1, 8, 8)
+    good[:, :, :2, :2] = 1.0
+    m = refine_mask(clf, x, fill, gm, steps=30, lr=0.1, start=good)
+    assert float(m[:, :, :2, :2].mean()) > 0.8 and float(m[:, :, 2:, 2:].mean()) < 0.1

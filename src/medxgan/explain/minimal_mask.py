@@ -86,20 +86,23 @@ def _upsample(mask_logits: Tensor, size: tuple[int, int]) -> Tensor:
 
 def refine_mask(classifier: Any, x: Tensor, fill: Tensor, mask: Tensor, *, steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR,
                 w_area: float = DEFAULT_W_AREA, w_tv: float = DEFAULT_W_TV, floor: float | None = None, scale: int = 1,
-                stop_tol: float | None = None) -> Tensor:
+                stop_tol: float | None = None, start: Tensor | None = None) -> Tensor:
     """The minimal mask (N x 1 x H x W in (0, 1)) for scans x, in-fill ``fill`` (both N x C x H x W) and
     the generator's mask ``mask`` (the start and the reference for the target logit). ``floor``: the
     least negative logit that suffices (see the module docstring); ``scale``: optimise the mask on a grid
     ``scale`` times coarser than the image (1 = per pixel). ``stop_tol``: early stop per image: an image whose
     counterfactual meets its target and whose mask moved by less than ``stop_tol`` (max over pixels) over the last
     ``STOP_WINDOW`` steps is frozen at that mask and leaves the batch (None, the default: all ``steps`` for every image;
-    ``DEFAULT_STOP_TOL`` = 0.01 was measured)."""
+    ``DEFAULT_STOP_TOL`` = 0.01 was measured). ``start``: where the search starts instead of ``mask`` (N x 1 x h x w in
+    (0, 1), at any resolution: average-pooled to the grid; e.g. a predicted mask); the target stays ``mask``'s."""
     x, fill, mask = x.detach(), fill.detach(), mask.detach()
     target = target_logits(classifier, x, fill, mask, floor)
-    if steps <= 0:
-        return mask.clone()
     size = tuple(x.shape[-2:])
-    start = mask if scale <= 1 else F.adaptive_avg_pool2d(mask, (max(1, -(-size[0] // scale)), max(1, -(-size[1] // scale))))
+    first = mask if start is None else start.detach()
+    if steps <= 0:
+        return first.clone() if tuple(first.shape[-2:]) == size else F.interpolate(first, size=size, mode="bilinear", align_corners=False)
+    grid = (max(1, -(-size[0] // scale)), max(1, -(-size[1] // scale))) if scale > 1 else size
+    start = first if tuple(first.shape[-2:]) == grid else F.adaptive_avg_pool2d(first, grid)
     logits = torch.logit(start.clamp(1e-3, 1 - 1e-3)).clone().requires_grad_(True)
     opt = torch.optim.Adam([logits], lr=lr)
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
