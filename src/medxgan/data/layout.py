@@ -413,9 +413,8 @@ def _inside_root(root: Path, raw: str) -> str | None:
     return norm
 
 
-def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=None, skip_bad=False, verify=True) -> DatasetIndex:
-    """Index the images listed in ``csv_path`` (see module docstring)."""
-    split = canonical_split(split)
+def _read_csv_rows(csv_path: Path) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of the CSV with their 1-based row numbers."""
     try:
         with open(csv_path, newline="", encoding="utf-8-sig") as fh:
             rows = list(_csv.reader(fh))
@@ -424,7 +423,11 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
     numbered = [(i + 1, r) for i, r in enumerate(rows) if any(c.strip() for c in r)]
     if not numbered:
         raise MedxganError(f"{csv_path}: CSV is empty")
+    return numbered
 
+
+def _csv_columns(csv_path: Path, numbered: list[tuple[int, list[str]]]) -> tuple[dict[str, int], list[tuple[int, list[str]]]]:
+    """({column key: index}, the data rows): from the header row when there is one, else by the number of columns."""
     head = [c.strip().lower() for c in numbered[0][1]]
     col: dict[str, int] = {}
     for key, names in _COLUMN_ALIASES.items():
@@ -449,8 +452,25 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
     if box_cols and len(box_cols) != 4:
         missing = [k for k in ("x", "y", "w", "h") if k not in col]
         raise MedxganError(f"{csv_path}: box columns need all of x,y,w,h; missing {missing}")
-    ncols = max(col.values()) + 1
+    return col, numbered
 
+
+def _csv_box(where: str, cells: list[str], col: dict[str, int]) -> tuple[float, float, float, float] | None:
+    vals = [cells[col[k]] for k in ("x", "y", "w", "h")]
+    if not any(vals):
+        return None
+    try:
+        box = tuple(float(v) for v in vals)
+    except ValueError:
+        raise MedxganError(f"{where}: bad box number in x,y,w,h = {vals}") from None
+    if not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
+        raise MedxganError(f"{where}: bad box x,y,w,h = {vals} (need finite numbers, w and h > 0)")
+    return box
+
+
+def _csv_records(root: Path, csv_path: Path, numbered: list[tuple[int, list[str]]], col: dict[str, int]) -> dict[str, dict]:
+    """One record per image path (rows of one image merged: its boxes, one label, one split), checked row by row."""
+    ncols = max(col.values()) + 1
     records: dict[str, dict] = {}
     for rowno, r in numbered:
         where = f"{csv_path}, row {rowno}"
@@ -469,16 +489,7 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
         sp = None
         if "split" in col and cells[col["split"]]:
             sp = canonical_split(cells[col["split"]], arg=f"{where}: split")
-        box = None
-        if box_cols:
-            vals = [cells[col[k]] for k in ("x", "y", "w", "h")]
-            if any(vals):
-                try:
-                    box = tuple(float(v) for v in vals)
-                except ValueError:
-                    raise MedxganError(f"{where}: bad box number in x,y,w,h = {vals}") from None
-                if not all(math.isfinite(v) for v in box) or box[2] <= 0 or box[3] <= 0:
-                    raise MedxganError(f"{where}: bad box x,y,w,h = {vals} (need finite numbers, w and h > 0)")
+        box = _csv_box(where, cells, col) if "x" in col else None
         rec = records.get(rel)
         if rec is None:
             rec = records[rel] = {"row": rowno, "label": label, "split": sp, "boxes": []}
@@ -490,6 +501,31 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
             rec["split"] = rec["split"] or sp
         if box is not None:
             rec["boxes"].append(box)
+    return records
+
+
+def _csv_file(root: Path, rel: str) -> tuple[Path, str]:
+    """The file a CSV path names: itself, a slice of a volume, or (no extension given) the first image extension that exists."""
+    f = root / rel
+    if is_slice_ref(rel) and split_ref(f)[0].is_file():
+        pass  # one slice of a volume: the reference itself is the sample
+    elif not f.is_file() and not PurePosixPath(rel).suffix:
+        for ext in IMAGE_EXTENSIONS:
+            for cand in (root / (rel + ext), root / (rel + ext.upper())):
+                if cand.is_file():
+                    f, rel = cand, rel + cand.suffix
+                    break
+            if f.is_file():
+                break
+    return f, rel
+
+
+def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=None, skip_bad=False, verify=True) -> DatasetIndex:
+    """Index the images listed in ``csv_path`` (see module docstring)."""
+    split = canonical_split(split)
+    col, numbered = _csv_columns(csv_path, _read_csv_rows(csv_path))
+    box_cols = "x" in col  # all four box columns or none (checked above)
+    records = _csv_records(root, csv_path, numbered, col)
 
     names = sorted({rec["label"] for rec in records.values() if isinstance(rec["label"], str)})
     pos: list[str] = ["1"]
@@ -511,22 +547,12 @@ def index_csv(root: Path, csv_path: Path, split=None, positive=None, negative=No
         sp = rec["split"] or hash_split(rel)
         if split is not None and sp != split:
             continue
-        f = root / rel
-        if is_slice_ref(rel) and split_ref(f)[0].is_file():
-            pass  # one slice of a volume: the reference itself is the sample
-        elif not f.is_file() and not PurePosixPath(rel).suffix:
-            for ext in IMAGE_EXTENSIONS:
-                for cand in (root / (rel + ext), root / (rel + ext.upper())):
-                    if cand.is_file():
-                        f, rel = cand, rel + cand.suffix
-                        break
-                if f.is_file():
-                    break
+        f, rel = _csv_file(root, rel)
         if not f.is_file() and not (is_slice_ref(rel) and split_ref(f)[0].is_file()):
             checker.fail(f, MedxganError(f"{csv_path}, row {rec['row']}: {rel}: file not found under {root}"))
             continue
         mp = _lookup(masks, rel)
-        has = bool(rec["boxes"]) or mp is not None or (bool(box_cols) and y == 0)
+        has = bool(rec["boxes"]) or mp is not None or (box_cols and y == 0)
         samples.append(Sample(f, rel, y, str(lab), sp, _NO_INFO, mask_path=mp, boxes=list(rec["boxes"]), has_mask=has,
                               twin_path=_lookup(twins, rel)))
     samples = _probe_all(samples, checker, f"index {csv_path.name}")
