@@ -129,3 +129,24 @@ def test_the_report_shows_the_judge_next_to_its_verdict_and_tables():
     assert judge.startswith("Oracle specificity on the test split's lesion-free twins: 0.960 [0.930, 0.990], n 150")
     assert "judge" not in v["residual counterfactual x_res valid for the classifier"]
     assert "0.960 [0.930, 0.990]" in verdict_html(res) and "0.960 [0.930, 0.990]" in metric_tables_html(res)
+
+
+def test_light_methods_skip_noise_and_max_sensitivity_only(tmp_path):
+    """EvaluateConfig.light_methods: the costly perturbation baselines in the demo are explained once per image (no noisy
+    copies, no max-sensitivity); the other methods keep every metric."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import make_eval_data, tiny_eval_clf
+
+    from medxgan.evaluate.runner import evaluate
+
+    data = make_eval_data(tmp_path / "data", n_pos=2, n_neg=1)
+    r = evaluate(data, tmp_path / "eval", classifier=tiny_eval_clf(), methods=["saliency", "ig-black"], split="test", noise_sigmas=(0.05,),
+                 max_sensitivity_n=1, max_sensitivity_samples=2, batch_size=3, device="cpu", n_resamples=50, show_progress=False,
+                 light_methods="ig-black")
+    sal, ig = r["methods"]["saliency"]["metrics"], r["methods"]["ig-black"]["metrics"]
+    assert "robustness.noise_0.05.ssim" in sal and "sensitivity.max" in sal
+    assert not any(k.startswith(("robustness.", "sensitivity.")) for k in ig) and "deletion_mean.auc" in ig
+    assert r["config"]["light_methods"] == ["ig-black"] and any("not computed for ig-black" in n for n in r["notes"])

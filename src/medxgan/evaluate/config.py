@@ -51,6 +51,8 @@ class EvaluateConfig:
         implementation: ``"batched"`` or ``"reference"`` (:mod:`medxgan.evaluate.pairs`).
         noisy_inversion: None, or how the noisy / perturbed copies are inverted (:data:`medxgan.evaluate.pairs.NOISY_INVERSION_KEYS`).
         gradcam_layer: Grad-CAM's target layer by name (default: the last block's output).
+        light_methods: methods evaluated without robustness to noise and max-sensitivity (each re-explains every image 3-10
+            times more: for the perturbation baselines, seconds per image each, too costly for the demo); their cells stay empty.
         oracle_twin_target: the share of the validation split's lesion-free twins the oracle must accept; its threshold
             is chosen on them (:mod:`medxgan.evaluate.oracle_calibration`); None keeps the oracle's own (p 0.5).
     """
@@ -84,6 +86,7 @@ class EvaluateConfig:
     noisy_inversion: dict[str, Any] | None = None
     gradcam_layer: str | None = None
     oracle_twin_target: float | None = 0.9
+    light_methods: tuple[str, ...] = ()
 
     def replace(self, **options: Any) -> "EvaluateConfig":
         """A copy with ``options`` changed; an unknown name is a one-line MedxganError."""
@@ -99,7 +102,7 @@ class EvaluateConfig:
         if isinstance(ms, dict):
             options.update(max_sensitivity=bool(ms.get("on", True)), max_sensitivity_radius=ms.get("radius", 0.02),
                            max_sensitivity_samples=ms.get("samples", 10))
-        for k in ("noise_sigmas", "fractions"):
+        for k in ("noise_sigmas", "fractions", "light_methods"):
             if isinstance(options.get(k), list):
                 options[k] = tuple(options[k])
         return cls().replace(**options)
@@ -123,7 +126,8 @@ class EvaluateConfig:
             raise MedxganError(f"n {n}: must be >= 1", arg="n")
         if self.batch_size < 1:
             raise MedxganError(f"batch_size {self.batch_size}: must be >= 1", arg="batch_size")
-        return dataclasses.replace(self, noise_sigmas=sigmas, fractions=tuple(float(f) for f in self.fractions), noisy_inversion=noisy)
+        return dataclasses.replace(self, noise_sigmas=sigmas, fractions=tuple(float(f) for f in self.fractions), noisy_inversion=noisy,
+                                   light_methods=(self.light_methods,) if isinstance(self.light_methods, str) else tuple(map(str, self.light_methods)))
 
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(EvaluateConfig))

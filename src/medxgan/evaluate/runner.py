@@ -81,6 +81,7 @@ split, classifier, GAN, seed, noise levels, deletion fractions or subset needs a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import time
@@ -277,7 +278,7 @@ def _config_record(cfg: EvaluateConfig, data_root: Path, n: int | None, sel: Sel
         "inversion": models["inversion"], "inversion_encoder": models["inversion_encoder"],
         "sanity": bool(cfg.sanity), "sanity_n": int(cfg.sanity_n), "noisy_inversion": cfg.noisy_inversion,
         "classifier_check": clf_check, "gradcam_layer": models["gradcam"], "oracle_threshold_logit": models["oracle_threshold_logit"],
-        "oracle_twin_target": cfg.oracle_twin_target,
+        "oracle_twin_target": cfg.oracle_twin_target, "light_methods": list(cfg.light_methods),
         "classifier_target": clf.target_description() if hasattr(clf, "target_description") else None,
     })
 
@@ -343,6 +344,7 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
                          prob_fn=lambda xb: clf.prob(xb.to(dev)), oracle=oracle, dev=dev,
                          ms_kw=dict(radius=cfg.max_sensitivity_radius, n_perturb=cfg.max_sensitivity_samples), out=maps_out,
                          oracle_threshold_logit=oracle_threshold_logit)
+    light_inputs = dataclasses.replace(inputs, sigmas=[])  # shares written_inputs (a shallow copy)
     batch_size = cfg.batch_size
     ids = sel.ids
     pos_of = {idx: k for k, idx in enumerate(sel.selected)}
@@ -357,7 +359,9 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
                 if not todo:
                     continue
                 bar.set_postfix_str(ex.name)
-                rows = pairs_fn(ex, todo, inputs, {i for i in todo if pos_of[i] in ms_positions}, **pairs_kw)
+                light = ex.name in cfg.light_methods  # no noisy re-explanations, no max-sensitivity (EvaluateConfig.light_methods)
+                rows = pairs_fn(ex, todo, light_inputs if light else inputs, set() if light else {i for i in todo if pos_of[i] in ms_positions},
+                                **pairs_kw)
                 writer.write(rows)
                 computed += len(rows)
                 bar.update(1)
@@ -455,6 +459,10 @@ def _notes(config: dict, n_loc: int, n_sel: int, ms_limit: int, exps: Iterable[A
         notes.append(f"medXGAN robustness / max-sensitivity: the noisy copies were inverted with {config['noisy_inversion']} "
                      "(start 'clean' = from the clean image's codes), not like any other image: those numbers measure the "
                      "explanation's stability given the clean solution and are not comparable with a default run.")
+    light = [m for m in names if m in (config.get("light_methods") or [])]
+    if light:
+        notes.append(f"Robustness to noise and max-sensitivity not computed for {', '.join(light)} (light_methods: each would re-explain "
+                     "every image 3-10 times more; their cells are empty).")
     if "medxgan-diff" in names:
         notes.append("Flipped (medxgan-diff row): the share of scans whose explained counterfactual crossed the classifier's decision "
                      "level (logit < 0) within the (minimal) mask; where it did not, the map shows the generator's prior, not what "
