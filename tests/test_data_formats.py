@@ -203,3 +203,12 @@ def test_collect_image_files(tmp_path):
         collect_image_files([tmp_path / "nope.png"])
     with pytest.raises(MedxganError, match="readme.txt"):
         collect_image_files([tmp_path / "d" / "readme.txt"])
+
+
+@pytest.mark.parametrize("name, module, extra", [("x.dcm", "pydicom", "dicom"), ("v.nii.gz", "nibabel", "nifti")])
+def test_missing_reader_library_is_one_line(tmp_path, monkeypatch, name, module, extra):
+    """Without the optional library, reading a file that needs it names the file, the library and the extra."""
+    (tmp_path / name).write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, module, None)  # `import module` now raises ImportError
+    with pytest.raises(MedxganError, match=rf"{name}: reading .* needs {module}: pip install 'medxgan\[{extra}\]'"):
+        probe_image(tmp_path / name)

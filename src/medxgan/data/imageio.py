@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medxgan.data.nifti import NIFTI_SUFFIXES, NiftiOptions, expand_volume, is_nifti_name, is_slice_ref
+from medxgan.data.optional import import_reader
 from medxgan.runtime.errors import MedxganError
 
 PIL_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -49,14 +50,6 @@ def is_image_file(path: str | os.PathLike) -> bool:
 
 def is_dicom(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in DICOM_EXTENSIONS
-
-
-def _import_pydicom(path):
-    try:
-        import pydicom  # noqa: F401
-    except ImportError:
-        raise MedxganError(f"{path}: reading DICOM files needs pydicom: pip install 'medxgan[dicom]'") from None
-    return pydicom
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,7 +83,7 @@ def probe_image(path: str | os.PathLike, verify: bool = True) -> ImageInfo:
     if not p.is_file():
         raise MedxganError(f"{p}: file not found")
     if is_dicom(p):
-        pydicom = _import_pydicom(p)
+        pydicom = import_reader("pydicom", p, "DICOM files", "dicom")
         try:
             ds = pydicom.dcmread(str(p), stop_before_pixels=True)
             rows, cols = int(ds.Rows), int(ds.Columns)
@@ -182,7 +175,7 @@ def _first(value) -> float | None:
 
 
 def _dicom_to_array(path: Path) -> np.ndarray:
-    pydicom = _import_pydicom(path)
+    pydicom = import_reader("pydicom", path, "DICOM files", "dicom")
     try:
         ds = pydicom.dcmread(str(path))
     except Exception as e:

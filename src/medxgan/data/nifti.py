@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medxgan.data.optional import import_reader
 from medxgan.runtime.errors import MedxganError
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -102,14 +103,6 @@ def slice_ref(path: str | os.PathLike, axis: str, index: int, frame: int | None 
     return Path(f"{path}#" + (f"t={frame}," if frame is not None else "") + f"{letter}={int(index)}")
 
 
-def _nibabel(path):
-    try:
-        import nibabel
-    except ImportError:
-        raise MedxganError(f"{path}: reading NIfTI volumes needs nibabel: pip install 'medxgan[nifti]'") from None
-    return nibabel
-
-
 # ----------------------------------------------------------------------------------------------
 # the volume, read once (cached: one file yields many slices)
 
@@ -127,7 +120,7 @@ class Volume:
 
 
 def _load_canonical(path: Path, frame: int | None) -> tuple[np.ndarray, tuple[float, float, float]]:
-    nib = _nibabel(path)
+    nib = import_reader("nibabel", path, "NIfTI volumes", "nifti")
     if not path.is_file():
         raise MedxganError(f"{path}: file not found")
     try:

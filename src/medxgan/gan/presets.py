@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from medxgan.runtime.checks import check_override
@@ -214,21 +215,17 @@ def _dcgan_net(channels: int, **kw: Any) -> NetConfig:
     return NetConfig(**{**base, **kw})
 
 
-def _paper64(channels: int) -> Preset:
-    return Preset(
-        "paper-64",
-        NetConfig(arch="paper", size=64, channels=channels, nz1=1000, nz2=100),
-        TrainOptions(lambda_cls=2.0),
-        "published 64x64 medXGAN (brain MRI), faithful",
-    )
+#: the published medXGAN networks, by image size: (nz1, nz2, lambda_cls, the data the paper trained them on)
+_PAPER = {64: (1000, 100, 2.0, "brain MRI"), 128: (100, 10, 1.0, "chest X-ray")}
 
 
-def _paper128(channels: int) -> Preset:
+def _paper(channels: int, size: int) -> Preset:
+    nz1, nz2, lambda_cls, data = _PAPER[size]
     return Preset(
-        "paper-128",
-        NetConfig(arch="paper", size=128, channels=channels, nz1=100, nz2=10),
-        TrainOptions(lambda_cls=1.0),
-        "published 128x128 medXGAN (chest X-ray), faithful",
+        f"paper-{size}",
+        NetConfig(arch="paper", size=size, channels=channels, nz1=nz1, nz2=nz2),
+        TrainOptions(lambda_cls=lambda_cls),
+        f"published {size}x{size} medXGAN ({data}), faithful",
     )
 
 
@@ -274,7 +271,8 @@ def _default(channels: int) -> Preset:
     )
 
 
-PRESETS = {"default": _default, "joint": _joint, "anchored": _anchored, "fast": _fast, "paper-64": _paper64, "paper-128": _paper128}
+PRESETS = {"default": _default, "joint": _joint, "anchored": _anchored, "fast": _fast, "paper-64": partial(_paper, size=64),
+           "paper-128": partial(_paper, size=128)}
 
 
 def get_preset(name: str, channels: int = 3, **overrides: Any) -> Preset:
