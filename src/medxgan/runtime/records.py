@@ -74,19 +74,14 @@ def array(item: Field | None = None, length: int | None = None, *, required: boo
     return Field(("list",), required, null, item=item, length=length)
 
 
+# the type names of JSON values, in the order they are tried: bool first, since a bool is also an int
+_JSON_TYPES = ((bool, "bool"), (int, "int"), (float, "number"), (str, "str"), (dict, "object"), (list, "list"))
+
+
 def _type_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "str"
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "list"
+    for python_type, name in _JSON_TYPES:
+        if isinstance(value, python_type):
+            return name
     return "null" if value is None else type(value).__name__
 
 
