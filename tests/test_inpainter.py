@@ -148,14 +148,16 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "steps" in one_error_line(capsys)
     gan = write_gan_run(tmp_path / "g")  # no encoder: the context+gan variant cannot compute B(E(x))
     assert main(["train-inpainter", str(data), "--out", str(tmp_path / "o2"), "--gan", str(gan), "--steps", "1", "--quiet"]) == 2
-    assert "no encoder" in one_error_line(capsys)
+    assert "--gan" in (line := one_error_line(capsys)) and "no encoder" in line
+    assert main(["train-inpainter", str(data), "--out", str(tmp_path / "o3"), "--gan", str(tmp_path / "nogan")]) == 2
+    assert "--gan" in (line := one_error_line(capsys)) and "not found" in line
     scan = tmp_path / "scan.png"
     (data / "test" / "positive" / "000.png").rename(scan)
     base = ["explain", str(scan), "--gan", str(gan), "--out", str(tmp_path / "ex")]
     assert main(base + ["--infill", "learned"]) == 2
-    assert "--infill learned: needs --inpainter" in one_error_line(capsys)
+    assert "--infill learned: needs --inpainter RUN (a run of `medxgan train-inpainter`)" in one_error_line(capsys)
     assert main(base + ["--infill", "learned-gan", "--inpainter", str(data)]) == 2
-    assert "not a medxgan run" in one_error_line(capsys)
+    assert f"--inpainter {data}: " in (line := one_error_line(capsys)) and "not a medxgan run" in line
     assert main(base + ["--infill", "gan", "--inpainter", str(data)]) == 2
     assert "applies to --infill learned" in one_error_line(capsys)
     assert not (tmp_path / "ex").exists()  # refused before any work

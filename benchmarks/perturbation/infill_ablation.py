@@ -2,6 +2,7 @@
 on the 30 held-out predicted positives that `medxgan demo` explains (same selection: test split, seed 0).
 
     python benchmarks/perturbation/infill_ablation.py RUN --data DATA [--checkpoint-step N] [--infills gan blur mean inpaint twin]
+        [--inpainter RUN (for learned)] [--inpainter-gan RUN (for learned-gan)]
         [--baselines ig-black smoothgrad saliency occlusion gradcam extremal-perturbation meaningful-perturbation rise]
         [--n 30] [--steps 75] [--json out.json]
 
@@ -37,11 +38,14 @@ from medxgan.evaluate.selection import select_images
 from medxgan.evaluate.stats import bootstrap_ci
 from medxgan.explain.baselines import build_explainers
 from medxgan.explain.counterfactual import MaskPath, image_key
-from medxgan.explain.infill import InfillInputs, healthy_mean_from_data, make_infill
+from medxgan.explain.infill import InfillInputs, check_inpainter_for, healthy_mean_from_data, make_infill
 from medxgan.explain.lig import latent_integrated_gradients
 from medxgan.explain.minimal_mask import refine_mask
 from medxgan.explain.model import MedXGANModel
+from medxgan.gan.inpainter import load_inpainter
 from medxgan.gan.inversion import psnr
+from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.runs import fingerprint_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "counterfactual"))
 from quick_eval import _snapshot  # noqa: E402  (the checkpoint snapshot of the development tools)
@@ -61,7 +65,10 @@ def _loc(maps: torch.Tensor, masks: torch.Tensor, scored: list[int]) -> dict:
 def _oracle_calibration(oracle, data: Path, size: int, channels: int) -> dict:
     """The oracle's logit threshold at which it accepts 90 % of the validation twins (not below logit 0), and its
     sensitivity on the validation positives at 0 and at that threshold."""
-    val = load_dataset(data, split="val", size=size, channels=channels)
+    try:
+        val = load_dataset(data, split="val", size=size, channels=channels)
+    except MedxganError:  # a test-only set (the cross-brain ICBM152 data): no calibration, the oracle's own threshold
+        return {"threshold_logit": 0.0, "note": "no validation split: threshold logit 0"}
     twins, has = val.twins()
     xv, yv, _, _ = val.tensors()
     with torch.no_grad():
@@ -92,15 +99,19 @@ def _infill_rows(a, mx, x, masks, twins, has_lesion, cal) -> list[dict]:
     engine.minimal_mask = m_cfg
     with torch.no_grad():
         _, base, gm = G(cf.z1, cf.z2, return_parts=True)
-    mean_scan = healthy_mean_from_data(a.data, mx.size, mx.channels)
+    # the classifier's healthy training scans: the run's data, as in the library (the cross-brain test set has no train split)
+    mean_scan = healthy_mean_from_data(mx.config.get("data") or a.data, mx.size, mx.channels) if "mean" in a.infills else None
     twin_table = {image_key(x[i]): twins[i] for i in range(len(x))}
     scored = has_lesion.nonzero().flatten().tolist()
+    inpainters = {"learned": a.inpainter, "learned-gan": a.inpainter_gan}
+    inpainters = {k: check_inpainter_for(k, load_inpainter(v), fingerprint_module(G) if k == "learned-gan" else None)
+                  for k, v in inpainters.items() if v and k in a.infills}
     rows = []
     for start, name in [(st, nm) for st in a.starts for nm in a.infills]:
         m0 = gm if start == "gm" else torch.ones_like(gm)  # ones: no generator in the mask search at all (FIDO-style from the full scan)
         t0 = time.perf_counter()
         fill = make_infill(name, InfillInputs(images=x, gan_fill=base, gan_mask=gm, healthy_mean=mean_scan,
-                                              twins=twin_table if name == "twin" else None, key=image_key))
+                                              twins=twin_table if name == "twin" else None, key=image_key, inpainter=inpainters.get(name)))
         infill_s = (time.perf_counter() - t0) / len(x)
         M = refine_mask(clf, x, fill, m0, steps=steps, w_area=float(m_cfg.area), w_tv=float(m_cfg.tv), scale=m_cfg.scale,
                         floor=m_cfg.effective_floor)
@@ -143,6 +154,8 @@ def main() -> None:
                                                        "extremal-perturbation", "meaningful-perturbation", "rise"])
     ap.add_argument("--starts", nargs="+", default=["gm"], choices=["gm", "ones"],
                     help="the mask search's start: gm = the generator's mask (the library's), ones = the whole scan (no generator)")
+    ap.add_argument("--inpainter", help="inpainter run (`medxgan train-inpainter DATA`) for the learned in-fill")
+    ap.add_argument("--inpainter-gan", help="inpainter run trained with --gan on this generator, for the learned-gan in-fill")
     ap.add_argument("--n", type=int, default=30)
     ap.add_argument("--steps", type=int, default=75, help="inversion Adam steps (the demo's 75)")
     ap.add_argument("--json", type=Path)
@@ -164,7 +177,7 @@ def main() -> None:
     rows = _infill_rows(a, mx, x, masks, twins, has_lesion, cal) + _baseline_rows(a, clf, x, masks, has_lesion)
     out = {"run": str(a.run), "checkpoint_step": a.checkpoint_step, "data": str(a.data), "n": len(x), "n_lesion": int(has_lesion.sum()),
            "inversion_steps": a.steps, "minimal_mask": {k: getattr(mx.engine.minimal_mask, k) for k in ("steps", "area", "tv", "scale", "floor", "target")},
-           "judge": judge, "rows": rows, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+           "judge": judge, "rows": rows, "inpainter": a.inpainter, "inpainter_gan": a.inpainter_gan, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=1))

@@ -67,7 +67,7 @@ def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
     infill, inpainter = getattr(args, "infill", None), getattr(args, "inpainter", None)
     if infill in ("learned", "learned-gan"):
         if not inpainter:
-            raise MedxganError(f"--infill {infill}: needs --inpainter RUN (an inpainter trained by `medxgan train-inpainter`"
+            raise MedxganError(f"--infill {infill}: needs --inpainter RUN (a run of `medxgan train-inpainter`"
                                f"{' --gan' if infill == 'learned-gan' else ''})", arg="inpainter")
         from medxgan.gan.inpainter import check_inpainter_run
 

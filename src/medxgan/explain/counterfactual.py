@@ -205,7 +205,7 @@ class MinimalMaskConfig:
         if self.infill not in INFILLS:
             raise MedxganError(f"minimal_mask_infill {self.infill!r}: choose {', '.join(INFILLS)}", arg="minimal_mask_infill")
         if self.infill in LEARNED_INFILLS and not self.inpainter:
-            raise MedxganError(f"minimal_mask_infill {self.infill!r}: needs an inpainter run (--inpainter RUN, from `medxgan train-inpainter`)",
+            raise MedxganError(f"minimal_mask_infill {self.infill!r}: needs inpainter RUN (a run of `medxgan train-inpainter`)",
                                arg="inpainter")
         if self.target not in MINIMAL_MASK_TARGETS:
             raise MedxganError(f"minimal_mask_target {self.target!r}: choose {' or '.join(MINIMAL_MASK_TARGETS)}", arg="minimal_mask_target")

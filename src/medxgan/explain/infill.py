@@ -123,14 +123,14 @@ def check_inpainter_for(name: str, inpainter: Inpainter | None, generator_finger
     """The inpainter in-fill ``name`` needs, checked: present, of the variant ``name`` uses, and for ``learned-gan``
     trained on this generator's anatomy (``generator_fingerprint``, when known): one-line errors."""
     if inpainter is None:
-        raise MedxganError(f"infill {name!r}: needs a trained inpainter (`medxgan train-inpainter`, then --inpainter RUN)", arg="inpainter")
+        raise MedxganError(f"infill {name!r}: needs inpainter RUN (a run of `medxgan train-inpainter`)", arg="inpainter")
     want = LEARNED_INFILLS[name]
     if inpainter.variant != want:
         how = "trained with --gan" if want == "context+gan" else "trained without --gan"
-        raise MedxganError(f"--inpainter {inpainter.path}: a {inpainter.variant!r} inpainter; --infill {name} needs a {want!r} one "
+        raise MedxganError(f"inpainter {inpainter.path}: a {inpainter.variant!r} network; --infill {name} needs a {want!r} one "
                            f"({how})", arg="inpainter")
     if name == "learned-gan" and generator_fingerprint and inpainter.gan_fingerprint != generator_fingerprint:
-        raise MedxganError(f"--inpainter {inpainter.path}: trained on another generator's anatomy (fingerprint {inpainter.gan_fingerprint}, "
+        raise MedxganError(f"inpainter {inpainter.path}: trained on another generator's anatomy (fingerprint {inpainter.gan_fingerprint}, "
                            f"this GAN's {generator_fingerprint}); train one with --gan on this GAN run", arg="inpainter")
     return inpainter
 

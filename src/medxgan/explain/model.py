@@ -189,7 +189,7 @@ class MedXGANModel:
 
             inp = load_inpainter(mx.engine.minimal_mask.inpainter or "", device=mx.device)
             if (inp.size, inp.channels) != (mx.size, mx.channels):
-                raise MedxganError(f"--inpainter {inp.path}: trained on {inp.channels} x {inp.size} px scans, the GAN makes {mx.channels} x "
+                raise MedxganError(f"inpainter {inp.path}: trained on {inp.channels} x {inp.size} px scans, the GAN makes {mx.channels} x "
                                    f"{mx.size} px", arg="inpainter")
             mx.engine.infill_inpainter = check_inpainter_for(name, inp, fingerprint_module(mx.generator) if name == "learned-gan" else None)
         return mx

@@ -164,15 +164,15 @@ def check_inpainter_run(path: str | os.PathLike, arg: str = "inpainter") -> dict
     """The run's config.json, checked cheaply (before any work): a finished inpainter run with its weights."""
     rd = RunDir(path)
     if not rd.path.is_dir():
-        raise MedxganError(f"--{arg} {path}: not a directory (an inpainter run from `medxgan train-inpainter`)", arg=arg)
+        raise MedxganError(f"{arg} {path}: not a directory (a run of `medxgan train-inpainter`)", arg=arg)
     try:
         cfg = rd.read_config(expect_kind=INPAINTER_KIND)
     except MedxganError as exc:
-        raise MedxganError(f"--{arg} {path}: {exc}", arg=arg) from None
+        raise MedxganError(f"{arg} {path}: {exc}", arg=arg) from None
     if cfg.get("variant") not in VARIANTS or not isinstance(cfg.get("size"), int) or cfg.get("channels") not in (1, 3):
-        raise MedxganError(f"--{arg} {rd.config_path}: variant/size/channels missing or wrong", arg=arg)
+        raise MedxganError(f"{arg} {rd.config_path}: variant/size/channels missing or wrong", arg=arg)
     if not rd.has_weights(INPAINTER_WEIGHTS):
-        raise MedxganError(f"--{arg} {path}: no {INPAINTER_WEIGHTS}.safetensors (training not finished; resume it with "
+        raise MedxganError(f"{arg} {path}: no {INPAINTER_WEIGHTS}.safetensors (training not finished; resume it with "
                            "`medxgan train-inpainter ... --resume`)", arg=arg)
     return cfg
 
@@ -184,6 +184,6 @@ def load_inpainter(path: str | os.PathLike, device: str | torch.device = "cpu", 
     try:
         net.load_state_dict(RunDir(path).load_weights(INPAINTER_WEIGHTS))
     except RuntimeError as exc:
-        raise MedxganError(f"--{arg} {path}: weights do not match config.json ({str(exc).splitlines()[0]})", arg=arg) from None
+        raise MedxganError(f"{arg} {path}: weights do not match config.json ({str(exc).splitlines()[0]})", arg=arg) from None
     net.to(device).eval().requires_grad_(False)
     return Inpainter(net, cfg["variant"], int(cfg["size"]), int(cfg["channels"]), cfg.get("gan_fingerprint"), Path(path))

@@ -77,10 +77,10 @@ def gan_anatomy(gan_run: str | os.PathLike, images: torch.Tensor, batch_size: in
     gan = load_gan_run(gan_run, load_oracle=False)
     G, E = gan.generator, gan.encoder
     if E is None:
-        raise MedxganError(f"--gan {gan_run}: the GAN run has no encoder (train one with `medxgan train-encoder`); the context+gan "
+        raise MedxganError(f"gan {gan_run}: the GAN run has no encoder (train one with `medxgan train-encoder`); the context+GAN "
                            "inpainter needs B(E(x)) of its training scans", arg="gan")
     if (int(G.size), int(G.channels)) != tuple(images.shape[-2:-1]) + (images.shape[1],):
-        raise MedxganError(f"--gan {gan_run}: generator makes {G.channels} x {G.size} px scans, the data was loaded at "
+        raise MedxganError(f"gan {gan_run}: generator makes {G.channels} x {G.size} px scans, the data was loaded at "
                            f"{images.shape[1]} x {images.shape[-1]} px", arg="gan")
     out = []
     for s in range(0, images.shape[0], batch_size):
@@ -93,14 +93,17 @@ def _negatives(data: str, split: str, size: int, channels: int, mapping: dict[st
     x, y, _, _ = load_dataset(data, split=split, size=size, channels=channels, **mapping).tensors()
     neg = x[y == 0].float()
     if neg.shape[0] == 0:
-        raise MedxganError(f"{data}: no negative scans in its {split} split (the inpainter learns from healthy scans)", arg="data")
+        raise MedxganError(f"{data}: no negative scans in its {split} split (the inpainter learns from healthy scans)")
     return neg
 
 
 def _gan_shape(gan: str | os.PathLike) -> tuple[int, int]:
     from medxgan.gan.run import load_generator
 
-    G, _ = load_generator(gan)
+    try:
+        G, _ = load_generator(gan)
+    except MedxganError as exc:
+        raise MedxganError(f"gan {gan}: {exc}", arg="gan") from None
     return int(G.size), int(G.channels)
 
 
@@ -136,15 +139,15 @@ def train_inpainter(data: str | os.PathLike, out: str | os.PathLike, *, gan: str
     if steps < 1:
         raise MedxganError(f"steps {steps}: must be >= 1", arg="steps")
     if not os.path.isdir(data):
-        raise MedxganError(f"data {data}: not a directory (a dataset in the project's layout)", arg="data")
+        raise MedxganError(f"{data}: not a directory (a dataset in the project's layout)")
     if channels not in (None, 1, 3):
         raise MedxganError(f"channels {channels}: must be 1 or 3", arg="channels")
     check_writable_dir(out)
     if gan is not None:
         g_size, g_channels = _gan_shape(gan)  # a bad GAN run: one line, before the data is read
         if (size or g_size) != g_size or (channels or g_channels) != g_channels:
-            raise MedxganError(f"--size/--channels {size}/{channels}: the context+gan inpainter works at the GAN's {g_size} px x "
-                               f"{g_channels} channel(s)", arg="size")
+            raise MedxganError(f"size {size} / channels {channels}: the context+GAN inpainter works at the GAN's {g_size} px x "
+                               f"{g_channels} channel(s)", arg=("size", "channels"))
         size, channels = g_size, g_channels
     size, channels = int(size or 64), int(channels or 1)
     rd = RunDir(out)
