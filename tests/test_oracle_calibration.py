@@ -150,3 +150,23 @@ def test_light_methods_skip_noise_and_max_sensitivity_only(tmp_path):
     assert "robustness.noise_0.05.ssim" in sal and "sensitivity.max" in sal
     assert not any(k.startswith(("robustness.", "sensitivity.")) for k in ig) and "deletion_mean.auc" in ig
     assert r["config"]["light_methods"] == ["ig-black"] and any("not computed for ig-black" in n for n in r["notes"])
+
+
+def test_method_options_set_a_baseline_and_are_recorded(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from helpers import make_eval_data, tiny_eval_clf
+
+    from medxgan.evaluate.runner import evaluate
+
+    data = make_eval_data(tmp_path / "data", n_pos=2, n_neg=1)
+    kw = dict(classifier=tiny_eval_clf(), methods=["rise"], split="test", noise_sigmas=(), max_sensitivity=False, batch_size=3, device="cpu",
+              n_resamples=50, show_progress=False)
+    with pytest.raises(MedxganError, match="method_options rise"):
+        evaluate(data, tmp_path / "bad", method_options={"rise": {"bogus": 4}}, **kw)
+    r = evaluate(data, tmp_path / "eval", method_options={"rise": {"n_masks": 4}}, **kw)
+    assert r["config"]["method_options"] == {"rise": {"n_masks": 4}} and any("rise: n_masks 4" in n for n in r["notes"])
+    with pytest.raises(MedxganError, match="other settings"):  # a resumed run must share them
+        evaluate(data, tmp_path / "eval", method_options={"rise": {"n_masks": 8}}, **kw)

@@ -53,6 +53,8 @@ class EvaluateConfig:
         gradcam_layer: Grad-CAM's target layer by name (default: the last block's output).
         light_methods: methods evaluated without robustness to noise and max-sensitivity (each re-explains every image 3-10
             times more: for the perturbation baselines, seconds per image each, too costly for the demo); their cells stay empty.
+        method_options: per registry name, keyword settings other than the method's defaults (e.g.
+            ``{"extremal-perturbation": {"max_iter": 100}}``; baselines only); recorded, and a resumed run must share them.
         oracle_twin_target: the share of the validation split's lesion-free twins the oracle must accept; its threshold
             is chosen on them (:mod:`medxgan.evaluate.oracle_calibration`); None keeps the oracle's own (p 0.5).
     """
@@ -87,6 +89,7 @@ class EvaluateConfig:
     gradcam_layer: str | None = None
     oracle_twin_target: float | None = 0.9
     light_methods: tuple[str, ...] = ()
+    method_options: dict[str, dict[str, Any]] | None = None
 
     def replace(self, **options: Any) -> "EvaluateConfig":
         """A copy with ``options`` changed; an unknown name is a one-line MedxganError."""

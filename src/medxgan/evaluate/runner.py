@@ -103,7 +103,7 @@ from medxgan.evaluate.stats import aggregate
 from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.classifiers.checks import prediction_check
-from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS, build_explainers, gradcam_unavailable
+from medxgan.explain.baselines import BASELINE_METHODS, EXPLAINERS, MEDXGAN_METHODS, build_explainers, gradcam_unavailable
 from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
@@ -191,7 +191,7 @@ def evaluate(
 
     clf, model, gan_desc = _load_models(classifier, gan, dev, cfg.inversion, cfg.minimal_mask)
     size, channels, inversion_used, inversion_encoder = _gan_settings(model, cfg.size, cfg.channels, cfg.inversion, notes)
-    exps = _explainers(explainers, methods, clf, model, cfg.batch_size, notes, cfg.gradcam_layer)
+    exps = _explainers(explainers, methods, clf, model, cfg.batch_size, notes, cfg.gradcam_layer, cfg.method_options)
     oracle = model.oracle if model is not None else None
 
     ds = load_dataset(data_root, split=cfg.split, size=size, channels=channels, positive=cfg.positive, negative=cfg.negative,
@@ -257,6 +257,7 @@ def _fixed_settings(cfg: EvaluateConfig, data_root: Path, sel: Selection, models
         **({"gradcam_layer": models["gradcam"]} if models["gradcam"] else {}),
         # only when calibrated away from the oracle's own level: older folders (no key) resume unchanged
         **({"oracle_threshold_logit": models["oracle_threshold_logit"]} if models["oracle_threshold_logit"] != 0.0 else {}),
+        **({"method_options": cfg.method_options} if cfg.method_options else {}),
     })
 
 
@@ -279,6 +280,7 @@ def _config_record(cfg: EvaluateConfig, data_root: Path, n: int | None, sel: Sel
         "sanity": bool(cfg.sanity), "sanity_n": int(cfg.sanity_n), "noisy_inversion": cfg.noisy_inversion,
         "classifier_check": clf_check, "gradcam_layer": models["gradcam"], "oracle_threshold_logit": models["oracle_threshold_logit"],
         "oracle_twin_target": cfg.oracle_twin_target, "light_methods": list(cfg.light_methods),
+        "method_options": cfg.method_options or {},
         "classifier_target": clf.target_description() if hasattr(clf, "target_description") else None,
     })
 
@@ -298,7 +300,7 @@ def _gan_settings(model: Any, size: int | None, channels: int | None, inversion:
 
 
 def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None, clf: Any, model: Any, batch_size: int,
-                notes: list[str], gradcam_layer: str | None = None) -> list[Any]:
+                notes: list[str], gradcam_layer: str | None = None, method_options: dict[str, dict[str, Any]] | None = None) -> list[Any]:
     """The explainers to evaluate: given instances, or registry names (medXGAN ones only with a GAN)."""
     if explainers is not None:
         exps = list(explainers)
@@ -315,10 +317,25 @@ def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None,
         if not names:
             raise MedxganError("methods: nothing to evaluate (the medXGAN methods need --gan)", arg="methods")
         exps = build_explainers(names, clf, gan=model, batch_size=batch_size, gradcam_layer=gradcam_layer)
+        exps = [_with_options(e, clf, batch_size, (method_options or {}).get(e.name), notes) for e in exps]
     names = [e.name for e in exps]
     if len(set(names)) != len(names):
         raise MedxganError(f"methods: duplicate names {names}")
     return exps
+
+
+def _with_options(ex: Any, clf: Any, batch_size: int, options: dict[str, Any] | None, notes: list[str]) -> Any:
+    """The baseline ``ex`` rebuilt with non-default settings (``EvaluateConfig.method_options``), noted; as is without."""
+    if not options:
+        return ex
+    if ex.name in MEDXGAN_METHODS or ex.name == "gradcam":
+        raise MedxganError(f"method_options {ex.name}: only the other baselines take options here", arg="method_options")
+    try:
+        out = EXPLAINERS[ex.name](clf, batch_size=batch_size, **options)
+    except TypeError as exc:
+        raise MedxganError(f"method_options {ex.name} {options}: {exc}", arg="method_options") from None
+    notes.append(f"{ex.name}: " + ", ".join(f"{k} {v}" for k, v in options.items()) + " (not its default; method_options).")
+    return out
 
 
 def _resolve_gradcam(exps: list[Any], images: torch.Tensor, notes: list[str]) -> str | None:
