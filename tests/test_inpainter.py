@@ -161,3 +161,23 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(base + ["--infill", "gan", "--inpainter", str(data)]) == 2
     assert "applies to --infill learned" in one_error_line(capsys)
     assert not (tmp_path / "ex").exists()  # refused before any work
+
+
+def test_load_attaches_the_inpainter_and_checks_it(tmp_path):
+    """MedXGAN.load(..., minimal_mask_infill="learned", minimal_mask_inpainter=RUN): the engine gets the run's network;
+    a run of the other variant or of another scan size is a one-line error before any work."""
+    from medxgan.pipeline import MedXGAN
+
+    gan = write_gan_run(tmp_path / "g")  # a 16 px generator
+    data = tmp_path / "data"
+    write_dataset(data, size=16)
+    inp16, inp32 = tmp_path / "i16", tmp_path / "i32"
+    train_inpainter(data, inp16, **{**TINY, "steps": 1})
+    train_inpainter(data, inp32, **{**TINY, "steps": 1, "size": 32})
+    mx = MedXGAN.load(gan, device="cpu", minimal_mask_infill="learned", minimal_mask_inpainter=str(inp16))
+    assert mx.engine.infill_inpainter.variant == "context" and mx.engine.infill_inpainter.path == inp16
+    assert mx.engine.inversion["minimal_mask_inpainter"] == str(inp16)  # stored with every evaluation/explanation record
+    with pytest.raises(MedxganError, match="needs a 'context\\+gan' one"):
+        MedXGAN.load(gan, device="cpu", minimal_mask_infill="learned-gan", minimal_mask_inpainter=str(inp16))
+    with pytest.raises(MedxganError, match="trained on 1 x 32 px scans"):
+        MedXGAN.load(gan, device="cpu", minimal_mask_infill="learned", minimal_mask_inpainter=str(inp32))
