@@ -168,5 +168,9 @@ def test_method_options_set_a_baseline_and_are_recorded(tmp_path):
         evaluate(data, tmp_path / "bad", method_options={"rise": {"bogus": 4}}, **kw)
     r = evaluate(data, tmp_path / "eval", method_options={"rise": {"n_masks": 4}}, **kw)
     assert r["config"]["method_options"] == {"rise": {"n_masks": 4}} and any("rise: n_masks 4" in n for n in r["notes"])
-    with pytest.raises(MedxganError, match="other settings"):  # a resumed run must share them
+    with pytest.raises(MedxganError, match="rows of rise were made with options"):  # a resumed run must share them
         evaluate(data, tmp_path / "eval", method_options={"rise": {"n_masks": 8}}, **kw)
+    # a method added later may bring its own options; the rows made before (defaults) stay valid
+    r2 = evaluate(data, tmp_path / "eval", methods=["rise", "saliency"], method_options={"rise": {"n_masks": 4}},
+                  **{k: v for k, v in kw.items() if k != "methods"})
+    assert set(r2["methods"]) == {"rise", "saliency"}

@@ -54,7 +54,8 @@ class EvaluateConfig:
         light_methods: methods evaluated without robustness to noise and max-sensitivity (each re-explains every image 3-10
             times more: for the perturbation baselines, seconds per image each, too costly for the demo); their cells stay empty.
         method_options: per registry name, keyword settings other than the method's defaults (e.g.
-            ``{"extremal-perturbation": {"max_iter": 100}}``; baselines only); recorded, and a resumed run must share them.
+            ``{"extremal-perturbation": {"max_iter": 100}}``; baselines only); recorded in the config and in each row: a resumed run
+            must share them for every method it already has rows of.
         oracle_twin_target: the share of the validation split's lesion-free twins the oracle must accept; its threshold
             is chosen on them (:mod:`medxgan.evaluate.oracle_calibration`); None keeps the oracle's own (p 0.5).
     """

@@ -217,6 +217,7 @@ def evaluate(
                   inversion_encoder=inversion_encoder, gradcam=gradcam_used,
                   oracle_threshold_logit=calibration["threshold_logit"] if calibration else 0.0)
     store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite)
+    _check_method_options(store, cfg.method_options, out)
     record = _config_record(cfg, data_root, n, sel, method_names, dev, models, clf_check)
 
     # -- the method loop: chunks of images, every method, only the missing pairs
@@ -257,7 +258,6 @@ def _fixed_settings(cfg: EvaluateConfig, data_root: Path, sel: Selection, models
         **({"gradcam_layer": models["gradcam"]} if models["gradcam"] else {}),
         # only when calibrated away from the oracle's own level: older folders (no key) resume unchanged
         **({"oracle_threshold_logit": models["oracle_threshold_logit"]} if models["oracle_threshold_logit"] != 0.0 else {}),
-        **({"method_options": cfg.method_options} if cfg.method_options else {}),
     })
 
 
@@ -324,6 +324,17 @@ def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None,
     return exps
 
 
+def _check_method_options(store: ResultStore, method_options: dict[str, dict[str, Any]] | None, out: Path) -> None:
+    """A resumed evaluation never mixes rows of one method made with other settings (``method_options``; rows record them,
+    rows without the record were made with the defaults). Per method, so a method added later (the demo's perturbation
+    baselines in an older evaluation folder) may bring its own."""
+    for (_, method), row in store.done.items():
+        have, want = row.get("method_options") or None, (method_options or {}).get(method) or None
+        if have != want:
+            raise MedxganError(f"{out}: its rows of {method} were made with options {have or 'default'}, this run asks for "
+                               f"{want or 'default'}; use another --out or --overwrite", arg="method_options")
+
+
 def _with_options(ex: Any, clf: Any, batch_size: int, options: dict[str, Any] | None, notes: list[str]) -> Any:
     """The baseline ``ex`` rebuilt with non-default settings (``EvaluateConfig.method_options``), noted; as is without."""
     if not options:
@@ -379,6 +390,9 @@ def _run_methods(exps: list[Any], sel: Selection, store: ResultStore, *, clf: An
                 light = ex.name in cfg.light_methods  # no noisy re-explanations, no max-sensitivity (EvaluateConfig.light_methods)
                 rows = pairs_fn(ex, todo, light_inputs if light else inputs, set() if light else {i for i in todo if pos_of[i] in ms_positions},
                                 **pairs_kw)
+                opts = (cfg.method_options or {}).get(ex.name)
+                for r in rows if opts else ():  # each row says which settings made it (checked on resume)
+                    r["method_options"] = opts
                 writer.write(rows)
                 computed += len(rows)
                 bar.update(1)
