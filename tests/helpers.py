@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from medxgan.classifiers import ClassifierAdapter
-from medxgan.gan.networks import Generator
-from medxgan.gan.presets import NetConfig
+from medxgan.classifiers import ClassifierAdapter, wrap_classifier
+from medxgan.gan.networks import Generator, build_generator
+from medxgan.gan.presets import NetConfig, get_preset
 from medxgan.gan.run import GAN_KIND, GENERATOR_NAME
 from medxgan.runtime.runs import RunDir
 
@@ -81,6 +81,19 @@ def write_dataset(root, n_per_class=8, size=64):
                     a[20:30, 20:30] = 230
                 Image.fromarray(a).save(d / f"{i:03d}.png")
     (root / "dataset.json").write_text(json.dumps({"positive": ["positive"], "negative": ["negative"]}))
+
+
+def cli_runs(root: Path, *, epochs: int, steps: int, gan_args: tuple[str, ...] = ()) -> Path:
+    """Tiny runs made through the CLI: ROOT/data (write_dataset, 4 images per class), a classifier run ROOT/clf of
+    ``epochs`` epochs and a fast-preset GAN run ROOT/gan (no oracle) of ``steps`` steps, plus ``gan_args``."""
+    from medxgan.cli import main
+
+    write_dataset(root / "data", n_per_class=4, size=64)
+    assert main(["train-classifier", str(root / "data"), "--out", str(root / "clf"), "--epochs", str(epochs), "--batch-size", "4",
+                 "--no-augment"]) == 0
+    assert main(["train", str(root / "data"), "--classifier", str(root / "clf"), "--out", str(root / "gan"), "--preset", "fast",
+                 "--steps", str(steps), "--batch-size", "4", "--no-oracle", "--monitor-samples", "2", *gan_args, "--quiet"]) == 0
+    return root
 
 
 EVAL_SIZE = 32  # the evaluation/report tests' images
@@ -187,3 +200,12 @@ def snapshot_files(root) -> dict:
 
     root = Path(root)
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def masked_setup():
+    """A random 16 px masked generator (pathology mask: its counterfactuals are residual in-fills), a small random
+    classifier and two random images: (G, classifier, x), seeded."""
+    torch.manual_seed(0)
+    G = build_generator(get_preset("default", channels=1, size=16, pathology="mask", nz1=8, nz2=4, g_width=8).net).eval()
+    clf = wrap_classifier(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 64, 1)), output="logit1")
+    return G, clf, torch.rand(2, 1, 16, 16) * 2 - 1

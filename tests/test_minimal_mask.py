@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import masked_setup
 from torch import nn
 
 from medxgan.classifiers import wrap_classifier
 from medxgan.classifiers.reference import negative_logit_reference
 from medxgan.explain.minimal_mask import mask_objective, refine_mask, target_logits, total_variation
-from medxgan.gan import get_preset
-from medxgan.gan.networks import build_generator
 from medxgan.runtime.errors import MedxganError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -115,17 +114,10 @@ def test_a_coarse_mask_is_the_upsampled_grid_and_keeps_the_evidence():
     assert torch.allclose(one, m[:1], atol=1e-6)
 
 
-def _masked_setup():
-    torch.manual_seed(0)
-    G = build_generator(get_preset("default", channels=1, size=16, pathology="mask", nz1=8, nz2=4, g_width=8).net).eval()
-    clf = wrap_classifier(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 64, 1)), output="logit1")
-    return G, clf, torch.rand(2, 1, 16, 16) * 2 - 1
-
-
 def test_minimal_mask_path_runs_from_its_counterfactual_to_the_scan():
     from medxgan import MedXGAN
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     mx = MedXGAN(G, clf, inversion=dict(steps=5, restarts=1, counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=20))
     assert mx.engine.refines_mask
     cf = mx.engine.counterfactuals(x)
@@ -144,7 +136,7 @@ def test_minimal_mask_path_runs_from_its_counterfactual_to_the_scan():
 def test_minimal_mask_is_off_for_the_generator_counterfactual_and_options_are_checked():
     from medxgan import MedXGAN
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="generator", minimal_mask_steps=20))
     assert not mx.engine.refines_mask and mx.engine.counterfactuals(x).masks is None
     for bad in (dict(minimal_mask_steps=-1), dict(minimal_mask_steps=1.5), dict(minimal_mask_area=float("nan")), dict(minimal_mask_tv=-2.0),
@@ -167,7 +159,7 @@ def test_sanity_check_re_refines_the_minimal_mask_under_the_randomised_classifie
     from medxgan import MedXGAN
     from medxgan.evaluate.sanity import classifier_based, model_randomisation
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     mx = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=10))
     diff = mx.difference_explainer()
     assert classifier_based(diff)
@@ -184,7 +176,7 @@ def test_explain_files_saves_the_minimal_mask(tmp_path):
 
     from medxgan import MedXGAN
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     src = tmp_path / "scan.png"
     Image.fromarray(((x[0, 0].numpy() + 1) * 127.5).round().astype(np.uint8)).save(src)
     mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="residual", minimal_mask_steps=5))
@@ -203,7 +195,7 @@ def test_the_healthy_target_takes_its_floor_from_the_run_and_only_for_the_runs_o
     from medxgan import MedXGAN
     from medxgan.gan.run import GanRun
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     inv = dict(counterfactual="residual", minimal_mask_steps=5, minimal_mask_target="healthy")
     config = {"preset": {"inversion": inv}, "classifier_reference": {"negative_logit_q05": -1.25}}
     run = GanRun(G, clf, None, config, Path("."))
@@ -231,7 +223,7 @@ def test_cli_minimal_mask_floor_implies_the_healthy_target_and_reaches_the_engin
     assert minimal_mask_options(p.parse_args([])) == {}  # nothing given: the preset decides
     opts = minimal_mask_options(p.parse_args(["--minimal-mask-floor", "-1.5"]))
     assert opts == {"minimal_mask_target": "healthy", "minimal_mask_floor": -1.5}
-    G, clf, _ = _masked_setup()
+    G, clf, _ = masked_setup()
     inv = dict(counterfactual="residual", minimal_mask_steps=5, minimal_mask_target="healthy")
     run = GanRun(G, clf, None, {"preset": {"inversion": inv}, "classifier_reference": {"negative_logit_q05": -1.25}}, Path("."))
     assert MedXGAN.from_run(run, steps=2, restarts=1, **opts).engine.mask_floor == -1.5  # the user's floor wins over the run's
@@ -277,7 +269,7 @@ def test_frozen_restores_each_submodule_mode():
 def test_lig_on_the_mask_path_leaves_the_generator_in_eval_mode():
     from medxgan import MedXGAN
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     mx = MedXGAN(G, clf, inversion=dict(steps=5, restarts=1, counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=10))
     before = mx.engine.counterfactuals(x).x_res
     mx.lig_explainer(steps=8, tol=None).explain(x)  # LIG runs through MaskPath wrappers (train mode when built)
@@ -302,3 +294,4 @@ def test_a_given_start_replaces_the_generators_mask_as_start_but_not_as_target()
     good[:, :, :2, :2] = 1.0
     m = refine_mask(clf, x, fill, gm, steps=30, lr=0.1, start=good)
     assert float(m[:, :, :2, :2].mean()) > 0.8 and float(m[:, :, 2:, 2:].mean()) < 0.1
+

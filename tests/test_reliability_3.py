@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_dataset
+from helpers import cli_runs
 from PIL import Image
 
 from helpers import one_error_line as _one_error_line, snapshot_files as _snapshot
@@ -23,13 +23,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny data set, a 2-epoch classifier run and a 2-step GAN run (checkpoints at steps 1 and 2)."""
-    root = tmp_path_factory.mktemp("rel3")
-    write_dataset(root / "data", n_per_class=4, size=64)
-    assert main(["train-classifier", str(root / "data"), "--out", str(root / "clf"), "--epochs", "2", "--batch-size", "4",
-                 "--no-augment"]) == 0
-    assert main(["train", str(root / "data"), "--classifier", str(root / "clf"), "--out", str(root / "gan"), "--preset", "fast",
-                 "--steps", "2", "--batch-size", "4", "--no-oracle", "--ckpt-every", "1", "--monitor-samples", "2", "--quiet"]) == 0
-    return root
+    return cli_runs(tmp_path_factory.mktemp("rel3"), epochs=2, steps=2, gan_args=("--ckpt-every", "1"))
 
 
 # ---- corrupt checkpoints on --resume: named, with the previous good one ----------------------------------

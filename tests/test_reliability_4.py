@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import write_dataset
+from helpers import cli_runs
 from PIL import Image
 
 from helpers import one_error_line as _one_error_line
@@ -42,12 +42,7 @@ def _edited(src: Path, dst: Path, rel: str, edit) -> Path:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """A tiny data set, a 1-epoch classifier run, a 1-step GAN run and an image to explain."""
-    root = tmp_path_factory.mktemp("rel4")
-    write_dataset(root / "data", n_per_class=4, size=64)
-    assert main(["train-classifier", str(root / "data"), "--out", str(root / "clf"), "--epochs", "1", "--batch-size", "4",
-                 "--no-augment"]) == 0
-    assert main(["train", str(root / "data"), "--classifier", str(root / "clf"), "--out", str(root / "gan"), "--preset", "fast",
-                 "--steps", "1", "--batch-size", "4", "--no-oracle", "--monitor-samples", "2", "--quiet"]) == 0
+    root = cli_runs(tmp_path_factory.mktemp("rel4"), epochs=1, steps=1)
     Image.fromarray(np.full((64, 64), 90, np.uint8)).save(root / "x.png")
     return root
 
