@@ -14,7 +14,8 @@ from medxgan.runtime.errors import MedxganError
 TINY = DemoConfig(
     mode="custom", n_images=40, classifier_epochs=1, gan_steps=5, gan_batch_size=8, gan_log_every=5, gan_ckpt_every=5,
     gan_max_minutes=None, gan_monitor_samples=16, gan_overrides=(("g_width", 4), ("d_width", 4), ("nz1", 8), ("nz2", 4)),
-    oracle_epochs=1, methods=("medxgan-diff", "medxgan-lig", "gradcam", "saliency"), eval_n=2, eval_batch_size=2, inversion_steps=3, inversion_restarts=1, noise_sigmas=(0.05,),
+    oracle_epochs=1, methods=("medxgan-diff", "medxgan-lig", "gradcam", "saliency"), eval_n=2, eval_batch_size=2, inversion_steps=3,
+    inversion_restarts=1, noise_sigmas=(0.05,),
     max_sensitivity=False, max_sensitivity_n=0, n_resamples=50, report_rows=2, frames=3,
 )
 
