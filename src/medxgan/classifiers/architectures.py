@@ -6,9 +6,48 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medxgan.runtime.errors import MedxganError
+
+
+class _MaxPool2x2Function(torch.autograd.Function):
+    """2 x 2 max-pooling, stride 2, with exactly aten's values and gradients: aten's own kernels, the forward run on a
+    channels-last copy. Why: aten's CPU max-pool forward for NCHW tensors is several times slower than for channels-last
+    ones (issue 32: 6.4 vs 2.5 ms forward + backward for 8 x 16 x 62 x 62, copy included, torch 2.13, one thread) and was
+    ~15-20 % of every paper-cnn forward/backward, i.e. of the inversion, the minimal-mask search and every gradient
+    baseline. Both kernels take the first maximum of a window (a NaN wins) and return the same flat h * W + w indices,
+    so outputs and gradients are identical; the output and the input's gradient stay NCHW-contiguous."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        out, idx = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), [2, 2], [2, 2])
+        idx = idx.contiguous()
+        ctx.save_for_backward(x, idx)
+        return out.contiguous()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        x, idx = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+
+
+class MaxPool2x2(nn.MaxPool2d):
+    """``nn.MaxPool2d(2)`` with the same outputs and gradients, faster on the CPU (see :class:`_MaxPool2x2Function`).
+    Keeps the class (state dicts, fingerprints, layer searches unchanged); TorchScript gets aten's op."""
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting() or x.dim() != 4 or x.device.type != "cpu":
+            return F.max_pool2d(x, 2)
+        return self._fast(x)
+
+    @torch.jit.unused
+    def _fast(self, x: torch.Tensor) -> torch.Tensor:
+        return _MaxPool2x2Function.apply(x)
 
 
 class PaperCNN(nn.Module):
@@ -24,7 +63,7 @@ class PaperCNN(nn.Module):
                                "resnet-small for other sizes)", arg="size")
 
         def block(cin: int, cout: int, k: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(cin, cout, k), nn.ReLU(inplace=True), nn.BatchNorm2d(cout), nn.MaxPool2d(2), nn.Dropout(dropout))
+            return nn.Sequential(nn.Conv2d(cin, cout, k), nn.ReLU(inplace=True), nn.BatchNorm2d(cout), MaxPool2x2(), nn.Dropout(dropout))
 
         self.features = nn.Sequential(block(in_channels, 16, 3), block(16, 32, 6), block(32, 32, 6))
         self.head = nn.Linear(32 * 4 * 4, 2)

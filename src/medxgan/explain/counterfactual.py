@@ -427,8 +427,12 @@ class CounterfactualEngine:
             return list(cf.generators) if cf.generators else [self.generator] * len(cf)
         gens = cf.generators or [self.generator] * len(cf)
         if cf.masks is not None:
+            # the in-fill along the path is fixed (z1 = z1* at every point): the scan's anatomy B(z1*) is cf.x_neg (a masked
+            # generator's x_neg), computed once with the batch, so LIG's 33+ points and the frames need no generator pass
+            # (issue 32; the same B up to the last bits of a batch-size-dependent convolution)
+            fills = cf.fills if cf.fills is not None else cf.x_neg
             return [MaskPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device), cf.masks[i].to(self.device),
-                             None if cf.fills is None else cf.fills[i].to(self.device)) for i, g in enumerate(gens)]
+                             fills[i].to(self.device)) for i, g in enumerate(gens)]
         return [ResidualPath(g, cf.images[i].to(self.device), cf.z2[i].to(self.device)) for i, g in enumerate(gens)]
 
     def interpolation(self, cf: Counterfactuals, frames: int = 11) -> tuple[Tensor, Tensor]:
