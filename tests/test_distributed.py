@@ -265,7 +265,7 @@ def test_user_errors_name_the_batch_size(dist_root):
 def test_cyclegan_steps_equal_single_process_and_resume_on_one(dist_root, tmp_path):
     """2 CycleGAN steps on 2 processes == on 1 process; then --resume on 1 process == a straight run."""
     from medxgan.translate import PatchDiscriminator, train_cyclegan
-    from medxgan.translate.train import TranslateConfig, build_generators
+    from medxgan.translate.run import TranslateConfig, build_generators
 
     cfg = TranslateConfig(**TRANSLATE).finalise()
     g_fa, _ = build_generators(cfg)

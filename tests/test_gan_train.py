@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 from helpers import write_dataset, small_conv_classifier, square_lesion_data
+from test_run_lifecycle import assert_common_shape
 
 from medxgan.gan import GanTrainConfig, get_preset, load_gan_run, train_gan
 from medxgan.runtime.errors import MedxganError
@@ -43,6 +44,9 @@ def test_end_to_end_writes_run(tmp_path):
     res = _train(out, 4, log_every=2, ckpt_every=2, keep_last=1)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["kind"] == "medxgan" and cfg["status"] == "finished"
+    assert_common_shape(cfg, "medxgan")  # runtime.run's config.json shape
+    assert set(cfg["fingerprints"]) == {"generator", "discriminator", "encoder", "classifier", "data"}
+    assert cfg["fingerprints"]["classifier"] == cfg["classifier"]["fingerprint"] and cfg["steps_done"] == 4
     assert (cfg["channels"], cfg["size"], cfg["nz1"], cfg["nz2"]) == (1, 32, 8, 4)
     assert cfg["preset"]["net"] == cfg["net"] and cfg["ema"] is True
     assert cfg["classifier"]["fingerprint"] and cfg["oracle"]["fingerprint"]

@@ -223,8 +223,7 @@ def test_a_good_encoder_sub_run_loads(runs, tmp_path):
 @pytest.fixture(scope="module")
 def translate_run(tmp_path_factory):
     """A translate run as `translate train` writes it (config.json with its train record + both generators), tiny."""
-    from medxgan.translate.apply import DIRECTIONS
-    from medxgan.translate.train import RUN_KIND, TranslateConfig, build_generators
+    from medxgan.translate.run import DIRECTIONS, RUN_KIND, TranslateConfig, build_generators
 
     root = tmp_path_factory.mktemp("tr4")
     cfg = TranslateConfig(size=32, ngf=4, ndf=4, blocks=1, epochs=1, epochs_decay=0).finalise()

@@ -20,7 +20,8 @@ from medxgan.translate import (
     ImagePool, PatchDiscriminator, ResnetGenerator, apply_translation, evaluate_translation, lr_at_epoch,
     schedule_text, ssim, train_cyclegan,
 )
-from medxgan.translate.train import TranslateConfig
+from medxgan.translate.run import TranslateConfig
+from test_run_lifecycle import assert_common_shape
 
 TINY = dict(size=32, ngf=8, ndf=8, blocks=1, pool_size=2, samples=2, log_every=1)
 
@@ -148,15 +149,29 @@ def test_run_layout(run):
     done = json.loads((run / "config.json").read_text())
     assert done["weights"]["best"]["epoch"] == best["epoch"] and done["weights"]["best"]["val_ssim_fa"] == pytest.approx(best["val_ssim_fa"])
     assert done["weights"]["ema"]["updates"] == 8 and done["weights"]["last"]["step"] == 8
+    assert_common_shape(done, "cyclegan")  # runtime.run's config.json shape
+    assert set(done["fingerprints"]) == {"G_fa", "G_fundus", "G_fa_ema", "G_fundus_ema", "G_fa_best", "G_fundus_best"}
+    assert done["steps_done"] == done["steps"] == 8 and {"loss_G", "val_ssim_fa"} <= set(done["metrics"])
     last, ema = RunDir(run).load_weights("G_fa"), RunDir(run).load_weights("G_fa_ema")
     assert last.keys() == ema.keys() and not all(torch.equal(last[k], ema[k]) for k in last)
+
+
+def test_train_cyclegan_takes_a_config_object(data, tmp_path):
+    """The library takes the TranslateConfig (keywords override its fields); config.json stores it as ``train``."""
+    from dataclasses import asdict
+
+    cfg = TranslateConfig(size=32, ngf=8, ndf=8, blocks=1, pool_size=2, epochs=1, epochs_decay=0, samples=0, ema_decay=0.0)
+    res = train_cyclegan(data, tmp_path / "r", cfg, seed=4, device="cpu", quiet=True)
+    stored = json.loads((tmp_path / "r" / "config.json").read_text())
+    expected = asdict(TranslateConfig(**{**asdict(cfg), "seed": 4}).finalise())
+    assert res["finished"] and stored["train"] == expected and stored["status"] == "finished"
 
 
 def test_ema_warmup_follows_torch_ema_with_tf_rule():
     """The EMA is torch's AveragedModel; the decay of the n-th update is min(decay, (1 + n) / (10 + n))."""
     from torch.optim.swa_utils import AveragedModel
 
-    from medxgan.translate.train import ema_multi_avg_fn
+    from medxgan.translate.trainer import ema_multi_avg_fn
 
     net = torch.nn.Linear(1, 1, bias=False)
     avg = AveragedModel(net, multi_avg_fn=ema_multi_avg_fn(0.5))
@@ -246,7 +261,7 @@ def test_cli_errors_are_one_line_exit_2(run, tmp_path, capsys):
 
 def test_weights_choice_in_apply_and_evaluate(data, run, paired_run, paired_data, tmp_path, capsys):
     """--weights last|ema|best picks the file and the output says which; a missing choice is one line, exit 2."""
-    from medxgan.translate.apply import load_generator
+    from medxgan.translate.run import load_generator
 
     for w in ("last", "ema", "best"):
         g, _ = load_generator(run, "fundus2angio", "cpu", w)
@@ -331,7 +346,8 @@ def test_paired_run_layout_and_losses(paired_data, paired_run):
 
 def test_paired_pair_shares_crop_and_flip(tmp_path):
     """A pair is cropped and flipped alike: B is A's luminance, so after sampling it still is."""
-    from medxgan.translate.train import CycleGANTrainer, _Sampler, _load_pairs, find_pairs
+    from medxgan.translate.images import Sampler, find_pairs, load_pairs
+    from medxgan.translate.trainer import CycleGANTrainer
 
     rng = np.random.default_rng(0)
     for d in ("trainA", "trainB"):
@@ -343,8 +359,8 @@ def test_paired_pair_shares_crop_and_flip(tmp_path):
     cfg = TranslateConfig(size=32, crop=28, paired=True, ngf=8, ndf=8, blocks=1).finalise()
     pairs = find_pairs(tmp_path)
     assert [(a.name, b.name) for a, b in pairs] == [("s0.png", "s0.png"), ("s1.png", "s1.png"), ("s2.png", "s2.png")]
-    a, b = _load_pairs(pairs, cfg)
-    s = _Sampler(torch.cat([a, b], 1), cfg)
+    a, b = load_pairs(pairs, cfg)
+    s = Sampler(torch.cat([a, b], 1), cfg)
     gen = torch.Generator().manual_seed(1)
     for _ in range(5):
         x = s.batch(torch.tensor([0, 1, 2]), gen)

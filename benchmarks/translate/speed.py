@@ -74,7 +74,7 @@ def _reference_model(ref: Path, tmp: Path, a_u8, b_u8, cfg):
     sys.path.insert(0, str(ref))
     from models.cycle_gan_model import CycleGANModel  # noqa: E402  (the reference, on sys.path for this run only)
 
-    from medxgan.translate.train import _Sampler
+    from medxgan.translate.images import Sampler as _Sampler
 
     opt = SimpleNamespace(isTrain=True, gpu_ids=[], checkpoints_dir=str(tmp / "ref_ckpt"), name="speed", preprocess="resize_and_crop",
                           input_nc=cfg.channels_a, output_nc=cfg.channels_b, ngf=cfg.ngf, ndf=cfg.ndf, netG=f"resnet_{cfg.blocks}blocks",
@@ -112,7 +112,9 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from medxgan.data.phantoms.fundus import synthesize_fundus_angio
-    from medxgan.translate.train import CycleGANTrainer, TranslateConfig, _load_domain, _Sampler
+    from medxgan.translate.images import Sampler as _Sampler, load_domain as _load_domain
+    from medxgan.translate.run import TranslateConfig
+    from medxgan.translate.trainer import CycleGANTrainer
 
     names = args.variants.split(",") if args.variants else [n for n in VARIANTS if n != "reference" or args.reference]
     unknown = [n for n in names if n not in VARIANTS]

@@ -227,8 +227,8 @@ def train_classifier(data: str | os.PathLike, out: str | os.PathLike, config: Cl
         result["warnings"] = [nothing]
     atomic_write_json(Path(out) / "test_metrics.json", result)
     run.finish(loop, weights={WEIGHTS_NAME: model}, metrics={"test": test, "best_epoch": best["epoch"], "best_val_auc": best["auc"]},
-               fingerprint=result["fingerprint"], best_epoch=best["epoch"], best_val_auc=best["auc"], test=test,
-               epochs_done=loop.step, **({"warnings": [nothing]} if nothing else {}))
+               record={"fingerprint": result["fingerprint"], "best_epoch": best["epoch"], "best_val_auc": best["auc"], "test": test,
+                       "epochs_done": loop.step, **({"warnings": [nothing]} if nothing else {})})
     return result
 
 

@@ -7,7 +7,7 @@ import argparse
 from medxgan.cli.common import add_device, add_speed_options
 
 
-def register(subparsers, formatter_class) -> None:
+def register(subparsers: argparse._SubParsersAction, formatter_class: type) -> None:
     p = subparsers.add_parser(
         "translate", help="fundus photo <-> fluorescein angiogram translation (CycleGAN)", formatter_class=formatter_class,
         description="Fundus <-> fluorescein-angiography translation: unpaired CycleGAN (default) or, when registered "
@@ -20,7 +20,17 @@ def register(subparsers, formatter_class) -> None:
                "  medxgan translate evaluate data/fa --run runs/fa",
     )
     sub = p.add_subparsers(dest="translate_command", metavar="SUBCOMMAND")
+    _add_train(sub, formatter_class)
+    _add_apply(sub, formatter_class)
+    _add_evaluate(sub, formatter_class)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
 
+
+_WEIGHTS_HELP = ("which generator weights: last = the final step's (default), ema = their moving average, best = the epoch "
+                 "with the best validation fundus->FA SSIM (runs trained with DATA/valA + valB)")
+
+
+def _add_train(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     t = sub.add_parser(
         "train", help="train a CycleGAN on DATA/trainA (fundus) and DATA/trainB (angiograms)", formatter_class=formatter_class,
         description="Train G_fa (fundus -> FA), G_fundus (FA -> fundus), D_fa, D_fundus. Unpaired data: DATA/trainA "
@@ -81,6 +91,8 @@ def register(subparsers, formatter_class) -> None:
     add_device(t)
     t.set_defaults(func=_train)
 
+
+def _add_apply(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     a = sub.add_parser(
         "apply", help="translate image files (any size) with one generator", formatter_class=formatter_class,
         description="Translate every image given (files and folders, searched recursively) at its native resolution. "
@@ -97,12 +109,12 @@ def register(subparsers, formatter_class) -> None:
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--size", type=int, help="resize inputs to SIZE x SIZE first (default: native resolution)")
     a.add_argument("--tile", type=int, help="translate in overlapping TILE x TILE tiles with feathered blending (large images)")
-    a.add_argument("--weights", choices=["last", "ema", "best"], default="last",
-                   help="which generator weights: last = the final step's (default), ema = their moving average, best = the epoch "
-                        "with the best validation fundus->FA SSIM (runs trained with DATA/valA + valB)")
+    a.add_argument("--weights", choices=["last", "ema", "best"], default="last", help=_WEIGHTS_HELP)
     add_device(a)
     a.set_defaults(func=_apply)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     e = sub.add_parser(
         "evaluate", help="SSIM / PSNR / MAE on paired test images, both directions, plus cycle error", formatter_class=formatter_class,
         description="Compare G_fa(testA) with testB and G_fundus(testB) with testA (paired by file name, resized to the "
@@ -121,13 +133,9 @@ def register(subparsers, formatter_class) -> None:
                    help="local Inception-v3 FID network for FID/KID: the TorchScript inception-2015-12-05.pt (StyleGAN2-ADA / "
                         "clean-fid), or pt_inception-2015-12-05-6726825d.pth (pytorch-fid / torch-fidelity; needs "
                         "pip install 'medxgan[fid]'); without it FID/KID are skipped")
-    e.add_argument("--weights", choices=["last", "ema", "best"], default="last",
-                   help="which generator weights: last = the final step's (default), ema = their moving average, best = the epoch "
-                        "with the best validation fundus->FA SSIM (runs trained with DATA/valA + valB)")
+    e.add_argument("--weights", choices=["last", "ema", "best"], default="last", help=_WEIGHTS_HELP)
     add_device(e)
     e.set_defaults(func=_evaluate)
-
-    p.set_defaults(func=lambda args: p.print_help() or 0)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -143,8 +151,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _apply(args: argparse.Namespace) -> int:
     from medxgan.translate.apply import apply_translation
-
-    from medxgan.translate.apply import check_weights, weights_text
+    from medxgan.translate.run import check_weights, weights_text
 
     written = apply_translation(args.inputs, args.run, args.direction, args.out, size=args.size, tile=args.tile, device=args.device,
                                 weights=args.weights)

@@ -112,13 +112,10 @@ def load_trained_encoder(gan_run: str | os.PathLike, net_config: dict[str, Any],
     return E.to(device).eval().requires_grad_(False)
 
 
-def write_gan_weights(rd: RunDir, generator: nn.Module, discriminator: nn.Module, encoder: nn.Module | None = None) -> None:
-    """(Writing the run.) The final weights: generator (the EMA copy when EMA is on), discriminator, and the
-    anchor encoder of an ``anchored`` run."""
-    rd.save_weights(GENERATOR_NAME, generator)
-    rd.save_weights(DISCRIMINATOR_NAME, discriminator)
-    if encoder is not None:
-        rd.save_weights(ENCODER_NAME, encoder)
+def gan_weights(generator: nn.Module, discriminator: nn.Module, encoder: nn.Module | None = None) -> dict[str, nn.Module | None]:
+    """(Writing the run.) The final weights by their file names: generator (the EMA copy when EMA is on),
+    discriminator, and the anchor encoder of an ``anchored`` run (None otherwise: not written)."""
+    return {GENERATOR_NAME: generator, DISCRIMINATOR_NAME: discriminator, ENCODER_NAME: encoder}
 
 
 def copy_into_run(src: str | None, dst: Path) -> str | None:

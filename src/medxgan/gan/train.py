@@ -1,46 +1,16 @@
 """`medxgan train`: train a medXGAN generator against a frozen classifier.
 
 Read top to bottom: `train_gan` loads the data and the classifier, builds the networks from a preset,
-and runs `GANTrainer.step` in a loop with logging, sample grids and resumable checkpoints.
+and runs `GANTrainer.step` (gan.trainer: the objective, DiffAugment, distributed and GPU notes) through
+runtime.loop with logging, sample grids and resumable checkpoints; the run's lifecycle and config.json
+shape are runtime.run.TrainingRun's, its file layout gan.run's. The settings are one `GanTrainConfig`.
 
-The objective (authors' code, /work/shared/reference/medxgan.md):
-  * latents: z1 ~ N(0, I); z2 = 0 for class 0, z2 ~ N(0, I) for class 1;
-  * D step: BCE(D(x_real), 1) + BCE(D(G(z1, z2_fake)), 0), fake classes drawn uniformly;
-  * G step: lambda * CE(C(G(z1, z2)), y) + BCE(D(G(z1, z2)), 1) (non-saturating), y = the classes of
-    the current real batch.
-D returns logits and the losses use BCEWithLogits (= sigmoid + BCE, computed stably). The classifier
-is reached only through its adapter, which gives one positive-class logit l = log(p / (1 - p)); the
-2-class cross-entropy of softmax([0, l]) equals BCEWithLogits(l, y), which is what we compute.
-The classifier is frozen (requires_grad False, eval mode): gradients flow through it to G only.
-
-Options beyond the paper (switched on by a preset, see presets.py): projection discriminator
-conditioned on the class (real: true label, fake: the class its z2 was drawn for), spectral norm,
-lazy R1 penalty on reals, EMA of G (the EMA copy is saved and monitored), DiffAugment on all D inputs.
-
-Distributed (``torchrun --nproc_per_node N -m medxgan train ...``, medxgan.runtime.distributed): the
-batch size is the GLOBAL batch, split evenly over the ranks. Every random draw of a step (data indices,
-fake classes, latents, DiffAugment offsets, the encoder's reparameterisation noise) is made for the
-global batch on every rank from identically seeded RNGs and each rank keeps its slice; BatchNorm
-statistics are global (GlobalBatchNorm2d) and G, D (and E) are wrapped in DistributedDataParallel,
-which averages the gradients of equal local batches. A distributed step therefore equals the
-single-process step on the same global batch (up to float summation order), and the RNG states stay
-identical on every rank and equal to a single process's: rank 0's checkpoint resumes under any world
-size. Rank 0 alone logs, prints, monitors and writes the run directory. Not exactly equivalent: dropout
-in D (presets paper-64 / paper-128: each rank draws its own masks) and the minibatch-std feature
-(d_mbstd: groups within a rank's batch); they train correctly but not bit-for-bit like one process.
-"Up to float summation order" still lets runs drift apart over many steps (Adam turns tiny gradient
-differences of near-zero gradients into visible steps, and GAN training amplifies them): after 9 steps
-of the default preset on 64 px phantoms, 2 processes vs 1 differ by 0.04 in the largest generator
-weight -- as much as one process with 1 vs 2 CPU threads (0.03).
-
-GPU options (--amp bf16|fp16, --channels-last, --compile; runtime.precision): see GANTrainer. The
-random draws of a step come from the CPU generator on every device, so a GPU step can be checked
-against a CPU step (benchmarks/gpu_check.py).
+Distributed (``torchrun --nproc_per_node N -m medxgan train ...``): the batch size is the GLOBAL batch,
+split evenly over the ranks (see gan.trainer); rank 0 alone trains the oracle, logs, monitors and writes.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -48,441 +18,33 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medxgan.classifiers import as_classifier, load_classifier, store_classifier, train_classifier
 from medxgan.classifiers.checks import prediction_check
 from medxgan.classifiers.reference import class_logit_medians, negative_logit_reference
+from medxgan.classifiers.training import ClassifierTrainConfig
 from medxgan.data import load_dataset
-from medxgan.gan.encoder import LatentEncoder, kl_to_standard_normal
 from medxgan.gan.monitor import Monitor, summarize
-from medxgan.gan.networks import build_discriminator, build_generator, sample_latents
 from medxgan.gan.presets import Preset, get_preset
-from medxgan.gan.run import CLASSIFIER_DIR, GAN_KIND, GAN_RUN_FIELDS, ORACLE_DIR, classifier_meta, copy_into_run, write_gan_weights
+from medxgan.gan.run import CLASSIFIER_DIR, GAN_KIND, GAN_RUN_FIELDS, ORACLE_DIR, classifier_meta, copy_into_run, gan_weights
+from medxgan.gan.trainer import BatchSteps, GANTrainer, diff_augment, minimality_terms, parse_diffaug
 from medxgan.runtime.atomic import to_jsonable
-from medxgan.runtime.device import pick_device
-from medxgan.runtime.records import check_record
-from medxgan.runtime.distributed import (
-    all_reduce_sum, barrier, check_divisible, convert_global_batchnorm, distributed, mean_over_ranks,
-    shard, world_size, wrap_ddp,
-)
 from medxgan.runtime.checks import check_args
+from medxgan.runtime.device import pick_device
+from medxgan.runtime.distributed import DistContext, barrier, check_divisible, distributed
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.precision import backward_step, check_amp, compile_module, forward, grad_scaler, to_channels_last
-from medxgan.runtime.loop import Cadence, LoopOptions, check_start, open_run, resume_or_restart, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions, resume_or_restart
+from medxgan.runtime.precision import check_amp
+from medxgan.runtime.records import check_record
+from medxgan.runtime.run import TrainingRun
 from medxgan.runtime.runs import RunDir, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
+# the step and its helpers live in gan.trainer; imported here by the tests and benchmarks that use them
+__all__ = ["GanTrainConfig", "train_gan", "GANTrainer", "diff_augment", "minimality_terms", "parse_diffaug"]
+
 ORACLE_ARCH = {"paper-cnn": "resnet-small", "resnet-small": "paper-cnn"}
-
-
-# ---- DiffAugment (Zhao et al. 2020): translation (1/8, zero padded) + cutout (half size) ----------
-# The offsets are drawn for the global batch (n x world_size rows) and sharded, so that a rank's rows
-# get the offsets a single process would give them; `parts`: see runtime.distributed.shard. Like every
-# random draw of a training step they come from the CPU generator (see GANTrainer.step).
-def _rand_translation(x: torch.Tensor, ratio: float = 0.125, parts: int = 1) -> torch.Tensor:
-    n, _, h, w = x.shape
-    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    n_all = n * world_size()
-    tx = shard(torch.randint(-sh, sh + 1, size=[n_all, 1, 1]), parts).to(x.device)
-    ty = shard(torch.randint(-sw, sw + 1, size=[n_all, 1, 1]), parts).to(x.device)
-    ar = lambda k: torch.arange(k, device=x.device)  # noqa: E731
-    gb, gx, gy = torch.meshgrid(ar(n), ar(h), ar(w), indexing="ij")
-    gx = torch.clamp(gx + tx + 1, 0, h + 1)
-    gy = torch.clamp(gy + ty + 1, 0, w + 1)
-    return F.pad(x, [1, 1, 1, 1]).permute(0, 2, 3, 1).contiguous()[gb, gx, gy].permute(0, 3, 1, 2)
-
-
-def _rand_cutout(x: torch.Tensor, ratio: float = 0.5, parts: int = 1) -> torch.Tensor:
-    n, _, h, w = x.shape
-    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    n_all = n * world_size()
-    ox = shard(torch.randint(0, h + (1 - ch % 2), size=[n_all, 1, 1]), parts).to(x.device)
-    oy = shard(torch.randint(0, w + (1 - cw % 2), size=[n_all, 1, 1]), parts).to(x.device)
-    ar = lambda k: torch.arange(k, device=x.device)  # noqa: E731
-    gb, gx, gy = torch.meshgrid(ar(n), ar(ch), ar(cw), indexing="ij")
-    gx = torch.clamp(gx + ox - ch // 2, min=0, max=h - 1)
-    gy = torch.clamp(gy + oy - cw // 2, min=0, max=w - 1)
-    mask = torch.ones(n, h, w, dtype=x.dtype, device=x.device)
-    mask[gb, gx, gy] = 0
-    return x * mask.unsqueeze(1)
-
-
-_AUGMENTS = {"translation": _rand_translation, "cutout": _rand_cutout}
-
-
-def parse_diffaug(policy: str) -> list[str]:
-    names = [p.strip() for p in (policy or "").split(",") if p.strip()]
-    for p in names:
-        if p not in _AUGMENTS:
-            raise MedxganError(f"diffaug {p!r}: unknown augmentation (choose from {', '.join(_AUGMENTS)})")
-    return names
-
-
-def diff_augment(x: torch.Tensor, policy: str, parts: int = 1) -> torch.Tensor:
-    """Differentiable augmentation of a D input (real or fake alike); global torch RNG. Distributed:
-    `x` is this rank's share of a global batch made of `parts` concatenated global batches."""
-    for name in parse_diffaug(policy):
-        x = _AUGMENTS[name](x, parts=parts)
-    return x
-
-
-def minimality_terms(image: torch.Tensor, base: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Per-sample minimality of a pathology change (each (N,)): "prox" = mean|image - base| over pixels
-    and channels; with a mask (N x 1 x H x W) also "mask" = mean(mask) and "tv" = mean|mask[i+1, j] -
-    mask[i, j]| + mean|mask[i, j+1] - mask[i, j]| (anisotropic total variation)."""
-    out = {"prox": (image - base).abs().flatten(1).mean(1)}
-    if mask is not None:
-        out["mask"] = mask.flatten(1).mean(1)
-        dy = (mask[:, :, 1:, :] - mask[:, :, :-1, :]).abs().flatten(1).mean(1)
-        dx = (mask[:, :, :, 1:] - mask[:, :, :, :-1]).abs().flatten(1).mean(1)
-        out["tv"] = dx + dy
-    return out
-
-
-# ---- one training step ------------------------------------------------------------------------
-class GANTrainer:
-    """Networks, optimisers and one `step(real, labels)`; everything a checkpoint has to hold.
-
-    Distributed (a process group with world_size > 1 exists when the trainer is built): BatchNorm
-    becomes GlobalBatchNorm2d and G, D (and E) are wrapped in DistributedDataParallel for the passes
-    whose gradients are used (`self._G`, `self._D`, `self._E`); `self.G`, `self.D`, `self.E` stay the
-    plain modules (state_dict without a ``module.`` prefix, EMA, monitoring).
-
-    GPU options (runtime.precision; not covered by "same seed -> same numbers" when on): `amp` runs
-    the forward passes of G, D, E and the classifier under autocast ("bf16"/"fp16"; losses, the R1
-    pass of D, EMA, BatchNorm statistics and Adam stay float32; fp16 adds GradScalers); `channels_last`
-    stores weights and image batches NHWC; `compile` wraps the training passes in torch.compile
-    (not D's passes on R1 steps: compiled graphs have no double backward)."""
-
-    def __init__(self, preset: Preset, classifier: nn.Module, device: torch.device | str = "cpu", lambda_cls: float | None = None,
-                 *, amp: str = "off", channels_last: bool = False, compile: bool = False, cls_labels: tuple[float, float] = (0.0, 1.0)):
-        self.preset = preset
-        # the labels of the classifier terms, negative / positive: 0 / 1 (cls_target "hard") or soft (see TrainOptions)
-        self.cls_labels = (float(cls_labels[0]), float(cls_labels[1]))
-        self.opts = preset.train
-        self.lambda_cls = float(self.opts.lambda_cls if lambda_cls is None else lambda_cls)
-        self.device = torch.device(device)
-        self.amp = check_amp(amp, self.device)
-        self.channels_last, self.compile = bool(channels_last), bool(compile)
-        distributed_run = world_size() > 1
-        self.G = build_generator(preset.net)
-        self.D = build_discriminator(preset.net)
-        self.E = LatentEncoder(preset.net) if self.opts.recon_weight > 0 else None
-        if distributed_run:  # batch statistics over the global batch, as one process would compute them
-            for m in (self.G, self.D, self.E):
-                if m is not None:
-                    convert_global_batchnorm(m)
-        self.G.to(self.device)
-        self.D.to(self.device)
-        if self.E is not None:
-            self.E.to(self.device)
-        if self.channels_last:
-            for m in (self.G, self.D, self.E):
-                if m is not None:
-                    to_channels_last(m)
-        self.G_ema = copy.deepcopy(self.G).eval() if self.opts.ema_decay > 0 else None
-        if self.G_ema is not None:
-            self.G_ema.requires_grad_(False)
-        betas = (self.opts.beta1, self.opts.beta2)
-        g_params = list(self.G.parameters()) + (list(self.E.parameters()) if self.E is not None else [])
-        self.opt_g = torch.optim.Adam(g_params, lr=self.opts.lr, betas=betas)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=self.opts.lr_d or self.opts.lr, betas=betas)
-        self.classifier = classifier
-        self.classifier.eval()
-        for p in self.classifier.parameters():
-            p.requires_grad_(False)
-        parse_diffaug(self.opts.diffaug)
-        # DDP averages gradients over ranks. D's pass inside the G step uses the plain D (`_D_plain`):
-        # its gradients there are thrown away (zeroed before the next D step), syncing them would be
-        # wasted work.
-        ddp_g, ddp_d = wrap_ddp(self.G, self.device), wrap_ddp(self.D, self.device)
-        ddp_e = wrap_ddp(self.E, self.device) if self.E is not None else None
-        self._D_r1 = ddp_d  # the R1 pass needs double backward: never compiled
-        maybe = (lambda m: compile_module(m, self.device)) if self.compile else (lambda m: m)
-        self._G, self._D = maybe(ddp_g), maybe(ddp_d)
-        self._E = maybe(ddp_e) if ddp_e is not None else None
-        self._D_plain = self._D if ddp_d is self.D else maybe(self.D)
-        self.scaler_d, self.scaler_g = grad_scaler(self.amp, self.device), grad_scaler(self.amp, self.device)
-        self.step_count = 0
-
-    @property
-    def generator(self) -> nn.Module:
-        """The generator that is monitored and saved: the EMA copy when EMA is on."""
-        return self.G_ema if self.G_ema is not None else self.G
-
-    def _fwd(self, fn: Any, *args: Any) -> Any:
-        """A network forward pass under autocast (outputs back in float32); plain call when amp is off."""
-        return forward(self.amp, self.device, fn, *args)
-
-    def _d(self, x: torch.Tensor, y: torch.Tensor, D: nn.Module | None = None, parts: int = 1, amp: bool = True) -> torch.Tensor:
-        if self.opts.diffaug:
-            x = diff_augment(x, self.opts.diffaug, parts=parts)
-        D = D if D is not None else self._D_plain  # not `D or ...`: a compiled module has no truth value
-        return self._fwd(D, x, y) if amp else D(x, y)
-
-    def _latents(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sample_latents for this rank's labels `y`, drawn for the global batch and sharded (the same
-        numbers and RNG consumption as sample_latents on the global batch)."""
-        z1, z2 = sample_latents(torch.ones(y.shape[0] * world_size(), dtype=y.dtype), self.G.nz1, self.G.nz2)
-        return shard(z1).to(y.device), shard(z2).to(y.device) * (y.view(-1, 1) == 1).float()
-
-    def step(self, real: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        """One D step then one G step on a real batch (distributed: this rank's slice of the global
-        batch, `shard(global_batch)`). Returns detached scalar statistics (means over the global batch).
-
-        Every random draw (fake classes, latents, DiffAugment offsets, encoder noise) comes from the
-        global CPU generator and is moved to the device: the same seed gives the same draws on a CPU
-        and on a GPU, so their steps can be compared (benchmarks/gpu_check.py)."""
-        G, D = self.G, self.D
-        if self.channels_last:
-            real = to_channels_last(real)
-        self.step_count += 1
-        G.train()
-        D.train()
-        if self.E is not None:
-            self.E.train()
-        stats: dict[str, torch.Tensor] = {}
-
-        # -- discriminator: real -> 1, fake (uniform classes) -> 0
-        y_fake = shard(torch.randint(0, 2, (real.shape[0] * world_size(),))).to(self.device)
-        z1, z2 = self._latents(y_fake)
-        parts = 1
-        with torch.no_grad():
-            fake = self._fwd(self._G, z1, z2)
-            if self.E is not None:  # reconstructions of the real batch are fakes too
-                rec, z1_rec, _, codes = self._encode_decode(real, labels, self._G, self._E)
-                fake = torch.cat([fake, rec])
-                y_fake = torch.cat([y_fake, labels])
-                parts = 2
-                if self.opts.cf_adv_weight > 0:  # and their counterfactuals, as fakes of the negative class
-                    fake = torch.cat([fake, self._counterfactuals(real, labels, z1_rec, codes[2])])
-                    y_fake = torch.cat([y_fake, torch.zeros_like(labels)])
-                    parts = 3
-        do_r1 = self.opts.r1_gamma > 0 and self.step_count % max(1, self.opts.r1_every) == 0
-        real_in = real.detach().requires_grad_(True) if do_r1 else real
-        # R1 steps: D uncompiled (compiled graphs have no double backward, and a compiled pass would
-        # update the BatchNorm buffers that the eager R1 graph saved) and its real pass in float32
-        D_step = self._D_r1 if do_r1 else self._D
-        d_real = self._d(real_in, labels, D_step, amp=not do_r1)
-        d_fake = self._d(fake, y_fake, D_step, parts)
-        loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + F.binary_cross_entropy_with_logits(
-            d_fake, torch.zeros_like(d_fake)
-        )
-        if do_r1:  # lazy R1 (StyleGAN2): gamma/2 E||grad_x D(x)||^2, every k steps, scaled by k
-            (grad,) = torch.autograd.grad(d_real.sum(), real_in, create_graph=True)
-            r1 = grad.pow(2).flatten(1).sum(1).mean()
-            loss_d = loss_d + 0.5 * self.opts.r1_gamma * self.opts.r1_every * r1
-            stats["r1"] = r1.detach()
-        self.opt_d.zero_grad(set_to_none=True)
-        backward_step(loss_d, self.opt_d, self.scaler_d)
-        stats["d_loss"] = loss_d.detach()
-        stats["d_real"] = torch.sigmoid(d_real.detach()).mean()
-        stats["d_fake"] = torch.sigmoid(d_fake.detach()).mean()
-
-        # -- generator: non-saturating adversarial + lambda * classifier CE, classes of the real batch.
-        # D's weight gradients of this pass would be thrown away (zeroed before the next D step):
-        # not computing them saves about a third of D's backward cost.
-        D.requires_grad_(False)
-        try:
-            self._g_step(real, labels, stats)
-        finally:
-            D.requires_grad_(True)
-        # one host sync for all statistics; distributed: averaged over the ranks' equal local batches
-        values = dict(zip(stats.keys(), torch.stack([v.float() for v in stats.values()]).double().tolist()))
-        return mean_over_ranks(values, self.device)
-
-    def _generate(self, z1: torch.Tensor, z2: torch.Tensor, pos: torch.Tensor, stats: dict[str, torch.Tensor],
-                  key: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """G(z1, z2) through the training wrapper, and the minimality loss of its positives (rows where
-        `pos` is 1): prox_weight * mean|G(z1, z2) - G(z1, 0)| (+ the mask L1 and TV terms of a masked
-        generator), averaged over the positives; a scalar 0 when every weight is 0."""
-        o = self.opts
-        masked = getattr(self.G, "masked", False)
-        if masked:
-            fake, base, mask = self._fwd(lambda a, b: self._G(a, b, return_parts=True), z1, z2)
-            self._parts = (base, mask)  # read by the residual counterfactual of the anchored G loss
-        else:
-            fake = self._fwd(self._G, z1, z2)
-        if not (o.prox_weight or o.mask_weight or o.tv_weight):
-            return fake, fake.new_zeros(())
-        w = pos.view(-1).float()
-        n_pos = all_reduce_sum(w.sum().detach()).clamp(min=1.0) / world_size()  # DDP averages: see _anchored_g_loss
-        loss = fake.new_zeros(())
-        if o.prox_weight:
-            if not masked:
-                base = self._fwd(self._G, z1, torch.zeros_like(z2))
-            prox = minimality_terms(fake, base, None)["prox"]
-            loss = loss + o.prox_weight * (prox * w).sum() / n_pos
-            stats[f"{key}_prox"] = ((prox * w).sum() / n_pos).detach()
-        if masked and (o.mask_weight or o.tv_weight):
-            t = minimality_terms(fake, base, mask)
-            loss = loss + (o.mask_weight * (t["mask"] * w).sum() + o.tv_weight * (t["tv"] * w).sum()) / n_pos
-            stats[f"{key}_mask"] = ((t["mask"] * w).sum() / n_pos).detach()
-        return fake, loss
-
-    def _g_step(self, real: torch.Tensor, labels: torch.Tensor, stats: dict[str, torch.Tensor]) -> None:
-        y = labels
-        z1, z2 = self._latents(y)
-        fake, loss_min = self._generate(z1, z2, y, stats, "g")
-        logit = self._fwd(self.classifier.logit, fake)
-        loss_cls = F.binary_cross_entropy_with_logits(logit, self._cls_label(y))  # == 2-class CE on softmax([0, logit])
-        lam = self.lambda_cls
-        if self.opts.lambda_warmup > 0:
-            lam *= min(1.0, self.step_count / self.opts.lambda_warmup)
-        if self.E is None:
-            d_out = self._d(fake, y)
-            loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
-            loss_g = loss_adv + lam * loss_cls + loss_min
-        else:
-            loss_g, loss_adv = self._anchored_g_loss(real, labels, fake, y, loss_cls, lam, stats)
-            loss_g = loss_g + loss_min
-        self.opt_g.zero_grad(set_to_none=True)
-        backward_step(loss_g, self.opt_g, self.scaler_g)
-        self._update_ema()
-        stats["g_loss"] = loss_g.detach()
-        stats["g_adv"] = loss_adv.detach()
-        stats["g_cls"] = loss_cls.detach()
-        stats["cls_agree"] = ((logit.detach() > 0).long() == y).float().mean()
-
-    def _cls_label(self, y: torch.Tensor) -> torch.Tensor:
-        """The classifier terms' target probability for class labels y (float, y's shape)."""
-        neg, pos = self.cls_labels
-        return torch.where(y == 1, torch.full_like(y, pos, dtype=torch.float32), torch.full_like(y, neg, dtype=torch.float32))
-
-    def _encode_decode(self, real: torch.Tensor, labels: torch.Tensor, G: nn.Module | None = None,
-                       E: nn.Module | None = None, stats: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
-        """G(E1(x), E2(x) for positives / 0 for negatives) with reparameterised codes (the noise drawn
-        for the global batch and sharded)."""
-        G, E = (G if G is not None else self.G), (E if E is not None else self.E)
-        mu1, lv1, mu2, lv2 = self._fwd(E, real)
-        pos = (labels == 1).float().view(-1, 1)
-        n_all = real.shape[0] * world_size()
-        eps1 = shard(torch.randn((n_all, *mu1.shape[1:]), dtype=mu1.dtype)).to(mu1.device)
-        eps2 = shard(torch.randn((n_all, *mu2.shape[1:]), dtype=mu2.dtype)).to(mu2.device)
-        z1 = mu1 + eps1 * (0.5 * lv1).exp()
-        z2 = (mu2 + eps2 * (0.5 * lv2).exp()) * pos
-        if stats is not None:  # the G step: through _generate, with the minimality of the real positives
-            rec, loss_min = self._generate(z1, z2, pos, stats, "rec")
-            return rec, z1, pos, (mu1, lv1, mu2, lv2), loss_min
-        if self._residual_cf():
-            rec, base, mask = self._fwd(lambda a, b: G(a, b, return_parts=True), z1, z2)
-            self._parts = (base, mask)
-            return rec, z1, pos, (mu1, lv1, mu2, lv2)
-        return self._fwd(G, z1, z2), z1, pos, (mu1, lv1, mu2, lv2)
-
-    def _residual_cf(self) -> bool:
-        return self.opts.cf_mode == "residual" and getattr(self.G, "masked", False)
-
-    def _counterfactuals(self, real: torch.Tensor, labels: torch.Tensor, z1: torch.Tensor, mu2: torch.Tensor) -> torch.Tensor:
-        """The counterfactuals of the real batch that the cf losses see. cf_mode "generator": G(E1(x), 0)
-        for every row. "residual" (masked generators): the positives' own scans with the generator's
-        pathology mask filled by the anatomy, (1 - gM) x + gM B(E1(x)), from the parts of the
-        reconstruction just made -- the counterfactual that explanations show (inversion.
-        counterfactual_images); for negatives B(E1(x)) as in "generator" mode (their residual would be
-        the real scan itself, which D must not learn to call fake). Same rows as the batch, so the
-        distributed sharding of D's inputs is unchanged."""
-        if not self._residual_cf():
-            return self._fwd(self._G, z1, torch.zeros_like(mu2))
-        base, mask = self._parts
-        pos = (labels == 1).to(real.dtype).view(-1, 1, 1, 1)
-        return pos * (real + mask * (base - real)) + (1 - pos) * base
-
-    def _anchored_g_loss(self, real: torch.Tensor, labels: torch.Tensor, fake: torch.Tensor, y: torch.Tensor,
-                         loss_cls: torch.Tensor, lam: float, stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The paper's G loss on prior samples + reconstruction, KL and counterfactual terms through E."""
-        o = self.opts
-        rec, z1, pos, (mu1, lv1, mu2, lv2), loss_min = self._encode_decode(real, labels, self._G, self._E, stats)
-        loss_rec = (rec - real).abs().mean()
-        kl = (kl_to_standard_normal(mu1, lv1) + pos.view(-1) * kl_to_standard_normal(mu2, lv2)).mean()
-        # normalised by the GLOBAL number of positives, times world_size: DDP averages the ranks'
-        # gradients, so the sum of the ranks' terms must be world_size x the single-process loss
-        n_pos = all_reduce_sum(pos.sum().detach()).clamp(min=1.0)
-        cf_img = self._counterfactuals(real, labels, z1, mu2)
-        cf_logit = self._fwd(self.classifier.logit, cf_img)
-        loss_cf = (F.binary_cross_entropy_with_logits(cf_logit, self._cls_label(torch.zeros_like(labels)), reduction="none") * pos.view(-1)).sum() / n_pos
-        if world_size() > 1:
-            loss_cf = loss_cf * world_size()
-        if o.cf_adv_weight > 0:  # the counterfactuals must pass D as real negatives (see TrainOptions)
-            d_all = self._d(torch.cat([fake, rec, cf_img]), torch.cat([y, labels, torch.zeros_like(labels)]), parts=3)
-            n_s = fake.shape[0] + rec.shape[0]
-            loss_adv = F.binary_cross_entropy_with_logits(d_all[:n_s], torch.ones_like(d_all[:n_s]))
-            loss_cf_adv = F.binary_cross_entropy_with_logits(d_all[n_s:], torch.ones_like(d_all[n_s:]))
-            stats["g_cf_adv"] = loss_cf_adv.detach()
-        else:
-            d_out = self._d(torch.cat([fake, rec]), torch.cat([y, labels]), parts=2)
-            loss_adv = F.binary_cross_entropy_with_logits(d_out, torch.ones_like(d_out))
-            loss_cf_adv = loss_adv.new_zeros(())
-        cf_w = lam if o.cf_weight is None else o.cf_weight
-        loss_g = o.adv_weight * loss_adv + lam * loss_cls + o.recon_weight * loss_rec + o.kl_weight * kl + cf_w * loss_cf + loss_min
-        loss_g = loss_g + o.cf_adv_weight * loss_cf_adv
-        stats.update(g_rec=loss_rec.detach(), g_kl=kl.detach(), g_cf=loss_cf.detach())
-        return loss_g, loss_adv
-
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        if self.G_ema is None:
-            return
-        t = self.step_count
-        decay = min(self.opts.ema_decay, (1.0 + t) / (10.0 + t))  # warm-up: follow G closely at first
-        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-            p_ema.lerp_(p, 1.0 - decay)
-        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-            b_ema.copy_(b)
-
-    # -- checkpoint state
-    def state_dict(self) -> dict[str, Any]:
-        st: dict[str, Any] = {
-            "G": self.G.state_dict(),
-            "D": self.D.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-            "step_count": self.step_count,
-        }
-        if self.G_ema is not None:
-            st["G_ema"] = self.G_ema.state_dict()
-        if self.E is not None:
-            st["E"] = self.E.state_dict()
-        if self.scaler_d is not None:  # fp16 loss scales
-            st["scalers"] = {"d": self.scaler_d.state_dict(), "g": self.scaler_g.state_dict()}
-        return st
-
-    def load_state_dict(self, st: dict[str, Any]) -> None:
-        self.G.load_state_dict(st["G"])
-        self.D.load_state_dict(st["D"])
-        self.opt_g.load_state_dict(st["opt_g"])
-        self.opt_d.load_state_dict(st["opt_d"])
-        if self.G_ema is not None:
-            self.G_ema.load_state_dict(st["G_ema"])
-        if self.E is not None:
-            self.E.load_state_dict(st["E"])
-        if self.scaler_d is not None and "scalers" in st:
-            self.scaler_d.load_state_dict(st["scalers"]["d"])
-            self.scaler_g.load_state_dict(st["scalers"]["g"])
-        self.step_count = int(st["step_count"])
-
-
-# ---- inputs -----------------------------------------------------------------------------------
-class _BatchSteps:
-    """The step contract of runtime.loop for a GANTrainer on an in-memory train split: one step = one
-    global batch drawn from a seeded sampler stream (every rank draws the same indices and keeps its slice)."""
-
-    def __init__(self, trainer: "GANTrainer", images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int):
-        self.trainer, self.images, self.labels, self.batch_size = trainer, images, labels, batch_size
-        self.sampler = torch.Generator().manual_seed(seed)
-
-    def step(self) -> dict[str, float]:
-        idx = shard(torch.randint(0, self.images.shape[0], (self.batch_size,), generator=self.sampler)).to(self.images.device)
-        return self.trainer.step(self.images[idx], self.labels[idx])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**self.trainer.state_dict(), "batch_sampler": self.sampler.get_state()}
-
-    def load_state_dict(self, st: dict[str, Any]) -> None:
-        st = dict(st)
-        self.sampler.set_state(st.pop("batch_sampler").to(torch.uint8))
-        self.trainer.load_state_dict(st)
 
 
 def _load_data(data: Any, size: int | None, mapping: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, str | None]:
@@ -531,10 +93,23 @@ def _classifier_check(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor
 
 @dataclass
 class GanTrainConfig:
-    """Everything that configures a `train_gan` run besides the data, the classifier and RUN (see
-    `train_gan` for each field). Stored in RUN/config.json (``train_config``) and read back with
-    :meth:`from_run`; ``preset`` is a preset name or a :class:`Preset`, ``oracle`` a classifier spec,
-    an adapter object (not stored: recorded as None), None (train one) or False (none)."""
+    """Everything that configures a `train_gan` run besides the data, the classifier and RUN. Stored in
+    RUN/config.json (``train_config``) and read back with :meth:`from_run`.
+
+    ``preset``: a preset name or a :class:`Preset`; its size must equal the data's (MedxganError
+    otherwise); ``preset_overrides``: changes to the named preset's fields. ``lambda_cls``: classifier-loss
+    weight (None: the preset's, 2 at 64 px, 1 at 128 px). ``oracle``: None -> train an independent
+    classifier on the same data into RUN/oracle/ (the other built-in architecture or ``oracle_arch``, seed
+    = classifier seed + 1, ``oracle_epochs``); a classifier spec -> copied into RUN/oracle/; an adapter
+    object -> used as is (not stored: recorded as None); False -> no oracle metrics.
+    ``log_every`` / ``sample_every`` / ``ckpt_every``: metrics, sample grids (None: = log_every) and
+    checkpoints every N steps; the last ``keep_last`` checkpoints are kept. ``max_minutes``: stop early
+    (and finish normally) after this much training time. ``monitor_samples``: number of fixed z1 for the
+    monitor metrics (the authors' check uses many; 256). ``size``/``positive``/``negative``/``csv``/
+    ``skip_bad``: data.load_dataset's options; ``classifier_source``: where an adapter object came from
+    (recorded and copied). ``amp`` / ``channels_last`` / ``compile``: GPU speed options (runtime.precision,
+    GANTrainer); None = the run's setting on resume, else off; with any of them on, a run is not covered by
+    "same seed -> same numbers"."""
 
     preset: str | Preset = "default"
     steps: int = 5000
@@ -574,6 +149,10 @@ class GanTrainConfig:
             self.sample_every = self.log_every
         return self
 
+    def mapping(self) -> dict[str, Any]:
+        """The class-mapping options given (data.load_dataset's keywords)."""
+        return {k: v for k, v in dict(positive=self.positive, negative=self.negative, csv=self.csv, skip_bad=self.skip_bad).items() if v}
+
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["preset"] = self.preset.to_dict() if isinstance(self.preset, Preset) else self.preset
@@ -601,191 +180,177 @@ class GanTrainConfig:
 
 
 # ---- the training run -------------------------------------------------------------------------
-def train_gan(
-    data: Any,
-    classifier: Any,
-    out: str | os.PathLike,
-    config: GanTrainConfig | None = None,
-    *,
-    resume: bool = False,
-    device: str = "auto",
-    quiet: bool = False,
-    **options: Any,
-) -> dict[str, Any]:
+@dataclass
+class _TrainData:
+    """The train split in memory (N x C x H x W images, N labels), where it came from and its class mapping."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    source: str | None
+    mapping: dict[str, Any]
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+
+def train_gan(data: Any, classifier: Any, out: str | os.PathLike, config: GanTrainConfig | None = None, *, resume: bool = False,
+              device: str = "auto", quiet: bool = False, **options: Any) -> dict[str, Any]:
     """Train medXGAN on `data` against the frozen `classifier`; write the run to `out`.
 
-    The settings are one :class:`GanTrainConfig` (``config``), stored in RUN/config.json under
-    ``train_config`` and read back with ``GanTrainConfig.from_run(RUN)``; keyword ``options`` set or
-    override its fields (``train_gan(data, clf, out, steps=5000, preset="anchored")`` keeps working).
-    With ``resume`` and no ``config``, the run's stored config is the base.
-
-    Args:
-        data: dataset root (its train split is loaded once into memory), or (images, labels) tensors.
-        classifier: classifier spec for `load_classifier` (a run dir is copied into RUN/classifier/),
-            or a ClassifierAdapter (`classifier_source`: where it came from, recorded and copied).
-        preset: preset name or a Preset; its size must equal the data's (MedxganError otherwise).
-        lambda_cls: classifier-loss weight (default: the preset's, 2 at 64 px, 1 at 128 px).
-        oracle: None -> train an independent classifier on the same data into RUN/oracle/ (the other
-            built-in architecture, seed = classifier seed + 1); a classifier spec -> copied into
-            RUN/oracle/; an adapter -> used as is; False -> no oracle metrics.
-        log_every / sample_every / ckpt_every: metrics, sample grids (default: = log_every) and
-            checkpoints every N steps; the last `keep_last` checkpoints are kept.
-        resume: continue from RUN's latest checkpoint (same weights as an uninterrupted run on CPU);
-            the data, seed, batch size, preset, classifier-loss weight and classifier must be the run's
-            (runtime.loop's resume policy), only ``steps`` may change.
-        max_minutes: stop early (and finish normally) after this much training time.
-        monitor_samples: number of fixed z1 for the monitor metrics (the authors' check uses many; 256).
-        amp / channels_last / compile: GPU speed options (runtime.precision, GANTrainer); None = the
-            run's setting on resume, else off. Recorded in config.json; with any of them on, a run is
-            not covered by "same seed -> same numbers".
-    Distributed: launched by ``torchrun --nproc_per_node N -m medxgan train ...`` (or with RANK,
-    WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT set) it trains with DistributedDataParallel; `batch_size`
-    is the global batch and must be divisible by N. Rank 0 trains the oracle (the others wait), logs,
-    monitors and writes the run; every rank loads the same checkpoint on resume, whatever N was before.
+    ``data``: dataset root (its train split is loaded once into memory), or (images, labels) tensors.
+    ``classifier``: a classifier spec (a run dir is copied into RUN/classifier/) or a ClassifierAdapter.
+    The settings are one :class:`GanTrainConfig` (``config``, each field documented there), stored in
+    RUN/config.json under ``train_config``; keyword ``options`` set or override its fields
+    (``train_gan(data, clf, out, steps=5000, preset="anchored")``). ``resume``: continue from RUN's latest
+    checkpoint (same weights as an uninterrupted run on CPU; the run's stored config is the base when no
+    ``config`` is given; only ``steps`` may change: runtime.loop's resume policy).
+    Distributed (torchrun, or RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/PORT set): DistributedDataParallel,
+    ``batch_size`` the global batch (divisible by N); rank 0 trains the oracle, logs, monitors and writes;
+    every rank loads the same checkpoint on resume, whatever N was before.
     Returns the final monitor metrics plus steps and timing (on ranks other than 0: no metrics).
     """
+    cfg = _resolve_config(config, out, resume, options)
+    with distributed(pick_device(device)) as ctx:
+        dev, main = ctx.device, ctx.is_main
+        quiet = quiet or not main
+        run = TrainingRun(out, GAN_KIND, is_main=main)
+        run.check_start(resume)  # the directory half of the policy, before loading data
+        td = _TrainData(*_load_data(data, cfg.size, cfg.mapping()), mapping=cfg.mapping())
+        # preset and speed options: the run's own when resuming, so that the run continues with what it started with
+        stored: dict[str, Any] = run.dir.read_config(expect_kind=GAN_KIND) if resume else {}
+        preset = _resolve_preset(cfg, stored, td, ctx, out)
+        lam = float(preset.train.lambda_cls if cfg.lambda_cls is None else cfg.lambda_cls)
+        speed = _speed_options(cfg, stored, dev)
+        clf, clf_source = _load_adapter(classifier, dev, "classifier")
+        if hasattr(clf, "check_finite"):  # a classifier that outputs NaN/inf would poison every loss
+            clf.check_finite(td.images[:64].to(dev), f"the first {min(64, len(td.images))} training images")
+        clf_check = _classifier_check(clf, td.images, td.labels, dev)  # warns when it calls every training image one class
+        clf_source = clf_source or (str(cfg.classifier_source) if cfg.classifier_source else None)
+        # the one resume policy (runtime.loop): what defines the run must not change on --resume
+        settings = dict(data=fingerprint_state_dict({"images": td.images, "labels": td.labels}), seed=cfg.seed,
+                        batch_size=cfg.batch_size, preset=preset.to_dict(), lambda_cls=lam, classifier=getattr(clf, "fingerprint", None),
+                        steps=cfg.steps)
+        run.open(resume, settings, may_change=("steps",))
+        barrier()  # every rank has checked RUN before rank 0 writes into it
+        clf_record, oracle_adapter, oracle_info = {}, None, None
+        if main:  # rank 0 writes the run; the oracle is only used by its monitor
+            clf_record = {**_copy_classifier(clf, clf_source, run), "check": clf_check}
+            oracle_adapter, oracle_info = _prepare_oracle(cfg, run, td, clf_record, dev, quiet)
+        barrier()  # the others wait while rank 0 copies the classifier and trains the oracle
+
+        # networks, optimisers, RNG streams: seeded identically on every rank
+        seed_everything(cfg.seed)
+        images, labels = td.images.to(dev), td.labels.to(dev)
+        cls_medians = class_logit_medians(clf, images, labels) if preset.train.cls_target == "real-median" else None
+        cls_labels = tuple(1.0 / (1.0 + math.exp(-m)) for m in cls_medians) if cls_medians else (0.0, 1.0)
+        trainer = GANTrainer(preset, clf, dev, lambda_cls=lam, cls_labels=cls_labels, **speed)
+        # the whole train split lives on the device: one gather per step, faster than a DataLoader
+        steps_of = BatchSteps(trainer, images, labels, cfg.batch_size, cfg.seed)
+        monitor = Monitor(clf, preset.net.nz1, preset.net.nz2, real_negatives=td.images[td.labels == 0], oracle=oracle_adapter,
+                          n_z1=cfg.monitor_samples, n_diversity=min(128, cfg.monitor_samples)) if main else None
+        run.begin(dict(
+            preset=preset.to_dict(), preset_name=preset.name, net=preset.net.to_dict(), channels=td.channels, size=td.size,
+            nz1=preset.net.nz1, nz2=preset.net.nz2, lambda_cls=lam, steps=cfg.steps, batch_size=cfg.batch_size, seed=cfg.seed,
+            world_size=ctx.world_size, **speed, data=td.source, n_train=int(td.images.shape[0]),
+            classifier={**clf_record, "adapter": clf.describe() if hasattr(clf, "describe") else None}, oracle=oracle_info,
+            # how negative real healthy scans are for this classifier: the floor of the minimal mask's target
+            classifier_reference=negative_logit_reference(clf, images[labels == 0]),
+            cls_labels=list(cls_labels), ema=preset.train.ema_decay > 0, train_config=cfg.to_dict(),
+        ))
+        loop = run.train(steps_of, LoopOptions(
+            total=cfg.steps, cadence=Cadence(cfg.log_every, cfg.sample_every, cfg.ckpt_every, cfg.keep_last), max_minutes=cfg.max_minutes,
+            desc=f"train medXGAN ({preset.name})", quiet=quiet, device=dev, **_monitor_hooks(monitor, trainer, run, ctx.world_size)))
+        metrics = loop.last_record
+        if main and not metrics:  # resumed a finished run: evaluate what is there
+            metrics = {"step": loop.step, **monitor.evaluate(trainer.generator)}
+        run.finish(loop, weights=gan_weights(trainer.generator, trainer.D, trainer.E), metrics=metrics,
+                   fingerprints={"classifier": settings["classifier"], "data": settings["data"]})
+        if main and not quiet:
+            print(f"[medxgan] GAN trained: {loop.step} steps in {loop.elapsed / 60:.1f} min; {summarize(metrics)} -> {run.path}", flush=True)
+        barrier()  # the run is complete on disk before any rank returns
+        return {"steps": loop.step, "train_seconds": loop.elapsed, "metrics": metrics, "out": str(run.path)}
+
+
+def _resolve_config(config: GanTrainConfig | None, out: str | os.PathLike, resume: bool, options: dict[str, Any]) -> GanTrainConfig:
+    """``config`` (on resume without one: the run's stored config; else the defaults) with ``options`` applied, checked."""
     unknown = sorted(set(options) - {f.name for f in dataclasses.fields(GanTrainConfig)})
     if unknown:
         raise TypeError(f"train_gan: unknown options {unknown}")
     if config is None and resume and RunDir(out).exists() and "train_config" in RunDir(out).read_config():
         config = GanTrainConfig.from_run(out)  # resuming: the run's own settings, unless given
-    cfg = dataclasses.replace(config or GanTrainConfig(), **options).check()
-    with distributed(pick_device(device)) as ctx:
-        dev, main = ctx.device, ctx.is_main
-        quiet = quiet or not main
-        run = RunDir(out)
-        resuming = bool(resume)
-        check_start(run, resume=resuming, kind=GAN_KIND)  # the directory half of the policy, before loading data
-
-        mapping = {k: v for k, v in dict(positive=cfg.positive, negative=cfg.negative, csv=cfg.csv, skip_bad=cfg.skip_bad).items() if v}
-        images, labels, data_source = _load_data(data, cfg.size, mapping)
-        channels, img_size = int(images.shape[1]), int(images.shape[-1])
-
-        # preset: from the run's config when resuming, so that the run continues with what it started with
-        stored: dict[str, Any] = run.read_config(expect_kind=GAN_KIND) if resuming else {}
-        if isinstance(cfg.preset, Preset):
-            preset_obj = cfg.preset
-        else:
-            preset_obj = get_preset(cfg.preset, channels=channels, **(cfg.preset_overrides or {}))
-        old_preset = stored.get("preset") if stored else None
-        if isinstance(old_preset, dict) and old_preset.get("name") == preset_obj.name and "inversion" in old_preset:
-            # a preset's inversion defaults are explanation settings, not training ones: a run resumes (and is later
-            # explained) with those it started with, even where the preset's have changed since (minimal_mask_tv, 2026-12-06)
-            preset_obj = dataclasses.replace(preset_obj, inversion=dict(old_preset.get("inversion") or {}))
-        if stored and cfg.batch_size % ctx.world_size:
-            raise MedxganError(f"resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
-                               f"{ctx.world_size} processes; resume with a number of processes that divides it", arg="resume")
-        check_divisible(cfg.batch_size)
-        if preset_obj.net.size != img_size:
-            raise MedxganError(
-                f"{data_source or 'data'}: images are {img_size}x{img_size} px but preset {preset_obj.name} is for "
-                f"{preset_obj.net.size} px (choose a {img_size} px preset or resize the data with --size {preset_obj.net.size})"
-            )
-        if preset_obj.net.channels != channels:
-            raise MedxganError(f"{data_source or 'data'}: images have {channels} channel(s), the network config {preset_obj.net.channels}")
-        lam = float(preset_obj.train.lambda_cls if cfg.lambda_cls is None else cfg.lambda_cls)
-        speed = {"amp": cfg.amp, "channels_last": cfg.channels_last, "compile": cfg.compile}
-        speed = {k: stored.get(k, False if k != "amp" else "off") if v is None else v for k, v in speed.items()}
-        speed["amp"] = check_amp(speed["amp"], dev)
-
-        clf, clf_source = _load_adapter(classifier, dev, "classifier")
-        if hasattr(clf, "check_finite"):  # a classifier that outputs NaN/inf would poison every loss
-            clf.check_finite(images[:64].to(dev), f"the first {min(64, len(images))} training images")
-        clf_check = _classifier_check(clf, images, labels, dev)  # warns when it calls every training image one class
-        clf_source = clf_source or (str(cfg.classifier_source) if cfg.classifier_source else None)
-        clf_fp = getattr(clf, "fingerprint", None)
-        # the one resume policy (runtime.loop): what defines the run must not change on --resume
-        settings = dict(data=fingerprint_state_dict({"images": images, "labels": labels}), seed=cfg.seed, batch_size=cfg.batch_size,
-                        preset=preset_obj.to_dict(), lambda_cls=lam, classifier=clf_fp, steps=cfg.steps)
-        start_info = open_run(run, resume=resuming, kind=GAN_KIND, settings=settings, may_change=("steps",))
-        barrier()  # every rank has checked RUN before rank 0 writes into it
-        clf_local = clf_meta = oracle_adapter = oracle_info = None
-        if main:  # rank 0 writes the run; the oracle is only used by its monitor
-            run.path.mkdir(parents=True, exist_ok=True)
-            # a factory / Python object: its weights + settings (classifiers.storage); a run dir, TorchScript or .pt2 file: copied as is
-            clf_local = (store_classifier(clf, run.path / CLASSIFIER_DIR) or copy_into_run(clf_source, run.path / CLASSIFIER_DIR)) \
-                if not stored else stored["classifier"].get("local")
-            clf_meta = classifier_meta(clf_source)
-            oracle_adapter, oracle_info = _prepare_oracle(cfg.oracle, cfg.oracle_arch, cfg.oracle_epochs, stored, run, dev, data_source,
-                                                          clf_meta, cfg.seed, img_size, channels, mapping, quiet)
-        barrier()  # the others wait while rank 0 copies the classifier and trains the oracle
-
-        # networks, optimisers, RNG streams: seeded identically on every rank
-        seed_everything(cfg.seed)
-        cls_medians = class_logit_medians(clf, images.to(dev), labels.to(dev)) if preset_obj.train.cls_target == "real-median" else None
-        cls_labels = tuple(1.0 / (1.0 + math.exp(-m)) for m in cls_medians) if cls_medians else (0.0, 1.0)
-        trainer = GANTrainer(preset_obj, clf, dev, lambda_cls=lam, cls_labels=cls_labels, **speed)
-        # the whole train split lives on the device: one gather per step, faster than a DataLoader
-        steps_of = _BatchSteps(trainer, images.to(dev), labels.to(dev), cfg.batch_size, cfg.seed)
-        monitor = Monitor(clf, preset_obj.net.nz1, preset_obj.net.nz2, real_negatives=images[labels == 0], oracle=oracle_adapter,
-                          n_z1=cfg.monitor_samples, n_diversity=min(128, cfg.monitor_samples)) if main else None
-        config = dict(
-            preset=preset_obj.to_dict(),
-            preset_name=preset_obj.name,
-            net=preset_obj.net.to_dict(),
-            channels=channels,
-            size=img_size,
-            nz1=preset_obj.net.nz1,
-            nz2=preset_obj.net.nz2,
-            lambda_cls=lam,
-            steps=cfg.steps,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            world_size=ctx.world_size,
-            **speed,
-            data=data_source,
-            n_train=int(images.shape[0]),
-            classifier={"source": clf_source, "local": clf_local, "fingerprint": clf_fp, "arch": (clf_meta or {}).get("arch"),
-                        "adapter": clf.describe() if hasattr(clf, "describe") else None, "check": clf_check},
-            oracle=oracle_info,
-            # how negative real healthy scans are for this classifier: the floor of the minimal mask's target
-            classifier_reference=negative_logit_reference(clf, images[labels == 0].to(dev)),
-            cls_labels=list(cls_labels),
-            ema=preset_obj.train.ema_decay > 0,
-            settings=settings,
-            resumes=start_info.resumes,
-            train_config=cfg.to_dict(),
-            status="running",
-        )
-        if main:
-            run.write_config(GAN_KIND, **config)
-
-        def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
-            return {**monitor.evaluate(trainer.generator), "world_size": ctx.world_size}
-
-        def on_sample(step: int) -> None:
-            monitor.sample_grid(trainer.generator, run.path / "samples" / f"step_{step:07d}.png",
-                                title=f"step {step}  (rows: fixed z1; p = classifier p(pos))")
-
-        def postfix(rec: dict[str, Any]) -> str:
-            return (f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
-                    f"agree={rec['cls_agree']:.2f} {summarize(rec)}")
-
-        loop = train_loop(steps_of, run, LoopOptions(
-            total=cfg.steps, cadence=Cadence(cfg.log_every, cfg.sample_every, cfg.ckpt_every, cfg.keep_last), resume=resuming,
-            max_minutes=cfg.max_minutes, on_log=on_log, on_sample=on_sample, postfix=postfix,
-            desc=f"train medXGAN ({preset_obj.name})", quiet=quiet, is_main=main, device=dev))
-        step, elapsed, last_metrics = loop.step, loop.elapsed, loop.last_record
-
-        if main:
-            if not last_metrics:  # resumed a finished run: evaluate what is there
-                last_metrics = {"step": step, **monitor.evaluate(trainer.generator)}
-            write_gan_weights(run, trainer.generator, trainer.D, trainer.E)
-            final = {k: v for k, v in last_metrics.items()}
-            config.update(status="finished", steps_done=step, train_seconds=round(elapsed, 1), metrics=final,
-                          stopped_early=step < cfg.steps)
-            run.write_config(GAN_KIND, **config)
-            if not quiet:
-                print(f"[medxgan] GAN trained: {step} steps in {elapsed / 60:.1f} min; {summarize(final)} -> {run.path}", flush=True)
-        barrier()  # the run is complete on disk before any rank returns
-        return {"steps": step, "train_seconds": elapsed, "metrics": last_metrics, "out": str(run.path)}
+    return dataclasses.replace(config or GanTrainConfig(), **options).check()
 
 
-def _prepare_oracle(oracle: Any, oracle_arch: str | None, oracle_epochs: int, stored: dict[str, Any], run: RunDir,
-                    dev: torch.device, data_source: str | None, clf_meta: dict[str, Any], seed: int, img_size: int,
-                    channels: int, mapping: dict[str, Any], quiet: bool) -> tuple[nn.Module | None, dict[str, Any] | None]:
+def _resolve_preset(cfg: GanTrainConfig, stored: dict[str, Any], td: _TrainData, ctx: DistContext, out: str | os.PathLike) -> Preset:
+    """The run's Preset, checked against the data (size, channels) and the number of processes."""
+    if isinstance(cfg.preset, Preset):
+        preset = cfg.preset
+    else:
+        preset = get_preset(cfg.preset, channels=td.channels, **(cfg.preset_overrides or {}))
+    old = stored.get("preset") if stored else None
+    if isinstance(old, dict) and old.get("name") == preset.name and "inversion" in old:
+        # a preset's inversion defaults are explanation settings, not training ones: a run resumes (and is later
+        # explained) with those it started with, even where the preset's have changed since (minimal_mask_tv, 2026-12-06)
+        preset = dataclasses.replace(preset, inversion=dict(old.get("inversion") or {}))
+    if stored and cfg.batch_size % ctx.world_size:
+        raise MedxganError(f"resume {out}: the run's batch size {cfg.batch_size} cannot be split evenly over "
+                           f"{ctx.world_size} processes; resume with a number of processes that divides it", arg="resume")
+    check_divisible(cfg.batch_size)
+    where = td.source or "data"
+    if preset.net.size != td.size:
+        raise MedxganError(f"{where}: images are {td.size}x{td.size} px but preset {preset.name} is for {preset.net.size} px "
+                           f"(choose a {td.size} px preset or resize the data with --size {preset.net.size})")
+    if preset.net.channels != td.channels:
+        raise MedxganError(f"{where}: images have {td.channels} channel(s), the network config {preset.net.channels}")
+    return preset
+
+
+def _speed_options(cfg: GanTrainConfig, stored: dict[str, Any], dev: torch.device) -> dict[str, Any]:
+    """amp / channels_last / compile: as given, else the run's on resume, else off."""
+    speed = {"amp": cfg.amp, "channels_last": cfg.channels_last, "compile": cfg.compile}
+    speed = {k: stored.get(k, False if k != "amp" else "off") if v is None else v for k, v in speed.items()}
+    speed["amp"] = check_amp(speed["amp"], dev)
+    return speed
+
+
+def _copy_classifier(clf: nn.Module, source: str | None, run: TrainingRun) -> dict[str, Any]:
+    """(Rank 0.) The classifier's copy in RUN/classifier/ and its record (source, local copy, fingerprint, arch): a
+    factory / Python object as weights + settings (classifiers.storage), a run dir, TorchScript or .pt2 file as is."""
+    if run.stored:
+        local = run.stored["classifier"].get("local")
+    else:
+        run.path.mkdir(parents=True, exist_ok=True)
+        local = store_classifier(clf, run.path / CLASSIFIER_DIR) or copy_into_run(source, run.path / CLASSIFIER_DIR)
+    return {"source": source, "local": local, "fingerprint": getattr(clf, "fingerprint", None), "arch": classifier_meta(source).get("arch")}
+
+
+def _monitor_hooks(monitor: Monitor | None, trainer: GANTrainer, run: TrainingRun, world_size: int) -> dict[str, Any]:
+    """The loop's hooks (rank 0): monitor metrics in every logged record, sample grids, the progress line."""
+
+    def on_log(step: int, means: dict[str, Any]) -> dict[str, Any]:
+        return {**monitor.evaluate(trainer.generator), "world_size": world_size}
+
+    def on_sample(step: int) -> None:
+        monitor.sample_grid(trainer.generator, run.path / "samples" / f"step_{step:07d}.png",
+                            title=f"step {step}  (rows: fixed z1; p = classifier p(pos))")
+
+    def postfix(rec: dict[str, Any]) -> str:
+        return (f"D={rec['d_loss']:.2f} G={rec['g_loss']:.2f} D(x)={rec['d_real']:.2f} D(G)={rec['d_fake']:.2f} "
+                f"agree={rec['cls_agree']:.2f} {summarize(rec)}")
+
+    return {"on_log": on_log, "on_sample": on_sample, "postfix": postfix}
+
+
+def _prepare_oracle(cfg: GanTrainConfig, run: TrainingRun, td: _TrainData, clf_record: dict[str, Any], dev: torch.device,
+                    quiet: bool) -> tuple[nn.Module | None, dict[str, Any] | None]:
     """The oracle: an independently trained second classifier, never used to train G (rank 0 only).
     Returns (adapter or None, its record for config.json)."""
+    oracle, stored = cfg.oracle, run.stored
     oracle_adapter, oracle_info = None, None
     if oracle is False:
         pass
@@ -801,18 +366,20 @@ def _prepare_oracle(oracle: Any, oracle_arch: str | None, oracle_epochs: int, st
         oracle_info = {"source": o_src, "local": local, "fingerprint": getattr(oracle_adapter, "fingerprint", None),
                        "arch": classifier_meta(o_src).get("arch")}
     else:
-        if data_source is None:
+        if td.source is None:
             raise MedxganError("oracle: data given as tensors; pass oracle= (a classifier) or oracle=False", arg="oracle")
-        o_arch = oracle_arch or ORACLE_ARCH.get(clf_meta.get("arch"), "resnet-small")
-        o_seed = int(clf_meta.get("seed", seed)) + 1
+        clf_meta = classifier_meta(clf_record["source"])
+        o_arch = cfg.oracle_arch or ORACLE_ARCH.get(clf_meta.get("arch"), "resnet-small")
+        o_seed = int(clf_meta.get("seed", cfg.seed)) + 1
         o_dir = run.path / ORACLE_DIR
         if not quiet:
             print(f"[medxgan] training the oracle classifier ({o_arch}, seed {o_seed}) into {o_dir}", flush=True)
-        train_classifier(data_source, o_dir, arch=o_arch, seed=o_seed, size=img_size, epochs=oracle_epochs,
-                         channels=channels, device=str(dev), resume=resume_or_restart(o_dir), quiet=quiet, **mapping)
+        o_cfg = ClassifierTrainConfig(arch=o_arch, seed=o_seed, size=td.size, epochs=cfg.oracle_epochs, channels=td.channels,
+                                      **td.mapping)
+        train_classifier(td.source, o_dir, o_cfg, device=str(dev), resume=resume_or_restart(o_dir), quiet=quiet)
         oracle_adapter = load_classifier(o_dir, device=dev)
         oracle_info = {"source": None, "local": ORACLE_DIR, "fingerprint": oracle_adapter.fingerprint, "arch": o_arch,
-                       "seed": o_seed, "epochs": oracle_epochs}
+                       "seed": o_seed, "epochs": cfg.oracle_epochs}
     if oracle_adapter is not None:
         oracle_adapter.eval().requires_grad_(False)
     return oracle_adapter, oracle_info

@@ -92,7 +92,7 @@ class TrainingRun:
         return train_loop(trainer, self.dir, options)
 
     def finish(self, loop: LoopResult | None, *, weights: Mapping[str, Weights | None] = {}, metrics: Mapping[str, Any] | None = None,
-               fingerprints: Mapping[str, Any] | None = None, **record: Any) -> dict[str, Any]:
+               fingerprints: Mapping[str, Any] | None = None, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the final ``weights`` (name -> module or state dict; None entries skipped) and config.json
         with status "finished", their fingerprints (plus ``fingerprints``: dependencies'), ``metrics``, the
         loop's outcome and ``record`` (more of the trainer's own fields). Weights holding NaN/inf are not
@@ -112,14 +112,8 @@ class TrainingRun:
             self.dir.save_weights(name, st)
         outcome = {} if loop is None else {"steps_done": loop.step, "train_seconds": round(loop.elapsed, 1),
                                            "stopped_early": loop.stopped_early}
-        self.record.update(record)
+        self.record.update(record or {})
         return self._write(status="finished", fingerprints={**prints, **(fingerprints or {})}, metrics=dict(metrics or {}), **outcome)
-
-    def update(self, **changes: Any) -> None:
-        """More of the trainer's record, written now (rank 0)."""
-        self.record.update(changes)
-        if self.is_main:
-            self.dir.update_config(**changes)
 
     def _write(self, **lifecycle: Any) -> dict[str, Any]:
         if not self.is_main:

@@ -10,7 +10,7 @@ large images in overlapping tiles blended with feathered (linear ramp) weights, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -22,72 +22,9 @@ from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.outdir import check_out_not_input
 from medxgan.runtime.progress import progress
-from medxgan.runtime.records import check_record
-from medxgan.runtime.runs import RunDir
-from medxgan.translate.networks import ResnetGenerator
-from medxgan.translate.records import TRANSLATE_RUN_FIELDS
-from medxgan.translate.train import RUN_KIND, build_generators, tensor_to_u8, to_domain_array, u8_to_tensor
+from medxgan.translate.images import tensor_to_u8, to_domain_array, u8_to_tensor
+from medxgan.translate.run import check_weights, load_generator
 
-DIRECTIONS = {"fundus2angio": "G_fa", "angio2fundus": "G_fundus"}
-
-
-WEIGHTS = ("last", "ema", "best")
-_SUFFIX = {"last": "", "ema": "_ema", "best": "_best"}
-
-
-def weights_text(cfg: dict[str, Any], weights: str) -> str:
-    """What a --weights choice means for this run, for outputs: e.g. "best (epoch 12 of 16, step 1620,
-    validation fundus->FA SSIM 0.612)"."""
-    kept = cfg.get("weights") or {}
-    info = kept.get(weights) or {}
-    if weights == "last":
-        return f"last (step {info.get('step', cfg.get('steps', '?'))})"
-    if weights == "ema":
-        return (f"ema (exponential moving average of the generators, decay {info.get('decay', '?')}, "
-                f"{info.get('updates', '?')} updates)")
-    total = (cfg.get("train") or {}).get("epochs", 0) + ((cfg.get("train") or {}).get("epochs_decay") or 0)
-    return (f"best (epoch {info.get('epoch', '?')} of {total}, step {info.get('step', '?')}, validation fundus->FA SSIM "
-            f"{info.get('val_ssim_fa', float('nan')):.3f})")
-
-
-def check_weights(run: str | Path, weights: str) -> dict[str, Any]:
-    """The run's config, once the --weights choice is known to exist in it (MedxganError, one line, otherwise)."""
-    if weights not in WEIGHTS:
-        raise MedxganError(f"weights {weights}: use last, ema or best", arg="weights")
-    rd = RunDir(run)
-    cfg = check_record(rd.read_config(RUN_KIND), TRANSLATE_RUN_FIELDS, rd.config_path)
-    for name in DIRECTIONS.values():
-        file = f"{name}{_SUFFIX[weights]}"
-        if rd.has_weights(file):
-            continue
-        if weights == "last" or not rd.has_weights(name):
-            raise MedxganError(f"{rd.path}: no {file}.safetensors (training not finished? resume it with --resume)")
-        why = ("the run had no validation split DATA/valA + DATA/valB" if weights == "best"
-               else "the run was trained without an EMA (--ema-decay 0, or before EMA weights were kept)")
-        raise MedxganError(f"{rd.path}: no {file}.safetensors ({why}); use --weights "
-                           + " or ".join(w for w in WEIGHTS if w != weights and rd.has_weights(f"{name}{_SUFFIX[w]}")),
-                           arg="weights")
-    return cfg
-
-
-def load_generator(run: str | Path, direction: str, device: str | torch.device = "cpu",
-                   weights: str = "last") -> tuple[ResnetGenerator, dict[str, Any]]:
-    """The generator for `direction` (fundus2angio | angio2fundus) of a cyclegan run, in eval mode.
-    ``weights``: "last" (the final step's), "ema" (the moving average) or "best" (the epoch with the best
-    validation SSIM; only for runs trained with a DATA/valA + valB split)."""
-    if direction not in DIRECTIONS:
-        raise MedxganError(f"direction {direction}: use fundus2angio or angio2fundus", arg="direction")
-    cfg = check_weights(run, weights)
-    rd = RunDir(run)
-    name = DIRECTIONS[direction]
-    file = f"{name}{_SUFFIX[weights]}"
-    g_fa, g_fundus = build_generators(cfg["train"])
-    g = g_fa if name == "G_fa" else g_fundus
-    try:
-        g.load_state_dict(rd.load_weights(file))
-    except RuntimeError as exc:
-        raise MedxganError(f"{rd.path}/{file}.safetensors: does not match config.json ({str(exc).splitlines()[0]})") from None
-    return g.to(device).eval(), cfg
 
 
 def _pad4(x: torch.Tensor) -> tuple[torch.Tensor, int, int]:

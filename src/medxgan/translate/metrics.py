@@ -25,8 +25,9 @@ import torch
 from medxgan.runtime.atomic import atomic_save_image, atomic_write_json, atomic_write_text
 from medxgan.runtime import quality
 from medxgan.runtime.device import pick_device
-from medxgan.translate.apply import check_weights, load_generator, translate, weights_text
-from medxgan.translate.train import load_paired_split, to01
+from medxgan.translate.apply import translate
+from medxgan.translate.images import load_paired_split, to01
+from medxgan.translate.run import check_weights, load_generator, weights_text
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,7 +77,7 @@ def evaluate_translation(
 ) -> dict[str, Any]:
     """Evaluate both directions on DATA/testA + DATA/testB (paired by file name) at the training size.
 
-    ``weights``: which generators (last | ema | best, see :func:`medxgan.translate.apply.load_generator`);
+    ``weights``: which generators (last | ema | best, see :func:`medxgan.translate.run.load_generator`);
     the results say which. Writes `results.json`, `results.md` and `side_by_side.png` into `out` (default
     RUN/eval); returns the results dict.
     """
