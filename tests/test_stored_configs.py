@@ -114,7 +114,7 @@ def test_every_stored_demo_settings_names_only_demo_config_fields():
     from medxgan.demo import DemoConfig
 
     fields = {f.name for f in dataclasses.fields(DemoConfig)} | {"seed"}
-    demos = sorted(BENCHMARKS.glob("demo/*/demo.json"))
+    demos = sorted(BENCHMARKS.glob("demo/**/demo.json"))  # the records of today and the archive (demo/archive/)
     assert len(demos) >= 30
     for p in demos:
         settings = json.loads(p.read_text())["settings"]

@@ -78,10 +78,10 @@ class DemoConfig:
 
     Measured 2026-12-02 with the masked ``default`` preset, two demos side by side on the 2 cores (load 4-5):
     data 53 s, classifier + oracle 139 s, GAN 16 min (the cap; 1137 of 2000 steps), evaluation 10.3 min
-    (30 images, residual-counterfactual inversion), 32.3 min in all (benchmarks/demo/brain-2026-12-02/).
+    (30 images, residual-counterfactual inversion), 32.3 min in all (benchmarks/demo/archive/brain-2026-12-02/).
     Measured alone on an idle machine (2 threads, 2026-12-02, the ``default`` preset): data 8 s, classifier 29 s,
     GAN + oracle 513 s (all 2000 steps, ~0.24 s per step), evaluation 144 s: 11.6 min in all
-    (benchmarks/demo/brain-cf-residual-alone-2026-12-02/). Two demos side by side with OMP_NUM_THREADS=1:
+    (benchmarks/demo/archive/brain-cf-residual-alone-2026-12-02/). Two demos side by side with OMP_NUM_THREADS=1:
     28.1 min each, GAN capped at ~1695 steps.
     Earlier estimate (the ``joint`` preset): ~2 min data + classifier + oracle, <= 14 min GAN (1200 steps), ~8-9 min evaluation
     (30 images x 4 inversions + max-sensitivity on 3 images), ~0.5 min report: ~25 min.
