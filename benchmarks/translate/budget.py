@@ -2,8 +2,8 @@
 128 px phantoms with a separate paired validation split, then evaluate the last, EMA and best weights on
 the 30 paired test subjects.
 
-    python benchmarks/translate/budget.py --paired --out /tmp/medxgan-bench-budget      # paired (pix2pix-style)
-    python benchmarks/translate/budget.py --out /tmp/medxgan-bench-budget               # unpaired CycleGAN
+    python benchmarks/translate/budget.py --paired --out WORKDIR      # paired (pix2pix-style)
+    python benchmarks/translate/budget.py --out WORKDIR               # unpaired CycleGAN
 
 Data: ``synthesize_fundus_angio(n=300, size=128, seed=0, abnormal_frac=0.3[, paired])`` (the 30 test subjects
 of run.py), plus a validation split of 20 *other* subjects (seed 1, their paired test split copied to
@@ -30,7 +30,7 @@ from pathlib import Path
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="/tmp/medxgan-bench-budget")
+    ap.add_argument("--out", required=True, help="work folder: the phantom data, the validation split and the run")
     ap.add_argument("--paired", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=10)
@@ -47,7 +47,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from medxgan.data.phantoms.fundus import synthesize_fundus_angio
     from medxgan.translate import evaluate_translation, load_generator, train_cyclegan, translate
-    from medxgan.translate.metrics import _load_pairs
+    from medxgan.translate.images import load_paired_split
 
     out = Path(args.out)
     data = out / ("data_paired" if args.paired else "data")
@@ -75,7 +75,7 @@ def main() -> int:
     if not summary["finished"]:
         print(json.dumps(rec))
         return 1
-    _, a, _ = _load_pairs(data, 128)
+    _, a, _ = load_paired_split(data, "test", 128)  # the 30 paired test subjects
     outside = ((a + 1) * 127.5 <= 10).all(1, keepdim=True)
     for w in ("last", "ema", "best"):
         res = evaluate_translation(data, run, run / f"eval_{w}", device="cpu", weights=w)

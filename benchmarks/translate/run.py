@@ -1,6 +1,6 @@
 """Benchmark: fundus -> angiogram CycleGAN on 128 px phantom retinas, CPU only, <= 20 minutes of training.
 
-    python benchmarks/translate/run.py [--out /tmp/medxgan-bench-translate] [--epochs N --epochs-decay M ...]
+    python benchmarks/translate/run.py --out WORKDIR [--epochs N --epochs-decay M ...]
 
 Steps: synthesise the phantom pairs (unpaired trainA/trainB, paired testA/testB) -> train (one torch
 thread, so the benchmark does not starve other work on a shared machine) -> evaluate on the paired test
@@ -34,7 +34,7 @@ TARGET = {"ssim": 0.75, "psnr": 20.0}
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="/tmp/medxgan-bench-translate")
+    ap.add_argument("--out", required=True, help="work folder: the phantom data and the run are written here")
     ap.add_argument("--n", type=int, default=300, help="phantom subjects (10%% paired test, the rest split A/B)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-write", action="store_true", help="do not write RESULTS.md / results.json / the docs figure")

@@ -4,8 +4,8 @@
 the mean of the synthesised FA outside the field of view (fundus pixels <= 10/255 in every channel; the
 real angiograms are black there).
 
-    python benchmarks/translate/upsample.py --upsample resize --seed 0 --out /tmp/medxgan-bench-up
-    python benchmarks/translate/upsample.py --summarize --out /tmp/medxgan-bench-up   # table of all runs
+    python benchmarks/translate/upsample.py --upsample resize --seed 0 --out WORKDIR
+    python benchmarks/translate/upsample.py --summarize --out WORKDIR   # table of all runs
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="/tmp/medxgan-bench-up")
+    ap.add_argument("--out", required=True, help="work folder: the phantom data and one run folder per setting")
     ap.add_argument("--upsample", choices=["resize", "transpose"])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=2)
@@ -41,7 +41,7 @@ def main() -> int:
     torch.set_num_threads(1)
     from medxgan.data.phantoms.fundus import synthesize_fundus_angio
     from medxgan.translate import evaluate_translation, load_generator, train_cyclegan, translate
-    from medxgan.translate.metrics import _load_pairs
+    from medxgan.translate.images import load_paired_split
 
     data = out / ("data_paired" if args.paired else "data")  # same 30 test subjects either way
     if not (data / "dataset.json").is_file():
@@ -54,7 +54,7 @@ def main() -> int:
     cpu = time.process_time() - cpu0
     res = evaluate_translation(data, run, run / "eval", device="cpu")
     g, _ = load_generator(run, "fundus2angio", "cpu")
-    _, a, _ = _load_pairs(data, 128)
+    _, a, _ = load_paired_split(data, "test", 128)  # the 30 paired test subjects
     with torch.no_grad():
         fb = translate(g, a)
     outside = ((a + 1) * 127.5 <= 10).all(1, keepdim=True)
