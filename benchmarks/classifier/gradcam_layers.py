@@ -7,15 +7,15 @@ The classifier is what a MONAI user brings: a 2-D `monai.networks.nets.ResNet` w
 and ImageNet normalisation of [0, 1] inputs at its own size (the adapter resizes and repeats the gray
 channel), trained briefly here (seeded) on the phantoms' train split.
 
-    OMP_NUM_THREADS=1 python benchmarks/classifier/gradcam_layers.py [OUT] [EPOCHS=10]   # ~10 min on a busy 2-core CPU
+    OMP_NUM_THREADS=1 python benchmarks/classifier/gradcam_layers.py OUT [--epochs 10]   # ~10 min on a busy 2-core CPU
 
 Writes OUT/gradcam_layers.json and prints one line per layer.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -87,4 +87,8 @@ def main(out: Path, epochs: int = 10) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/medxgan-bench-gradcam"), int(sys.argv[2]) if len(sys.argv) > 2 else 10)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="work folder: phantoms, the MONAI classifier, the evaluations and gradcam_layers.json")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs of the classifier's brief training (default 10)")
+    args = ap.parse_args()
+    main(args.out, args.epochs)

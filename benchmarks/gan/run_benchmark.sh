@@ -3,13 +3,14 @@
 # thread on a shared 2-core machine) and a shorter run of the faithful paper-64 preset (run alongside);
 # figures into benchmarks/gan/figures/.
 #
-#   bash benchmarks/gan/run_benchmark.sh [WORKDIR=/tmp/medxgan-gan-bench]
+#   bash benchmarks/gan/run_benchmark.sh WORKDIR
 #
 # Each step is skipped when its output already exists; an interrupted GAN run continues with --resume.
 # One thread per process: with 2 threads on an oversubscribed machine OpenMP's barriers made a step
 # 10-20x slower (measured: 8-13 s/step instead of ~0.6 s).
 set -euo pipefail
-W=${1:-/tmp/medxgan-gan-bench}
+[ $# -ge 1 ] || { echo "usage: bash benchmarks/gan/run_benchmark.sh WORKDIR" >&2; exit 2; }
+W=$1
 HERE=$(cd "$(dirname "$0")" && pwd)
 FIG=$HERE/figures
 mkdir -p "$W" "$FIG"

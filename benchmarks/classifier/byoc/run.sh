@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The README's "A MONAI classifier end to end": a user's MONAI package (myclf/), its own training script, then
-# medxgan train / explain with the classifier flags given once. Usage: bash benchmarks/classifier/byoc/run.sh [WORKDIR]
+# medxgan train / explain with the classifier flags given once. Usage: bash benchmarks/classifier/byoc/run.sh WORKDIR
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-W=${1:-/tmp/medxgan-byoc}
+[ $# -ge 1 ] || { echo "usage: bash benchmarks/classifier/byoc/run.sh WORKDIR" >&2; exit 2; }
+W=$1
 mkdir -p "$W" && cd "$W" && cp -r "$HERE/myclf" "$HERE/train_myclf.py" "$HERE/py_example.py" .
 export OMP_NUM_THREADS=1
 medxgan synth brain-mri --out data/brain --n 400 --quiet
