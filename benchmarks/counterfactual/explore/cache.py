@@ -2,11 +2,13 @@
 encoder anchor) and save codes, anatomy B, generator mask gM, reconstruction, twins and the classifier's
 reference logits for the exploration scripts:  python cache.py DEMO OUT.pt"""
 import sys, torch
+from lib import cli
 from pathlib import Path
 from medxgan.evaluate.selection import select_images
 from medxgan.data import load_dataset
 from medxgan.explain.model import MedXGANModel
 from medxgan.classifiers.reference import negative_logit_reference
+cli(__doc__, 2)
 root = Path(sys.argv[1]); out = Path(sys.argv[2])
 torch.manual_seed(0)
 mx = MedXGANModel.load(root / "gan", device="cpu", steps=75, restarts=1, minimal_mask_steps=0)

@@ -2,6 +2,7 @@
 its twin, the anatomy B, and the scan with parts filled by B: the true lesion L, L dilated 3 px, the minimal mask
 M, M inside / outside L, the generator's mask gM, gM outside dilated L.  python diag.py DEMO CACHE"""
 from lib import *
+cli(__doc__, 2)
 for name in sys.argv[1:2]:
     c = Ctx(sys.argv[1], sys.argv[2]); M = c.default_mask(); x, B = c.x, c.B; les = (c.m > 0.5).float()
     h = c.has

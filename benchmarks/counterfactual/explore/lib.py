@@ -4,12 +4,30 @@ import sys, torch, numpy as np, json
 import torch.nn.functional as F
 from pathlib import Path
 from medxgan.explain.model import MedXGANModel
-from medxgan.explain.minimal_mask import total_variation, refine_mask, target_logits, _upsample
+from medxgan.explain.minimal_mask import total_variation, refine_mask, target_logits
 from medxgan.explain.counterfactual import MaskPath
 from medxgan.explain.lig import latent_integrated_gradients
 from medxgan.evaluate.localisation import iou_area_matched, pointing_game
 from medxgan.gan.inversion import psnr
 from medxgan.runtime.tensors import frozen
+
+
+def cli(doc, n_args):
+    """The scripts' command line: their docstring for -h/--help (exit 0), a one-line usage error (exit 2) when fewer
+    than ``n_args`` positional arguments are given; the arguments (sys.argv[1:]) otherwise."""
+    args = sys.argv[1:]
+    if "-h" in args or "--help" in args:
+        print(doc.strip()); sys.exit(0)
+    if len([a for a in args if not a.startswith("--")]) < n_args:
+        print("usage:" + doc.rsplit("python", 1)[-1].rstrip('"').rstrip(), file=sys.stderr); sys.exit(2)
+    return args
+
+
+def upsample_mask(mask_logits, size):
+    """sigmoid, then bilinear to ``size``: how the library turns a coarse mask's logits into the mask (the same two
+    lines as medxgan.explain.minimal_mask's private helper; kept here so the scripts use no private name)."""
+    m = torch.sigmoid(mask_logits)
+    return m if tuple(m.shape[-2:]) == tuple(size) else F.interpolate(m, size=size, mode="bilinear", align_corners=False)
 
 class Ctx:
     def __init__(self, demo, cache):

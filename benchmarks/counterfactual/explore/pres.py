@@ -2,7 +2,7 @@
 masked part of the scan pasted into its anatomy must stay positive (t_pres 0, f(x)/2, f(x)); and the mask on a grid
 8x coarser.  python pres.py DEMO CACHE"""
 from lib import *
-from medxgan.explain.minimal_mask import _upsample
+cli(__doc__, 2)
 def refine2(c, t_pres, scale=4, steps=150, lr=0.1, w_tv=4.0, w_area=1.0, w_pres=1.0):
     x, B, gm = c.x, c.B, c.gm
     t_del = target_logits(c.clf, x, B, gm, c.floor)
@@ -12,12 +12,12 @@ def refine2(c, t_pres, scale=4, steps=150, lr=0.1, w_tv=4.0, w_area=1.0, w_pres=
     opt = torch.optim.Adam([lg], lr=lr)
     with frozen(c.clf), torch.enable_grad():
         for _ in range(steps):
-            M = _upsample(lg, size)
+            M = upsample_mask(lg, size)
             loss = F.relu(c.clf.logit(x + M * (B - x)).float() - t_del) + w_area * M.flatten(1).mean(1) + w_tv * total_variation(M)
             if w_pres:
                 loss = loss + w_pres * F.relu(t_pres - c.clf.logit(B + M * (x - B)).float())
             opt.zero_grad(); loss.sum().backward(); opt.step()
-    return _upsample(lg, size).detach()
+    return upsample_mask(lg, size).detach()
 name = sys.argv[1]; c = Ctx(sys.argv[1], sys.argv[2])
 with torch.no_grad(): fx = c.clf.logit(c.x).float()
 for label, tp, sc in [("scale8", None, 8), ("pres0", torch.zeros_like(fx), 4), ("pres_half_fx", fx / 2, 4), ("pres_fx", fx, 4)]:

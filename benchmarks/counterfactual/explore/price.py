@@ -2,7 +2,7 @@
 logit drop per unit area of the generator's own mask, (f(x) - f(x + gM(B - x))) / mean(gM); lo = -inf or the
 healthy target.  python price.py DEMO CACHE KAPPAS (e.g. 0.5,1,2)"""
 from lib import *
-from medxgan.explain.minimal_mask import _upsample
+cli(__doc__, 3)
 def refine_price(c, kappa, scale=4, steps=150, lr=0.1, w_tv=4.0, floor=None, hinge=0.0):
     x, B, gm = c.x, c.B, c.gm
     with torch.no_grad():
@@ -15,11 +15,11 @@ def refine_price(c, kappa, scale=4, steps=150, lr=0.1, w_tv=4.0, floor=None, hin
     opt = torch.optim.Adam([lg], lr=lr)
     with frozen(c.clf), torch.enable_grad():
         for _ in range(steps):
-            M = _upsample(lg, size)
+            M = upsample_mask(lg, size)
             f = c.clf.logit(x + M * (B - x)).float()
             loss = torch.maximum(f, lo) + hinge * F.relu(f) + kappa * rho * M.flatten(1).mean(1) + w_tv * total_variation(M)
             opt.zero_grad(); loss.sum().backward(); opt.step()
-    return _upsample(lg, size).detach()
+    return upsample_mask(lg, size).detach()
 name = sys.argv[1]; c = Ctx(sys.argv[1], sys.argv[2])
 for kappa in [float(k) for k in sys.argv[3].split(",")]:
     for floor in [None, c.floor]:

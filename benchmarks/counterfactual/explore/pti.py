@@ -4,7 +4,8 @@ that B(z1*) reproduces the scan outside the minimal mask, L1 on (1 - M)(B - x) [
 anatomy as the fill; ROUNDS times.  python pti.py DEMO CACHE STEPS LR ROUNDS [--constrained]"""
 from lib import *
 import copy, time
-sys.path.insert(0, "/work/main/benchmarks/counterfactual")
+cli(__doc__, 5)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # mask_grid.py, one folder up
 from mask_grid import FillPath
 steps, lr, rounds = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 constrained = "--constrained" in sys.argv
