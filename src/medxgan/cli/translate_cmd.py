@@ -104,13 +104,11 @@ def _add_apply(sub: argparse._SubParsersAction, formatter_class: type) -> None:
                "  medxgan translate apply big.tif --run runs/fa --direction fundus2angio --out out/ --tile 512",
     )
     a.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    a.add_argument("--run", required=True, help="cyclegan run directory")
+    _add_run_options(a)
     a.add_argument("--direction", required=True, choices=["fundus2angio", "angio2fundus"])
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--size", type=int, help="resize inputs to SIZE x SIZE first (default: native resolution)")
     a.add_argument("--tile", type=int, help="translate in overlapping TILE x TILE tiles with feathered blending (large images)")
-    a.add_argument("--weights", choices=["last", "ema", "best"], default="last", help=_WEIGHTS_HELP)
-    add_device(a)
     a.set_defaults(func=_apply)
 
 
@@ -127,15 +125,20 @@ def _add_evaluate(sub: argparse._SubParsersAction, formatter_class: type) -> Non
                "  medxgan translate evaluate data/fa --run runs/fa --inception-weights ~/models/inception-2015-12-05.pt",
     )
     e.add_argument("data", help="data root with testA/ and testB/")
-    e.add_argument("--run", required=True, help="cyclegan run directory")
+    _add_run_options(e)
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--inception-weights", metavar="FILE",
                    help="local Inception-v3 FID network for FID/KID: the TorchScript inception-2015-12-05.pt (StyleGAN2-ADA / "
                         "clean-fid), or pt_inception-2015-12-05-6726825d.pth (pytorch-fid / torch-fidelity; needs "
                         "pip install 'medxgan[fid]'); without it FID/KID are skipped")
-    e.add_argument("--weights", choices=["last", "ema", "best"], default="last", help=_WEIGHTS_HELP)
-    add_device(e)
     e.set_defaults(func=_evaluate)
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The trained run a command reads, which of its generator weights, and the device (apply, evaluate)."""
+    p.add_argument("--run", required=True, help="cyclegan run directory")
+    p.add_argument("--weights", choices=["last", "ema", "best"], default="last", help=_WEIGHTS_HELP)
+    add_device(p)
 
 
 def _train(args: argparse.Namespace) -> int:
