@@ -9,6 +9,7 @@ import math
 from typing import Any, Mapping, Sequence
 
 from medxgan.evaluate.oracle_calibration import judge_summary
+from medxgan.evaluate.sanity import prior_note
 from medxgan.evaluate.twins import oracle_twin_specificity
 
 __all__ = ["LOCALISATION_COLUMNS", "FAITHFULNESS_COLUMNS", "COUNTERFACTUAL_COLUMNS", "SHORTCUT_COLUMNS", "TWIN_COLUMNS",
@@ -226,6 +227,9 @@ def sanity_markdown(sanity: Mapping[str, Any] | None) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     if sanity.get("skipped"):
         lines.append(f"\nNot applicable (no classifier at explanation time): {', '.join(sanity['skipped'])}.")
+    note = prior_note(dict(sanity))
+    if note:
+        lines.append(f"\n{note}")
     return "\n".join(lines) + "\n"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+from medxgan.evaluate.sanity import prior_note
 from medxgan.evaluate.tables import format_number
 from medxgan.report.markup import esc
 
@@ -73,6 +74,9 @@ def review_html(results: Mapping[str, Any], img_dir: Path, rel: str) -> str:
         if sanity.get("skipped"):
             h.append(f"<p class='muted'>Not applicable (no classifier at explanation time): {esc(', '.join(sanity['skipped']))}; "
                      "see the data-randomisation benchmark (benchmarks/sanity/).</p>")
+        note = prior_note(dict(sanity))
+        if note:  # why a medXGAN map can survive this check (issue 31)
+            h.append(f"<p class='muted'>{esc(note)}</p>")
     if realism and realism.get("rows"):
         h.append(f"<p>Counterfactual realism: Fréchet distance and KID against {esc(realism.get('n_reference'))} real negatives in the "
                  f"{esc(realism.get('feature_space'))}, a domain feature space, not Inception (compare the rows, not with published FIDs); "
