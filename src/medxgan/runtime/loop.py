@@ -7,13 +7,16 @@ A trainer is anything with the step contract (the CycleGAN reference's ``BaseMod
         def state_dict(self) -> dict: ...              # everything it needs to continue (nets, optimisers, data RNG)
         def load_state_dict(self, state: dict) -> None: ...
 
-and the trainer function of each kind reads top to bottom::
+and the trainer function of each kind drives it through the run object (runtime.run.TrainingRun, which
+calls :func:`check_start`, :func:`open_run` and :func:`train_loop` and owns config.json)::
 
-    start = open_run(run, resume=resume, kind=KIND, settings={...}, may_change=("steps", "max_minutes"))
-    ...build the trainer (from start.stored when resuming)...
-    result = train_loop(trainer, run, LoopOptions(total=steps, cadence=Cadence(log_every=..., ckpt_every=...),
-                                                  resume=start.resumed, max_minutes=max_minutes, on_log=..., on_sample=...))
-    ...write the final weights; run.update_config(status="finished", ...)
+    run = TrainingRun(out, KIND)
+    run.check_start(resume)
+    run.open(resume, settings={...}, may_change=("steps",))
+    ...build the trainer (from run.stored when resuming)...; run.begin(record)
+    loop = run.train(trainer, LoopOptions(total=steps, cadence=Cadence(log_every=..., ckpt_every=...),
+                                          max_minutes=max_minutes, on_log=..., on_sample=...))
+    run.finish(loop, weights={...}, metrics=...)
 
 The policy (:func:`open_run`): ``resume`` without a checkpoint is an error; an existing run without
 ``resume`` is an error (unfinished: how to continue it; finished: choose another --out), except a run

@@ -87,7 +87,8 @@ class TrainingRun:
         self._write(status="running")
 
     def train(self, trainer: Trainer, options: LoopOptions) -> LoopResult:
-        """runtime.loop.train_loop on this run (resuming its checkpoint when the run was opened to resume)."""
+        """runtime.loop.train_loop on this run; sets ``options.resume`` (the run was opened to resume: its latest
+        checkpoint is restored) and ``options.is_main`` from the run."""
         options.resume, options.is_main = self.resumed, self.is_main
         return train_loop(trainer, self.dir, options)
 
