@@ -12,7 +12,7 @@ import torch
 
 from medxgan.cli import main
 from medxgan.explain.counterfactual import image_key
-from medxgan.explain.infill import InfillInputs, check_inpainter_for, infill_region, make_infill
+from medxgan.explain.infill import InfillInputs, check_inpainter_for, infill_region, learned_grow, make_infill
 from medxgan.gan.inpainter import INPAINTER_WEIGHTS, Inpainter, InpaintNet, load_inpainter, random_holes
 from medxgan.gan.inpainter_train import InpainterTrainer, train_inpainter
 from medxgan.runtime.errors import MedxganError
@@ -70,8 +70,11 @@ def test_the_fill_never_changes_a_pixel_outside_its_region():
     gm[:, :, 4:9, 5:11] = 0.8
     inp = Inpainter(InpaintNet(1, width=4).eval(), "context", 16, 1, None, path=Path("mem"))
     fill = make_infill("learned", InfillInputs(images=x, gan_fill=torch.zeros_like(x), gan_mask=gm, inpainter=inp))
-    region = infill_region(gm)
-    assert float(region[0, 0, 3, 6]) == 1.0 and float(region[0, 0, 2, 6]) == 0.0  # grown by exactly one pixel
+    region = infill_region(gm, grow=learned_grow(16))
+    assert learned_grow(16) == 1 and learned_grow(64) == 4  # H / 16 px
+    assert float(region[0, 0, 3, 6]) == 1.0 and float(region[0, 0, 2, 6]) == 0.0  # grown by exactly one pixel at 16 px
+    wide = infill_region(gm, grow=4)
+    assert float(wide[0, 0, 0, 6]) == 1.0 and float(wide[0, 0, 4, 0]) == 0.0  # 4 px up (row 4 -> 0); column 5 - 4 = 1
     outside = region.expand_as(x) == 0
     assert torch.equal(fill[outside], x[outside]) and not torch.equal(fill, x)
     M = torch.rand(3, 1, 16, 16)  # any mask the search may return
@@ -93,7 +96,7 @@ def test_learned_gan_variant_reads_the_anatomy_and_is_checked():
         make_infill("learned", InfillInputs(images=x, gan_fill=b, gan_mask=gm, inpainter=inp))
     with pytest.raises(MedxganError, match="another generator"):
         check_inpainter_for("learned-gan", inp, generator_fingerprint="xyz")
-    with pytest.raises(MedxganError, match="needs a trained inpainter"):
+    with pytest.raises(MedxganError, match="needs inpainter RUN"):
         make_infill("learned", InfillInputs(images=x, gan_fill=b, gan_mask=gm))
 
 
@@ -125,7 +128,7 @@ def test_engine_uses_the_learned_infill(tmp_path):
 
     G, clf, x = _masked_setup()
     opts = dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=5, minimal_mask_infill="learned")
-    with pytest.raises(MedxganError, match="needs an inpainter run"):
+    with pytest.raises(MedxganError, match="needs inpainter RUN"):
         MedXGAN(G, clf, inversion=opts)
     mx = MedXGAN(G, clf, inversion={**opts, "minimal_mask_inpainter": str(tmp_path)})
     mx.engine.infill_inpainter = Inpainter(InpaintNet(1, width=4).eval(), "context", 16, 1, None, tmp_path)

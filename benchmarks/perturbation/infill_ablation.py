@@ -38,7 +38,7 @@ from medxgan.evaluate.selection import select_images
 from medxgan.evaluate.stats import bootstrap_ci
 from medxgan.explain.baselines import build_explainers
 from medxgan.explain.counterfactual import MaskPath, image_key
-from medxgan.explain.infill import InfillInputs, check_inpainter_for, healthy_mean_from_data, make_infill
+from medxgan.explain.infill import InfillInputs, check_inpainter_for, healthy_mean_from_data, infill_region, learned_grow, make_infill
 from medxgan.explain.lig import latent_integrated_gradients
 from medxgan.explain.minimal_mask import refine_mask
 from medxgan.explain.model import MedXGANModel
@@ -106,6 +106,16 @@ def _infill_rows(a, mx, x, masks, twins, has_lesion, cal) -> list[dict]:
     inpainters = {"learned": a.inpainter, "learned-gan": a.inpainter_gan}
     inpainters = {k: check_inpainter_for(k, load_inpainter(v), fingerprint_module(G) if k == "learned-gan" else None)
                   for k, v in inpainters.items() if v and k in a.infills}
+    # the regions the context in-fills fill (inpaint: gM grown 1 px; learned*: grown H/16 px): how much of each lesion
+    # they hold, and their size
+    les = masks[has_lesion] > 0.5
+    regions = {}
+    for label, grow in (("inpaint", 1), ("learned", learned_grow(x.shape[-2]))):
+        region = infill_region(gm, grow=grow)[has_lesion] > 0.5
+        covered = (region & les).flatten(1).sum(1) / les.flatten(1).sum(1).clamp(min=1)
+        regions[label] = {"grow_px": grow, "lesion_covered": _ci(covered.tolist()), "area_over_lesion": round(float(region.sum() / les.sum()), 2)}
+    print(json.dumps({"context_infill_regions": regions}), flush=True)
+    a.regions = regions  # recorded in the JSON
     rows = []
     for start, name in [(st, nm) for st in a.starts for nm in a.infills]:
         m0 = gm if start == "gm" else torch.ones_like(gm)  # ones: no generator in the mask search at all (FIDO-style from the full scan)
@@ -177,7 +187,8 @@ def main() -> None:
     rows = _infill_rows(a, mx, x, masks, twins, has_lesion, cal) + _baseline_rows(a, clf, x, masks, has_lesion)
     out = {"run": str(a.run), "checkpoint_step": a.checkpoint_step, "data": str(a.data), "n": len(x), "n_lesion": int(has_lesion.sum()),
            "inversion_steps": a.steps, "minimal_mask": {k: getattr(mx.engine.minimal_mask, k) for k in ("steps", "area", "tv", "scale", "floor", "target")},
-           "judge": judge, "rows": rows, "inpainter": a.inpainter, "inpainter_gan": a.inpainter_gan, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+           "judge": judge, "context_infill_regions": getattr(a, "regions", None), "rows": rows, "inpainter": a.inpainter, "inpainter_gan": a.inpainter_gan,
+           "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if a.json:
         a.json.parent.mkdir(parents=True, exist_ok=True)
         a.json.write_text(json.dumps(out, indent=1))

@@ -20,8 +20,12 @@ in-fills of the ablation that asks what the generator adds, each computed once p
 ``twin``     the phantom's lesion-free twin of the scan: the ceiling, for the evaluation's ``twin`` ablation only.
 =========  =================================================================================================
 
-The region the context in-fills (``inpaint``, ``learned*``) fill is the generator's mask gM > 0.5 grown by one pixel
-(:func:`infill_region`), computed once before the mask search, not the search's current mask M: the in-fill then sees
+The region the context in-fills fill is the generator's mask gM > 0.5 grown (:func:`infill_region`): by one pixel for
+``inpaint`` (biharmonic smoothing degrades fast with the hole's width), by H / 16 px (4 px at 64 px: one cell of the mask
+search's default grid) for ``learned*``, whose network was trained on holes up to half the scan wide: gM's soft edge
+often cuts through the lesion (brain phantoms: the 1-px region holds ~3/4 of a lesion on average), and a lesion
+pixel outside the region cannot be removed. It is computed once before the mask search, not the search's current mask
+M: the in-fill then sees
 the scan outside a region that holds the lesion (gM is where the generator puts the pathology), F equals the scan
 outside it (so the search cannot change a pixel there), and the search, the ablation's one fixed part, stays a search
 over one fixed in-fill as for every other in-fill (re-filling the current M at each of its steps would change the
@@ -47,7 +51,7 @@ from medxgan.explain.perturbation import gaussian_smooth
 from medxgan.gan.inpainter import Inpainter
 from medxgan.runtime.errors import MedxganError
 
-__all__ = ["INFILLS", "LEARNED_INFILLS", "InfillInputs", "make_infill", "blur_infill", "mean_infill", "inpaint_infill", "infill_region",
+__all__ = ["INFILLS", "LEARNED_INFILLS", "InfillInputs", "make_infill", "blur_infill", "mean_infill", "inpaint_infill", "infill_region", "learned_grow",
            "learned_infill", "check_inpainter_for", "healthy_mean", "healthy_mean_from_data"]
 
 INFILLS = ("gan", "blur", "mean", "inpaint", "learned", "learned-gan", "twin")
@@ -93,12 +97,17 @@ def mean_infill(images: Tensor, healthy_mean: Tensor | None) -> Tensor:
     return healthy_mean.to(images.device, images.dtype).expand_as(images).clone()
 
 
-def infill_region(gan_mask: Tensor, threshold: float = 0.5) -> Tensor:
-    """N x 1 x H x W region the context in-fills fill: gM > ``threshold`` grown by one pixel (so that the mask's soft edge
-    is filled from outside it)."""
+def learned_grow(size: int) -> int:
+    """How far the learned in-fills grow the generator's mask: H / 16 px (one cell of the mask search's default grid)."""
+    return max(1, round(size / 16))
+
+
+def infill_region(gan_mask: Tensor, threshold: float = 0.5, grow: int = 1) -> Tensor:
+    """N x 1 x H x W region a context in-fill fills: gM > ``threshold`` grown by ``grow`` pixels (so that the mask's soft
+    edge, and the lesion beyond it, is filled from outside)."""
     from scipy.ndimage import binary_dilation
 
-    rows = [binary_dilation((m[0] > threshold).cpu().numpy(), iterations=1) for m in gan_mask]
+    rows = [binary_dilation((m[0] > threshold).cpu().numpy(), iterations=grow) for m in gan_mask]
     return torch.from_numpy(np.stack(rows)[:, None]).to(gan_mask.device, torch.float32)
 
 
@@ -139,7 +148,7 @@ def learned_infill(name: str, inputs: InfillInputs) -> Tensor:
     """The learned inpainter's fill of each scan's region (:func:`infill_region`) from the scan around it (and, for
     ``learned-gan``, the generator's anatomy B(z1*)); the scan itself outside the region."""
     inpainter = check_inpainter_for(name, inputs.inpainter)
-    region = infill_region(inputs.gan_mask)
+    region = infill_region(inputs.gan_mask, grow=learned_grow(inputs.images.shape[-2]))
     return inpainter.fill(inputs.images.detach(), region, inputs.gan_fill.detach() if inpainter.uses_gan else None)
 
 
