@@ -1,7 +1,8 @@
 """Run every performance benchmark and write benchmarks/results/*.json plus benchmarks/results/SUMMARY.md.
 
     python benchmarks/run_all.py --gan RUN --data DATA            # a trained GAN run (with an encoder) and its data
-    python benchmarks/run_all.py --workdir /tmp/mxbench           # builds everything first (~45 min on 2 CPU cores)
+    python benchmarks/run_all.py --workdir WORKDIR                # builds everything first (~45 min on 2 CPU cores)
+    python benchmarks/run_all.py --workdir WORKDIR --dry-run      # print the commands; check each script answers --help
 
 Without --gan the script prepares, in --workdir and resumably: 2,000 brain-MRI phantoms, the paper
 classifier, a default-preset GAN (`--gan-minutes` of training) and its encoder (`train-encoder`), plus
@@ -21,10 +22,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PERF = HERE / "performance"
+DRY_RUN = False  # --dry-run: print each command instead of running it (set once in main)
 
 
 def sh(cmd: list[str]) -> None:
-    print("+ " + " ".join(cmd), flush=True)
+    print(("would run: " if DRY_RUN else "+ ") + " ".join(cmd), flush=True)
+    if DRY_RUN:
+        script = next((c for c in cmd if c.endswith(".py")), None)
+        # a listed benchmark script (or medxgan subcommand) must exist and parse its command line
+        check = [sys.executable, script, "--help"] if script else [*cmd[:4], "--help"]
+        subprocess.run(check, check=True, stdout=subprocess.DEVNULL)
+        return
     subprocess.run(cmd, check=True)
 
 
@@ -146,18 +154,24 @@ def main() -> None:
     ap.add_argument("--gan", help="trained GAN run with an encoder (default: prepare one in --workdir)")
     ap.add_argument("--data", help="the GAN's dataset root (with --gan)")
     ap.add_argument("--images", help="folder with >= 1,000 image files for the memory check (default: prepared)")
-    ap.add_argument("--workdir", default="/tmp/medxgan-bench", help="where prepared data and runs live")
+    ap.add_argument("--workdir", type=Path, help="where prepared data and runs live (required without --gan)")
     ap.add_argument("--gan-minutes", type=float, default=22.0)
     ap.add_argument("--summary-only", action="store_true", help="only rewrite SUMMARY.md from the JSON files")
     ap.add_argument("--skip", nargs="*", default=[], choices=["throughput", "explain_cost", "memory", "gpu"])
+    ap.add_argument("--dry-run", action="store_true", help="print the commands (and check each script answers --help); run nothing, "
+                    "write nothing")
     args = ap.parse_args()
+    global DRY_RUN
+    DRY_RUN = args.dry_run
     if not args.summary_only:
         if args.gan:
             if not args.data:
                 ap.error("--data is required with --gan")
             gan, data, images = args.gan, args.data, args.images
         else:
-            gan, data, images = prepare(Path(args.workdir), args.gan_minutes)
+            if args.workdir is None:
+                ap.error("--workdir is required without --gan (prepared data and runs are written there)")
+            gan, data, images = prepare(args.workdir, args.gan_minutes)
             images = args.images or images
         py = sys.executable
         if "throughput" not in args.skip:
@@ -173,6 +187,9 @@ def main() -> None:
 
             if torch.cuda.is_available():
                 sh(["bash", str(HERE / "gpu_check.sh")])
+    if DRY_RUN:
+        print(f"would write {RESULTS / 'SUMMARY.md'}")
+        return
     print(write_summary())
 
 
