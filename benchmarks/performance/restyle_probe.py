@@ -1,6 +1,6 @@
 """Probe (issue 15 part 2): does a ReStyle-style residual encoder close the encoder's quality gap?
 
-    OMP_NUM_THREADS=1 python benchmarks/performance/restyle_probe.py --gan RUN --out /tmp/refiner.safetensors \
+    OMP_NUM_THREADS=1 python benchmarks/performance/restyle_probe.py --gan RUN --out REFINER.safetensors \
         --steps 1500 --passes 2
 
 RUN must hold an encoder from `medxgan train-encoder` (E0). A second network Er sees the scan and the current

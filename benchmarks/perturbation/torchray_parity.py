@@ -4,8 +4,8 @@ TorchRay is not a dependency (it installs torchvision, pycocotools and pymongo; 
 ``torchray/attribution/extremal_perturbation.py`` needs only torch, numpy, matplotlib and PIL. So this script runs it
 from the unpacked sdist, without installing anything:
 
-    pip download torchray==1.0.0.2 --no-deps -d /tmp/torchray && tar xzf /tmp/torchray/torchray-1.0.0.2.tar.gz -C /tmp/torchray
-    python benchmarks/perturbation/torchray_parity.py --torchray-src /tmp/torchray/torchray-1.0.0.2 [--json out.json]
+    pip download torchray==1.0.0.2 --no-deps -d DIR && tar xzf DIR/torchray-1.0.0.2.tar.gz -C DIR
+    python benchmarks/perturbation/torchray_parity.py --torchray-src DIR/torchray-1.0.0.2 [--json out.json]
 
 A seeded random CNN with two outputs on seeded 32 px images; both implementations get the same settings (blur
 perturbation, preservation game, TorchRay's 800-iteration schedule, step / sigma / max blur given explicitly, jitter

@@ -7,8 +7,8 @@ lesion masks) and the similarity (SSIM, Spearman of |A|) of the shuffled-label m
 A generator-based explanation that reflects what the classifier learned must lose its localisation and
 its similarity to the real map when the classifier learned nothing.
 
-    python benchmarks/sanity/data_randomisation.py --out /tmp/datarand            # full (2-core CPU: ~15 min idle)
-    python benchmarks/sanity/data_randomisation.py --out /tmp/datarand --quick    # a few minutes, not a result
+    python benchmarks/sanity/data_randomisation.py --out OUT            # full (2-core CPU: ~15 min idle)
+    python benchmarks/sanity/data_randomisation.py --out OUT --quick    # a few minutes, not a result
 
 Writes OUT/results.json (settings, date, machine, command, timings, metrics with 95 % bootstrap CIs).
 Unit-tested: tests/test_sanity_realism.py::test_shuffle_labels_keeps_counts_and_masks. Recorded result:
