@@ -139,8 +139,10 @@ def _run(args: argparse.Namespace) -> int:
 
         defaults = GanTrainConfig()
         dest = {"preset_overrides": "overrides", "classifier_source": "classifier", "oracle": "no_oracle"}
-        options = {k: v for k, v in options.items() if v != getattr(defaults, k) or was_given(args, dest.get(k, k))}
-    result = train_gan(args.data, classifier, args.out, resume=args.resume, device=device, quiet=args.quiet, **options)
+        given = {k: v for k, v in options.items() if v != getattr(defaults, k) or was_given(args, dest.get(k, k))}
+        result = train_gan(args.data, classifier, args.out, resume=True, device=device, quiet=args.quiet, **given)
+    else:
+        result = train_gan(args.data, classifier, args.out, GanTrainConfig(**options), device=device, quiet=args.quiet)
     if not context_from_env().is_main:  # under torchrun rank 0 alone reports
         return 0
     m = result["metrics"]

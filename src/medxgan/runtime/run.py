@@ -92,13 +92,13 @@ class TrainingRun:
         options.resume, options.is_main = self.resumed, self.is_main
         return train_loop(trainer, self.dir, options)
 
-    def finish(self, loop: LoopResult | None, *, weights: Mapping[str, Weights | None] = {}, metrics: Mapping[str, Any] | None = None,
+    def finish(self, loop: LoopResult | None, *, weights: Mapping[str, Weights | None] | None = None, metrics: Mapping[str, Any] | None = None,
                fingerprints: Mapping[str, Any] | None = None, record: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Write the final ``weights`` (name -> module or state dict; None entries skipped) and config.json
         with status "finished", their fingerprints (plus ``fingerprints``: dependencies'), ``metrics``, the
         loop's outcome and ``record`` (more of the trainer's own fields). Weights holding NaN/inf are not
         written: the run is marked failed and TrainingFailed raised. Returns the written config (rank 0)."""
-        states = {name: (w.state_dict() if isinstance(w, torch.nn.Module) else dict(w)) for name, w in weights.items() if w is not None}
+        states = {name: (w.state_dict() if isinstance(w, torch.nn.Module) else dict(w)) for name, w in (weights or {}).items() if w is not None}
         bad = [f"{name}.{t}" for name, st in states.items() for t in nonfinite_tensors(st)]
         step = loop.step if loop is not None else None
         if bad:
