@@ -1,10 +1,11 @@
 """Markdown table of the quick_eval JSON files in benchmarks/counterfactual/results/ (one row per file).
 
-    python benchmarks/counterfactual/summarize.py
+    python benchmarks/counterfactual/summarize.py [RESULTS_DIR]   # default: the results/ folder next to this script
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def row(d: dict) -> dict:
 
 
 def main() -> None:
-    files = sorted((Path(__file__).parent / "results").glob("*.json"))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", type=Path, nargs="?", default=Path(__file__).parent / "results",
+                    help="folder of quick_eval JSON files (default: benchmarks/counterfactual/results)")
+    files = sorted(ap.parse_args().results.glob("*.json"))
     print("| variant (file) | " + " | ".join(c for _, c in COLS) + " |")
     print("|---|" + "---|" * len(COLS))
     for f in files:

@@ -9,6 +9,7 @@ and oracle (RUN/classifier, RUN/oracle), as `medxgan train` runs with an oracle 
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import sys
@@ -27,7 +28,9 @@ KEYS = ("disent", "cls_pos", "oracle_neg", "oracle_pos", "delta")
 
 
 def main() -> None:
-    run = Path(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run", type=Path, help="a GAN run with checkpoints, RUN/classifier and RUN/oracle")
+    run = ap.parse_args().run
     cfg = json.loads((run / "config.json").read_text())
     mon = Monitor(load_classifier(str(run / "classifier")), cfg["nz1"], cfg["nz2"], oracle=load_classifier(str(run / "oracle")))
     rd = RunDir(run)

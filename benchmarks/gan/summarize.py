@@ -6,8 +6,8 @@ of an unfinished run), steps, training minutes, preset options.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 KEYS = ["disent", "cls_neg", "cls_pos", "oracle_neg", "oracle_pos", "diversity", "diversity_lowres"]
@@ -31,9 +31,12 @@ def options(cfg: dict) -> str:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="GAN run folders (config.json, metrics.jsonl)")
+    runs = ap.parse_args().runs
     print("| run | options | steps | train min | " + " | ".join(KEYS) + " |")
     print("|---|---|---|---|" + "---|" * len(KEYS))
-    for run in sys.argv[1:]:
+    for run in runs:
         cfg = json.loads((Path(run) / "config.json").read_text())
         rows = [json.loads(l) for l in (Path(run) / "metrics.jsonl").read_text().splitlines() if l.strip()]
         m = cfg.get("metrics") or rows[-1]

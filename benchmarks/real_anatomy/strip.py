@@ -6,8 +6,8 @@ positives (exact lesion masks outlined in red) and a row of their lesion-free tw
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,11 @@ def rows_of(data: Path, k: int = 8) -> tuple[list, list, list, list]:
 
 
 def main() -> None:
-    out, datas = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="the PNG to write")
+    ap.add_argument("datas", type=Path, nargs="+", metavar="DATA", help="data sets written by `medxgan synth lesions`")
+    args = ap.parse_args()
+    out, datas = args.out, args.datas
     parts = [rows_of(d) for d in datas]
     grid = preview_grid(*[sum((p[i] for p in parts), []) for i in range(4)], cols=8, cell=128)
     out.parent.mkdir(parents=True, exist_ok=True)

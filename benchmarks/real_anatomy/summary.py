@@ -10,8 +10,8 @@ baseline's.
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from pathlib import Path
 
 MEDXGAN = ("medxgan-diff", "medxgan-lig")
@@ -58,4 +58,6 @@ def summary(eval_dir: Path) -> str:
 
 
 if __name__ == "__main__":
-    print("\n\n".join(summary(Path(d)) for d in sys.argv[1:]))
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("evals", type=Path, nargs="+", metavar="EVAL_DIR", help="`medxgan evaluate` output folders (results.csv)")
+    print("\n\n".join(summary(d) for d in ap.parse_args().evals))
