@@ -1,10 +1,14 @@
 """Train myclf.binary on the phantoms at its own input (96 px RGB, ImageNet-normalised [0, 1]); save a
-DataParallel-style checkpoint {"model": {"module.*": ...}} as training scripts often do."""
+DataParallel-style checkpoint {"model": {"module.*": ...}} as training scripts often do.
+Run inside the work folder of run.sh (reads data/brain, writes clf.pt there)."""
+import argparse
+
 import torch
 import torch.nn.functional as F
 from medxgan.data import load_dataset
 import myclf
 
+argparse.ArgumentParser(description=__doc__).parse_args()  # no options; --help says what it does
 torch.manual_seed(0)
 model = myclf.binary()
 x, y, _, _ = load_dataset("data/brain", split="train", size=64).tensors()
