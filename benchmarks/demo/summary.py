@@ -2,7 +2,7 @@
 
 Usage:
     python benchmarks/demo/summary.py benchmarks/demo/brain-tv4-2026-12-06 benchmarks/demo/chest-tv4-2026-12-06
-    python benchmarks/demo/summary.py benchmarks/demo/archive/*/      # the archive index's numbers
+    python benchmarks/demo/summary.py benchmarks/demo/archive/*-2026-12-0*/   # the archive index's numbers
 
 Each FOLDER holds what a demo run stores as its record: ``results.csv`` (``medxgan evaluate``'s cells: method,
 metric, mean, lo, hi, n, n_invalid) and ``demo.json`` (settings, stage times, the machine). Nothing is recomputed:
