@@ -35,14 +35,18 @@ def _ci(cell: tuple[float, float, float] | None, digits: int = 3) -> str:
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
+def _mean(cell: tuple[float, float, float] | None, digits: int) -> str:
+    return "-" if cell is None else f"{cell[0]:.{digits}f}"
+
+
 def _row(folder: Path) -> str:
     cells = _cells(folder)
     iou = "localisation.iou_area_matched"
     baselines = sorted(((m, v) for (m, k), v in cells.items() if k == iou and m not in NOT_BASELINES), key=lambda mv: -mv[1][0])
     best = f"{baselines[0][0]} {_ci(baselines[0][1])}" if baselines else "-"
-    pointing = " / ".join(f"{cells[(m, 'localisation.pointing_game')][0]:.2f}" for m in MEDXGAN)
+    pointing = " / ".join(_mean(cells.get((m, "localisation.pointing_game")), 2) for m in MEDXGAN)
     cf = "counterfactual_residual" if ("medxgan-diff", "counterfactual_residual.valid_oracle") in cells else "counterfactual"
-    valid = " / ".join(f"{cells[('medxgan-diff', f'{cf}.valid_{who}')][0]:.3f}" for who in ("classifier", "oracle"))
+    valid = " / ".join(_mean(cells.get(("medxgan-diff", f"{cf}.valid_{who}")), 3) for who in ("classifier", "oracle"))
     gain = cells.get(("medxgan-diff", f"twin_fidelity.{'residual' if cf.endswith('residual') else 'negative'}.psnr_gain"))
     kind, threads, wall = "-", "-", "-"
     if (folder / "demo.json").exists():
