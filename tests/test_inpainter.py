@@ -5,6 +5,7 @@ refuses bad inputs in one line before any work."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,13 +15,13 @@ from medxgan.cli import main
 from medxgan.explain.counterfactual import image_key
 from medxgan.explain.infill import InfillInputs, check_inpainter_for, infill_region, learned_grow, make_infill
 from medxgan.gan.inpainter import INPAINTER_WEIGHTS, Inpainter, InpaintNet, load_inpainter, random_holes
-from medxgan.gan.inpainter_train import InpainterTrainer, train_inpainter
+from medxgan.gan.inpainter_train import InpainterConfig, InpainterTrainer, train_inpainter
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.runs import RunDir, fingerprint_module
 
 from helpers import one_error_line, write_dataset, write_gan_run
 
-TINY = dict(steps=6, batch_size=4, width=4, log_every=3, ckpt_every=3, size=16, quiet=True)
+TINY = InpainterConfig(steps=6, batch_size=4, width=4, log_every=3, ckpt_every=3, size=16)
 
 
 def _ramps(n: int, size: int, seed: int) -> torch.Tensor:
@@ -104,10 +105,10 @@ def test_resumed_training_ends_bit_identical(tmp_path):
     data = tmp_path / "data"
     write_dataset(data, size=16)
     a, b = tmp_path / "a", tmp_path / "b"
-    train_inpainter(data, a, **TINY)
-    train_inpainter(data, b, **{**TINY, "steps": 3}, lr_decay_steps=6)  # = a 6-step run interrupted after step 3
+    train_inpainter(data, a, TINY, quiet=True)
+    train_inpainter(data, b, replace(TINY, steps=3, lr_decay_steps=6), quiet=True)  # = a 6-step run interrupted after step 3
     assert RunDir(b).read_config()["steps_done"] == 3
-    train_inpainter(data, b, **TINY, resume=True)
+    train_inpainter(data, b, TINY, resume=True, quiet=True)
     wa, wb = RunDir(a).load_weights(INPAINTER_WEIGHTS), RunDir(b).load_weights(INPAINTER_WEIGHTS)
     assert wa.keys() == wb.keys()
     for k in wa:
@@ -116,7 +117,7 @@ def test_resumed_training_ends_bit_identical(tmp_path):
     loaded = load_inpainter(a)
     assert (loaded.variant, loaded.size, loaded.channels) == ("context", 16, 1)
     with pytest.raises(MedxganError, match="already holds a run"):
-        train_inpainter(data, a, **TINY)
+        train_inpainter(data, a, TINY, quiet=True)
 
 
 def test_engine_uses_the_learned_infill(tmp_path):
@@ -175,8 +176,8 @@ def test_load_attaches_the_inpainter_and_checks_it(tmp_path):
     data = tmp_path / "data"
     write_dataset(data, size=16)
     inp16, inp32 = tmp_path / "i16", tmp_path / "i32"
-    train_inpainter(data, inp16, **{**TINY, "steps": 1})
-    train_inpainter(data, inp32, **{**TINY, "steps": 1, "size": 32})
+    train_inpainter(data, inp16, replace(TINY, steps=1), quiet=True)
+    train_inpainter(data, inp32, replace(TINY, steps=1, size=32), quiet=True)
     mx = MedXGAN.load(gan, device="cpu", minimal_mask_infill="learned", minimal_mask_inpainter=str(inp16))
     assert mx.engine.infill_inpainter.variant == "context" and mx.engine.infill_inpainter.path == inp16
     assert mx.engine.inversion["minimal_mask_inpainter"] == str(inp16)  # stored with every evaluation/explanation record

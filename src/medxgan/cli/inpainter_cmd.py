@@ -45,16 +45,17 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from medxgan.gan.inpainter_train import train_inpainter
+    from medxgan.gan.inpainter_train import InpainterConfig, train_inpainter
 
     if args.resume:  # options left out: the run's own (a plain --resume continues the run as started)
         from medxgan.cli.common import take_run_settings
 
         take_run_settings(args, args.out, {k: k for k in ("seed", "batch_size", "lr", "width", "steps", "size", "channels")})
     mapping = {k: v for k, v in dict(positive=args.positive, negative=args.negative, csv=args.csv, skip_bad=args.skip_bad).items() if v}
-    res = train_inpainter(args.data, args.out, gan=args.gan, size=args.size, channels=args.channels, steps=args.steps,
-                          batch_size=args.batch_size, lr=args.lr, width=args.width, seed=args.seed, log_every=args.log_every,
-                          ckpt_every=args.ckpt_every, resume=args.resume, max_minutes=args.max_minutes, mapping=mapping, quiet=args.quiet)
+    config = InpainterConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, width=args.width, seed=args.seed, size=args.size,
+                             channels=args.channels, log_every=args.log_every, ckpt_every=args.ckpt_every)
+    res = train_inpainter(args.data, args.out, config, gan=args.gan, resume=args.resume, max_minutes=args.max_minutes, mapping=mapping,
+                          quiet=args.quiet)
     m = res["metrics"]
     print(f"final: held-out L1 inside the holes {m['val_l1_hole']:.4f} (the mean healthy scan's: {m['val_l1_hole_mean_fill']:.4f})")
     print(f"inpainter written to {res['out']}")

@@ -13,6 +13,7 @@ validation negatives, next to the same error of the mean-healthy-scan in-fill (t
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,7 +28,7 @@ from medxgan.runtime.outdir import claimed
 from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
-__all__ = ["InpainterTrainer", "train_inpainter", "gan_anatomy"]
+__all__ = ["InpainterConfig", "InpainterTrainer", "train_inpainter", "gan_anatomy"]
 
 
 
@@ -118,76 +119,107 @@ def _heldout_l1(net: InpaintNet, x: torch.Tensor, b: torch.Tensor | None, region
             "val_l1_hole_mean_fill": float(((mean_scan - x).abs() * region).sum() / area)}
 
 
-def train_inpainter(data: str | os.PathLike, out: str | os.PathLike, *, gan: str | os.PathLike | None = None, size: int | None = None,
-                    channels: int | None = None, steps: int = 1000, batch_size: int = 12, lr: float = 1e-3, width: int = 12, seed: int = 0,
-                    log_every: int = 250, ckpt_every: int = 500, resume: bool = False, max_minutes: float | None = None,
-                    lr_decay_steps: int | None = None, mapping: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train an inpainter on the negatives of ``data``'s train split into run directory ``out``.
+@dataclass(frozen=True)
+class InpainterConfig:
+    """How an inpainter is trained (stored in the run's config.json; the defaults are the ones measured in
+    benchmarks/perturbation/RESULTS.md).
 
-    Args:
-        gan: a `medxgan train` run: train the ``context+gan`` variant (B(E(x)) as an extra input), at the
-            generator's size and channels; without it the ``context`` variant at ``size`` (default 64) x ``channels``
-            (default 1).
+    Attributes:
         steps, batch_size, lr, width: Adam steps, scans per step, rate (cosine to lr/10 over ``lr_decay_steps``, default:
             the first invocation's ``steps``), network width.
-        resume: continue ``out`` from its latest checkpoint (same weights on CPU as an uninterrupted run).
-        mapping: class-mapping keywords of :func:`medxgan.data.load_dataset` (positive, negative, csv, skip_bad).
-    Returns ``{"steps", "train_seconds", "metrics", "out"}``.
+        size, channels: the scans' size and channels (default: the GAN's with ``gan``, else 64 px x 1).
+        log_every, ckpt_every: every how many steps the held-out error is logged and a checkpoint written.
     """
-    check_args(steps=steps, batch_size=batch_size, lr=lr, width=width, seed=seed, log_every=log_every, ckpt_every=ckpt_every,
-               max_minutes=max_minutes, size=size)
-    if steps < 1:
-        raise MedxganError(f"steps {steps}: must be >= 1", arg="steps")
-    if not os.path.isdir(data):
-        raise MedxganError(f"{data}: not a directory (a dataset in the project's layout)")
-    if channels not in (None, 1, 3):
-        raise MedxganError(f"channels {channels}: must be 1 or 3", arg="channels")
-    check_writable_dir(out)
+
+    steps: int = 1000
+    batch_size: int = 12
+    lr: float = 1e-3
+    width: int = 12
+    seed: int = 0
+    size: int | None = None
+    channels: int | None = None
+    lr_decay_steps: int | None = None
+    log_every: int = 250
+    ckpt_every: int = 500
+
+    def check(self) -> "InpainterConfig":
+        check_args(steps=self.steps, batch_size=self.batch_size, lr=self.lr, width=self.width, seed=self.seed, log_every=self.log_every,
+                   ckpt_every=self.ckpt_every, size=self.size)
+        if self.steps < 1:
+            raise MedxganError(f"steps {self.steps}: must be >= 1", arg="steps")
+        if self.channels not in (None, 1, 3):
+            raise MedxganError(f"channels {self.channels}: must be 1 or 3", arg="channels")
+        return self
+
+
+def _shape(cfg: InpainterConfig, gan: str | os.PathLike | None) -> tuple[int, int]:
+    """(size, channels) of the scans: the GAN's with ``gan`` (a different explicit value is an error), else the config's."""
+    size, channels = cfg.size, cfg.channels
     if gan is not None:
         g_size, g_channels = _gan_shape(gan)  # a bad GAN run: one line, before the data is read
         if (size or g_size) != g_size or (channels or g_channels) != g_channels:
             raise MedxganError(f"size {size} / channels {channels}: the context+GAN inpainter works at the GAN's {g_size} px x "
                                f"{g_channels} channel(s)", arg=("size", "channels"))
-        size, channels = g_size, g_channels
-    size, channels = int(size or 64), int(channels or 1)
+        return g_size, g_channels
+    return int(size or 64), int(channels or 1)
+
+
+def train_inpainter(data: str | os.PathLike, out: str | os.PathLike, config: InpainterConfig | None = None, *,
+                    gan: str | os.PathLike | None = None, resume: bool = False, max_minutes: float | None = None,
+                    mapping: dict[str, Any] | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train an inpainter (settings: ``config``) on the negatives of ``data``'s train split into run directory ``out``.
+
+    Args:
+        gan: a `medxgan train` run: train the ``context+gan`` variant (B(E(x)) as an extra input), at the
+            generator's size and channels; without it the ``context`` variant.
+        resume: continue ``out`` from its latest checkpoint (same weights on CPU as an uninterrupted run).
+        max_minutes: stop (and finish normally) after this much training time.
+        mapping: class-mapping keywords of :func:`medxgan.data.load_dataset` (positive, negative, csv, skip_bad).
+    Returns ``{"steps", "train_seconds", "metrics", "out"}``.
+    """
+    cfg = (config or InpainterConfig()).check()
+    check_args(max_minutes=max_minutes)
+    if not os.path.isdir(data):
+        raise MedxganError(f"{data}: not a directory (a dataset in the project's layout)")
+    check_writable_dir(out)
+    size, channels = _shape(cfg, gan)
     rd = RunDir(out)
     with claimed(rd.path, INPAINTER_KIND):
         check_start(rd, resume=resume, kind=INPAINTER_KIND)
         stored = rd.read_config() if resume else {}
-        lr_decay_steps = int(lr_decay_steps or stored.get("lr_decay_steps") or steps)
+        lr_decay_steps = int(cfg.lr_decay_steps or stored.get("lr_decay_steps") or cfg.steps)
         x_train = _negatives(str(data), "train", size, channels, mapping or {})
         try:
             x_val = _negatives(str(data), "val", size, channels, mapping or {})
         except MedxganError:
             x_val = x_train
-        x_val = x_val[torch.randperm(x_val.shape[0], generator=torch.Generator().manual_seed(seed))[:64]]
-        anatomy = b_val = None
-        gan_fp = None
+        x_val = x_val[torch.randperm(x_val.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[:64]]
+        anatomy = b_val = gan_fp = None
         if gan is not None:
             anatomy, gan_fp = gan_anatomy(gan, x_train)
             b_val, _ = gan_anatomy(gan, x_val)
         variant = "context+gan" if gan is not None else "context"
-        settings = dict(data=fingerprint_state_dict({"images": x_train}), variant=variant, gan=gan_fp, size=size, channels=channels, seed=seed,
-                        batch_size=batch_size, lr=lr, width=width, lr_decay_steps=lr_decay_steps, steps=steps)
+        settings = dict(data=fingerprint_state_dict({"images": x_train}), variant=variant, gan=gan_fp, size=size, channels=channels,
+                        seed=cfg.seed, batch_size=cfg.batch_size, lr=cfg.lr, width=cfg.width, lr_decay_steps=lr_decay_steps, steps=cfg.steps)
         start = open_run(rd, resume=resume, kind=INPAINTER_KIND, settings=settings, may_change=("steps", "max_minutes"))
-        seed_everything(seed)
-        net = InpaintNet(channels, width=width, gan_channel=gan is not None).train()
-        trainer = InpainterTrainer(net, x_train, anatomy, batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps, seed=seed)
-        config = dict(data=str(data), gan=None if gan is None else str(gan), gan_fingerprint=gan_fp, variant=variant, size=size,
-                      channels=channels, width=width, steps=steps, batch_size=batch_size, lr=lr, lr_decay_steps=lr_decay_steps, seed=seed,
-                      n_train=int(x_train.shape[0]), settings=settings, resumes=start.resumes, status="running")
-        rd.write_config(INPAINTER_KIND, **config)
-        val_region = random_holes(x_val.shape[0], size, torch.Generator().manual_seed(seed + 1))
+        seed_everything(cfg.seed)
+        net = InpaintNet(channels, width=cfg.width, gan_channel=gan is not None).train()
+        trainer = InpainterTrainer(net, x_train, anatomy, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=lr_decay_steps, seed=cfg.seed)
+        record = dict(data=str(data), gan=None if gan is None else str(gan), gan_fingerprint=gan_fp, variant=variant, size=size,
+                      channels=channels, width=cfg.width, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=lr_decay_steps,
+                      seed=cfg.seed, n_train=int(x_train.shape[0]), settings=settings, resumes=start.resumes, status="running")
+        rd.write_config(INPAINTER_KIND, **record)
+        val_region = random_holes(x_val.shape[0], size, torch.Generator().manual_seed(cfg.seed + 1))
         mean_scan = x_train.mean(0, keepdim=True)
         loop = train_loop(trainer, rd, LoopOptions(
-            total=steps, cadence=Cadence(log_every, 0, ckpt_every, 2), resume=start.resumed, max_minutes=max_minutes, desc="train inpainter",
-            on_log=lambda step, means: _heldout_l1(net, x_val, b_val, val_region, mean_scan), quiet=quiet,
+            total=cfg.steps, cadence=Cadence(cfg.log_every, 0, cfg.ckpt_every, 2), resume=start.resumed, max_minutes=max_minutes,
+            desc="train inpainter", on_log=lambda step, means: _heldout_l1(net, x_val, b_val, val_region, mean_scan), quiet=quiet,
             postfix=lambda r: f"held-out L1 {r['val_l1_hole']:.3f} (mean fill {r['val_l1_hole_mean_fill']:.3f})"))
         metrics = loop.last_record or {"step": loop.step, **_heldout_l1(net, x_val, b_val, val_region, mean_scan)}
         rd.save_weights(INPAINTER_WEIGHTS, net)
-        config.update(status="finished", steps_done=loop.step, train_seconds=round(loop.elapsed, 1), metrics=metrics,
+        record.update(status="finished", steps_done=loop.step, train_seconds=round(loop.elapsed, 1), metrics=metrics,
                       stopped_early=loop.stopped_early)
-        rd.write_config(INPAINTER_KIND, **config)
+        rd.write_config(INPAINTER_KIND, **record)
     if not quiet:
         print(f"[medxgan] inpainter ({variant}) trained: {loop.step} steps in {loop.elapsed / 60:.1f} min; held-out L1 in the holes "
               f"{metrics['val_l1_hole']:.3f} (mean healthy scan {metrics['val_l1_hole_mean_fill']:.3f}) -> {rd.path}", flush=True)
