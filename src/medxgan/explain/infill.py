@@ -5,31 +5,31 @@ medXGAN's counterfactual is ``x_cf = x + M (F - x)``: the scan x with the minima
 FIDO idea (Chang et al., ICLR 2019: a generative in-fill beats blur and mean in-fills). This module gives the
 in-fills of the ablation that asks what the generator adds, each computed once per scan before the mask search:
 
-=========  =================================================================================================
-``gan``      B(z1*), the generator's anatomy of the inverted scan (the default).
-``blur``     a Gaussian blur of the scan, sigma = H / 16 px (4 px at 64 px: the evaluation's deletion-blur
-             sigma), Meaningful Perturbation's in-fill.
-``mean``     the pixel-wise mean of the classifier's healthy (negative) training scans.
-``inpaint``  classical inpainting of the generator's mask region (gM > 0.5, grown by one pixel) from the scan
-             around it (``skimage.restoration.inpaint_biharmonic``); slow: seconds per 64 px scan.
-``learned``  a small U-Net trained on the classifier's negative training scans to fill random holes
-             (:mod:`medxgan.gan.inpainter`, ``medxgan train-inpainter``), filling the same region as ``inpaint``
-             from the scan around it.
-``learned-gan``  the same network with the generator's anatomy B(z1*) as an extra input channel
-             (an inpainter trained with ``--gan``): the generator's structure, the context's texture.
-``twin``     the phantom's lesion-free twin of the scan: the ceiling, for the evaluation's ``twin`` ablation only.
-=========  =================================================================================================
+===============  ===========================================================================================
+``gan``          B(z1*), the generator's anatomy of the inverted scan (the default).
+``blur``         a Gaussian blur of the scan, sigma = H / 16 px (4 px at 64 px: the evaluation's deletion-blur
+                 sigma), Meaningful Perturbation's in-fill.
+``mean``         the pixel-wise mean of the classifier's healthy (negative) training scans.
+``inpaint``      classical inpainting of the generator's mask region (gM > 0.5, grown by one pixel) from the scan
+                 around it (``skimage.restoration.inpaint_biharmonic``); slow: seconds per 64 px scan.
+``learned``      a small U-Net trained on the classifier's negative training scans to fill random holes
+                 (:mod:`medxgan.gan.inpainter`, ``medxgan train-inpainter``) fills the generator's mask region
+                 (gM > 0.5 grown by H / 16 px) from the scan around it.
+``learned-gan``  the same with the generator's anatomy B(z1*) as an extra input channel (an inpainter trained
+                 with ``--gan``): the generator's structure, the context's texture.
+``twin``         the phantom's lesion-free twin of the scan: the ceiling, for the evaluation's ``twin`` ablation only.
+===============  ===========================================================================================
 
 The region the context in-fills fill is the generator's mask gM > 0.5 grown (:func:`infill_region`): by one pixel for
 ``inpaint`` (biharmonic smoothing degrades fast with the hole's width), by H / 16 px (4 px at 64 px: one cell of the mask
 search's default grid) for ``learned*``, whose network was trained on holes up to half the scan wide: gM's soft edge
 often cuts through the lesion (brain phantoms: the 1-px region holds ~3/4 of a lesion on average), and a lesion
 pixel outside the region cannot be removed. It is computed once before the mask search, not the search's current mask
-M: the in-fill then sees
-the scan outside a region that holds the lesion (gM is where the generator puts the pathology), F equals the scan
-outside it (so the search cannot change a pixel there), and the search, the ablation's one fixed part, stays a search
-over one fixed in-fill as for every other in-fill (re-filling the current M at each of its steps would change the
-search itself and cost one network pass per step).
+M: the in-fill then sees the scan outside a region that holds the lesion (gM is where the generator puts the
+pathology), F equals the scan outside it (so the search cannot change a pixel there), and the search, the ablation's
+one fixed part, stays a search over one fixed in-fill as for every other in-fill (re-filling the current M at each of
+its steps would change the search itself and cost one network pass per step). No in-fill but ``twin`` ever sees a
+lesion-free twin; the learned ones were trained on healthy scans only.
 
 Every in-fill gets the same inputs (:class:`InfillInputs`); only ``twin`` reads ``twins``, a lookup by the
 scan's exact pixels that the caller builds from the phantom's ground truth (tests/test_infill.py passes a lookup
