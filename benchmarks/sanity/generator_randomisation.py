@@ -47,6 +47,7 @@ import torch
 
 from medxgan.classifiers import as_classifier
 from medxgan.data import load_dataset
+from medxgan.evaluate.localisation import iou_area_matched, pointing_game
 from medxgan.evaluate.robustness import spearman, ssim
 from medxgan.evaluate.sanity import SANITY_THRESHOLD, randomisation_blocks, randomised, verdict
 from medxgan.evaluate.selection import select_images
@@ -59,11 +60,17 @@ from medxgan.explain.model import as_medxgan
 K_RANDOMISED = 2  # the verdict's step of sanity.py: the classifier's top two blocks
 
 
-def _images(data: Path, clf: Any, size: int | None, channels: int | None, n: int) -> tuple[torch.Tensor, list[str]]:
-    """The first n predicted positives of the test split in evaluate's seeded order (the demo's selection)."""
+def _images(data: Path, clf: Any, size: int | None, channels: int | None, n: int, masks: bool = False) -> tuple:
+    """The first n predicted positives of the test split in evaluate's seeded order (the demo's selection): (images, ids[,
+    lesion masks H x W bool, None where a scan has no mask])."""
     ds = load_dataset(data, split="test", size=size, channels=channels)
     sel = select_images(ds, clf, torch.device("cpu"), data, split="test", subset="pred-pos", n=n, seed=0)
-    return sel.images[sel.selected], [sel.ids[i] for i in sel.selected]
+    x, ids = sel.images[sel.selected], [sel.ids[i] for i in sel.selected]
+    if not masks:
+        return x, ids
+    m = [sel.masks[i, 0].numpy() > 0.5 if bool(sel.has_mask[i]) and sel.slice_of[i] == "TP" and bool(sel.masks[i].any()) else None
+         for i in sel.selected]
+    return x, ids, m
 
 
 def _similarity(ref: np.ndarray, maps: np.ndarray) -> dict[str, Any]:
@@ -138,12 +145,19 @@ def _train(data: Path, clf: Any, run: Path, steps: int, preset: str, seed: int) 
             **{k: (round(m[k], 3) if isinstance(m.get(k), float) else m.get(k)) for k in ("disent", "cls_neg", "cls_pos", "diversity") if k in m}}
 
 
-def _explain(run: Path, clf: Any, x: torch.Tensor, steps: int) -> dict[str, np.ndarray]:
+def _explain(run: Path, clf: Any, x: torch.Tensor, steps: int, masks: list) -> dict[str, Any]:
+    """Both medXGAN maps of ``x`` with the GAN ``run`` and the classifier ``clf`` (its own), their localisation of the
+    true lesions (area-matched IoU, pointing game, on the scans with a mask) and the share flipped within the mask."""
     model = as_medxgan(str(run), classifier=clf, device="cpu", inversion={"steps": steps})
     diff, lig = build_explainers(["medxgan-diff", "medxgan-lig"], clf, gan=model)
     cf = model.engine.counterfactuals(x)
-    return {"medxgan-diff": diff.explain(x).maps[:, 0].numpy(), "medxgan-lig": lig.explain(x).maps[:, 0].numpy(),
-            "flipped_share": float((cf.prob_res < 0.5).float().mean())}
+    out: dict[str, Any] = {"medxgan-diff": diff.explain(x).maps[:, 0].numpy(), "medxgan-lig": lig.explain(x).maps[:, 0].numpy(),
+                           "flipped_share": float(cf.flipped.float().mean()), "scans_called_positive": float((cf.prob_input >= 0.5).float().mean())}
+    for m in ("medxgan-diff", "medxgan-lig"):
+        pairs = [(np.abs(a), k) for a, k in zip(out[m], masks) if k is not None]
+        loc = aggregate([{"iou": iou_area_matched(a, k), "pointing": pointing_game(a, k)} for a, k in pairs], n_resamples=1000, seed=0)
+        out[f"{m}.localisation"] = {k: {kk: (round(v, 3) if isinstance(v, float) else v) for kk, v in loc[k].items()} for k in ("iou", "pointing")}
+    return out
 
 
 def retrain(a: argparse.Namespace) -> dict[str, Any]:
@@ -151,20 +165,22 @@ def retrain(a: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     clf = as_classifier(str(a.classifier), device="cpu")
     clf.eval()
-    x, ids = _images(Path(a.data), clf, None, None, a.n)  # the data's own size (the preset's must match it)
+    x, ids, masks = _images(Path(a.data), clf, None, None, a.n, masks=True)  # the data's own size (the preset's must match it)
     out: dict[str, Any] = {"train_steps": a.train_steps, "preset": a.preset, "n_images": len(ids), "image_ids": ids, "runs": {}}
     real = {}
     for seed in (0, 1):
         run = work / f"gan_real_seed{seed}"
         out["runs"][run.name] = _train(Path(a.data), clf, run, a.train_steps, a.preset, seed)
-        real[seed] = _explain(run, clf, x, a.steps)
+        real[seed] = _explain(run, clf, x, a.steps, masks)
     blocks = randomisation_blocks(clf.model)
     with randomised(clf.model, K_RANDOMISED, seed=0, blocks=blocks) as names:
         run = work / "gan_random_seed0"
         out["runs"][run.name] = _train(Path(a.data), clf, run, a.train_steps, a.preset, 0)
-        rnd = _explain(run, clf, x, a.steps)
+        rnd = _explain(run, clf, x, a.steps, masks)
     out["randomised_blocks"] = names
-    out["flipped_share"] = {"real_seed0": real[0]["flipped_share"], "real_seed1": real[1]["flipped_share"], "random_seed0": rnd["flipped_share"]}
+    by_run = {"real_seed0": real[0], "real_seed1": real[1], "random_seed0": rnd}
+    for key in ("flipped_share", "scans_called_positive", "medxgan-diff.localisation", "medxgan-lig.localisation"):
+        out[key] = {name: r[key] for name, r in by_run.items()}
     out["methods"] = {}
     for m in ("medxgan-diff", "medxgan-lig"):
         sim = _similarity(real[0][m], rnd[m])
