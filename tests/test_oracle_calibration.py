@@ -145,11 +145,12 @@ def test_light_methods_skip_noise_and_max_sensitivity_only(tmp_path):
     data = make_eval_data(tmp_path / "data", n_pos=2, n_neg=1)
     r = evaluate(data, tmp_path / "eval", classifier=tiny_eval_clf(), methods=["saliency", "ig-black"], split="test", noise_sigmas=(0.05,),
                  max_sensitivity_n=1, max_sensitivity_samples=2, batch_size=3, device="cpu", n_resamples=50, show_progress=False,
-                 light_methods="ig-black")
+                 light_methods="ig-black", sanity=True, sanity_n=2)
     sal, ig = r["methods"]["saliency"]["metrics"], r["methods"]["ig-black"]["metrics"]
     assert "robustness.noise_0.05.ssim" in sal and "sensitivity.max" in sal
     assert not any(k.startswith(("robustness.", "sensitivity.")) for k in ig) and "deletion_mean.auc" in ig
     assert r["config"]["light_methods"] == ["ig-black"] and any("not computed for ig-black" in n for n in r["notes"])
+    assert set(r["sanity"]["methods"]) == {"saliency"}  # nor the sanity check's re-explanations
 
 
 def test_method_options_set_a_baseline_and_are_recorded(tmp_path):

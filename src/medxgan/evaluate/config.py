@@ -51,8 +51,8 @@ class EvaluateConfig:
         implementation: ``"batched"`` or ``"reference"`` (:mod:`medxgan.evaluate.pairs`).
         noisy_inversion: None, or how the noisy / perturbed copies are inverted (:data:`medxgan.evaluate.pairs.NOISY_INVERSION_KEYS`).
         gradcam_layer: Grad-CAM's target layer by name (default: the last block's output).
-        light_methods: methods evaluated without robustness to noise and max-sensitivity (each re-explains every image 3-10
-            times more: for the perturbation baselines, seconds per image each, too costly for the demo); their cells stay empty.
+        light_methods: methods evaluated without robustness to noise, max-sensitivity and the sanity check (each re-explains
+            every image 3-10 times more: for the perturbation baselines, seconds per image each, too costly for the demo).
         method_options: per registry name, keyword settings other than the method's defaults (e.g.
             ``{"extremal-perturbation": {"max_iter": 100}}``; baselines only); recorded in the config and in each row: a resumed run
             must share them for every method it already has rows of.

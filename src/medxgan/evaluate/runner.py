@@ -237,7 +237,8 @@ def evaluate(
     if calibration is not None:  # the judge's threshold and its specificity on the evaluated split's twins (issue 31)
         results["oracle_calibration"] = clean_json({**calibration, "test_split": cfg.split, "test_twins": twin_specificity(
             oracle, sel.twins, sel.has_twin, calibration["threshold_logit"], device=dev, n_resamples=cfg.n_resamples, seed=cfg.seed)})
-    results.update(review_sections(out, results, sel, exps, clf, oracle, sanity=cfg.sanity, sanity_n=cfg.sanity_n, seed=cfg.seed,
+    heavy = [e for e in exps if e.name not in cfg.light_methods]  # the sanity check re-explains: not the light methods
+    results.update(review_sections(out, results, sel, heavy, clf, oracle, sanity=cfg.sanity, sanity_n=cfg.sanity_n, seed=cfg.seed,
                                    n_resamples=cfg.n_resamples, save_maps=cfg.save_maps))
     _write_results(out, results)
     return results
@@ -492,8 +493,8 @@ def _notes(config: dict, n_loc: int, n_sel: int, ms_limit: int, exps: Iterable[A
                      "explanation's stability given the clean solution and are not comparable with a default run.")
     light = [m for m in names if m in (config.get("light_methods") or [])]
     if light:
-        notes.append(f"Robustness to noise and max-sensitivity not computed for {', '.join(light)} (light_methods: each would re-explain "
-                     "every image 3-10 times more; their cells are empty).")
+        notes.append(f"Robustness to noise, max-sensitivity and the sanity check not computed for {', '.join(light)} (light_methods: "
+                     "each would re-explain every image 3-10 times more; their cells are empty).")
     if "medxgan-diff" in names:
         notes.append("Flipped (medxgan-diff row): the share of scans whose explained counterfactual crossed the classifier's decision "
                      "level (logit < 0) within the (minimal) mask; where it did not, the map shows the generator's prior, not what "
