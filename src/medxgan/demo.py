@@ -80,7 +80,10 @@ class DemoConfig:
     * inversion of one image, 200 steps x 1 restart: ~1.7 s (4.8 s at load 5, batch of 8). The library
       default (400 steps x 2 restarts) is ~4x that: too slow for a 30-minute demo, since every noise
       level re-explains, i.e. re-inverts, every image (and max-sensitivity 10x per image);
-    * the baselines: ~1.5 s per image and noise level in all (IG 2 x 50 steps, SmoothGrad 25, occlusion).
+    * the baselines: ~1.5 s per image and noise level in all (IG 2 x 50 steps, SmoothGrad 25, occlusion);
+    * the perturbation baselines (DEMO_PERTURBATION, light, once per image): ~21 s per image at load 3-7 (Extremal
+      Perturbation 15.3, RISE 3.9, Meaningful Perturbation 1.6): 621 s of a 1177 s evaluation method loop on 30 brain
+      scans (2026-12-07, README "The demo's evaluation with the perturbation baselines").
 
     Measured 2026-12-02 with the masked ``default`` preset, two demos side by side on the 2 cores (load 4-5):
     data 53 s, classifier + oracle 139 s, GAN 16 min (the cap; 1137 of 2000 steps), evaluation 10.3 min
