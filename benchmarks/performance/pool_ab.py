@@ -4,7 +4,8 @@ swapped between rounds (outputs are bit-identical, checked here on every piece).
 
     OMP_NUM_THREADS=1 python benchmarks/performance/pool_ab.py --gan GAN_RUN --data DATA [--rounds 4] [--name pool_ab]
 
-Pieces, on the first 8 test true positives: the inversion (10 Adam steps of the run's schedule from its anchor encoder),
+Pieces, on the first 8 test true positives: the default difference explanation end to end (fresh cache), the inversion
+(10 Adam steps of the run's schedule from its anchor encoder),
 the minimal-mask search (20 steps), LIG (on the cached counterfactual), IG-50, SmoothGrad, occlusion (2 images), one
 classifier forward/backward at batch 8 and 264. Per round every piece runs once with each pool (the order alternates).
 """
@@ -57,7 +58,14 @@ def _pieces(gan: str, data: str) -> tuple[Any, dict[str, Callable[[], Any]]]:
         (g,) = torch.autograd.grad(clf.logit(t).sum(), t)
         return g
 
+    diff = model.difference_explainer(batch_size=8)
+
+    def explanation() -> torch.Tensor:
+        eng.clear_cache()
+        return diff.explain(x).maps
+
     pieces = {
+        "default_explanation": explanation,  # the whole difference explanation: 75 inversion steps + 150 mask steps
         "inversion_10_steps": lambda: invert(model.generator, clf, x, eng.inversion_config.replace(steps=10), encoder=eng.encoder).z1,
         "minimal_mask_20_steps": lambda: mm.refine_mask(clf, x, base, gm, steps=20, w_area=float(m.area), w_tv=float(m.tv), scale=m.scale,
                                                         floor=m.effective_floor),
