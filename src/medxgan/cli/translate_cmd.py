@@ -93,18 +93,16 @@ def _add_train(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _add_apply(sub: argparse._SubParsersAction, formatter_class: type) -> None:
-    a = sub.add_parser(
-        "apply", help="translate image files (any size) with one generator", formatter_class=formatter_class,
+    a = _run_reader_parser(
+        sub, formatter_class, "apply", help="translate image files (any size) with one generator",
         description="Translate every image given (files and folders, searched recursively) at its native resolution. "
                     "fundus2angio needs colour (3-channel) fundus photos and writes 1-channel PNGs; angio2fundus "
                     "writes RGB PNGs. Sizes are padded by reflection to a multiple of 4 and cropped back.",
-        epilog="examples:\n"
-               "  medxgan translate apply photo.jpg --run runs/fa --direction fundus2angio --out fa_out/\n"
-               "  medxgan translate apply scans/ --run runs/fa --direction angio2fundus --out colour/\n"
-               "  medxgan translate apply big.tif --run runs/fa --direction fundus2angio --out out/ --tile 512",
+        examples=("medxgan translate apply photo.jpg --run runs/fa --direction fundus2angio --out fa_out/",
+                  "medxgan translate apply scans/ --run runs/fa --direction angio2fundus --out colour/",
+                  "medxgan translate apply big.tif --run runs/fa --direction fundus2angio --out out/ --tile 512"),
+        inputs=("inputs", {"nargs": "+", "metavar": "INPUT", "help": "image files or folders"}),
     )
-    a.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    _add_run_options(a)
     a.add_argument("--direction", required=True, choices=["fundus2angio", "angio2fundus"])
     a.add_argument("--out", required=True, help="output folder")
     a.add_argument("--size", type=int, help="resize inputs to SIZE x SIZE first (default: native resolution)")
@@ -113,25 +111,33 @@ def _add_apply(sub: argparse._SubParsersAction, formatter_class: type) -> None:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction, formatter_class: type) -> None:
-    e = sub.add_parser(
-        "evaluate", help="SSIM / PSNR / MAE on paired test images, both directions, plus cycle error", formatter_class=formatter_class,
+    e = _run_reader_parser(
+        sub, formatter_class, "evaluate", help="SSIM / PSNR / MAE on paired test images, both directions, plus cycle error",
         description="Compare G_fa(testA) with testB and G_fundus(testB) with testA (paired by file name, resized to the "
                     "training size), and the cycle reconstructions; FID and KID with a local Inception-v3 file "
                     "(--inception-weights; skipped without one, nothing is downloaded) and always a domain KID in a fixed "
                     "random conv-net feature space (stated as not Inception). Writes results.json, results.md and side_by_side.png.",
-        epilog="examples:\n"
-               "  medxgan translate evaluate data/fa --run runs/fa\n"
-               "  medxgan translate evaluate data/fa --run runs/fa --out eval/fa --weights best\n"
-               "  medxgan translate evaluate data/fa --run runs/fa --inception-weights ~/models/inception-2015-12-05.pt",
+        examples=("medxgan translate evaluate data/fa --run runs/fa",
+                  "medxgan translate evaluate data/fa --run runs/fa --out eval/fa --weights best",
+                  "medxgan translate evaluate data/fa --run runs/fa --inception-weights ~/models/inception-2015-12-05.pt"),
+        inputs=("data", {"help": "data root with testA/ and testB/"}),
     )
-    e.add_argument("data", help="data root with testA/ and testB/")
-    _add_run_options(e)
     e.add_argument("--out", help="output folder (default RUN/eval)")
     e.add_argument("--inception-weights", metavar="FILE",
                    help="local Inception-v3 FID network for FID/KID: the TorchScript inception-2015-12-05.pt (StyleGAN2-ADA / "
                         "clean-fid), or pt_inception-2015-12-05-6726825d.pth (pytorch-fid / torch-fidelity; needs "
                         "pip install 'medxgan[fid]'); without it FID/KID are skipped")
     e.set_defaults(func=_evaluate)
+
+
+def _run_reader_parser(sub: argparse._SubParsersAction, formatter_class: type, name: str, *, help: str, description: str,
+                       examples: tuple[str, ...], inputs: tuple[str, dict]) -> argparse.ArgumentParser:
+    """A subcommand that reads a trained run (apply, evaluate): its examples, its positional inputs and the run options."""
+    parser = sub.add_parser(name, help=help, formatter_class=formatter_class, description=description,
+                            epilog="examples:\n" + "\n".join("  " + line for line in examples))
+    parser.add_argument(inputs[0], **inputs[1])
+    _add_run_options(parser)
+    return parser
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
