@@ -4,13 +4,10 @@ aten's max-pool outputs and gradients bit for bit; the minimal-mask path reuses 
 from __future__ import annotations
 
 import torch
+from helpers import masked_setup
 import torch.nn.functional as F
-from torch import nn
 
-from medxgan.classifiers import wrap_classifier
 from medxgan.classifiers.architectures import MaxPool2x2, PaperCNN
-from medxgan.gan import get_preset
-from medxgan.gan.networks import build_generator
 
 
 def _pool_and_grad(pool, x: torch.Tensor, grad_out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,13 +61,6 @@ def test_paper_cnn_with_fast_pool_equals_aten_pool_and_scripts() -> None:
     assert torch.equal(scripted(x), outs[0])
 
 
-def _masked_setup():
-    torch.manual_seed(0)
-    G = build_generator(get_preset("default", channels=1, size=16, pathology="mask", nz1=8, nz2=4, g_width=8).net).eval()
-    clf = wrap_classifier(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 64, 1)), output="logit1")
-    return G, clf, torch.rand(2, 1, 16, 16) * 2 - 1
-
-
 def test_the_mask_path_uses_the_cached_anatomy_and_equals_the_generator_path():
     """LIG and the frames on the minimal-mask path take B(z1*) from the counterfactual (no generator pass per point) and
     give the maps of the path that re-renders B(z1*) at every point (float32 noise)."""
@@ -78,7 +68,7 @@ def test_the_mask_path_uses_the_cached_anatomy_and_equals_the_generator_path():
     from medxgan.explain.counterfactual import MaskPath
     from medxgan.explain.lig import latent_integrated_gradients
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     mx = MedXGAN(G, clf, inversion=dict(steps=5, restarts=1, counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=20))
     cf = mx.engine.counterfactuals(x)
     calls = []

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 import pytest
 import torch
+from helpers import masked_setup
 
 from medxgan.explain.counterfactual import image_key
 from medxgan.explain.infill import INFILLS, InfillInputs, blur_infill, healthy_mean, inpaint_infill, make_infill
@@ -117,24 +118,11 @@ def test_minimal_mask_with_a_plain_infill_finds_the_region():
     assert inside > 0.5 > outside
 
 
-def _masked_setup():
-    from torch import nn
-
-    from medxgan.classifiers import wrap_classifier
-    from medxgan.gan import get_preset
-    from medxgan.gan.networks import build_generator
-
-    torch.manual_seed(0)
-    G = build_generator(get_preset("default", channels=1, size=16, pathology="mask", nz1=8, nz2=4, g_width=8).net).eval()
-    clf = wrap_classifier(nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), nn.Tanh(), nn.Flatten(), nn.Linear(4 * 64, 1)), output="logit1")
-    return G, clf, torch.rand(2, 1, 16, 16) * 2 - 1
-
-
 def test_engine_searches_and_explains_with_the_chosen_infill():
     """--infill blur: the counterfactual is x + M (blur(x) - x), the LIG path runs from it to the scan (completeness)."""
     from medxgan import MedXGAN
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     mx = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=10, minimal_mask_infill="blur"))
     cf = mx.engine.counterfactuals(x)
     assert cf.fills is not None and torch.allclose(cf.fills, blur_infill(x), atol=1e-6)
@@ -155,7 +143,7 @@ def test_engine_twin_infill_only_with_twins_and_no_other_reads_them():
     from medxgan import MedXGAN
     from medxgan.evaluate.twins import prepare_twin_infill
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     twins = x.clamp(max=0.0)
     for name in ("gan", "blur", "inpaint"):
         mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="residual", minimal_mask_steps=3, minimal_mask_infill=name))
