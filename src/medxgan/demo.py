@@ -16,6 +16,7 @@ encoder        ``DIR/gan/encoder``         only with ``encoder_steps`` > 0: `tra
                                            status "finished"
 eval           ``DIR/eval``                ``results.json`` covers the requested n and every method
 cross          ``DIR/eval-icbm152``        only ``--real-brain``: the same for ICBM152 slices with lesions (another brain)
+inpainter ...  ``DIR/inpainter``, ...       only ``--real-brain``: the learned in-fill and its evaluations (demo_infill.py)
 frames         ``DIR/eval/frames``         one ``<image_id>.npz`` per medXGAN row of the report
 report         ``DIR/report/index.html``   always rewritten (cheap)
 =============  ==========================  =====================================================
@@ -51,13 +52,15 @@ from medxgan.runtime.outdir import is_empty, mark, require_ours
 __all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
 
 STAGES = ("data", "classifier", "gan", "encoder", "eval", "frames", "report")  # "encoder" only with encoder_steps > 0
-_DOWNSTREAM = {"data": ("classifier", "gan", "eval", "cross"), "classifier": ("gan", "eval", "cross"), "gan": ("encoder", "eval", "cross"),
-               "encoder": ("eval", "cross")}
+_LEARNED = ("inpainter", "learned", "cross-learned")  # the learned in-fill stages of --real-brain (demo_infill.py)
+_DOWNSTREAM = {"data": ("classifier", "gan", "eval", "cross") + _LEARNED, "classifier": ("gan", "eval", "cross") + _LEARNED,
+               "gan": ("encoder", "eval", "cross") + _LEARNED, "encoder": ("eval", "cross", "learned", "cross-learned"),
+               "inpainter": ("learned", "cross-learned")}
 #: ``DemoConfig.kind`` of the real-anatomy demo (`medxgan demo --real-brain`): Colin27 slices with inserted lesions, and the
 #: "cross" stage: the same classifier and GAN evaluated on ICBM152 slices with inserted lesions (another brain)
 REAL_BRAIN = "real-brain"
 #: settings added after demos were made, at the value that reproduces those demos (an older demo.json lacks them)
-_ADDED_SETTINGS = {"encoder_steps": 0, "encoder_max_minutes": None}
+_ADDED_SETTINGS = {"encoder_steps": 0, "encoder_max_minutes": None, "inpainter_steps": 1000}
 DEMO_JSON = "demo.json"
 #: the perturbation baselines the demo evaluates next to the gradient ones (issue 31), light: explained once per scan (no
 #: noisy copies, no max-sensitivity, EvaluateConfig.light_methods); Extremal Perturbation with DEMO_METHOD_OPTIONS
@@ -137,6 +140,9 @@ class DemoConfig:
     # itself within the demo (benchmarks/performance/RESULTS.md, issue 15).
     encoder_steps: int = 0
     encoder_max_minutes: float | None = None  # safety cap on the encoder's training time
+    # --real-brain only: Adam steps of the learned in-fill (`medxgan train-inpainter --gan`, InpainterConfig's default 1000);
+    # its medXGAN rows are evaluated next to the default in-fill's (demo_infill.py); 0: no learned in-fill stages
+    inpainter_steps: int = 1000
     noise_sigmas: tuple[float, ...] = (0.02, 0.05, 0.1)
     max_sensitivity: bool = True
     max_sensitivity_n: int = 3
@@ -329,7 +335,8 @@ def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[
 
 
 def _wipe(out: Path) -> None:
-    for name in ("data", "classifier", "gan", "eval", "report", "data-icbm152", "eval-icbm152", DEMO_JSON):
+    for name in ("data", "classifier", "gan", "eval", "report", "data-icbm152", "eval-icbm152", "inpainter", "eval-learned-gan",
+                 "eval-icbm152-learned-gan", DEMO_JSON):
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
@@ -448,6 +455,23 @@ class _StageWork:
     def cross_brain(self) -> None:
         _cross_brain(self.cfg, self.paths, self.model(), self.seed, self.dev, self.inversion, self.show_progress)
 
+    def train_inpainter(self) -> None:
+        from medxgan.demo_infill import train_demo_inpainter
+
+        train_demo_inpainter(self.paths["data"], self.paths["gan"], self.paths["inpainter"], self.cfg.inpainter_steps, self.seed,
+                             self.show_progress)
+
+    def evaluate_learned(self, stage: str) -> None:
+        """``stage`` "learned" (Colin27, the main evaluation's data) or "cross-learned" (ICBM152, the cross stage's)."""
+        from medxgan.demo_infill import evaluate_learned
+
+        cfg = self.cfg
+        data = self.paths["data"] if stage == "learned" else self.paths["cross"].parent / "data-icbm152"
+        evaluate_learned(data, self.paths[stage], self.paths["gan"], self.paths["inpainter"], n=cfg.eval_n, seed=self.seed, dev=self.dev,
+                         batch_size=cfg.eval_batch_size, n_resamples=cfg.n_resamples, inversion=self.inversion,
+                         show_progress=self.show_progress, report_rows=cfg.report_rows,
+                         main_report=self.paths["cross"] if stage == "cross-learned" else None)
+
     def frames(self) -> None:
         interpolation_frames(self.paths["eval"], self.model(), frames=self.cfg.frames, rows=self.cfg.report_rows)
 
@@ -470,6 +494,10 @@ def _run_stages(book: _StageBook, work: _StageWork) -> None:
     if cfg.kind == REAL_BRAIN:
         book.run("cross", lambda: _eval_done(paths["cross"], cfg.eval_n, cfg.methods), work.cross_brain,
                  f"cross-brain: the same classifier and GAN on {cfg.eval_n} ICBM152 positives")
+        if cfg.inpainter_steps > 0:
+            from medxgan.demo_infill import run_learned_stages
+
+            run_learned_stages(book, work, _eval_done)
     book.run("frames", lambda: not _frames_todo(paths["eval"], cfg.report_rows), work.frames, "latent interpolation frames for the report")
 
 
@@ -531,8 +559,9 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     from medxgan.runtime.device import pick_device
 
     cfg = config or (DemoConfig.quick() if quick else DemoConfig.default())
-    if not isinstance(cfg.encoder_steps, int) or cfg.encoder_steps < 0:
-        raise MedxganError(f"encoder_steps {cfg.encoder_steps!r}: must be an integer >= 0 (0: no encoder stage)", arg="encoder_steps")
+    for name, v in (("encoder_steps", cfg.encoder_steps), ("inpainter_steps", cfg.inpainter_steps)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise MedxganError(f"{name} {v!r}: must be an integer >= 0 (0: no {name.split('_')[0]} stage)", arg=name)
     if cfg.kind == REAL_BRAIN:  # before anything is written: one line saying what to install
         from medxgan.data.real_anatomy import colin27
 
@@ -548,7 +577,8 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     if is_empty(out):
         mark(out, "demo")
     paths = {"data": out / "data", "classifier": out / "classifier", "gan": out / "gan", "encoder": out / "gan" / "encoder", "eval": out / "eval",
-             "frames": out / "eval" / "frames", "report": out / "report" / "index.html", "cross": out / "eval-icbm152"}
+             "frames": out / "eval" / "frames", "report": out / "report" / "index.html", "cross": out / "eval-icbm152",
+             "inpainter": out / "inpainter", "learned": out / "eval-learned-gan", "cross-learned": out / "eval-icbm152-learned-gan"}
     info: dict[str, Any] = {"settings": settings, "mode": cfg.mode, "device": str(dev), "machine": _machine(dev),
                             "paths": {k: str(v) for k, v in paths.items()}, "stages": dict((old or {}).get("stages") or {}), "total_s": None}
     book = _StageBook(out, paths, info, _stage_hook)
@@ -559,7 +589,9 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     print(f"[medxgan] demo finished in {total / 60:.1f} min ({total:.0f} s)"
           + (f"; reused: {', '.join(book.reused)}" if book.reused else ""), flush=True)
     print(f"[medxgan] report: {report_path.resolve()}", flush=True)
-    for line in summary_lines(paths["eval"]):
+    from medxgan.demo_infill import learned_summary_lines
+    learned = learned_summary_lines(paths["learned"])
+    for line in (["default in-fill (gan: the GAN's anatomy):"] if learned else []) + summary_lines(paths["eval"]) + learned:
         print(f"[medxgan] {line}", flush=True)
     if cfg.mode == "quick":
         print("[medxgan] quick mode: quality traded for time; numbers are not the benchmark", flush=True)

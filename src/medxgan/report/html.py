@@ -40,7 +40,7 @@ from medxgan.evaluate.store import FRAMES_DIR, RESULTS_JSON
 from medxgan.report.appendix import config_html, plots_html
 from medxgan.report.image_rows import image_rows_html, select_rows
 from medxgan.report.markup import REPORT_CSS, esc, read_json
-from medxgan.report.metric_tables import metric_tables_html, slices_html
+from medxgan.report.metric_tables import metric_tables_html, slices_html, with_infill_rows
 from medxgan.report.review import review_html
 from medxgan.report.slider import SLIDER_CSS, SLIDER_JS
 from medxgan.report.training import early_stops, training_html
@@ -125,13 +125,16 @@ def write_report(path: str | os.PathLike, out_dir: str | os.PathLike | None = No
     if early:  # first, before the verdict: the numbers below come from a stage that did not finish its budget
         h.append("<div class='banner'>Stopped early — the figures below come from shorter training than planned: "
                  + "; ".join(esc(e) for e in early) + ".</div>")
-    h.append(verdict_html(results))
+    # the medXGAN rows of the same images with the learned in-fill, when EVAL-learned-gan/ is beside EVAL/ (the real-brain demo)
+    learned = ev.parent / f"{ev.name}-learned-gan" / RESULTS_JSON
+    rows = with_infill_rows(results, read_json(learned) if learned.is_file() else None)
+    h.append(verdict_html(rows))
     h.append("<p class='muted'>Sections: <a href='#metrics'>metrics</a> · <a href='#images'>images</a> · <a href='#plots'>plots</a> · "
              "<a href='#training'>training</a> · <a href='#config'>configuration</a></p>")
 
     h.append("<h2 id='metrics'>Metrics</h2>")
     h.append(slices_html(results))
-    h.append(metric_tables_html(results))
+    h.append(metric_tables_html(rows))
     notes = results.get("notes") or []
     if notes:
         h.append("<details open><summary>Notes from the evaluation</summary>" + "".join(f"<div class='note'>{esc(n)}</div>" for n in notes) + "</details>")

@@ -11,9 +11,42 @@ from medxgan.evaluate.oracle_calibration import judge_summary
 from medxgan.evaluate.twins import oracle_twin_specificity
 from medxgan.report.markup import ci_cell, esc, method_label, method_stat, ordered_methods
 
-__all__ = ["metric_tables_html", "slices_html"]
+__all__ = ["metric_tables_html", "slices_html", "with_infill_rows", "row_label", "INFILL_LABELS", "DEFAULT_INFILL_LABEL"]
 
 _num = finite
+#: the in-fills of the minimal mask whose medXGAN rows a report can show next to the default's (the real-brain demo's
+#: eval-learned-gan/, issue 29): the label of each, and of the default (`gan`)
+INFILL_LABELS = {"learned-gan": "learned from the scan's context + the GAN's anatomy", "learned": "learned from the scan's context"}
+DEFAULT_INFILL_LABEL = "the GAN's anatomy (gan, the default)"
+
+
+def with_infill_rows(results: Mapping[str, Any], other: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """``results`` plus the medXGAN rows of ``other``, an evaluation of the same images with another in-fill of the minimal
+    mask (``config.inversion.minimal_mask_infill``), as methods ``<method>@<infill>``; every medXGAN row then says its
+    in-fill (``results["method_labels"]``). ``results`` itself when ``other`` is None or not such an evaluation."""
+    infill = (((other or {}).get("config") or {}).get("inversion") or {}).get("minimal_mask_infill")
+    if not other or infill in (None, "gan") or not isinstance(other.get("methods"), dict):
+        return results
+    extra = {f"{m}@{infill}": r for m, r in other["methods"].items() if m.startswith("medxgan") and isinstance(r, dict)}
+    if not extra:
+        return results
+    labels = {m: f"{method_label(m)} — in-fill: {DEFAULT_INFILL_LABEL}" for m in (results.get("methods") or {}) if m.startswith("medxgan")}
+    labels.update({m: f"{method_label(m.split('@')[0])} — in-fill {infill}: {INFILL_LABELS.get(infill, infill)}" for m in extra})
+    return {**results, "methods": {**(results.get("methods") or {}), **extra}, "method_labels": labels}
+
+
+def row_label(results: Mapping[str, Any], m: str) -> str:
+    """A method's name in the report, with its in-fill when the report shows rows of several (:func:`with_infill_rows`)."""
+    return (results.get("method_labels") or {}).get(m) or method_label(m)
+
+
+def _ordered(results: Mapping[str, Any]) -> list[str]:
+    """The report's method order, each medXGAN row of another in-fill right after its default row."""
+    ms = list((results.get("methods") or {}).keys())
+    out = []
+    for m in ordered_methods([m for m in ms if "@" not in m]):
+        out += [m] + [v for v in ms if v.split("@")[0] == m and "@" in v]
+    return out + [m for m in ms if m not in out]
 
 
 def _metric_table(results: Mapping[str, Any], cols: Sequence[tuple[str, str, bool]], methods: Sequence[str]) -> str:
@@ -30,7 +63,7 @@ def _metric_table(results: Mapping[str, Any], cols: Sequence[tuple[str, str, boo
     for m in methods:
         r = (results.get("methods") or {}).get(m) or {}
         inv = r.get("n_invalid_maps") or 0
-        cells = [f"<th class='m'>{esc(method_label(m))}<br><span class='muted'>{esc(m)}</span></th>",
+        cells = [f"<th class='m'>{esc(row_label(results, m))}<br><span class='muted'>{esc(m)}</span></th>",
                  f"<td class='num'>{esc(r.get('n_images', '–'))}{f' ({inv} invalid)' if inv else ''}</td>"]
         for _, key, _ in cols:
             s = method_stat(results, m, key)
@@ -42,7 +75,7 @@ def _metric_table(results: Mapping[str, Any], cols: Sequence[tuple[str, str, boo
 
 
 def metric_tables_html(results: Mapping[str, Any]) -> str:
-    methods = ordered_methods((results.get("methods") or {}).keys())
+    methods = _ordered(results)
     if not methods:
         return "<p class='muted'>results.json holds no methods.</p>"
     cfg = results.get("config") or {}

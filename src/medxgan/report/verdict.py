@@ -9,6 +9,7 @@ from medxgan.evaluate.oracle_calibration import judge_summary
 from medxgan.evaluate.tables import finite, format_number
 from medxgan.evaluate.twins import oracle_twin_specificity
 from medxgan.report.markup import ci_cell, ci_text, esc, method_label, method_stat
+from medxgan.report.metric_tables import row_label
 
 __all__ = ["compare", "verdicts", "verdict_html", "COMPETITORS", "VERDICT_METRICS", "CF_TARGETS", "TWIN_GAIN_TARGET"]
 
@@ -79,9 +80,10 @@ def verdicts(results: Mapping[str, Any]) -> list[dict]:
                 "text": _VERDICT_TEXT[state], "vs": vs}
 
     for key, label in VERDICT_METRICS:
-        for m in ("medxgan-diff", "medxgan-lig"):
+        # the medXGAN rows of another in-fill (``<method>@<infill>``, report.metric_tables.with_infill_rows) are judged alike
+        for m in [v for b in ("medxgan-diff", "medxgan-lig") for v in [b] + [v for v in methods if v.startswith(b + "@")]]:
             named = ", ".join(method_label(c) for c in COMPETITORS if c in methods) or "none evaluated"
-            out.append(item(m, key, label, COMPETITORS, f"{method_label(m)} vs the baselines ({named}) on {label}"))
+            out.append(item(m, key, label, COMPETITORS, f"{row_label(results, m)} vs the baselines ({named}) on {label}"))
     sig = [float(s) for s in ((results.get("config") or {}).get("noise_sigmas") or [])]
     key = "robustness.noise_0.05.ssim"
     it = item("medxgan-lig", key, "noise SSIM at sigma 0.05", ("ig-black", "ig-grey"), "LIG's noise SSIM exceeds IG's at sigma = 0.05")
@@ -92,28 +94,34 @@ def verdicts(results: Mapping[str, Any]) -> list[dict]:
     return out
 
 
-def _threshold_item(claim: str, stat: dict | None, target: float, unit: str = "") -> dict:
+def _threshold_item(claim: str, stat: dict | None, target: float, unit: str = "", method: str = "medxgan-diff") -> dict:
     """A verdict that a mean reaches a fixed target: "lead" when the whole interval is at or above it,
     "ahead" when only the mean is, "no" otherwise."""
     mean, lo = (_num(stat.get("mean")), _num(stat.get("lo"))) if stat else (None, None)
     state = "na" if mean is None else "no" if mean < target else "lead" if lo is not None and lo >= target else "ahead"
     text = {"lead": f"meets the target {target:g}{unit} (whole interval)", "ahead": f"mean meets the target {target:g}{unit}, interval does not",
             "no": f"misses the target {target:g}{unit}", "na": "not available"}[state]
-    return {"claim": claim, "method": "medxgan-diff", "metric": claim, "key": "counterfactual", "state": state, "text": text,
+    return {"claim": claim, "method": method, "metric": claim, "key": "counterfactual", "state": state, "text": text,
             "vs": [], "mine": stat}
 
 
 def _counterfactual_verdicts(results: Mapping[str, Any]) -> list[dict]:
     """Validity of the counterfactual the maps explain (residual when the run used it) and, with twins,
     its closeness to the lesion-free twin compared with the input's."""
-    if "medxgan-diff" not in (results.get("methods") or {}):
-        return []
     inv = (results.get("config") or {}).get("inversion") or {}
     group, name = (("counterfactual_residual", "residual counterfactual x_res") if inv.get("counterfactual") == "residual"
                    else ("counterfactual", "negative realization G(z1*, 0)"))
     out = []
+    for m in [m for m in (results.get("methods") or {}) if m.split("@")[0] == "medxgan-diff"]:  # + rows of another in-fill
+        named = f"{name} ({row_label(results, m).split(' — ', 1)[1]})" if results.get("method_labels") else name
+        out += _cf_items(results, m, group, named)
+    return out
+
+
+def _cf_items(results: Mapping[str, Any], m: str, group: str, name: str) -> list[dict]:
+    out = []
     for key, who, target in CF_TARGETS:
-        it = _threshold_item(f"{name} valid for the {who}", method_stat(results, "medxgan-diff", f"{group}.{key}"), target)
+        it = _threshold_item(f"{name} valid for the {who}", method_stat(results, m, f"{group}.{key}"), target, method=m)
         # the ground-truth twins judged by the same judge: if they miss the target too, the judge is what fails
         twin = method_stat(results, "twin", f"counterfactual.{key}")
         if twin is not None and _num(twin["mean"]) < target:
@@ -123,9 +131,9 @@ def _counterfactual_verdicts(results: Mapping[str, Any]) -> list[dict]:
             it["judge"] = judge_summary(results.get("oracle_calibration"), oracle_twin_specificity(dict(results.get("methods") or {})))
         out.append(it)
     fid = "twin_fidelity.residual.psnr_gain" if group == "counterfactual_residual" else "twin_fidelity.negative.psnr_gain"
-    gain = method_stat(results, "medxgan-diff", fid)
+    gain = method_stat(results, m, fid)
     if gain is not None:
-        out.append(_threshold_item(f"{name} closer to the lesion-free twin than the input: PSNR gain", gain, TWIN_GAIN_TARGET, " dB"))
+        out.append(_threshold_item(f"{name} closer to the lesion-free twin than the input: PSNR gain", gain, TWIN_GAIN_TARGET, " dB", method=m))
     return out
 
 
