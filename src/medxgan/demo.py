@@ -467,9 +467,8 @@ class _StageWork:
 
         cfg = self.cfg
         data = self.paths["data"] if stage == "learned" else self.paths["cross"].parent / "data-icbm152"
-        evaluate_learned(data, self.paths[stage], self.paths["gan"], self.paths["inpainter"], n=cfg.eval_n, seed=self.seed, dev=self.dev,
-                         batch_size=cfg.eval_batch_size, n_resamples=cfg.n_resamples, inversion=self.inversion,
-                         show_progress=self.show_progress, report_rows=cfg.report_rows,
+        evaluate_learned(data, self.paths[stage], (self.paths["gan"], self.paths["inpainter"]), cfg, seed=self.seed, dev=self.dev,
+                         inversion=self.inversion, show_progress=self.show_progress,
                          main_report=self.paths["cross"] if stage == "cross-learned" else None)
 
     def frames(self) -> None:

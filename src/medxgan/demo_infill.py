@@ -51,23 +51,24 @@ def train_demo_inpainter(data: Path, gan: Path, out: Path, steps: int, seed: int
     train_inpainter(data, out, cfg, gan=gan, resume=resume_or_restart(out), quiet=not show_progress)  # prints its held-out error
 
 
-def evaluate_learned(data: Path, out: Path, gan: Path, inpainter: Path, *, n: int, seed: int, dev: Any, batch_size: int,
-                     n_resamples: int, inversion: dict[str, Any] | None, show_progress: bool, report_rows: int = 12,
-                     main_report: Path | None = None) -> None:
-    """The medXGAN methods with ``--infill learned-gan --inpainter INPAINTER`` on ``data``'s held-out predicted positives
-    (the GAN run is loaded afresh: the main evaluation's model explains with the default in-fill). ``main_report``: an
-    evaluation directory whose report is rewritten to show these rows next to its default ones (the cross-brain one)."""
+def evaluate_learned(data: Path, out: Path, runs: tuple[Path, Path], cfg: Any, *, seed: int, dev: Any,
+                     inversion: dict[str, Any] | None, show_progress: bool, main_report: Path | None = None) -> None:
+    """The medXGAN methods with ``--infill learned-gan --inpainter INPAINTER`` on ``data``'s held-out predicted positives;
+    ``runs``: the (GAN, inpainter) run folders (the GAN run is loaded afresh: the main evaluation's model explains with
+    the default in-fill); ``cfg``: the DemoConfig (eval_n, eval_batch_size, n_resamples, report_rows). ``main_report``:
+    an evaluation directory whose report is rewritten to show these rows next to its default ones (the cross-brain one)."""
     from medxgan.evaluate.runner import evaluate
     from medxgan.explain.baselines import MEDXGAN_METHODS
     from medxgan.report.html import write_report
 
+    gan, inpainter = runs
     inv = {**(inversion or {}), "minimal_mask_infill": INFILL, "minimal_mask_inpainter": str(inpainter)}
-    evaluate(data, out, gan=str(gan), methods=list(MEDXGAN_METHODS), n=n, split="test", subset="pred-pos", noise_sigmas=(),
-             seed=seed, device=dev, batch_size=batch_size, max_sensitivity=False, n_resamples=n_resamples, inversion=inv,
-             show_progress=show_progress)
-    write_report(out, max_rows=report_rows)  # its own page (eval-learned-gan/report/)
+    evaluate(data, out, gan=str(gan), methods=list(MEDXGAN_METHODS), n=cfg.eval_n, split="test", subset="pred-pos",
+             noise_sigmas=(), seed=seed, device=dev, batch_size=cfg.eval_batch_size, max_sensitivity=False,
+             n_resamples=cfg.n_resamples, inversion=inv, show_progress=show_progress)
+    write_report(out, max_rows=cfg.report_rows)  # its own page (eval-learned-gan/report/)
     if main_report is not None:  # the demo's own report is written at its end (it finds OUT beside its eval/)
-        write_report(main_report, max_rows=report_rows)
+        write_report(main_report, max_rows=cfg.report_rows)
 
 
 def learned_summary_lines(eval_dir: Path) -> list[str]:
