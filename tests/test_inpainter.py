@@ -123,11 +123,11 @@ def test_resumed_training_ends_bit_identical(tmp_path):
 def test_engine_uses_the_learned_infill(tmp_path):
     """--infill learned in the engine: the search's in-fill is the inpainter's, x_res = x + M (F - x), and F equals the
     scan outside the generator's grown mask."""
-    from test_infill import _masked_setup
+    from helpers import masked_setup
 
     from medxgan import MedXGAN
 
-    G, clf, x = _masked_setup()
+    G, clf, x = masked_setup()
     opts = dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=5, minimal_mask_infill="learned")
     with pytest.raises(MedxganError, match="needs inpainter RUN"):
         MedXGAN(G, clf, inversion=opts)
