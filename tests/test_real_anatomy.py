@@ -65,9 +65,19 @@ def test_real_brain_demo_says_what_to_install(tmp_path, monkeypatch):
     with pytest.raises(MedxganError, match="apt-get install mricron-data"):
         run_demo(tmp_path / "demo", config=DemoConfig(kind=REAL_BRAIN), device="cpu", show_progress=False)
     assert not (tmp_path / "demo").exists()  # refused before anything was written
+    monkeypatch.undo()
+    # the cross stage's second brain is checked up front too (it used to fail after the first hour of work)
+    monkeypatch.setattr(ra, "icbm152", lambda: None)
+    with pytest.raises(MedxganError, match="pip install nilearn"):
+        run_demo(tmp_path / "demo", config=DemoConfig(kind=REAL_BRAIN), device="cpu", show_progress=False)
+    assert not (tmp_path / "demo").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("MEDXGAN_ICBM152", str(tmp_path / "no-such.nii.gz"))
+    with pytest.raises(MedxganError, match="MEDXGAN_ICBM152 .* is not a file"):
+        ra.require_icbm152()
 
 
-def test_real_brain_demo_learned_infill_stages(tmp_path):
+def test_real_brain_demo_learned_infill_stages(tmp_path, monkeypatch):
     """The real-brain demo at a tiny scale: after its evaluations, the learned in-fill is trained and the medXGAN methods
     are evaluated with it on both brains; the reports and the summary show those rows, and a rerun reuses every stage.
     The main evaluations run Grad-CAM only (the medXGAN methods with their sanity check would triple the test's time;
@@ -81,6 +91,12 @@ def test_real_brain_demo_learned_infill_stages(tmp_path):
                      methods=("gradcam",), eval_n=2, eval_batch_size=2, inversion_steps=2,
                      inversion_restarts=1, noise_sigmas=(), max_sensitivity=False, max_sensitivity_n=0, n_resamples=20,
                      report_rows=2, frames=2, inpainter_steps=2)
+    # the second brain: a flipped, subsampled Colin27 stands in for ICBM152 (nilearn, which ships ICBM152, is not a
+    # test dependency; what is tested here is the stages' plumbing)
+    other = small_colin(tmp_path / "colin-small.nii.gz")
+    flipped = nib.load(str(other))
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(np.asanyarray(flipped.dataobj)[::-1]), flipped.affine), str(tmp_path / "other.nii.gz"))
+    monkeypatch.setenv("MEDXGAN_ICBM152", str(tmp_path / "other.nii.gz"))
     out = tmp_path / "demo"
     ran: list[str] = []
 

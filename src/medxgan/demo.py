@@ -562,9 +562,10 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise MedxganError(f"{name} {v!r}: must be an integer >= 0 (0: no {name.split('_')[0]} stage)", arg=name)
     if cfg.kind == REAL_BRAIN:  # before anything is written: one line saying what to install
-        from medxgan.data.real_anatomy import colin27
+        from medxgan.data.real_anatomy import colin27, require_icbm152
 
         colin27()
+        require_icbm152()  # the cross stage's brain, checked now rather than after the first hour of work
     out = Path(out)
     settings = {**cfg.to_dict(), "seed": int(seed)}
     old = _check_settings(out, settings, restart)

@@ -32,7 +32,11 @@ def colin27() -> Path:
 
 
 def icbm152() -> Path | None:
-    """The ICBM152 T1 template shipped inside nilearn's wheel (found without importing nilearn), or None."""
+    """The ICBM152 T1 template: ``MEDXGAN_ICBM152`` when set (a copy, or another brain standing in for it), else the one
+    shipped inside nilearn's wheel (found without importing nilearn), else None."""
+    override = os.environ.get("MEDXGAN_ICBM152")
+    if override:
+        return Path(override) if Path(override).is_file() else None
     try:
         spec = importlib.util.find_spec("nilearn")
     except (ImportError, ValueError):
@@ -42,6 +46,17 @@ def icbm152() -> Path | None:
         if p.is_file():
             return p
     return None
+
+
+def require_icbm152() -> Path:
+    """The ICBM152 volume, or MedxganError saying in one line what to install."""
+    p = icbm152()
+    if p is None:
+        where = os.environ.get("MEDXGAN_ICBM152")
+        raise MedxganError(f"cross-brain: MEDXGAN_ICBM152 ({where}) is not a file" if where else
+                           f"cross-brain: the ICBM152 template ({ICBM152_NAME}) was not found: pip install nilearn "
+                           "(its wheel ships it; or set MEDXGAN_ICBM152 to a copy)", arg="real_brain")
+    return p
 
 
 def synth_real_brain(out: str | os.PathLike, n: int = 2000, size: int = 64, seed: int = 0, show_progress: bool = True,
@@ -57,8 +72,5 @@ def synth_cross_brain(out: str | os.PathLike, n: int = 300, size: int = 64, seed
     """ICBM152 axial slices with inserted lesions, every image in the test split (a test set from another brain)."""
     from medxgan.data.lesion_dataset import LesionDatasetConfig, synthesize_lesions
 
-    p = icbm152()
-    if p is None:
-        raise MedxganError(f"cross-brain: the ICBM152 template ({ICBM152_NAME}) was not found: pip install nilearn", arg="real_brain")
-    return synthesize_lesions([p], out, LesionDatasetConfig(n=n, size=size, seed=seed, split="test"), preview=True,
+    return synthesize_lesions([require_icbm152()], out, LesionDatasetConfig(n=n, size=size, seed=seed, split="test"), preview=True,
                               overwrite=True, show_progress=show_progress)
