@@ -146,3 +146,24 @@ def test_an_unknown_trainer_option_is_one_line_naming_it(tmp_path):
 
     with pytest.raises(MedxganError, match="train_classifier option 'epoks': unknown"):
         train_classifier(tmp_path / "d", tmp_path / "clf", epoks=3)
+
+
+def test_no_trainer_bypasses_the_run_object():
+    """Outside runtime/, nothing drives the loop or writes a run's config.json itself: every trainer (classifier,
+    GAN, oracle, encoder, inpainter, CycleGAN) goes through TrainingRun, so every run has the common shape."""
+    import ast
+    from pathlib import Path
+
+    import medxgan
+
+    src = Path(medxgan.__file__).parent
+    offenders = []
+    for path in sorted(src.rglob("*.py")):
+        if path.parent.name == "runtime":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                if name in ("train_loop", "open_run", "write_config"):
+                    offenders.append(f"{path.relative_to(src)}:{node.lineno} {name}")
+    assert offenders == []

@@ -23,9 +23,10 @@ from medxgan.gan.encoder_train import cosine_lr
 from medxgan.gan.inpainter import INPAINTER_KIND, INPAINTER_WEIGHTS, InpaintNet, random_holes
 from medxgan.runtime.checks import check_args, check_writable_dir
 from medxgan.runtime.errors import MedxganError
-from medxgan.runtime.loop import Cadence, LoopOptions, check_start, open_run, train_loop
+from medxgan.runtime.loop import Cadence, LoopOptions
 from medxgan.runtime.outdir import claimed
-from medxgan.runtime.runs import RunDir, fingerprint_module, fingerprint_state_dict
+from medxgan.runtime.run import TrainingRun
+from medxgan.runtime.runs import fingerprint_module, fingerprint_state_dict
 from medxgan.runtime.seeding import seed_everything
 
 __all__ = ["InpainterConfig", "InpainterTrainer", "train_inpainter", "gan_anatomy"]
@@ -183,10 +184,10 @@ def train_inpainter(data: str | os.PathLike, out: str | os.PathLike, config: Inp
         raise MedxganError(f"{data}: not a directory (a dataset in the project's layout)")
     check_writable_dir(out)
     size, channels = _shape(cfg, gan)
-    rd = RunDir(out)
-    with claimed(rd.path, INPAINTER_KIND):
-        check_start(rd, resume=resume, kind=INPAINTER_KIND)
-        stored = rd.read_config() if resume else {}
+    run = TrainingRun(out, INPAINTER_KIND)
+    with claimed(run.path, INPAINTER_KIND):
+        run.check_start(resume)  # the directory half of the resume policy, before the data is read
+        stored = run.dir.read_config() if resume else {}
         lr_decay_steps = int(cfg.lr_decay_steps or stored.get("lr_decay_steps") or cfg.steps)
         x_train = _negatives(str(data), "train", size, channels, mapping or {})
         try:
@@ -201,26 +202,23 @@ def train_inpainter(data: str | os.PathLike, out: str | os.PathLike, config: Inp
         variant = "context+gan" if gan is not None else "context"
         settings = dict(data=fingerprint_state_dict({"images": x_train}), variant=variant, gan=gan_fp, size=size, channels=channels,
                         seed=cfg.seed, batch_size=cfg.batch_size, lr=cfg.lr, width=cfg.width, lr_decay_steps=lr_decay_steps, steps=cfg.steps)
-        start = open_run(rd, resume=resume, kind=INPAINTER_KIND, settings=settings, may_change=("steps", "max_minutes"))
+        run.open(resume, settings, may_change=("steps", "max_minutes"))
         seed_everything(cfg.seed)
         net = InpaintNet(channels, width=cfg.width, gan_channel=gan is not None).train()
         trainer = InpainterTrainer(net, x_train, anatomy, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=lr_decay_steps, seed=cfg.seed)
-        record = dict(data=str(data), gan=None if gan is None else str(gan), gan_fingerprint=gan_fp, variant=variant, size=size,
-                      channels=channels, width=cfg.width, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=lr_decay_steps,
-                      seed=cfg.seed, n_train=int(x_train.shape[0]), settings=settings, resumes=start.resumes, status="running")
-        rd.write_config(INPAINTER_KIND, **record)
+        run.begin(dict(data=str(data), gan=None if gan is None else str(gan), gan_fingerprint=gan_fp, variant=variant, size=size,
+                       channels=channels, width=cfg.width, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, lr_decay_steps=lr_decay_steps,
+                       seed=cfg.seed, n_train=int(x_train.shape[0])))
         val_region = random_holes(x_val.shape[0], size, torch.Generator().manual_seed(cfg.seed + 1))
         mean_scan = x_train.mean(0, keepdim=True)
-        loop = train_loop(trainer, rd, LoopOptions(
-            total=cfg.steps, cadence=Cadence(cfg.log_every, 0, cfg.ckpt_every, 2), resume=start.resumed, max_minutes=max_minutes,
+        loop = run.train(trainer, LoopOptions(
+            total=cfg.steps, cadence=Cadence(cfg.log_every, 0, cfg.ckpt_every, 2), max_minutes=max_minutes,
             desc="train inpainter", on_log=lambda step, means: _heldout_l1(net, x_val, b_val, val_region, mean_scan), quiet=quiet,
             postfix=lambda r: f"held-out L1 {r['val_l1_hole']:.3f} (mean fill {r['val_l1_hole_mean_fill']:.3f})"))
         metrics = loop.last_record or {"step": loop.step, **_heldout_l1(net, x_val, b_val, val_region, mean_scan)}
-        rd.save_weights(INPAINTER_WEIGHTS, net)
-        record.update(status="finished", steps_done=loop.step, train_seconds=round(loop.elapsed, 1), metrics=metrics,
-                      stopped_early=loop.stopped_early)
-        rd.write_config(INPAINTER_KIND, **record)
+        run.finish(loop, weights={INPAINTER_WEIGHTS: net}, metrics=metrics,
+                   fingerprints={"gan": gan_fp, "data": settings["data"]} if gan_fp else {"data": settings["data"]})
     if not quiet:
         print(f"[medxgan] inpainter ({variant}) trained: {loop.step} steps in {loop.elapsed / 60:.1f} min; held-out L1 in the holes "
-              f"{metrics['val_l1_hole']:.3f} (mean healthy scan {metrics['val_l1_hole_mean_fill']:.3f}) -> {rd.path}", flush=True)
-    return {"steps": loop.step, "train_seconds": loop.elapsed, "metrics": metrics, "out": str(rd.path)}
+              f"{metrics['val_l1_hole']:.3f} (mean healthy scan {metrics['val_l1_hole_mean_fill']:.3f}) -> {run.path}", flush=True)
+    return {"steps": loop.step, "train_seconds": loop.elapsed, "metrics": metrics, "out": str(run.path)}
