@@ -2,7 +2,7 @@
 
     python benchmarks/sanity/generator_randomisation.py stages  --gan RUN --data DATA --out OUT.json [--n 10] [--steps 75]
     python benchmarks/sanity/generator_randomisation.py retrain --classifier CLF --data DATA --work DIR --out OUT.json
-        [--train-steps 300] [--preset default] [--n 10] [--steps 75]
+        [--train-steps 300] [--preset default] [--set KEY=VALUE ...] [--n 10] [--steps 75]
 
 ``stages`` -- the fixed-generator check of ``medxgan evaluate --sanity`` (:mod:`medxgan.evaluate.sanity`), taken apart:
 which stage carries the medXGAN map through when the classifier's top two blocks are randomised. The scans are inverted
@@ -134,11 +134,12 @@ def stages(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _train(data: Path, clf: Any, run: Path, steps: int, preset: str, seed: int) -> dict[str, Any]:
+def _train(data: Path, clf: Any, run: Path, steps: int, preset: str, seed: int, overrides: dict[str, Any]) -> dict[str, Any]:
     from medxgan.gan.train import train_gan  # the public API (the benchmark never edits the trainer)
 
     t0 = time.perf_counter()
-    r = train_gan(str(data), clf, run, preset=preset, steps=steps, seed=seed, oracle=False, log_every=steps, ckpt_every=steps,
+    r = train_gan(str(data), clf, run, preset=preset, preset_overrides=overrides or None, steps=steps, seed=seed, oracle=False,
+                  log_every=steps, ckpt_every=steps,
                   monitor_samples=64, quiet=False, device="cpu", resume=(run / "config.json").exists())
     m = r.get("metrics") or {}
     return {"run": str(run), "steps": r["steps"], "train_s": round(time.perf_counter() - t0, 1),
@@ -160,22 +161,36 @@ def _explain(run: Path, clf: Any, x: torch.Tensor, steps: int, masks: list) -> d
     return out
 
 
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    """--set KEY=VALUE pairs (a preset field, as `medxgan train --set`): numbers parsed, the rest kept as text."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
 def retrain(a: argparse.Namespace) -> dict[str, Any]:
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     clf = as_classifier(str(a.classifier), device="cpu")
     clf.eval()
     x, ids, masks = _images(Path(a.data), clf, None, None, a.n, masks=True)  # the data's own size (the preset's must match it)
-    out: dict[str, Any] = {"train_steps": a.train_steps, "preset": a.preset, "n_images": len(ids), "image_ids": ids, "runs": {}}
+    overrides = _overrides(a.set)
+    out: dict[str, Any] = {"train_steps": a.train_steps, "preset": a.preset, "preset_overrides": overrides, "n_images": len(ids),
+                           "image_ids": ids, "runs": {}}
     real = {}
     for seed in (0, 1):
         run = work / f"gan_real_seed{seed}"
-        out["runs"][run.name] = _train(Path(a.data), clf, run, a.train_steps, a.preset, seed)
+        out["runs"][run.name] = _train(Path(a.data), clf, run, a.train_steps, a.preset, seed, overrides)
         real[seed] = _explain(run, clf, x, a.steps, masks)
     blocks = randomisation_blocks(clf.model)
     with randomised(clf.model, K_RANDOMISED, seed=0, blocks=blocks) as names:
         run = work / "gan_random_seed0"
-        out["runs"][run.name] = _train(Path(a.data), clf, run, a.train_steps, a.preset, 0)
+        out["runs"][run.name] = _train(Path(a.data), clf, run, a.train_steps, a.preset, 0, overrides)
         rnd = _explain(run, clf, x, a.steps, masks)
     out["randomised_blocks"] = names
     by_run = {"real_seed0": real[0], "real_seed1": real[1], "random_seed0": rnd}
@@ -199,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--work", required=True)
     r.add_argument("--train-steps", type=int, default=300)
     r.add_argument("--preset", default="default")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a preset field for all three generators, e.g. gan_labels=classifier (repeatable)")
     for q in (s, r):
         q.add_argument("--data", required=True)
         q.add_argument("--out", required=True)

@@ -46,6 +46,7 @@ from medxgan.runtime.errors import MedxganError
 
 
 CLS_TARGETS = ("hard", "real-median")
+GAN_LABELS = ("data", "classifier")
 CF_MODES = ("generator", "residual")
 
 
@@ -141,6 +142,11 @@ class TrainOptions(_DictConfig):
     (benchmarks/counterfactual/RESULTS.md, 2026-12-06): it calibrates the anatomy (chest B at -1.95) but the
     maps barely move (chest LIG 0.471 -> 0.482) and brain loses a little (alone, 2000 steps: 0.598 -> 0.564):
     not adopted, no preset uses it.
+    gan_labels: which labels of the real training scans the GAN learns from (the projection D's class, the encoder
+    anchor's z2 = 0 for negatives, the counterfactuals of positives). "data": the data set's labels (every run before
+    2026-12-07). "classifier": the frozen classifier's own calls (p >= 0.5), so that the generator learns only what
+    the classifier separates -- z2 as "what the classifier sees as pathology" -- and not what the data's labels
+    separate by themselves (the fair model-randomisation check: benchmarks/sanity/RESULTS.md).
     """
 
     _label = "training options"
@@ -163,12 +169,13 @@ class TrainOptions(_DictConfig):
     tv_weight: float = 0.0
     cf_mode: str = "generator"
     cls_target: str = "hard"
+    gan_labels: str = "data"
     beta1: float = 0.5
     beta2: float = 0.999
 
     # options added after runs were stored, with the value those runs trained with: written to a run's
     # config only when set otherwise, so that an older run's stored preset still equals its preset on resume
-    LEGACY_VALUES = {"cls_target": "hard"}
+    LEGACY_VALUES = {"cls_target": "hard", "gan_labels": "data"}
 
     def __post_init__(self) -> None:
         self.validate()
@@ -183,6 +190,8 @@ class TrainOptions(_DictConfig):
             raise MedxganError(f"training options: cf_mode must be one of {', '.join(CF_MODES)}, got {self.cf_mode!r}", arg="cf_mode")
         if self.cls_target not in CLS_TARGETS:
             raise MedxganError(f"training options: cls_target must be one of {', '.join(CLS_TARGETS)}, got {self.cls_target!r}", arg="cls_target")
+        if self.gan_labels not in GAN_LABELS:
+            raise MedxganError(f"training options: gan_labels must be one of {', '.join(GAN_LABELS)}, got {self.gan_labels!r}", arg="gan_labels")
 
 
 

@@ -91,6 +91,26 @@ def _classifier_check(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor
     return prediction_check(probs, labels[idx], f"{len(idx)} training images", getattr(clf, "name", "classifier"))
 
 
+def _gan_labels_record(preset: Preset, labels: torch.Tensor, data_labels: torch.Tensor) -> dict[str, Any]:
+    """Which labels the GAN learnt from, and how often the classifier's calls agreed with the data's."""
+    rec: dict[str, Any] = {"source": preset.train.gan_labels, "positives": int(labels.sum())}
+    if preset.train.gan_labels == "classifier":
+        rec["agreement_with_data"] = round(float((labels.cpu() == data_labels.cpu()).float().mean()), 4)
+    return rec
+
+
+def classifier_labels(clf: nn.Module, images: torch.Tensor, dev: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """The classifier's own calls (p >= 0.5 -> 1) on ``images`` (TrainOptions.gan_labels "classifier"); a
+    classifier that calls every training scan one class gives the GAN nothing to learn: a one-line error."""
+    with torch.no_grad():
+        probs = torch.cat([clf.prob(images[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)])
+    calls = (probs >= 0.5).long()
+    if calls.min() == calls.max():
+        raise MedxganError(f"gan_labels classifier: the classifier calls every one of the {len(calls)} training scans "
+                           f"{'positive' if int(calls[0]) else 'negative'}; the GAN needs both classes", arg="gan_labels")
+    return calls
+
+
 @dataclass
 class GanTrainConfig:
     """Everything that configures a `train_gan` run besides the data, the classifier and RUN. Stored in
@@ -246,6 +266,8 @@ def train_gan(data: Any, classifier: Any, out: str | os.PathLike, config: GanTra
         # networks, optimisers, RNG streams: seeded identically on every rank
         seed_everything(cfg.seed)
         images, labels = td.images.to(dev), td.labels.to(dev)
+        if preset.train.gan_labels == "classifier":  # what the classifier separates, not what the data's labels do
+            labels = classifier_labels(clf, td.images, dev).to(dev)
         cls_medians = class_logit_medians(clf, images, labels) if preset.train.cls_target == "real-median" else None
         cls_labels = tuple(1.0 / (1.0 + math.exp(-m)) for m in cls_medians) if cls_medians else (0.0, 1.0)
         trainer = GANTrainer(preset, clf, dev, lambda_cls=lam, cls_labels=cls_labels, **speed)
@@ -259,8 +281,8 @@ def train_gan(data: Any, classifier: Any, out: str | os.PathLike, config: GanTra
             world_size=ctx.world_size, **speed, data=td.source, n_train=int(td.images.shape[0]),
             classifier={**clf_record, "adapter": clf.describe() if hasattr(clf, "describe") else None}, oracle=oracle_info,
             # how negative real healthy scans are for this classifier: the floor of the minimal mask's target
-            classifier_reference=negative_logit_reference(clf, images[labels == 0]),
-            cls_labels=list(cls_labels), ema=preset.train.ema_decay > 0, train_config=cfg.to_dict(),
+            classifier_reference=negative_logit_reference(clf, images[td.labels.to(dev) == 0]),  # the data's negatives
+            cls_labels=list(cls_labels), gan_labels=_gan_labels_record(preset, labels, td.labels), ema=preset.train.ema_decay > 0, train_config=cfg.to_dict(),
         ))
         loop = run.train(steps_of, LoopOptions(
             total=cfg.steps, cadence=Cadence(cfg.log_every, cfg.sample_every, cfg.ckpt_every, cfg.keep_last), max_minutes=cfg.max_minutes,
