@@ -22,24 +22,14 @@ from medxgan.data.phantoms.common import PhantomKind, check_common_args, check_d
 from medxgan.data.phantoms.fundus import FUNDUS_ANGIO_REGISTRY
 from medxgan.runtime.errors import MedxganError
 
-PHANTOM_KINDS: dict[str, PhantomKind] = {
-    "brain-mri": PhantomKind(
-        name="brain-mri",
-        help="axial brain-MRI-like slices; positives carry 1-2 tumours (rim, core, oedema)",
-        render=render_brain,
-        twins=True,
-        prefix="brain",
-    ),
-    "chest-xray": PhantomKind(
-        name="chest-xray",
-        help="PA chest-X-ray-like images; positives carry 1-3 consolidation-like opacities (+ boxes.csv)",
-        render=render_chest,
-        twins=True,
-        prefix="chest",
-        boxes=True,
-    ),
-    "fundus-angio": PhantomKind(**FUNDUS_ANGIO_REGISTRY),  # paired retina photos/angiograms, own writer
-}
+# each kind once, keyed by its own name (the name was spelled twice, as the key and the field)
+PHANTOM_KINDS: dict[str, PhantomKind] = {kind.name: kind for kind in (
+    PhantomKind("brain-mri", "axial brain-MRI-like slices; positives carry 1-2 tumours (rim, core, oedema)",
+                render_brain, prefix="brain", twins=True),
+    PhantomKind("chest-xray", "PA chest-X-ray-like images; positives carry 1-3 consolidation-like opacities (+ boxes.csv)",
+                render_chest, prefix="chest", twins=True, boxes=True),
+    PhantomKind(**FUNDUS_ANGIO_REGISTRY),  # paired retina photos/angiograms, own writer
+)}
 
 
 def synthesize(
