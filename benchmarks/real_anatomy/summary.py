@@ -52,8 +52,11 @@ def summary(eval_dir: Path) -> str:
     if best and base:
         top = max(base, key=lambda m: res[(m, iou)]["hi"])
         apart = res[(best, iou)]["lo"] > res[(top, iou)]["hi"]
+        best_base = max(base, key=lambda m: res[(m, iou)]["mean"])
         lines += ["", f"best medXGAN map: `{best}` {res[(best, iou)]['mean']:.3f}; its interval "
-                  f"{'lies above' if apart else 'overlaps'} every baseline's (highest upper bound: `{top}` {res[(top, iou)]['hi']:.3f})"]
+                  + ("lies above every baseline's" if apart else "does not lie above every baseline's")
+                  + f" (highest upper bound: `{top}` {res[(top, iou)]['hi']:.3f}; best baseline mean: `{best_base}` "
+                  f"{res[(best_base, iou)]['mean']:.3f})"]
     return "\n".join(lines)
 
 
