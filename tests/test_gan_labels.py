@@ -69,3 +69,15 @@ def test_a_run_learns_from_the_classifiers_calls_and_records_it(tmp_path, monkey
     assert d["gan_labels"]["source"] == "data" and "gan_labels" not in d["preset"]["train"]  # older runs' preset dict unchanged
     with pytest.raises(MedxganError, match="gan_labels must be one of data, classifier"):
         get_preset("default", channels=1, **TINY, gan_labels="oracle")
+
+
+def test_a_classifier_calling_one_class_is_refused_before_any_work(tmp_path):
+    images, labels = square_lesion_data(16, 32, 1, 0)
+    m = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(1, 2))
+    with torch.no_grad():  # calls every scan negative
+        m[2].weight.zero_()
+        m[2].bias.copy_(torch.tensor([5.0, -5.0]))
+    with pytest.warns(UserWarning), pytest.raises(MedxganError, match="calls every one of the 16 training scans negative"):
+        train_gan((images, labels), ClassifierAdapter(m, output="logits2"), tmp_path / "g", preset="default",
+                  preset_overrides={**TINY, "gan_labels": "classifier"}, batch_size=8, oracle=False, device="cpu", quiet=True, steps=2)
+    assert not (tmp_path / "g").exists() or not any((tmp_path / "g").iterdir())  # nothing written

@@ -86,9 +86,14 @@ def _load_adapter(spec: Any, device: torch.device, what: str) -> tuple[nn.Module
 def _classifier_check(clf: nn.Module, images: torch.Tensor, labels: torch.Tensor, dev: torch.device) -> dict[str, Any]:
     """The classifier's calls on up to 256 training images of each class (classifiers.checks; warns on one class)."""
     idx = torch.cat([torch.nonzero(labels == c).flatten()[:256] for c in (0, 1)])
-    with torch.no_grad():
-        probs = torch.cat([clf.prob(images[idx[i : i + 64]].to(dev)).cpu() for i in range(0, len(idx), 64)])
+    probs = _classifier_probs(clf, images[idx], dev)
     return prediction_check(probs, labels[idx], f"{len(idx)} training images", getattr(clf, "name", "classifier"))
+
+
+def _classifier_probs(clf: nn.Module, images: torch.Tensor, dev: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """p(positive) of ``images`` (on the CPU), in batches on ``dev``."""
+    with torch.no_grad():
+        return torch.cat([clf.prob(images[i : i + batch_size].to(dev)).cpu() for i in range(0, len(images), batch_size)])
 
 
 def _gan_labels_record(preset: Preset, labels: torch.Tensor, data_labels: torch.Tensor) -> dict[str, Any]:
@@ -102,9 +107,7 @@ def _gan_labels_record(preset: Preset, labels: torch.Tensor, data_labels: torch.
 def classifier_labels(clf: nn.Module, images: torch.Tensor, dev: torch.device, batch_size: int = 64) -> torch.Tensor:
     """The classifier's own calls (p >= 0.5 -> 1) on ``images`` (TrainOptions.gan_labels "classifier"); a
     classifier that calls every training scan one class gives the GAN nothing to learn: a one-line error."""
-    with torch.no_grad():
-        probs = torch.cat([clf.prob(images[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(images), batch_size)])
-    calls = (probs >= 0.5).long()
+    calls = (_classifier_probs(clf, images, dev, batch_size).float() >= 0.5).long()
     if calls.min() == calls.max():
         raise MedxganError(f"gan_labels classifier: the classifier calls every one of the {len(calls)} training scans "
                            f"{'positive' if int(calls[0]) else 'negative'}; the GAN needs both classes", arg="gan_labels")
@@ -250,6 +253,8 @@ def train_gan(data: Any, classifier: Any, out: str | os.PathLike, config: GanTra
         if hasattr(clf, "check_finite"):  # a classifier that outputs NaN/inf would poison every loss
             clf.check_finite(td.images[:64].to(dev), f"the first {min(64, len(td.images))} training images")
         clf_check = _classifier_check(clf, td.images, td.labels, dev)  # warns when it calls every training image one class
+        # the labels the GAN learns from; the classifier's calls are checked here, before the oracle or any file
+        gan_labels = classifier_labels(clf, td.images, dev) if preset.train.gan_labels == "classifier" else td.labels
         clf_source = clf_source or (str(cfg.classifier_source) if cfg.classifier_source else None)
         # the one resume policy (runtime.loop): what defines the run must not change on --resume
         settings = dict(data=fingerprint_state_dict({"images": td.images, "labels": td.labels}), seed=cfg.seed,
@@ -265,9 +270,7 @@ def train_gan(data: Any, classifier: Any, out: str | os.PathLike, config: GanTra
 
         # networks, optimisers, RNG streams: seeded identically on every rank
         seed_everything(cfg.seed)
-        images, labels = td.images.to(dev), td.labels.to(dev)
-        if preset.train.gan_labels == "classifier":  # what the classifier separates, not what the data's labels do
-            labels = classifier_labels(clf, td.images, dev).to(dev)
+        images, labels = td.images.to(dev), gan_labels.to(dev)  # "classifier": what it separates, not what the data's labels do
         cls_medians = class_logit_medians(clf, images, labels) if preset.train.cls_target == "real-median" else None
         cls_labels = tuple(1.0 / (1.0 + math.exp(-m)) for m in cls_medians) if cls_medians else (0.0, 1.0)
         trainer = GANTrainer(preset, clf, dev, lambda_cls=lam, cls_labels=cls_labels, **speed)
