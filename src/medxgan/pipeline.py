@@ -61,6 +61,8 @@ class MedXGAN(MedXGANModel):
             self.classifier.check_finite(x_all[:batch_size].to(self.device), "the images to explain")
         tol = DEFAULT_TOL if lig_tol is None else lig_tol
         settings = dict(frames=frames, lig_form=lig_form, lig_output=lig_output, lig_rule=lig_rule, lig_tol=tol, inversion=self.engine.inversion)
+        if self.infill_selection is not None:  # what --infill auto chose and why, with every explanation
+            settings["infill_selection"] = self.infill_selection.to_dict()
         # the same Explainer objects that `evaluate` scores, on the same engine (each image inverted once)
         difference = self.difference_explainer(frames=frames, batch_size=batch_size)
         lig = self.lig_explainer(steps=lig_steps, form=lig_form, output=lig_output, rule=lig_rule, tol=tol, batch_size=batch_size)

@@ -39,14 +39,18 @@ def add_minimal_mask_options(p: argparse.ArgumentParser) -> None:
                         "less negative); implies --minimal-mask-target healthy. Default: the run's classifier_reference (5th percentile of "
                         "the classifier's logits on real negatives); needed for the healthy target with your own --classifier. A looser "
                         "(less negative) floor localises better and convinces an independent judge less (benchmarks/counterfactual/RESULTS.md)")
-    p.add_argument("--infill", choices=["gan", "blur", "mean", "inpaint", "learned", "learned-gan", "twin"], default=None,
+    p.add_argument("--infill", choices=["gan", "blur", "mean", "inpaint", "learned", "learned-gan", "twin", "auto"], default=None,
                    help="what fills the minimal mask (the in-fill ablation, benchmarks/perturbation/RESULTS.md): gan = the generator's "
                         "anatomy of the scan (default), blur = a Gaussian blur of the scan, mean = the mean healthy training scan of the "
                         "GAN run's data, inpaint = biharmonic inpainting of the generator's mask region (slow), learned / learned-gan = a "
                         "trained inpainter's fill of that region from the scan around it (--inpainter; learned-gan also sees the "
-                        "generator's anatomy), twin = the phantom's lesion-free twin (the ceiling; evaluate on phantom data only)")
+                        "generator's anatomy), twin = the phantom's lesion-free twin (the ceiling; evaluate on phantom data only), "
+                        "auto = the one of gan, blur, mean (and the --inpainter's, if given) that best restores lesion patterns implanted "
+                        "into the GAN run's healthy validation scans (chosen once per run, kept in RUN/infill_selection.json; "
+                        "benchmarks/perturbation/RESULTS.md)")
     p.add_argument("--inpainter", metavar="RUN", default=None,
-                   help="the inpainter run of --infill learned / learned-gan (`medxgan train-inpainter`; with --gan for learned-gan)")
+                   help="the inpainter run of --infill learned / learned-gan (`medxgan train-inpainter`; with --gan for learned-gan), "
+                        "or a candidate of --infill auto")
 
 
 def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -72,8 +76,12 @@ def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
         from medxgan.gan.inpainter import check_inpainter_run
 
         check_inpainter_run(inpainter)  # a missing or foreign folder: one line, before any work
+    elif inpainter and infill == "auto":
+        from medxgan.gan.inpainter import check_inpainter_run
+
+        check_inpainter_run(inpainter)  # a candidate of auto
     elif inpainter:
-        raise MedxganError(f"--inpainter {inpainter}: applies to --infill learned or learned-gan only", arg="inpainter")
+        raise MedxganError(f"--inpainter {inpainter}: applies to --infill learned, learned-gan or auto only", arg="inpainter")
     opts = {"minimal_mask_steps": args.minimal_mask_steps, "minimal_mask_target": target, "minimal_mask_scale": args.minimal_mask_scale,
             "minimal_mask_floor": args.minimal_mask_floor, "minimal_mask_infill": infill, "minimal_mask_inpainter": inpainter}
     return {k: v for k, v in opts.items() if v is not None}

@@ -181,9 +181,11 @@ class MinimalMaskConfig:
         target: ``"match"`` (as negative as the generator's counterfactual) or ``"healthy"`` (see ``floor``).
         infill: what fills the mask (:mod:`medxgan.explain.infill`): ``"gan"`` (the scan's anatomy B(z1*) from the
             inversion, the default), ``"blur"``, ``"mean"`` (needs :attr:`CounterfactualEngine.infill_healthy_mean`),
-            ``"inpaint"``, ``"learned"`` / ``"learned-gan"`` (a trained inpainter: ``inpainter``), or ``"twin"`` (the ceiling;
-            needs :attr:`CounterfactualEngine.infill_twins`, evaluate only).
-        inpainter: the run directory of a trained inpainter (``medxgan train-inpainter``) for ``infill="learned*"``.
+            ``"inpaint"``, ``"learned"`` / ``"learned-gan"`` (a trained inpainter: ``inpainter``), ``"twin"`` (the ceiling;
+            needs :attr:`CounterfactualEngine.infill_twins`, evaluate only), or ``"auto"``: chosen on the GAN run's validation
+            scans when the run is loaded (:mod:`medxgan.explain.infill_selection`; an engine never runs with ``"auto"``).
+        inpainter: the run directory of a trained inpainter (``medxgan train-inpainter``) for ``infill="learned*"``, or a
+            candidate of ``infill="auto"``.
     """
 
     steps: int = 0
@@ -202,8 +204,8 @@ class MinimalMaskConfig:
             v = getattr(self, k)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise MedxganError(f"minimal_mask_{k} {v!r}: must be a finite number >= 0", arg=f"minimal_mask_{k}")
-        if self.infill not in INFILLS:
-            raise MedxganError(f"minimal_mask_infill {self.infill!r}: choose {', '.join(INFILLS)}", arg="minimal_mask_infill")
+        if self.infill not in INFILLS and self.infill != "auto":
+            raise MedxganError(f"minimal_mask_infill {self.infill!r}: choose {', '.join(INFILLS)} or auto", arg="minimal_mask_infill")
         if self.infill in LEARNED_INFILLS and not self.inpainter:
             raise MedxganError(f"minimal_mask_infill {self.infill!r}: needs inpainter RUN (a run of `medxgan train-inpainter`)",
                                arg="inpainter")
@@ -394,6 +396,9 @@ class CounterfactualEngine:
             gm = torch.cat([g(z1[i : i + 1], z2[i : i + 1], return_parts=True)[2] for i, g in enumerate(gens)]) if len(set(map(id, gens))) > 1 \
                 else gens[0](z1, z2, return_parts=True)[2]
         m = self.minimal_mask
+        if m.infill == "auto":
+            raise MedxganError("minimal_mask_infill 'auto' is chosen when a GAN run is loaded (MedXGAN.load / MedXGANModel.from_run); "
+                               "an engine built by hand needs gan, blur, mean, inpaint or learned*", arg="minimal_mask_infill")
         fill = make_infill(m.infill, InfillInputs(images=x, gan_fill=base, gan_mask=gm, healthy_mean=self.infill_healthy_mean,
                                                   twins=self.infill_twins if m.infill == "twin" else None, key=image_key,
                                                   inpainter=self.infill_inpainter))

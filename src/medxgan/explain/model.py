@@ -150,6 +150,8 @@ class MedXGANModel:
         self.engine = CounterfactualEngine(self.generator, classifier, inversion=inversion, minimal_mask=minimal_mask, encoder=encoder,
                                            discriminator=discriminator)
         self.run_path: Path | None = None
+        self.infill_selection: Any = None  # what infill="auto" chose (explain/infill_selection.py), set by from_run
+        self._inpainter: Any = None  # the inpainter of the minimal-mask settings, loaded once
 
     # ---- construction ---------------------------------------------------------------------------
     @classmethod
@@ -177,6 +179,8 @@ class MedXGANModel:
                  minimal_mask=minimal_mask or mask_cfg, encoder=loaded.encoder, encoder_info=loaded.encoder_info,
                  discriminator=loaded.discriminator, oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
+        if mx.engine.minimal_mask.infill == "auto" and mx.engine.refines_mask:  # chosen on the run's validation scans, before any work
+            mx._choose_infill(loaded)
         if mx.engine.minimal_mask.infill == "mean":  # the mean healthy scan of the run's training data, once, before any work
             from medxgan.explain.infill import healthy_mean_from_data
 
@@ -187,12 +191,45 @@ class MedXGANModel:
             from medxgan.gan.inpainter import load_inpainter
             from medxgan.runtime.runs import fingerprint_module
 
-            inp = load_inpainter(mx.engine.minimal_mask.inpainter or "", device=mx.device)
+            inp = mx.infill_inpainter_checked() if mx.infill_selection is not None else load_inpainter(mx.engine.minimal_mask.inpainter or "", device=mx.device)
             if (inp.size, inp.channels) != (mx.size, mx.channels):
                 raise MedxganError(f"inpainter {inp.path}: trained on {inp.channels} x {inp.size} px scans, the GAN makes {mx.channels} x "
                                    f"{mx.size} px", arg="inpainter")
             mx.engine.infill_inpainter = check_inpainter_for(name, inp, fingerprint_module(mx.generator) if name == "learned-gan" else None)
         return mx
+
+    def infill_inpainter_checked(self) -> Any:
+        """The inpainter named by the minimal-mask settings, loaded once."""
+        from medxgan.gan.inpainter import load_inpainter
+
+        if self._inpainter is None:
+            self._inpainter = load_inpainter(self.engine.minimal_mask.inpainter or "", device=self.device)
+        return self._inpainter
+
+    def _choose_infill(self, loaded: GanRun) -> None:
+        """Resolve ``infill="auto"`` (:mod:`medxgan.explain.infill_selection`) on the run's validation scans and put the
+        chosen in-fill into the engine's settings (the given inpainter is kept only when a learned in-fill is chosen)."""
+        import dataclasses
+
+        from medxgan.explain.infill import LEARNED_INFILLS
+        from medxgan.explain.infill_selection import select_infill_for_run
+
+        m = self.engine.minimal_mask
+        inpainter = None
+        if m.inpainter:
+            inpainter = self.infill_inpainter_checked()
+            if (inpainter.size, inpainter.channels) != (self.size, self.channels):
+                raise MedxganError(f"inpainter {inpainter.path}: trained on {inpainter.channels} x {inpainter.size} px scans, the GAN makes "
+                                   f"{self.channels} x {self.size} px", arg="inpainter")
+            if inpainter.uses_gan:
+                from medxgan.explain.infill import check_inpainter_for
+                from medxgan.runtime.runs import fingerprint_module
+
+                check_inpainter_for("learned-gan", inpainter, fingerprint_module(self.generator))
+        mapping = {k: v for k, v in (loaded.config.get("train_config") or {}).items() if k in ("positive", "negative", "csv") and v}
+        sel = select_infill_for_run(self, loaded.config.get("data") or "", mapping, inpainter=inpainter)
+        self.infill_selection = sel
+        self.engine.minimal_mask = dataclasses.replace(m, infill=sel.chosen, inpainter=m.inpainter if sel.chosen in LEARNED_INFILLS else None)
 
     def inversion_note(self) -> str:
         """One line saying where inversion starts and how long it runs (printed by the CLI)."""
@@ -206,7 +243,9 @@ class MedXGANModel:
             target = "as negative as the generator's counterfactual" if floor is None else \
                 f"as negative as the generator's counterfactual or as 95 % of the classifier's real negatives (logit {floor:.2f}), whichever is less negative"
             cf += f", within the minimal mask ({self.engine.minimal_mask.steps} refinement steps per scan; {target})"
-            if self.engine.minimal_mask.infill != "gan":
+            if self.infill_selection is not None:
+                cf += f"; {self.infill_selection.note()}"
+            elif self.engine.minimal_mask.infill != "gan":
                 cf += f"; in-fill: {self.engine.minimal_mask.infill} (not the generator's anatomy)"
         if info:
             what = "encoder trained by train-encoder" if info["kind"] == "trained" else "anchor encoder of the GAN run"

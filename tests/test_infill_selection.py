@@ -1,0 +1,123 @@
+"""``infill="auto"`` (explain/infill_selection.py): the score by hand, the choice's margin, the implant-and-restore
+measurement on a case with a known answer, and the run-level path (chosen once, cached, recorded, one-line errors)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from helpers import cli_runs, masked_setup, one_error_line
+
+from medxgan.explain import infill_selection as sel_mod
+from medxgan.explain.infill_selection import MARGIN_DB, _psnr_weighted, choose, score_infills
+from medxgan.gan.inversion import InversionConfig
+from medxgan.runtime.errors import MedxganError
+
+
+def test_weighted_psnr_by_hand():
+    truth = torch.zeros(1, 1, 2, 2)
+    fill = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    w = torch.tensor([[[[1.0, 3.0], [0.0, 0.0]]]])
+    # weighted MSE = (1 * 1 + 3 * 0) / 4 = 0.25; PSNR = 10 log10(4 / 0.25) = 12.04 dB
+    assert _psnr_weighted(fill, truth, w) == pytest.approx(10 * math.log10(16), abs=1e-3)
+    assert _psnr_weighted(fill, truth, torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])) > 100  # error only where the weight is 0
+
+
+def test_choice_keeps_the_generators_infill_unless_another_pays_the_margin():
+    assert choose({"gan": 20.0, "blur": 20.0 + MARGIN_DB / 2, "mean": 15.0}) == "gan"
+    assert choose({"gan": 20.0, "blur": 20.0 + MARGIN_DB + 0.01, "mean": 15.0}) == "blur"
+    assert choose({"gan": 14.0, "blur": 17.2, "learned-gan": 16.9}) == "blur"
+    assert choose({"blur": 1.0, "mean": 2.0}) == "mean"  # no generator in-fill among the candidates: the best
+
+
+def test_the_infill_that_restores_the_healthy_scan_scores_highest():
+    """Known answer: the negatives are constant -0.5 (a blur of a constant scan is that scan), so wherever a pattern is
+    implanted, the mean of four constant scans (also -0.5) restores it exactly, and a blur of the implanted scan
+    keeps part of the pattern: mean must score far above blur, and both above the implanted scan itself."""
+    G, clf, _ = masked_setup()
+    torch.manual_seed(1)
+    positives = torch.rand(4, 1, 16, 16) * 2 - 1
+    negatives = torch.full((4, 1, 16, 16), -0.5)
+    scores, implanted = score_infills(G, clf, positives, negatives, ["gan", "blur", "mean"],
+                                      inversion=InversionConfig(steps=3, restarts=1, counterfactual="residual"),
+                                      mean_scan=torch.full((1, 16, 16), -0.5))
+    assert scores["mean"] > 100  # exact
+    assert scores["mean"] > scores["blur"] and scores["blur"] > implanted
+    assert set(scores) == {"gan", "blur", "mean"}
+
+
+def test_score_needs_a_masked_generator_and_both_classes():
+    G, clf, x = masked_setup()
+    inv = InversionConfig(steps=1, restarts=1, counterfactual="residual")
+    with pytest.raises(MedxganError, match="both classes"):
+        score_infills(G, clf, x[:1], x, ["gan"], inversion=inv)
+    G.masked = False
+    with pytest.raises(MedxganError, match="pathology mask"):
+        score_infills(G, clf, x, x, ["gan"], inversion=inv)
+
+
+@pytest.fixture(scope="module")
+def masked_runs(tmp_path_factory):
+    """Tiny CLI runs (data with a val split, classifier, a fast-preset GAN with a pathology mask)."""
+    return cli_runs(tmp_path_factory.mktemp("auto"), epochs=1, steps=2, gan_args=("--set", "pathology=mask"))
+
+
+AUTO = dict(steps=2, restarts=1, counterfactual="residual", minimal_mask_steps=2, minimal_mask_infill="auto")
+
+
+def test_auto_is_chosen_once_cached_and_recorded(masked_runs, monkeypatch):
+    from medxgan import MedXGAN
+
+    gan = masked_runs / "gan"
+    mx = MedXGAN.load(gan, **AUTO)
+    sel = mx.infill_selection
+    assert sel is not None and sel.chosen in ("gan", "blur", "mean") and sel.chosen == choose(sel.scores_db)
+    assert sel.n_pairs == 4 and set(sel.scores_db) == {"gan", "blur", "mean"}
+    assert mx.engine.minimal_mask.infill == sel.chosen  # the engine runs with the chosen in-fill, never "auto"
+    assert "chosen by --infill auto: " + sel.chosen in mx.inversion_note()
+    stored = json.loads((gan / "infill_selection.json").read_text())["selection"]
+    assert stored["chosen"] == sel.chosen and stored["scores_db"] == sel.scores_db
+
+    calls = []
+    monkeypatch.setattr(sel_mod, "score_infills", lambda *a, **k: calls.append(1) or ({"gan": 0.0}, 0.0))
+    again = MedXGAN.load(gan, **AUTO).infill_selection
+    assert calls == [] and again == sel  # read back, not recomputed
+    MedXGAN.load(gan, **{**AUTO, "steps": 3})  # other inversion settings: another choice
+    assert calls == [1]
+
+    x = torch.rand(1, 1, 64, 64) * 2 - 1
+    res = mx.explain(x, frames=2, lig_steps=4, lig_tol=None)
+    assert res[0].settings["inversion"].get("minimal_mask_infill", "gan") == sel.chosen
+    assert res[0].settings["infill_selection"]["chosen"] == sel.chosen
+
+
+def test_auto_without_the_runs_data_is_one_line_before_any_work(masked_runs, tmp_path, capsys):
+    import shutil
+
+    from medxgan.cli import main
+
+    gan = tmp_path / "gan"
+    shutil.copytree(masked_runs / "gan", gan)
+    (gan / "infill_selection.json").unlink(missing_ok=True)
+    cfg = json.loads((gan / "config.json").read_text())
+    cfg["data"] = str(tmp_path / "moved")
+    (gan / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "out"
+    rc = main(["explain", str(masked_runs / "data" / "test" / "positive"), "--gan", str(gan), "--out", str(out), "--infill", "auto",
+               "--steps", "2", "--counterfactual", "residual", "--minimal-mask-steps", "2"])
+    assert rc == 2 and "is not there (the in-fill is chosen on its validation scans)" in one_error_line(capsys)
+    assert not out.exists()
+
+
+def test_cli_auto_takes_an_inpainter_as_a_candidate():
+    import argparse
+
+    from medxgan.cli.common import add_minimal_mask_options, minimal_mask_options
+
+    p = argparse.ArgumentParser()
+    add_minimal_mask_options(p)
+    assert minimal_mask_options(p.parse_args(["--infill", "auto"])) == {"minimal_mask_infill": "auto"}
+    with pytest.raises(MedxganError, match="inpainter"):
+        minimal_mask_options(p.parse_args(["--infill", "auto", "--inpainter", "/nonexistent/inpainter"]))
