@@ -121,3 +121,29 @@ def test_cli_auto_takes_an_inpainter_as_a_candidate():
     assert minimal_mask_options(p.parse_args(["--infill", "auto"])) == {"minimal_mask_infill": "auto"}
     with pytest.raises(MedxganError, match="inpainter"):
         minimal_mask_options(p.parse_args(["--infill", "auto", "--inpainter", "/nonexistent/inpainter"]))
+
+
+def test_a_presets_auto_falls_back_to_the_generators_infill_with_a_warning(masked_runs, tmp_path):
+    """auto from the run's preset (not asked for): a run whose data is gone explains with gan and says why in one warning;
+    asked for explicitly, the same run is a one-line error (test above)."""
+    import shutil
+
+    from medxgan import MedXGAN
+
+    gan = tmp_path / "gan"
+    shutil.copytree(masked_runs / "gan", gan)
+    (gan / "infill_selection.json").unlink(missing_ok=True)
+    cfg = json.loads((gan / "config.json").read_text())
+    cfg["preset"]["inversion"] = {**(cfg["preset"].get("inversion") or {}), "minimal_mask_infill": "auto"}
+    (gan / "config.json").write_text(json.dumps(cfg))
+    opts = {k: v for k, v in AUTO.items() if k != "minimal_mask_infill"}
+    chosen = MedXGAN.load(gan, **opts)  # the data is there: the preset's auto chooses
+    assert chosen.infill_selection is not None and chosen.engine.minimal_mask.infill == chosen.infill_selection.chosen
+    cfg["data"] = str(tmp_path / "moved")
+    (gan / "config.json").write_text(json.dumps(cfg))
+    (gan / "infill_selection.json").unlink()
+    with pytest.warns(UserWarning, match="cannot choose .* the generator's anatomy \\(gan\\) fills the minimal mask"):
+        mx = MedXGAN.load(gan, **opts)
+    assert mx.infill_selection is None and mx.engine.minimal_mask.infill == "gan"
+    with pytest.raises(MedxganError, match="is not there"):
+        MedXGAN.load(gan, **AUTO)

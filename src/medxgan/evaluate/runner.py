@@ -283,6 +283,7 @@ def _config_record(cfg: EvaluateConfig, data_root: Path, n: int | None, sel: Sel
         "oracle_twin_target": cfg.oracle_twin_target, "light_methods": list(cfg.light_methods),
         "method_options": cfg.method_options or {},
         "classifier_target": clf.target_description() if hasattr(clf, "target_description") else None,
+        **({"infill_selection": sel_infill.to_dict()} if (sel_infill := getattr(models.get("model"), "infill_selection", None)) else {}),
     })
 
 

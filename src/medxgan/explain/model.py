@@ -173,14 +173,15 @@ class MedXGANModel:
         ``train-encoder`` (unless ``steps``/``restarts`` are given), the run preset's ``inversion`` defaults,
         the keyword ``options``; a given ``inversion`` / ``minimal_mask`` config replaces all of them.
         """
+        explicit_infill = minimal_mask is not None or "minimal_mask_infill" in options  # else the run preset's (a fallback is allowed)
         options = run_inversion_options(loaded, classifier_given=classifier is not None, **options)
         inv_cfg, mask_cfg = split_options(options)
         mx = cls(loaded.generator, classifier if classifier is not None else loaded.classifier, inversion=inversion or inv_cfg,
                  minimal_mask=minimal_mask or mask_cfg, encoder=loaded.encoder, encoder_info=loaded.encoder_info,
                  discriminator=loaded.discriminator, oracle=loaded.oracle, config=loaded.config)
         mx.run_path = Path(loaded.path)
-        if mx.engine.minimal_mask.infill == "auto" and mx.engine.refines_mask:  # chosen on the run's validation scans, before any work
-            mx._choose_infill(loaded)
+        if mx.engine.minimal_mask.infill == "auto":  # chosen on the run's validation scans, before any work
+            mx._choose_infill(loaded, required=explicit_infill)
         if mx.engine.minimal_mask.infill == "mean":  # the mean healthy scan of the run's training data, once, before any work
             from medxgan.explain.infill import healthy_mean_from_data
 
@@ -206,15 +207,29 @@ class MedXGANModel:
             self._inpainter = load_inpainter(self.engine.minimal_mask.inpainter or "", device=self.device)
         return self._inpainter
 
-    def _choose_infill(self, loaded: GanRun) -> None:
+    def _choose_infill(self, loaded: GanRun, required: bool = True) -> None:
         """Resolve ``infill="auto"`` (:mod:`medxgan.explain.infill_selection`) on the run's validation scans and put the
-        chosen in-fill into the engine's settings (the given inpainter is kept only when a learned in-fill is chosen)."""
+        chosen in-fill into the engine's settings (the given inpainter is kept only when a learned in-fill is chosen).
+        ``required`` False (auto came from the run's preset, not the caller): when it cannot choose (the run's data is
+        gone, no validation scans of both classes) the generator's anatomy is used, with a warning line saying why."""
         import dataclasses
+        import warnings
 
         from medxgan.explain.infill import LEARNED_INFILLS
         from medxgan.explain.infill_selection import select_infill_for_run
 
         m = self.engine.minimal_mask
+        if not self.engine.refines_mask:  # no minimal mask, nothing is filled
+            self.engine.minimal_mask = dataclasses.replace(m, infill="gan", inpainter=None)
+            return
+        if not required:
+            try:
+                return self._choose_infill(loaded, required=True)
+            except MedxganError as e:
+                warnings.warn(f"{loaded.path}: the preset's in-fill 'auto' cannot choose ({e}); the generator's anatomy (gan) fills the "
+                              "minimal mask", stacklevel=2)
+                self.engine.minimal_mask = dataclasses.replace(m, infill="gan", inpainter=None)
+                return
         inpainter = None
         if m.inpainter:
             inpainter = self.infill_inpainter_checked()
