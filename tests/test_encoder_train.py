@@ -65,8 +65,10 @@ def test_train_encoder_writes_subrun_and_explain_uses_it(gan_run, tmp_path):
     # the encoder's short schedule, plus the preset's own inversion defaults (the default preset: residual counterfactual)
     mask_opts = {"minimal_mask_steps": 150, "minimal_mask_target": "healthy", "minimal_mask_scale": 4, "minimal_mask_tv": 4.0}
     floor = gan.config["classifier_reference"]["negative_logit_q05"]  # the run's classifier on its training negatives
+    # the preset's in-fill "auto" is chosen on the run's validation scans when the run is loaded: the chosen one is stored
+    chosen = mx.infill_selection.chosen
     assert mx.engine.inversion == {"steps": ENCODER_INVERSION_STEPS, "restarts": 1, "counterfactual": "residual", "w_cf": 1.0, "w_min": 1.0,
-                                   **mask_opts, "minimal_mask_floor": floor}
+                                   **mask_opts, "minimal_mask_floor": floor, **({"minimal_mask_infill": chosen} if chosen != "gan" else {})}
     assert "encoder trained by train-encoder" in mx.inversion_note()
     explicit = MedXGAN.load(run, device="cpu", steps=7, counterfactual="generator").engine  # explicit settings win
     assert explicit.inversion_config == InversionConfig(steps=7, counterfactual="generator", w_cf=1.0, w_min=1.0)

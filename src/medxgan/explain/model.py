@@ -189,22 +189,22 @@ class MedXGANModel:
         name = mx.engine.minimal_mask.infill
         if name in LEARNED_INFILLS:  # the trained inpainter, checked against this generator, once, before any work
             from medxgan.explain.infill import check_inpainter_for
-            from medxgan.gan.inpainter import load_inpainter
             from medxgan.runtime.runs import fingerprint_module
 
-            inp = mx.infill_inpainter_checked() if mx.infill_selection is not None else load_inpainter(mx.engine.minimal_mask.inpainter or "", device=mx.device)
-            if (inp.size, inp.channels) != (mx.size, mx.channels):
-                raise MedxganError(f"inpainter {inp.path}: trained on {inp.channels} x {inp.size} px scans, the GAN makes {mx.channels} x "
-                                   f"{mx.size} px", arg="inpainter")
+            inp = mx.infill_inpainter_checked()
             mx.engine.infill_inpainter = check_inpainter_for(name, inp, fingerprint_module(mx.generator) if name == "learned-gan" else None)
         return mx
 
     def infill_inpainter_checked(self) -> Any:
-        """The inpainter named by the minimal-mask settings, loaded once."""
+        """The inpainter named by the minimal-mask settings, loaded once and checked to work on the GAN's scans."""
         from medxgan.gan.inpainter import load_inpainter
 
         if self._inpainter is None:
-            self._inpainter = load_inpainter(self.engine.minimal_mask.inpainter or "", device=self.device)
+            inp = load_inpainter(self.engine.minimal_mask.inpainter or "", device=self.device)
+            if (inp.size, inp.channels) != (self.size, self.channels):
+                raise MedxganError(f"inpainter {inp.path}: trained on {inp.channels} x {inp.size} px scans, the GAN makes {self.channels} x "
+                                   f"{self.size} px", arg="inpainter")
+            self._inpainter = inp
         return self._inpainter
 
     def _choose_infill(self, loaded: GanRun, required: bool = True) -> None:
@@ -233,9 +233,6 @@ class MedXGANModel:
         inpainter = None
         if m.inpainter:
             inpainter = self.infill_inpainter_checked()
-            if (inpainter.size, inpainter.channels) != (self.size, self.channels):
-                raise MedxganError(f"inpainter {inpainter.path}: trained on {inpainter.channels} x {inpainter.size} px scans, the GAN makes "
-                                   f"{self.channels} x {self.size} px", arg="inpainter")
             if inpainter.uses_gan:
                 from medxgan.explain.infill import check_inpainter_for
                 from medxgan.runtime.runs import fingerprint_module

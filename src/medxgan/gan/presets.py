@@ -20,7 +20,10 @@ Presets
                or as 95 % of the classifier's real negatives, whichever is less, on a grid 4x coarser than the
                image, with a total-variation weight of 4 (minimal_mask_steps 150, minimal_mask_target "healthy",
                minimal_mask_scale 4, minimal_mask_tv 4 since 2026-12-06 (was 1; a run trained before keeps 1);
-               medxgan.explain.minimal_mask).
+               medxgan.explain.minimal_mask). The mask's in-fill is chosen on the run's validation scans
+               (minimal_mask_infill "auto" since 2026-12-07, medxgan.explain.infill_selection: the generator's
+               anatomy unless a blur or the mean healthy scan restores implanted lesion patterns 0.5 dB better; a
+               run trained before keeps "gan").
 ``joint``      the previous default (until 2026-12-01): one decoder of concat(z1, z2) (the paper's
                generator shape, DCGAN-sized) + class-conditional projection discriminator (with BatchNorm;
                spectral norm learned too slowly and let the classifier be fooled) + lazy R1 (gamma 1, every 4
@@ -276,7 +279,7 @@ def _default(channels: int) -> Preset:
         "residual counterfactuals (1-gM)x + gM B(E1(x)) must pass the classifier and D as real negatives + EMA/R1/DiffAugment; "
         "explanations use the residual counterfactual of the scan",
         inversion=dict(counterfactual="residual", w_cf=1.0, w_min=1.0, minimal_mask_steps=150, minimal_mask_target="healthy",
-                       minimal_mask_scale=4, minimal_mask_tv=4.0),
+                       minimal_mask_scale=4, minimal_mask_tv=4.0, minimal_mask_infill="auto"),
     )
 
 
