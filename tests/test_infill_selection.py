@@ -147,3 +147,17 @@ def test_a_presets_auto_falls_back_to_the_generators_infill_with_a_warning(maske
     assert mx.infill_selection is None and mx.engine.minimal_mask.infill == "gan"
     with pytest.raises(MedxganError, match="is not there"):
         MedXGAN.load(gan, **AUTO)
+
+
+def test_cli_explain_with_auto_prints_and_records_the_choice(masked_runs, tmp_path, capsys):
+    from medxgan.cli import main
+
+    out = tmp_path / "out"
+    rc = main(["explain", str(masked_runs / "data" / "test" / "positive" / "000.png"), "--gan", str(masked_runs / "gan"), "--out", str(out),
+               "--infill", "auto", "--steps", "2", "--counterfactual", "residual", "--minimal-mask-steps", "2", "--quiet"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    chosen = json.loads((masked_runs / "gan" / "infill_selection.json").read_text())["selection"]["chosen"]
+    assert f"in-fill chosen by --infill auto: {chosen} (" in printed
+    record = json.loads(next(out.glob("*/explanation.json")).read_text())
+    assert record["settings"]["infill_selection"]["chosen"] == chosen
