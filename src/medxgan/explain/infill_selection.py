@@ -135,12 +135,17 @@ def _validation_split(data: str, mapping: dict[str, Any], size: int, channels: i
     if not data or not Path(data).is_dir():
         raise MedxganError(f"infill 'auto': the GAN run's data {data or '(none recorded)'} is not there (the in-fill is chosen on its "
                            "validation scans); choose --infill gan|blur|mean|learned|learned-gan instead", arg="infill")
-    x, y, _, _ = load_dataset(data, split="val", size=size, channels=channels, **mapping).tensors()
+    ds = load_dataset(data, split="val", size=size, channels=channels, **mapping)
+    y = torch.tensor(ds.labels, dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
     pos, neg = (y == 1).nonzero().flatten(), (y == 0).nonzero().flatten()
     pos = pos[torch.randperm(len(pos), generator=g)[:n]]
     neg = neg[torch.randperm(len(neg), generator=g)[:n]]
-    return x[pos], x[neg]
+
+    def read(idx: Tensor) -> Tensor:  # only the drawn scans are decoded: a large validation split stays on disk
+        return torch.stack([ds[int(i)]["image"] for i in idx]) if len(idx) else torch.zeros(0, channels, size, size)
+
+    return read(pos), read(neg)
 
 
 def _key(parts: dict[str, Any]) -> str:
