@@ -141,7 +141,7 @@ class DemoConfig:
     encoder_steps: int = 0
     encoder_max_minutes: float | None = None  # safety cap on the encoder's training time
     # --real-brain only: Adam steps of the learned in-fill (`medxgan train-inpainter --gan`, InpainterConfig's default 1000);
-    # its medXGAN rows are evaluated next to the default in-fill's (demo_infill.py); 0: no learned in-fill stages
+    # its medXGAN rows are evaluated next to the run's default in-fill's (demo_infill.py); 0: no learned in-fill stages
     inpainter_steps: int = 1000
     noise_sigmas: tuple[float, ...] = (0.02, 0.05, 0.1)
     max_sensitivity: bool = True

@@ -1,10 +1,11 @@
 """The learned in-fill stages of the real-anatomy demo (`medxgan demo --real-brain`, issue 29).
 
-On real MRI the GAN does not render real cortex, so the default in-fill of the minimal mask (``gan``: the GAN's own
-anatomy) adds error where it removes the lesion (Colin27 difference IoU 0.30, twin gain +0.1 dB); the learned in-fill
-``learned-gan`` (a small U-Net that fills the region from the scan's context + the GAN's anatomy, gan/inpainter*.py)
-meets the issue's targets there (benchmarks/real_anatomy/RESULTS.md). The demo keeps the default in-fill for its main
-evaluation and adds, after it:
+On real MRI the GAN does not render real cortex, so the GAN's own anatomy as the minimal mask's in-fill (``gan``, the
+default before 2026-12-07) adds error where it removes the lesion (Colin27 difference IoU 0.30, twin gain +0.1 dB); the
+learned in-fill ``learned-gan`` (a small U-Net that fills the region from the scan's context + the GAN's anatomy,
+gan/inpainter*.py) meets the issue's targets there (benchmarks/real_anatomy/RESULTS.md), and so does the in-fill the
+run's preset now chooses on its validation scans (``auto``: a blur on Colin27). The demo's main evaluation uses the run's
+default in-fill and adds, after it:
 
 =============  ==================================  =========================================================
 stage          directory                           finished when

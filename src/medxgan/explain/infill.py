@@ -6,7 +6,9 @@ FIDO idea (Chang et al., ICLR 2019: a generative in-fill beats blur and mean in-
 in-fills of the ablation that asks what the generator adds, each computed once per scan before the mask search:
 
 ===============  ===========================================================================================
-``gan``          B(z1*), the generator's anatomy of the inverted scan (the default).
+``gan``          B(z1*), the generator's anatomy of the inverted scan (the default of runs trained before
+                 2026-12-07; newer ``default``-preset runs choose among gan, blur, mean and a given learned in-fill
+                 on their validation scans: ``infill="auto"``, :mod:`medxgan.explain.infill_selection`).
 ``blur``         a Gaussian blur of the scan, sigma = H / 16 px (4 px at 64 px: the evaluation's deletion-blur
                  sigma), Meaningful Perturbation's in-fill.
 ``mean``         the pixel-wise mean of the classifier's healthy (negative) training scans.
