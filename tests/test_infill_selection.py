@@ -161,3 +161,13 @@ def test_cli_explain_with_auto_prints_and_records_the_choice(masked_runs, tmp_pa
     assert f"in-fill chosen by --infill auto: {chosen} (" in printed
     record = json.loads(next(out.glob("*/explanation.json")).read_text())
     assert record["settings"]["infill_selection"]["chosen"] == chosen
+
+
+def test_the_demo_summary_names_the_infill_its_main_evaluation_used(tmp_path):
+    from medxgan.demo_infill import main_infill_label
+
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"inversion": {"minimal_mask_infill": "blur"},
+                                                                  "infill_selection": {"chosen": "blur"}}}))
+    assert main_infill_label(tmp_path) == "main evaluation, in-fill blur (a blur of the scan; chosen by auto on the run's validation scans):"
+    (tmp_path / "results.json").write_text(json.dumps({"config": {"inversion": {}}}))
+    assert main_infill_label(tmp_path) == "main evaluation, in-fill gan (the GAN's anatomy; the run's in-fill):"

@@ -589,9 +589,9 @@ def run_demo(out: str | os.PathLike = "medxgan-demo", quick: bool = False, devic
     print(f"[medxgan] demo finished in {total / 60:.1f} min ({total:.0f} s)"
           + (f"; reused: {', '.join(book.reused)}" if book.reused else ""), flush=True)
     print(f"[medxgan] report: {report_path.resolve()}", flush=True)
-    from medxgan.demo_infill import learned_summary_lines
+    from medxgan.demo_infill import learned_summary_lines, main_infill_label
     learned = learned_summary_lines(paths["learned"])
-    for line in (["default in-fill (gan: the GAN's anatomy):"] if learned else []) + summary_lines(paths["eval"]) + learned:
+    for line in ([main_infill_label(paths["eval"])] if learned else []) + summary_lines(paths["eval"]) + learned:
         print(f"[medxgan] {line}", flush=True)
     if cfg.mode == "quick":
         print("[medxgan] quick mode: quality traded for time; numbers are not the benchmark", flush=True)

@@ -27,7 +27,8 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["INFILL", "INFILL_LABEL", "inpainter_done", "train_demo_inpainter", "evaluate_learned", "learned_summary_lines", "run_learned_stages"]
+__all__ = ["INFILL", "INFILL_LABEL", "inpainter_done", "train_demo_inpainter", "evaluate_learned", "learned_summary_lines", "main_infill_label",
+           "run_learned_stages"]
 
 INFILL = "learned-gan"
 INFILL_LABEL = "learned from the scan's context + the GAN's anatomy"
@@ -70,6 +71,21 @@ def evaluate_learned(data: Path, out: Path, runs: tuple[Path, Path], cfg: Any, *
     write_report(out, max_rows=cfg.report_rows)  # its own page (eval-learned-gan/report/)
     if main_report is not None:  # the demo's own report is written at its end (it finds OUT beside its eval/)
         write_report(main_report, max_rows=cfg.report_rows)
+
+
+def main_infill_label(eval_dir: Path) -> str:
+    """The summary's heading of the main evaluation: the in-fill it used, as its results.json records it (the run's
+    preset may have chosen it with ``auto``)."""
+    from medxgan.evaluate.store import RESULTS_JSON
+
+    try:
+        config = json.loads((Path(eval_dir) / RESULTS_JSON).read_text()).get("config") or {}
+    except (OSError, ValueError, AttributeError):
+        config = {}
+    used = (config.get("inversion") or {}).get("minimal_mask_infill", "gan")
+    how = "chosen by auto on the run's validation scans" if config.get("infill_selection") else "the run's in-fill"
+    what = {"gan": "the GAN's anatomy", "blur": "a blur of the scan", "mean": "the mean healthy training scan"}.get(used, used)
+    return f"main evaluation, in-fill {used} ({what}; {how}):"
 
 
 def learned_summary_lines(eval_dir: Path) -> list[str]:
