@@ -69,19 +69,15 @@ def minimal_mask_options(args: argparse.Namespace) -> dict[str, Any]:
         raise MedxganError("--infill twin: the lesion-free twin is ground truth of phantom data, for evaluate only "
                            "(explain takes gan, blur, mean, inpaint, learned or learned-gan)", arg="infill")
     infill, inpainter = getattr(args, "infill", None), getattr(args, "inpainter", None)
-    if infill in ("learned", "learned-gan"):
-        if not inpainter:
-            raise MedxganError(f"--infill {infill}: needs --inpainter RUN (a run of `medxgan train-inpainter`"
-                               f"{' --gan' if infill == 'learned-gan' else ''})", arg="inpainter")
+    if infill in ("learned", "learned-gan") and not inpainter:
+        raise MedxganError(f"--infill {infill}: needs --inpainter RUN (a run of `medxgan train-inpainter`"
+                           f"{' --gan' if infill == 'learned-gan' else ''})", arg="inpainter")
+    if inpainter:
+        if infill not in ("learned", "learned-gan", "auto"):
+            raise MedxganError(f"--inpainter {inpainter}: applies to --infill learned, learned-gan or auto only", arg="inpainter")
         from medxgan.gan.inpainter import check_inpainter_run
 
         check_inpainter_run(inpainter)  # a missing or foreign folder: one line, before any work
-    elif inpainter and infill == "auto":
-        from medxgan.gan.inpainter import check_inpainter_run
-
-        check_inpainter_run(inpainter)  # a candidate of auto
-    elif inpainter:
-        raise MedxganError(f"--inpainter {inpainter}: applies to --infill learned, learned-gan or auto only", arg="inpainter")
     opts = {"minimal_mask_steps": args.minimal_mask_steps, "minimal_mask_target": target, "minimal_mask_scale": args.minimal_mask_scale,
             "minimal_mask_floor": args.minimal_mask_floor, "minimal_mask_infill": infill, "minimal_mask_inpainter": inpainter}
     return {k: v for k, v in opts.items() if v is not None}

@@ -39,9 +39,8 @@ from medxgan.gan.inversion import InversionConfig, counterfactual_images, invert
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.tensors import frozen
 
-__all__ = ["AUTO", "AUTO_CANDIDATES", "MARGIN_DB", "InfillSelection", "score_infills", "choose", "select_infill_for_run"]
+__all__ = ["AUTO_CANDIDATES", "MARGIN_DB", "InfillSelection", "score_infills", "choose", "select_infill_for_run"]
 
-AUTO = "auto"
 AUTO_CANDIDATES = ("gan", "blur", "mean")  # + the learned in-fill of a given inpainter
 MARGIN_DB = 0.5
 SELECTION_FILE = "infill_selection.json"

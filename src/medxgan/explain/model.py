@@ -219,27 +219,28 @@ class MedXGANModel:
         from medxgan.explain.infill_selection import select_infill_for_run
 
         m = self.engine.minimal_mask
+        gan_only = dataclasses.replace(m, infill="gan", inpainter=None)
         if not self.engine.refines_mask:  # no minimal mask, nothing is filled
-            self.engine.minimal_mask = dataclasses.replace(m, infill="gan", inpainter=None)
+            self.engine.minimal_mask = gan_only
             return
-        if not required:
-            try:
-                return self._choose_infill(loaded, required=True)
-            except MedxganError as e:
-                warnings.warn(f"{loaded.path}: the preset's in-fill 'auto' cannot choose ({e}); the generator's anatomy (gan) fills the "
-                              "minimal mask", stacklevel=2)
-                self.engine.minimal_mask = dataclasses.replace(m, infill="gan", inpainter=None)
-                return
-        inpainter = None
-        if m.inpainter:
-            inpainter = self.infill_inpainter_checked()
-            if inpainter.uses_gan:
-                from medxgan.explain.infill import check_inpainter_for
-                from medxgan.runtime.runs import fingerprint_module
+        try:
+            inpainter = None
+            if m.inpainter:
+                inpainter = self.infill_inpainter_checked()
+                if inpainter.uses_gan:
+                    from medxgan.explain.infill import check_inpainter_for
+                    from medxgan.runtime.runs import fingerprint_module
 
-                check_inpainter_for("learned-gan", inpainter, fingerprint_module(self.generator))
-        mapping = {k: v for k, v in (loaded.config.get("train_config") or {}).items() if k in ("positive", "negative", "csv") and v}
-        sel = select_infill_for_run(self, loaded.config.get("data") or "", mapping, inpainter=inpainter)
+                    check_inpainter_for("learned-gan", inpainter, fingerprint_module(self.generator))
+            mapping = {k: v for k, v in (loaded.config.get("train_config") or {}).items() if k in ("positive", "negative", "csv") and v}
+            sel = select_infill_for_run(self, loaded.config.get("data") or "", mapping, inpainter=inpainter)
+        except MedxganError as e:
+            if required:
+                raise
+            warnings.warn(f"{loaded.path}: the preset's in-fill 'auto' cannot choose ({e}); the generator's anatomy (gan) fills the "
+                          "minimal mask", stacklevel=2)
+            self.engine.minimal_mask = gan_only
+            return
         self.infill_selection = sel
         self.engine.minimal_mask = dataclasses.replace(m, infill=sel.chosen, inpainter=m.inpainter if sel.chosen in LEARNED_INFILLS else None)
 
