@@ -43,7 +43,7 @@ def _images(n=3, c=1, size=32, seed=0):
 
 def test_registry_names():
     assert list(EXPLAINERS) == ["saliency", "gradcam", "ig-black", "ig-grey", "smoothgrad", "occlusion",
-                                "extremal-perturbation", "meaningful-perturbation", "rise", "medxgan-diff", "medxgan-lig"]
+                                "extremal-perturbation", "meaningful-perturbation", "rise", "medxgan-diff", "medxgan-lig", "medxgan-mask"]
     with pytest.raises(MedxganError, match="unknown"):
         build_explainers(["nope"], _cnn())
     with pytest.raises(MedxganError, match="GAN"):

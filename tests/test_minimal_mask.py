@@ -295,3 +295,68 @@ def test_a_given_start_replaces_the_generators_mask_as_start_but_not_as_target()
     m = refine_mask(clf, x, fill, gm, steps=30, lr=0.1, start=good)
     assert float(m[:, :, :2, :2].mean()) > 0.8 and float(m[:, :, 2:, 2:].mean()) < 0.1
 
+
+
+def test_the_mask_map_is_the_minimal_mask_and_the_difference_map_is_it_times_the_fill_change():
+    """medxgan-mask returns the searched mask itself; |x - x_res| = M |x - fill| makes the difference map the mask times the
+    in-fill's change (here the gan in-fill, fill = x_neg = B(z1*)); both rows share one counterfactual (no second search)."""
+    from medxgan import MedXGAN
+    from medxgan.explain.baselines import build_explainers
+
+    G, clf, x = masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=15))
+    diff, mask = build_explainers(["medxgan-diff", "medxgan-mask"], clf, gan=mx)
+    assert mask.name == "medxgan-mask" and mask.engine is diff.engine
+    d, m = diff.explain(x), mask.explain(x)
+    cf = mx.engine.counterfactuals(x)
+    assert torch.equal(m.maps, cf.masks) and float(m.maps.min()) >= 0 and float(m.maps.max()) <= 1
+    assert torch.allclose(d.maps, cf.masks * (x - cf.x_neg).abs(), atol=1e-6)
+    assert torch.equal(m.extras["x_res"], d.extras["x_res"])  # the same counterfactual, so the same validity and twin figures
+
+
+def test_the_mask_map_finds_the_region_a_classifier_reads():
+    """A classifier whose evidence is one 4 x 4 block: the mask map's top pixels are that block."""
+    from medxgan import MedXGAN
+    from medxgan.evaluate.localisation import iou_area_matched
+
+    G, _, x = masked_setup()
+
+    class Block(nn.Module):
+        def forward(self, t):
+            return (3 * t[:, :, 4:8, 4:8].mean((1, 2, 3)) + 1).unsqueeze(1)
+
+    clf = wrap_classifier(Block(), output="logit1", name="block")
+    x = x.clone()
+    x[:, :, 4:8, 4:8] = 1.0  # strong evidence where the classifier reads
+    mx = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="residual", minimal_mask_steps=150, minimal_mask_scale=1,
+                                        minimal_mask_floor=-1.0))
+    maps = mx.mask_explainer().explain(x).maps
+    truth = torch.zeros(16, 16, dtype=torch.bool)
+    truth[4:8, 4:8] = True
+    for i in range(len(x)):
+        assert iou_area_matched(maps[i, 0].numpy(), truth.numpy()) >= 0.75
+
+
+def test_the_mask_map_needs_the_minimal_mask_and_the_default_set_skips_it_without_one():
+    from medxgan import MedXGAN
+    from medxgan.explain.baselines import build_explainers
+
+    G, clf, x = masked_setup()
+    off = MedXGAN(G, clf, inversion=dict(steps=2, restarts=1, counterfactual="generator"))
+    with pytest.raises(MedxganError, match="medxgan-mask"):
+        off.mask_explainer()
+    with pytest.raises(MedxganError, match="minimal mask"):
+        build_explainers(["medxgan-mask"], clf, gan=off)
+
+
+def test_sanity_check_re_searches_the_mask_map_under_the_randomised_classifier():
+    from medxgan import MedXGAN
+    from medxgan.evaluate.sanity import _map_function, classifier_based, model_randomisation
+
+    G, clf, x = masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=10))
+    mask = mx.mask_explainer()
+    assert classifier_based(mask)
+    assert torch.allclose(torch.from_numpy(_map_function(mask, x)()), mask.explain(x).maps[:, 0], atol=1e-6)  # trained weights: same map
+    curve = model_randomisation([mask], clf, x, n_resamples=50)["methods"]["medxgan-mask"]["curve"]
+    assert curve and all(c["ssim"]["n"] == 2 for c in curve)

@@ -103,7 +103,7 @@ from medxgan.evaluate.stats import aggregate
 from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.classifiers.checks import prediction_check
-from medxgan.explain.baselines import BASELINE_METHODS, EXPLAINERS, MEDXGAN_METHODS, build_explainers, gradcam_unavailable
+from medxgan.explain.baselines import BASELINE_METHODS, EXPLAINERS, MEDXGAN_METHODS, MINIMAL_MASK_METHODS, build_explainers, gradcam_unavailable
 from medxgan.explain.model import as_medxgan
 from medxgan.runtime import distributed as dist
 from medxgan.runtime.atomic import atomic_write_json, atomic_write_text
@@ -316,6 +316,9 @@ def _explainers(explainers: Sequence[Any] | None, methods: Sequence[str] | None,
             skipped = [m for m in names if m in MEDXGAN_METHODS]
             names = [m for m in names if m not in MEDXGAN_METHODS]
             notes.append(f"medXGAN methods skipped ({', '.join(skipped)}): no GAN run given (--gan).")
+        if not methods and model is not None and not model.engine.refines_mask:  # the default set: the mask map needs a minimal mask
+            names = [m for m in names if m not in MINIMAL_MASK_METHODS]
+            notes.append(f"{', '.join(MINIMAL_MASK_METHODS)} skipped: this GAN's explanations use no minimal mask.")
         if not names:
             raise MedxganError("methods: nothing to evaluate (the medXGAN methods need --gan)", arg="methods")
         exps = build_explainers(names, clf, gan=model, batch_size=batch_size, gradcam_layer=gradcam_layer)
@@ -485,9 +488,10 @@ def _notes(config: dict, n_loc: int, n_sel: int, ms_limit: int, exps: Iterable[A
     if "smoothgrad" in names:
         notes.append("SmoothGrad: 25 samples, noise std 0.1 in [-1, 1] units; IG: 50 steps, baselines -1 (black) and 0 (grey); "
                      "occlusion: window 8 / stride 4 px at 64 px, scaled with the image size, fill 0.")
-    if "medxgan-diff" in names and "medxgan-lig" in names:
-        first = "medxgan-diff" if names.index("medxgan-diff") < names.index("medxgan-lig") else "medxgan-lig"
-        notes.append(f"medXGAN methods share one inversion per image: its cost is in {first}'s time; the other's time excludes it.")
+    mx_names = [n for n in names if n in MEDXGAN_METHODS]
+    if len(mx_names) > 1:
+        notes.append(f"medXGAN methods share one inversion and minimal mask per image: their cost is in {mx_names[0]}'s time; "
+                     f"{', '.join(mx_names[1:])} exclude it.")
     if config.get("noisy_inversion") and any(n.startswith("medxgan") for n in names):
         notes.append(f"medXGAN robustness / max-sensitivity: the noisy copies were inverted with {config['noisy_inversion']} "
                      "(start 'clean' = from the clean image's codes), not like any other image: those numbers measure the "

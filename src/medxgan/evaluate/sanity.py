@@ -131,6 +131,9 @@ def _map_function(ex: Any, images: torch.Tensor):
     if hasattr(ex, "from_counterfactuals") and hasattr(ex, "engine"):  # LIG: keep the trained model's latent path
         cf = ex.engine.counterfactuals(images.to(ex.engine.device))
         return lambda: ex.from_counterfactuals(cf).maps[:, 0].detach().float().cpu().numpy()
+    if getattr(ex, "name", "") == "medxgan-mask":  # the minimal mask re-searched under the current weights, same inversion
+        cf = ex.engine.counterfactuals(images.to(ex.engine.device))
+        return lambda: ex.engine.refine_masks(cf)[:, 0].detach().float().cpu().numpy()
     if hasattr(ex, "engine") and getattr(ex.engine, "refines_mask", False):  # difference map: same inversion, mask re-refined
         cf = ex.engine.counterfactuals(images.to(ex.engine.device))
         return lambda: _minimal_mask_difference(ex.engine, cf)

@@ -43,7 +43,7 @@ from torch import Tensor
 
 from medxgan.classifiers.architectures import find_gradcam_layer, get_layer, is_scripted
 from medxgan.explain.base import Explainer, Explanation
-from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer
+from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer, MinimalMaskExplainer
 from medxgan.explain.lig import LIGExplainer
 from medxgan.explain.model import as_medxgan
 from medxgan.explain.perturbation import PERTURBATION_METHODS
@@ -270,7 +270,9 @@ BASELINE_METHODS: dict[str, Callable[..., Explainer]] = {
     "smoothgrad": SmoothGradExplainer,
     "occlusion": OcclusionExplainer,
 }
-MEDXGAN_METHODS = ("medxgan-diff", "medxgan-lig")
+MEDXGAN_METHODS = ("medxgan-diff", "medxgan-lig", "medxgan-mask")
+#: medXGAN methods that need the minimal mask (the engine's ``refines_mask``); dropped from a default set without it
+MINIMAL_MASK_METHODS = ("medxgan-mask",)
 
 #: method name -> factory ``f(classifier, gan=None, **kw) -> Explainer``; the keys are the ``--methods`` choices.
 EXPLAINERS: dict[str, Callable[..., Explainer]] = {}
@@ -299,6 +301,8 @@ def _medxgan_factory(name: str) -> Callable[..., Explainer]:
             engine = counterfactual_engine(gan, classifier)
         if name == "medxgan-diff":
             ex = DifferenceExplainer(engine, **_only(kw, ("batch_size", "frames")))
+        elif name == "medxgan-mask":
+            ex = MinimalMaskExplainer(engine, **_only(kw, ("batch_size",)))
         else:
             ex = LIGExplainer(engine, **_only(kw, ("batch_size",)))
         ex.name = name

@@ -488,7 +488,9 @@ class DifferenceExplainer(Explainer):
         self.frames = frames
 
     def attribute(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        cf = self.engine.counterfactuals(images)
+        return self._map_and_extras(self.engine.counterfactuals(images))
+
+    def _map_and_extras(self, cf: Counterfactuals) -> tuple[Tensor, dict[str, Any]]:
         diff, signed = difference_maps(*self.engine.endpoints(cf), self.engine.reduce)
         extras: dict[str, Any] = dict(
             x_pos=cf.x_pos, x_neg=cf.x_neg, signed_difference=signed, prob_input=cf.prob_input, prob_pos=cf.prob_pos,
@@ -500,3 +502,26 @@ class DifferenceExplainer(Explainer):
             frames, probs = self.engine.interpolation(cf, self.frames)
             extras.update(frames=frames, frame_probs=probs, accumulated_change=accumulated_change(frames, self.engine.reduce))
         return diff, extras
+
+
+class MinimalMaskExplainer(DifferenceExplainer):
+    """The minimal mask itself as the map: M in [0, 1], the region of the scan the residual counterfactual replaces by the
+    in-fill, found per scan by the classifier-driven search (:mod:`medxgan.explain.minimal_mask`): where the classifier's
+    decision sits, at the search's grid resolution. The difference map |x - x_res| = M |x - fill| multiplies it by how
+    much the in-fill changes each pixel, so where the in-fill differs from the scan for reasons other than the lesion
+    (a blurred edge, the generator's anatomy error) that map ranks those pixels up; the mask does not (measured on every
+    family in benchmarks/counterfactual/RESULTS.md). Same counterfactual and extras as :class:`DifferenceExplainer`;
+    no interpolation frames (the difference method has them). Needs the minimal mask (``engine.refines_mask``)."""
+
+    name = "medxgan-mask"
+
+    def __init__(self, engine: CounterfactualEngine, *, batch_size: int = 16):
+        if not engine.refines_mask:
+            raise MedxganError("medxgan-mask: the map is the minimal mask, and this GAN's explanations use none (it needs the "
+                               "residual counterfactual of a masked generator with minimal_mask_steps > 0)", arg="methods")
+        super().__init__(engine, frames=0, batch_size=batch_size)
+
+    def _map_and_extras(self, cf: Counterfactuals) -> tuple[Tensor, dict[str, Any]]:
+        diff, extras = super()._map_and_extras(cf)
+        assert cf.masks is not None  # refines_mask, checked at construction
+        return cf.masks.to(diff.device, diff.dtype), extras

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 from medxgan.classifiers.adapter import convert_channels
 from medxgan.explain.base import Explanation, check_images
-from medxgan.explain.counterfactual import CounterfactualEngine, Counterfactuals, DifferenceExplainer, MinimalMaskConfig, split_options
+from medxgan.explain.counterfactual import (CounterfactualEngine, Counterfactuals, DifferenceExplainer, MinimalMaskConfig,
+                                           MinimalMaskExplainer, split_options)
 from medxgan.explain.infill import LEARNED_INFILLS
 from medxgan.explain.lig import LIGExplainer
 from medxgan.gan.inversion import InversionConfig
@@ -284,6 +285,10 @@ class MedXGANModel:
 
     def lig_explainer(self, **kwargs: Any):
         return LIGExplainer(self.engine, **kwargs)
+
+    def mask_explainer(self, batch_size: int = 16):
+        """The minimal mask as the map (``medxgan-mask``; needs the minimal mask)."""
+        return MinimalMaskExplainer(self.engine, batch_size=batch_size)
 
     # ---- inversion -------------------------------------------------------------------------------
     def _prepare(self, images: Tensor) -> Tensor:

@@ -14,9 +14,9 @@ __all__ = ["METHOD_ORDER", "METHOD_LABEL", "REPORT_CSS", "esc", "ci_text", "ci_c
            "ordered_methods", "method_stat"]
 
 
-METHOD_ORDER = ("medxgan-diff", "medxgan-lig", "gradcam", "ig-black", "ig-grey", "smoothgrad", "occlusion", "saliency",
+METHOD_ORDER = ("medxgan-diff", "medxgan-lig", "medxgan-mask", "gradcam", "ig-black", "ig-grey", "smoothgrad", "occlusion", "saliency",
                 "extremal-perturbation", "meaningful-perturbation", "rise", "twin")
-METHOD_LABEL = {"medxgan-diff": "medXGAN difference", "medxgan-lig": "medXGAN LIG", "gradcam": "Grad-CAM",
+METHOD_LABEL = {"medxgan-diff": "medXGAN difference", "medxgan-lig": "medXGAN LIG", "medxgan-mask": "medXGAN minimal mask", "gradcam": "Grad-CAM",
                 "ig-black": "IG (black)", "ig-grey": "IG (grey)", "smoothgrad": "SmoothGrad", "occlusion": "Occlusion",
                 "saliency": "Saliency", "extremal-perturbation": "Extremal Perturbation", "meaningful-perturbation": "Meaningful Perturbation",
                 "rise": "RISE", "twin": "twin (ground truth)"}

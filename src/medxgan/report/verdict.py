@@ -81,7 +81,7 @@ def verdicts(results: Mapping[str, Any]) -> list[dict]:
 
     for key, label in VERDICT_METRICS:
         # the medXGAN rows of another in-fill (``<method>@<infill>``, report.metric_tables.with_infill_rows) are judged alike
-        for m in [v for b in ("medxgan-diff", "medxgan-lig") for v in [b] + [v for v in methods if v.startswith(b + "@")]]:
+        for m in [v for b in ("medxgan-diff", "medxgan-lig", "medxgan-mask") for v in [b] + [v for v in methods if v.startswith(b + "@")]]:
             named = ", ".join(method_label(c) for c in COMPETITORS if c in methods) or "none evaluated"
             out.append(item(m, key, label, COMPETITORS, f"{row_label(results, m)} vs the baselines ({named}) on {label}"))
     sig = [float(s) for s in ((results.get("config") or {}).get("noise_sigmas") or [])]
