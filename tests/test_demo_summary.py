@@ -5,15 +5,32 @@ from __future__ import annotations
 
 import json
 
-from medxgan.demo import DEMO_METHOD_OPTIONS, DEMO_PERTURBATION, DemoConfig, _method_settings, summary_lines
+from medxgan.demo import DEMO_METHOD_OPTIONS, DEMO_PERTURBATION, DemoConfig, summary_lines
+from medxgan.demo_methods import eval_done, method_settings
 
 
 def test_the_default_demo_evaluates_the_perturbation_baselines_light():
-    s = _method_settings(DemoConfig.default())
-    assert set(DEMO_PERTURBATION) <= set(s["methods"]) and {"medxgan-diff", "medxgan-lig", "ig-black"} <= set(s["methods"])
+    s = method_settings(DemoConfig.default().methods)
+    assert set(DEMO_PERTURBATION) <= set(s["methods"]) and {"medxgan-diff", "medxgan-lig", "medxgan-mask", "ig-black"} <= set(s["methods"])
     assert s["light_methods"] == DEMO_PERTURBATION and s["method_options"] == DEMO_METHOD_OPTIONS
-    mine = _method_settings(DemoConfig(methods=("saliency", "medxgan-diff")))  # an explicit set: nothing added
+    mine = method_settings(DemoConfig(methods=("saliency", "medxgan-diff")).methods)  # an explicit set: nothing added
     assert mine == {"methods": ["saliency", "medxgan-diff"], "light_methods": (), "method_options": None}
+
+
+class _Model:  # what method_settings reads of a MedXGANModel
+    def __init__(self, refines_mask):
+        self.engine = type("E", (), {"refines_mask": refines_mask})()
+
+
+def test_the_mask_map_is_evaluated_only_for_a_gan_with_the_minimal_mask(tmp_path):
+    assert "medxgan-mask" in method_settings(None, _Model(True))["methods"]
+    assert "medxgan-mask" not in method_settings(None, _Model(False))["methods"]
+    # an evaluation folder made before the mask map existed is not done; one without a minimal mask does not need it
+    for inv, done in (({"counterfactual": "residual", "minimal_mask_steps": 150}, False), ({"counterfactual": "generator"}, True)):
+        methods = method_settings(None, _Model(False))["methods"]
+        (tmp_path / "results.json").write_text(json.dumps({"config": {"methods": methods, "n": 3, "n_selected": 3, "inversion": inv},
+                                                           "slices": {"evaluated": 3}}))
+        assert eval_done(tmp_path, 3) is done
 
 
 def _st(v):

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from medxgan.demo_methods import DEMO_METHOD_OPTIONS, DEMO_PERTURBATION, eval_done, method_settings  # noqa: F401 (re-exported)
 from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import resume_or_restart
@@ -62,12 +63,6 @@ REAL_BRAIN = "real-brain"
 #: settings added after demos were made, at the value that reproduces those demos (an older demo.json lacks them)
 _ADDED_SETTINGS = {"encoder_steps": 0, "encoder_max_minutes": None, "inpainter_steps": 1000}
 DEMO_JSON = "demo.json"
-#: the perturbation baselines the demo evaluates next to the gradient ones (issue 31), light: explained once per scan (no
-#: noisy copies, no max-sensitivity, EvaluateConfig.light_methods); Extremal Perturbation with DEMO_METHOD_OPTIONS
-#: (100 iterations instead of 300: IoU 0.608 vs 0.587 on 8 brain scans, map Spearman 0.96 with the default's, a third of
-#: the cost; benchmarks/perturbation/RESULTS.md, "The demo's setting of the perturbation baselines")
-DEMO_PERTURBATION = ("rise", "meaningful-perturbation", "extremal-perturbation")
-DEMO_METHOD_OPTIONS = {"extremal-perturbation": {"max_iter": 100}}
 
 
 @dataclass(frozen=True)
@@ -212,33 +207,6 @@ def _encoder_done(d: Path) -> bool:
     return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "encoder.safetensors").is_file()
 
 
-def _all_methods() -> list[str]:
-    from medxgan.explain.baselines import BASELINE_METHODS, MEDXGAN_METHODS
-
-    return list(BASELINE_METHODS) + list(DEMO_PERTURBATION) + list(MEDXGAN_METHODS)
-
-
-def _method_settings(cfg: "DemoConfig") -> dict[str, Any]:
-    """evaluate's method list and the perturbation baselines' light evaluation and settings (see DEMO_PERTURBATION)."""
-    methods = list(cfg.methods or _all_methods())
-    return {"methods": methods, "light_methods": tuple(m for m in DEMO_PERTURBATION if m in methods),
-            "method_options": {m: o for m, o in DEMO_METHOD_OPTIONS.items() if m in methods} or None}
-
-
-def _eval_done(d: Path, n: int, methods: Any = None) -> bool:
-    from medxgan.evaluate.store import RESULTS_JSON
-
-    res = _read_json(d / RESULTS_JSON)
-    if not isinstance(res, dict):
-        return False
-    cfg = res.get("config") or {}
-    if not set(methods or _all_methods()) <= set(cfg.get("methods") or []):
-        return False
-    # covers n: the selection was made with this n (or at least as many images were evaluated)
-    sel = int(cfg.get("n_selected") or 0)
-    return (cfg.get("n") == n or sel >= n) and int((res.get("slices") or {}).get("evaluated") or 0) >= min(n, sel)
-
-
 def _frames_todo(eval_dir: Path, rows: int) -> list[str]:
     from medxgan.evaluate.store import RESULTS_JSON, frames_file, input_maps_file, method_maps_file
     from medxgan.report.html import select_rows
@@ -307,7 +275,7 @@ def _cross_brain(cfg: DemoConfig, paths: dict[str, Path], gan: Any, seed: int, d
     data = paths["cross"].parent / "data-icbm152"
     if not (data / "dataset.json").is_file():
         synth_cross_brain(data, n=max(300, 10 * cfg.eval_n), size=cfg.size, seed=seed, show_progress=show_progress)
-    evaluate(data, paths["cross"], gan=gan, **_method_settings(cfg), n=cfg.eval_n, split="test",
+    evaluate(data, paths["cross"], gan=gan, **method_settings(cfg.methods, gan), n=cfg.eval_n, split="test",
              subset="pred-pos", noise_sigmas=(), seed=seed, device=dev, batch_size=cfg.eval_batch_size,
              max_sensitivity=False, n_resamples=cfg.n_resamples, inversion=inversion, show_progress=show_progress)
     write_report(paths["cross"], max_rows=cfg.report_rows)
@@ -445,7 +413,7 @@ class _StageWork:
         from medxgan.report.plots import write_plots
 
         cfg = self.cfg
-        res = evaluate(self.paths["data"], self.paths["eval"], gan=self.model(), **_method_settings(cfg),
+        res = evaluate(self.paths["data"], self.paths["eval"], gan=self.model(), **method_settings(cfg.methods, self.model()),
                        n=cfg.eval_n, split="test", subset="pred-pos", noise_sigmas=cfg.noise_sigmas, seed=self.seed, device=self.dev,
                        batch_size=cfg.eval_batch_size, max_sensitivity=cfg.max_sensitivity, max_sensitivity_n=cfg.max_sensitivity_n or None,
                        n_resamples=cfg.n_resamples, inversion=self.inversion, show_progress=self.show_progress,
@@ -488,15 +456,15 @@ def _run_stages(book: _StageBook, work: _StageWork) -> None:
     # the encoder path whenever the run has a trained encoder (also one trained by hand with `medxgan train-encoder`)
     work.inversion = cfg.inversion(encoder=_encoder_done(paths["encoder"]))
     # evaluation, then interpolation frames for the report (sharing the inversions of the evaluation)
-    book.run("eval", lambda: _eval_done(paths["eval"], cfg.eval_n, cfg.methods), work.evaluate,
+    book.run("eval", lambda: eval_done(paths["eval"], cfg.eval_n, cfg.methods), work.evaluate,
              f"explain and evaluate {cfg.eval_n} held-out predicted positives ({'all methods' if not cfg.methods else ', '.join(cfg.methods)})")
     if cfg.kind == REAL_BRAIN:
-        book.run("cross", lambda: _eval_done(paths["cross"], cfg.eval_n, cfg.methods), work.cross_brain,
+        book.run("cross", lambda: eval_done(paths["cross"], cfg.eval_n, cfg.methods), work.cross_brain,
                  f"cross-brain: the same classifier and GAN on {cfg.eval_n} ICBM152 positives")
         if cfg.inpainter_steps > 0:
             from medxgan.demo_infill import run_learned_stages
 
-            run_learned_stages(book, work, _eval_done)
+            run_learned_stages(book, work, eval_done)
     book.run("frames", lambda: not _frames_todo(paths["eval"], cfg.report_rows), work.frames, "latent interpolation frames for the report")
 
 
