@@ -184,6 +184,13 @@ def test_explain_files_saves_the_minimal_mask(tmp_path):
     maps = np.load(tmp_path / "out" / "scan" / "maps.npz")
     m = maps["residual_mask"]
     assert m.shape == (16, 16) and 0.0 <= m.min() and m.max() <= 1.0
+    import json
+
+    rec = json.loads((tmp_path / "out" / "scan" / "explanation.json").read_text())  # the mask map's overlay, on the page too
+    assert rec["files"]["minimal_mask_overlay"] == "minimal_mask_overlay.png"
+    with Image.open(tmp_path / "out" / "scan" / "minimal_mask_overlay.png") as im:
+        im.verify()
+    assert "minimal_mask_overlay.png" in (tmp_path / "out" / "scan" / "index.html").read_text()
     r = mx.explain(x[:1], frames=3)[0]
     assert r.residual_mask is not None and torch.allclose(r.residual, x[0] + r.residual_mask * (r.negative - x[0]), atol=1e-6)
 

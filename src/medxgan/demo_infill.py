@@ -106,8 +106,8 @@ def learned_summary_lines(eval_dir: Path) -> list[str]:
 
     group = "counterfactual_residual" if ((res.get("config") or {}).get("inversion") or {}).get("counterfactual") == "residual" else "counterfactual"
     fid = "twin_fidelity.residual.psnr_gain" if group == "counterfactual_residual" else "twin_fidelity.negative.psnr_gain"
-    return [f"in-fill {INFILL} ({INFILL_LABEL}): area-matched IoU medxgan-diff {stat('medxgan-diff', 'localisation.iou_area_matched')}, "
-            f"medxgan-lig {stat('medxgan-lig', 'localisation.iou_area_matched')}; counterfactual valid for the classifier "
+    iou = ", ".join(f"{m} {stat(m, 'localisation.iou_area_matched')}" for m in ("medxgan-diff", "medxgan-lig", "medxgan-mask") if m in methods)
+    return [f"in-fill {INFILL} ({INFILL_LABEL}): area-matched IoU {iou}; counterfactual valid for the classifier "
             f"{stat('medxgan-diff', f'{group}.valid_classifier')}, for the oracle {stat('medxgan-diff', f'{group}.valid_oracle')}; "
             f"twin gain {stat('medxgan-diff', fid)} dB"]
 

@@ -21,6 +21,8 @@ OUTPUT_FILES = dict(
     accumulated_change_overlay="accumulated_change_overlay.png", interpolation_strip="interpolation.png",
     interpolation_gif="interpolation.gif", panel="panel.png", maps="maps.npz", json="explanation.json", page="index.html",
 )
+#: written only when the minimal mask was used (the ``medxgan-mask`` map: the region the residual counterfactual replaced)
+MASK_OVERLAY = "minimal_mask_overlay.png"
 SLIDER_DIR = "slider"  # the frames and accumulated-change maps of the latent slider (index.html and the gallery)
 
 
@@ -57,6 +59,10 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
     fig.save_png(out / F["difference_overlay"], diff_ov)
     fig.save_png(out / F["lig_overlay"], lig_ov)
     fig.save_png(out / F["accumulated_change_overlay"], acc_ov)
+    mask_ov = None
+    if res.residual_mask is not None:
+        mask_ov = fig.overlay_heatmap(big_in, res.residual_mask, signed=False, cmap="jet")
+        fig.save_png(out / MASK_OVERLAY, mask_ov)
 
     frames = [fig.tensor_to_pil(f) for f in res.frames]
     caps = [f"a={a:.2f}\np={p:.2f}" for a, p in zip(res.alphas, res.frame_probs)]
@@ -64,12 +70,13 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
              else "G(z1*, a z2*): p(positive) per frame")
     fig.save_png(out / F["interpolation_strip"], fig.captioned_strip(frames, caps, min_size=96, title=title))
     fig.save_gif(out / F["interpolation_gif"], [fig.captioned_strip([f], [c.replace("\n", "  ")], min_size=display_size) for f, c in zip(frames, caps)])
-    images = [inp, rec, neg] + ([resid] if is_residual else []) + [diff_ov, lig_ov]
+    images = [inp, rec, neg] + ([resid] if is_residual else []) + [diff_ov, lig_ov] + ([mask_ov] if mask_ov is not None else [])
     captions = ([f"input\np={res.prob_input:.3f}", f"reconstruction\np={res.prob_reconstruction:.3f}\nPSNR {res.psnr:.1f} dB",
                  f"negative G(z1*,0)\np={res.prob_negative:.3f}"]
                 + ([f"residual cf (used)\np={res.prob_residual:.3f}"] if is_residual else [])
                 + ["|x - x_res|" if is_residual else "|x_pos - x_neg|",
-                   f"LIG ({res.settings.get('lig_form', 'path')})\ncompl. err {100 * res.completeness_error_rel:.1f}%"])
+                   f"LIG ({res.settings.get('lig_form', 'path')})\ncompl. err {100 * res.completeness_error_rel:.1f}%"]
+                + (["minimal mask M\n(x_res replaced it)"] if mask_ov is not None else []))
     panel = fig.captioned_strip(images, captions, min_size=display_size)
     fig.save_png(out / F["panel"], panel)
     buf = io.BytesIO()
@@ -82,7 +89,8 @@ def write_explanation(res: ExplanationResult, out_dir: str | os.PathLike, *, sou
     slider = write_slider_images(res.frames, out / SLIDER_DIR, "frame")
     record = dict(
         name=name or out.name, input=str(source) if source is not None else None, dir=str(out),
-        **res.summary(), settings=to_jsonable(res.settings), files={k: v for k, v in F.items()},
+        **res.summary(), settings=to_jsonable(res.settings),
+        files={**F, **({"minimal_mask_overlay": MASK_OVERLAY} if mask_ov is not None else {})},
         slider={k: [f"{SLIDER_DIR}/{n}" for n in v] for k, v in slider.items()},
     )
     atomic_write_text(out / F["page"], _page(record, slider))
@@ -103,6 +111,8 @@ def _page(record: dict[str, Any], slider: dict[str, list[str]]) -> str:
     tiles += [("|x − x_res|" if resid else "|x_pos − x_neg|", F["difference_overlay"], ""),
               ("LIG", F["lig_overlay"], f"completeness error {100 * record['lig']['completeness_error_rel']:.1f} %"),
               ("accumulated change", F["accumulated_change_overlay"], "")]
+    if "minimal_mask_overlay" in record.get("files", {}):
+        tiles.append(("minimal mask M (the region x_res replaced)", MASK_OVERLAY, ""))
     figs = "".join(f"<figure class='t'><img src='{e(src)}' alt='{e(t)}'><figcaption>{e(t)}<br>{e(c)}</figcaption></figure>" for t, src, c in tiles)
     return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><meta name='viewport' content='width=device-width,initial-scale=1'>"
             f"<title>{e(record['name'])}: medXGAN explanation</title><style>{PAGE_CSS}{SLIDER_CSS}</style></head><body><div class='wrap'>"
