@@ -13,8 +13,8 @@ of the "healthy" target is the classifier's 5th percentile on the train split's 
     python benchmarks/counterfactual/mask_grid.py DEMO_DIR [--targets match healthy] [--scales 1 2 4] [--areas 1] [--tvs 1]
         [--fills anatomy additive texture:0.7] [--w-min 1] [--json out.jsonl]
 
-``--fills`` (what the mask fills the scan with; the library uses ``anatomy``): ``anatomy`` -- B(z1*), the
-generator's anatomy; ``additive`` -- x + (B - G(z1*, z2*)), the scan minus the generator's pathology change
+``--fills`` (what the mask fills the scan with; the library's ``gan`` in-fill is ``anatomy``): ``anatomy`` -- B(z1*), the
+generator's anatomy; ``blur`` -- the library's blur in-fill of the scan; ``additive`` -- x + (B - G(z1*, z2*)), the scan minus the generator's pathology change
 (keeps the scan's noise and fine detail); ``texture:S`` -- B plus the fine detail of the reconstruction residual,
 B + hp_S(x - G(z1*, z2*)) with hp_S the residual minus its Gaussian blur of sigma S pixels (keeps the scan's
 noise, replaces the rest); ``twin`` -- the phantom's lesion-free twin (a what-if bound: the in-fill of a
@@ -85,10 +85,14 @@ def make_fill(name: str, x: torch.Tensor, x_pos: torch.Tensor, base: torch.Tenso
         return (1 - beta) * base + beta * twin
     if name == "additive":
         return (x + (base - x_pos)).clamp(-1, 1)
+    if name == "blur":  # the library's blur in-fill (what --infill auto chose on real MRI and on a brain-phantom GAN)
+        from medxgan.explain.infill import blur_infill
+
+        return blur_infill(x)
     if name.startswith("texture:"):
         res = x - x_pos
         return (base + res - gaussian_blur(res, float(name.split(":", 1)[1]))).clamp(-1, 1)
-    raise SystemExit(f"--fills {name!r}: anatomy, additive, texture:SIGMA, twin or blend:BETA")
+    raise SystemExit(f"--fills {name!r}: anatomy, blur, additive, texture:SIGMA, twin or blend:BETA")
 
 
 def main() -> None:

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
                    help="Grad-CAM's layer by module name (e.g. layer3, features.norm5; as in model.named_modules()); default: the last "
                         "block's output before global pooling, found on a probe batch (printed and stored in results.json)")
     p.add_argument("--methods", nargs="+", choices=list(EXPLAINERS), metavar="METHOD",
-                   help=f"methods to evaluate (default: all; choices: {', '.join(EXPLAINERS)})")
+                   help=f"methods to evaluate (default: all but the perturbation baselines, which cost seconds per image; medxgan-mask "
+                        f"only for a GAN whose explanations use the minimal mask; choices: {', '.join(EXPLAINERS)})")
     p.add_argument("--n", "--num-images", dest="n", type=int,
                    help="evaluate at most N images (a seeded random sample of the subset); under torchrun write --num-images "
                    "(torchrun's own parser takes --n for an abbreviation of its options)")
