@@ -367,3 +367,29 @@ def test_sanity_check_re_searches_the_mask_map_under_the_randomised_classifier()
     assert torch.allclose(torch.from_numpy(_map_function(mask, x)()), mask.explain(x).maps[:, 0], atol=1e-6)  # trained weights: same map
     curve = model_randomisation([mask], clf, x, n_resamples=50)["methods"]["medxgan-mask"]["curve"]
     assert curve and all(c["ssim"]["n"] == 2 for c in curve)
+
+
+def test_cli_minimal_mask_tv_reaches_the_engine_and_bad_values_are_one_line(tmp_path, capsys):
+    import argparse
+    from pathlib import Path
+
+    from medxgan import MedXGAN
+    from medxgan.cli import main
+    from medxgan.cli.common import add_minimal_mask_options, minimal_mask_options
+    from medxgan.gan.run import GanRun
+
+    p = argparse.ArgumentParser()
+    add_minimal_mask_options(p)
+    opts = minimal_mask_options(p.parse_args(["--minimal-mask-tv", "16"]))
+    assert opts == {"minimal_mask_tv": 16.0}
+    G, clf, _ = masked_setup()
+    run = GanRun(G, clf, None, {"preset": {"inversion": dict(counterfactual="residual", minimal_mask_steps=5, minimal_mask_tv=4.0)}}, Path("."))
+    assert MedXGAN.from_run(run, steps=2, restarts=1).engine.minimal_mask.tv == 4.0  # the run's own
+    assert MedXGAN.from_run(run, steps=2, restarts=1, **opts).engine.minimal_mask.tv == 16.0  # the user's wins
+    for bad in ("nan", "-1", "inf"):
+        for cmd in ("explain", "evaluate"):
+            rc = main([cmd, str(tmp_path), "--gan", str(tmp_path), "--out", str(tmp_path / "o"), "--minimal-mask-tv", bad])
+            err = capsys.readouterr().err
+            assert rc == 2 and err.startswith("medxgan: error: --minimal-mask-tv ") and len(err.strip().splitlines()) == 1
+            assert "must be a finite number" in err
+    assert not (tmp_path / "o").exists()
