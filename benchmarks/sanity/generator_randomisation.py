@@ -52,7 +52,7 @@ from medxgan.evaluate.robustness import spearman, ssim
 from medxgan.evaluate.sanity import SANITY_THRESHOLD, randomisation_blocks, randomised, verdict
 from medxgan.evaluate.selection import select_images
 from medxgan.evaluate.stats import aggregate
-from medxgan.explain.baselines import build_explainers
+from medxgan.explain.baselines import MEDXGAN_METHODS, build_explainers
 from medxgan.explain.counterfactual import difference_maps
 from medxgan.explain.minimal_mask import refine_mask
 from medxgan.explain.model import as_medxgan
@@ -147,14 +147,14 @@ def _train(data: Path, clf: Any, run: Path, steps: int, preset: str, seed: int, 
 
 
 def _explain(run: Path, clf: Any, x: torch.Tensor, steps: int, masks: list) -> dict[str, Any]:
-    """Both medXGAN maps of ``x`` with the GAN ``run`` and the classifier ``clf`` (its own), their localisation of the
+    """The medXGAN maps of ``x`` with the GAN ``run`` and the classifier ``clf`` (its own), their localisation of the
     true lesions (area-matched IoU, pointing game, on the scans with a mask) and the share flipped within the mask."""
     model = as_medxgan(str(run), classifier=clf, device="cpu", inversion={"steps": steps})
-    diff, lig = build_explainers(["medxgan-diff", "medxgan-lig"], clf, gan=model)
+    explainers = build_explainers(list(MEDXGAN_METHODS), clf, gan=model)  # difference, LIG and the minimal mask (one inversion)
     cf = model.engine.counterfactuals(x)
-    out: dict[str, Any] = {"medxgan-diff": diff.explain(x).maps[:, 0].numpy(), "medxgan-lig": lig.explain(x).maps[:, 0].numpy(),
-                           "flipped_share": float(cf.flipped.float().mean()), "scans_called_positive": float((cf.prob_input >= 0.5).float().mean())}
-    for m in ("medxgan-diff", "medxgan-lig"):
+    out: dict[str, Any] = {e.name: e.explain(x).maps[:, 0].numpy() for e in explainers}
+    out.update(flipped_share=float(cf.flipped.float().mean()), scans_called_positive=float((cf.prob_input >= 0.5).float().mean()))
+    for m in MEDXGAN_METHODS:
         pairs = [(np.abs(a), k) for a, k in zip(out[m], masks) if k is not None]
         loc = aggregate([{"iou": iou_area_matched(a, k), "pointing": pointing_game(a, k)} for a, k in pairs], n_resamples=1000, seed=0)
         out[f"{m}.localisation"] = {k: {kk: (round(v, 3) if isinstance(v, float) else v) for kk, v in loc[k].items()} for k in ("iou", "pointing")}
@@ -194,10 +194,10 @@ def retrain(a: argparse.Namespace) -> dict[str, Any]:
         rnd = _explain(run, clf, x, a.steps, masks)
     out["randomised_blocks"] = names
     by_run = {"real_seed0": real[0], "real_seed1": real[1], "random_seed0": rnd}
-    for key in ("flipped_share", "scans_called_positive", "medxgan-diff.localisation", "medxgan-lig.localisation"):
+    for key in ("flipped_share", "scans_called_positive", *(f"{m}.localisation" for m in MEDXGAN_METHODS)):
         out[key] = {name: r[key] for name, r in by_run.items()}
     out["methods"] = {}
-    for m in ("medxgan-diff", "medxgan-lig"):
+    for m in MEDXGAN_METHODS:
         sim = _similarity(real[0][m], rnd[m])
         v, why = _verdict(sim)
         out["methods"][m] = {"real_vs_random": sim, "verdict": v, "reason": why, "real_seed0_vs_real_seed1": _similarity(real[0][m], real[1][m])}
