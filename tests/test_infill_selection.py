@@ -171,3 +171,67 @@ def test_the_demo_summary_names_the_infill_its_main_evaluation_used(tmp_path):
     assert main_infill_label(tmp_path) == "main evaluation, in-fill blur (a blur of the scan; chosen by auto on the run's validation scans):"
     (tmp_path / "results.json").write_text(json.dumps({"config": {"inversion": {}}}))
     assert main_infill_label(tmp_path) == "main evaluation, in-fill gan (the GAN's anatomy; the run's in-fill):"
+
+
+def test_a_run_moved_where_its_data_is_not_keeps_its_choice_and_its_mean(masked_runs, tmp_path):
+    """Trained on one machine, explained on another: the data path recorded in the run does not exist there. The choice made
+    for this GAN and classifier is kept (for other inversion settings too, saying so), and the mean healthy scan kept in
+    the run serves the mean in-fill; with the data back, everything is computed again."""
+    import shutil
+
+    from medxgan import MedXGAN
+    from medxgan.explain.infill import HEALTHY_MEAN_FILE, healthy_mean_for_run, healthy_mean_from_data
+
+    gan, data = tmp_path / "gan", tmp_path / "data"
+    shutil.copytree(masked_runs / "gan", gan)
+    shutil.copytree(masked_runs / "data", data)
+    (gan / "infill_selection.json").unlink(missing_ok=True)
+    cfg = json.loads((gan / "config.json").read_text())
+    cfg["data"] = str(data)
+    (gan / "config.json").write_text(json.dumps(cfg))
+    first = MedXGAN.load(gan, **AUTO).infill_selection
+    assert first.model_key and not first.reused
+    mean = MedXGAN.load(gan, **{**AUTO, "minimal_mask_infill": "mean"}).engine.infill_healthy_mean
+    assert (gan / HEALTHY_MEAN_FILE).is_file() and torch.equal(mean, healthy_mean_from_data(data, 64, 1))
+
+    data.rename(tmp_path / "elsewhere")  # the data is gone: same settings read back, other settings keep the choice
+    assert MedXGAN.load(gan, **AUTO).infill_selection == first
+    moved = MedXGAN.load(gan, **{**AUTO, "steps": 3})
+    assert moved.infill_selection.reused and moved.infill_selection.chosen == first.chosen
+    assert moved.engine.minimal_mask.infill == first.chosen and "chosen earlier for this GAN and classifier" in moved.inversion_note()
+    assert json.loads((gan / "infill_selection.json").read_text())["selection"]["reused"] is False  # never stored as reused
+    assert torch.equal(MedXGAN.load(gan, **{**AUTO, "minimal_mask_infill": "mean"}).engine.infill_healthy_mean, mean)
+    with pytest.raises(MedxganError, match="is not there"):  # a kept mean of another size is not used
+        healthy_mean_for_run(gan, data, 32, 1)
+    other = MedXGAN.load(gan, **{**AUTO, "steps": 3}, classifier=masked_runs / "clf")  # same classifier, loaded again
+    assert other.infill_selection.chosen == first.chosen
+
+
+def test_train_settles_the_presets_auto_infill_in_the_run(masked_runs, tmp_path, capsys):
+    """`medxgan train` with the default preset chooses the in-fill at the end, while the data is at hand, prints the choice
+    and keeps it in the run (what a run explained elsewhere reads back)."""
+    from medxgan.cli import main
+
+    out = tmp_path / "gan"
+    assert main(["train", str(masked_runs / "data"), "--classifier", str(masked_runs / "clf"), "--out", str(out), "--steps", "1",
+                 "--batch-size", "4", "--no-oracle", "--monitor-samples", "2", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    stored = json.loads((out / "infill_selection.json").read_text())["selection"]
+    assert f"in-fill chosen by --infill auto: {stored['chosen']} (" in printed and stored["model_key"]
+
+
+def test_settle_run_leaves_other_presets_alone_and_says_why_it_cannot_choose(masked_runs, tmp_path):
+    import shutil
+
+    from medxgan.pipeline import settle_run
+
+    assert settle_run(masked_runs / "gan") is None  # the fast preset chooses nothing
+    gan = tmp_path / "gan"
+    shutil.copytree(masked_runs / "gan", gan)
+    (gan / "infill_selection.json").unlink(missing_ok=True)
+    cfg = json.loads((gan / "config.json").read_text())
+    cfg["preset"]["inversion"] = {**(cfg["preset"].get("inversion") or {}), "minimal_mask_infill": "auto", "counterfactual": "residual",
+                                "minimal_mask_steps": 2, "steps": 2}
+    cfg["data"] = str(tmp_path / "gone")
+    (gan / "config.json").write_text(json.dumps(cfg))
+    assert "cannot choose" in settle_run(gan)

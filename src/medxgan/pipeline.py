@@ -34,7 +34,7 @@ from medxgan.runtime.loop import remove_temp_files
 from medxgan.runtime.outdir import is_empty, mark, temp_name
 from medxgan.runtime.progress import progress
 
-__all__ = ["MedXGAN", "ExplanationResult", "OUTPUT_FILES", "as_medxgan", "write_explanation"]
+__all__ = ["MedXGAN", "ExplanationResult", "OUTPUT_FILES", "as_medxgan", "settle_run", "write_explanation"]
 
 
 class MedXGAN(MedXGANModel):
@@ -158,6 +158,32 @@ class MedXGAN(MedXGANModel):
                                 generator=_fingerprint(self.generator), classifier=getattr(self.classifier, "fingerprint", None),
                                 inversion=self.engine.inversion, counterfactual=self.engine.counterfactual, batch_size=batch_size,
                                 world=world, explain={k: v for k, v in sorted(explain_kwargs.items())}))
+
+
+def settle_run(run: str | os.PathLike, device: str = "cpu") -> str | None:
+    """What a finished GAN run's preset leaves to its data, settled while the data is at hand (``medxgan train`` calls it):
+    the in-fill of ``minimal_mask_infill="auto"`` is chosen on the run's validation scans and kept in the run (with the mean
+    healthy scan when that is the choice), so that the run explains the same way where its data is not (trained on a GPU
+    machine, explained on a laptop). Returns the one line to print (the choice, or why none was made); None when there is
+    nothing to choose (another in-fill in the preset, no minimal mask, an unfinished run)."""
+    import warnings
+
+    from medxgan.runtime.runs import RunDir
+
+    cfg = RunDir(Path(run)).read_config()
+    inv = ((cfg.get("preset") or {}).get("inversion")) or {}
+    if cfg.get("status") != "finished" or inv.get("minimal_mask_infill") != "auto":
+        return None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mx = MedXGAN.load(run, device=device)
+    why = [str(w.message) for w in caught if "in-fill 'auto' cannot choose" in str(w.message)]
+    for w in caught:  # every other warning reaches the user as usual
+        if str(w.message) not in why:
+            warnings.warn(w.message, w.category, stacklevel=2)
+    if mx.infill_selection is not None:
+        return mx.infill_selection.note()
+    return why[0] if why else None  # no minimal mask: nothing is filled, nothing to choose
 
 
 def _fingerprint(module: Any) -> str | None:

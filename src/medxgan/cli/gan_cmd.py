@@ -148,5 +148,11 @@ def _run(args: argparse.Namespace) -> int:
     m = result["metrics"]
     keys = ["disent", "cls_neg", "cls_pos", "oracle_neg", "oracle_pos", "diversity"]
     print("final: " + " ".join(f"{k}={m[k]:.3f}" for k in keys if k in m))
+    from medxgan.pipeline import settle_run
+
+    # the preset's in-fill "auto", chosen now while the data is here and kept in the run (minutes on a CPU, once)
+    settled = settle_run(args.out, device=device)
+    if settled:
+        print(settled)
     print(f"GAN run written to {args.out}")
     return 0

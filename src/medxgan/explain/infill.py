@@ -194,6 +194,34 @@ def healthy_mean_from_data(root: str | Path, size: int, channels: int) -> Tensor
     return healthy_mean(x[y == 0])
 
 
+HEALTHY_MEAN_FILE = "infill_mean.safetensors"  # the mean healthy scan kept in the GAN run, for where its data is not
+
+
+def healthy_mean_for_run(run: str | Path | None, root: str | Path, size: int, channels: int) -> Tensor:
+    """:func:`healthy_mean_from_data`, kept in the run folder ``run`` (when writable) so that a run moved where its data is
+    not (trained on a GPU machine, explained on a laptop) still has its ``mean`` in-fill; recomputed whenever the data is
+    there. Without the data and without a kept mean of the same data, size and channels: the one-line error."""
+    from medxgan.runtime.state import load_weights, save_weights
+
+    path = Path(run) / HEALTHY_MEAN_FILE if run else None
+    meta = {"data": str(root), "size": str(size), "channels": str(channels)}
+    if Path(root).is_dir() or path is None or not path.is_file():
+        mean = healthy_mean_from_data(root, size, channels)
+        if path is not None:
+            try:
+                save_weights(path, {"mean": mean}, metadata=meta)
+            except OSError:
+                pass  # a read-only run folder: computed again next time
+        return mean
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        kept = f.metadata() or {}
+    if kept != meta:
+        return healthy_mean_from_data(root, size, channels)  # the one-line error: the kept mean is of other data or shape
+    return load_weights(path)["mean"]
+
+
 def healthy_mean(negatives: Tensor) -> Tensor:
     """C x H x W pixel-wise mean of the classifier's negative training scans (N x C x H x W)."""
     if negatives.dim() != 4 or negatives.shape[0] == 0:

@@ -18,13 +18,15 @@ No candidate sees x_j. The candidate with the highest PSNR is chosen, but a chan
 in-fill was best on both phantom families (benchmarks/perturbation/RESULTS.md, "Choosing the in-fill"). Candidates:
 ``gan``, ``blur``, ``mean``, and the learned in-fill of a given inpainter; ``inpaint`` (biharmonic) is left out: seconds
 per scan, and it never won. The choice is computed once per (GAN, classifier, data, settings) and kept next to the
-GAN run (``infill_selection.json``) when the run folder is writable.
+GAN run (``infill_selection.json``) when the run folder is writable; a run moved where its data is not (trained on a GPU
+machine, explained on a laptop) keeps the choice made for its GAN and classifier, saying so.
 
 Written by hand: the selection is part of the method (no library does it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -68,12 +70,16 @@ class InfillSelection:
     data: str
     margin_db: float = MARGIN_DB
     key: str = ""
+    model_key: str = ""  # digest of the GAN, the classifier and the candidates only (the choice kept when the data is gone)
+    reused: bool = False  # True: chosen earlier with other inversion settings, the run's data not here to choose again
 
     def note(self) -> str:
         """One line for the CLI and the records."""
         ranked = ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.scores_db.items(), key=lambda kv: -kv[1]))
+        again = ("; chosen earlier for this GAN and classifier with other inversion settings: the data is not here to choose "
+                 "again") if self.reused else ""
         return (f"in-fill chosen by --infill auto: {self.chosen} (restores implanted lesion patterns in {self.n_pairs} healthy "
-                f"validation scans of {self.data}; PSNR dB {ranked}; no in-fill {self.implanted_db:.2f})")
+                f"validation scans of {self.data}; PSNR dB {ranked}; no in-fill {self.implanted_db:.2f}{again})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,13 +157,15 @@ def _key(parts: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _cached(run: Path | None, key: str) -> InfillSelection | None:
+def _cached(run: Path | None, key: str, field: str = "key") -> InfillSelection | None:
+    """The cached choice whose ``field`` ("key": everything; "model_key": the GAN, classifier and candidates) is ``key``."""
     path = run / SELECTION_FILE if run else None
-    if path is None or not path.is_file():
+    if path is None or not path.is_file() or not key:
         return None
     try:
         rec = json.loads(path.read_text())
-        return InfillSelection(**rec["selection"]) if rec.get("version") == SELECTION_VERSION and rec["selection"]["key"] == key else None
+        sel = InfillSelection(**rec["selection"]) if rec.get("version") == SELECTION_VERSION else None
+        return sel if sel is not None and getattr(sel, field) == key else None
     except (OSError, ValueError, KeyError, TypeError):
         return None  # an unreadable cache is recomputed, never trusted
 
@@ -185,13 +193,19 @@ def select_infill_for_run(mx: Any, data: str, mapping: dict[str, Any] | None = N
     candidates = list(AUTO_CANDIDATES)
     if inpainter is not None:
         candidates.append(next(k for k, v in LEARNED_INFILLS.items() if v == inpainter.variant))
-    key = _key({"generator": fingerprint_module(mx.generator), "classifier": getattr(mx.classifier, "fingerprint", None),
-                "data": str(Path(data).resolve()) if data else "", "mapping": mapping or {}, "inversion": engine.inversion_config.changes(),
-                "candidates": candidates, "inpainter": getattr(inpainter, "path", None), "n": n, "seed": seed, "margin": MARGIN_DB})
+    model = {"generator": fingerprint_module(mx.generator), "classifier": getattr(mx.classifier, "fingerprint", None),
+             "candidates": candidates, "inpainter": getattr(inpainter, "path", None), "margin": MARGIN_DB}
+    key = _key({**model, "data": str(Path(data).resolve()) if data else "", "mapping": mapping or {},
+                "inversion": engine.inversion_config.changes(), "n": n, "seed": seed})
+    model_key = _key(model) if model["classifier"] else ""  # a classifier without a fingerprint is never matched by this key
     run = Path(mx.run_path) if getattr(mx, "run_path", None) else None
     hit = _cached(run, key)
     if hit is not None:
         return hit
+    if not data or not Path(data).is_dir():  # a run moved to another machine: keep the choice made for this GAN and classifier
+        earlier = _cached(run, model_key, "model_key")
+        if earlier is not None:
+            return dataclasses.replace(earlier, reused=True)
     positives, negatives = _validation_split(data, mapping or {}, mx.size, mx.channels, n, seed)
     mean_scan = healthy_mean_from_data(data, mx.size, mx.channels) if "mean" in candidates else None
     torch.manual_seed(seed)
@@ -200,6 +214,6 @@ def select_infill_for_run(mx: Any, data: str, mapping: dict[str, Any] | None = N
                                       inversion=engine.inversion_config, encoder=engine.encoder, discriminator=engine.discriminator,
                                       mean_scan=None if mean_scan is None else mean_scan.to(dev), inpainter=inpainter)
     sel = InfillSelection(chosen=choose(scores), scores_db=scores, implanted_db=implanted, n_pairs=min(len(positives), len(negatives)),
-                          data=str(data), key=key)
+                          data=str(data), key=key, model_key=model_key)
     _store(run, sel)
     return sel

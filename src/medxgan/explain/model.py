@@ -184,9 +184,9 @@ class MedXGANModel:
         if mx.engine.minimal_mask.infill == "auto":  # chosen on the run's validation scans, before any work
             mx._choose_infill(loaded, required=explicit_infill)
         if mx.engine.minimal_mask.infill == "mean":  # the mean healthy scan of the run's training data, once, before any work
-            from medxgan.explain.infill import healthy_mean_from_data
+            from medxgan.explain.infill import healthy_mean_for_run
 
-            mx.engine.infill_healthy_mean = healthy_mean_from_data(loaded.config.get("data") or "", mx.size, mx.channels)
+            mx.engine.infill_healthy_mean = healthy_mean_for_run(loaded.path, loaded.config.get("data") or "", mx.size, mx.channels)
         name = mx.engine.minimal_mask.infill
         if name in LEARNED_INFILLS:  # the trained inpainter, checked against this generator, once, before any work
             from medxgan.explain.infill import check_inpainter_for
