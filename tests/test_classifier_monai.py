@@ -119,7 +119,7 @@ def _train_cli(out, *classifier_args):
     from medxgan.cli import main
 
     return main(["train", "data", *classifier_args, "--out", str(out), "--steps", "1", "--batch-size", "4", "--log-every", "1",
-                 "--ckpt-every", "1", "--no-oracle", "--device", "cpu", "--quiet", "--monitor-samples", "8",
+                 "--ckpt-every", "1", "--no-oracle", "--device", "cpu", "--quiet", "--monitor-samples", "8", "--no-choose-infill",
                  "--set", "g_width=4", "--set", "d_width=4", "--set", "nz1=8", "--set", "nz2=4"])
 
 

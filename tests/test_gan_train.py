@@ -153,6 +153,7 @@ def test_cli_train_on_a_tiny_dataset(tmp_path, capsys):
     argv = [
         "train", str(data), "--classifier", str(clf), "--out", str(out), "--steps", "2", "--batch-size", "4",
         "--log-every", "2", "--ckpt-every", "2", "--oracle-epochs", "1", "--device", "cpu", "--quiet", "--monitor-samples", "32",
+        "--no-choose-infill",
         "--set", "g_width=4", "--set", "d_width=4", "--set", "nz1=8", "--set", "nz2=4",
     ]
     assert main(argv) == 0

@@ -214,7 +214,8 @@ def test_train_settles_the_presets_auto_infill_in_the_run(masked_runs, tmp_path,
 
     out = tmp_path / "gan"
     assert main(["train", str(masked_runs / "data"), "--classifier", str(masked_runs / "clf"), "--out", str(out), "--steps", "1",
-                 "--batch-size", "4", "--no-oracle", "--monitor-samples", "2", "--quiet"]) == 0
+                 "--batch-size", "4", "--no-oracle", "--monitor-samples", "2", "--set", "g_width=4", "--set", "d_width=4", "--set", "nz1=8",
+                 "--set", "nz2=4", "--quiet"]) == 0
     printed = capsys.readouterr().out
     stored = json.loads((out / "infill_selection.json").read_text())["selection"]
     assert f"in-fill chosen by --infill auto: {stored['chosen']} (" in printed and stored["model_key"]

@@ -54,6 +54,10 @@ def register(sub: argparse._SubParsersAction, formatter_class: type) -> None:
     p.add_argument("--keep-last", type=int, default=3, help="checkpoints to keep")
     p.add_argument("--resume", action="store_true", help="continue RUN from its latest checkpoint")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and finish normally) after this much training time")
+    p.add_argument("--choose-infill", action=argparse.BooleanOptionalAction, default=True,
+                   help="at the end, choose the preset's in-fill 'auto' on DATA's validation scans and keep it in RUN, so the run "
+                        "explains the same way where DATA is not (minutes on a CPU, once; --no-choose-infill: the first "
+                        "explanation chooses)")
     p.add_argument("--monitor-samples", type=int, default=256, help="fixed z1 used for the monitor metrics")
     p.add_argument("--oracle", metavar="CLF", default=None,
                    help="independent classifier run dir for the oracle metrics (default: train one into RUN/oracle)")
@@ -151,7 +155,7 @@ def _run(args: argparse.Namespace) -> int:
     from medxgan.pipeline import settle_run
 
     # the preset's in-fill "auto", chosen now while the data is here and kept in the run (minutes on a CPU, once)
-    settled = settle_run(args.out, device=device)
+    settled = settle_run(args.out, device=device) if args.choose_infill else None
     if settled:
         print(settled)
     print(f"GAN run written to {args.out}")
