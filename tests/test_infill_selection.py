@@ -203,6 +203,9 @@ def test_a_run_moved_where_its_data_is_not_keeps_its_choice_and_its_mean(masked_
     assert torch.equal(MedXGAN.load(gan, **{**AUTO, "minimal_mask_infill": "mean"}).engine.infill_healthy_mean, mean)
     with pytest.raises(MedxganError, match="is not there"):  # a kept mean of another size is not used
         healthy_mean_for_run(gan, data, 32, 1)
+    (gan / HEALTHY_MEAN_FILE).write_bytes(b"damaged")
+    with pytest.raises(MedxganError, match="is not there"):  # nor a damaged one
+        healthy_mean_for_run(gan, data, 64, 1)
     other = MedXGAN.load(gan, **{**AUTO, "steps": 3}, classifier=masked_runs / "clf")  # same classifier, loaded again
     assert other.infill_selection.chosen == first.chosen
 

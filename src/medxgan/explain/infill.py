@@ -215,8 +215,11 @@ def healthy_mean_for_run(run: str | Path | None, root: str | Path, size: int, ch
         return mean
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        kept = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            kept = f.metadata() or {}
+    except Exception:  # safetensors' own error types for a damaged file: never trusted
+        kept = {}
     if kept != meta:
         return healthy_mean_from_data(root, size, channels)  # the one-line error: the kept mean is of other data or shape
     return load_weights(path)["mean"]
