@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +29,13 @@ def method_settings(methods: Any = None, model: Any = None) -> dict[str, Any]:
             "method_options": {m: o for m, o in DEMO_METHOD_OPTIONS.items() if m in names} or None}
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def eval_done(d: Path, n: int, methods: Any = None) -> bool:
     """Whether the evaluation folder ``d`` holds ``methods`` (default: all of them, the mask map only if its explanations
     used a minimal mask) on ``n`` images."""
     from medxgan.evaluate.store import RESULTS_JSON
+    from medxgan.report.markup import read_json
 
-    res = _read_json(d / RESULTS_JSON)
+    res = read_json(d / RESULTS_JSON)
     if not isinstance(res, dict):
         return False
     cfg = res.get("config") or {}

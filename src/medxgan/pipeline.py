@@ -24,7 +24,7 @@ from torch import Tensor
 from medxgan.data import collect_image_files, load_image_tensor
 from medxgan.explain.base import NonFiniteMapsError
 from medxgan.explain.lig import DEFAULT_TOL
-from medxgan.explain.model import ExplanationResult, MedXGANModel, as_medxgan
+from medxgan.explain.model import ExplanationResult, InfillFallbackWarning, MedXGANModel, as_medxgan
 from medxgan.report.explanation import OUTPUT_FILES, write_explanation
 from medxgan.report.gallery import GALLERY_FILE, write_gallery
 from medxgan.runtime import distributed as dist
@@ -177,9 +177,9 @@ def settle_run(run: str | os.PathLike, device: str = "cpu") -> str | None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         mx = MedXGAN.load(run, device=device)
-    why = [str(w.message) for w in caught if "in-fill 'auto' cannot choose" in str(w.message)]
+    why = [str(w.message) for w in caught if issubclass(w.category, InfillFallbackWarning)]  # printed as the line instead
     for w in caught:  # every other warning reaches the user as usual
-        if str(w.message) not in why:
+        if not issubclass(w.category, InfillFallbackWarning):
             warnings.warn(w.message, w.category, stacklevel=2)
     if mx.infill_selection is not None:
         return mx.infill_selection.note()

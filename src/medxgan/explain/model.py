@@ -32,6 +32,10 @@ from medxgan.runtime.device import pick_device
 from medxgan.runtime.errors import MedxganError
 
 
+class InfillFallbackWarning(UserWarning):
+    """The run preset's in-fill "auto" could not choose (its data is not there, ...): the generator's anatomy is used."""
+
+
 @dataclass
 class ExplanationResult:
     """Everything medXGAN says about one image (CPU tensors; images C x H x W in [-1, 1]).
@@ -239,7 +243,7 @@ class MedXGANModel:
             if required:
                 raise
             warnings.warn(f"{loaded.path}: the preset's in-fill 'auto' cannot choose ({e}); the generator's anatomy (gan) fills the "
-                          "minimal mask", stacklevel=2)
+                          "minimal mask", InfillFallbackWarning, stacklevel=2)
             self.engine.minimal_mask = gan_only
             return
         self.infill_selection = sel
