@@ -239,3 +239,36 @@ def test_settle_run_leaves_other_presets_alone_and_says_why_it_cannot_choose(mas
     cfg["data"] = str(tmp_path / "gone")
     (gan / "config.json").write_text(json.dumps(cfg))
     assert "cannot choose" in settle_run(gan)
+
+
+def test_the_mean_healthy_scan_reads_the_runs_class_mapping(tmp_path):
+    """A user's class folders named otherwise (``--positive tumour --negative control``): the mean in-fill averages the
+    scans the run trained as negative, as the in-fill choice's validation scans already did, not a guess from folder
+    names; the kept mean records the mapping, and a run that records no data is an error, not the working directory."""
+    import numpy as np
+    from helpers import png
+
+    from medxgan.explain.infill import HEALTHY_MEAN_FILE, healthy_mean_for_run, healthy_mean_from_data
+    from medxgan.explain.model import training_class_mapping
+
+    root = tmp_path / "data"
+    for k, (cls, value) in enumerate([("control", 40), ("control", 80), ("tumour", 200), ("tumour", 250)]):
+        png(root / "train" / cls / f"{cls}{k}.png", np.full((8, 8), value, dtype=np.float64))
+    mapping = training_class_mapping({"train_config": {"positive": "tumour", "negative": "control", "csv": None, "steps": 3}})
+    assert mapping == {"positive": "tumour", "negative": "control"}
+    mean = healthy_mean_from_data(root, 8, 1, mapping)
+    expected = ((40 + 80) / 2) / 255 * 2 - 1  # images are read to [-1, 1]
+    assert mean.shape == (1, 8, 8) and torch.allclose(mean, torch.full_like(mean, expected), atol=1e-6)
+    with pytest.raises(MedxganError):  # without the mapping, neither folder name says "negative"
+        healthy_mean_from_data(root, 8, 1)
+
+    run = tmp_path / "gan"
+    run.mkdir()
+    assert torch.equal(healthy_mean_for_run(run, root, 8, 1, mapping), mean)
+    root.rename(tmp_path / "gone")  # the kept mean serves a moved run only for the same classes
+    assert torch.equal(healthy_mean_for_run(run, root, 8, 1, mapping), mean)
+    with pytest.raises(MedxganError, match="is not there"):
+        healthy_mean_for_run(run, root, 8, 1, {"positive": "control", "negative": "tumour"})
+    assert (run / HEALTHY_MEAN_FILE).is_file()
+    with pytest.raises(MedxganError, match="none recorded"):
+        healthy_mean_from_data("", 8, 1)

@@ -96,6 +96,49 @@ def test_runner_outputs_and_resume(tmp_path):
         evaluate(data, out, explainers=exps(), **{**kw, "seed": 1})
 
 
+def test_an_evaluation_resumes_where_its_data_moved_and_refuses_other_scans_at_the_same_path(tmp_path):
+    """run.json names the data by its content, not its path: data and evaluation moved together (a laptop, another
+    disk) resume without recomputing; other scans written to the same path are refused instead of mixed in; a folder
+    written before the fingerprint (run.json with the data's path) resumes at that path and is upgraded."""
+    import shutil
+
+    from medxgan.runtime.errors import MedxganError
+
+    data, out = make_eval_data(tmp_path / "data", n_pos=2, n_neg=2), tmp_path / "eval"
+    clf = tiny_eval_clf()
+    kw = dict(classifier=clf, split="test", noise_sigmas=(), max_sensitivity=False, batch_size=2, device="cpu",
+              n_resamples=50, show_progress=False)
+    first = evaluate(data, out, explainers=[CountingSaliency(clf, batch_size=2)], **kw)
+    assert first["run"]["computed"] == 4 and "data_fingerprint" in json.loads((out / "run.json").read_text())
+
+    (tmp_path / "moved").mkdir()
+    shutil.move(data, tmp_path / "moved" / "data")
+    shutil.move(out, tmp_path / "moved" / "eval")
+    CountingSaliency.calls = 0
+    again = evaluate(tmp_path / "moved" / "data", tmp_path / "moved" / "eval", explainers=[CountingSaliency(clf, batch_size=2)], **kw)
+    assert (again["run"]["computed"], again["run"]["skipped"], CountingSaliency.calls) == (0, 4, 0)
+    assert strip_cost(again["methods"]) == strip_cost(first["methods"])
+
+    other = make_eval_data(tmp_path / "other", n_pos=2, n_neg=2, marker_on=(1,))  # same names, other pixels
+    shutil.rmtree(tmp_path / "moved" / "data")
+    shutil.copytree(other, tmp_path / "moved" / "data")
+    with pytest.raises(MedxganError, match="other settings \\(data_fingerprint\\)"):
+        evaluate(tmp_path / "moved" / "data", tmp_path / "moved" / "eval", explainers=[CountingSaliency(clf, batch_size=2)], **kw)
+
+    legacy = tmp_path / "legacy"  # an evaluation folder of an older medxgan: run.json records the path
+    evaluate(other, legacy, explainers=[CountingSaliency(clf, batch_size=2)], **kw)
+    run = json.loads((legacy / "run.json").read_text())
+    run["data"] = str(other.resolve())
+    del run["data_fingerprint"]
+    (legacy / "run.json").write_text(json.dumps(run))
+    assert evaluate(other, legacy, explainers=[CountingSaliency(clf, batch_size=2)], **kw)["run"]["computed"] == 0
+    assert "data_fingerprint" in json.loads((legacy / "run.json").read_text())
+    run["data"] = str(tmp_path / "elsewhere")  # the old folder of data at another path: refused as before
+    (legacy / "run.json").write_text(json.dumps({k: v for k, v in run.items() if k != "data_fingerprint"}))
+    with pytest.raises(MedxganError, match="other settings"):
+        evaluate(other, legacy, explainers=[CountingSaliency(clf, batch_size=2)], **kw)
+
+
 def build(name, clf):
     from medxgan.explain.baselines import build_explainers
 

@@ -98,7 +98,7 @@ from medxgan.evaluate.oracle_calibration import calibrate_oracle, twin_specifici
 from medxgan.evaluate.pairs import IMPLEMENTATIONS, ChunkInputs
 from medxgan.evaluate.review import review_sections
 from medxgan.evaluate.twins import TwinEffect, prepare_twin_infill
-from medxgan.evaluate.selection import SUBSETS, Selection, image_id_for, select_images
+from medxgan.evaluate.selection import SUBSETS, Selection, data_fingerprint, image_id_for, select_images
 from medxgan.evaluate.stats import aggregate
 from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
@@ -216,7 +216,9 @@ def evaluate(
     models = dict(classifier=classifier, clf=clf, model=model, gan_desc=gan_desc, oracle=oracle, inversion=inversion_used,
                   inversion_encoder=inversion_encoder, gradcam=gradcam_used,
                   oracle_threshold_logit=calibration["threshold_logit"] if calibration else 0.0)
-    store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite)
+    # a folder written before the data fingerprint (its run.json names the data by path) resumes when the path is the same
+    store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite,
+                                  legacy={"data": str(data_root.resolve())})
     _check_method_options(store, cfg.method_options, out)
     record = _config_record(cfg, data_root, n, sel, method_names, dev, models, clf_check)
 
@@ -249,7 +251,7 @@ def _fixed_settings(cfg: EvaluateConfig, data_root: Path, sel: Selection, models
     h, w = sel.images.shape[-2:]
     model = models["model"]
     return clean_json({
-        "data": str(data_root.resolve()), "split": cfg.split, "subset": cfg.subset, "size": [int(h), int(w)], "channels": int(sel.images.shape[1]),
+        "data_fingerprint": data_fingerprint(sel), "split": cfg.split, "subset": cfg.subset, "size": [int(h), int(w)], "channels": int(sel.images.shape[1]),
         "classifier_fingerprint": getattr(models["clf"], "fingerprint", None),
         "gan_fingerprint": fingerprint_module(model.generator) if model is not None else None,
         "seed": int(cfg.seed), "noise_sigmas": list(cfg.noise_sigmas), "fractions": list(cfg.fractions),

@@ -3,6 +3,7 @@ subset in a seeded order (a larger ``n`` later extends the same selection), stab
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,24 @@ class Selection:
     markers: list[np.ndarray] | None
     twins: torch.Tensor | None = None  # lesion-free twins (phantoms), N x C x H x W; None without any
     has_twin: torch.Tensor | None = None
+
+
+def data_fingerprint(sel: Selection) -> str:
+    """A short content hash of the evaluated split: image ids, pixels, labels, masks and twins.
+
+    ``run.json`` identifies the data by this instead of its path, so an evaluation resumes after the data (and the
+    evaluation folder) moved, and refuses when other scans now sit at the same path (rows of the old scans would
+    otherwise be mixed with new ones)."""
+    h = hashlib.sha256()
+    h.update("\n".join(sel.ids).encode())
+    for t in (sel.images, sel.labels, sel.masks, sel.has_mask, sel.twins, sel.has_twin):
+        if t is None:
+            h.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{tuple(t.shape)} {t.dtype}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 @torch.no_grad()

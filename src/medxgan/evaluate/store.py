@@ -123,6 +123,16 @@ def _merge_shards(out: Path, per_path: Path) -> None:
 
 
 
+def _upgraded(old: Any, fixed: dict[str, Any], legacy: dict[str, Any]) -> Any:
+    """An older run.json read with today's keys: where it lacks a key of ``fixed`` but records the matching ``legacy``
+    setting instead (e.g. the data's path, not its fingerprint), it counts as recording today's value."""
+    if not isinstance(old, dict) or "data_fingerprint" in old or "data" not in old:
+        return old
+    if "data" in legacy and old["data"] == legacy["data"] and "data_fingerprint" in fixed:
+        return {**{k: v for k, v in old.items() if k != "data"}, "data_fingerprint": fixed["data_fingerprint"]}
+    return old
+
+
 class ResultStore:
     """The per-image rows of one evaluation directory (resumable, shardable).
 
@@ -139,7 +149,9 @@ class ResultStore:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.done: dict[tuple[str, str], dict] = {}
 
-    def open(self, fixed: dict[str, Any], overwrite: bool) -> "ResultStore":
+    def open(self, fixed: dict[str, Any], overwrite: bool, legacy: dict[str, Any] | None = None) -> "ResultStore":
+        """``legacy``: settings an older run.json recorded instead of today's keys (``{"data": resolved path}`` for a
+        folder written before ``data_fingerprint``): such a folder resumes when those match, and its run.json is upgraded."""
         if self.rank == 0 and is_empty(self.out):  # a folder this evaluation creates: medxgan's (runtime.outdir)
             mark(self.out, "evaluate")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -150,6 +162,7 @@ class ResultStore:
                     old = json.loads(run_json.read_text())
                 except ValueError:
                     old = None
+                old = _upgraded(old, fixed, legacy or {})
                 if old is not None and old != fixed:
                     diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
                     raise MedxganError(f"{self.out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")

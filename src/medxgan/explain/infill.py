@@ -41,9 +41,11 @@ in-fill, so the ablation changes the in-fill alone.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -183,21 +185,24 @@ def make_infill(name: str, inputs: InfillInputs) -> Tensor:
     raise MedxganError(f"infill {name!r}: choose {', '.join(INFILLS)}", arg="infill")
 
 
-def healthy_mean_from_data(root: str | Path, size: int, channels: int) -> Tensor:
+def healthy_mean_from_data(root: str | Path, size: int, channels: int, mapping: dict[str, Any] | None = None) -> Tensor:
     """The mean of the negative scans of ``root``'s train split (the classifier's healthy training scans) at the GAN's
-    size and channels; a missing folder is a one-line error."""
+    size and channels; ``mapping``: the run's class options of ``load_dataset`` (``positive``/``negative``/``csv``), so
+    that "negative" means what it meant in training. A missing folder is a one-line error."""
     from medxgan.data import load_dataset
 
-    if not Path(root).is_dir():
-        raise MedxganError(f"infill 'mean': the training data {root} is not there (the mean healthy scan is computed from it)", arg="infill")
-    x, y, _, _ = load_dataset(root, split="train", size=size, channels=channels).tensors()
+    if not str(root) or not Path(root).is_dir():  # "" (a run that records no data) is not the working directory
+        raise MedxganError(f"infill 'mean': the training data {str(root) or '(none recorded)'} is not there (the mean healthy scan "
+                           "is computed from it)", arg="infill")
+    x, y, _, _ = load_dataset(root, split="train", size=size, channels=channels, **(mapping or {})).tensors()
     return healthy_mean(x[y == 0])
 
 
 HEALTHY_MEAN_FILE = "infill_mean.safetensors"  # the mean healthy scan kept in the GAN run, for where its data is not
 
 
-def healthy_mean_for_run(run: str | Path | None, root: str | Path, size: int, channels: int) -> Tensor:
+def healthy_mean_for_run(run: str | Path | None, root: str | Path, size: int, channels: int,
+                         mapping: dict[str, Any] | None = None) -> Tensor:
     """:func:`healthy_mean_from_data`, kept in the run folder ``run`` (when writable) so that a run moved where its data is
     not (trained on a GPU machine, explained on a laptop) still has its ``mean`` in-fill; recomputed whenever the data is
     there. Without the data and without a kept mean of the same data, size and channels: the one-line error."""
@@ -205,8 +210,10 @@ def healthy_mean_for_run(run: str | Path | None, root: str | Path, size: int, ch
 
     path = Path(run) / HEALTHY_MEAN_FILE if run else None
     meta = {"data": str(root), "size": str(size), "channels": str(channels)}
-    if Path(root).is_dir() or path is None or not path.is_file():
-        mean = healthy_mean_from_data(root, size, channels)
+    if mapping:  # a kept mean of other classes is not this one (older files, made without a mapping, have no key)
+        meta["mapping"] = json.dumps(mapping, sort_keys=True)
+    if (str(root) and Path(root).is_dir()) or path is None or not path.is_file():
+        mean = healthy_mean_from_data(root, size, channels, mapping)
         if path is not None:
             try:
                 save_weights(path, {"mean": mean}, metadata=meta)
@@ -221,7 +228,7 @@ def healthy_mean_for_run(run: str | Path | None, root: str | Path, size: int, ch
     except Exception:  # safetensors' own error types for a damaged file: never trusted
         kept = {}
     if kept != meta:
-        return healthy_mean_from_data(root, size, channels)  # the one-line error: the kept mean is of other data or shape
+        return healthy_mean_from_data(root, size, channels, mapping)  # the one-line error: the kept mean is of other data or shape
     return load_weights(path)["mean"]
 
 

@@ -207,7 +207,7 @@ def select_infill_for_run(mx: Any, data: str, mapping: dict[str, Any] | None = N
         if earlier is not None:
             return dataclasses.replace(earlier, reused=True)
     positives, negatives = _validation_split(data, mapping or {}, mx.size, mx.channels, n, seed)
-    mean_scan = healthy_mean_from_data(data, mx.size, mx.channels) if "mean" in candidates else None
+    mean_scan = healthy_mean_from_data(data, mx.size, mx.channels, mapping) if "mean" in candidates else None
     torch.manual_seed(seed)
     dev = mx.device
     scores, implanted = score_infills(mx.generator, mx.classifier, positives.to(dev), negatives.to(dev), candidates,

@@ -190,7 +190,8 @@ class MedXGANModel:
         if mx.engine.minimal_mask.infill == "mean":  # the mean healthy scan of the run's training data, once, before any work
             from medxgan.explain.infill import healthy_mean_for_run
 
-            mx.engine.infill_healthy_mean = healthy_mean_for_run(loaded.path, loaded.config.get("data") or "", mx.size, mx.channels)
+            mx.engine.infill_healthy_mean = healthy_mean_for_run(loaded.path, loaded.config.get("data") or "", mx.size, mx.channels,
+                                                                 training_class_mapping(loaded.config))
         name = mx.engine.minimal_mask.infill
         if name in LEARNED_INFILLS:  # the trained inpainter, checked against this generator, once, before any work
             from medxgan.explain.infill import check_inpainter_for
@@ -237,8 +238,7 @@ class MedXGANModel:
                     from medxgan.runtime.runs import fingerprint_module
 
                     check_inpainter_for("learned-gan", inpainter, fingerprint_module(self.generator))
-            mapping = {k: v for k, v in (loaded.config.get("train_config") or {}).items() if k in ("positive", "negative", "csv") and v}
-            sel = select_infill_for_run(self, loaded.config.get("data") or "", mapping, inpainter=inpainter)
+            sel = select_infill_for_run(self, loaded.config.get("data") or "", training_class_mapping(loaded.config), inpainter=inpainter)
         except MedxganError as e:
             if required:
                 raise
@@ -307,6 +307,12 @@ class MedXGANModel:
         """Invert images (converted to the GAN's size/channels) -> :class:`~medxgan.explain.counterfactual.Counterfactuals`
         (codes, x_pos, x_neg, probabilities, PSNR); cached."""
         return self.engine.counterfactuals(self._prepare(images))
+
+
+def training_class_mapping(config: dict[str, Any]) -> dict[str, Any]:
+    """The class options (``positive``/``negative``/``csv`` of ``load_dataset``) the run's GAN was trained with, so that
+    what the run reads from its data (the in-fill choice's validation scans, the mean healthy scan) means the same classes."""
+    return {k: v for k, v in (config.get("train_config") or {}).items() if k in ("positive", "negative", "csv") and v}
 
 
 def run_inversion_options(loaded: GanRun, classifier_given: bool = False, **options: Any) -> dict[str, Any]:
