@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from medxgan.evaluate.oracle_calibration import calibrate_oracle, judge_summary, select_threshold, twin_specificity
+from medxgan.evaluate.oracle_calibration import (acceptance_lower_bound, calibrate_oracle, judge_summary, select_threshold, twin_specificity,
+                                                 twins_to_accept)
 from medxgan.evaluate.pairs import _oracle_probs
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.runtime.errors import MedxganError
@@ -45,19 +46,46 @@ def _data(root, val_twin_levels, test_twin_levels=(95, 99, 103)):
 
 
 def test_threshold_by_hand():
-    # 10 twin logits -3..6: at logit 0 the oracle accepts 3 of 10; the 9 smallest must be accepted: half way 5 -> 6
-    assert select_threshold([-3, -2, -1, 0.5, 1, 2, 3, 4, 5, 6]) == 5.5
-    assert select_threshold([-5] * 9 + [3]) == 0.0  # already 0.9 at the oracle's own level: kept, never made stricter
-    t = select_threshold([1.0, 1.0, 1.0])  # ties at the top: just above them
+    # the point rule (folders begun before the confidence bound): 10 twin logits -3..6: at logit 0 the oracle accepts
+    # 3 of 10; the 9 smallest must be accepted: half way 5 -> 6
+    point = dict(confidence=None)
+    assert select_threshold([-3, -2, -1, 0.5, 1, 2, 3, 4, 5, 6], **point) == 5.5
+    assert select_threshold([-5] * 9 + [3], **point) == 0.0  # already 0.9 at the oracle's own level: kept, never made stricter
+    t = select_threshold([1.0, 1.0, 1.0], **point)  # ties at the top: just above them
     assert t > 1.0 and t - 1.0 < 1e-12
-    assert select_threshold([-1.0, 2.0, 4.0, 8.0], target=0.5) == 3.0
+    assert select_threshold([-1.0, 2.0, 4.0, 8.0], target=0.5, **point) == 3.0
+    # the confidence bound: 10 twins can never show 0.9 with 95 % confidence, so every one is accepted (just above the top)
+    t = select_threshold([-3, -2, -1, 0.5, 1, 2, 3, 4, 5, 6])
+    assert t > 6.0 and t - 6.0 < 1e-12
+    assert twins_to_accept(10) == 10 and acceptance_lower_bound(10, 10) < 0.9
+
+
+def _binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), summed by hand."""
+    return sum(math.comb(n, j) * p**j * (1 - p) ** (n - j) for j in range(k, n + 1))
+
+
+def test_twins_to_accept_is_the_least_count_whose_exact_lower_bound_reaches_the_target():
+    """Independent of scipy: the one-sided 95 % Clopper-Pearson lower bound of k / n reaches 0.9 exactly when seeing k or
+    more accepted twins is at most 5 % likely if the true rate were 0.9."""
+    for n in (29, 73, 150, 300):
+        k = twins_to_accept(n)
+        assert _binomial_tail(k, n, 0.9) <= 0.05 < _binomial_tail(k - 1, n, 0.9), n
+        assert acceptance_lower_bound(k, n) >= 0.9 > acceptance_lower_bound(k - 1, n)
+    assert (twins_to_accept(73), twins_to_accept(150)) == (71, 142)
+    assert twins_to_accept(28) == 28 and acceptance_lower_bound(28, 28) < 0.9 <= acceptance_lower_bound(29, 29)  # too few below 29
+    assert twins_to_accept(73, confidence=None) == 66  # ceil(0.9 x 73): the point rule
+    # on 73 twins, 70 below the oracle's own level is not enough under the bound; 71 are
+    logits = [-5.0] * 70 + [1.0, 2.0, 3.0]
+    assert select_threshold(logits, confidence=None) == 0.0 and select_threshold(logits) == 1.5
+    assert select_threshold([-5.0] * 71 + [1.0, 2.0]) == 0.0
     with pytest.raises(MedxganError, match="oracle twin target"):
         select_threshold([0.0], target=1.5)
 
 
 def test_calibration_on_the_validation_twins(tmp_path):
     data = _data(tmp_path / "d", val_twin_levels=list(range(97, 107)))  # logits -3..6
-    rec = calibrate_oracle(GrayLevelOracle(), data, size=8, channels=1)
+    rec = calibrate_oracle(GrayLevelOracle(), data, size=8, channels=1, confidence=None)  # the point rule: 9 of 10
     assert rec["calibrated"] and rec["n_twins"] == 10 and rec["n_positives"] == 10
     assert rec["threshold_logit"] == pytest.approx(5.5, abs=1e-4)
     assert rec["threshold_prob"] == pytest.approx(1 / (1 + math.exp(-5.5)), abs=1e-6)
@@ -175,3 +203,26 @@ def test_method_options_set_a_baseline_and_are_recorded(tmp_path):
     r2 = evaluate(data, tmp_path / "eval", methods=["rise", "saliency"], method_options={"rise": {"n_masks": 4}},
                   **{k: v for k, v in kw.items() if k != "methods"})
     assert set(r2["methods"]) == {"rise", "saliency"}
+
+
+def test_the_confidence_bound_is_recorded_and_older_folders_keep_the_point_rule(tmp_path):
+    """The default calibration records the bound it used and says when there are too few twins for it; an evaluation
+    folder begun under the point rule (run.json without ``oracle_rule``) keeps that rule on resume, a new or overwritten
+    one uses the bound."""
+    import json
+
+    from medxgan.evaluate.config import EvaluateConfig
+    from medxgan.evaluate.runner import _started_under_point_rule
+
+    data = _data(tmp_path / "d", val_twin_levels=list(range(97, 107)))  # logits -3..6: 10 twins
+    rec = calibrate_oracle(GrayLevelOracle(), data, size=8, channels=1)
+    assert rec["confidence"] == 0.95 and rec["twin_specificity"] == 1.0 and rec["threshold_logit"] > 6.0
+    assert rec["twin_specificity_lower_bound"] == pytest.approx(0.05 ** (1 / 10))  # k = n: the bound is alpha^(1/n)
+    assert "too few for the bound" in rec["status"]
+    out = tmp_path / "eval"
+    assert not _started_under_point_rule(out, EvaluateConfig())  # nothing there yet
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"seed": 0}))
+    assert _started_under_point_rule(out, EvaluateConfig()) and not _started_under_point_rule(out, EvaluateConfig(overwrite=True))
+    (out / "run.json").write_text(json.dumps({"seed": 0, "oracle_rule": "clopper-pearson-0.95"}))
+    assert not _started_under_point_rule(out, EvaluateConfig())

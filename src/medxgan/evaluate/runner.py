@@ -82,6 +82,7 @@ split, classifier, GAN, seed, noise levels, deletion fractions or subset needs a
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import time
@@ -94,13 +95,13 @@ import torch
 from medxgan.classifiers import as_classifier
 from medxgan.data import load_dataset
 from medxgan.evaluate.config import DEFAULT_NOISE_SIGMAS, EvaluateConfig
-from medxgan.evaluate.oracle_calibration import calibrate_oracle, twin_specificity
+from medxgan.evaluate.oracle_calibration import ORACLE_RULE, TWIN_ACCEPT_CONFIDENCE, calibrate_oracle, twin_specificity
 from medxgan.evaluate.pairs import IMPLEMENTATIONS, ChunkInputs
 from medxgan.evaluate.review import review_sections
 from medxgan.evaluate.twins import TwinEffect, prepare_twin_infill
 from medxgan.evaluate.selection import SUBSETS, Selection, data_fingerprint, image_id_for, select_images
 from medxgan.evaluate.stats import aggregate
-from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, ResultStore, clean_json, read_per_image
+from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, RUN_JSON, ResultStore, clean_json, read_per_image
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.classifiers.checks import prediction_check
 from medxgan.explain.baselines import BASELINE_METHODS, EXPLAINERS, MEDXGAN_METHODS, MINIMAL_MASK_METHODS, build_explainers, gradcam_unavailable
@@ -198,7 +199,7 @@ def evaluate(
                       csv=cfg.csv, skip_bad=cfg.skip_bad)
     sel = select_images(ds, clf, dev, data_root, split=cfg.split, subset=cfg.subset, n=n, seed=cfg.seed)
     prepare_twin_infill(getattr(model, "engine", None), sel.images, sel.twins, sel.has_twin)  # --infill twin only (issue 31)
-    calibration = _calibrate_oracle(oracle, data_root, cfg, sel, dev, notes)  # the judge's threshold, on the validation twins
+    calibration = _calibrate_oracle(oracle, data_root, cfg, sel, dev, notes, point_rule=_started_under_point_rule(out, cfg))
     # a classifier that calls every scan of a mixed set one class is decoded or targeted wrongly: warn and record it
     clf_check = prediction_check(sel.probs, sel.labels, f"the {len(sel.labels)} scans of {data_root}", getattr(clf, "name", "classifier"))
     if clf_check["one_class"]:
@@ -215,7 +216,8 @@ def evaluate(
     # -- the result store: settings that must not change between resumed runs, finished pairs
     models = dict(classifier=classifier, clf=clf, model=model, gan_desc=gan_desc, oracle=oracle, inversion=inversion_used,
                   inversion_encoder=inversion_encoder, gradcam=gradcam_used,
-                  oracle_threshold_logit=calibration["threshold_logit"] if calibration else 0.0)
+                  oracle_threshold_logit=calibration["threshold_logit"] if calibration else 0.0,
+                  oracle_rule=ORACLE_RULE if calibration and calibration.get("confidence") is not None else None)
     # a folder written before the data fingerprint (its run.json names the data by path) resumes when the path is the same
     store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite,
                                   legacy={"data": str(data_root.resolve())})
@@ -261,6 +263,8 @@ def _fixed_settings(cfg: EvaluateConfig, data_root: Path, sel: Selection, models
         **({"gradcam_layer": models["gradcam"]} if models["gradcam"] else {}),
         # only when calibrated away from the oracle's own level: older folders (no key) resume unchanged
         **({"oracle_threshold_logit": models["oracle_threshold_logit"]} if models["oracle_threshold_logit"] != 0.0 else {}),
+        # the confidence-bound calibration (2026-12-07); folders started under the point rule have no key and keep that rule
+        **({"oracle_rule": models["oracle_rule"]} if models.get("oracle_rule") else {}),
     })
 
 
@@ -432,9 +436,23 @@ def _results(all_rows: dict[tuple[str, str], dict], sel: Selection, exps: list[A
     })
 
 
-def _calibrate_oracle(oracle: Any, data_root: Path, cfg: EvaluateConfig, sel: Selection, dev: torch.device, notes: list[str]) -> dict[str, Any] | None:
+def _started_under_point_rule(out: Path, cfg: EvaluateConfig) -> bool:
+    """Whether ``out`` holds an evaluation begun before the confidence-bound calibration of the oracle (its run.json has
+    no ``oracle_rule``): resumed, it keeps the judge its rows were scored with."""
+    run_json = out / RUN_JSON
+    if cfg.overwrite or not run_json.is_file():
+        return False
+    try:
+        old = json.loads(run_json.read_text())
+    except ValueError:
+        return False
+    return isinstance(old, dict) and "oracle_rule" not in old
+
+
+def _calibrate_oracle(oracle: Any, data_root: Path, cfg: EvaluateConfig, sel: Selection, dev: torch.device, notes: list[str],
+                      point_rule: bool = False) -> dict[str, Any] | None:
     """The oracle's threshold chosen on the validation split's lesion-free twins (:mod:`medxgan.evaluate.oracle_calibration`),
-    or None without an oracle; its status sentence goes into the notes."""
+    or None without an oracle; its status sentence goes into the notes. ``point_rule``: an older folder's rule, kept."""
     if oracle is None:
         return None
     if cfg.oracle_twin_target is None:
@@ -443,8 +461,11 @@ def _calibrate_oracle(oracle: Any, data_root: Path, cfg: EvaluateConfig, sel: Se
     else:
         h, w = sel.images.shape[-2:]
         rec = calibrate_oracle(oracle, data_root, size=int(h), channels=int(sel.images.shape[1]), device=dev, target=cfg.oracle_twin_target,
+                               confidence=None if point_rule else TWIN_ACCEPT_CONFIDENCE,
                                positive=cfg.positive, negative=cfg.negative, csv=cfg.csv, skip_bad=cfg.skip_bad)
-    notes.append(f"Oracle threshold: {rec['status']}.")
+    notes.append(f"Oracle threshold: {rec['status']}."
+                 + (" (This evaluation folder was begun under the earlier point rule: resumed, it keeps that judge.)"
+                    if point_rule and rec.get("calibrated") else ""))
     return rec
 
 
