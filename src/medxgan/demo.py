@@ -49,6 +49,7 @@ from medxgan.runtime.atomic import atomic_write_bytes, atomic_write_json
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.loop import resume_or_restart
 from medxgan.runtime.outdir import is_empty, mark, require_ours
+from medxgan.report.markup import read_json
 
 __all__ = ["DemoConfig", "run_demo", "interpolation_frames", "STAGES"]
 
@@ -171,13 +172,6 @@ class DemoConfig:
 
 
 # ---- small helpers ---------------------------------------------------------------------------
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _machine(dev: Any) -> dict[str, Any]:
     import torch
 
@@ -192,18 +186,18 @@ def _machine(dev: Any) -> dict[str, Any]:
 
 
 def _classifier_done(d: Path) -> bool:
-    cfg = _read_json(d / "config.json")
+    cfg = read_json(d / "config.json")
     return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "model.safetensors").is_file()
 
 
 def _gan_done(d: Path) -> bool:
-    cfg = _read_json(d / "config.json")
+    cfg = read_json(d / "config.json")
     return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "generator.safetensors").is_file()
 
 
 def _encoder_done(d: Path) -> bool:
     """``d``: the GAN run's encoder sub-run (RUN/encoder/)."""
-    cfg = _read_json(d / "config.json")
+    cfg = read_json(d / "config.json")
     return isinstance(cfg, dict) and cfg.get("status") == "finished" and (d / "encoder.safetensors").is_file()
 
 
@@ -211,7 +205,7 @@ def _frames_todo(eval_dir: Path, rows: int) -> list[str]:
     from medxgan.evaluate.store import RESULTS_JSON, frames_file, input_maps_file, method_maps_file
     from medxgan.report.html import select_rows
 
-    res = _read_json(eval_dir / RESULTS_JSON) or {}
+    res = read_json(eval_dir / RESULTS_JSON) or {}
     ids = [str(r["image_id"]) for r in select_rows(res, rows)]
     ids = [i for i in ids if method_maps_file(eval_dir, i, "medxgan-diff").is_file() and input_maps_file(eval_dir, i).is_file()]
     return [i for i in ids if not frames_file(eval_dir, i).is_file()]
@@ -244,7 +238,7 @@ def interpolation_frames(eval_dir: str | os.PathLike, gan: Any, image_ids: list[
     if isinstance(gan, (str, os.PathLike)):
         from medxgan.pipeline import MedXGAN
 
-        ecfg = (_read_json(ev / RESULTS_JSON) or {}).get("config") or {}
+        ecfg = (read_json(ev / RESULTS_JSON) or {}).get("config") or {}
         inv = inversion if inversion is not None else (ecfg.get("inversion") or {})
         clf = ecfg.get("classifier")  # the evaluated classifier when it was a run directory, else the GAN run's own
         gan = MedXGAN.load(gan, classifier=clf if isinstance(clf, str) and Path(clf).is_dir() else None, device=device, **inv)
@@ -285,7 +279,7 @@ def _cross_brain(cfg: DemoConfig, paths: dict[str, Path], gan: Any, seed: int, d
 def _check_settings(out: Path, settings: dict[str, Any], restart: bool) -> dict[str, Any] | None:
     """The earlier demo.json (None for a fresh directory); refuse mismatching settings unless restart."""
     dj = out / DEMO_JSON
-    old = _read_json(dj) if dj.is_file() else None
+    old = read_json(dj) if dj.is_file() else None
     if old is None:
         if not is_empty(out) and not restart:
             raise MedxganError(f"out {out}: not empty and not a demo directory (no {DEMO_JSON}); choose another --out", arg="out")
@@ -476,7 +470,7 @@ def summary_lines(eval_dir: Path) -> list[str]:
     from medxgan.evaluate.tables import format_ci
     from medxgan.evaluate.twins import oracle_twin_specificity
 
-    res = _read_json(Path(eval_dir) / RESULTS_JSON)
+    res = read_json(Path(eval_dir) / RESULTS_JSON)
     if not isinstance(res, dict) or not res.get("methods"):
         return []
     methods = res["methods"]
