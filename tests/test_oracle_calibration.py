@@ -226,3 +226,28 @@ def test_the_confidence_bound_is_recorded_and_older_folders_keep_the_point_rule(
     assert _started_under_point_rule(out, EvaluateConfig()) and not _started_under_point_rule(out, EvaluateConfig(overwrite=True))
     (out / "run.json").write_text(json.dumps({"seed": 0, "oracle_rule": "clopper-pearson-0.95"}))
     assert not _started_under_point_rule(out, EvaluateConfig())
+
+
+def test_evaluated_data_without_validation_twins_takes_the_threshold_from_the_runs_own_data(tmp_path):
+    """Another brain, test split only (ICBM152 in the real-brain demo): the judge is calibrated on the GAN run's own
+    validation twins, says so, and an older folder (point rule) keeps its uncalibrated judge."""
+    import shutil
+    from types import SimpleNamespace
+
+    from medxgan.evaluate.config import EvaluateConfig
+    from medxgan.evaluate.runner import _calibrate_oracle
+
+    own = _data(tmp_path / "own", val_twin_levels=[90] * 29 + [120])  # 29 of 30 at logit -10, one at 20: 30 twins need all 30
+    other = _data(tmp_path / "other", val_twin_levels=[97])
+    shutil.rmtree(other / "val")
+    sel = SimpleNamespace(images=torch.zeros(1, 1, 8, 8))
+    notes: list[str] = []
+    rec = _calibrate_oracle(GrayLevelOracle(), other, EvaluateConfig(), sel, torch.device("cpu"), notes, run_config={"data": str(own)})
+    assert rec["calibrated"] and rec["data"] == str(own) and rec["n_twins"] == 30 and 20.0 < rec["threshold_logit"] < 20.0 + 1e-9
+    assert "GAN run's own data" in rec["status"] and "GAN run's own data" in notes[-1]
+    assert "of the GAN run's own data" in judge_summary({**rec, "test_twins": {"mean": 1.0, "lo": 1.0, "hi": 1.0, "n": 3}})
+    old = _calibrate_oracle(GrayLevelOracle(), other, EvaluateConfig(), sel, torch.device("cpu"), [], point_rule=True,
+                            run_config={"data": str(own)})
+    assert not old["calibrated"] and "no 'val' split" in old["status"]
+    alone = _calibrate_oracle(GrayLevelOracle(), other, EvaluateConfig(), sel, torch.device("cpu"), [], run_config={})
+    assert not alone["calibrated"]

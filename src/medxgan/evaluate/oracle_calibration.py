@@ -190,7 +190,8 @@ def judge_summary(calibration: dict[str, Any] | None, fallback: dict[str, Any] |
     bound = calibration.get("twin_specificity_lower_bound")
     aim = (f"target {calibration['target']:g}" if bound is None else
            f"target {calibration['target']:g} with {calibration.get('confidence', TWIN_ACCEPT_CONFIDENCE):.0%} confidence, lower bound {bound:.3f}")
-    where = (f"chosen on the '{calibration.get('split')}' split's {calibration.get('n_twins')} twins, accepting "
+    of = f" of the GAN run's own data ({calibration['data']})" if calibration.get("data") else ""
+    where = (f"chosen on the '{calibration.get('split')}' split's {calibration.get('n_twins')} twins{of}, accepting "
              f"{calibration['twin_specificity']:.3f} of them ({aim}; oracle sensitivity on its positives "
              f"{_num(calibration.get('sensitivity'))})" if calibration.get("calibrated") else calibration.get("status", "not calibrated"))
     head = (f"Oracle specificity on the {calibration.get('test_split') or 'evaluated'} split's lesion-free twins: {_ci(spec)}"

@@ -199,7 +199,8 @@ def evaluate(
                       csv=cfg.csv, skip_bad=cfg.skip_bad)
     sel = select_images(ds, clf, dev, data_root, split=cfg.split, subset=cfg.subset, n=n, seed=cfg.seed)
     prepare_twin_infill(getattr(model, "engine", None), sel.images, sel.twins, sel.has_twin)  # --infill twin only (issue 31)
-    calibration = _calibrate_oracle(oracle, data_root, cfg, sel, dev, notes, point_rule=_started_under_point_rule(out, cfg))
+    calibration = _calibrate_oracle(oracle, data_root, cfg, sel, dev, notes, point_rule=_started_under_point_rule(out, cfg),
+                                    run_config=getattr(model, "config", None) or {})
     # a classifier that calls every scan of a mixed set one class is decoded or targeted wrongly: warn and record it
     clf_check = prediction_check(sel.probs, sel.labels, f"the {len(sel.labels)} scans of {data_root}", getattr(clf, "name", "classifier"))
     if clf_check["one_class"]:
@@ -450,9 +451,13 @@ def _started_under_point_rule(out: Path, cfg: EvaluateConfig) -> bool:
 
 
 def _calibrate_oracle(oracle: Any, data_root: Path, cfg: EvaluateConfig, sel: Selection, dev: torch.device, notes: list[str],
-                      point_rule: bool = False) -> dict[str, Any] | None:
+                      point_rule: bool = False, run_config: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The oracle's threshold chosen on the validation split's lesion-free twins (:mod:`medxgan.evaluate.oracle_calibration`),
-    or None without an oracle; its status sentence goes into the notes. ``point_rule``: an older folder's rule, kept."""
+    or None without an oracle; its status sentence goes into the notes. ``point_rule``: an older folder's rule, kept.
+
+    Evaluated data without validation twins (another brain, tested only: ICBM152 in the real-brain demo) takes the
+    threshold from the GAN run's own data (``run_config["data"]``, its class mapping), where the oracle was trained: a
+    judge is calibrated once, on its own domain, and its specificity on the evaluated twins is then reported as measured."""
     if oracle is None:
         return None
     if cfg.oracle_twin_target is None:
@@ -460,9 +465,17 @@ def _calibrate_oracle(oracle: Any, data_root: Path, cfg: EvaluateConfig, sel: Se
                "status": "not calibrated (oracle_twin_target None): the oracle's own threshold (p 0.5) is used"}
     else:
         h, w = sel.images.shape[-2:]
-        rec = calibrate_oracle(oracle, data_root, size=int(h), channels=int(sel.images.shape[1]), device=dev, target=cfg.oracle_twin_target,
-                               confidence=None if point_rule else TWIN_ACCEPT_CONFIDENCE,
-                               positive=cfg.positive, negative=cfg.negative, csv=cfg.csv, skip_bad=cfg.skip_bad)
+        shape = dict(size=int(h), channels=int(sel.images.shape[1]), device=dev, target=cfg.oracle_twin_target,
+                     confidence=None if point_rule else TWIN_ACCEPT_CONFIDENCE)
+        rec = calibrate_oracle(oracle, data_root, **shape, positive=cfg.positive, negative=cfg.negative, csv=cfg.csv, skip_bad=cfg.skip_bad)
+        run_data = str((run_config or {}).get("data") or "")
+        if not rec["calibrated"] and not point_rule and run_data and Path(run_data).is_dir() and Path(run_data).resolve() != data_root.resolve():
+            from medxgan.explain.model import training_class_mapping
+
+            own = calibrate_oracle(oracle, run_data, **shape, **training_class_mapping(run_config or {}), skip_bad=cfg.skip_bad)
+            if own["calibrated"]:
+                rec = {**own, "data": run_data, "status": f"the evaluated data has no validation twins, so the threshold comes from the "
+                                                          f"GAN run's own data {run_data}: {own['status']}"}
     notes.append(f"Oracle threshold: {rec['status']}."
                  + (" (This evaluation folder was begun under the earlier point rule: resumed, it keeps that judge.)"
                     if point_rule and rec.get("calibrated") else ""))
