@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-MEDXGAN = ("medxgan-diff", "medxgan-lig")
+MEDXGAN = ("medxgan-diff", "medxgan-lig", "medxgan-mask")  # never a baseline; the table shows diff and LIG
 NOT_BASELINES = (*MEDXGAN, "twin")
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no results.csv in {', '.join(missing)}", file=sys.stderr)
         return 2
     print("| folder | date | kind | torch threads | wall (min) | difference IoU (area-matched) | LIG IoU | best baseline IoU | "
-          "pointing (diff / LIG) | valid clf / oracle | twin gain (dB) |")
+          "pointing (diff / LIG / mask) | valid clf / oracle | twin gain (dB) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for folder in args.folders:
         print(_row(folder))
