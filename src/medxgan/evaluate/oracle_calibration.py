@@ -54,19 +54,15 @@ def twins_to_accept(n: int, target: float = TWIN_ACCEPT_TARGET, confidence: floa
     """How many of ``n`` validation twins the threshold must accept: ceil(target n) without ``confidence`` (the point
     rule); else the least k whose one-sided Clopper-Pearson lower bound (beta quantile 1 - confidence of k, n - k + 1)
     is >= target, or n when none is (too few twins for the bound: the caller records it)."""
+    point = max(1, math.ceil(target * n - 1e-9))
     if confidence is None:
-        return max(1, math.ceil(target * n - 1e-9))
-    from scipy.stats import beta  # lazy: a slow import; the exact binomial bound, not hand-written
-
-    for k in range(max(1, math.ceil(target * n - 1e-9)), n + 1):
-        if beta.ppf(1.0 - confidence, k, n - k + 1) >= target:
-            return k
-    return n
+        return point
+    return next((k for k in range(point, n + 1) if acceptance_lower_bound(k, n, confidence) >= target), n)
 
 
 def acceptance_lower_bound(k: int, n: int, confidence: float = TWIN_ACCEPT_CONFIDENCE) -> float:
     """The one-sided Clopper-Pearson lower bound on the acceptance rate when k of n twins are accepted."""
-    from scipy.stats import beta
+    from scipy.stats import beta  # lazy: a slow import; the exact binomial bound, not hand-written
 
     return float(beta.ppf(1.0 - confidence, k, n - k + 1)) if k > 0 else 0.0
 

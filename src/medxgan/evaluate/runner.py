@@ -82,7 +82,6 @@ split, classifier, GAN, seed, noise levels, deletion fractions or subset needs a
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import time
@@ -101,7 +100,7 @@ from medxgan.evaluate.review import review_sections
 from medxgan.evaluate.twins import TwinEffect, prepare_twin_infill
 from medxgan.evaluate.selection import SUBSETS, Selection, data_fingerprint, image_id_for, select_images
 from medxgan.evaluate.stats import aggregate
-from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, RUN_JSON, ResultStore, clean_json, read_per_image
+from medxgan.evaluate.store import RESULTS_CSV, RESULTS_JSON, RESULTS_MD, ResultStore, clean_json, read_per_image, read_run_settings
 from medxgan.evaluate.tables import results_csv, results_markdown
 from medxgan.classifiers.checks import prediction_check
 from medxgan.explain.baselines import BASELINE_METHODS, EXPLAINERS, MEDXGAN_METHODS, MINIMAL_MASK_METHODS, build_explainers, gradcam_unavailable
@@ -220,8 +219,7 @@ def evaluate(
                   oracle_threshold_logit=calibration["threshold_logit"] if calibration else 0.0,
                   oracle_rule=ORACLE_RULE if calibration and calibration.get("confidence") is not None else None)
     # a folder written before the data fingerprint (its run.json names the data by path) resumes when the path is the same
-    store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite,
-                                  legacy={"data": str(data_root.resolve())})
+    store = ResultStore(out).open(_fixed_settings(cfg, data_root, sel, models), cfg.overwrite, data_path=str(data_root.resolve()))
     _check_method_options(store, cfg.method_options, out)
     record = _config_record(cfg, data_root, n, sel, method_names, dev, models, clf_check)
 
@@ -440,13 +438,7 @@ def _results(all_rows: dict[tuple[str, str], dict], sel: Selection, exps: list[A
 def _started_under_point_rule(out: Path, cfg: EvaluateConfig) -> bool:
     """Whether ``out`` holds an evaluation begun before the confidence-bound calibration of the oracle (its run.json has
     no ``oracle_rule``): resumed, it keeps the judge its rows were scored with."""
-    run_json = out / RUN_JSON
-    if cfg.overwrite or not run_json.is_file():
-        return False
-    try:
-        old = json.loads(run_json.read_text())
-    except ValueError:
-        return False
+    old = None if cfg.overwrite else read_run_settings(out)
     return isinstance(old, dict) and "oracle_rule" not in old
 
 

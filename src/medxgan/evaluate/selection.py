@@ -14,6 +14,7 @@ import torch
 
 from medxgan.evaluate.shortcut import has_markers, load_marker_masks
 from medxgan.runtime.errors import MedxganError
+from medxgan.runtime.runs import hash_tensor
 
 SUBSETS = ("pred-pos", "tp", "pos", "all")
 _KEEP = {"pred-pos": ("TP", "FP"), "tp": ("TP",), "pos": ("TP", "FN"), "all": ("TP", "FN", "FP", "TN")}
@@ -55,10 +56,8 @@ def data_fingerprint(sel: Selection) -> str:
     for t in (sel.images, sel.labels, sel.masks, sel.has_mask, sel.twins, sel.has_twin):
         if t is None:
             h.update(b"none")
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{tuple(t.shape)} {t.dtype}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            hash_tensor(h, t)
     return h.hexdigest()[:16]
 
 

@@ -123,12 +123,21 @@ def _merge_shards(out: Path, per_path: Path) -> None:
 
 
 
-def _upgraded(old: Any, fixed: dict[str, Any], legacy: dict[str, Any]) -> Any:
-    """An older run.json read with today's keys: where it lacks a key of ``fixed`` but records the matching ``legacy``
-    setting instead (e.g. the data's path, not its fingerprint), it counts as recording today's value."""
+def read_run_settings(out: str | os.PathLike) -> Any:
+    """The settings an evaluation folder's run.json recorded (None when it has none or it does not parse)."""
+    run_json = Path(out) / RUN_JSON
+    try:
+        return json.loads(run_json.read_text()) if run_json.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _upgraded(old: Any, fixed: dict[str, Any], data_path: str | None) -> Any:
+    """An older run.json (written before ``data_fingerprint``, naming the data by its resolved path) read with today's
+    keys: at the same ``data_path`` it counts as recording today's fingerprint."""
     if not isinstance(old, dict) or "data_fingerprint" in old or "data" not in old:
         return old
-    if "data" in legacy and old["data"] == legacy["data"] and "data_fingerprint" in fixed:
+    if data_path is not None and old["data"] == data_path and "data_fingerprint" in fixed:
         return {**{k: v for k, v in old.items() if k != "data"}, "data_fingerprint": fixed["data_fingerprint"]}
     return old
 
@@ -149,20 +158,16 @@ class ResultStore:
         self.rank, self.world = dist.rank(), dist.world_size()
         self.done: dict[tuple[str, str], dict] = {}
 
-    def open(self, fixed: dict[str, Any], overwrite: bool, legacy: dict[str, Any] | None = None) -> "ResultStore":
-        """``legacy``: settings an older run.json recorded instead of today's keys (``{"data": resolved path}`` for a
-        folder written before ``data_fingerprint``): such a folder resumes when those match, and its run.json is upgraded."""
+    def open(self, fixed: dict[str, Any], overwrite: bool, data_path: str | None = None) -> "ResultStore":
+        """``data_path``: the data's resolved path, for a folder written before ``data_fingerprint`` (its run.json names
+        the data by path): such a folder resumes at the same path, and its run.json is upgraded."""
         if self.rank == 0 and is_empty(self.out):  # a folder this evaluation creates: medxgan's (runtime.outdir)
             mark(self.out, "evaluate")
         self.out.mkdir(parents=True, exist_ok=True)
         run_json = self.out / RUN_JSON
         if self.rank == 0:  # under torchrun only rank 0 touches the shared files; the others wait below
             if run_json.exists() and not overwrite:
-                try:
-                    old = json.loads(run_json.read_text())
-                except ValueError:
-                    old = None
-                old = _upgraded(old, fixed, legacy or {})
+                old = _upgraded(read_run_settings(self.out), fixed, data_path)
                 if old is not None and old != fixed:
                     diff = sorted(k for k in set(old) | set(fixed) if old.get(k) != fixed.get(k))
                     raise MedxganError(f"{self.out}: holds an evaluation with other settings ({', '.join(diff)}); use another --out or --overwrite")

@@ -210,15 +210,20 @@ class RunDir:
         return load_state(path)
 
 
+def hash_tensor(h: Any, t: torch.Tensor) -> None:
+    """Feed a tensor's shape, dtype and bytes to the hashlib object ``h`` (the fingerprints' one encoding)."""
+    t = t.detach().cpu().contiguous()
+    h.update(str(tuple(t.shape)).encode())
+    h.update(str(t.dtype).encode())
+    h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
 def fingerprint_state_dict(state: dict[str, torch.Tensor]) -> str:
     """A short content hash of a model's weights (names, shapes and values)."""
     h = hashlib.sha256()
     for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
         h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        hash_tensor(h, state[name])
     return h.hexdigest()[:16]
 
 
