@@ -84,3 +84,33 @@ def test_the_mask_path_uses_the_cached_anatomy_and_equals_the_generator_path():
     assert torch.allclose(cached.maps, ref.maps, atol=1e-5, rtol=1e-4)
     assert torch.allclose(cached.delta, ref.delta, atol=1e-5)
     assert torch.allclose(frames[:, 0], cf.x_res, atol=1e-6) and torch.allclose(frames[:, -1], x, atol=1e-6)
+
+
+def test_occlusion_and_rise_keep_a_cpu_pass_small_and_their_maps():
+    """On a CPU occlusion and RISE classify at most CPU_ROWS_PER_PASS copies per pass (a pass of hundreds of rows thrashes
+    the caches); the rows are independent, so the maps equal those of the former pass sizes (float32 noise)."""
+    from medxgan.explain.base import CPU_ROWS_PER_PASS, rows_per_pass
+    from medxgan.explain.baselines import OcclusionExplainer
+    from medxgan.explain.perturbation import RISEExplainer
+
+    _, clf, _ = masked_setup()
+    torch.manual_seed(1)
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert rows_per_pass(cpu, 999) == CPU_ROWS_PER_PASS and rows_per_pass(gpu, 999) == 999
+    occ = OcclusionExplainer(clf)
+    assert occ.copies_per_pass(torch.empty(8, 1, 64, 64)) == CPU_ROWS_PER_PASS // 8
+    assert occ.copies_per_pass(torch.empty(3 * CPU_ROWS_PER_PASS, 1, 64, 64)) == 1  # never 0
+    assert OcclusionExplainer(clf, perturbations_per_eval=7).copies_per_pass(x) == 7  # an explicit value is kept
+    rows = []
+    handle = clf.model.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[0]))
+    try:
+        small = occ.explain(x).maps
+        occ_rows, rows[:] = max(rows), []
+        rise = RISEExplainer(clf, n_masks=300).explain(x).maps
+        rise_rows = max(rows)
+    finally:
+        handle.remove()
+    assert occ_rows <= CPU_ROWS_PER_PASS and rise_rows <= CPU_ROWS_PER_PASS
+    assert torch.allclose(small, OcclusionExplainer(clf, perturbations_per_eval=64).explain(x).maps, atol=1e-6)
+    assert torch.allclose(rise, RISEExplainer(clf, n_masks=300, rows_per_pass=300).explain(x).maps, atol=1e-6)

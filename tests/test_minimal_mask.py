@@ -393,3 +393,23 @@ def test_cli_minimal_mask_tv_reaches_the_engine_and_bad_values_are_one_line(tmp_
             assert rc == 2 and err.startswith("medxgan: error: --minimal-mask-tv ") and len(err.strip().splitlines()) == 1
             assert "must be a finite number" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_sanity_check_searches_the_mask_once_per_step_for_the_difference_and_the_mask_map():
+    """The difference map and the mask map of one engine need the same minimal-mask search at each cascade step: it runs
+    once per step, and both curves equal those each method gets alone."""
+    from medxgan import MedXGAN
+    from medxgan.evaluate.sanity import model_randomisation, randomisation_blocks
+    from medxgan.explain.baselines import build_explainers
+
+    G, clf, x = masked_setup()
+    mx = MedXGAN(G, clf, inversion=dict(steps=3, restarts=1, counterfactual="residual", minimal_mask_steps=10))
+    diff, mask = build_explainers(["medxgan-diff", "medxgan-mask"], clf, gan=mx)
+    assert diff.engine is mask.engine
+    alone = {e.name: model_randomisation([e], clf, x, n_resamples=50)["methods"][e.name] for e in (diff, mask)}
+    calls = []
+    search = diff.engine.refine_masks
+    diff.engine.refine_masks = lambda cf: calls.append(1) or search(cf)
+    both = model_randomisation([diff, mask], clf, x, n_resamples=50)["methods"]
+    assert both == alone
+    assert len(calls) == len(randomisation_blocks(clf.model)) + 1  # the trained model and every step, once each

@@ -186,3 +186,25 @@ def test_report_verdict_counts_an_evaluated_perturbation_baseline():
     v = next(x for x in verdicts(res) if x["method"] == "medxgan-lig" and x["key"] == "localisation.iou_area_matched")
     assert v["state"] == "no" and "Extremal Perturbation" in v["claim"]  # ahead of SmoothGrad, not of Extremal Perturbation
     assert {c["method"] for c in v["vs"]} == {"smoothgrad", "extremal-perturbation"}
+
+
+def test_extremal_perturbation_splits_a_cpu_batch_by_the_mask_generators_size(monkeypatch):
+    """On a CPU the images are optimised in passes whose mask-generator intermediate stays within CPU_MASK_PASS_BYTES
+    (a larger pass thrashes the caches); maps and masks equal those of one pass of all images."""
+    import medxgan.explain.perturbation as pert
+
+    clf = RegionReader()
+    x = _scene(3)
+    ex = ExtremalPerturbationExplainer(clf, areas=(0.05, 0.1), max_iter=20, step=2, sigma=4.0)
+    gen = SmoothMaskGenerator((SIZE, SIZE), 2, 4.0)
+    per_image = 2 * gen.weight.numel() * 4  # two areas, float32
+    monkeypatch.setattr(pert, "CPU_MASK_PASS_BYTES", 2 * per_image + 1)
+    assert ex.images_per_pass(gen, 3, torch.device("cpu")) == 2
+    assert ex.images_per_pass(gen, 3, torch.device("cuda")) == 3  # a GPU takes the whole batch
+    split = ex.explain(x)
+    monkeypatch.setattr(pert, "CPU_MASK_PASS_BYTES", 1)
+    assert ex.images_per_pass(gen, 3, torch.device("cpu")) == 1  # never 0
+    monkeypatch.setattr(pert, "CPU_MASK_PASS_BYTES", 10**12)
+    whole = ex.explain(x)
+    assert torch.allclose(split.maps, whole.maps, atol=1e-6)
+    assert torch.allclose(split.extras["masks"], whole.extras["masks"], atol=1e-6) and split.extras["areas"] == [0.05, 0.1]

@@ -126,27 +126,44 @@ def classifier_based(explainer: Any) -> bool:
     return True
 
 
-def _map_function(ex: Any, images: torch.Tensor):
-    """A callable returning N x H x W float32 maps of ``images`` under the classifier's current weights."""
+class _MaskSearches:
+    """The minimal-mask search of each cascade step, done once: the difference map and the mask map of one engine both
+    need it under the same weights (the search is deterministic, so the second would repeat the first exactly)."""
+
+    def __init__(self) -> None:
+        self.step = 0  # the cascade step whose weights the classifier has now (0 = trained)
+        self._done: dict[tuple[int, int], torch.Tensor] = {}
+
+    def refined(self, engine: Any, cf: Any) -> torch.Tensor:
+        key = (id(engine), self.step)
+        if key not in self._done:
+            self._done[key] = engine.refine_masks(cf)
+        return self._done[key]
+
+
+def _map_function(ex: Any, images: torch.Tensor, searches: _MaskSearches | None = None):
+    """A callable returning N x H x W float32 maps of ``images`` under the classifier's current weights
+    (``searches``: the minimal-mask searches shared by the methods of one engine)."""
+    searches = searches or _MaskSearches()
     if hasattr(ex, "from_counterfactuals") and hasattr(ex, "engine"):  # LIG: keep the trained model's latent path
         cf = ex.engine.counterfactuals(images.to(ex.engine.device))
         return lambda: ex.from_counterfactuals(cf).maps[:, 0].detach().float().cpu().numpy()
     if getattr(ex, "name", "") == "medxgan-mask":  # the minimal mask re-searched under the current weights, same inversion
         cf = ex.engine.counterfactuals(images.to(ex.engine.device))
-        return lambda: ex.engine.refine_masks(cf)[:, 0].detach().float().cpu().numpy()
+        return lambda: searches.refined(ex.engine, cf)[:, 0].detach().float().cpu().numpy()
     if hasattr(ex, "engine") and getattr(ex.engine, "refines_mask", False):  # difference map: same inversion, mask re-refined
         cf = ex.engine.counterfactuals(images.to(ex.engine.device))
-        return lambda: _minimal_mask_difference(ex.engine, cf)
+        return lambda: _minimal_mask_difference(ex.engine, cf, searches.refined(ex.engine, cf))
     return lambda: ex.explain(images).maps[:, 0].numpy()
 
 
-def _minimal_mask_difference(engine: Any, cf: Any) -> np.ndarray:
-    """|x - x_res| with the minimal mask refined under the classifier's current weights, from the inversion
-    of the trained model (N x H x W)."""
+def _minimal_mask_difference(engine: Any, cf: Any, mask: torch.Tensor | None = None) -> np.ndarray:
+    """|x - x_res| with the minimal mask (``mask``, or refined now) under the classifier's current weights, from the
+    inversion of the trained model (N x H x W)."""
     from medxgan.explain.counterfactual import difference_maps
 
     x = cf.images.cpu()
-    x_res = x + engine.refine_masks(cf).cpu() * (cf.x_neg - x)
+    x_res = x + (engine.refine_masks(cf) if mask is None else mask).cpu() * (cf.x_neg - x)
     return difference_maps(x, x_res, engine.reduce)[0][:, 0].detach().float().numpy()
 
 
@@ -231,12 +248,15 @@ def model_randomisation(explainers: Sequence[Any], classifier: Any, images: torc
     model.eval()
     try:
         out["inputs_positive"] = _positive_shares(classifier, model, images, blocks, seed)
+        searches = _MaskSearches()
         for ex in used:
-            fn = _map_function(ex, images)
+            fn = _map_function(ex, images, searches)
+            searches.step = 0
             ref = _safe(fn)
             curve = []
             for k in range(1, len(blocks) + 1):
                 with randomised(model, k, seed=seed, blocks=blocks) as names:
+                    searches.step = k
                     maps = _safe(fn)
                 rows = []
                 for i in range(images.shape[0]):

@@ -55,6 +55,19 @@ class Explanation:
         return int(self.maps.shape[0])
 
 
+#: rows (perturbed copies) of one classifier pass for the baselines that classify many copies of each image (occlusion,
+#: RISE) on a CPU. A pass of several hundred rows no longer fits the caches: measured on the 2-core CPU with the demo's
+#: 64-px paper-cnn, occlusion cost 2.5-3.1x more per image at 512-1536 rows per pass than at 96-128
+#: (benchmarks/performance/RESULTS.md, pass_size.py). Rows are independent, so the maps change by kernel rounding only.
+CPU_ROWS_PER_PASS = 128
+
+
+def rows_per_pass(device: torch.device, gpu_rows: int) -> int:
+    """Rows of one classifier pass on ``device``: :data:`CPU_ROWS_PER_PASS` on a CPU, ``gpu_rows`` elsewhere (a GPU
+    gains from large passes)."""
+    return CPU_ROWS_PER_PASS if device.type == "cpu" else int(gpu_rows)
+
+
 class Explainer:
     """Base class. Subclasses set ``name`` and override :meth:`attribute`.
 

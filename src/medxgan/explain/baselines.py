@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from medxgan.classifiers.architectures import find_gradcam_layer, get_layer, is_scripted
-from medxgan.explain.base import Explainer, Explanation
+from medxgan.explain.base import Explainer, Explanation, rows_per_pass
 from medxgan.explain.counterfactual import CounterfactualEngine, DifferenceExplainer, MinimalMaskExplainer
 from medxgan.explain.lig import LIGExplainer
 from medxgan.explain.model import as_medxgan
@@ -225,21 +225,29 @@ class OcclusionExplainer(CaptumExplainer):
     Args:
         window, stride: in pixels; default 8 / 4 at 64 px, scaled with the image height.
         baseline: fill value in [-1, 1] units (0 = mid-grey).
-        perturbations_per_eval: occluded copies per forward pass.
+        perturbations_per_eval: occluded copies of each image per forward pass (a pass holds images x this many);
+            None (default): 64 on a GPU, on a CPU as many as keep a pass at ``CPU_ROWS_PER_PASS`` rows
+            (:func:`medxgan.explain.base.rows_per_pass`).
     """
 
     name = "occlusion"
 
-    def __init__(self, classifier: Any, *, window: int | None = None, stride: int | None = None, baseline: float = 0.0, perturbations_per_eval: int = 64, **kw: Any):
+    def __init__(self, classifier: Any, *, window: int | None = None, stride: int | None = None, baseline: float = 0.0, perturbations_per_eval: int | None = None, **kw: Any):
         super().__init__(classifier, **kw)
         self.window, self.stride = window, stride
         self.baseline = float(baseline)
-        self.perturbations_per_eval = int(perturbations_per_eval)
+        self.perturbations_per_eval = None if perturbations_per_eval is None else int(perturbations_per_eval)
 
     def window_for(self, size: int) -> tuple[int, int]:
         w = self.window if self.window is not None else max(1, round(8 * size / 64))
         s = self.stride if self.stride is not None else max(1, round(4 * size / 64))
         return int(w), int(s)
+
+    def copies_per_pass(self, images: Tensor) -> int:
+        """Occluded copies of each image per forward pass (Captum's ``perturbations_per_eval``)."""
+        if self.perturbations_per_eval is not None:
+            return self.perturbations_per_eval
+        return max(1, rows_per_pass(images.device, 64 * images.shape[0]) // images.shape[0])
 
     def attribute(self, images: Tensor) -> Tensor:
         from captum.attr import Occlusion
@@ -249,7 +257,7 @@ class OcclusionExplainer(CaptumExplainer):
         with torch.no_grad():
             attr = Occlusion(self.score).attribute(
                 images, sliding_window_shapes=(c, w, w), strides=(c, s, s), baselines=self.baseline,
-                perturbations_per_eval=self.perturbations_per_eval,
+                perturbations_per_eval=self.copies_per_pass(images),
             )
         return reduce_sum(attr)
 

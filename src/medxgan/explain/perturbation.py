@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from medxgan.explain.base import Explainer
+from medxgan.explain.base import Explainer, rows_per_pass
 from medxgan.runtime.errors import MedxganError
 from medxgan.runtime.tensors import frozen
 
@@ -64,6 +64,11 @@ __all__ = [
 ]
 
 _REF_SIZE = 224.0  # the papers' image size, against which the pixel sizes below are scaled
+#: on a CPU, Extremal Perturbation optimises as many images at once as keep the mask generator's largest intermediate
+#: (81 bumps x 75 x 75 floats per mask at 64 px, 1.8 MB) within this: at 8 images x 3 areas (44 MB) a pass no longer
+#: fit the caches and cost 2.6-3.3x more per image than 2-4 images at once, with the same maps
+#: (benchmarks/performance/RESULTS.md, issue 32)
+CPU_MASK_PASS_BYTES = 16 * 2**20
 
 
 def gaussian_smooth(x: Tensor, sigma: float, padding_mode: str = "constant") -> Tensor:
@@ -187,10 +192,25 @@ class ExtremalPerturbationExplainer(Explainer):
         blur = self.max_blur if self.max_blur is not None else max(1.0, _scaled(20, size))
         return int(step), float(sigma), float(blur)
 
+    def images_per_pass(self, gen: SmoothMaskGenerator, n: int, device: torch.device) -> int:
+        """Images optimised together: all ``n`` on a GPU; on a CPU as many as keep the mask generator's largest
+        intermediate (areas x grid bumps x H' x W' floats per image) within :data:`CPU_MASK_PASS_BYTES`."""
+        if device.type != "cpu":
+            return n
+        per_image = len(self.areas) * gen.weight.numel() * 4
+        return max(1, min(n, CPU_MASK_PASS_BYTES // per_image))
+
     def attribute(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        n, k = images.shape[0], len(self.areas)
         step, sigma, max_blur = self.settings_for(images.shape[-2])
         gen = SmoothMaskGenerator(tuple(images.shape[-2:]), step, sigma)
+        per_pass = self.images_per_pass(gen, images.shape[0], images.device)
+        parts = [self._optimise(images[i : i + per_pass], gen, max_blur) for i in range(0, images.shape[0], per_pass)]
+        return torch.cat([m for m, _ in parts]), {"masks": torch.cat([e for _, e in parts]), "areas": list(self.areas)}
+
+    def _optimise(self, images: Tensor, gen: SmoothMaskGenerator, max_blur: float) -> tuple[Tensor, Tensor]:
+        """(map N x 1 x H x W, masks N x K x H x W on the CPU) of ``images``: every (image, area) mask is optimised on its
+        own (its own reward, area term and SGD state), so the images of a pass do not change each other's masks."""
+        n, k = images.shape[0], len(self.areas)
         pyramid = blur_pyramid(images.detach(), self.levels, max_blur).repeat_interleave(k, 0)  # (N K) x L x C x H x W
         params = torch.ones(n * k, 1, *gen.shape_in, device=images.device)
         max_area = int(gen.shape_out[0] * gen.shape_out[1])
@@ -216,7 +236,7 @@ class ExtremalPerturbationExplainer(Explainer):
                 params.data.clamp_(0, 1)
                 regul_weight *= growth
         masks = last.reshape(n, k, *images.shape[-2:])
-        return masks.sum(1, keepdim=True), {"masks": masks.cpu(), "areas": list(self.areas)}
+        return masks.sum(1, keepdim=True), masks.cpu()
 
 
 def tv_sum(mask: Tensor, beta: float) -> Tensor:
@@ -320,18 +340,20 @@ class RISEExplainer(Explainer):
             64 px, the order of medXGAN's classifier passes per image).
         cells: the binary grid's size s (7-8 in the paper). p: keep probability. seed: of the masks (the same masks
             for every image). fill: value of the masked-out pixels (0 = mid-grey). masks: fixed masks K x 1 x H x W
-            instead of random ones (tests).
+            instead of random ones (tests). rows_per_pass: masked copies per classifier pass; None (default): 256 on a
+            GPU, ``CPU_ROWS_PER_PASS`` on a CPU (:func:`medxgan.explain.base.rows_per_pass`).
     """
 
     name = "rise"
 
     def __init__(self, classifier: Any, *, n_masks: int = 1000, cells: int = 8, p: float = 0.5, seed: int = 0, fill: float = 0.0,
-                 masks: Tensor | None = None, **kw: Any):
+                 masks: Tensor | None = None, rows_per_pass: int | None = None, **kw: Any):
         super().__init__(classifier, **kw)
         if n_masks < 1 or cells < 1 or not (0 < p < 1):
             raise MedxganError(f"n_masks {n_masks} / cells {cells} / p {p}: need n_masks >= 1, cells >= 1, 0 < p < 1")
         self.n_masks, self.cells, self.p, self.seed, self.fill = int(n_masks), int(cells), float(p), int(seed), float(fill)
         self.masks = masks
+        self.rows_per_pass = None if rows_per_pass is None else int(rows_per_pass)
         self._cache: dict[tuple[int, int], Tensor] = {}
 
     def masks_for(self, size: tuple[int, int]) -> Tensor:
@@ -343,7 +365,8 @@ class RISEExplainer(Explainer):
 
     def attribute(self, images: Tensor) -> Tensor:
         with frozen(self.classifier):
-            return rise_saliency(self.classifier.prob, images, self.masks_for(tuple(images.shape[-2:])), self.p, fill=self.fill)
+            return rise_saliency(self.classifier.prob, images, self.masks_for(tuple(images.shape[-2:])), self.p, fill=self.fill,
+                                 batch=self.rows_per_pass or rows_per_pass(images.device, 256))
 
 
 PERTURBATION_METHODS: dict[str, Any] = {
