@@ -1,7 +1,7 @@
 """`medxgan evaluate` with the demo's evaluation settings, before / after issue 32's exact speed-ups, with timers around
 its pieces (where the time goes), and the two runs' numbers compared (issue 32).
 
-    OMP_NUM_THREADS=1 python benchmarks/performance/evaluate_ab.py run GAN DATA OUT [--n 30] [--variant before|after]
+    OMP_NUM_THREADS=1 python benchmarks/performance/evaluate_ab.py run GAN DATA OUT [--n 30] [--variant before|after] [--demo-methods]
     python benchmarks/performance/evaluate_ab.py compare OUT_BEFORE OUT_AFTER [OUT_BEFORE2 ...] --name evaluate_ab
 
 ``run``: ``evaluate`` exactly as the demo's eval stage calls it (30 predicted positives of the test split, every method
@@ -105,10 +105,15 @@ def run(args: argparse.Namespace) -> None:
         _before(model)
     if os.path.exists(args.out):
         shutil.rmtree(args.out)
-    evaluate(args.data, args.out, gan=model, n=args.n, split="test", subset="pred-pos", noise_sigmas=(0.02, 0.05, 0.1), seed=0, device="cpu",
+    methods = {}
+    if args.demo_methods:  # the demo's eval stage: every method, the perturbation baselines light (medxgan.demo_methods)
+        from medxgan.demo_methods import method_settings
+
+        methods = method_settings(None, model)
+    evaluate(args.data, args.out, gan=model, **methods, n=args.n, split="test", subset="pred-pos", noise_sigmas=(0.02, 0.05, 0.1), seed=0, device="cpu",
              batch_size=8, max_sensitivity=True, max_sensitivity_n=3, n_resamples=1000, inversion={"steps": 75, "restarts": 1},
              show_progress=False, sanity=True, sanity_n=min(10, args.n))
-    summary = {"variant": args.variant, "wall_s": time.perf_counter() - t0, "load_start": load0, "load_end": os.getloadavg(),
+    summary = {"variant": args.variant, "demo_methods": args.demo_methods, "wall_s": time.perf_counter() - t0, "load_start": load0, "load_end": os.getloadavg(),
                "machine": machine(), "timers_s": dict(seconds), "counts": dict(counts)}
     Path(args.out + ".timing.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
@@ -175,6 +180,7 @@ def main() -> None:
     r.add_argument("out")
     r.add_argument("--n", type=int, default=30)
     r.add_argument("--variant", choices=["before", "after"], default="after")
+    r.add_argument("--demo-methods", action="store_true", help="the demo's method set: + RISE, Meaningful and Extremal Perturbation (light)")
     c = sub.add_parser("compare")
     c.add_argument("outs", nargs="+")
     c.add_argument("--name", required=True)

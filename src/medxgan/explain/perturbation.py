@@ -66,9 +66,9 @@ __all__ = [
 _REF_SIZE = 224.0  # the papers' image size, against which the pixel sizes below are scaled
 #: on a CPU, Extremal Perturbation optimises as many images at once as keep the mask generator's largest intermediate
 #: (81 bumps x 75 x 75 floats per mask at 64 px, 1.8 MB) within this: at 8 images x 3 areas (44 MB) a pass no longer
-#: fit the caches and cost 2.6-3.3x more per image than 2-4 images at once, with the same maps
-#: (benchmarks/performance/RESULTS.md, issue 32)
-CPU_MASK_PASS_BYTES = 16 * 2**20
+#: fit the caches and cost 2.2-3.3x more per image than 1-4 images at once, with the same maps (2 images at 64 px;
+#: benchmarks/performance/RESULTS.md, pass_size.py, issue 32)
+CPU_MASK_PASS_BYTES = 12 * 2**20
 
 
 def gaussian_smooth(x: Tensor, sigma: float, padding_mode: str = "constant") -> Tensor:
