@@ -1,7 +1,8 @@
 """`medxgan evaluate` with the demo's evaluation settings, before / after issue 32's exact speed-ups, with timers around
 its pieces (where the time goes), and the two runs' numbers compared (issue 32).
 
-    OMP_NUM_THREADS=1 python benchmarks/performance/evaluate_ab.py run GAN DATA OUT [--n 30] [--variant before|after] [--demo-methods]
+    OMP_NUM_THREADS=1 python benchmarks/performance/evaluate_ab.py run GAN DATA OUT [--n 30] [--variant before|after]
+        [--demo-methods] [--threads 1] [--allocator default|tuned]
     python benchmarks/performance/evaluate_ab.py compare OUT_BEFORE OUT_AFTER [OUT_BEFORE2 ...] --name evaluate_ab
 
 ``run``: ``evaluate`` exactly as the demo's eval stage calls it (30 predicted positives of the test split, every method
@@ -93,7 +94,11 @@ def _before(model: Any) -> None:
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
+    if args.allocator == "tuned":  # what the medxgan command does at start (runtime/allocator.py)
+        from medxgan.runtime.allocator import tune_allocator
+
+        print("allocator:", tune_allocator())
     seconds, counts = _timers()
     from medxgan.evaluate.runner import evaluate
     from medxgan.pipeline import MedXGAN
@@ -113,7 +118,8 @@ def run(args: argparse.Namespace) -> None:
     evaluate(args.data, args.out, gan=model, **methods, n=args.n, split="test", subset="pred-pos", noise_sigmas=(0.02, 0.05, 0.1), seed=0, device="cpu",
              batch_size=8, max_sensitivity=True, max_sensitivity_n=3, n_resamples=1000, inversion={"steps": 75, "restarts": 1},
              show_progress=False, sanity=True, sanity_n=min(10, args.n))
-    summary = {"variant": args.variant, "demo_methods": args.demo_methods, "wall_s": time.perf_counter() - t0, "load_start": load0, "load_end": os.getloadavg(),
+    summary = {"variant": args.variant, "demo_methods": args.demo_methods, "allocator": args.allocator,
+               "wall_s": time.perf_counter() - t0, "load_start": load0, "load_end": os.getloadavg(),
                "machine": machine(), "timers_s": dict(seconds), "counts": dict(counts)}
     Path(args.out + ".timing.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
@@ -180,6 +186,9 @@ def main() -> None:
     r.add_argument("out")
     r.add_argument("--n", type=int, default=30)
     r.add_argument("--variant", choices=["before", "after"], default="after")
+    r.add_argument("--allocator", choices=["default", "tuned"], default="default", help="glibc's malloc defaults, or the medxgan "
+                   "command's settings (runtime/allocator.py; the library alone keeps the defaults)")
+    r.add_argument("--threads", type=int, default=1, help="torch threads (the demo uses torch's default: the machine's cores)")
     r.add_argument("--demo-methods", action="store_true", help="the demo's method set: + RISE, Meaningful and Extremal Perturbation (light)")
     c = sub.add_parser("compare")
     c.add_argument("outs", nargs="+")

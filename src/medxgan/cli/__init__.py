@@ -192,8 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    from medxgan.runtime.allocator import tune_allocator
     from medxgan.runtime.progress import set_quiet
 
+    tune_allocator()  # the command's own process only: large CPU tensors reuse heap memory (runtime/allocator.py)
     args.given_options = _given_options(argv)  # travels with args to the command (was_given)
     set_quiet(getattr(args, "quiet", False))
     import warnings
