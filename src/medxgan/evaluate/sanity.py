@@ -157,13 +157,13 @@ def _map_function(ex: Any, images: torch.Tensor, searches: _MaskSearches | None 
     return lambda: ex.explain(images).maps[:, 0].numpy()
 
 
-def _minimal_mask_difference(engine: Any, cf: Any, mask: torch.Tensor | None = None) -> np.ndarray:
-    """|x - x_res| with the minimal mask (``mask``, or refined now) under the classifier's current weights, from the
-    inversion of the trained model (N x H x W)."""
+def _minimal_mask_difference(engine: Any, cf: Any, mask: torch.Tensor) -> np.ndarray:
+    """|x - x_res| with ``mask``, the minimal mask refined under the classifier's current weights, from the inversion of
+    the trained model (N x H x W)."""
     from medxgan.explain.counterfactual import difference_maps
 
     x = cf.images.cpu()
-    x_res = x + (engine.refine_masks(cf) if mask is None else mask).cpu() * (cf.x_neg - x)
+    x_res = x + mask.cpu() * (cf.x_neg - x)
     return difference_maps(x, x_res, engine.reduce)[0][:, 0].detach().float().numpy()
 
 

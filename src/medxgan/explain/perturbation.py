@@ -197,7 +197,7 @@ class ExtremalPerturbationExplainer(Explainer):
         intermediate (areas x grid bumps x H' x W' floats per image) within :data:`CPU_MASK_PASS_BYTES`."""
         if device.type != "cpu":
             return n
-        per_image = len(self.areas) * gen.weight.numel() * 4
+        per_image = len(self.areas) * gen.weight.numel() * gen.weight.element_size()
         return max(1, min(n, CPU_MASK_PASS_BYTES // per_image))
 
     def attribute(self, images: Tensor) -> tuple[Tensor, dict[str, Any]]:
