@@ -114,3 +114,17 @@ def test_occlusion_and_rise_keep_a_cpu_pass_small_and_their_maps():
     assert occ_rows <= CPU_ROWS_PER_PASS and rise_rows <= CPU_ROWS_PER_PASS
     assert torch.allclose(small, OcclusionExplainer(clf, perturbations_per_eval=64).explain(x).maps, atol=1e-6)
     assert torch.allclose(rise, RISEExplainer(clf, n_masks=300, rows_per_pass=300).explain(x).maps, atol=1e-6)
+
+
+def test_a_pass_size_below_one_is_one_line_before_any_work():
+    import pytest
+
+    from medxgan.explain.baselines import OcclusionExplainer
+    from medxgan.explain.perturbation import RISEExplainer
+    from medxgan.runtime.errors import MedxganError
+
+    _, clf, _ = masked_setup()
+    with pytest.raises(MedxganError, match="perturbations_per_eval 0: must be >= 1"):
+        OcclusionExplainer(clf, perturbations_per_eval=0)
+    with pytest.raises(MedxganError, match="rows_per_pass -3: must be >= 1"):
+        RISEExplainer(clf, rows_per_pass=-3)

@@ -236,6 +236,9 @@ class OcclusionExplainer(CaptumExplainer):
         super().__init__(classifier, **kw)
         self.window, self.stride = window, stride
         self.baseline = float(baseline)
+        if perturbations_per_eval is not None and int(perturbations_per_eval) < 1:
+            raise MedxganError(f"perturbations_per_eval {perturbations_per_eval}: must be >= 1 (None: sized for the device)",
+                               arg="perturbations_per_eval")
         self.perturbations_per_eval = None if perturbations_per_eval is None else int(perturbations_per_eval)
 
     def window_for(self, size: int) -> tuple[int, int]:

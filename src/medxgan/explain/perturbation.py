@@ -353,6 +353,8 @@ class RISEExplainer(Explainer):
             raise MedxganError(f"n_masks {n_masks} / cells {cells} / p {p}: need n_masks >= 1, cells >= 1, 0 < p < 1")
         self.n_masks, self.cells, self.p, self.seed, self.fill = int(n_masks), int(cells), float(p), int(seed), float(fill)
         self.masks = masks
+        if rows_per_pass is not None and int(rows_per_pass) < 1:
+            raise MedxganError(f"rows_per_pass {rows_per_pass}: must be >= 1 (None: sized for the device)", arg="rows_per_pass")
         self.rows_per_pass = None if rows_per_pass is None else int(rows_per_pass)
         self._cache: dict[tuple[int, int], Tensor] = {}
 
